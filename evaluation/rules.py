@@ -1,0 +1,119 @@
+"""The FLARE scoring rules of each year: organs, label values, tolerances, column names.
+
+This module is the one place for these facts; everything else reads them from here.
+Sources: the organisers' evaluation scripts of 2021, 2022 and 2023 (see docs/scoring.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Organ:
+    """One scored structure.
+
+    label: its value in the label map; key: the organisers' short name used in column names;
+    tolerance_mm: the NSD tolerance in millimetres; slab: scored only inside the axial extent of
+    the ground truth (aorta, IVC, oesophagus); in_mean: counted in the mean over organs.
+    """
+
+    label: int
+    name: str
+    key: str
+    tolerance_mm: float
+    slab: bool = False
+    in_mean: bool = True
+
+
+@dataclass(frozen=True)
+class Rules:
+    """A year's scoring rules.
+
+    nsd_dsc_floor: NSD is set to 0 when DSC is below it (None: NSD always computed).
+    official_round: the number of decimals the official script rounds per-case values to
+    (None: not rounded).
+    column_style: "interleaved" (FLARE21: DSC_1, NSD-1mm_1, DSC_2, ...) or "blocked"
+    (FLARE22/23: all <key>_DSC columns, then all <key>_NSD columns).
+    """
+
+    name: str
+    organs: tuple[Organ, ...]
+    nsd_dsc_floor: float | None
+    official_round: int | None
+    column_style: str
+
+    @property
+    def max_label(self) -> int:
+        return max(o.label for o in self.organs)
+
+    def dsc_column(self, organ: Organ) -> str:
+        if self.column_style == "interleaved":
+            return f"DSC_{organ.label}"
+        return f"{organ.key}_DSC"
+
+    def nsd_column(self, organ: Organ) -> str:
+        if self.column_style == "interleaved":
+            return f"NSD-{organ.tolerance_mm:g}mm_{organ.label}"
+        return f"{organ.key}_NSD"
+
+    def metric_columns(self) -> list[str]:
+        """The official metric column names in the official order (without `Name`)."""
+        if self.column_style == "interleaved":
+            return [c for o in self.organs for c in (self.dsc_column(o), self.nsd_column(o))]
+        return [self.dsc_column(o) for o in self.organs] + [self.nsd_column(o) for o in self.organs]
+
+
+_FLARE22_ORGANS = (
+    Organ(1, "liver", "Liver", 5),
+    Organ(2, "right kidney", "RK", 3),
+    Organ(3, "spleen", "Spleen", 3),
+    Organ(4, "pancreas", "Pancreas", 5),
+    Organ(5, "aorta", "Aorta", 2, slab=True),
+    Organ(6, "inferior vena cava", "IVC", 2, slab=True),
+    Organ(7, "right adrenal gland", "RAG", 2),
+    Organ(8, "left adrenal gland", "LAG", 2),
+    Organ(9, "gallbladder", "Gallbladder", 2),
+    Organ(10, "esophagus", "Esophagus", 3, slab=True),
+    Organ(11, "stomach", "Stomach", 5),
+    Organ(12, "duodenum", "Duodenum", 7),
+    Organ(13, "left kidney", "LK", 3),
+)
+
+RULES: dict[str, Rules] = {
+    "flare21": Rules(
+        name="flare21",
+        organs=(
+            Organ(1, "liver", "1", 1),
+            Organ(2, "kidney", "2", 1),
+            Organ(3, "spleen", "3", 1),
+            Organ(4, "pancreas", "4", 1),
+        ),
+        nsd_dsc_floor=None,
+        official_round=None,
+        column_style="interleaved",
+    ),
+    "flare22": Rules(
+        name="flare22",
+        organs=_FLARE22_ORGANS,
+        nsd_dsc_floor=0.2,
+        official_round=4,
+        column_style="blocked",
+    ),
+    "flare23": Rules(
+        name="flare23",
+        organs=_FLARE22_ORGANS + (Organ(14, "lesion", "Tumor", 2, in_mean=False),),
+        nsd_dsc_floor=0.2,
+        official_round=4,
+        column_style="blocked",
+    ),
+}
+
+DEFAULT_RULES = "flare21"
+
+
+def get_rules(name: str) -> Rules:
+    """The rules of one year by name (flare21, flare22, flare23); ValueError for others."""
+    try:
+        return RULES[name]
+    except KeyError:
+        raise ValueError(f"unknown rules {name!r}; choose one of {', '.join(RULES)}") from None

@@ -1,0 +1,192 @@
+"""Score predicted label maps against ground truth with the official FLARE DSC and NSD.
+
+    python -m evaluation.score --gt GT_DIR --pred PRED_DIR --out OUT_DIR [--rules flare21]
+
+Writes OUT_DIR/metrics.csv (one row per ground-truth case, the year's official columns),
+OUT_DIR/summary.json and OUT_DIR/summary.csv, and prints a summary. Exit code: 0 every case
+scored cleanly, 1 results written but some cases had problems, 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from evaluation.imageio import InputError, LabelVolume, case_stem, is_nifti, read_labels
+from evaluation.metrics import score_case
+from evaluation.report import summarise, summary_json, write_atomic
+from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
+
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+@dataclass
+class CaseResult:
+    """The official columns of one case (NaN where not scored) and what went wrong."""
+
+    name: str
+    values: dict[str, float]
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_prediction(pred_dir: Path, gt_file: Path) -> Path | None:
+    """The prediction for a ground-truth file: same name, or same stem with the other NIfTI suffix."""
+    for name in (gt_file.name, case_stem(gt_file) + ".nii.gz", case_stem(gt_file) + ".nii"):
+        if (pred_dir / name).is_file():
+            return pred_dir / name
+    return None
+
+
+def _unexpected_labels(data: np.ndarray, rules: Rules) -> list[int]:
+    if data.size == 0 or data.max() <= rules.max_label:
+        return []
+    return [int(v) for v in np.unique(data[data > rules.max_label])]
+
+
+def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult, rules: Rules) -> np.ndarray:
+    """The prediction's labels; an empty one (with the problem listed) when it is missing or unusable."""
+    empty = np.zeros(gt.data.shape, dtype=np.uint8)
+    if pred_file is None:
+        result.problems.append("prediction missing: scored as empty")
+        return empty
+    try:
+        pred = read_labels(pred_file)
+    except InputError as exc:
+        result.problems.append(f"prediction {pred_file.name}: {exc}: scored as empty")
+        return empty
+    if pred.data.shape != gt.data.shape:
+        result.problems.append(
+            f"prediction {pred_file.name}: shape {pred.data.shape} differs from ground truth "
+            f"{gt.data.shape}: scored as empty")
+        return empty
+    affine_diff = float(np.abs(pred.affine - gt.affine).max())
+    if affine_diff > AFFINE_TOLERANCE_MM:
+        result.warnings.append(
+            f"prediction {pred_file.name}: affine differs from ground truth by up to {affine_diff:.4g} "
+            "(the ground truth's spacing is used)")
+    extra = _unexpected_labels(pred.data, rules)
+    if extra:
+        result.problems.append(f"prediction {pred_file.name}: labels outside {rules.name} {extra}: ignored")
+    return pred.data
+
+
+def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab: bool = False) -> CaseResult:
+    """Score one case from files; never raises for bad input, lists the problem instead."""
+    rules = get_rules(rules_name)
+    result = CaseResult(gt_file.name, {c: math.nan for c in rules.metric_columns()})
+    try:
+        gt = read_labels(gt_file)
+    except InputError as exc:
+        result.problems.append(f"ground truth {gt_file.name}: {exc}: not scored")
+        return result
+    extra = _unexpected_labels(gt.data, rules)
+    if extra:
+        result.problems.append(
+            f"ground truth {gt_file.name}: labels outside {rules.name} {extra}: ignored (wrong --rules?)")
+    pred = _read_prediction(pred_file, gt, result, rules)
+    scores_by_label = score_case(gt.data, pred, gt.spacing, rules, fix_slab)
+    for organ in rules.organs:
+        score = scores_by_label[organ.label]
+        result.values[rules.dsc_column(organ)] = score.dsc
+        result.values[rules.nsd_column(organ)] = score.nsd
+        if score.note:
+            result.warnings.append(f"{organ.name}: {score.note}: DSC and NSD are NaN")
+    return result
+
+
+def _score_all(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool, workers: int) -> list[CaseResult]:
+    progress = dict(total=len(jobs), desc="scoring", unit="case", file=sys.stderr, disable=None)
+    if workers <= 1:
+        return [score_files(g, p, rules, fix_slab) for g, p in tqdm(jobs, **progress)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(score_files, g, p, rules, fix_slab) for g, p in jobs]
+        return [f.result() for f in tqdm(futures, **progress)]
+
+
+def metrics_table(results: list[CaseResult], rules: Rules, round_digits: int | None) -> pd.DataFrame:
+    table = pd.DataFrame([{"Name": r.name, **r.values} for r in results],
+                         columns=["Name", *rules.metric_columns()])
+    if round_digits is not None:
+        table[rules.metric_columns()] = table[rules.metric_columns()].round(round_digits)
+    return table
+
+
+def _print_summary(summary: pd.DataFrame, n_cases: int, problems: list, warnings: list, out: Path) -> None:
+    wide = summary.pivot_table(index="organ", columns="metric", values=["mean", "std"], sort=False)
+    print(f"{'organ':<22}{'DSC':>17}{'NSD':>17}")
+    for organ in dict.fromkeys(summary.organ):
+        cells = []
+        for metric in ("DSC", "NSD"):
+            mean, std = wide.loc[organ, ("mean", metric)], wide.loc[organ, ("std", metric)]
+            cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if np.isfinite(std) else ""))
+        print(f"{organ:<22}{cells[0]:>17}{cells[1]:>17}")
+    print(f"{n_cases} case(s) scored; {len({p['case'] for p in problems})} with problems, "
+          f"{len(warnings)} warning(s); results in {out}")
+    for item in problems:
+        print(f"problem: {item['case']}: {item['problem']}", file=sys.stderr)
+    for item in warnings:
+        print(f"warning: {item['case']}: {item['warning']}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.score",
+        description="Score FLARE predictions: per-case DSC and NSD exactly as the organisers compute them.")
+    parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth <case>.nii.gz files")
+    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted <case>.nii.gz files")
+    parser.add_argument("--out", "-o", required=True, type=Path, help="folder for metrics.csv and summaries")
+    parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES,
+                        help="which year's organs, tolerances and columns (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
+                        help="cases scored in parallel (default: CPU cores, at most 8)")
+    parser.add_argument("--round", type=int, default=None, metavar="DIGITS",
+                        help="round per-case values as the official files do (e.g. 4); default unrounded")
+    parser.add_argument("--fix-slab", action="store_true",
+                        help="include the top ground-truth slice in the aorta/IVC/oesophagus slab "
+                             "(the official scripts leave it out)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag, folder in (("--gt", args.gt), ("--pred", args.pred)):
+        if not folder.is_dir():
+            parser.error(f"{flag} {folder}: not a folder")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    gt_files = sorted(p for p in args.gt.iterdir() if p.is_file() and is_nifti(p))
+    if not gt_files:
+        parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
+    rules = get_rules(args.rules)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    jobs = [(g, find_prediction(args.pred, g)) for g in gt_files]
+    results = _score_all(jobs, args.rules, args.fix_slab, min(args.workers, len(jobs)))
+
+    known = {case_stem(g) for g in gt_files}
+    stray = sorted(p.name for p in args.pred.iterdir() if is_nifti(p) and case_stem(p) not in known)
+    problems = [{"case": r.name, "problem": p} for r in results for p in r.problems]
+    warnings = [{"case": r.name, "warning": w} for r in results for w in r.warnings]
+    warnings += [{"case": name, "warning": "prediction has no ground truth: ignored"} for name in stray]
+
+    metrics = metrics_table(results, rules, args.round)
+    summary = summarise(metrics, rules)
+    write_atomic(args.out / "metrics.csv", metrics.to_csv(index=False))
+    write_atomic(args.out / "summary.csv", summary.to_csv(index=False))
+    write_atomic(args.out / "summary.json", summary_json(summary, rules, len(results), problems, warnings))
+    _print_summary(summary, len(results), problems, warnings, args.out)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Surface elements (surfels) and the normalised surface Dice (NSD), as DeepMind's surface-distance.
+
+Conventions, all identical to `surface_distance.compute_surface_distances` and
+`compute_surface_dice_at_tolerance`:
+
+- A mask is a 3D bool array indexed (i, j, k); `spacing` is the voxel size in mm along those same
+  axes (for NIfTI read by nibabel: the voxel axes x, y, z and `header.get_zooms()`).
+- Surfaces live on the grid of 2x2x2 neighbourhoods, shifted by half a voxel: grid point p
+  (0..n along an axis of n voxels) sees voxels p-1 and p. Its neighbour code is the 8-bit pattern
+  of those voxels; the voxel at offset (a, b, c) in {0, 1}^3 has bit value 128 >> (4a + 2b + c).
+- A grid point is a surfel when its code is neither 0 (all outside) nor 255 (all inside).
+- A surfel's area (mm^2) is the area of the marching-cubes triangles of its code, with vertices
+  at the edge midpoints: Lorensen's triangulation for codes with at most four set voxels, the
+  triangulation of the complementary code for codes with more (this reproduces DeepMind's
+  lookup table entry by entry; tests check all 256 codes against it).
+- The distance between surfels is the Euclidean distance in mm between their grid points,
+  computed as scipy's distance transform computes it:
+  sqrt((di * s_i)^2 + (dj * s_j)^2 + (dk * s_k)^2) in float64.
+- A surfel is within tolerance when its distance to the other surface is <= tolerance
+  (ties count); a surfel facing an empty surface has distance infinity.
+- NSD = (GT area within tolerance + predicted area within tolerance) / (GT area + predicted area).
+
+Speed: instead of two distance transforms over the bounding box, surfels that lie on both
+surfaces have distance 0, and only the others are looked up in a k-d tree, bounded by the
+tolerance; the exact distance of the nearest candidate is then recomputed as above.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+Spacing = tuple[float, float, float]
+
+# (a, b, c) offset of each 2x2x2 neighbour and its bit value in the neighbour code.
+_OFFSETS = [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+_BITS = [128 >> (4 * a + 2 * b + c) for a, b, c in _OFFSETS]
+
+
+@lru_cache(maxsize=1)
+def _triangle_area_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """Area vectors (voxel units) of the marching-cubes triangles of every neighbour code.
+
+    Returns (codes, vectors): vectors[t] is the area vector (half the cross product) of
+    triangle t, which belongs to neighbour code codes[t].
+    """
+    from skimage.measure import marching_cubes  # only needed to build the table once
+
+    codes, vectors = [], []
+    for code in range(1, 255):
+        set_voxels = bin(code).count("1")
+        shape_code = code if set_voxels <= 4 else 255 - code
+        cube = np.array([(shape_code & bit) > 0 for bit in _BITS], dtype=np.float64).reshape(2, 2, 2)
+        verts, faces, _, _ = marching_cubes(cube, 0.5, method="lorensen", allow_degenerate=True)
+        tri = verts[faces]
+        vec = 0.5 * np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        codes.extend([code] * len(vec))
+        vectors.append(vec)
+    return np.asarray(codes), np.concatenate(vectors)
+
+
+@lru_cache(maxsize=64)
+def surfel_area_table(spacing: Spacing) -> np.ndarray:
+    """Area in mm^2 of the surfel of each of the 256 neighbour codes at this spacing (mm)."""
+    codes, vec = _triangle_area_vectors()
+    s0, s1, s2 = (np.float64(s) for s in spacing)
+    scaled = np.stack([vec[:, 0] * s1 * s2, vec[:, 1] * s0 * s2, vec[:, 2] * s0 * s1], axis=1)
+    areas = np.sqrt(np.einsum("ij,ij->i", scaled, scaled))
+    return np.bincount(codes, weights=areas, minlength=256)
+
+
+def neighbour_codes(mask: np.ndarray) -> np.ndarray:
+    """Neighbour code (uint8) of every grid point; shape = mask.shape + 1 along each axis."""
+    n0, n1, n2 = mask.shape
+    padded = np.zeros((n0 + 2, n1 + 2, n2 + 2), dtype=np.uint8)
+    padded[1:-1, 1:-1, 1:-1] = mask
+    codes = np.zeros((n0 + 1, n1 + 1, n2 + 1), dtype=np.uint8)
+    for (a, b, c), bit in zip(_OFFSETS, _BITS):
+        codes += padded[a : a + n0 + 1, b : b + n1 + 1, c : c + n2 + 1] * np.uint8(bit)
+    return codes
+
+
+def is_surfel(codes: np.ndarray) -> np.ndarray:
+    """Which grid points carry a surface element (code neither 0 nor 255)."""
+    return (codes != 0) & (codes != 255)
+
+
+def edt_distance(delta: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """Distance in mm of integer grid offsets (N, 3), with scipy's distance-transform arithmetic."""
+    sq = (delta.astype(np.float64) * np.asarray(spacing, dtype=np.float64)) ** 2
+    return np.sqrt((sq[:, 0] + sq[:, 1]) + sq[:, 2])
+
+
+def within_tolerance(
+    points: np.ndarray, targets: np.ndarray, spacing: Spacing, tolerance_mm: float
+) -> np.ndarray:
+    """For each grid point (N, 3), whether some target point (M, 3) lies within tolerance_mm."""
+    if len(points) == 0 or len(targets) == 0:
+        return np.zeros(len(points), dtype=bool)
+    scale = np.asarray(spacing, dtype=np.float64)
+    tree = cKDTree(targets * scale)
+    # A slightly looser bound so that distances equal to the tolerance are never lost to rounding;
+    # the exact test is done below on the candidate's recomputed distance.
+    bound = tolerance_mm * (1 + 1e-9) + 1e-9
+    _, nearest = tree.query(points * scale, k=1, distance_upper_bound=bound)
+    found = nearest < len(targets)
+    within = np.zeros(len(points), dtype=bool)
+    within[found] = edt_distance(points[found] - targets[nearest[found]], spacing) <= tolerance_mm
+    return within
+
+
+def surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Spacing, tolerance_mm: float) -> float:
+    """Normalised surface Dice of two 3D bool masks of the same shape (NaN when both are empty)."""
+    if gt.shape != pred.shape:
+        raise ValueError(f"mask shapes differ: {gt.shape} vs {pred.shape}")
+    spacing = tuple(spacing)
+    table = surfel_area_table(spacing)
+    codes_gt, codes_pred = neighbour_codes(gt), neighbour_codes(pred)
+    on_gt, on_pred = is_surfel(codes_gt), is_surfel(codes_pred)
+    area_gt, area_pred = table[codes_gt[on_gt]].sum(), table[codes_pred[on_pred]].sum()
+    if area_gt + area_pred == 0:
+        return float("nan")
+
+    # Surfels on both surfaces are at distance 0; look up only the others.
+    shared = on_gt & on_pred
+    only_gt, only_pred = on_gt & ~on_pred, on_pred & ~on_gt
+    points_gt, points_pred = np.argwhere(on_gt), np.argwhere(on_pred)
+    near_gt = within_tolerance(np.argwhere(only_gt), points_pred, spacing, tolerance_mm)
+    near_pred = within_tolerance(np.argwhere(only_pred), points_gt, spacing, tolerance_mm)
+    shared_area = table[codes_gt[shared]].sum() + table[codes_pred[shared]].sum()
+    overlap = (
+        shared_area
+        + table[codes_gt[only_gt]][near_gt].sum()
+        + table[codes_pred[only_pred]][near_pred].sum()
+    )
+    return float(overlap / (area_gt + area_pred))
