@@ -1,6 +1,12 @@
-"""Summaries of per-case metrics and atomic writing of result files."""
+"""Summaries of per-case metrics, and atomic writing of the result files (CSV and JSON).
+
+Kept free of pandas so that the scorer starts fast; NaN is written as an empty CSV cell (as
+pandas does) and as null in JSON.
+"""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -8,18 +14,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from evaluation.rules import Rules
 
-
 MEAN_OVER_ORGANS = "mean over organs"
-
-
-def _json_number(value: float) -> float | None:
-    """A float for JSON; NaN becomes None (null)."""
-    value = float(value)
-    return None if math.isnan(value) else value
+STATS = ("mean", "std", "median", "min")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -35,55 +34,64 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _stats(values: pd.Series) -> dict[str, float | int]:
-    """mean, std (population), median, min and count of the finite values (NaN where none)."""
-    v = values.to_numpy(dtype=np.float64)
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """CSV text of rows (dicts) with the given columns; floats in full precision, NaN as empty."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in (row[c] for c in columns)])
+    return out.getvalue()
+
+
+def stats(values: list[float]) -> dict[str, float | int]:
+    """mean, std (population), median and min of the finite values, and their count n."""
+    v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
-        return {"mean": math.nan, "std": math.nan, "median": math.nan, "min": math.nan, "n": 0}
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std()),
-        "median": float(np.median(v)),
-        "min": float(v.min()),
-        "n": int(v.size),
-    }
+        return {**{k: math.nan for k in STATS}, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)),
+            "min": float(v.min()), "n": int(v.size)}
 
 
-def summarise(metrics: pd.DataFrame, rules: Rules) -> pd.DataFrame:
-    """One row per organ and metric (DSC, NSD) with mean, std, median, min and n over cases,
-    then the mean over organs (organs with in_mean only) of the per-organ means."""
+def summarise(metrics: list[dict], rules: Rules) -> list[dict]:
+    """One row per organ and metric (DSC, NSD) with mean, std, median, min and n over the cases,
+    then the mean over organs (those with in_mean) of the per-organ means."""
     rows = []
     for organ in rules.organs:
         for metric, column in (("DSC", rules.dsc_column(organ)), ("NSD", rules.nsd_column(organ))):
-            rows.append({"organ": organ.name, "label": organ.label, "metric": metric, "column": column,
-                         **_stats(metrics[column])})
-    table = pd.DataFrame(rows)
+            rows.append({"organ": organ.name, "metric": metric, "column": column,
+                         **stats([m[column] for m in metrics])})
     in_mean = {o.name for o in rules.organs if o.in_mean}
     for metric in ("DSC", "NSD"):
-        means = table[(table.metric == metric) & table.organ.isin(in_mean)]["mean"]
-        rows.append({"organ": MEAN_OVER_ORGANS, "label": 0, "metric": metric, "column": "",
-                     "mean": float(means.mean()) if means.notna().any() else math.nan,
-                     "std": math.nan, "median": math.nan, "min": math.nan,
-                     "n": int(metrics.shape[0])})
-    return pd.DataFrame(rows)
+        means = [r["mean"] for r in rows if r["metric"] == metric and r["organ"] in in_mean]
+        overall = stats(means)
+        rows.append({"organ": MEAN_OVER_ORGANS, "metric": metric, "column": "",
+                     **{k: math.nan for k in STATS}, "mean": overall["mean"], "n": overall["n"]})
+    return rows
 
 
-def summary_json(summary: pd.DataFrame, rules: Rules, n_cases: int,
+SUMMARY_COLUMNS = ["organ", "metric", "column", *STATS, "n"]
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def summary_json(summary: list[dict], rules: Rules, n_cases: int,
                  problems: list[dict[str, str]], warnings: list[dict[str, str]]) -> str:
-    """The summary as JSON text; NaN is written as null."""
+    """The summary as JSON text (NaN as null)."""
     organs: dict[str, dict] = {}
-    for row in summary.itertuples():
-        stats = {k: _json_number(getattr(row, k)) for k in ("mean", "std", "median", "min")}
-        stats["n"] = int(row.n)
-        organs.setdefault(row.organ, {})[row.metric] = stats
+    for row in summary:
+        organs.setdefault(row["organ"], {})[row["metric"]] = {
+            **{k: _json_number(row[k]) for k in STATS}, "n": row["n"]}
     overall = organs.pop(MEAN_OVER_ORGANS)
     doc = {
         "rules": rules.name,
         "cases": n_cases,
         "cases_with_problems": len({p["case"] for p in problems}),
         "organs": organs,
-        "mean_over_organs": {metric: stats["mean"] for metric, stats in overall.items()},
+        "mean_over_organs": {metric: s["mean"] for metric, s in overall.items()},
         "problems": problems,
         "warnings": warnings,
     }

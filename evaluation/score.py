@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from evaluation.imageio import InputError, LabelVolume, case_stem, is_nifti, read_labels
 from evaluation.metrics import score_case
-from evaluation.report import summarise, summary_json, write_atomic
+from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json, write_atomic
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
 
 AFFINE_TOLERANCE_MM = 1e-3
@@ -112,22 +111,21 @@ def _score_all(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool,
         return [f.result() for f in tqdm(futures, **progress)]
 
 
-def metrics_table(results: list[CaseResult], rules: Rules, round_digits: int | None) -> pd.DataFrame:
-    table = pd.DataFrame([{"Name": r.name, **r.values} for r in results],
-                         columns=["Name", *rules.metric_columns()])
-    if round_digits is not None:
-        table[rules.metric_columns()] = table[rules.metric_columns()].round(round_digits)
-    return table
+def metrics_rows(results: list[CaseResult], round_digits: int | None) -> list[dict]:
+    """The rows of metrics.csv: Name and the official columns, rounded as asked."""
+    def cell(value: float) -> float:
+        return value if round_digits is None or math.isnan(value) else round(value, round_digits)
+    return [{"Name": r.name, **{k: cell(v) for k, v in r.values.items()}} for r in results]
 
 
-def _print_summary(summary: pd.DataFrame, n_cases: int, problems: list, warnings: list, out: Path) -> None:
-    wide = summary.pivot_table(index="organ", columns="metric", values=["mean", "std"], sort=False)
+def _print_summary(summary: list[dict], n_cases: int, problems: list, warnings: list, out: Path) -> None:
+    by_organ: dict[str, dict[str, dict]] = {}
+    for row in summary:
+        by_organ.setdefault(row["organ"], {})[row["metric"]] = row
     print(f"{'organ':<22}{'DSC':>17}{'NSD':>17}")
-    for organ in dict.fromkeys(summary.organ):
-        cells = []
-        for metric in ("DSC", "NSD"):
-            mean, std = wide.loc[organ, ("mean", metric)], wide.loc[organ, ("std", metric)]
-            cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if np.isfinite(std) else ""))
+    for organ, metrics in by_organ.items():
+        cells = [f"{m['mean']:.4f}" + (f" ± {m['std']:.4f}" if np.isfinite(m["std"]) else "")
+                 for m in (metrics["DSC"], metrics["NSD"])]
         print(f"{organ:<22}{cells[0]:>17}{cells[1]:>17}")
     print(f"{n_cases} case(s) scored; {len({p['case'] for p in problems})} with problems, "
           f"{len(warnings)} warning(s); results in {out}")
@@ -179,10 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings = [{"case": r.name, "warning": w} for r in results for w in r.warnings]
     warnings += [{"case": name, "warning": "prediction has no ground truth: ignored"} for name in stray]
 
-    metrics = metrics_table(results, rules, args.round)
+    metrics = metrics_rows(results, args.round)
     summary = summarise(metrics, rules)
-    write_atomic(args.out / "metrics.csv", metrics.to_csv(index=False))
-    write_atomic(args.out / "summary.csv", summary.to_csv(index=False))
+    write_atomic(args.out / "metrics.csv", csv_text(metrics, ["Name", *rules.metric_columns()]))
+    write_atomic(args.out / "summary.csv", csv_text(summary, SUMMARY_COLUMNS))
     write_atomic(args.out / "summary.json", summary_json(summary, rules, len(results), problems, warnings))
     _print_summary(summary, len(results), problems, warnings, args.out)
     return 1 if problems else 0

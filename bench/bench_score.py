@@ -1,0 +1,152 @@
+"""Benchmark: the project's scorer against the organisers' per-organ surface-distance loop.
+
+    python -m bench.bench_score [--cases 4] [--shape 512 512 200] [--spacing 0.8 0.8 2.5]
+
+Makes synthetic 4-organ cases (FLARE21 labels) of the given size, then scores the same files
+  1. with the official loop (bench/official_loop.py: get_fdata, uint8 copy, surface-distance per organ),
+  2. with `python -m evaluation.score --workers 1`, and
+  3. with `python -m evaluation.score --workers <cores>`,
+each in its own process, end to end (process start, reading, scoring, writing). Peak memory is
+the largest sum of resident memory over the process tree, sampled every 10 ms. It checks that
+all three give the same numbers and prints a Markdown table for docs/benchmarks.md.
+
+Two prediction qualities are measured: "good" (small errors, NSD at 1 mm around 0.8, like the
+FLARE21 winners) and "poor" (larger errors, NSD around 0.4), since the cost of the surface
+distance part grows with the fraction of the surface that is off.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from evaluation.synthetic import _ANATOMY, jittered, phantom, save_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+QUALITIES = {"good": (0.7, 0.015), "poor": (2.0, 0.05)}  # (shift in mm, relative radius change)
+
+
+def make_cases(folder: Path, n: int, shape, spacing, quality: str, seed: int = 0) -> None:
+    """Write n ground-truth/prediction pairs into folder/gt and folder/pred (skipped if present)."""
+    shift_mm, scale = QUALITIES[quality]
+    rng = np.random.default_rng(seed)
+    for sub in ("gt", "pred"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name = f"case_{i:03d}.nii.gz"
+        if (folder / "gt" / name).exists() and (folder / "pred" / name).exists():
+            continue
+        anatomy = jittered(_ANATOMY, rng, shift_mm=6.0, scale=0.08)
+        save_labels(phantom(shape, spacing, anatomy), spacing, folder / "gt" / name)
+        save_labels(phantom(shape, spacing, jittered(anatomy, rng, shift_mm, scale)), spacing,
+                    folder / "pred" / name)
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak resident MB of its whole process tree)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass
+        time.sleep(0.01)
+    wall = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, peak / 2**20
+
+
+OFFICIAL_SNIPPET = """
+import json, sys
+from pathlib import Path
+from bench.official_loop import official_files
+from evaluation.rules import get_rules
+gt, pred, out = map(Path, sys.argv[1:4])
+rules = get_rules("flare21")
+res = {f.name: {str(k): list(map(float, v)) for k, v in official_files(f, pred / f.name, rules).items()}
+       for f in sorted(gt.glob("*.nii.gz"))}
+out.write_text(json.dumps(res))
+"""
+
+
+def max_difference(official_json: Path, metrics_csv: Path) -> float:
+    """Largest absolute difference between the official loop's and the scorer's values."""
+    official = json.loads(official_json.read_text())
+    ours = pd.read_csv(metrics_csv).set_index("Name")
+    worst = 0.0
+    for name, organs in official.items():
+        for label, (dsc, nsd) in organs.items():
+            worst = max(worst, abs(ours.loc[name, f"DSC_{label}"] - dsc),
+                        abs(ours.loc[name, f"NSD-1mm_{label}"] - nsd))
+    return worst
+
+
+def bench(quality: str, args, work: Path) -> list[dict]:
+    """Time the official loop and the scorer on one set of cases; one row per run."""
+    folder = work / quality
+    make_cases(folder, args.cases, tuple(args.shape), tuple(args.spacing), quality)
+    py = sys.executable
+    official_out = folder / "official.json"
+    runs = [("official loop (surface-distance)", None,
+             [py, "-c", OFFICIAL_SNIPPET, str(folder / "gt"), str(folder / "pred"), str(official_out)])]
+    for workers in sorted({1, args.workers}):
+        runs.append((f"evaluation.score --workers {workers}", folder / f"scores_w{workers}" / "metrics.csv",
+                     [py, "-m", "evaluation.score", "--gt", str(folder / "gt"), "--pred", str(folder / "pred"),
+                      "--out", str(folder / f"scores_w{workers}"), "--workers", str(workers)]))
+    rows = []
+    for label, metrics_csv, cmd in runs:
+        wall, peak = run_measured(cmd)
+        rows.append({"quality": quality, "run": label, "seconds": wall, "per_case_s": wall / args.cases,
+                     "peak_MB": peak,
+                     "max_abs_diff": max_difference(official_out, metrics_csv) if metrics_csv else 0.0})
+    nsd = pd.read_csv(runs[1][1]).filter(like="NSD").to_numpy().mean()
+    for row in rows:
+        row["speed_up"] = rows[0]["seconds"] / row["seconds"]
+        row["mean_NSD"] = nsd
+    return rows
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A Markdown table with 3 significant digits."""
+    cells = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_score", description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 200))
+    parser.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 2.5))
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--quality", choices=sorted(QUALITIES), nargs="+", default=["good", "poor"])
+    parser.add_argument("--work", type=Path, default=None, help="folder for the cases (default: a temporary one)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        rows = [row for q in args.quality for row in bench(q, args, work)]
+    table = pd.DataFrame(rows)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB; python {platform.python_version()}, "
+          f"numpy {np.__version__}")
+    print(f"{args.cases} cases of {tuple(args.shape)} voxels at {tuple(args.spacing)} mm, FLARE21 rules\n")
+    print(markdown(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
