@@ -47,6 +47,9 @@ def official_case(gt: np.ndarray, pred: np.ndarray, spacing, rules: Rules,
                 z = np.where(gt_i)[2]
                 top = z.max() + 1 if fix_slab else z.max()
                 gt_i, pred_i = gt[:, :, z.min():top] == i, pred[:, :, z.min():top] == i
+                if gt_i.size == 0:  # one-slice GT: the official script stops with a ValueError here
+                    out[i] = (float("nan"), float("nan"))
+                    continue
             dsc = official_dice(gt_i, pred_i)
             if rules.nsd_dsc_floor is not None and dsc < rules.nsd_dsc_floor:
                 out[i] = (dsc, 0.0)

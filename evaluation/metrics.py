@@ -133,7 +133,8 @@ def score_organ(
     region = _scored_region(organ, gt_box, gt.shape, fix_slab)
     box = _union_box(gt_box, pred_box, region)
     if box is None:
-        return OrganScore(float("nan"), float("nan"), "empty axial slab (one-slice ground truth)")
+        return OrganScore(float("nan"), float("nan"),
+                          "empty axial slab (one-slice ground truth; the official script stops here)")
     g, p = gt[box] == organ.label, pred[box] == organ.label
     dsc = dice(g, p)
     if nsd_dsc_floor is not None and dsc < nsd_dsc_floor:

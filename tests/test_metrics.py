@@ -1,0 +1,157 @@
+"""Per-case scores follow the official scripts of each year."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.ndimage import find_objects
+
+from bench.official_loop import official_case
+from evaluation.metrics import flat_nonzero, label_boxes, score_case
+from evaluation.rules import RULES, get_rules
+from evaluation.synthetic import case_pair
+
+
+def assert_same(ours, official):
+    for label, (dsc, nsd) in official.items():
+        for got, want in ((ours[label].dsc, dsc), (ours[label].nsd, nsd)):
+            if math.isnan(want):
+                assert math.isnan(got), (label, got, want)
+            else:
+                assert abs(got - want) <= 1e-9, (label, got, want)
+
+
+@st.composite
+def label_cases(draw):
+    rules = get_rules(draw(st.sampled_from(sorted(RULES))))
+    shape = tuple(draw(st.integers(2, 12)) for _ in range(3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = rules.max_label
+    # A few labels as blocks (slab organs included), plus speckle, so every rule path is hit.
+    labels = rng.choice([1, 2, 4, 5, 6, 10, 14, n], size=4).clip(max=n)
+
+    def label_map():
+        m = np.zeros(shape, np.uint8)
+        for label in labels:
+            if rng.random() < 0.8:
+                lo = [rng.integers(0, s) for s in shape]
+                hi = [rng.integers(a + 1, s + 1) for a, s in zip(lo, shape)]
+                m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = label
+        noise = rng.random(shape) < 0.05
+        m[noise] = rng.choice(labels, size=int(noise.sum()))
+        return m
+
+    gt = label_map()
+    pred = label_map() if rng.random() < 0.5 else np.where(rng.random(shape) < 0.1, 0, gt).astype(np.uint8)
+    if rng.random() < 0.5:
+        gt, pred = np.asfortranarray(gt), np.asfortranarray(pred)  # nibabel's memory order
+    spacing = tuple(float(np.float32(draw(st.floats(0.4, 4.0)))) for _ in range(3))
+    return gt, pred, spacing, rules, draw(st.booleans())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label_cases())
+def test_score_case_equals_official_loop(case):
+    gt, pred, spacing, rules, fix_slab = case
+    assert_same(score_case(gt, pred, spacing, rules, fix_slab), official_case(gt, pred, spacing, rules, fix_slab))
+
+
+@pytest.mark.parametrize("rules", ["flare21", "flare22"])
+def test_realistic_phantom_equals_official_loop(rules):
+    spacing = (0.8, 0.8, 2.5)
+    gt, pred = case_pair((96, 96, 40), spacing, np.random.default_rng(3))
+    assert_same(score_case(gt, pred, spacing, rules), official_case(gt, pred, spacing, get_rules(rules)))
+
+
+def _aorta_case(gt_slices, pred_slices):
+    gt = np.zeros((8, 8, 10), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[2:5, 2:5, gt_slices] = 5
+    pred[2:5, 2:5, pred_slices] = 5
+    return gt, pred
+
+
+def test_slab_leaves_out_top_slice_by_default():
+    # The prediction matches the GT on slices 2..5 and adds slice 6 (the GT's top slice) and 8.
+    gt, pred = _aorta_case(slice(2, 7), slice(2, 9))
+    official = score_case(gt, pred, (1, 1, 1), "flare22")[5]
+    fixed = score_case(gt, pred, (1, 1, 1), "flare22", fix_slab=True)[5]
+    assert official.dsc == 1.0  # only slices 2..5 are scored, where both agree
+    assert fixed.dsc == 1.0  # slices 2..6 agree too; slices 7, 8 lie outside either slab
+    gt, pred = _aorta_case(slice(2, 7), slice(2, 6))  # the prediction misses the top GT slice
+    assert score_case(gt, pred, (1, 1, 1), "flare22")[5].dsc == 1.0
+    assert score_case(gt, pred, (1, 1, 1), "flare22", fix_slab=True)[5].dsc == pytest.approx(2 * 36 / (45 + 36))
+
+
+def test_one_slice_ground_truth_gives_empty_slab():
+    gt, pred = _aorta_case(slice(4, 5), slice(4, 5))
+    score = score_case(gt, pred, (1, 1, 1), "flare22")[5]
+    assert math.isnan(score.dsc) and math.isnan(score.nsd) and "slab" in score.note
+    fixed = score_case(gt, pred, (1, 1, 1), "flare22", fix_slab=True)[5]
+    assert (fixed.dsc, fixed.nsd) == (1.0, 1.0)
+
+
+def test_empty_rules():
+    gt = np.zeros((6, 6, 6), np.uint8)
+    pred = gt.copy()
+    gt[1:3, 1:3, 1:3] = 1  # liver only in GT
+    pred[3:5, 3:5, 3:5] = 3  # spleen only in prediction
+    scores = score_case(gt, pred, (1, 1, 1), "flare21")
+    assert (scores[1].dsc, scores[1].nsd) == (0.0, 0.0)
+    assert (scores[3].dsc, scores[3].nsd) == (0.0, 0.0)
+    assert (scores[2].dsc, scores[2].nsd) == (1.0, 1.0)  # absent in both
+
+
+def test_low_dsc_sets_nsd_to_zero_from_2022_on():
+    gt = np.zeros((20, 20, 20), np.uint8)
+    gt[2:10, 2:10, 2:10] = 1
+    pred_small = np.zeros_like(gt)
+    pred_small[2:10, 2:10, 9:10] = 1  # DSC = 2*64/(512+64) ~ 0.22: above the floor
+    pred_tiny = np.zeros_like(gt)
+    pred_tiny[2:4, 2:4, 9:10] = 1  # DSC ~ 0.015: below the floor, NSD forced to 0 in 2022+
+    assert score_case(gt, pred_tiny, (1, 1, 1), "flare22")[1].nsd == 0.0
+    assert score_case(gt, pred_tiny, (1, 1, 1), "flare21")[1].nsd > 0.0
+    assert score_case(gt, pred_small, (1, 1, 1), "flare22")[1].nsd > 0.0
+
+
+def test_axis_order_and_spacing_matter():
+    gt = np.zeros((12, 12, 12), np.uint8)
+    gt[3:9, 3:9, 3:9] = 1
+    pred = np.roll(gt, 1, axis=2)
+    # A one-voxel shift along the third axis is 1 mm at (1, 1, 1) but 3 mm at (1, 1, 3).
+    assert score_case(gt, pred, (1, 1, 1), "flare21")[1].nsd == 1.0
+    assert score_case(gt, pred, (1, 1, 3), "flare21")[1].nsd < 1.0
+    assert score_case(gt, pred, (3, 1, 1), "flare21")[1].nsd == 1.0
+
+
+def test_bad_arguments():
+    a = np.zeros((4, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="one shape"):
+        score_case(a, np.zeros((4, 4, 5), np.uint8), (1, 1, 1))
+    with pytest.raises(ValueError, match="spacing"):
+        score_case(a, a, (1, 0, 1))
+    with pytest.raises(ValueError, match="unknown rules"):
+        score_case(a, a, (1, 1, 1), "flare99")
+
+
+def test_label_boxes_equal_find_objects():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        shape = tuple(rng.integers(1, 9, 3))
+        labels = ((rng.random(shape) < rng.random()) * rng.integers(0, 7, shape)).astype(
+            rng.choice([np.uint8, np.uint16, np.int32]))
+        if rng.random() < 0.5:
+            labels = np.asfortranarray(labels)
+        if rng.random() < 0.2:
+            labels = labels[::2]  # not contiguous
+        max_label = int(rng.integers(1, 8))
+        assert label_boxes(labels, max_label) == list(find_objects(labels, max_label))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64])
+def test_flat_nonzero_equals_numpy(dtype):
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 7, 8, 9, 1001):
+        values = ((rng.random(n) < 0.2) * rng.integers(1, 5, n)).astype(dtype)
+        np.testing.assert_array_equal(flat_nonzero(values), np.flatnonzero(values))

@@ -1,0 +1,192 @@
+"""The score CLI end to end: official numbers on real anatomy, files, bad input, exit codes."""
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from evaluation import report
+from evaluation.rules import get_rules
+from evaluation.score import main
+from evaluation.synthetic import case_pair, save_labels
+
+SPACING = (1.5, 1.5, 4.0)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def make_set(root: Path, n: int = 3, shape=(48, 48, 20)) -> tuple[Path, Path, Path]:
+    gt, pred, out = root / "gt", root / "pred", root / "out"
+    gt.mkdir()
+    pred.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        g, p = case_pair(shape, SPACING, rng)
+        save_labels(g, SPACING, gt / f"case_{i}.nii.gz")
+        save_labels(p, SPACING, pred / f"case_{i}.nii.gz")
+    return gt, pred, out
+
+
+@pytest.mark.parametrize("year", ["flare21", "flare22"])
+def test_real_ct_reproduces_official_scores(real_ct, tmp_path, year):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    shutil.copy(real_ct / f"ts_abdomen_ref_{year}.nii.gz", gt / "ts_abdomen.nii.gz")
+    shutil.copy(real_ct / f"ts_abdomen_fast_{year}.nii.gz", pred / "ts_abdomen.nii.gz")
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "out"), "--rules", year]) == 0
+    ours = read_csv(tmp_path / "out" / "metrics.csv")
+    official = read_csv(real_ct / f"official_scores_{year}.csv")
+    assert list(ours[0]) == list(official[0])  # the exact official columns, in order
+    for column in get_rules(year).metric_columns():
+        assert float(ours[0][column]) == pytest.approx(float(official[0][column]), abs=1e-12), column
+
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "r4"), "--rules", year,
+                 "--round", "4"]) == 0
+    rounded = read_csv(tmp_path / "r4" / "metrics.csv")[0]
+    for column in get_rules(year).metric_columns():
+        assert float(rounded[column]) == round(float(official[0][column]), 4)
+
+
+def test_synthetic_set_outputs(tmp_path, capsys):
+    gt, pred, out = make_set(tmp_path)
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1"]) == 0
+    rows = read_csv(out / "metrics.csv")
+    assert [r["Name"] for r in rows] == ["case_0.nii.gz", "case_1.nii.gz", "case_2.nii.gz"]
+    assert list(rows[0]) == ["Name", "DSC_1", "NSD-1mm_1", "DSC_2", "NSD-1mm_2", "DSC_3", "NSD-1mm_3",
+                             "DSC_4", "NSD-1mm_4"]
+    liver = [float(r["DSC_1"]) for r in rows]
+    assert all(0.8 < v < 1 for v in liver)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == 3 and summary["problems"] == []
+    assert summary["organs"]["liver"]["DSC"]["mean"] == pytest.approx(np.mean(liver), abs=1e-15)
+    assert summary["organs"]["liver"]["DSC"]["min"] == pytest.approx(min(liver), abs=1e-15)
+    organ_means = [summary["organs"][o]["NSD"]["mean"] for o in ("liver", "kidney", "spleen", "pancreas")]
+    assert summary["mean_over_organs"]["NSD"] == pytest.approx(np.mean(organ_means))
+    assert "liver" in capsys.readouterr().out
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "w2"), "--workers", "2"]) == 0
+    assert read_csv(tmp_path / "w2" / "metrics.csv") == rows
+
+
+def test_flare23_columns_and_lesion_outside_organ_mean(tmp_path):
+    gt, pred, out = make_set(tmp_path, n=1)
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--rules", "flare23"]) == 0
+    columns = list(read_csv(out / "metrics.csv")[0])
+    assert columns[1] == "Liver_DSC" and columns[14] == "Tumor_DSC" and columns[-1] == "Tumor_NSD"
+    summary = json.loads((out / "summary.json").read_text())
+    means = [summary["organs"][o.name]["DSC"]["mean"] for o in get_rules("flare23").organs if o.in_mean]
+    assert len(means) == 13
+    assert summary["mean_over_organs"]["DSC"] == pytest.approx(np.mean(means))
+
+
+def test_bad_cases_are_reported_and_the_rest_scored(tmp_path, capsys):
+    gt, pred, out = make_set(tmp_path, n=8)
+    (pred / "case_0.nii.gz").unlink()  # missing
+    (pred / "case_1.nii.gz").write_bytes(b"\x1f\x8b not really gzip")  # corrupt
+    save_labels(np.zeros((10, 10, 10), np.uint8), SPACING, pred / "case_2.nii.gz")  # wrong shape
+    nib.save(nib.Nifti1Image(np.zeros((48, 48), np.uint8), np.eye(4)), str(pred / "case_3.nii.gz"))  # 2D
+    labels = np.asarray(nib.load(gt / "case_4.nii.gz").dataobj).copy()
+    labels[0, 0, 0] = 9
+    save_labels(labels, SPACING, pred / "case_4.nii.gz")  # a label outside FLARE21
+    moved = nib.load(pred / "case_5.nii.gz")
+    affine = moved.affine.copy()
+    affine[:3, 3] += 5.0  # origin moved by 5 mm
+    nib.save(nib.Nifti1Image(np.asarray(moved.dataobj), affine), str(pred / "case_5.nii.gz"))
+    (gt / "case_6.nii.gz").write_bytes(b"garbage")  # unreadable ground truth
+    save_labels(np.zeros((4, 4, 4), np.uint8), SPACING, pred / "stray.nii.gz")
+    (pred / "notes.txt").write_text("not an image")
+
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "2"]) == 1
+    rows = {r["Name"]: r for r in read_csv(out / "metrics.csv")}
+    assert len(rows) == 8
+    for name in ("case_0", "case_1", "case_2", "case_3"):  # scored as empty predictions
+        assert float(rows[f"{name}.nii.gz"]["DSC_1"]) == 0.0
+    assert 0.8 < float(rows["case_4.nii.gz"]["DSC_1"]) <= 1.0  # scored; label 9 ignored
+    assert 0.8 < float(rows["case_5.nii.gz"]["DSC_1"]) <= 1.0  # affine only warns
+    assert rows["case_6.nii.gz"]["DSC_1"] == ""  # ground truth unreadable: not scored (NaN)
+    assert 0.8 < float(rows["case_7.nii.gz"]["DSC_1"]) <= 1.0
+
+    summary = json.loads((out / "summary.json").read_text())
+    problems = {p["case"]: p["problem"] for p in summary["problems"]}
+    assert set(problems) == {f"case_{i}.nii.gz" for i in range(7) if i != 5}
+    assert "missing" in problems["case_0.nii.gz"]
+    assert "unreadable" in problems["case_1.nii.gz"]
+    assert "shape" in problems["case_2.nii.gz"]
+    assert "3D" in problems["case_3.nii.gz"]
+    assert "[9]" in problems["case_4.nii.gz"]
+    assert "ground truth" in problems["case_6.nii.gz"]
+    warnings = {w["case"]: w["warning"] for w in summary["warnings"]}
+    assert "affine" in warnings["case_5.nii.gz"] and "no ground truth" in warnings["stray.nii.gz"]
+    err = capsys.readouterr().err
+    assert all(f"case_{i}.nii.gz" in err for i in (0, 1, 2, 3, 4, 6))
+    assert summary["organs"]["liver"]["DSC"]["n"] == 7  # the NaN row is left out of the statistics
+
+
+def test_storage_variants_are_read_as_labels(tmp_path):
+    """float32 labels, a 4D file with one volume, and labels stored with a scale factor."""
+    gt, pred, out = make_set(tmp_path, n=3)
+    images = [nib.load(pred / f"case_{i}.nii.gz") for i in range(3)]
+    labels = [np.asarray(img.dataobj) for img in images]
+    nib.save(nib.Nifti1Image(labels[0].astype(np.float32), images[0].affine), str(pred / "case_0.nii.gz"))
+    nib.save(nib.Nifti1Image(labels[1].astype(np.int16)[..., None], images[1].affine), str(pred / "case_1.nii.gz"))
+    halved = nib.Nifti1Image((labels[2] // 2).astype(np.uint8), images[2].affine)
+    halved.header.set_slope_inter(2.0, 0.0)  # stored 0, 1, 2 mean labels 0, 2, 4
+    nib.save(halved, str(pred / "case_2.nii.gz"))
+    save_labels((labels[2] // 2) * 2, SPACING, gt / "case_2.nii.gz")
+
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1"]) == 0
+    rows = read_csv(out / "metrics.csv")
+    assert 0.8 < float(rows[0]["DSC_1"]) < 1 and 0.8 < float(rows[1]["DSC_1"]) < 1
+    assert [float(rows[2][f"DSC_{k}"]) for k in (1, 2, 3, 4)] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_non_integer_labels_are_a_problem(tmp_path):
+    gt, pred, out = make_set(tmp_path, n=1)
+    img = nib.load(pred / "case_0.nii.gz")
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[0, 0, 0] = 0.5
+    nib.save(nib.Nifti1Image(data, img.affine), str(pred / "case_0.nii.gz"))
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out)]) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert "whole numbers" in summary["problems"][0]["problem"]
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    gt, pred, out = make_set(tmp_path, n=1)
+    for argv in (["--gt", str(tmp_path / "nope"), "--pred", str(pred), "--out", str(out)],
+                 ["--gt", str(out), "--pred", str(pred), "--out", str(out)],
+                 ["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--rules", "flare99"],
+                 ["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "0"]):
+        (tmp_path / "out").mkdir(exist_ok=True)
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.csv"
+    target.write_text("old complete file\n")
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(report.os, "replace", crash)
+    with pytest.raises(OSError):
+        report.write_atomic(target, "new half")
+    assert target.read_text() == "old complete file\n"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_nan_is_an_empty_cell():
+    text = report.csv_text([{"Name": "a", "x": math.nan, "y": 0.5}], ["Name", "x", "y"])
+    assert text == "Name,x,y\na,,0.5\n"
