@@ -44,9 +44,9 @@ Box = tuple[slice, slice, slice]
 
 
 def flat_nonzero(flat: np.ndarray) -> np.ndarray:
-    """Indices of the non-zero elements of a contiguous 1D integer array, ascending.
+    """Indices of the non-zero elements of a contiguous 1D integer or bool array, ascending.
 
-    Same result as np.flatnonzero, about 3x faster on sparse label maps: it first finds the
+    Same result as np.flatnonzero, several times faster on sparse data: it first finds the
     non-zero 8-byte words and only then looks at the elements inside them.
     """
     per_word = 8 // flat.itemsize
@@ -58,10 +58,10 @@ def flat_nonzero(flat: np.ndarray) -> np.ndarray:
 
 
 def label_boxes(labels: np.ndarray, max_label: int) -> list[Box | None]:
-    """Bounding box of each label 1..max_label in a 3D label map (None where absent), in one pass.
+    """Bounding box of each label 1..max_label in a 3D label map (None where absent).
 
-    Works on the foreground voxels only: their flat indices in memory order, grouped by label
-    (a stable sort keeps each group ascending, so the slowest axis' range is its first and last).
+    Works on runs: stretches of one value along the fastest-varying axis in memory, so the cost
+    is one comparison pass over the volume plus work proportional to the organs' boundaries.
     """
     if not (labels.flags.c_contiguous or labels.flags.f_contiguous):
         labels = np.ascontiguousarray(labels)
@@ -69,25 +69,30 @@ def label_boxes(labels: np.ndarray, max_label: int) -> list[Box | None]:
     fast_axis, mid_axis, slow_axis = (0, 1, 2) if fortran else (2, 1, 0)
     n_fast, n_mid = labels.shape[fast_axis], labels.shape[mid_axis]
     flat = labels.ravel(order="K")  # memory order, no copy
-    index = flat_nonzero(flat)
-    values = flat[index]
-    keep = values <= max_label
-    index, values = index[keep], values[keep]
-    by_label = np.argsort(values, kind="stable")
-    index, values = index[by_label], values[by_label]
     boxes: list[Box | None] = [None] * max_label
-    if index.size == 0:
+    if flat.size == 0:
         return boxes
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    ends = np.r_[starts[1:], index.size] - 1
-    rows = index // n_fast
-    fast, mid = index - rows * n_fast, rows % n_mid
+    new_run = flat[1:] != flat[:-1]
+    new_run[n_fast - 1 :: n_fast] = True  # runs never continue onto the next line
+    starts = np.r_[0, flat_nonzero(new_run) + 1]
+    ends = np.r_[starts[1:], flat.size] - 1
+    values = flat[starts]
+    keep = (values != 0) & (values <= max_label)
+    by_label = np.argsort(values[keep], kind="stable")  # each label's runs stay in memory order
+    starts, ends, values = starts[keep][by_label], ends[keep][by_label], values[keep][by_label]
+    if values.size == 0:
+        return boxes
+    first = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+    last = np.r_[first[1:], values.size] - 1
+    lines = starts // n_fast
+    mid = lines % n_mid
     ranges = {
-        fast_axis: (np.minimum.reduceat(fast, starts), np.maximum.reduceat(fast, starts)),
-        mid_axis: (np.minimum.reduceat(mid, starts), np.maximum.reduceat(mid, starts)),
-        slow_axis: (rows[starts] // n_mid, rows[ends] // n_mid),
+        fast_axis: (np.minimum.reduceat(starts - lines * n_fast, first),
+                    np.maximum.reduceat(ends - lines * n_fast, first)),
+        mid_axis: (np.minimum.reduceat(mid, first), np.maximum.reduceat(mid, first)),
+        slow_axis: (lines[first] // n_mid, lines[last] // n_mid),
     }
-    for n, label in enumerate(values[starts]):
+    for n, label in enumerate(values[first]):
         boxes[int(label) - 1] = tuple(slice(int(ranges[a][0][n]), int(ranges[a][1][n]) + 1) for a in range(3))
     return boxes
 

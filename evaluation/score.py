@@ -102,13 +102,34 @@ def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab
     return result
 
 
+def _failed(gt_file: Path, rules: str, exc: BaseException) -> CaseResult:
+    """The result of a case whose scoring itself failed (out of memory, a crashed worker, a bug)."""
+    result = CaseResult(gt_file.name, {c: math.nan for c in get_rules(rules).metric_columns()})
+    result.problems.append(f"scoring failed ({type(exc).__name__}: {exc}): not scored")
+    return result
+
+
+def _score_safely(gt_file: Path, pred_file: Path | None, rules: str, fix_slab: bool) -> CaseResult:
+    try:
+        return score_files(gt_file, pred_file, rules, fix_slab)
+    except Exception as exc:  # one case must never stop the others
+        return _failed(gt_file, rules, exc)
+
+
 def _score_all(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool, workers: int) -> list[CaseResult]:
+    """Score every (ground truth, prediction) pair, in parallel processes when workers > 1."""
     progress = dict(total=len(jobs), desc="scoring", unit="case", file=sys.stderr, disable=None)
     if workers <= 1:
-        return [score_files(g, p, rules, fix_slab) for g, p in tqdm(jobs, **progress)]
+        return [_score_safely(g, p, rules, fix_slab) for g, p in tqdm(jobs, **progress)]
+    results = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(score_files, g, p, rules, fix_slab) for g, p in jobs]
-        return [f.result() for f in tqdm(futures, **progress)]
+        futures = [pool.submit(_score_safely, g, p, rules, fix_slab) for g, p in jobs]
+        for (gt_file, _), future in zip(jobs, tqdm(futures, **progress)):
+            try:
+                results.append(future.result())
+            except Exception as exc:  # the worker process died (e.g. killed for memory)
+                results.append(_failed(gt_file, rules, exc))
+    return results
 
 
 def metrics_rows(results: list[CaseResult], round_digits: int | None) -> list[dict]:
@@ -165,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     gt_files = sorted(p for p in args.gt.iterdir() if p.is_file() and is_nifti(p))
     if not gt_files:
         parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: exists and is not a folder")
     rules = get_rules(args.rules)
     args.out.mkdir(parents=True, exist_ok=True)
 

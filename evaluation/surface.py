@@ -29,7 +29,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 Spacing = tuple[float, float, float]
 
@@ -92,12 +91,50 @@ def edt_distance(delta: np.ndarray, spacing: Spacing) -> np.ndarray:
     return np.sqrt((sq[:, 0] + sq[:, 1]) + sq[:, 2])
 
 
-def within_tolerance(
-    points: np.ndarray, targets: np.ndarray, spacing: Spacing, tolerance_mm: float
-) -> np.ndarray:
+@lru_cache(maxsize=256)
+def ball_offsets(spacing: Spacing, tolerance_mm: float) -> np.ndarray:
+    """Integer grid offsets (K, 3) whose distance (edt_distance) is <= tolerance_mm, nearest first.
+
+    Empty when the ball would have more than MAX_BALL_GRID candidate offsets (tiny voxels).
+    """
+    radius = [int(tolerance_mm // s) + 1 for s in spacing]  # one spare layer against rounding
+    if np.prod([2 * r + 1 for r in radius], dtype=np.float64) > MAX_BALL_GRID:
+        return np.zeros((0, 3), dtype=np.int64)
+    axes = [np.arange(-r, r + 1) for r in radius]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    distance = edt_distance(grid, spacing)
+    inside = distance <= tolerance_mm
+    return grid[inside][np.argsort(distance[inside], kind="stable")]
+
+
+MAX_BALL_GRID = 2_000_000  # candidate offsets examined when building a ball
+DIRECT_OFFSETS = 64  # balls up to this size are checked offset by offset, larger ones by k-d tree
+
+
+def _hits_at_offsets(points: np.ndarray, grid: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """For each grid point (N, 3), whether grid (3D bool) is True at the point plus any offset."""
+    reach = np.abs(offsets).max(axis=0)
+    padded = np.pad(grid, [(r, r) for r in reach])
+    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
+    flat = padded.ravel()
+    base = (points + reach) @ strides
+    hit = np.zeros(len(points), dtype=bool)
+    todo = np.arange(len(points))
+    for delta in offsets @ strides:
+        found = flat[base[todo] + delta]
+        hit[todo[found]] = True
+        todo = todo[~found]
+        if todo.size == 0:
+            break
+    return hit
+
+
+def _tree_within(points: np.ndarray, targets: np.ndarray, spacing: Spacing, tolerance_mm: float) -> np.ndarray:
     """For each grid point (N, 3), whether some target point (M, 3) lies within tolerance_mm."""
     if len(points) == 0 or len(targets) == 0:
         return np.zeros(len(points), dtype=bool)
+    from scipy.spatial import cKDTree  # imported here: only large balls need it, and it is slow to import
+
     scale = np.asarray(spacing, dtype=np.float64)
     tree = cKDTree(targets * scale, balanced_tree=False, compact_nodes=False)
     # A slightly looser bound so that distances equal to the tolerance are never lost to rounding;
@@ -108,6 +145,19 @@ def within_tolerance(
     within = np.zeros(len(points), dtype=bool)
     within[found] = edt_distance(points[found] - targets[nearest[found]], spacing) <= tolerance_mm
     return within
+
+
+def within_tolerance(points: np.ndarray, surface: np.ndarray, spacing: Spacing, tolerance_mm: float) -> np.ndarray:
+    """For each grid point (N, 3), whether the other surface (3D bool surfel map) has a surfel
+    within tolerance_mm. Small balls of offsets are checked directly; for large ones the nearest
+    offsets are checked first and only the points left undecided go to a k-d tree."""
+    offsets = ball_offsets(spacing, float(tolerance_mm))
+    direct = offsets if len(offsets) <= DIRECT_OFFSETS else offsets[:27]
+    near = _hits_at_offsets(points, surface, direct) if len(direct) else np.zeros(len(points), bool)
+    if len(direct) < len(offsets) or len(offsets) == 0:
+        undecided = ~near
+        near[undecided] = _tree_within(points[undecided], np.argwhere(surface), spacing, tolerance_mm)
+    return near
 
 
 def surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Spacing, tolerance_mm: float) -> float:
@@ -123,9 +173,6 @@ def surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Spacing, tolerance_m
     total = area_gt.sum() + area_pred.sum()
     if total == 0:
         return float("nan")
-    points_gt, points_pred = np.stack(at_gt, axis=1), np.stack(at_pred, axis=1)
-    # A surfel on both surfaces is at distance 0; only the others are looked up.
-    near_gt, near_pred = on_pred[at_gt], on_gt[at_pred]
-    near_gt[~near_gt] = within_tolerance(points_gt[~near_gt], points_pred, spacing, tolerance_mm)
-    near_pred[~near_pred] = within_tolerance(points_pred[~near_pred], points_gt, spacing, tolerance_mm)
+    near_gt = within_tolerance(np.stack(at_gt, axis=1), on_pred, spacing, tolerance_mm)
+    near_pred = within_tolerance(np.stack(at_pred, axis=1), on_gt, spacing, tolerance_mm)
     return float((area_gt[near_gt].sum() + area_pred[near_pred].sum()) / total)

@@ -190,3 +190,25 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 def test_nan_is_an_empty_cell():
     text = report.csv_text([{"Name": "a", "x": math.nan, "y": 0.5}], ["Name", "x", "y"])
     assert text == "Name,x,y\na,,0.5\n"
+
+
+def test_an_internal_failure_stops_only_its_case(tmp_path, monkeypatch):
+    gt, pred, out = make_set(tmp_path, n=3)
+    import evaluation.score as score_module
+
+    real = score_module.score_case
+
+    def fails_on_second(gt_data, *args):
+        if fails_on_second.calls == 1:
+            fails_on_second.calls += 1
+            raise MemoryError("simulated")
+        fails_on_second.calls += 1
+        return real(gt_data, *args)
+
+    fails_on_second.calls = 0
+    monkeypatch.setattr(score_module, "score_case", fails_on_second)
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1"]) == 1
+    rows = read_csv(out / "metrics.csv")
+    assert rows[1]["DSC_1"] == "" and float(rows[0]["DSC_1"]) > 0.8 and float(rows[2]["DSC_1"]) > 0.8
+    problems = json.loads((out / "summary.json").read_text())["problems"]
+    assert problems == [{"case": "case_1.nii.gz", "problem": "scoring failed (MemoryError: simulated): not scored"}]
