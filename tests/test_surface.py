@@ -101,3 +101,33 @@ def test_ties_on_lattice_spacings(spacing):
         pred = np.roll(gt, int(rng.integers(1, 3)), axis=int(rng.integers(0, 3)))
         for tol in (0.5, 1.0, 2.0, 2.5, 3.0):
             assert abs(surface_dice(gt, pred, spacing, tol) - official_nsd(gt, pred, spacing, tol)) <= 1e-9
+
+
+@pytest.mark.parametrize("spacing,tolerance", [((0.8, 0.8, 2.5), 1.0), ((0.8, 0.8, 2.5), 7.0),
+                                               ((1.0, 1.0, 1.0), 2.0), ((0.3, 0.7, 1.1), 2.4)])
+def test_direct_and_tree_lookups_agree(monkeypatch, spacing, tolerance):
+    """Small balls are checked offset by offset, large ones partly by k-d tree: same answer."""
+    import evaluation.surface as surface
+
+    rng = np.random.default_rng(5)
+    gt = rng.random((20, 18, 9)) < 0.3
+    pred = np.roll(gt, 2, axis=0) & (rng.random(gt.shape) < 0.9)
+    results = []
+    for direct in (0, 10**9):
+        monkeypatch.setattr(surface, "DIRECT_OFFSETS", direct)
+        results.append(surface_dice(gt, pred, spacing, tolerance))
+    assert results[0] == pytest.approx(results[1], abs=1e-15)
+    assert results[0] == pytest.approx(official_nsd(gt, pred, spacing, tolerance), abs=1e-9)
+
+
+def test_ball_offsets_are_exactly_the_offsets_within_tolerance():
+    from evaluation.surface import ball_offsets, edt_distance
+
+    spacing, tolerance = (0.8, 0.8, 2.4), 2.4  # 3 x 0.8 is just above 2.4 in floating point
+    ball = ball_offsets(spacing, tolerance)
+    grid = np.stack(np.meshgrid(*[np.arange(-6, 7)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    expected = {tuple(o) for o in grid[edt_distance(grid, spacing) <= tolerance]}
+    assert {tuple(o) for o in ball} == expected
+    assert (0, 0, 1) in expected and (3, 0, 0) not in expected
+    distances = edt_distance(ball, spacing)
+    assert np.all(np.diff(distances) >= 0) and tuple(ball[0]) == (0, 0, 0)
