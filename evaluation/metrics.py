@@ -25,7 +25,11 @@ from evaluation.surface import Spacing, surface_dice
 
 @dataclass(frozen=True)
 class OrganScore:
-    """DSC and NSD (in [0, 1], NaN where undefined) of one organ; note says why a value is special."""
+    """DSC and NSD (in [0, 1], NaN where undefined) of one organ; note says why a value is special.
+
+    A value set by a rule rather than computed is the int 0 or 1, as in the official scripts
+    (their CSV files show such columns as integers).
+    """
 
     dsc: float
     nsd: float
@@ -132,9 +136,9 @@ def score_organ(
 ) -> OrganScore:
     """Score one organ given the label maps and the bounding boxes of its label in each."""
     if gt_box is None and pred_box is None:
-        return OrganScore(1.0, 1.0)
+        return OrganScore(1, 1)
     if gt_box is None or pred_box is None:
-        return OrganScore(0.0, 0.0)
+        return OrganScore(0, 0)
     region = _scored_region(organ, gt_box, gt.shape, fix_slab)
     box = _union_box(gt_box, pred_box, region)
     if box is None:
@@ -143,7 +147,7 @@ def score_organ(
     g, p = gt[box] == organ.label, pred[box] == organ.label
     dsc = dice(g, p)
     if nsd_dsc_floor is not None and dsc < nsd_dsc_floor:
-        return OrganScore(dsc, 0.0)
+        return OrganScore(dsc, 0)
     return OrganScore(dsc, surface_dice(g, p, spacing, organ.tolerance_mm))
 
 

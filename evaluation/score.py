@@ -132,11 +132,19 @@ def _score_all(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool,
     return results
 
 
-def metrics_rows(results: list[CaseResult], round_digits: int | None) -> list[dict]:
-    """The rows of metrics.csv: Name and the official columns, rounded as asked."""
-    def cell(value: float) -> float:
-        return value if round_digits is None or math.isnan(value) else round(value, round_digits)
-    return [{"Name": r.name, **{k: cell(v) for k, v in r.values.items()}} for r in results]
+def metrics_rows(results: list[CaseResult], columns: list[str], round_digits: int | None) -> list[dict]:
+    """The rows of metrics.csv: Name and the official columns, rounded as asked.
+
+    As in the official pandas files, a column holds integers only when every value in it was set
+    by a rule (the ints 0 and 1); otherwise all its values are floats.
+    """
+    rows = [{"Name": r.name, **r.values} for r in results]
+    for column in columns:
+        as_int = all(type(row[column]) is int for row in rows)
+        for row in rows:
+            value = row[column] if as_int else float(row[column])
+            row[column] = value if round_digits is None or math.isnan(value) else round(value, round_digits)
+    return rows
 
 
 def _print_summary(summary: list[dict], n_cases: int, problems: list, warnings: list, out: Path) -> None:
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings = [{"case": r.name, "warning": w} for r in results for w in r.warnings]
     warnings += [{"case": name, "warning": "prediction has no ground truth: ignored"} for name in stray]
 
-    metrics = metrics_rows(results, args.round)
+    metrics = metrics_rows(results, rules.metric_columns(), args.round)
     summary = summarise(metrics, rules)
     write_atomic(args.out / "metrics.csv", csv_text(metrics, ["Name", *rules.metric_columns()]))
     write_atomic(args.out / "summary.csv", csv_text(summary, SUMMARY_COLUMNS))
