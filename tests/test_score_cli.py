@@ -213,3 +213,12 @@ def test_an_internal_failure_stops_only_its_case(tmp_path, monkeypatch):
     assert rows[1]["DSC_1"] == "" and float(rows[0]["DSC_1"]) > 0.8 and float(rows[2]["DSC_1"]) > 0.8
     problems = json.loads((out / "summary.json").read_text())["problems"]
     assert problems == [{"case": "case_1.nii.gz", "problem": "scoring failed (MemoryError: simulated): not scored"}]
+
+
+def test_evaluation_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, evaluation.score, evaluation.metrics, evaluation.surface, evaluation.synthetic, "
+            "evaluation.report, evaluation.imageio, evaluation.rules; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -1,0 +1,120 @@
+"""Benchmark: one forward pass of each network at the paper's input size on the CPU.
+
+    python -m bench.bench_networks [--repeats 2] [--write-docs]
+
+Variants: fp32, fp32 with channels-last-3d memory format, and bf16 autocast. Each is timed after
+one warm-up pass (median of --repeats), under torch.inference_mode, with randomly initialised
+weights (fixed seed) on a CT-like input (a synthetic abdomen, clipped to [-325, 325] HU and
+z-scored as the pipeline does). The difference of each variant to fp32 is the largest absolute
+logit difference and the fraction of voxel-organ decisions (sigmoid > 0.5) that change.
+With --write-docs the table replaces its section in docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evaluation.synthetic import phantom
+from inference.networks import CoarseUNet, EfficientSegNet
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+START, END = "<!-- networks-cpu:start -->", "<!-- networks-cpu:end -->"
+HU = {0: -60.0, 1: 60.0, 2: 150.0, 3: 50.0, 4: 40.0}  # rough contrast-enhanced values per label
+
+
+def ct_like(size: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
+    """A (1, 1, x, y, z) normalised CT-like volume: phantom organs in HU plus noise."""
+    labels = phantom(size, (300 / size[0], 300 / size[1], 300 / size[2]))
+    hu = np.vectorize(HU.get)(labels).astype(np.float32)
+    hu += np.random.default_rng(seed).normal(0, 20, size).astype(np.float32)
+    hu = np.clip(hu, -325, 325)
+    return torch.from_numpy((hu - hu.mean()) / (hu.std() + 1e-5))[None, None]
+
+
+def run(model: torch.nn.Module, x: torch.Tensor, variant: str, repeats: int) -> tuple[list[float], torch.Tensor]:
+    """Seconds per forward (after a warm-up) and the fp32 logits of one variant."""
+    if variant == "fp32 channels-last":
+        model, x = model.to(memory_format=torch.channels_last_3d), x.to(memory_format=torch.channels_last_3d)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16 autocast")
+    times = []
+    with torch.inference_mode(), autocast:
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            out = model(x)
+            if i:
+                times.append(time.perf_counter() - start)
+    model.to(memory_format=torch.contiguous_format)
+    return times, out.float().contiguous()
+
+
+def bench(repeats: int) -> list[dict]:
+    rows = []
+    for name, model in (("coarse", CoarseUNet()), ("fine", EfficientSegNet())):
+        torch.manual_seed(0)
+        model = type(model)(model.config).eval()
+        x = ct_like(model.config.input_size)
+        reference = None
+        for variant in ("fp32", "fp32 channels-last", "bf16 autocast"):
+            times, out = run(model, x, variant, repeats)
+            if reference is None:
+                reference = out
+            rows.append({
+                "network": name, "input": "x".join(map(str, model.config.input_size)), "variant": variant,
+                "seconds": statistics.median(times), "runs": len(times),
+                "max_abs_diff": float((out - reference).abs().max()),
+                "decisions_changed": float(((out > 0) != (reference > 0)).float().mean()),
+            })
+            print(rows[-1], file=sys.stderr)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| network | input | variant | seconds (median) | runs | max abs logit diff to fp32 | decisions changed |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['network']} | {r['input']} | {r['variant']} | {r['seconds']:.2f} | {r['runs']} | "
+                     f"{r['max_abs_diff']:.3g} | {100 * r['decisions_changed']:.4f} % |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"Python {platform.python_version()}")
+
+
+def write_docs(text: str) -> None:
+    doc = DOCS.read_text()
+    if START in doc:
+        head, rest = doc.split(START, 1)
+        doc = head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + "\n\n## Network forward pass on the CPU\n\n" + START + "\n" + text + "\n" + END + "\n"
+    DOCS.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_networks", description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes per variant, after one warm-up")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    rows = bench(args.repeats)
+    text = (f"Command: `python -m bench.bench_networks --repeats {args.repeats} --write-docs`. "
+            f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}.\n\n{table(rows)}")
+    print(text)
+    if args.write_docs:
+        write_docs(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
