@@ -33,15 +33,15 @@ class Ellipsoid:
     offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
-# A coarse abdomen in RAS voxel order: x to the patient's left, y anterior, z superior.
+# A coarse abdomen in RAS+ voxel order: x towards the patient's right, y anterior, z superior.
 _ANATOMY = (
-    Ellipsoid(1, (0.33, 0.50, 0.68), (80, 65, 70), 0.3),   # liver, right upper abdomen
-    Ellipsoid(1, (0.45, 0.55, 0.75), (45, 40, 40), -0.2),  # liver, left lobe
-    Ellipsoid(2, (0.35, 0.35, 0.45), (28, 30, 55), 0.4),   # right kidney
-    Ellipsoid(2, (0.65, 0.35, 0.50), (28, 30, 55), -0.4),  # left kidney
-    Ellipsoid(3, (0.70, 0.40, 0.70), (40, 30, 50), -0.5),  # spleen
-    Ellipsoid(4, (0.52, 0.50, 0.55), (70, 14, 14), 0.25),  # pancreas body and tail
-    Ellipsoid(4, (0.42, 0.50, 0.52), (20, 18, 20), 0.0),   # pancreas head
+    Ellipsoid(1, (0.67, 0.50, 0.68), (80, 65, 70), -0.3),  # liver, right upper abdomen
+    Ellipsoid(1, (0.55, 0.55, 0.75), (45, 40, 40), 0.2),   # liver, left lobe
+    Ellipsoid(2, (0.65, 0.35, 0.45), (28, 30, 55), -0.4),  # right kidney
+    Ellipsoid(2, (0.35, 0.35, 0.50), (28, 30, 55), 0.4),   # left kidney
+    Ellipsoid(3, (0.30, 0.40, 0.70), (40, 30, 50), 0.5),   # spleen
+    Ellipsoid(4, (0.48, 0.50, 0.55), (70, 14, 14), -0.25),  # pancreas body and tail
+    Ellipsoid(4, (0.58, 0.50, 0.52), (20, 18, 20), 0.0),   # pancreas head
 )
 
 
