@@ -22,21 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.synthetic import phantom
+from evaluation.synthetic import ct_from_labels, phantom
+from inference.checkpoint import CLIP_HU
 from inference.networks import CoarseUNet, EfficientSegNet
+from inference.preprocessing import normalise
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 START, END = "<!-- networks-cpu:start -->", "<!-- networks-cpu:end -->"
-HU = {0: -60.0, 1: 60.0, 2: 150.0, 3: 50.0, 4: 40.0}  # rough contrast-enhanced values per label
 
 
 def ct_like(size: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
-    """A (1, 1, x, y, z) normalised CT-like volume: phantom organs in HU plus noise."""
-    labels = phantom(size, (300 / size[0], 300 / size[1], 300 / size[2]))
-    hu = np.vectorize(HU.get)(labels).astype(np.float32)
-    hu += np.random.default_rng(seed).normal(0, 20, size).astype(np.float32)
-    hu = np.clip(hu, -325, 325)
-    return torch.from_numpy((hu - hu.mean()) / (hu.std() + 1e-5))[None, None]
+    """A (1, 1, x, y, z) CT-like volume of the synthetic abdomen, clipped and z-scored."""
+    labels = phantom(size, tuple(400 / n for n in size))
+    hu = torch.from_numpy(ct_from_labels(labels, np.random.default_rng(seed)))[None, None]
+    return normalise(hu, CLIP_HU)
 
 
 def run(model: torch.nn.Module, x: torch.Tensor, variant: str, repeats: int) -> tuple[list[float], torch.Tensor]:

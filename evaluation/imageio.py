@@ -27,6 +27,12 @@ class LabelVolume:
     affine: np.ndarray
 
 
+def describe_error(exc: BaseException) -> str:
+    """'<ExceptionType>: <first line of its message>' for one-line error reports."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+
+
 def is_nifti(path: Path) -> bool:
     return path.name.endswith(NIFTI_SUFFIXES)
 
@@ -76,7 +82,7 @@ def read_labels(path: Path) -> LabelVolume:
     except InputError:
         raise
     except Exception as exc:  # nibabel, gzip and zlib raise many kinds for broken files
-        raise InputError(f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+        raise InputError(f"unreadable ({describe_error(exc)})") from None
     if not all(np.isfinite(s) and s > 0 for s in spacing):
         raise InputError(f"invalid voxel spacing {spacing}")
     return LabelVolume(data, spacing, affine)

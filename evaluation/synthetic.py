@@ -7,7 +7,8 @@ optional false-positive island, which gives realistic DSC (about 0.85-0.97) and 
 
     python -m evaluation.synthetic -o example --cases 3
 
-writes example/gt/<case>.nii.gz and example/pred/<case>.nii.gz (RAS affine, uint8 labels).
+writes example/gt/<case>.nii.gz and example/pred/<case>.nii.gz (RAS affine, uint8 labels) and
+the matching CT-like images example/images/<case>_0000.nii.gz (int16 HU).
 Arrays are indexed (x, y, z) with spacing in mm along those axes.
 """
 from __future__ import annotations
@@ -94,6 +95,31 @@ def case_pair(shape: tuple[int, int, int], spacing: tuple[float, float, float],
     return gt, phantom(shape, spacing, predicted)
 
 
+ORGAN_HU = {1: 60.0, 2: 160.0, 3: 50.0, 4: 45.0}  # contrast-enhanced, portal-venous phase
+BODY_HU, AIR_HU, NOISE_HU = -60.0, -1000.0, 15.0
+
+
+def ct_from_labels(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A CT-like float32 volume (HU) for a label map: air around an elliptic body of fat and
+    muscle, organs at typical enhanced values, Gaussian noise."""
+    nx, ny, _ = labels.shape
+    x = (np.arange(nx) - nx / 2) / (0.47 * nx)
+    y = (np.arange(ny) - ny / 2) / (0.40 * ny)
+    body = (x[:, None] ** 2 + y[None, :] ** 2 <= 1.0)[:, :, None]
+    hu = np.where(body, BODY_HU, AIR_HU).astype(np.float32) * np.ones(labels.shape, np.float32)
+    for label, value in ORGAN_HU.items():
+        hu[labels == label] = value
+    hu += rng.normal(0.0, NOISE_HU, labels.shape).astype(np.float32)
+    return hu
+
+
+def save_ct(hu: np.ndarray, spacing: tuple[float, float, float], path: Path) -> None:
+    """Write a CT as int16 HU NIfTI with a RAS affine of the given spacing."""
+    img = nib.Nifti1Image(np.round(hu).astype(np.int16), np.diag([*spacing, 1.0]))
+    img.header.set_zooms(spacing)
+    nib.save(img, str(path))
+
+
 def save_labels(labels: np.ndarray, spacing: tuple[float, float, float], path: Path) -> None:
     """Write a uint8 label map as NIfTI with a RAS affine of the given spacing."""
     img = nib.Nifti1Image(labels.astype(np.uint8), np.diag([*spacing, 1.0]))
@@ -112,14 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    for sub in ("gt", "pred"):
+    for sub in ("gt", "pred", "images"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     spacing = tuple(args.spacing)
     for i in range(args.cases):
         gt, pred = case_pair(tuple(args.shape), spacing, rng)
         save_labels(gt, spacing, args.out / "gt" / f"synthetic_{i:03d}.nii.gz")
         save_labels(pred, spacing, args.out / "pred" / f"synthetic_{i:03d}.nii.gz")
-    print(f"wrote {args.cases} synthetic case(s) to {args.out}/gt and {args.out}/pred")
+        save_ct(ct_from_labels(gt, rng), spacing, args.out / "images" / f"synthetic_{i:03d}_0000.nii.gz")
+    print(f"wrote {args.cases} synthetic case(s) to {args.out}/images, {args.out}/gt and {args.out}/pred")
     return 0
 
 

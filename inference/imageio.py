@@ -1,0 +1,104 @@
+"""Reading CT volumes into the canonical orientation, and writing label maps on the input's grid.
+
+The canonical orientation is nibabel's closest RAS+ (see inference/axes.py): the voxel axes are
+permuted and flipped to the closest world axes using the full affine, so permuted, flipped and
+slightly oblique scans all come out with the axial plane in (x, y). The data are never
+resampled: a label map mapped back with `from_canonical` lies exactly on the input's grid.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from evaluation.imageio import InputError, case_stem, describe_error
+
+MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
+MAX_SIDE = 8192
+FILL_HU = -1024.0  # value given to NaN and -inf voxels (air); +inf becomes HU_MAX
+HU_MAX = 3071.0
+_RAS = axcodes2ornt(("R", "A", "S"))
+
+
+@dataclass
+class CT:
+    """A CT in canonical orientation.
+
+    data: float32 HU, axes (x, y, z) RAS+; spacing: mm along those axes; image: the file as read
+    (its header and affine are copied to the output); orientation: the nibabel orientation that
+    maps the stored axes to canonical ones; warnings: what was repaired on the way in.
+    """
+
+    data: np.ndarray
+    spacing: tuple[float, float, float]
+    image: nib.spatialimages.SpatialImage
+    orientation: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+    def from_canonical(self, labels: np.ndarray) -> np.ndarray:
+        """A canonical-orientation array mapped back onto the input's voxel grid (and shape)."""
+        back = apply_orientation(labels, ornt_transform(_RAS, self.orientation))
+        return np.ascontiguousarray(back).reshape(self.image.shape)
+
+
+def output_name(path: Path) -> str:
+    """FLARE naming: <case>_0000.nii.gz -> <case>.nii.gz; other NIfTI names keep their stem."""
+    stem = case_stem(path)
+    return (stem[: -len("_0000")] if stem.endswith("_0000") else stem) + ".nii.gz"
+
+
+def read_ct(path: Path) -> CT:
+    """Read a CT (3D, or 4D with one volume) into canonical orientation; InputError if unusable."""
+    try:
+        image = nib.load(path)
+    except Exception as exc:
+        raise InputError(f"unreadable ({describe_error(exc)})") from None
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(f"expected a 3D volume, got shape {tuple(image.shape)}")
+    if min(shape) < 1 or max(shape) > MAX_SIDE or np.prod(shape, dtype=np.float64) > MAX_VOXELS:
+        raise InputError(f"refusing a volume of shape {shape} (at most {MAX_SIDE} per side, {MAX_VOXELS:.1e} voxels)")
+    affine = image.affine
+    if affine is None or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError("invalid affine (not finite or singular)")
+    try:
+        data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
+    except Exception as exc:
+        raise InputError(f"unreadable data ({describe_error(exc)})") from None
+    warnings = []
+    bad = ~np.isfinite(data)
+    if bad.any():
+        warnings.append(f"{int(bad.sum())} NaN/inf voxels set to {FILL_HU:g} HU (+inf to {HU_MAX:g})")
+        np.nan_to_num(data, copy=False, nan=FILL_HU, posinf=HU_MAX, neginf=FILL_HU)
+    orientation = io_orientation(affine)
+    voxel_sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    spacing = [0.0, 0.0, 0.0]
+    for axis, (target, _) in enumerate(orientation):
+        spacing[int(target)] = float(voxel_sizes[axis])
+    canonical = np.ascontiguousarray(apply_orientation(data, orientation))
+    return CT(canonical, tuple(spacing), image, orientation, warnings)
+
+
+def write_labels(labels: np.ndarray, ct: CT, path: Path) -> None:
+    """Write uint8 labels (input grid) with the input's header, only the data type and scaling
+    changed; atomically: bytes go to <path>.partial, which is then renamed."""
+    header = ct.image.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1.0, 0.0)
+    image = type(ct.image)(labels.astype(np.uint8, copy=False).reshape(ct.image.shape), None, header=header)
+    data = image.to_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=1)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    partial.replace(path)

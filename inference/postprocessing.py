@@ -1,0 +1,60 @@
+"""From per-organ logits to a clean label map: overlap resolution, connected components, boxes.
+
+Label maps are uint8 arrays (x, y, z) with 0 background and k for the organ of output channel k-1.
+"""
+from __future__ import annotations
+
+import cc3d
+import numpy as np
+import torch
+
+MIN_COMPONENT_MM3 = 1000.0  # smaller components are dropped
+COMPONENTS_KEPT = {"kidney": 2}  # largest components kept per organ name (others: 1)
+MARGIN_MM = 20.0  # added on every side of the organs' bounding box before the fine stage
+
+Box = tuple[slice, slice, slice]
+
+
+def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
+    """(organs, x, y, z) logits -> (x, y, z) uint8 labels: the organ of highest logit where that
+    logit is above 0 (sigmoid > 0.5), else background. Resolves overlapping organs."""
+    best, organ = logits.max(dim=0)
+    return torch.where(best > 0, organ + 1, 0).to(torch.uint8)
+
+
+def keep_largest_components(labels: np.ndarray, spacing: tuple[float, float, float],
+                            names: dict[int, str]) -> np.ndarray:
+    """Per organ, keep its largest 26-connected components (2 for the kidneys, else 1) that
+    have at least MIN_COMPONENT_MM3 of volume (spacing in mm); the rest becomes background."""
+    voxel_mm3 = float(np.prod(spacing))
+    out = np.zeros_like(labels, dtype=np.uint8)
+    for label, name in names.items():
+        mask = labels == label
+        if not mask.any():
+            continue
+        components = cc3d.connected_components(mask, connectivity=26)
+        sizes = np.bincount(components.ravel())
+        sizes[0] = 0  # background
+        largest = np.argsort(sizes, kind="stable")[::-1][: COMPONENTS_KEPT.get(name, 1)]
+        keep = np.zeros(sizes.size, dtype=bool)
+        keep[largest[sizes[largest] * voxel_mm3 >= MIN_COMPONENT_MM3]] = True
+        out[keep[components]] = label
+    return out
+
+
+def organ_box(labels: np.ndarray, shape: tuple[int, int, int], spacing: tuple[float, float, float],
+              margin_mm: float = MARGIN_MM) -> Box | None:
+    """The bounding box of all organs of a label map computed on a resampled grid, mapped onto
+    the original grid of the given shape (voxel i of n covers [i, i+1) * shape / n), widened by
+    margin_mm on every side (spacing in mm of the original grid) and clipped; None if empty."""
+    present = np.argwhere(labels)
+    if present.size == 0:
+        return None
+    box = []
+    for axis in range(3):
+        scale = shape[axis] / labels.shape[axis]
+        margin = int(np.ceil(margin_mm / spacing[axis]))
+        lo = int(np.floor(present[:, axis].min() * scale)) - margin
+        hi = int(np.ceil((present[:, axis].max() + 1) * scale)) + margin
+        box.append(slice(max(lo, 0), min(hi, shape[axis])))
+    return tuple(box)

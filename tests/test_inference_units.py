@@ -1,0 +1,148 @@
+"""Pieces of the pipeline: orientation, naming, boxes, components, normalisation, checkpoints."""
+import pickle
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from evaluation.imageio import InputError
+from inference.checkpoint import UNTRAINED, CheckpointError, load, random_models, save
+from inference.imageio import output_name, read_ct
+from inference.networks import CoarseConfig, FineConfig
+from inference.postprocessing import keep_largest_components, logits_to_labels, organ_box
+from inference.preprocessing import normalise, resize
+
+NAMES = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
+TINY = dict(coarse=CoarseConfig(widths=(4, 8, 8, 16, 16), input_size=(32, 32, 32)),
+            fine=FineConfig(widths=(4, 8, 8, 16, 16), context_width=8, input_size=(48, 48, 32)))
+
+
+def test_output_names():
+    assert output_name(Path("train_000_0000.nii.gz")) == "train_000.nii.gz"
+    assert output_name(Path("FLARE22_Tr_0001_0000.nii")) == "FLARE22_Tr_0001.nii.gz"
+    assert output_name(Path("scan.nii.gz")) == "scan.nii.gz"
+    assert output_name(Path("scan_0001.nii.gz")) == "scan_0001.nii.gz"
+
+
+AFFINES = {
+    "RAS": np.diag([0.8, 0.9, 2.5, 1.0]),
+    "LPS": np.diag([-0.8, -0.9, 2.5, 1.0]),
+    "permuted": np.array([[0, 0, 2.5, 0], [0.8, 0, 0, 0], [0, -0.9, 0, 0], [0, 0, 0, 1.0]]),
+    "oblique": np.array([[0.8 * np.cos(0.1), -0.9 * np.sin(0.1), 0, 3], [0.8 * np.sin(0.1), 0.9 * np.cos(0.1), 0, 4],
+                         [0, 0, -2.5, 5], [0, 0, 0, 1.0]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_read_ct_reorients_like_nibabel_and_maps_back(tmp_path, name):
+    data = np.random.default_rng(0).normal(0, 100, (7, 8, 9)).astype(np.int16)
+    img = nib.Nifti1Image(data, AFFINES[name])
+    nib.save(img, str(tmp_path / "ct.nii.gz"))
+    ct = read_ct(tmp_path / "ct.nii.gz")
+    canonical = nib.as_closest_canonical(img)
+    np.testing.assert_array_equal(ct.data, canonical.get_fdata().astype(np.float32))
+    np.testing.assert_allclose(ct.spacing, canonical.header.get_zooms(), rtol=1e-6)
+    np.testing.assert_array_equal(ct.from_canonical(ct.data), data.astype(np.float32))
+
+
+def test_read_ct_repairs_non_finite_voxels_and_refuses_bad_files(tmp_path):
+    data = np.zeros((4, 4, 4), np.float32)
+    data[0, 0, 0], data[1, 1, 1], data[2, 2, 2] = np.nan, np.inf, -np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+    ct = read_ct(tmp_path / "nan.nii.gz")
+    assert np.isfinite(ct.data).all() and "3 NaN/inf voxels" in ct.warnings[0]
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 4), np.int16), np.eye(4)), str(tmp_path / "flat.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)), str(tmp_path / "series.nii.gz"))
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08garbage")
+    header = nib.Nifti1Header()
+    header.set_data_shape((5000, 5000, 5000))
+    (tmp_path / "huge.nii").write_bytes(header.binaryblock + b"\0" * 4)  # header only: never read
+    singular = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4))
+    singular.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), code=1)
+    singular.set_qform(None, code=0)
+    nib.save(singular, str(tmp_path / "singular.nii.gz"))
+    for name, message in [("flat", "3D"), ("series", "3D"), ("broken", "unreadable"), ("huge", "refusing"),
+                          ("singular", "affine")]:
+        path = next(tmp_path.glob(f"{name}.nii*"))
+        with pytest.raises(InputError, match=message):
+            read_ct(path)
+
+
+def test_organ_box_maps_to_the_original_grid_with_margin():
+    coarse = np.zeros((16, 16, 16), np.uint8)
+    coarse[4:8, 6:10, 0:2] = 1
+    box = organ_box(coarse, (64, 32, 160), spacing=(1.0, 2.0, 5.0), margin_mm=10)
+    # x: voxels 4..7 of 16 cover 16..32 of 64, +-10 mm at 1 mm; y: 12..20 of 32, +-5 voxels;
+    # z: 0..20 of 160, +-2 voxels, clipped at 0.
+    assert box == (slice(6, 42), slice(7, 25), slice(0, 22))
+    assert organ_box(np.zeros((4, 4, 4), np.uint8), (8, 8, 8), (1, 1, 1)) is None
+
+
+def test_logits_to_labels_resolves_overlaps_by_the_highest_logit():
+    logits = torch.tensor([[[[2.0, -1.0, 0.5, -3.0]]], [[[1.0, -2.0, 3.0, -1.0]]]])  # (organs=2, 1, 1, 4)
+    assert logits_to_labels(logits).tolist() == [[[1, 0, 2, 0]]]
+
+
+def test_keep_largest_components():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[1:5, 1:5, 1:5] = 1
+    labels[10:12, 10:12, 10:12] = 1  # second liver piece: dropped
+    labels[1:5, 10:14, 1:5] = 2
+    labels[10:14, 1:5, 10:14] = 2  # two kidneys: both kept
+    labels[15:18, 15:18, 15:18] = 2  # third kidney piece: dropped
+    labels[17:19, 1:3, 1:3] = 3  # 8 voxels x 27 mm^3 < 1000 mm^3: dropped
+    out = keep_largest_components(labels, (3.0, 3.0, 3.0), NAMES)
+    assert [(out == k).sum() for k in (1, 2, 3)] == [64, 128, 0]
+
+
+def test_normalise_and_resize():
+    x = torch.linspace(-1000, 1000, 8 * 8 * 8).reshape(1, 1, 8, 8, 8)
+    y = normalise(x, (-325.0, 325.0))
+    assert abs(float(y.mean())) < 1e-5 and abs(float(y.std(correction=0)) - 1) < 1e-3
+    assert resize(x, (4, 16, 8)).shape == (1, 1, 4, 16, 8)
+    assert resize(x, (8, 8, 8)) is x
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    coarse, fine = random_models(**TINY)
+    save(tmp_path / "w.pt", coarse, fine, trained_on=UNTRAINED)
+    models = load(tmp_path / "w.pt")
+    assert models.labels == NAMES and models.clip_hu == (-325.0, 325.0) and models.trained_on == UNTRAINED
+    assert models.coarse.config == TINY["coarse"] and models.fine.config == TINY["fine"]
+    for a, b in zip(models.fine.state_dict().values(), fine.state_dict().values()):
+        assert torch.equal(a, b)
+
+    with pytest.raises(CheckpointError, match="not found"):
+        load(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load(tmp_path / "junk.pt")
+    payload = torch.load(tmp_path / "w.pt", weights_only=True)
+    payload["labels"] = {"1": "liver", "2": "kidney"}
+    torch.save(payload, tmp_path / "labels.pt")
+    with pytest.raises(CheckpointError, match="4 outputs for 2 labels"):
+        load(tmp_path / "labels.pt")
+    payload = torch.load(tmp_path / "w.pt", weights_only=True)
+    payload["fine"]["config"]["widths"] = [8, 8, 8, 16, 16]
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not match"):
+        load(tmp_path / "mismatch.pt")
+    del payload["coarse"]
+    torch.save(payload, tmp_path / "partial.pt")
+    with pytest.raises(CheckpointError, match="missing or malformed"):
+        load(tmp_path / "partial.pt")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"format": "flare-coarse-to-fine/1", "x": _Exploit()}, f)
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load(tmp_path / "evil.pt")

@@ -1,0 +1,216 @@
+"""The submission end to end on the CPU: predict CLI, predict.sh, outputs, bad inputs, the Dockerfile."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from evaluation.synthetic import case_pair, ct_from_labels, save_ct
+from inference.checkpoint import UNTRAINED, random_models, save
+from inference.networks import CoarseConfig, FineConfig
+from inference.predict import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(coarse=CoarseConfig(widths=(4, 8, 8, 16, 16), input_size=(32, 32, 32)),
+            fine=FineConfig(widths=(4, 8, 8, 16, 16), context_width=8, input_size=(48, 48, 32)))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """Small untrained networks (fixed seed) that find organ-like regions in the test CTs."""
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save(path, *random_models(**TINY, seed=3), trained_on=UNTRAINED)
+    return path
+
+
+@pytest.fixture(scope="module")
+def blind_weights(tmp_path_factory) -> Path:
+    """Networks whose coarse stage never finds an organ (all logits 0)."""
+    path = tmp_path_factory.mktemp("weights") / "blind.pt"
+    coarse, fine = random_models(**TINY)
+    torch.nn.init.zeros_(coarse.head.weight)
+    save(path, coarse, fine, trained_on=UNTRAINED)
+    return path
+
+
+def synthetic_ct(folder: Path, name: str, shape=(64, 56, 24), spacing=(4.0, 4.0, 8.0), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    labels, _ = case_pair(shape, spacing, rng, island=False)
+    path = folder / name
+    save_ct(ct_from_labels(labels, rng), spacing, path)
+    return path
+
+
+def run(inputs: Path, outputs: Path, weights: Path, *extra: str) -> int:
+    return main(["-i", str(inputs), "-o", str(outputs), "--weights", str(weights), *extra])
+
+
+def assert_same_grid(output: Path, source: Path):
+    out, src = nib.load(output), nib.load(source)
+    assert out.shape == src.shape
+    np.testing.assert_array_equal(out.affine, src.affine)
+    assert out.get_data_dtype() == np.uint8
+    for key in ("qform_code", "sform_code", "pixdim", "dim", "xyzt_units", "descrip"):
+        np.testing.assert_array_equal(out.header[key], src.header[key], err_msg=key)
+    values = np.unique(np.asarray(out.dataobj))
+    assert set(values.tolist()) <= {0, 1, 2, 3, 4}
+
+
+def test_synthetic_and_real_cases(tmp_path, weights, real_ct, capsys):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    synthetic_ct(inputs, "synth_001_0000.nii.gz")
+    shutil.copy(real_ct / "ts_abdomen_0000.nii.gz", inputs)
+    (inputs / "notes.txt").write_text("not an image")
+    assert run(inputs, outputs, weights, "--report", str(tmp_path / "report" / "r.json")) == 0
+    assert sorted(p.name for p in outputs.iterdir()) == ["synth_001.nii.gz", "ts_abdomen.nii.gz"]
+    assert_same_grid(outputs / "ts_abdomen.nii.gz", inputs / "ts_abdomen_0000.nii.gz")
+    assert_same_grid(outputs / "synth_001.nii.gz", inputs / "synth_001_0000.nii.gz")
+    assert np.asarray(nib.load(outputs / "ts_abdomen.nii.gz").dataobj).any()
+    report = json.loads((tmp_path / "report" / "r.json").read_text())
+    assert report["device_type"] == "cpu" and report["precision"] == "fp32" and report["failed"] == 0
+    for case in report["cases"]:
+        assert set(case["seconds"]) == {"read", "coarse", "fine", "post", "write", "total"}
+    captured = capsys.readouterr()
+    assert captured.out.count("->") == 2  # one summary line per case
+    assert "notes.txt" in captured.err and "untrained" in captured.err
+
+
+def _variant(img: nib.Nifti1Image, flip: tuple[int, ...], order: tuple[int, int, int]) -> nib.Nifti1Image:
+    """The same scan stored differently: axes flipped and permuted, affine adjusted to match."""
+    data, affine = np.asarray(img.dataobj), img.affine.copy()
+    for axis in flip:
+        data = np.flip(data, axis)
+        affine = affine @ _flip_matrix(axis, img.shape[axis])
+    data = np.transpose(data, order)
+    perm = np.eye(4)[:, list(order) + [3]]
+    return nib.Nifti1Image(np.ascontiguousarray(data), affine @ perm)
+
+
+def _flip_matrix(axis: int, n: int) -> np.ndarray:
+    m = np.eye(4)
+    m[axis, axis], m[axis, 3] = -1, n - 1
+    return m
+
+
+def test_same_labels_whatever_the_storage_orientation(tmp_path, weights, real_ct):
+    """Flipped and permuted copies of one scan give the same labels once mapped to canonical."""
+    original = nib.load(real_ct / "ts_abdomen_0000.nii.gz")
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    variants = {"as_stored": ((), (0, 1, 2)), "flipped": ((0, 2), (0, 1, 2)), "permuted": ((), (2, 0, 1)),
+                "both": ((1,), (1, 2, 0))}
+    for name, (flip, order) in variants.items():
+        nib.save(_variant(original, flip, order), str(inputs / f"{name}_0000.nii.gz"))
+    assert run(inputs, outputs, weights) == 0
+    canonical = {name: nib.as_closest_canonical(nib.load(outputs / f"{name}.nii.gz")).get_fdata()
+                 for name in variants}
+    assert canonical["as_stored"].any()
+    for name in variants:
+        np.testing.assert_array_equal(canonical[name], canonical["as_stored"], err_msg=name)
+        assert_same_grid(outputs / f"{name}.nii.gz", inputs / f"{name}_0000.nii.gz")
+
+
+def test_bad_inputs_fail_alone(tmp_path, weights, capsys):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    good = synthetic_ct(inputs, "good_0000.nii.gz")
+    (inputs / "corrupt_0000.nii.gz").write_bytes(b"\x1f\x8b\x08 broken")
+    nib.save(nib.Nifti1Image(np.zeros((32, 32), np.int16), np.eye(4)), str(inputs / "flat_0000.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 16, 2), np.int16), np.eye(4)), str(inputs / "series_0000.nii.gz"))
+    img = nib.load(good)
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[0, 0, :] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), str(inputs / "nan_0000.nii.gz"))  # float storage with NaN
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., None], img.affine), str(inputs / "single_0000.nii.gz"))
+    assert run(inputs, outputs, weights) == 1
+    written = sorted(p.name for p in outputs.iterdir())
+    assert written == ["good.nii.gz", "nan.nii.gz", "single.nii.gz"]  # nothing partial, nothing else
+    assert nib.load(outputs / "single.nii.gz").shape == img.shape + (1,)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and all(re.match(r"error: (corrupt|flat|series)_0000\.nii\.gz: ", e) for e in errors)
+    assert "warning: nan_0000.nii.gz:" in err and "3 of 6 case(s) written" in err
+
+
+def test_coarse_stage_finding_nothing_gives_an_empty_mask(tmp_path, blind_weights, capsys):
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    synthetic_ct(inputs, "case_0000.nii.gz")
+    assert run(inputs, outputs, blind_weights) == 0
+    assert not np.asarray(nib.load(outputs / "case.nii.gz").dataobj).any()
+    assert "found no organ" in capsys.readouterr().err
+
+
+def test_empty_folder_and_usage_errors(tmp_path, weights, capsys):
+    (tmp_path / "in").mkdir()
+    assert run(tmp_path / "in", tmp_path / "out", weights) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    for argv, message in [
+        (["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--weights", str(weights)], "not a folder"),
+        (["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "no.pt")], "not found"),
+        (["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu",
+          "--precision", "fp16"], "fp16 needs a CUDA device"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_bf16_on_the_cpu_runs(tmp_path, weights):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    synthetic_ct(inputs, "case_0000.nii.gz")
+    assert run(inputs, tmp_path / "out", weights, "--precision", "bf16", "--device", "cpu") == 0
+    assert_same_grid(tmp_path / "out" / "case.nii.gz", inputs / "case_0000.nii.gz")
+
+
+def test_full_size_networks_on_the_real_ct(tmp_path, real_ct):
+    """The paper's sizes (160^3 coarse, 192^3 fine) end to end, untrained, on the CPU."""
+    weights = tmp_path / "paper.pt"
+    save(weights, *random_models(), trained_on=UNTRAINED)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(real_ct / "ts_abdomen_0000.nii.gz", inputs)
+    assert run(inputs, tmp_path / "out", weights) == 0
+    assert_same_grid(tmp_path / "out" / "ts_abdomen.nii.gz", inputs / "ts_abdomen_0000.nii.gz")
+
+
+def test_predict_sh(tmp_path, weights):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    synthetic_ct(inputs, "case_0000.nii.gz")
+    script = (ROOT / "predict.sh").read_text()
+    assert "CUDA_VISIBLE_DEVICES" not in script
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["sh", str(ROOT / "predict.sh"), str(inputs), str(tmp_path / "out"), "--weights", str(weights)],
+                          env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "case.nii.gz").is_file()
+
+
+def test_dockerfile_copies_what_exists_and_runs_predict_sh():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^WORKDIR /workspace$", dockerfile, re.M)
+    for line in re.findall(r"^COPY (.+)$", dockerfile, re.M):
+        for source in line.split()[:-1]:
+            assert (ROOT / source).exists(), source
+    assert re.findall(r"^CMD (.+)$", dockerfile, re.M)[-1] == '["sh", "predict.sh"]'
+    assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text()
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "weights" not in ignored and "inference" not in ignored and ".git" in ignored
+
+
+def test_hadolint_finds_no_errors():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    done = subprocess.run([hadolint, "--failure-threshold", "error", str(ROOT / "Dockerfile")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
