@@ -1,0 +1,167 @@
+"""GPU check of the submission: cold and warm time per case, FP16 vs FP32, peak GPU memory.
+
+    python -m bench.gpu_check [--weights PATH] [--cases 3] [--shape 512 512 200] [--out DIR]
+
+Needs an NVIDIA GPU. It writes synthetic CTs of the given shape (spacing 0.8 x 0.8 x 2.5 mm),
+then measures:
+  - cold: `sh predict.sh` started once per case on a folder holding that case alone, as the
+    organisers do (process start, imports, weight loading and the case), wall clock, with NVML's
+    device-wide used memory (total - free) sampled every 50 ms: peak and peak above idle;
+  - warm: the pipeline in one process with the weights loaded once (FP16), per stage, with
+    torch's peak allocated and reserved memory;
+  - FP16 vs FP32: the labels of both precisions compared voxel by voxel (per-organ Dice).
+Prints a Markdown table for docs/benchmarks.md and writes OUT/gpu_check.json.
+
+Without --weights it uses untrained full-size networks: times and memory are those of the real
+networks, but the crop found by an untrained coarse stage is arbitrary, so the fine stage's size
+(and the FP16/FP32 agreement) mean little until trained weights exist.
+
+On the lent GPU machines, nibabel and connected-components-3d are missing: carry them as wheels
+(`pip download --no-deps --only-binary=:all: --python-version 3.12 ... nibabel
+connected-components-3d` into an ignored folder) and install them with `--target` first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evaluation.metrics import dice
+from evaluation.nvml import GpuMemory
+from evaluation.synthetic import case_pair, ct_from_labels, save_ct
+from inference.checkpoint import UNTRAINED, load, random_models, save
+from inference.imageio import read_ct
+from inference.pipeline import Segmenter
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACING = (0.8, 0.8, 2.5)
+
+
+class PeakSampler:
+    """Samples a GPU's NVML used memory in a thread; `peak_mb` is the largest value seen."""
+
+    def __init__(self, gpu: GpuMemory | None, interval_s: float = 0.05):
+        self.gpu, self.interval_s, self.peak_mb = gpu, interval_s, math.nan
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            used = self.gpu.used_mb()
+            self.peak_mb = used if math.isnan(self.peak_mb) else max(self.peak_mb, used)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> PeakSampler:
+        if self.gpu is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.gpu is not None:
+            self._thread.join()
+
+
+def make_cases(folder: Path, n: int, shape: tuple[int, int, int]) -> list[Path]:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        labels, _ = case_pair(shape, SPACING, rng, island=False)
+        paths.append(folder / f"gpu_{i:03d}_0000.nii.gz")
+        save_ct(ct_from_labels(labels, rng), SPACING, paths[-1])
+    return paths
+
+
+def cold_runs(cases: list[Path], weights: Path, out: Path, gpu: GpuMemory | None) -> list[dict]:
+    """One `sh predict.sh` per case, each on a folder with that case alone."""
+    rows = []
+    for case in cases:
+        inputs, outputs = out / "cold" / case.stem / "inputs", out / "cold" / case.stem / "outputs"
+        inputs.mkdir(parents=True, exist_ok=True)
+        target = inputs / case.name
+        if not target.exists():
+            target.symlink_to(case.resolve())
+        idle = gpu.used_mb() if gpu else math.nan
+        start = time.perf_counter()
+        with PeakSampler(gpu) as sampler:
+            done = subprocess.run(["sh", str(ROOT / "predict.sh"), str(inputs), str(outputs), "--weights", str(weights)],
+                                  env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"predict.sh failed on {case.name}: {done.stderr[-2000:]}")
+        rows.append({"case": case.name, "cold_s": wall, "peak_used_mb": sampler.peak_mb,
+                     "peak_above_idle_mb": sampler.peak_mb - idle})
+    return rows
+
+
+def warm_runs(cases: list[Path], weights: Path, device: torch.device) -> list[dict]:
+    """The pipeline in this process, FP16 and FP32, weights loaded once; the second FP16 run is timed."""
+    fp16 = Segmenter(load(weights), device, "fp16")
+    fp32 = Segmenter(load(weights), device, "fp32")
+    rows = []
+    for case in cases:
+        ct = read_ct(case)
+        fp16(ct.data, ct.spacing)  # warm-up
+        torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        result = fp16(ct.data, ct.spacing)
+        warm = time.perf_counter() - start
+        reference = fp32(ct.data, ct.spacing)
+        agreement = {name: dice(result.labels == k, reference.labels == k)
+                     for k, name in fp16.models.labels.items()}
+        rows.append({"case": case.name, "warm_s": warm, "stages_s": result.seconds,
+                     "crop": [s.stop - s.start for s in result.box] if result.box else None,
+                     "peak_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+                     "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20,
+                     "fp16_vs_fp32_dice": agreement,
+                     "voxels_differing": float((result.labels != reference.labels).mean())})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", type=Path, help="checkpoint (default: untrained full-size networks)")
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 200))
+    parser.add_argument("--gpu", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench/out/gpu"))
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("error: no CUDA GPU: this check needs one", file=sys.stderr)
+        return 2
+    device = torch.device("cuda", args.gpu)
+    weights = args.weights
+    if weights is None:
+        weights = args.out / "untrained.pt"
+        save(weights, *random_models(), trained_on=UNTRAINED)
+    cases = make_cases(args.out / "cases", args.cases, tuple(args.shape))
+    gpu = GpuMemory.open(args.gpu)
+    cold = cold_runs(cases, weights, args.out, gpu)
+    warm = warm_runs(cases, weights, device)
+    report = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__, "weights": str(weights),
+              "shape": list(args.shape), "spacing_mm": list(SPACING), "cold": cold, "warm": warm}
+    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"GPU: {report['gpu']}, torch {torch.__version__}; {args.cases} synthetic CTs of "
+          f"{'x'.join(map(str, args.shape))} at {SPACING} mm; weights: {weights}\n")
+    print("| case | cold s | warm s (FP16) | NVML peak MB | above idle MB | torch peak alloc MB | reserved MB | "
+          "crop | FP16 vs FP32 voxels differing |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for c, w in zip(cold, warm):
+        print(f"| {c['case']} | {c['cold_s']:.2f} | {w['warm_s']:.2f} | {c['peak_used_mb']:.0f} | "
+              f"{c['peak_above_idle_mb']:.0f} | {w['peak_allocated_mb']:.0f} | {w['peak_reserved_mb']:.0f} | "
+              f"{w['crop']} | {100 * w['voxels_differing']:.4f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

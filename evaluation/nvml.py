@@ -1,0 +1,46 @@
+"""GPU memory as the organisers read it: NVML's device-wide used memory (total - free), in MB.
+
+Uses the maintained NVML binding (`nvidia-ml-py`, imported as `pynvml`). Where there is no NVML
+(no driver, no GPU, package missing), `GpuMemory.open` returns None and says why once: callers
+then record NaN, never a zero that looks measured.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+MB = 2**20
+
+
+@dataclass
+class GpuMemory:
+    """Reads one GPU's memory through NVML; `used_mb()` is total - free, as the organisers' sampler."""
+
+    index: int
+    handle: object
+    name: str
+    total_mb: float
+
+    @classmethod
+    def open(cls, index: int = 0, quiet: bool = False) -> GpuMemory | None:
+        """NVML handle of GPU `index`, or None (with a one-line notice on stderr) when unavailable."""
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            name = pynvml.nvmlDeviceGetName(handle)
+            total = pynvml.nvmlDeviceGetMemoryInfo(handle).total / MB
+        except Exception as exc:  # ImportError, NVMLError_LibraryNotFound, invalid index, ...
+            if not quiet:
+                print(f"notice: no NVML for GPU {index} ({type(exc).__name__}: {exc}); GPU memory is not measured",
+                      file=sys.stderr)
+            return None
+        return cls(index, handle, name.decode() if isinstance(name, bytes) else str(name), total)
+
+    def used_mb(self) -> float:
+        """Device-wide used memory in MB: total - free (includes every process and the CUDA contexts)."""
+        import pynvml
+
+        info = pynvml.nvmlDeviceGetMemoryInfo(self.handle)
+        return (info.total - info.free) / MB

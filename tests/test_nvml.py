@@ -1,0 +1,33 @@
+"""GPU memory through NVML, with a fake NVML at the boundary (no GPU here)."""
+import sys
+import types
+
+from evaluation.nvml import MB, GpuMemory
+
+
+def fake_pynvml(total_mb: float, free_mb: float, fail: Exception | None = None) -> types.ModuleType:
+    module = types.ModuleType("pynvml")
+
+    def init():
+        if fail:
+            raise fail
+
+    module.nvmlInit = init
+    module.nvmlDeviceGetHandleByIndex = lambda index: ("gpu", index)
+    module.nvmlDeviceGetName = lambda handle: b"Fake GPU"
+    module.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(total=total_mb * MB, free=free_mb * MB)
+    return module
+
+
+def test_used_memory_is_total_minus_free(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(16384, 15000))
+    gpu = GpuMemory.open(1)
+    assert gpu.name == "Fake GPU" and gpu.index == 1 and gpu.total_mb == 16384
+    assert gpu.used_mb() == 1384
+
+
+def test_no_nvml_gives_none_and_one_notice(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(0, 0, fail=RuntimeError("driver not loaded")))
+    assert GpuMemory.open(0) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "driver not loaded" in err and "not measured" in err
