@@ -2,6 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from inference.networks import CoarseConfig, FineConfig
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-ct"
 
 
@@ -11,3 +13,10 @@ def real_ct() -> Path:
     if not (SHARED_DATA / "ts_abdomen_ref_flare21.nii.gz").is_file():
         pytest.skip(f"real-CT test data not present at {SHARED_DATA} (it lives beside the project in ../shared)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_networks() -> dict:
+    """Configs of small networks (fast on the CPU) for pipeline tests, as random_models kwargs."""
+    return dict(coarse=CoarseConfig(widths=(4, 8, 8, 16, 16), input_size=(32, 32, 32)),
+                fine=FineConfig(widths=(4, 8, 8, 16, 16), context_width=8, input_size=(48, 48, 32)))

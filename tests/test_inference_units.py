@@ -10,13 +10,10 @@ import torch
 from evaluation.imageio import InputError
 from inference.checkpoint import UNTRAINED, CheckpointError, load, random_models, save
 from inference.imageio import output_name, read_ct
-from inference.networks import CoarseConfig, FineConfig
 from inference.postprocessing import keep_largest_components, logits_to_labels, organ_box
 from inference.preprocessing import normalise, resize
 
 NAMES = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
-TINY = dict(coarse=CoarseConfig(widths=(4, 8, 8, 16, 16), input_size=(32, 32, 32)),
-            fine=FineConfig(widths=(4, 8, 8, 16, 16), context_width=8, input_size=(48, 48, 32)))
 
 
 def test_output_names():
@@ -106,12 +103,12 @@ def test_normalise_and_resize():
     assert resize(x, (8, 8, 8)) is x
 
 
-def test_checkpoint_round_trip_and_errors(tmp_path):
-    coarse, fine = random_models(**TINY)
+def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
+    coarse, fine = random_models(**tiny_networks)
     save(tmp_path / "w.pt", coarse, fine, trained_on=UNTRAINED)
     models = load(tmp_path / "w.pt")
     assert models.labels == NAMES and models.clip_hu == (-325.0, 325.0) and models.trained_on == UNTRAINED
-    assert models.coarse.config == TINY["coarse"] and models.fine.config == TINY["fine"]
+    assert models.coarse.config == tiny_networks["coarse"] and models.fine.config == tiny_networks["fine"]
     for a, b in zip(models.fine.state_dict().values(), fine.state_dict().values()):
         assert torch.equal(a, b)
 

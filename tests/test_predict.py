@@ -14,27 +14,24 @@ import torch
 
 from evaluation.synthetic import case_pair, ct_from_labels, save_ct
 from inference.checkpoint import UNTRAINED, random_models, save
-from inference.networks import CoarseConfig, FineConfig
 from inference.predict import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(coarse=CoarseConfig(widths=(4, 8, 8, 16, 16), input_size=(32, 32, 32)),
-            fine=FineConfig(widths=(4, 8, 8, 16, 16), context_width=8, input_size=(48, 48, 32)))
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
+def weights(tmp_path_factory, tiny_networks) -> Path:
     """Small untrained networks (fixed seed) that find organ-like regions in the test CTs."""
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save(path, *random_models(**TINY, seed=3), trained_on=UNTRAINED)
+    save(path, *random_models(**tiny_networks, seed=3), trained_on=UNTRAINED)
     return path
 
 
 @pytest.fixture(scope="module")
-def blind_weights(tmp_path_factory) -> Path:
+def blind_weights(tmp_path_factory, tiny_networks) -> Path:
     """Networks whose coarse stage never finds an organ (all logits 0)."""
     path = tmp_path_factory.mktemp("weights") / "blind.pt"
-    coarse, fine = random_models(**TINY)
+    coarse, fine = random_models(**tiny_networks)
     torch.nn.init.zeros_(coarse.head.weight)
     save(path, coarse, fine, trained_on=UNTRAINED)
     return path
