@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, LabelVolume, case_stem, is_nifti, read_labels
+from evaluation.imageio import InputError, LabelVolume, case_stem, describe_error, is_nifti, read_labels
 from evaluation.metrics import score_case
 from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json, write_atomic
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
@@ -105,7 +105,7 @@ def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab
 def _failed(gt_file: Path, rules: str, exc: BaseException) -> CaseResult:
     """The result of a case whose scoring itself failed (out of memory, a crashed worker, a bug)."""
     result = CaseResult(gt_file.name, {c: math.nan for c in get_rules(rules).metric_columns()})
-    result.problems.append(f"scoring failed ({type(exc).__name__}: {exc}): not scored")
+    result.problems.append(f"scoring failed ({describe_error(exc)}): not scored")
     return result
 
 

@@ -20,9 +20,12 @@ Conventions, all identical to `surface_distance.compute_surface_distances` and
   (ties count); a surfel facing an empty surface has distance infinity.
 - NSD = (GT area within tolerance + predicted area within tolerance) / (GT area + predicted area).
 
-Speed: instead of two distance transforms over the bounding box, surfels that lie on both
-surfaces have distance 0, and only the others are looked up in a k-d tree, bounded by the
-tolerance; the exact distance of the nearest candidate is then recomputed as above.
+Speed: instead of two distance transforms over the bounding box, only "is there a surfel of the
+other surface within the tolerance?" is asked. The grid offsets within the tolerance (the ball,
+built with the distance arithmetic above, so ties are decided exactly) are checked one by one,
+nearest first, when the ball is small; for a large ball the nearest offsets are checked first and
+the surfels left undecided go to a k-d tree bounded by the tolerance, whose candidate's distance
+is recomputed with the same arithmetic.
 """
 from __future__ import annotations
 
