@@ -45,6 +45,13 @@ def case_stem(path: Path) -> str:
     return path.stem
 
 
+def output_name(path: Path) -> str:
+    """FLARE naming of a case's label map: <case>_0000.nii.gz -> <case>.nii.gz; other NIfTI
+    names keep their stem."""
+    stem = case_stem(path)
+    return (stem[: -len("_0000")] if stem.endswith("_0000") else stem) + ".nii.gz"
+
+
 def _as_labels(values: np.ndarray) -> np.ndarray:
     """Integer label data from stored values; InputError for non-integral or negative values."""
     if values.dtype.kind == "f":

@@ -44,3 +44,18 @@ class GpuMemory:
 
         info = pynvml.nvmlDeviceGetMemoryInfo(self.handle)
         return (info.total - info.free) / MB
+
+    def process_used_mb(self, pids: list[int]) -> float:
+        """GPU memory (MB) NVML attributes to the given processes; NaN when NVML cannot say
+        (query failed, or memory not reported, as inside some containers)."""
+        import pynvml
+
+        try:
+            running = pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+        except Exception:
+            return float("nan")
+        wanted = set(pids)
+        used = [p.usedGpuMemory for p in running if p.pid in wanted]
+        if any(u is None for u in used):
+            return float("nan")
+        return sum(used) / MB

@@ -26,6 +26,29 @@ class Organ:
 
 
 @dataclass(frozen=True)
+class EfficiencyRules:
+    """How a year measured and limited efficiency (docs/flare-rules, docs/efficiency.md).
+
+    gpu_max: "stable" (the largest NVML sample seen in more than stable_fraction of the samples)
+    or "plain" (the maximum); gpu_free_mb: memory not counted in the GPU area (FLARE22's 2 GB);
+    set_*: limits for a whole test set of set_cases cases (None: no such limit);
+    stuck: the values a case that never finishes is given (None: the measured values stand);
+    rank_weights: metric -> weight when ranking teams; docker_args: extra `docker run` options.
+    """
+
+    gpu_max: str
+    gpu_free_mb: float = 0.0
+    stable_fraction: float = 0.02
+    set_cases: int | None = None
+    set_time_s: float | None = None
+    set_gpu_mb: float | None = None
+    set_ram_mb: float | None = None
+    stuck: dict[str, float] | None = None
+    rank_weights: dict[str, float] | None = None
+    docker_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Rules:
     """A year's scoring rules.
 
@@ -41,6 +64,7 @@ class Rules:
     nsd_dsc_floor: float | None
     official_round: int | None
     column_style: str
+    efficiency: EfficiencyRules
 
     @property
     def max_label(self) -> int:
@@ -91,6 +115,9 @@ RULES: dict[str, Rules] = {
         nsd_dsc_floor=None,
         official_round=None,
         column_style="interleaved",
+        efficiency=EfficiencyRules(
+            gpu_max="stable", set_cases=100, set_time_s=6 * 3600, set_gpu_mb=10 * 1024,
+            rank_weights={"DSC": 1, "NSD": 1, "Time": 1, "MaxGPU_Mem": 1}),
     ),
     "flare22": Rules(
         name="flare22",
@@ -98,6 +125,10 @@ RULES: dict[str, Rules] = {
         nsd_dsc_floor=0.2,
         official_round=4,
         column_style="blocked",
+        efficiency=EfficiencyRules(
+            gpu_max="stable", gpu_free_mb=2048, set_cases=50, set_time_s=3 * 3600, set_ram_mb=28 * 1024,
+            stuck={"Time": 3600, "AUC_GPU_Time": 3600 * (10240 - 2048), "AUC_CPU_Time": 360000},
+            rank_weights={"DSC": 1, "NSD": 1, "Time": 1, "AUC_GPU_Time": 0.5, "AUC_CPU_Time": 0.5}),
     ),
     "flare23": Rules(
         name="flare23",
@@ -105,6 +136,9 @@ RULES: dict[str, Rules] = {
         nsd_dsc_floor=0.2,
         official_round=4,
         column_style="blocked",
+        efficiency=EfficiencyRules(
+            gpu_max="plain", rank_weights={"DSC": 1, "NSD": 1, "Time": 1, "AUC_GPU_Time": 1},
+            docker_args=("--shm-size=28gb",)),
     ),
 }
 

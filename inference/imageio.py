@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from evaluation.imageio import InputError, case_stem, describe_error
+from evaluation.imageio import InputError, describe_error
 
 MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
 MAX_SIDE = 8192
@@ -44,12 +44,6 @@ class CT:
         """A canonical-orientation array mapped back onto the input's voxel grid (and shape)."""
         back = apply_orientation(labels, ornt_transform(_RAS, self.orientation))
         return np.ascontiguousarray(back).reshape(self.image.shape)
-
-
-def output_name(path: Path) -> str:
-    """FLARE naming: <case>_0000.nii.gz -> <case>.nii.gz; other NIfTI names keep their stem."""
-    stem = case_stem(path)
-    return (stem[: -len("_0000")] if stem.endswith("_0000") else stem) + ".nii.gz"
 
 
 def read_ct(path: Path) -> CT:

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, describe_error, is_nifti
+from evaluation.imageio import InputError, describe_error, is_nifti, output_name
 from evaluation.report import write_atomic
 from inference.checkpoint import CheckpointError, load
-from inference.imageio import output_name, read_ct, write_labels
+from inference.imageio import read_ct, write_labels
 from inference.pipeline import PRECISIONS, Segmenter, choose_precision
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "flare21_c2f.pt"

@@ -9,7 +9,8 @@ import torch
 
 from evaluation.imageio import InputError
 from inference.checkpoint import UNTRAINED, CheckpointError, load, random_models, save
-from inference.imageio import output_name, read_ct
+from evaluation.imageio import output_name
+from inference.imageio import read_ct
 from inference.postprocessing import keep_largest_components, logits_to_labels, organ_box
 from inference.preprocessing import normalise, resize
 

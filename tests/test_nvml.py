@@ -16,6 +16,9 @@ def fake_pynvml(total_mb: float, free_mb: float, fail: Exception | None = None) 
     module.nvmlDeviceGetHandleByIndex = lambda index: ("gpu", index)
     module.nvmlDeviceGetName = lambda handle: b"Fake GPU"
     module.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(total=total_mb * MB, free=free_mb * MB)
+    module.nvmlDeviceGetComputeRunningProcesses = lambda handle: [
+        types.SimpleNamespace(pid=10, usedGpuMemory=500 * MB), types.SimpleNamespace(pid=11, usedGpuMemory=250 * MB),
+        types.SimpleNamespace(pid=99, usedGpuMemory=4000 * MB)]
     return module
 
 
@@ -24,6 +27,8 @@ def test_used_memory_is_total_minus_free(monkeypatch):
     gpu = GpuMemory.open(1)
     assert gpu.name == "Fake GPU" and gpu.index == 1 and gpu.total_mb == 16384
     assert gpu.used_mb() == 1384
+    assert gpu.process_used_mb([10, 11, 12]) == 750  # only the submission's own processes
+    assert gpu.process_used_mb([12]) == 0
 
 
 def test_no_nvml_gives_none_and_one_notice(monkeypatch, capsys):

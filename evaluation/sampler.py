@@ -1,0 +1,127 @@
+"""Resource sampling while a submission runs: GPU memory, CPU and RAM, system-wide and per process tree.
+
+One sample every `interval_s` seconds (on a fixed schedule, so the interval does not drift), each
+with its real time. Columns (units):
+
+    t_s             seconds since the sampler started (time.perf_counter)
+    gpu_used_mb     NVML device-wide used memory, total - free (MB): the organisers' figure
+    gpu_tree_mb     NVML memory of the submission's own processes (MB), where NVML reports it
+    cpu_used_pct    system CPU utilisation, 100 - idle %, from psutil.cpu_times deltas with the
+                    organisers' formula idle / (user + system + idle + 0.1)
+    cpu_tree_pct    CPU time of the process tree per wall second (%, 100 = one core)
+    ram_used_mb     psutil.virtual_memory().used (MB): the organisers' figure
+    ram_tree_mb     resident memory of the process tree (MB)
+
+GPU columns are NaN without NVML; tree columns are NaN while no process is attached.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable
+
+import psutil
+
+MB = 2**20
+COLUMNS = ("t_s", "gpu_used_mb", "gpu_tree_mb", "cpu_used_pct", "cpu_tree_pct", "ram_used_mb", "ram_tree_mb")
+
+
+class SystemCpu:
+    """System CPU utilisation between successive calls, as the organisers computed it."""
+
+    def __init__(self) -> None:
+        self._before = self._times()
+
+    @staticmethod
+    def _times() -> tuple[float, float, float]:
+        t = psutil.cpu_times()
+        return t.user, t.system, t.idle
+
+    def used_pct(self) -> float:
+        now = self._times()
+        user, system, idle = (a - b for a, b in zip(now, self._before))
+        self._before = now
+        return 100.0 - 100.0 * idle / (user + system + idle + 0.1)
+
+
+class ProcessTree:
+    """Resident memory and CPU use of a process and all its descendants."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self._cpu_seconds: dict[int, float] = {}
+        self._last = time.perf_counter()
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def sample(self) -> tuple[list[int], float, float]:
+        """(pids, resident MB, CPU % since the last call) of the tree; processes that vanish are skipped."""
+        now = time.perf_counter()
+        pids, rss, cpu = [], 0.0, 0.0
+        seen = {}
+        for proc in self.processes():
+            try:
+                times = proc.cpu_times()
+                rss += proc.memory_info().rss / MB
+            except psutil.Error:
+                continue
+            pids.append(proc.pid)
+            seen[proc.pid] = times.user + times.system
+            cpu += max(0.0, seen[proc.pid] - self._cpu_seconds.get(proc.pid, seen[proc.pid]))
+        elapsed, self._last = now - self._last, now
+        self._cpu_seconds = seen
+        return pids, rss, 100.0 * cpu / elapsed if elapsed > 0 else math.nan
+
+
+class Sampler:
+    """Samples in a background thread from `start()` to `stop()`; `samples` is a list of dicts.
+
+    gpu: an object with used_mb() and process_used_mb(pids) (evaluation.nvml.GpuMemory), or None;
+    tree: returns the ProcessTree to measure (None until the submission's process exists).
+    """
+
+    def __init__(self, gpu=None, tree: Callable[[], ProcessTree | None] = lambda: None, interval_s: float = 0.1):
+        self.gpu, self.tree, self.interval_s = gpu, tree, interval_s
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+        self._cpu = SystemCpu()
+        self._t0 = 0.0
+
+    def start(self) -> Sampler:
+        self._t0 = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[dict[str, float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+    def sample(self) -> dict[str, float]:
+        """One sample now."""
+        tree = self.tree()
+        pids, tree_ram, tree_cpu = tree.sample() if tree else ([], math.nan, math.nan)
+        return {
+            "t_s": time.perf_counter() - self._t0,
+            "gpu_used_mb": self.gpu.used_mb() if self.gpu else math.nan,
+            "gpu_tree_mb": self.gpu.process_used_mb(pids) if self.gpu and pids else math.nan,
+            "cpu_used_pct": self._cpu.used_pct(),
+            "cpu_tree_pct": tree_cpu,
+            "ram_used_mb": psutil.virtual_memory().used / MB,
+            "ram_tree_mb": tree_ram,
+        }
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.is_set():
+            self.samples.append(self.sample())
+            tick += 1
+            delay = self._t0 + tick * self.interval_s - time.perf_counter()
+            if delay > 0:
+                self._stop.wait(delay)
