@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from inference.checkpoint import Models
-from inference.postprocessing import keep_largest_components, logits_to_labels, organ_box
+from inference.postprocessing import keep_largest_components, labels_at_size, logits_to_labels, organ_box
 from inference.preprocessing import normalise, resize
 
 PRECISIONS = ("fp16", "bf16", "fp32")
@@ -92,11 +92,10 @@ class Segmenter:
             result.warnings.append("the coarse stage found no organ: the output is empty")
             return result
         with self._stage(result, "fine"):
-            crop = volume[(..., *result.box)]
+            crop = volume[(..., *result.box)].clone()  # lets the whole volume go
             del volume
             logits = self._forward(m.fine, normalise(resize(crop, m.fine.config.input_size), m.clip_hu))
-            logits = resize(logits, crop.shape[2:])[0]
-            fine = logits_to_labels(logits).cpu().numpy()
+            fine = labels_at_size(logits, crop.shape[2:]).cpu().numpy()
             del logits, crop
         with self._stage(result, "post"):
             result.labels[result.box] = keep_largest_components(fine, spacing, m.labels)

@@ -8,6 +8,8 @@ import cc3d
 import numpy as np
 import torch
 
+from inference.preprocessing import resize
+
 MIN_COMPONENT_MM3 = 1000.0  # smaller components are dropped
 COMPONENTS_KEPT = {"kidney": 2}  # largest components kept per organ name (others: 1)
 MARGIN_MM = 20.0  # added on every side of the organs' bounding box before the fine stage
@@ -15,11 +17,32 @@ MARGIN_MM = 20.0  # added on every side of the organs' bounding box before the f
 Box = tuple[slice, slice, slice]
 
 
+def _labels(best: torch.Tensor, organ: torch.Tensor) -> torch.Tensor:
+    """Label k + 1 where the best organ k's logit is above 0 (sigmoid > 0.5), else 0."""
+    return torch.where(best > 0, organ.to(torch.uint8) + 1, 0).to(torch.uint8)
+
+
 def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
     """(organs, x, y, z) logits -> (x, y, z) uint8 labels: the organ of highest logit where that
-    logit is above 0 (sigmoid > 0.5), else background. Resolves overlapping organs."""
+    logit is above 0 (sigmoid > 0.5), else background. Resolves overlapping organs (ties: the
+    first organ)."""
     best, organ = logits.max(dim=0)
-    return torch.where(best > 0, organ + 1, 0).to(torch.uint8)
+    return _labels(best, organ)
+
+
+def labels_at_size(logits: torch.Tensor, size: tuple[int, int, int] | torch.Size) -> torch.Tensor:
+    """Labels of (1, organs, x, y, z) logits resampled trilinearly to `size`; the same as
+    logits_to_labels(resize(logits, size)[0]) but one organ at a time, so the peak memory is two
+    float maps of the output size instead of one per organ."""
+    best = resize(logits[:, :1], size)[0, 0]
+    organ = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+    for k in range(1, logits.shape[1]):
+        channel = resize(logits[:, k : k + 1], size)[0, 0]
+        better = channel > best
+        best = torch.where(better, channel, best)
+        organ[better] = k
+        del channel, better
+    return _labels(best, organ)
 
 
 def keep_largest_components(labels: np.ndarray, spacing: tuple[float, float, float],

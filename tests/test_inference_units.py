@@ -11,7 +11,7 @@ from evaluation.imageio import InputError
 from inference.checkpoint import UNTRAINED, CheckpointError, load, random_models, save
 from evaluation.imageio import output_name
 from inference.imageio import read_ct
-from inference.postprocessing import keep_largest_components, logits_to_labels, organ_box
+from inference.postprocessing import keep_largest_components, labels_at_size, logits_to_labels, organ_box
 from inference.preprocessing import normalise, resize
 
 NAMES = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
@@ -82,6 +82,15 @@ def test_organ_box_maps_to_the_original_grid_with_margin():
 def test_logits_to_labels_resolves_overlaps_by_the_highest_logit():
     logits = torch.tensor([[[[2.0, -1.0, 0.5, -3.0]]], [[[1.0, -2.0, 3.0, -1.0]]]])  # (organs=2, 1, 1, 4)
     assert logits_to_labels(logits).tolist() == [[[1, 0, 2, 0]]]
+
+
+def test_labels_at_size_equals_resampling_all_logits_at_once():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 6, 5, 4)
+    logits[0, 2, 0, 0, 0] = logits[0, 1, 0, 0, 0] = 5.0  # a tie: the first organ wins in both
+    for size in ((12, 10, 8), (7, 11, 3), (6, 5, 4)):
+        expected = logits_to_labels(resize(logits, size)[0])
+        assert torch.equal(labels_at_size(logits, size), expected)
 
 
 def test_keep_largest_components():
