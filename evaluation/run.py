@@ -6,7 +6,9 @@
 Writes DIR/efficiency/ (evaluation.efficiency), DIR/accuracy/ (evaluation.score on the
 predictions the runs produced; a case without a valid output is scored as empty), and
 DIR/results.csv (one row per case: the accuracy and efficiency columns joined, with the case's
-mean DSC and NSD over organs), DIR/summary.json, PNG plots and DIR/report.html.
+mean DSC and NSD over organs), DIR/summary.json, PNG plots and DIR/report.html. Where the year
+gives stuck cases fixed values (FLARE22), a timed-out case also gets DSC 0 and NSD 0 for every
+organ in results.csv and the summaries.
 Exit code: 0 every case ran and scored cleanly, 1 otherwise, 2 usage error.
 """
 from __future__ import annotations
@@ -25,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from evaluation import efficiency, score  # noqa: E402
-from evaluation.report import write_atomic  # noqa: E402
+from evaluation.report import SUMMARY_COLUMNS, summarise, summary_json, write_atomic  # noqa: E402
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules  # noqa: E402
 from evaluation.usage import OFFICIAL_COLUMNS  # noqa: E402
 
@@ -147,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics = pd.read_csv(args.out / "accuracy" / "metrics.csv")
     usage = pd.read_csv(args.out / "efficiency" / "efficiency.csv")
+    stuck = usage.loc[usage["Status"].eq("timeout"), "Name"].tolist() if rules.efficiency.stuck else []
+    metrics.loc[metrics["Name"].isin(stuck), rules.metric_columns()] = 0.0  # the year's rule for stuck cases
     results = join_results(metrics, usage, rules)
-    accuracy = json.loads((args.out / "accuracy" / "summary.json").read_text())
+    organ_rows = summarise(metrics.to_dict("records"), rules)
+    accuracy = json.loads(summary_json(organ_rows, rules, len(metrics), [], []))
+    scored = json.loads((args.out / "accuracy" / "summary.json").read_text())
     effort = json.loads((args.out / "efficiency" / "efficiency.json").read_text())
     summary = {
         "rules": rules.name, "submission": args.image or args.command, "cases": len(results),
@@ -156,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         "mean_nsd": float(results["NSD_mean"].mean()), "mean_time_s": float(usage["Time"].mean()),
         "mean_over_organs": accuracy["mean_over_organs"], "organs": accuracy["organs"],
         "efficiency_means": {c: _nan_to_none(usage[c].mean()) for c in OFFICIAL_COLUMNS[1:]},
-        "verdict": effort["verdict"], "accuracy_problems": accuracy["problems"],
+        "verdict": effort["verdict"], "accuracy_problems": scored["problems"], "stuck_cases_scored_0": stuck,
     }
     write_atomic(args.out / "results.csv", results.to_csv(index=False))
     write_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     plot_accuracy(metrics, rules, args.out / "accuracy.png")
     plot_time(usage, args.out / "time.png")
     plot_memory(usage, args.out / "efficiency" / "samples", args.out / "memory.png")
-    organ_table = pd.read_csv(args.out / "accuracy" / "summary.csv")
+    organ_table = pd.DataFrame(organ_rows, columns=SUMMARY_COLUMNS)
     write_atomic(args.out / "report.html", report_html(summary, results, organ_table))
     print(f"report: {args.out / 'report.html'}")
     return 0 if efficiency_code == 0 and score_code == 0 else 1

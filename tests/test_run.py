@@ -83,3 +83,18 @@ def test_compare_reports_changes_and_the_worst_cases(runs, tmp_path, capsys):
     assert "Time" in result["efficiency"]
     printed = capsys.readouterr().out
     assert "liver" in printed and "worse" in printed
+
+
+def test_a_stuck_case_scores_zero_under_flare22(data, tmp_path):
+    hang_one = ('case "$(ls {inputs})" in synthetic_001*) sleep 30;; esac; ' + COPY % (data / "gt"))
+    code = run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(tmp_path / "out"),
+                     "--command", hang_one, "--rules", "flare22", "--timeout", "2", "--interval", "0.05"])
+    assert code == 1
+    results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("Name")
+    stuck = results.loc["synthetic_001.nii.gz"]
+    assert stuck["Status"] == "timeout" and stuck["Time"] == 3600 and stuck["AUC_CPU_Time"] == 360000
+    assert stuck["DSC_mean"] == 0 and stuck["NSD_mean"] == 0 and stuck["Esophagus_DSC"] == 0
+    assert results.loc["synthetic_000.nii.gz", "DSC_mean"] == 1.0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["stuck_cases_scored_0"] == ["synthetic_001.nii.gz"]
+    assert summary["organs"]["liver"]["DSC"]["min"] == 0
