@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import pandas as pd
 import psutil
 from tqdm import tqdm
@@ -112,8 +113,6 @@ def _check_output(output: Path, case: Path) -> tuple[str, str]:
 
 def read_labels_shape(case: Path) -> tuple[int, ...]:
     """The 3D shape of an input image, from its header."""
-    import nibabel as nib
-
     shape = nib.load(case).shape
     return tuple(shape[:3]) if len(shape) == 4 and shape[3] == 1 else tuple(shape)
 

@@ -1,7 +1,6 @@
 """The efficiency harness: per-case figures from samples, the sampler, fake submissions end to end."""
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path

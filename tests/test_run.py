@@ -1,6 +1,5 @@
 """The organiser's flow: evaluation.run, then ranking and comparison of result folders."""
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
