@@ -105,14 +105,17 @@ def cold_runs(cases: list[Path], weights: Path, out: Path, gpu: GpuMemory | None
 
 
 def warm_runs(cases: list[Path], weights: Path, device: torch.device) -> list[dict]:
-    """The pipeline in this process, FP16 and FP32, weights loaded once; the second FP16 run is timed."""
-    fp16 = Segmenter(load(weights), device, "fp16")
+    """The pipeline in this process, FP16 (bf16 on a CPU dry run) and FP32, weights loaded once;
+    the second reduced-precision run is timed."""
+    cuda = device.type == "cuda"
+    fp16 = Segmenter(load(weights), device, "fp16" if cuda else "bf16")
     fp32 = Segmenter(load(weights), device, "fp32")
     rows = []
     for case in cases:
         ct = read_ct(case)
         fp16(ct.data, ct.spacing)  # warm-up
-        torch.cuda.reset_peak_memory_stats(device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         result = fp16(ct.data, ct.spacing)
         warm = time.perf_counter() - start
@@ -121,8 +124,8 @@ def warm_runs(cases: list[Path], weights: Path, device: torch.device) -> list[di
                      for k, name in fp16.models.labels.items()}
         rows.append({"case": case.name, "warm_s": warm, "stages_s": result.seconds,
                      "crop": [s.stop - s.start for s in result.box] if result.box else None,
-                     "peak_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20,
-                     "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20,
+                     "peak_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else math.nan,
+                     "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20 if cuda else math.nan,
                      "fp16_vs_fp32_dice": agreement,
                      "voxels_differing": float((result.labels != reference.labels).mean())})
     return rows
@@ -134,21 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 200))
     parser.add_argument("--gpu", type=int, default=0)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: a dry run of the script itself (bf16 instead of FP16, no GPU memory)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/gpu"))
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("error: no CUDA GPU: this check needs one", file=sys.stderr)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA GPU: this check needs one (--device cpu for a dry run)", file=sys.stderr)
         return 2
-    device = torch.device("cuda", args.gpu)
+    device = torch.device("cuda", args.gpu) if args.device == "cuda" else torch.device("cpu")
     weights = args.weights
     if weights is None:
         weights = args.out / "untrained.pt"
         save(weights, *random_models(), trained_on=UNTRAINED)
     cases = make_cases(args.out / "cases", args.cases, tuple(args.shape))
-    gpu = GpuMemory.open(args.gpu)
+    gpu = GpuMemory.open(args.gpu) if args.device == "cuda" else None
     cold = cold_runs(cases, weights, args.out, gpu)
     warm = warm_runs(cases, weights, device)
-    report = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__, "weights": str(weights),
+    report = {"gpu": torch.cuda.get_device_name(device) if args.device == "cuda" else "none (CPU dry run)", "torch": torch.__version__, "weights": str(weights),
               "shape": list(args.shape), "spacing_mm": list(SPACING), "cold": cold, "warm": warm}
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"GPU: {report['gpu']}, torch {torch.__version__}; {args.cases} synthetic CTs of "
