@@ -188,8 +188,8 @@ def test_predict_sh(tmp_path, weights):
     script = (ROOT / "predict.sh").read_text()
     assert "CUDA_VISIBLE_DEVICES" not in script
     env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run(["sh", str(ROOT / "predict.sh"), str(inputs), str(tmp_path / "out"), "--weights", str(weights)],
-                          env=env, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(["sh", str(ROOT / "predict.sh"), "in", "out", "--weights", str(weights)],
+                          env=env, capture_output=True, text=True, cwd=tmp_path)  # paths relative to the caller
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "case.nii.gz").is_file()
 
