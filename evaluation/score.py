@@ -53,20 +53,20 @@ def _unexpected_labels(data: np.ndarray, rules: Rules) -> list[int]:
 
 def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult, rules: Rules) -> np.ndarray:
     """The prediction's labels; an empty one (with the problem listed) when it is missing or unusable."""
-    empty = np.zeros(gt.data.shape, dtype=np.uint8)
+    problem = None
     if pred_file is None:
-        result.problems.append("prediction missing: scored as empty")
-        return empty
-    try:
-        pred = read_labels(pred_file)
-    except InputError as exc:
-        result.problems.append(f"prediction {pred_file.name}: {exc}: scored as empty")
-        return empty
-    if pred.data.shape != gt.data.shape:
-        result.problems.append(
-            f"prediction {pred_file.name}: shape {pred.data.shape} differs from ground truth "
-            f"{gt.data.shape}: scored as empty")
-        return empty
+        problem = "prediction missing"
+    else:
+        try:
+            pred = read_labels(pred_file)
+            if pred.data.shape != gt.data.shape:
+                problem = (f"prediction {pred_file.name}: shape {pred.data.shape} differs from ground truth "
+                           f"{gt.data.shape}")
+        except InputError as exc:
+            problem = f"prediction {pred_file.name}: {exc}"
+    if problem:
+        result.problems.append(f"{problem}: scored as empty")
+        return np.zeros(gt.data.shape, dtype=np.uint8)
     affine_diff = float(np.abs(pred.affine - gt.affine).max())
     if affine_diff > AFFINE_TOLERANCE_MM:
         result.warnings.append(
