@@ -60,7 +60,8 @@ class Submission:
         """The command line for one case; `name` is the container name (unique per run)."""
         if self.image:
             return [self.docker, "container", "run", "--gpus", f"device={self.gpu}", "--name", name, "--rm",
-                    "--network", "none", "--memory", self.memory, *self.docker_args,
+                    "--network", "none", "--memory", self.memory, "--security-opt", "no-new-privileges",
+                    *self.docker_args,
                     "-v", f"{inputs.resolve()}/:/workspace/inputs/:ro", "-v", f"{outputs.resolve()}/:/workspace/outputs/",
                     self.image, "/bin/bash", "-c", "sh predict.sh"]
         command = self.command.format(inputs=shlex.quote(str(inputs)), outputs=shlex.quote(str(outputs)))

@@ -149,6 +149,7 @@ def test_docker_command_has_the_safe_defaults(tmp_path):
     text = " ".join(argv)
     assert argv[:3] == ["docker", "container", "run"] and "--gpus device=2" in text
     assert "--network none" in text and "--memory 28g" in text and "--rm" in argv and "--shm-size=28gb" in argv
+    assert "--security-opt no-new-privileges" in text
     assert f"{(tmp_path / 'in').resolve()}/:/workspace/inputs/:ro" in argv
     assert argv[-4:] == ["team:latest", "/bin/bash", "-c", "sh predict.sh"]
     assert "CUDA_VISIBLE_DEVICES" not in text
