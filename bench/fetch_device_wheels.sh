@@ -1,7 +1,7 @@
 #!/bin/sh
-# Wheels the GPU check needs on a lent GPU machine whose image lacks them (Python 3.12, x86-64):
-# nibabel and connected-components-3d. Run here, in the repository root; the folder .whl/ is ignored
-# by git and travels with `carry`. There, first:
+# Wheels the GPU check needs on a GPU machine whose Python lacks them (Python 3.12, x86-64, e.g. a
+# stock PyTorch image): nibabel and connected-components-3d, downloaded into .whl/ (ignored by git).
+# Copy .whl/ along with the checkout; on that machine, first:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 set -eu
 cd "$(dirname "$0")/.."

@@ -16,9 +16,8 @@ Without --weights it uses untrained full-size networks: times and memory are tho
 networks, but the crop found by an untrained coarse stage is arbitrary, so the fine stage's size
 (and the FP16/FP32 agreement) mean little until trained weights exist.
 
-On the lent GPU machines, nibabel and connected-components-3d are missing: carry them as wheels
-(`pip download --no-deps --only-binary=:all: --python-version 3.12 ... nibabel
-connected-components-3d` into an ignored folder) and install them with `--target` first.
+Where the GPU machine's Python lacks nibabel and connected-components-3d (a stock PyTorch image,
+say), `sh bench/fetch_device_wheels.sh` downloads their wheels for Python 3.12 to install there.
 """
 from __future__ import annotations
 
