@@ -104,7 +104,8 @@ def test_ties_on_lattice_spacings(spacing):
 
 
 @pytest.mark.parametrize("spacing,tolerance", [((0.8, 0.8, 2.5), 1.0), ((0.8, 0.8, 2.5), 7.0),
-                                               ((1.0, 1.0, 1.0), 2.0), ((0.3, 0.7, 1.1), 2.4)])
+                                               ((1.0, 1.0, 1.0), 2.0), ((0.3, 0.7, 1.1), 2.4),
+                                               ((0.1, 0.1, 0.1), 7.0)])  # ball too large to build: tree only
 def test_direct_and_tree_lookups_agree(monkeypatch, spacing, tolerance):
     """Small balls are checked offset by offset, large ones partly by k-d tree: same answer."""
     import evaluation.surface as surface
