@@ -35,7 +35,7 @@ import pandas as pd
 import psutil
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, is_nifti, output_name, read_labels
+from evaluation.imageio import InputError, is_nifti, output_name, read_labels, volume_shape
 from evaluation.nvml import GpuMemory
 from evaluation.report import write_atomic
 from evaluation.rules import DEFAULT_RULES, RULES, EfficiencyRules, get_rules
@@ -43,6 +43,7 @@ from evaluation.sampler import COLUMNS, ProcessTree, Sampler
 from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, set_verdict
 
 KILL_GRACE_S = 5.0
+ATTACH_RETRY_S = 0.25  # how often to look for the container's process (a `docker inspect` each time)
 
 
 @dataclass
@@ -103,19 +104,13 @@ def _check_output(output: Path, case: Path) -> tuple[str, str]:
     if not output.is_file():
         return "no-output", f"{output.name} was not written"
     try:
-        expected = read_labels_shape(case)
+        expected = volume_shape(nib.load(case).shape)
         labels = read_labels(output).data
     except InputError as exc:
         return "no-output", f"{output.name}: {exc}"
     if labels.shape != expected:
         return "no-output", f"{output.name}: shape {labels.shape}, input {expected}"
     return "ok", ""
-
-
-def read_labels_shape(case: Path) -> tuple[int, ...]:
-    """The 3D shape of an input image, from its header."""
-    shape = nib.load(case).shape
-    return tuple(shape[:3]) if len(shape) == 4 and shape[3] == 1 else tuple(shape)
 
 
 def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRules, gpu: GpuMemory | None,
@@ -136,10 +131,11 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
     with open(log, "w") as log_file:
         proc = subprocess.Popen(submission.argv(inputs, outputs, container), stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        timed_out = False
+        timed_out, next_attach = False, start
         while proc.poll() is None:
-            if attached[0] is None:
+            if attached[0] is None and time.perf_counter() >= next_attach:
                 attached[0] = submission.tree(proc, container)
+                next_attach = time.perf_counter() + ATTACH_RETRY_S
             if time.perf_counter() - start > timeout_s:
                 timed_out = True
                 submission.kill(proc, container, attached[0])

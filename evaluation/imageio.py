@@ -71,15 +71,21 @@ def _as_labels(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def volume_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The 3D shape of an image (a 4D image with a single volume counts as 3D); InputError otherwise."""
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(f"expected a 3D volume, got shape {tuple(image_shape)}")
+    return shape
+
+
 def read_labels(path: Path) -> LabelVolume:
     """Read a 3D label map (a 4D file with one volume is accepted); InputError when it can't be scored."""
     try:
         img = nib.load(path)
-        shape = img.shape
-        if len(shape) == 4 and shape[3] == 1:
-            shape = shape[:3]
-        if len(shape) != 3:
-            raise InputError(f"expected a 3D volume, got shape {tuple(img.shape)}")
+        shape = volume_shape(img.shape)
         proxy = img.dataobj
         trivial_scaling = getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
         stored = proxy.get_unscaled() if trivial_scaling and hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)

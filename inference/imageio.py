@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from evaluation.imageio import InputError, describe_error
+from evaluation.imageio import InputError, describe_error, volume_shape
 
 MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
 MAX_SIDE = 8192
@@ -52,11 +52,7 @@ def read_ct(path: Path) -> CT:
         image = nib.load(path)
     except Exception as exc:
         raise InputError(f"unreadable ({describe_error(exc)})") from None
-    shape = tuple(int(s) for s in image.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise InputError(f"expected a 3D volume, got shape {tuple(image.shape)}")
+    shape = volume_shape(image.shape)
     if min(shape) < 1 or max(shape) > MAX_SIDE or np.prod(shape, dtype=np.float64) > MAX_VOXELS:
         raise InputError(f"refusing a volume of shape {shape} (at most {MAX_SIDE} per side, {MAX_VOXELS:.1e} voxels)")
     affine = image.affine
