@@ -88,7 +88,7 @@ class ResidualBlock(nn.Module):
         self.shortcut = conv_norm(c_in, c_out, 1, stride) if project else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.main(x) + self.shortcut(x), inplace=True)
+        return F.relu(self.main(x).add_(self.shortcut(x)), inplace=True)  # in place: one full-size map less
 
 
 def _resize(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
@@ -137,8 +137,9 @@ class CoarseUNet(nn.Module):
             skips.append(x)
         x = skips.pop()
         for block in reversed(self.decoder):
-            skip = skips.pop()
-            x = block(torch.cat([skip, _resize(x, skip.shape[2:])], dim=1))
+            size = skips[-1].shape[2:]
+            x = torch.cat([skips.pop(), _resize(x, size)], dim=1)  # the skip is let go here
+            x = block(x)
         return self.head(x)
 
 
@@ -204,8 +205,12 @@ class DecoderLevel(nn.Module):
         self.reduce = conv_unit(c_in, c_out, 1, dropout=dropout)
         self.block = ResidualBlock(c_out, c_out, dropout=dropout, kernels=(IN_PLANE_KERNEL, THROUGH_PLANE_KERNEL))
 
+    def join(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The lower level's features reduced, upsampled to the skip's size and added to it."""
+        return _resize(self.reduce(x), skip.shape[2:]).add_(skip)
+
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.block(_resize(self.reduce(x), skip.shape[2:]) + skip)
+        return self.block(self.join(x, skip))
 
 
 class EfficientSegNet(nn.Module):
@@ -233,7 +238,8 @@ class EfficientSegNet(nn.Module):
             skips.append(x)
         x = self.context(skips.pop())
         for level in reversed(self.decoder):
-            x = level(x, skips.pop())
+            x = level.join(x, skips.pop())  # the skip is let go before the block runs
+            x = level.block(x)
         return self.head(x)
 
 
