@@ -28,10 +28,13 @@ PRECISIONS = ("fp16", "bf16", "fp32")
 
 @dataclass
 class Result:
-    """Canonical-orientation labels (uint8, x y z), seconds per stage, and what was noticed."""
+    """Canonical-orientation labels (uint8, x y z), seconds per stage, on CUDA torch's peak
+    allocated and reserved memory per stage (MB), and what was noticed."""
 
     labels: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+    peak_allocated_mb: dict[str, float] = field(default_factory=dict)
+    peak_reserved_mb: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     box: tuple[slice, slice, slice] | None = None
 
@@ -66,11 +69,17 @@ class Segmenter:
 
     @contextmanager
     def _stage(self, result: Result, name: str):
-        """Time a stage (waiting for the GPU) and release cached GPU memory after it."""
+        """Time a stage (waiting for the GPU), record its peak GPU memory and release cached GPU
+        memory after it."""
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         yield
-        if self.device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize(self.device)
+            result.peak_allocated_mb[name] = torch.cuda.max_memory_allocated(self.device) / 2**20
+            result.peak_reserved_mb[name] = torch.cuda.max_memory_reserved(self.device) / 2**20
             torch.cuda.empty_cache()
         result.seconds[name] = time.perf_counter() - start
 

@@ -24,7 +24,7 @@ from evaluation.imageio import InputError, describe_error, is_nifti, output_name
 from evaluation.report import write_atomic
 from inference.checkpoint import CheckpointError, load
 from inference.imageio import read_ct, write_labels
-from inference.pipeline import PRECISIONS, Segmenter, choose_precision
+from inference.pipeline import PRECISIONS, Result, Segmenter, choose_precision
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "flare21_c2f.pt"
 
@@ -38,17 +38,17 @@ def _device(requested: str) -> torch.device:
     return torch.device("cuda" if requested in ("auto", "cuda") else "cpu")
 
 
-def _cuda_memory(device: torch.device) -> dict[str, float]:
-    if device.type != "cuda":
+def _cuda_memory(result: Result) -> dict:
+    """The case's peak GPU memory (MB) and that of each stage; nothing off CUDA."""
+    if not result.peak_allocated_mb:
         return {}
-    return {"peak_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20,
-            "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20}
+    return {"peak_allocated_mb": max(result.peak_allocated_mb.values()),
+            "peak_reserved_mb": max(result.peak_reserved_mb.values()),
+            "stage_peak_allocated_mb": result.peak_allocated_mb, "stage_peak_reserved_mb": result.peak_reserved_mb}
 
 
 def segment_case(path: Path, out_dir: Path, segmenter: Segmenter) -> dict:
     """Segment one file and write its output; returns the case's report entry (raises on failure)."""
-    if segmenter.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(segmenter.device)
     start = time.perf_counter()
     ct = read_ct(path)
     read_s = time.perf_counter() - start
@@ -62,7 +62,7 @@ def segment_case(path: Path, out_dir: Path, segmenter: Segmenter) -> dict:
         "shape": list(ct.image.shape), "spacing_mm": [round(s, 4) for s in ct.spacing],
         "organs_found": [name for label, name in segmenter.models.labels.items() if (result.labels == label).any()],
         "crop": [[s.start, s.stop] for s in result.box] if result.box else None,
-        "seconds": seconds, "warnings": ct.warnings + result.warnings, **_cuda_memory(segmenter.device),
+        "seconds": seconds, "warnings": ct.warnings + result.warnings, **_cuda_memory(result),
     }
 
 

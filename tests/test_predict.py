@@ -75,6 +75,7 @@ def test_synthetic_and_real_cases(tmp_path, weights, real_ct, capsys):
     assert report["device_type"] == "cpu" and report["precision"] == "fp32" and report["failed"] == 0
     for case in report["cases"]:
         assert set(case["seconds"]) == {"read", "coarse", "fine", "post", "write", "total"}
+        assert not any("peak" in key for key in case)  # GPU memory only where measured, never zeros
     captured = capsys.readouterr()
     assert captured.out.count("->") == 2  # one summary line per case
     assert "notes.txt" in captured.err and "untrained" in captured.err
