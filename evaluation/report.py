@@ -10,7 +10,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,12 @@ STATS = ("mean", "std", "median", "min")
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write text to path so that readers see either the old file or the complete new one."""
+    """Write text to path so that readers see either the old file or the complete new one.
+    The file gets the ordinary permissions of a new file (0666 less the umask)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with open(tmp, "x", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:

@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -186,6 +187,16 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         report.write_atomic(target, "new half")
     assert target.read_text() == "old complete file\n"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_result_files_get_ordinary_permissions(tmp_path):
+    """Results are for others to read (an organiser's colleagues, a container's host user)."""
+    mask = os.umask(0o022)
+    try:
+        report.write_atomic(tmp_path / "metrics.csv", "Name\n")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "metrics.csv").stat().st_mode & 0o777 == 0o644
 
 
 def test_nan_is_an_empty_cell():
