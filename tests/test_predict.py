@@ -202,9 +202,17 @@ def test_dockerfile_copies_what_exists_and_runs_predict_sh():
         for source in line.split()[:-1]:
             assert (ROOT / source).exists(), source
     assert re.findall(r"^CMD (.+)$", dockerfile, re.M)[-1] == '["sh", "predict.sh"]'
-    assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text()
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "weights" not in ignored and "inference" not in ignored and ".git" in ignored
+
+
+def test_image_takes_the_pinned_torch_built_for_cuda_12():
+    """PyPI's Linux torch 2.13 needs CUDA 13 drivers (>= 580); the image must not depend on them."""
+    pins = re.findall(r"^torch==\S+$", (ROOT / "requirements.txt").read_text(), re.M)
+    assert pins == ["torch==2.13.0"]
+    install = re.search(r"--index-url https://download\.pytorch\.org/whl/cu(\d+) \"\$\(grep '\^torch==' requirements\.txt\)\"",
+                        (ROOT / "Dockerfile").read_text())
+    assert install and install.group(1).startswith("12")
 
 
 def test_hadolint_finds_no_errors():
