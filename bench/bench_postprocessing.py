@@ -16,34 +16,24 @@ import statistics
 import sys
 import time
 
-import cc3d
 import numpy as np
 
 from evaluation.synthetic import case_pair
-from inference.postprocessing import (
-    COMPONENTS_KEPT,
-    MIN_COMPONENT_MM3,
-    keep_largest_components,
-)
+from inference.postprocessing import components_kept, keep_largest_components, organ_components
 
 SPACING = (0.8, 0.8, 2.5)
 NAMES = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
 
 
 def whole_volume_lookup(labels: np.ndarray, spacing: tuple[float, float, float], names: dict[int, str]) -> np.ndarray:
-    """The previous implementation (the baseline)."""
+    """The previous implementation (the baseline): sizes counted over the whole component image,
+    the kept components selected through a lookup table indexed with it."""
     voxel_mm3 = float(np.prod(spacing))
     out = np.zeros_like(labels, dtype=np.uint8)
-    for label, name in names.items():
-        mask = labels == label
-        if not mask.any():
-            continue
-        components = cc3d.connected_components(mask, connectivity=26)
+    for label, name, _, components, _ in organ_components(labels, names):
         sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        largest = np.argsort(sizes, kind="stable")[::-1][: COMPONENTS_KEPT.get(name, 1)]
         keep = np.zeros(sizes.size, dtype=bool)
-        keep[largest[sizes[largest] * voxel_mm3 >= MIN_COMPONENT_MM3]] = True
+        keep[components_kept(sizes, name, voxel_mm3)] = True
         out[keep[components]] = label
     return out
 

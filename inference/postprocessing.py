@@ -4,6 +4,8 @@ Label maps are uint8 arrays (x, y, z) with 0 background and k for the organ of o
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import cc3d
 import numpy as np
 import torch
@@ -45,23 +47,35 @@ def labels_at_size(logits: torch.Tensor, size: tuple[int, int, int] | torch.Size
     return _labels(best, organ)
 
 
+def organ_components(labels: np.ndarray, names: dict[int, str]) -> Iterator[tuple[int, str, np.ndarray, np.ndarray, int]]:
+    """For each organ present in the label map: its label, name, mask, 26-connected components
+    (ids 1..n, 0 elsewhere) and n."""
+    for label, name in names.items():
+        mask = labels == label
+        if mask.any():
+            components, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+            yield label, name, mask, components, n
+
+
+def components_kept(sizes: np.ndarray, name: str, voxel_mm3: float) -> np.ndarray:
+    """Ids of the organ's largest components (2 for the kidneys, else 1) of at least
+    MIN_COMPONENT_MM3, from voxel counts per id (index 0, the background, is ignored)."""
+    sizes = sizes.copy()
+    sizes[0] = 0
+    largest = np.argsort(sizes, kind="stable")[::-1][: COMPONENTS_KEPT.get(name, 1)]
+    return largest[sizes[largest] * voxel_mm3 >= MIN_COMPONENT_MM3]
+
+
 def keep_largest_components(labels: np.ndarray, spacing: tuple[float, float, float],
                             names: dict[int, str]) -> np.ndarray:
     """Per organ, keep its largest 26-connected components (2 for the kidneys, else 1) that
     have at least MIN_COMPONENT_MM3 of volume (spacing in mm); the rest becomes background."""
     voxel_mm3 = float(np.prod(spacing))
     out = np.zeros_like(labels, dtype=np.uint8)
-    for label, name in names.items():
-        mask = labels == label
-        if not mask.any():
-            continue
-        components, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+    for label, name, mask, components, n in organ_components(labels, names):
         # counting only the organ's voxels, and selecting by comparison rather than a lookup
         # over the whole volume, is several times faster on a large crop
-        sizes = np.bincount(components[mask], minlength=n + 1)
-        sizes[0] = 0  # background
-        largest = np.argsort(sizes, kind="stable")[::-1][: COMPONENTS_KEPT.get(name, 1)]
-        for component in largest[sizes[largest] * voxel_mm3 >= MIN_COMPONENT_MM3]:
+        for component in components_kept(np.bincount(components[mask], minlength=n + 1), name, voxel_mm3):
             out[components == component] = label
     return out
 
