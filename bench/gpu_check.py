@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.imageio import is_nifti
+from evaluation.imageio import nifti_files
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
 from evaluation.synthetic import case_pair, ct_from_labels, save_ct
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = args.out / "untrained.pt"
         save(weights, *random_models(), trained_on=UNTRAINED)
     if args.inputs is not None:
-        cases = sorted(p for p in args.inputs.iterdir() if is_nifti(p))
+        cases = nifti_files(args.inputs)
         if not cases:
             print(f"error: {args.inputs}: no NIfTI files", file=sys.stderr)
             return 2

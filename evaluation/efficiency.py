@@ -35,7 +35,7 @@ import pandas as pd
 import psutil
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, is_nifti, output_name, read_labels, volume_shape
+from evaluation.imageio import InputError, nifti_files, output_name, read_labels, volume_shape
 from evaluation.nvml import GpuMemory
 from evaluation.report import write_atomic
 from evaluation.rules import DEFAULT_RULES, RULES, EfficiencyRules, get_rules
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--interval and --timeout must be positive")
     if args.image and shutil.which(args.docker) is None:
         parser.error(f"--docker {args.docker}: not found")
-    cases = sorted(p for p in args.inputs.iterdir() if p.is_file() and is_nifti(p))
+    cases = nifti_files(args.inputs)
     if not cases:
         parser.error(f"--inputs {args.inputs}: no .nii.gz or .nii files")
     rules = get_rules(args.rules)

@@ -37,6 +37,11 @@ def is_nifti(path: Path) -> bool:
     return path.name.endswith(NIFTI_SUFFIXES)
 
 
+def nifti_files(folder: Path) -> list[Path]:
+    """The .nii/.nii.gz files of a folder (not its subfolders), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p))
+
+
 def case_stem(path: Path) -> str:
     """The file name without its NIfTI suffix."""
     for suffix in NIFTI_SUFFIXES:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, LabelVolume, case_stem, describe_error, is_nifti, read_labels
+from evaluation.imageio import InputError, LabelVolume, case_stem, describe_error, is_nifti, nifti_files, read_labels
 from evaluation.metrics import score_case
 from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json, write_atomic
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} {folder}: not a folder")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    gt_files = sorted(p for p in args.gt.iterdir() if p.is_file() and is_nifti(p))
+    gt_files = nifti_files(args.gt)
     if not gt_files:
         parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
     if args.out.exists() and not args.out.is_dir():
