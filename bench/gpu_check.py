@@ -139,10 +139,8 @@ def warm_runs(cases: list[Path], weights: Path, device: torch.device) -> list[di
                      "fp32_warm_s": fp32_s, "fp32_stages_s": reference.seconds,
                      "cudnn_benchmark_first_s": tuning_s, "cudnn_benchmark_tuned_s": tuned_s,
                      "crop": [s.stop - s.start for s in result.box] if result.box else None,
-                     "peak_allocated_mb": max(result.peak_allocated_mb.values(), default=math.nan),
-                     "peak_reserved_mb": max(result.peak_reserved_mb.values(), default=math.nan),
-                     "stage_peak_allocated_mb": result.peak_allocated_mb,
-                     "stage_peak_reserved_mb": result.peak_reserved_mb,
+                     "peak_allocated_mb": math.nan, "peak_reserved_mb": math.nan, "stage_peak_allocated_mb": {},
+                     **result.cuda_memory(),
                      "fp16_vs_fp32_dice": agreement,
                      "voxels_differing": float((result.labels != reference.labels).mean())})
     return rows

@@ -38,6 +38,15 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     box: tuple[slice, slice, slice] | None = None
 
+    def cuda_memory(self) -> dict:
+        """The case's peak GPU memory (MB, the largest stage's) and that of each stage; empty
+        off CUDA (never zeros that look measured)."""
+        if not self.peak_allocated_mb:
+            return {}
+        return {"peak_allocated_mb": max(self.peak_allocated_mb.values()),
+                "peak_reserved_mb": max(self.peak_reserved_mb.values()),
+                "stage_peak_allocated_mb": self.peak_allocated_mb, "stage_peak_reserved_mb": self.peak_reserved_mb}
+
 
 def choose_precision(requested: str, device: torch.device) -> str:
     """auto: fp16 on CUDA (the paper's setting), fp32 on the CPU; fp16 needs CUDA."""

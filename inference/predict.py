@@ -24,7 +24,7 @@ from evaluation.imageio import InputError, describe_error, is_nifti, output_name
 from evaluation.report import write_atomic
 from inference.checkpoint import CheckpointError, load
 from inference.imageio import read_ct, write_labels
-from inference.pipeline import PRECISIONS, Result, Segmenter, choose_precision
+from inference.pipeline import PRECISIONS, Segmenter, choose_precision
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "flare21_c2f.pt"
 
@@ -36,15 +36,6 @@ def _device(requested: str) -> torch.device:
         print("notice: no CUDA GPU found, running on the CPU (slow)", file=sys.stderr)
         return torch.device("cpu")
     return torch.device("cuda" if requested in ("auto", "cuda") else "cpu")
-
-
-def _cuda_memory(result: Result) -> dict:
-    """The case's peak GPU memory (MB) and that of each stage; nothing off CUDA."""
-    if not result.peak_allocated_mb:
-        return {}
-    return {"peak_allocated_mb": max(result.peak_allocated_mb.values()),
-            "peak_reserved_mb": max(result.peak_reserved_mb.values()),
-            "stage_peak_allocated_mb": result.peak_allocated_mb, "stage_peak_reserved_mb": result.peak_reserved_mb}
 
 
 def segment_case(path: Path, out_dir: Path, segmenter: Segmenter) -> dict:
@@ -62,7 +53,7 @@ def segment_case(path: Path, out_dir: Path, segmenter: Segmenter) -> dict:
         "shape": list(ct.image.shape), "spacing_mm": [round(s, 4) for s in ct.spacing],
         "organs_found": [name for label, name in segmenter.models.labels.items() if (result.labels == label).any()],
         "crop": [[s.start, s.stop] for s in result.box] if result.box else None,
-        "seconds": seconds, "warnings": ct.warnings + result.warnings, **_cuda_memory(result),
+        "seconds": seconds, "warnings": ct.warnings + result.warnings, **result.cuda_memory(),
     }
 
 
