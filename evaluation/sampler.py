@@ -23,7 +23,8 @@ from typing import Callable
 
 import psutil
 
-MB = 2**20
+from evaluation.nvml import MB
+
 COLUMNS = ("t_s", "gpu_used_mb", "gpu_tree_mb", "cpu_used_pct", "cpu_tree_pct", "ram_used_mb", "ram_tree_mb")
 
 

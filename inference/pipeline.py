@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from evaluation.nvml import MB
 from inference.checkpoint import Models
 from inference.postprocessing import keep_largest_components, labels_at_size, logits_to_labels, organ_box
 from inference.preprocessing import normalise, resize
@@ -87,8 +88,8 @@ class Segmenter:
         yield
         if cuda:
             torch.cuda.synchronize(self.device)
-            result.peak_allocated_mb[name] = torch.cuda.max_memory_allocated(self.device) / 2**20
-            result.peak_reserved_mb[name] = torch.cuda.max_memory_reserved(self.device) / 2**20
+            result.peak_allocated_mb[name] = torch.cuda.max_memory_allocated(self.device) / MB
+            result.peak_reserved_mb[name] = torch.cuda.max_memory_reserved(self.device) / MB
             torch.cuda.empty_cache()
         result.seconds[name] = time.perf_counter() - start
 
