@@ -4,9 +4,10 @@
 
 Variants: fp32, fp32 with channels-last-3d memory format, and bf16 autocast. Each is timed after
 one warm-up pass (median of --repeats), under torch.inference_mode, with randomly initialised
-weights (fixed seed) on a CT-like input (a synthetic abdomen, clipped to [-325, 325] HU and
-z-scored as the pipeline does). The difference of each variant to fp32 is the largest absolute
-logit difference and the fraction of voxel-organ decisions (sigmoid > 0.5) that change.
+weights (fixed seed) on a CT-like input (a phantom CT from training/phantom.py on a 400 mm cube
+centred on the abdomen, clipped to [-325, 325] HU and z-scored as the pipeline does). The
+difference of each variant to fp32 is the largest absolute logit difference and the fraction of
+voxel-organ decisions (sigmoid > 0.5) that change.
 With --write-docs the table replaces its section in docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -19,23 +20,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from evaluation.synthetic import ct_from_labels, phantom
-from inference.checkpoint import CLIP_HU
 from inference.networks import CoarseUNet, EfficientSegNet
-from inference.preprocessing import normalise
+from inference.preprocessing import Normalisation
+from training.phantom import case_seed, centred, generate
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 START, END = "<!-- networks-cpu:start -->", "<!-- networks-cpu:end -->"
 
 
 def ct_like(size: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
-    """A (1, 1, x, y, z) CT-like volume of the synthetic abdomen, clipped and z-scored."""
-    labels = phantom(size, tuple(400 / n for n in size))
-    hu = torch.from_numpy(ct_from_labels(labels, np.random.default_rng(seed)))[None, None]
-    return normalise(hu, CLIP_HU)
+    """A (1, 1, x, y, z) phantom CT of `size` voxels spanning 400 mm per axis, clipped and z-scored."""
+    hu = generate(case_seed(seed, 0), geometry=centred(size, tuple(400 / n for n in size))).image
+    return Normalisation()(torch.from_numpy(hu)[None, None])
 
 
 def run(model: torch.nn.Module, x: torch.Tensor, variant: str, repeats: int) -> tuple[list[float], torch.Tensor]:

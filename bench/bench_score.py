@@ -2,7 +2,9 @@
 
     python -m bench.bench_score [--cases 4] [--shape 512 512 200] [--spacing 0.8 0.8 2.5]
 
-Makes synthetic 4-organ cases (FLARE21 labels) of the given size, then scores the same files
+Makes synthetic 4-organ cases (FLARE21 labels: phantom anatomy from training/phantom.py on a grid
+of the given size centred on the abdomen, predictions from evaluation.synthetic.degraded), then
+scores the same files
   1. with the official loop (bench/official_loop.py: get_fdata, uint8 copy, surface-distance per organ),
   2. with `python -m evaluation.score --workers 1`, and
   3. with `python -m evaluation.score --workers <cores>`,
@@ -10,8 +12,8 @@ each in its own process, end to end (process start, reading, scoring, writing). 
 the largest sum of resident memory over the process tree, sampled every 10 ms. It checks that
 all three give the same numbers and prints a Markdown table for docs/benchmarks.md.
 
-Two prediction qualities are measured: "good" (small errors, NSD at 1 mm around 0.8, like the
-FLARE21 winners) and "poor" (larger errors, NSD around 0.4), since the cost of the surface
+Two prediction qualities are measured: "good" (small errors, NSD at 1 mm around 0.85, like the
+FLARE21 winners) and "poor" (larger errors, NSD around 0.45), since the cost of the surface
 distance part grows with the fraction of the surface that is off.
 """
 from __future__ import annotations
@@ -30,10 +32,10 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from evaluation.synthetic import _ANATOMY, jittered, phantom, save_labels
+from evaluation.synthetic import degraded, phantom_labels, save_labels
 
 ROOT = Path(__file__).resolve().parents[1]
-QUALITIES = {"good": (0.7, 0.015), "poor": (2.0, 0.05)}  # (shift in mm, relative radius change)
+QUALITIES = {"good": (0.8, 0.015), "poor": (2.0, 0.05)}  # degraded(): shift (mm) and relative size change
 
 
 def make_cases(folder: Path, n: int, shape, spacing, quality: str, seed: int = 0) -> None:
@@ -46,10 +48,9 @@ def make_cases(folder: Path, n: int, shape, spacing, quality: str, seed: int = 0
         name = f"case_{i:03d}.nii.gz"
         if (folder / "gt" / name).exists() and (folder / "pred" / name).exists():
             continue
-        anatomy = jittered(_ANATOMY, rng, shift_mm=6.0, scale=0.08)
-        save_labels(phantom(shape, spacing, anatomy), spacing, folder / "gt" / name)
-        save_labels(phantom(shape, spacing, jittered(anatomy, rng, shift_mm, scale)), spacing,
-                    folder / "pred" / name)
+        gt = phantom_labels(shape, spacing, rng)
+        save_labels(gt, spacing, folder / "gt" / name)
+        save_labels(degraded(gt, spacing, rng, shift_mm, scale, island=False), spacing, folder / "pred" / name)
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float]:

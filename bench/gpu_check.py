@@ -2,8 +2,9 @@
 
     python -m bench.gpu_check [--weights PATH] [--inputs DIR | --cases 3 --shape 512 512 200] [--out DIR]
 
-Needs an NVIDIA GPU. It takes the CTs in --inputs, or writes synthetic CTs of the given shape
-(spacing 0.8 x 0.8 x 2.5 mm), then measures:
+Needs an NVIDIA GPU. It takes the CTs in --inputs, or writes phantom CTs (training/phantom.py) of
+the given shape (spacing 0.8 x 0.8 x 2.5 mm, centred on the abdomen, stored in the phantoms'
+varied orientations), then measures:
   - cold: `sh predict.sh` started once per case on a folder holding that case alone, as the
     organisers do (process start, imports, weight loading and the case), wall clock, with NVML's
     device-wide used memory (total - free) sampled every 50 ms: peak and peak above idle;
@@ -32,16 +33,15 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from evaluation.imageio import nifti_files
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
-from evaluation.synthetic import case_pair, ct_from_labels, save_ct
-from inference.checkpoint import UNTRAINED, load, random_models, save
+from inference.checkpoint import load, random_models, save
 from inference.imageio import CT, read_ct
 from inference.pipeline import Result, Segmenter
+from training import phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACING = (0.8, 0.8, 2.5)
@@ -73,14 +73,11 @@ class PeakSampler:
 
 
 def make_cases(folder: Path, n: int, shape: tuple[int, int, int]) -> list[Path]:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        labels, _ = case_pair(shape, SPACING, rng, island=False)
-        paths.append(folder / f"gpu_{i:03d}_0000.nii.gz")
-        save_ct(ct_from_labels(labels, rng), SPACING, paths[-1])
-    return paths
+    """Write n phantom CTs of shape (x, y, z) voxels at SPACING to folder (their labels to
+    folder/labels); the CTs' paths."""
+    geometry = phantom.centred(shape, SPACING)
+    return [phantom.save(phantom.generate(phantom.case_seed(0, i), geometry=geometry), folder, folder / "labels",
+                         f"gpu_{i:03d}")[0] for i in range(n)]
 
 
 def cold_runs(cases: list[Path], weights: Path, out: Path, gpu: GpuMemory | None) -> list[dict]:
@@ -164,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.weights
     if weights is None:
         weights = args.out / "untrained.pt"
-        save(weights, *random_models(), trained_on=UNTRAINED)
+        save(weights, random_models())
     if args.inputs is not None:
         cases = nifti_files(args.inputs)
         if not cases:

@@ -2,8 +2,9 @@
 # Every GPU measurement of the submission and of the efficiency harness in one run, for a machine
 # with an NVIDIA GPU that is held for a short time:
 #   sh bench/gpu_session.sh OUT [EXTRA]
-# 1. two synthetic CTs (CASES) of 512x512x200 at 0.8 x 0.8 x 2.5 mm with their ground truth, plus the
-#    CTs in EXTRA/images with ground truth in EXTRA/gt (optional, e.g. a real CT);
+# 1. two phantom CTs (CASES; training/phantom.py through evaluation.synthetic) of 512x512x200 at
+#    0.8 x 0.8 x 2.5 mm centred on the abdomen, with their ground truth, plus the CTs in EXTRA/images
+#    with ground truth in EXTRA/gt (optional, e.g. a real CT);
 # 2. untrained full-size weights (no trained ones exist yet);
 # 3. bench.gpu_check on them: cold time per case (predict.sh started once per case), warm FP16
 #    and FP32 times, cuDNN autotuner, FP16 vs FP32 agreement, NVML and torch peak memory;

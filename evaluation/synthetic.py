@@ -1,152 +1,173 @@
-"""Synthetic abdominal label maps with known ground truth, for tests, benchmarks and demos.
+"""Predictions of known quality for trying and testing the scorer.
 
-Each organ (FLARE21 labels: 1 liver, 2 kidneys, 3 spleen, 4 pancreas) is a union of rotated
-ellipsoids placed in millimetres, so the same anatomy comes out at any shape and spacing. A
-"prediction" is the same phantom with every ellipsoid moved and resized a little, plus an
-optional false-positive island, which gives realistic DSC (about 0.85-0.97) and NSD values.
+The anatomy and the CT images come from the project's one phantom generator, `training.phantom`
+(numpy, scipy and nibabel only: the scorer's installation needs no torch). This module makes a
+"prediction" from a ground-truth label map by moving and resizing each organ a little, plus an
+optional false-positive island (`degraded`), which gives realistic DSC and NSD values. With the
+defaults, at 0.8 x 0.8 x 2.5 mm, the mean DSC is about 0.92 for the liver, 0.91 for the kidneys,
+0.86 for the spleen (a thin crescent) and 0.80 for the thin pancreas (0.63-0.97 per case and
+organ), the NSD at 1 mm about 0.45; stronger settings give lower values.
 
-    python -m evaluation.synthetic -o example --cases 3
+    python -m evaluation.synthetic -o example [--cases 3] [--seed 0] [--max-side 128 | --shape X Y Z --spacing SX SY SZ]
 
-writes example/gt/<case>.nii.gz and example/pred/<case>.nii.gz (RAS affine, uint8 labels) and
-the matching CT-like images example/images/<case>_0000.nii.gz (int16 HU).
-Arrays are indexed (x, y, z) with spacing in mm along those axes.
+writes, for cases synthetic_000, synthetic_001, ..., the phantom CT example/images/<case>_0000.nii.gz
+(int16 HU), its labels example/gt/<case>.nii.gz (uint8) and degraded labels example/pred/<case>.nii.gz
+on exactly the ground truth's grid, header and storage orientation. Case i is case i of
+`python -m training.phantom --seed S` (a drawn scan geometry, at most --max-side voxels per axis),
+or with --shape and --spacing the same patient on a fixed grid centred on the abdomen.
+`degraded` takes a label map in any axis order (the files' stored one here), with the spacing in mm
+along its axes; the label maps made here in memory are indexed (x, y, z), RAS+.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, replace
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
+
+from training.phantom import Geometry, case_seed, centred, draw_anatomy, generate, render, save
+
+ISLAND_RADIUS_MM = 10.0  # the false-positive ball
+ISLAND_GRID = 64  # cells per axis (at most) of the coarse grid the island's place is chosen on
+DEFAULT_MAX_SIDE = 128
 
 
-@dataclass(frozen=True)
-class Ellipsoid:
-    """One part of an organ: centre as fractions of the field of view (x, y, z) plus an offset in
-    mm, radii in mm, and a rotation about the z axis in radians."""
-
-    label: int
-    centre: tuple[float, float, float]
-    radii_mm: tuple[float, float, float]
-    angle: float = 0.0
-    offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-
-# A coarse abdomen in RAS+ voxel order: x towards the patient's right, y anterior, z superior.
-_ANATOMY = (
-    Ellipsoid(1, (0.67, 0.50, 0.68), (80, 65, 70), -0.3),  # liver, right upper abdomen
-    Ellipsoid(1, (0.55, 0.55, 0.75), (45, 40, 40), 0.2),   # liver, left lobe
-    Ellipsoid(2, (0.65, 0.35, 0.45), (28, 30, 55), -0.4),  # right kidney
-    Ellipsoid(2, (0.35, 0.35, 0.50), (28, 30, 55), 0.4),   # left kidney
-    Ellipsoid(3, (0.30, 0.40, 0.70), (40, 30, 50), 0.5),   # spleen
-    Ellipsoid(4, (0.48, 0.50, 0.55), (70, 14, 14), -0.25),  # pancreas body and tail
-    Ellipsoid(4, (0.58, 0.50, 0.52), (20, 18, 20), 0.0),   # pancreas head
-)
+def _moved(mask: np.ndarray, corner: np.ndarray, volume: tuple[int, ...], shift: np.ndarray,
+           zoom: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+    """A binary mask (its box starting at voxel `corner` of a volume of shape `volume`) zoomed by
+    `zoom` (per axis) about its centroid and shifted by `shift` voxels: the box of the volume it
+    lands in and the moved mask there (linear interpolation, threshold 0.5; clipped to the volume)."""
+    centre = np.asarray(ndimage.center_of_mass(mask)) + corner
+    reach = np.ceil(np.abs(shift) + np.abs(zoom - 1.0) * mask.shape).astype(int) + 1
+    lo = np.maximum(corner - reach, 0)
+    hi = np.minimum(corner + mask.shape + reach, volume)
+    offset = (lo - centre - shift) / zoom + centre - corner
+    moved = ndimage.affine_transform(mask.astype(np.float32), 1.0 / zoom, offset, output_shape=tuple(hi - lo),
+                                     order=1, mode="constant", cval=0.0)
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), moved > 0.5
 
 
-def _paint(labels: np.ndarray, spacing: tuple[float, float, float], e: Ellipsoid) -> None:
-    """Set the voxels inside ellipsoid e to its label (in place), working only in its bounding box."""
-    extent = np.array(labels.shape) * np.array(spacing)
-    centre = np.array(e.centre) * extent + np.array(e.offset_mm)
-    reach = max(e.radii_mm)
-    lo = np.maximum(((centre - reach) / spacing).astype(int), 0)
-    hi = np.minimum(((centre + reach) / spacing).astype(int) + 2, labels.shape)
-    if np.any(hi <= lo):
-        return
-    x, y, z = (np.arange(a, b) * s - c for a, b, s, c in zip(lo, hi, spacing, centre))
-    cos, sin = np.cos(e.angle), np.sin(e.angle)
-    u = (cos * x[:, None, None] + sin * y[None, :, None]) / e.radii_mm[0]
-    v = (-sin * x[:, None, None] + cos * y[None, :, None]) / e.radii_mm[1]
-    w = z[None, None, :] / e.radii_mm[2]
-    inside = u**2 + v**2 + w**2 <= 1.0
-    labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]][inside] = e.label
+def _island_centre(labels: np.ndarray, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A voxel far from every organ and from the volume's border: drawn among the cells of a coarse
+    grid whose clearance (mm) is at least half the largest; None where there is no room at all."""
+    step = np.maximum(np.ceil(np.array(labels.shape) / ISLAND_GRID), 1).astype(int)
+    free = labels[::step[0], ::step[1], ::step[2]] == 0
+    clearance = ndimage.distance_transform_edt(np.pad(free, 1), sampling=spacing * step)[1:-1, 1:-1, 1:-1]
+    if clearance.max() == 0:
+        return None
+    cells = np.argwhere(clearance >= clearance.max() / 2)
+    return cells[rng.integers(len(cells))] * step
 
 
-def phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float],
-            parts: tuple[Ellipsoid, ...] = _ANATOMY) -> np.ndarray:
-    """A uint8 label map of the given shape (x, y, z) and spacing (mm)."""
-    labels = np.zeros(shape, dtype=np.uint8)
-    for part in parts:
-        _paint(labels, spacing, part)
-    return labels
+def _ball(centre: np.ndarray, radius_mm: float, spacing: np.ndarray,
+          shape: tuple[int, ...]) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The voxels within radius_mm of voxel `centre`: their box in a volume of `shape` and the mask there."""
+    reach = np.ceil(radius_mm / spacing).astype(int)
+    lo, hi = np.maximum(centre - reach, 0), np.minimum(centre + reach + 1, shape)
+    d2 = sum(((np.arange(a, b) - c) * s).reshape([-1 if k == axis else 1 for k in range(3)]) ** 2
+             for axis, (a, b, c, s) in enumerate(zip(lo, hi, centre, spacing)))
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), d2 <= radius_mm ** 2
 
 
-def jittered(parts: tuple[Ellipsoid, ...], rng: np.random.Generator, shift_mm: float = 2.0,
-             scale: float = 0.05) -> tuple[Ellipsoid, ...]:
-    """The same anatomy with each ellipsoid moved (about shift_mm) and resized (about scale)."""
-    out = []
-    for p in parts:
-        radii = tuple(r * (1 + rng.normal(0, scale)) for r in p.radii_mm)
-        offset = tuple(o + rng.normal(0, shift_mm) for o in p.offset_mm)
-        out.append(replace(p, offset_mm=offset, radii_mm=radii, angle=p.angle + rng.normal(0, 0.05)))
-    return tuple(out)
+def degraded(labels: np.ndarray, spacing: tuple[float, float, float], rng: np.random.Generator,
+             shift_mm: float = 2.0, scale: float = 0.05, island: bool = True) -> np.ndarray:
+    """A uint8 "prediction" of known quality made from an integer label map (3D, any axis order;
+    spacing in mm along its axes): every connected part of every label (26-connected) is zoomed
+    about its centroid by 1 + N(0, scale) per axis (at least 0.5) and shifted by N(0, shift_mm) mm
+    per axis, working inside its bounding box; labels are painted in increasing order (a later one covers an earlier one
+    where they meet). With `island`, a ball of ISLAND_RADIUS_MM of one of the present labels is
+    added on the background, as far as there is room from the organs and the volume's border.
+    shift_mm = scale = 0 and no island give the labels back."""
+    spacing = np.asarray(spacing, float)
+    pred = np.zeros(labels.shape, np.uint8)
+    present = []
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        present.append(label)
+        parts, _ = ndimage.label(labels[box] == label, structure=np.ones((3, 3, 3), bool))
+        for k, part in enumerate(ndimage.find_objects(parts), start=1):
+            corner = np.array([b.start + p.start for b, p in zip(box, part)])
+            shift = rng.normal(0.0, shift_mm, 3) / spacing
+            zoom = np.maximum(1.0 + rng.normal(0.0, scale, 3), 0.5)
+            where, moved = _moved(parts[part] == k, corner, labels.shape, shift, zoom)
+            pred[where][moved] = label
+    centre = _island_centre(labels, spacing, rng) if island and present else None
+    if centre is not None:
+        where, ball = _ball(centre, ISLAND_RADIUS_MM, spacing, labels.shape)
+        pred[where][ball & (labels[where] == 0)] = rng.choice(present)
+    return pred
 
 
-def case_pair(shape: tuple[int, int, int], spacing: tuple[float, float, float],
-              rng: np.random.Generator, island: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """A (ground truth, prediction) pair of uint8 label maps for one synthetic case."""
-    anatomy = jittered(_ANATOMY, rng, shift_mm=6.0, scale=0.08)  # this patient's anatomy
-    gt = phantom(shape, spacing, anatomy)
-    predicted = jittered(anatomy, rng)
-    if island:  # a false-positive blob of a random organ, far from the truth
-        predicted += (Ellipsoid(int(rng.integers(1, 5)), (0.5, 0.85, 0.2), (10, 10, 10)),)
-    return gt, phantom(shape, spacing, predicted)
+def phantom_labels(shape: tuple[int, int, int], spacing: tuple[float, float, float],
+                   rng: np.random.Generator) -> np.ndarray:
+    """The uint8 label map (x, y, z, RAS+) of a phantom patient drawn from rng, on a grid of `shape`
+    voxels and `spacing` mm centred on the abdomen (no CT image is made)."""
+    return render(draw_anatomy(np.random.default_rng(int(rng.integers(2**63)))), centred(shape, spacing))[1]
 
 
-ORGAN_HU = {1: 60.0, 2: 160.0, 3: 50.0, 4: 45.0}  # contrast-enhanced, portal-venous phase
-BODY_HU, AIR_HU, NOISE_HU = -60.0, -1000.0, 15.0
-
-
-def ct_from_labels(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A CT-like float32 volume (HU) for a label map: air around an elliptic body of fat and
-    muscle, organs at typical enhanced values, Gaussian noise."""
-    nx, ny, _ = labels.shape
-    x = (np.arange(nx) - nx / 2) / (0.47 * nx)
-    y = (np.arange(ny) - ny / 2) / (0.40 * ny)
-    body = (x[:, None] ** 2 + y[None, :] ** 2 <= 1.0)[:, :, None]
-    hu = np.where(body, BODY_HU, AIR_HU).astype(np.float32) * np.ones(labels.shape, np.float32)
-    for label, value in ORGAN_HU.items():
-        hu[labels == label] = value
-    hu += rng.normal(0.0, NOISE_HU, labels.shape).astype(np.float32)
-    return hu
-
-
-def save_ct(hu: np.ndarray, spacing: tuple[float, float, float], path: Path) -> None:
-    """Write a CT as int16 HU NIfTI with a RAS affine of the given spacing."""
-    img = nib.Nifti1Image(np.round(hu).astype(np.int16), np.diag([*spacing, 1.0]))
-    img.header.set_zooms(spacing)
-    nib.save(img, str(path))
+def case_pair(shape: tuple[int, int, int], spacing: tuple[float, float, float], rng: np.random.Generator,
+              island: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """A (ground truth, prediction) pair of uint8 label maps (x, y, z): `phantom_labels` and
+    `degraded` labels of them with the default strengths."""
+    gt = phantom_labels(shape, spacing, rng)
+    return gt, degraded(gt, spacing, rng, island=island)
 
 
 def save_labels(labels: np.ndarray, spacing: tuple[float, float, float], path: Path) -> None:
-    """Write a uint8 label map as NIfTI with a RAS affine of the given spacing."""
+    """Write a uint8 label map as NIfTI with a RAS affine of the given spacing (mm)."""
     img = nib.Nifti1Image(labels.astype(np.uint8), np.diag([*spacing, 1.0]))
     img.header.set_zooms(spacing)
     nib.save(img, str(path))
 
 
+def write_case(out: Path, seed: int, index: int, geometry: Geometry | None = None,
+               max_side: int | None = DEFAULT_MAX_SIDE) -> None:
+    """Write case synthetic_<index> of `seed` (its phantom on `geometry`, or on a drawn scan geometry
+    capped to max_side voxels per axis) to out/images, out/gt and out/pred."""
+    case = f"synthetic_{index:03d}"
+    seed_sequence = case_seed(seed, index)
+    phantom = generate(seed_sequence, geometry=geometry, max_side=None if geometry else max_side)
+    _, gt_path = save(phantom, out / "images", out / "gt", case)
+    gt = nib.load(gt_path)
+    pred = degraded(np.asarray(gt.dataobj), gt.header.get_zooms()[:3], np.random.default_rng(seed_sequence))
+    (out / "pred").mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(pred, None, gt.header), str(out / "pred" / f"{case}.nii.gz"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.synthetic",
-                                     description="Write synthetic ground-truth/prediction label maps.")
-    parser.add_argument("-o", "--out", type=Path, required=True, help="folder to write gt/ and pred/ into")
+                                     description="Write phantom CTs, their labels and degraded labels "
+                                                 "(predictions of known quality).")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="folder to write images/, gt/ and pred/ into")
     parser.add_argument("--cases", type=int, default=3, help="number of cases (default %(default)s)")
-    parser.add_argument("--shape", type=int, nargs=3, default=(160, 160, 64), metavar=("X", "Y", "Z"))
-    parser.add_argument("--spacing", type=float, nargs=3, default=(2.0, 2.0, 5.0), metavar=("SX", "SY", "SZ"),
-                        help="voxel size in mm (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the set (default %(default)s)")
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="N",
+                      help="at most this many voxels per axis of a drawn scan geometry (default %(default)s)")
+    grid.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                      help="a fixed grid of this many voxels centred on the abdomen instead (with --spacing)")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"),
+                        help="voxel size in mm of the --shape grid")
     args = parser.parse_args(argv)
-    rng = np.random.default_rng(args.seed)
-    for sub in ("gt", "pred", "images"):
-        (args.out / sub).mkdir(parents=True, exist_ok=True)
-    spacing = tuple(args.spacing)
+    if args.cases < 1 or args.seed < 0:
+        parser.error("--cases must be at least 1 and --seed not negative")
+    if (args.shape is None) != (args.spacing is None):
+        parser.error("--shape and --spacing go together")
+    if args.shape is not None and (min(args.shape) < 1 or min(args.spacing) <= 0):
+        parser.error("--shape and --spacing must be positive")
+    if args.max_side < 8:
+        parser.error("--max-side must be at least 8")
+    geometry = centred(tuple(args.shape), tuple(args.spacing)) if args.shape else None
+    began = time.perf_counter()
     for i in range(args.cases):
-        gt, pred = case_pair(tuple(args.shape), spacing, rng)
-        save_labels(gt, spacing, args.out / "gt" / f"synthetic_{i:03d}.nii.gz")
-        save_labels(pred, spacing, args.out / "pred" / f"synthetic_{i:03d}.nii.gz")
-        save_ct(ct_from_labels(gt, rng), spacing, args.out / "images" / f"synthetic_{i:03d}_0000.nii.gz")
-    print(f"wrote {args.cases} synthetic case(s) to {args.out}/images, {args.out}/gt and {args.out}/pred")
+        write_case(args.out, args.seed, i, geometry, args.max_side)
+    print(f"wrote {args.cases} synthetic case(s) to {args.out}/images (CT), {args.out}/gt (labels) and "
+          f"{args.out}/pred (degraded labels) in {time.perf_counter() - began:.1f} s")
     return 0
 
 

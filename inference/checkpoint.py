@@ -1,24 +1,31 @@
-"""The checkpoint format: both networks' weights with everything needed to use them.
+"""The checkpoint format: the networks with everything the pipeline needs to run them.
 
 A checkpoint is a `torch.save`d dict of plain types and tensors only, so it loads with
 `torch.load(weights_only=True)` (a checkpoint is untrusted input):
 
-    format            "flare-coarse-to-fine/1"
-    coarse, fine      {"config": <CoarseConfig / FineConfig as a dict>, "state_dict": {...}}
+    format            "flare-coarse-to-fine/2"
+    coarse, fine      {"config": <CoarseConfig / FineConfig as a dict, input_size included>,
+                       "state_dict": {...}, "normalisation": {"clip_hu": [-325, 325], "zscore": true},
+                       "training": {...: what training recorded, free-form}}
+                      a stage checkpoint (written by training) holds one of the two
     labels            {"1": "liver", ...}: output channel k is label k + 1
     output_activation "sigmoid" (see inference/networks.py)
-    normalisation     {"clip_hu": [-325.0, 325.0], "zscore": True}
-    trained_on        free text: what the weights were trained on ("untrained" for random ones)
+    postprocessing    {"min_component_mm3": 1000, "components_kept": {"2": 2}, "box_margin_mm": 20}
+    trained_on        free text: what the weights were trained on ("untrained: ..." for random ones)
 
-    python -m inference.checkpoint check PATH          # validate and describe a checkpoint
-    python -m inference.checkpoint random -o PATH      # randomly initialised (untrained) weights
+Weights may be stored as float16 (`--half`, half the size); they are loaded as float32.
+
+    python -m inference.checkpoint check PATH                        # validate and describe
+    python -m inference.checkpoint random -o PATH                    # untrained weights
+    python -m inference.checkpoint combine --coarse A --fine B -o C [--half] [--trained-on TEXT]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,9 +33,12 @@ import torch
 from evaluation.imageio import describe_error
 from evaluation.rules import get_rules
 from inference.networks import OUTPUT_ACTIVATION, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
+from inference.postprocessing import Postprocessing
+from inference.preprocessing import Normalisation
 
-FORMAT = "flare-coarse-to-fine/1"
-CLIP_HU = (-325.0, 325.0)
+FORMAT = "flare-coarse-to-fine/2"
+STAGES = ("coarse", "fine")
+NETWORKS = {"coarse": (CoarseUNet, CoarseConfig), "fine": (EfficientSegNet, FineConfig)}
 FLARE21_LABELS = {o.label: o.name for o in get_rules("flare21").organs}
 UNTRAINED = "untrained: randomly initialised weights (for tests and demos; segmentations are meaningless)"
 
@@ -39,28 +49,42 @@ class CheckpointError(Exception):
 
 @dataclass
 class Models:
-    """Both networks, in eval mode, with the metadata of their checkpoint."""
+    """The networks (eval mode; a stage checkpoint has one of the two) with their metadata.
 
-    coarse: CoarseUNet
-    fine: EfficientSegNet
-    labels: dict[int, str]
-    clip_hu: tuple[float, float]
-    trained_on: str
+    normalisation and training are keyed by stage name ("coarse", "fine")."""
+
+    coarse: CoarseUNet | None
+    fine: EfficientSegNet | None
+    labels: dict[int, str] = field(default_factory=lambda: dict(FLARE21_LABELS))
+    normalisation: dict[str, Normalisation] = field(
+        default_factory=lambda: {stage: Normalisation() for stage in STAGES})
+    post: Postprocessing = field(default_factory=Postprocessing)
+    trained_on: str = ""
+    training: dict[str, dict] = field(default_factory=dict)
+
+    def network(self, stage: str) -> torch.nn.Module | None:
+        return getattr(self, stage)
+
+    def stages(self) -> list[str]:
+        """The stages this checkpoint holds."""
+        return [stage for stage in STAGES if self.network(stage) is not None]
 
 
-def save(path: Path, coarse: CoarseUNet, fine: EfficientSegNet, trained_on: str,
-         labels: dict[int, str] = FLARE21_LABELS) -> None:
-    """Write a checkpoint (atomically: a temporary file, then a rename)."""
+def save(path: Path, models: Models, half: bool = False) -> None:
+    """Write a checkpoint (atomically: a temporary file, then a rename); `half` stores the
+    weights as float16."""
+    payload = {"format": FORMAT, "labels": {str(k): v for k, v in models.labels.items()},
+               "output_activation": OUTPUT_ACTIVATION, "postprocessing": models.post.to_dict(),
+               "trained_on": models.trained_on}
+    for stage in models.stages():
+        net = models.network(stage)
+        state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        payload[stage] = {"config": asdict(net.config), "state_dict": state,
+                          "normalisation": models.normalisation[stage].to_dict(),
+                          "training": models.training.get(stage, {})}
     path = Path(path)
-    payload = {
-        "format": FORMAT,
-        "coarse": {"config": asdict(coarse.config), "state_dict": coarse.state_dict()},
-        "fine": {"config": asdict(fine.config), "state_dict": fine.state_dict()},
-        "labels": {str(k): v for k, v in labels.items()},
-        "output_activation": OUTPUT_ACTIVATION,
-        "normalisation": {"clip_hu": list(CLIP_HU), "zscore": True},
-        "trained_on": trained_on,
-    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     torch.save(payload, tmp)
@@ -75,17 +99,25 @@ def _config(cls, raw: dict, where: str):
         raise CheckpointError(f"{where}: invalid network config ({exc})") from None
 
 
-def load(path: Path, device: torch.device | str = "cpu") -> Models:
-    """Load and check a checkpoint; CheckpointError with a one-line reason when it is unusable."""
+def load(path: Path, device: torch.device | str = "cpu", stages: tuple[str, ...] = STAGES) -> Models:
+    """Load and check a checkpoint that holds at least the given stages; CheckpointError with
+    a one-line reason when it is unusable."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
+        raise CheckpointError(f"{path}: weights file not found (train them with python -m training.train, "
+                              f"or write untrained ones with python -m inference.checkpoint random -o {path})")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({describe_error(exc)})") from None
+        reason = describe_error(exc).split("\n")[0]
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({reason[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint")
+        found = payload.get("format") if isinstance(payload, dict) else None
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint" + (f" (format {found!r})" if found else ""))
+    missing = [stage for stage in stages if stage not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: holds no {' and no '.join(missing)} network (a stage checkpoint? "
+                              f"join two with python -m inference.checkpoint combine)")
     try:
         return _models(path, payload, device)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -98,27 +130,61 @@ def _models(path: Path, payload: dict, device: torch.device | str) -> Models:
     labels = {int(k): str(v) for k, v in payload["labels"].items()}
     if sorted(labels) != list(range(1, len(labels) + 1)):
         raise CheckpointError(f"{path}: labels must be 1..N, got {sorted(labels)}")
-    nets = []
-    for key, cls, config_cls in (("coarse", CoarseUNet, CoarseConfig), ("fine", EfficientSegNet, FineConfig)):
-        config = _config(config_cls, payload[key]["config"], f"{path}: {key}")
+    post = Postprocessing.from_dict(payload["postprocessing"])
+    if not set(post.components_kept) <= set(labels):
+        raise CheckpointError(f"{path}: components_kept names labels {sorted(post.components_kept)} not in {sorted(labels)}")
+    models = Models(None, None, labels, {}, post, str(payload.get("trained_on", "")), {})
+    for stage in STAGES:
+        if stage not in payload:
+            continue
+        cls, config_cls = NETWORKS[stage]
+        entry = payload[stage]
+        config = _config(config_cls, entry["config"], f"{path}: {stage}")
         if config.out_channels != len(labels):
-            raise CheckpointError(f"{path}: {key} network has {config.out_channels} outputs for {len(labels)} labels")
+            raise CheckpointError(f"{path}: {stage} network has {config.out_channels} outputs for {len(labels)} labels")
         net = cls(config)
         try:
-            net.load_state_dict(payload[key]["state_dict"], strict=True)
+            net.load_state_dict(entry["state_dict"], strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: {key} weights do not match its config "
+            raise CheckpointError(f"{path}: {stage} weights do not match its config "
                                   f"({str(exc).splitlines()[0]})") from None
-        nets.append(net.to(device).eval())
-    clip = tuple(float(v) for v in payload["normalisation"]["clip_hu"])
-    return Models(nets[0], nets[1], labels, clip, str(payload.get("trained_on", "")))
+        setattr(models, stage, net.float().to(device).eval())
+        models.normalisation[stage] = Normalisation.from_dict(entry["normalisation"])
+        models.training[stage] = dict(entry.get("training", {}))
+    if not models.stages():
+        raise CheckpointError(f"{path}: holds neither a coarse nor a fine network")
+    return models
 
 
-def random_models(coarse: CoarseConfig = CoarseConfig(), fine: FineConfig = FineConfig(),
-                  seed: int = 0) -> tuple[CoarseUNet, EfficientSegNet]:
-    """Randomly initialised networks (Kaiming-normal), reproducible from the seed."""
+def combine(coarse: Models, fine: Models, trained_on: str | None = None) -> Models:
+    """One checkpoint's models from the coarse stage of one and the fine stage of another
+    (copies; labels and post-processing must agree)."""
+    if coarse.coarse is None or fine.fine is None:
+        raise CheckpointError("combine needs a coarse stage from the first and a fine stage from the second")
+    if coarse.labels != fine.labels:
+        raise CheckpointError(f"the two checkpoints have different labels: {coarse.labels} and {fine.labels}")
+    if coarse.post != fine.post:
+        raise CheckpointError(f"the two checkpoints have different post-processing: {coarse.post} and {fine.post}")
+    text = trained_on or (coarse.trained_on if coarse.trained_on == fine.trained_on
+                          else f"coarse: {coarse.trained_on}; fine: {fine.trained_on}")
+    return Models(copy.deepcopy(coarse.coarse), copy.deepcopy(fine.fine), dict(coarse.labels),
+                  {"coarse": coarse.normalisation["coarse"], "fine": fine.normalisation["fine"]}, coarse.post,
+                  text, {"coarse": coarse.training.get("coarse", {}), "fine": fine.training.get("fine", {})})
+
+
+def random_models(coarse: CoarseConfig = CoarseConfig(), fine: FineConfig = FineConfig(), seed: int = 0) -> Models:
+    """Randomly initialised networks (Kaiming-normal), reproducible from the seed, marked untrained."""
     torch.manual_seed(seed)
-    return CoarseUNet(coarse), EfficientSegNet(fine)
+    return Models(CoarseUNet(coarse).eval(), EfficientSegNet(fine).eval(), trained_on=UNTRAINED)
+
+
+def describe(path: Path, models: Models) -> dict:
+    """What a checkpoint holds, as plain types."""
+    return {"path": str(path), "labels": models.labels, "trained_on": models.trained_on,
+            "postprocessing": models.post.to_dict(),
+            **{stage: {"config": asdict(models.network(stage).config),
+                       "normalisation": models.normalisation[stage].to_dict(),
+                       "training": models.training.get(stage, {})} for stage in models.stages()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,18 +195,27 @@ def main(argv: list[str] | None = None) -> int:
     rand = sub.add_parser("random", help="write randomly initialised (untrained) weights")
     rand.add_argument("-o", "--out", type=Path, required=True)
     rand.add_argument("--seed", type=int, default=0)
+    join = sub.add_parser("combine", help="one checkpoint from the coarse stage of one and the fine stage of another")
+    join.add_argument("--coarse", type=Path, required=True, help="checkpoint holding the coarse stage")
+    join.add_argument("--fine", type=Path, required=True, help="checkpoint holding the fine stage")
+    join.add_argument("-o", "--out", type=Path, required=True)
+    join.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
+    join.add_argument("--trained-on", help="what the weights were trained on (default: from the two checkpoints)")
     args = parser.parse_args(argv)
-    if args.command == "random":
-        save(args.out, *random_models(seed=args.seed), trained_on=UNTRAINED)
-        print(f"wrote untrained weights to {args.out}")
-        return 0
     try:
-        models = load(args.path)
+        if args.command == "random":
+            save(args.out, random_models(seed=args.seed))
+            print(f"wrote untrained weights to {args.out}")
+        elif args.command == "combine":
+            models = combine(load(args.coarse, stages=("coarse",)), load(args.fine, stages=("fine",)), args.trained_on)
+            save(args.out, models, half=args.half)
+            print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): coarse from {args.coarse}, fine from {args.fine}")
+        else:
+            models = load(args.path, stages=())
+            print(json.dumps(describe(args.path, models), indent=2))
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"path": str(args.path), "labels": models.labels, "trained_on": models.trained_on,
-                      "coarse": asdict(models.coarse.config), "fine": asdict(models.fine.config)}, indent=2))
     return 0
 
 

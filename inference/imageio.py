@@ -47,11 +47,16 @@ class CT:
 
 
 def read_ct(path: Path) -> CT:
-    """Read a CT (3D, or 4D with one volume) into canonical orientation; InputError if unusable."""
+    """Read a CT file (3D, or 4D with one volume) into canonical orientation; InputError if unusable."""
     try:
         image = nib.load(path)
     except Exception as exc:
         raise InputError(f"unreadable ({describe_error(exc)})") from None
+    return to_canonical(image)
+
+
+def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
+    """A CT image (3D, or 4D with one volume) in canonical orientation; InputError if unusable."""
     shape = volume_shape(image.shape)
     if min(shape) < 1 or max(shape) > MAX_SIDE or np.prod(shape, dtype=np.float64) > MAX_VOXELS:
         raise InputError(f"refusing a volume of shape {shape} (at most {MAX_SIDE} per side, {MAX_VOXELS:.1e} voxels)")
@@ -76,14 +81,20 @@ def read_ct(path: Path) -> CT:
     return CT(canonical, tuple(spacing), image, orientation, warnings)
 
 
-def write_labels(labels: np.ndarray, ct: CT, path: Path) -> None:
-    """Write uint8 labels (input grid) with the input's header, only the data type and scaling
-    changed; atomically: bytes go to <path>.partial, which is then renamed."""
+def labels_image(labels: np.ndarray, ct: CT) -> nib.spatialimages.SpatialImage:
+    """uint8 labels on the input's grid as an image with the input's header, only the data type
+    and scaling changed."""
     header = ct.image.header.copy()
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1.0, 0.0)
-    image = type(ct.image)(labels.astype(np.uint8, copy=False).reshape(ct.image.shape), None, header=header)
-    data = image.to_bytes()
+    # the input's own affine, which is the header's: nibabel then leaves the header's codes alone
+    return type(ct.image)(labels.astype(np.uint8, copy=False).reshape(ct.image.shape), ct.image.affine, header=header)
+
+
+def write_labels(labels: np.ndarray, ct: CT, path: Path) -> None:
+    """Write uint8 labels (input grid) with the input's header (labels_image); atomically:
+    bytes go to <path>.partial, which is then renamed."""
+    data = labels_image(labels, ct).to_bytes()
     if path.name.endswith(".gz"):
         data = gzip.compress(data, compresslevel=1)
     partial = path.with_name(path.name + ".partial")

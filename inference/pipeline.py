@@ -1,30 +1,40 @@
-"""The whole-volume coarse-to-fine pipeline on one CT in canonical orientation.
+"""The whole-volume coarse-to-fine pipeline: the image-in, labels-out Python API.
 
-1. coarse: the whole volume resampled to the coarse input size (160^3), clipped and z-scored,
-   the coarse network, per-organ largest components (>= 1000 mm^3);
-2. the organs' bounding box on the original grid plus 20 mm on every side;
-3. fine: that crop (original HU) resampled to the fine input size (192^3), clipped and z-scored
-   on the crop, the fine network, its logits resampled back to the crop;
+1. coarse: the whole volume resampled to the coarse input size (160^3 in the paper),
+   normalised (the checkpoint's window and z-score), the coarse network, per-organ largest
+   components (>= 1000 mm^3 by default);
+2. the organs' bounding box on the original grid plus a margin (20 mm) on every side;
+3. fine: that crop (original HU) resampled to the fine input size (192^3), normalised on the
+   crop, the fine network, its logits resampled back to the crop;
 4. post-processing: labels from the logits, largest components again, pasted into an empty volume.
 
+    >>> segmenter = Segmenter(load("weights/flare21_c2f.pt"), torch.device("cpu"), "fp32")
+    >>> labels_img, result = segmenter.segment(nib.load("case_0000.nii.gz"))   # any orientation
+    >>> result = segmenter(ct_ras, spacing)        # float32 HU array (x, y, z) in RAS+, spacing in mm
+
+Every size, window, margin and component rule comes from the checkpoint (inference.checkpoint).
 Resampling and normalisation run on the models' device; cached GPU memory is released after each
 stage. Arrays and tensors are (x, y, z) as in inference/axes.py.
 """
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import nibabel as nib
 import numpy as np
 import torch
 
 from evaluation.nvml import MB
 from inference.checkpoint import Models
-from inference.postprocessing import keep_largest_components, labels_at_size, logits_to_labels, organ_box
-from inference.preprocessing import normalise, resize
+from inference.imageio import CT, labels_image, to_canonical
+from inference.postprocessing import Box, keep_largest_components, labels_at_size, logits_to_labels, organ_box
+from inference.preprocessing import resize
 
 PRECISIONS = ("fp16", "bf16", "fp32")
+Spacing = tuple[float, float, float]
 
 
 @dataclass
@@ -37,7 +47,7 @@ class Result:
     peak_allocated_mb: dict[str, float] = field(default_factory=dict)
     peak_reserved_mb: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    box: tuple[slice, slice, slice] | None = None
+    box: Box | None = None
 
     def cuda_memory(self) -> dict:
         """The case's peak GPU memory (MB, the largest stage's) and that of each stage; empty
@@ -61,17 +71,25 @@ def choose_precision(requested: str, device: torch.device) -> str:
 
 
 class Segmenter:
-    """Both networks loaded once on a device at a precision; call it on each CT."""
+    """The checkpoint's networks on a device at a precision; call it on each CT.
+
+    The networks are copied: the Models given are never modified (a training loop may keep
+    updating its own networks and build a Segmenter for each validation)."""
 
     def __init__(self, models: Models, device: torch.device, precision: str):
         self.models, self.device, self.precision = models, device, precision
-        for net in (models.coarse, models.fine):
-            net.to(device).eval()
-            if precision == "fp16":
-                net.half()
+        self.nets = {stage: self._prepared(models.network(stage)) for stage in models.stages()}
 
-    def _forward(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Network logits as float32; fp16 runs the half-precision network, bf16 autocasts."""
+    def _prepared(self, net: torch.nn.Module) -> torch.nn.Module:
+        net = copy.deepcopy(net).to(self.device).eval()
+        return net.half() if self.precision == "fp16" else net
+
+    def _logits(self, stage: str, volume: torch.Tensor) -> torch.Tensor:
+        """The stage's float32 logits for a (1, 1, x, y, z) HU tensor: resampled to the input
+        size and normalised as the checkpoint says; fp16 runs the half-precision network, bf16
+        autocasts."""
+        net = self.nets[stage]
+        x = self.models.normalisation[stage](resize(volume, net.config.input_size))
         if self.precision == "fp16":
             return net(x.half()).float()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
@@ -93,31 +111,73 @@ class Segmenter:
             torch.cuda.empty_cache()
         result.seconds[name] = time.perf_counter() - start
 
-    @torch.inference_mode()
-    def __call__(self, ct: np.ndarray, spacing: tuple[float, float, float]) -> Result:
-        """Labels for a canonical CT (float32 HU, x y z) with voxel spacing in mm."""
-        m = self.models
-        result = Result(np.zeros(ct.shape, dtype=np.uint8))
+    def _components(self, labels: np.ndarray, spacing: Spacing) -> np.ndarray:
+        return keep_largest_components(labels, spacing, self.models.labels, self.models.post)
+
+    def _volume(self, ct: np.ndarray) -> torch.Tensor:
+        """A (1, 1, x, y, z) float32 tensor of an array on the device."""
+        return torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)).to(self.device)[None, None]
+
+    def _coarse_box(self, volume: torch.Tensor, spacing: Spacing, result: Result) -> Box | None:
+        """Coarse stage: the organs' box (plus margin) on the volume's grid, None if none found."""
         with self._stage(result, "coarse"):
-            volume = torch.from_numpy(ct).to(self.device)[None, None]
-            size = m.coarse.config.input_size
-            logits = self._forward(m.coarse, normalise(resize(volume, size), m.clip_hu))[0]
-            coarse = logits_to_labels(logits).cpu().numpy()
-            del logits
-            coarse_spacing = tuple(n * s / c for n, s, c in zip(ct.shape, spacing, size))
-            coarse = keep_largest_components(coarse, coarse_spacing, m.labels)
-            result.box = organ_box(coarse, ct.shape, spacing)
+            size = self.nets["coarse"].config.input_size
+            coarse = logits_to_labels(self._logits("coarse", volume)[0]).cpu().numpy()
+            shape = volume.shape[2:]
+            coarse = self._components(coarse, tuple(n * s / c for n, s, c in zip(shape, spacing, size)))
+            result.box = organ_box(coarse, tuple(shape), spacing, self.models.post.box_margin_mm)
         if result.box is None:
             result.warnings.append("the coarse stage found no organ: the output is empty")
-            return result
+        return result.box
+
+    def _fine(self, crop: torch.Tensor, spacing: Spacing, result: Result) -> None:
+        """Fine stage on the (1, 1, x, y, z) crop of result.box, then post-processing into
+        result.labels. The caller keeps no reference to the crop, so it is freed before post."""
         with self._stage(result, "fine"):
-            crop = volume[(..., *result.box)].clone()  # lets the whole volume go
-            del volume
-            logits = self._forward(m.fine, normalise(resize(crop, m.fine.config.input_size), m.clip_hu))
-            fine = labels_at_size(logits, crop.shape[2:]).cpu().numpy()
-            del logits, crop
+            size = crop.shape[2:]
+            fine = labels_at_size(self._logits("fine", crop), size).cpu().numpy()
+            del crop
         with self._stage(result, "post"):
-            result.labels[result.box] = keep_largest_components(fine, spacing, m.labels)
+            result.labels[result.box] = self._components(fine, spacing)
             if not result.labels.any():
                 result.warnings.append("no organ left after the fine stage: the output is empty")
+
+    @torch.inference_mode()
+    def __call__(self, ct: np.ndarray, spacing: Spacing) -> Result:
+        """Labels for a canonical CT (HU, x y z in RAS+) with voxel spacing in mm: both stages."""
+        result = Result(np.zeros(ct.shape, dtype=np.uint8))
+        if self._coarse_box(self._volume(ct), spacing, result) is not None:
+            self._fine(self._volume(ct[result.box]), spacing, result)  # the whole volume is gone by now
         return result
+
+    @torch.inference_mode()
+    def coarse_only(self, ct: np.ndarray, spacing: Spacing) -> Result:
+        """The coarse stage alone as a label map on the CT's grid: its logits resampled to the
+        full grid, then the largest components (how the coarse network is validated)."""
+        result = Result(np.zeros(ct.shape, dtype=np.uint8))
+        with self._stage(result, "coarse"):
+            volume = self._volume(ct)
+            labels = labels_at_size(self._logits("coarse", volume), volume.shape[2:]).cpu().numpy()
+            result.labels = self._components(labels, spacing)
+        return result
+
+    @torch.inference_mode()
+    def fine_only(self, ct: np.ndarray, spacing: Spacing, box: Box) -> Result:
+        """The fine stage alone in a given box of the CT's grid (e.g. the ground truth's box plus
+        the margin: how the fine network is validated)."""
+        result = Result(np.zeros(ct.shape, dtype=np.uint8), box=box)
+        self._fine(self._volume(ct[box]), spacing, result)
+        return result
+
+    def segment_ct(self, ct: CT) -> tuple[np.ndarray, Result]:
+        """Labels of a CT read by inference.imageio, on the CT's own stored grid."""
+        result = self(ct.data, ct.spacing)
+        result.warnings[:0] = ct.warnings
+        return ct.from_canonical(result.labels), result
+
+    def segment(self, image: nib.spatialimages.SpatialImage) -> tuple[nib.spatialimages.SpatialImage, Result]:
+        """A nibabel CT image (any storage orientation) in, its label image out: uint8 on exactly
+        the input's grid and header (InputError for an unusable image)."""
+        ct = to_canonical(image)
+        labels, result = self.segment_ct(ct)
+        return labels_image(labels, ct), result

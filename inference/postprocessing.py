@@ -4,7 +4,8 @@ Label maps are uint8 arrays (x, y, z) with 0 background and k for the organ of o
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import cc3d
 import numpy as np
@@ -12,11 +13,35 @@ import torch
 
 from inference.preprocessing import resize
 
-MIN_COMPONENT_MM3 = 1000.0  # smaller components are dropped
-COMPONENTS_KEPT = {"kidney": 2}  # largest components kept per organ name (others: 1)
-MARGIN_MM = 20.0  # added on every side of the organs' bounding box before the fine stage
-
 Box = tuple[slice, slice, slice]
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """What the pipeline does between and after the networks (the paper's values by default):
+    components smaller than `min_component_mm3` are dropped; per organ label the largest
+    `components_kept` components are kept (1 for labels not listed; 2 for the FLARE21 kidneys,
+    label 2); `box_margin_mm` is added on every side of the organs' box before the fine stage."""
+
+    min_component_mm3: float = 1000.0
+    components_kept: dict[int, int] = field(default_factory=lambda: {2: 2})
+    box_margin_mm: float = 20.0
+
+    def kept(self, label: int) -> int:
+        return self.components_kept.get(label, 1)
+
+    def to_dict(self) -> dict:
+        return {"min_component_mm3": float(self.min_component_mm3),
+                "components_kept": {str(k): int(v) for k, v in self.components_kept.items()},
+                "box_margin_mm": float(self.box_margin_mm)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Postprocessing":
+        kept = {int(k): int(v) for k, v in raw["components_kept"].items()}
+        post = cls(float(raw["min_component_mm3"]), kept, float(raw["box_margin_mm"]))
+        if post.min_component_mm3 < 0 or post.box_margin_mm < 0 or any(v < 1 for v in kept.values()):
+            raise ValueError(f"invalid post-processing values {raw}")
+        return post
 
 
 def _labels(best: torch.Tensor, organ: torch.Tensor) -> torch.Tensor:
@@ -47,41 +72,41 @@ def labels_at_size(logits: torch.Tensor, size: tuple[int, int, int] | torch.Size
     return _labels(best, organ)
 
 
-def organ_components(labels: np.ndarray, names: dict[int, str]) -> Iterator[tuple[int, str, np.ndarray, np.ndarray, int]]:
-    """For each organ present in the label map: its label, name, mask, 26-connected components
-    (ids 1..n, 0 elsewhere) and n."""
-    for label, name in names.items():
+def organ_components(labels: np.ndarray, organs: Iterable[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray, int]]:
+    """For each organ label present in the label map: the label, its mask, its 26-connected
+    components (ids 1..n, 0 elsewhere) and n."""
+    for label in organs:
         mask = labels == label
         if mask.any():
             components, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
-            yield label, name, mask, components, n
+            yield label, mask, components, n
 
 
-def components_kept(sizes: np.ndarray, name: str, voxel_mm3: float) -> np.ndarray:
-    """Ids of the organ's largest components (2 for the kidneys, else 1) of at least
-    MIN_COMPONENT_MM3, from voxel counts per id (index 0, the background, is ignored)."""
+def components_kept(sizes: np.ndarray, kept: int, min_voxels: float) -> np.ndarray:
+    """Ids of the `kept` largest components with at least min_voxels voxels, from voxel counts
+    per id (index 0, the background, is ignored)."""
     sizes = sizes.copy()
     sizes[0] = 0
-    largest = np.argsort(sizes, kind="stable")[::-1][: COMPONENTS_KEPT.get(name, 1)]
-    return largest[sizes[largest] * voxel_mm3 >= MIN_COMPONENT_MM3]
+    largest = np.argsort(sizes, kind="stable")[::-1][:kept]
+    return largest[sizes[largest] >= min_voxels]
 
 
-def keep_largest_components(labels: np.ndarray, spacing: tuple[float, float, float],
-                            names: dict[int, str]) -> np.ndarray:
-    """Per organ, keep its largest 26-connected components (2 for the kidneys, else 1) that
-    have at least MIN_COMPONENT_MM3 of volume (spacing in mm); the rest becomes background."""
-    voxel_mm3 = float(np.prod(spacing))
+def keep_largest_components(labels: np.ndarray, spacing: tuple[float, float, float], organs: Iterable[int],
+                            post: Postprocessing = Postprocessing()) -> np.ndarray:
+    """Per organ label, keep its largest 26-connected components (post.kept(label)) that have at
+    least post.min_component_mm3 of volume (spacing in mm); the rest becomes background."""
+    min_voxels = post.min_component_mm3 / float(np.prod(spacing))
     out = np.zeros_like(labels, dtype=np.uint8)
-    for label, name, mask, components, n in organ_components(labels, names):
+    for label, mask, components, n in organ_components(labels, organs):
         # counting only the organ's voxels, and selecting by comparison rather than a lookup
         # over the whole volume, is several times faster on a large crop
-        for component in components_kept(np.bincount(components[mask], minlength=n + 1), name, voxel_mm3):
+        for component in components_kept(np.bincount(components[mask], minlength=n + 1), post.kept(label), min_voxels):
             out[components == component] = label
     return out
 
 
 def organ_box(labels: np.ndarray, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-              margin_mm: float = MARGIN_MM) -> Box | None:
+              margin_mm: float) -> Box | None:
     """The bounding box of all organs of a label map computed on a resampled grid, mapped onto
     the original grid of the given shape (voxel i of n covers [i, i+1) * shape / n), widened by
     margin_mm on every side (spacing in mm of the original grid) and clipped; None if empty."""

@@ -43,9 +43,9 @@ def segment_case(path: Path, out_dir: Path, segmenter: Segmenter) -> dict:
     start = time.perf_counter()
     ct = read_ct(path)
     read_s = time.perf_counter() - start
-    result = segmenter(ct.data, ct.spacing)
+    labels, result = segmenter.segment_ct(ct)
     write_start = time.perf_counter()
-    write_labels(ct.from_canonical(result.labels), ct, out_dir / output_name(path))
+    write_labels(labels, ct, out_dir / output_name(path))
     seconds = {"read": read_s, **result.seconds, "write": time.perf_counter() - write_start}
     seconds["total"] = time.perf_counter() - start
     return {
@@ -53,7 +53,7 @@ def segment_case(path: Path, out_dir: Path, segmenter: Segmenter) -> dict:
         "shape": list(ct.image.shape), "spacing_mm": [round(s, 4) for s in ct.spacing],
         "organs_found": [name for label, name in segmenter.models.labels.items() if (result.labels == label).any()],
         "crop": [[s.start, s.stop] for s in result.box] if result.box else None,
-        "seconds": seconds, "warnings": ct.warnings + result.warnings, **result.cuda_memory(),
+        "seconds": seconds, "warnings": result.warnings, **result.cuda_memory(),
     }
 
 
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if models.trained_on.startswith("untrained"):
         print(f"notice: {args.weights.name} holds untrained weights: the segmentations are meaningless",
               file=sys.stderr)
+    else:
+        print(f"notice: weights {args.weights.name}: {models.trained_on}", file=sys.stderr)
     args.output.mkdir(parents=True, exist_ok=True)
     files = sorted(p for p in args.input.iterdir() if p.is_file())
     inputs = [p for p in files if is_nifti(p)]

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from evaluation.imageio import InputError
-from inference.checkpoint import UNTRAINED, CheckpointError, load, random_models, save
+from inference.checkpoint import UNTRAINED, CheckpointError, combine, load, random_models, save
 from evaluation.imageio import output_name
 from inference.imageio import read_ct
-from inference.postprocessing import keep_largest_components, labels_at_size, logits_to_labels, organ_box
-from inference.preprocessing import normalise, resize
+from inference.postprocessing import Postprocessing, keep_largest_components, labels_at_size, logits_to_labels, organ_box
+from inference.preprocessing import Normalisation, resize
 
 NAMES = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
 
@@ -76,7 +76,7 @@ def test_organ_box_maps_to_the_original_grid_with_margin():
     # x: voxels 4..7 of 16 cover 16..32 of 64, +-10 mm at 1 mm; y: 12..20 of 32, +-5 voxels;
     # z: 0..20 of 160, +-2 voxels, clipped at 0.
     assert box == (slice(6, 42), slice(7, 25), slice(0, 22))
-    assert organ_box(np.zeros((4, 4, 4), np.uint8), (8, 8, 8), (1, 1, 1)) is None
+    assert organ_box(np.zeros((4, 4, 4), np.uint8), (8, 8, 8), (1, 1, 1), 20.0) is None
 
 
 def test_logits_to_labels_resolves_overlaps_by_the_highest_logit():
@@ -103,23 +103,34 @@ def test_keep_largest_components():
     labels[17:19, 1:3, 1:3] = 3  # 8 voxels x 27 mm^3 < 1000 mm^3: dropped
     out = keep_largest_components(labels, (3.0, 3.0, 3.0), NAMES)
     assert [(out == k).sum() for k in (1, 2, 3)] == [64, 128, 0]
+    # the checkpoint's rules, keyed by label: three kidney pieces, one liver piece, no minimum
+    out = keep_largest_components(labels, (3.0, 3.0, 3.0), NAMES, Postprocessing(0.0, {2: 3, 1: 1}))
+    assert [(out == k).sum() for k in (1, 2, 3)] == [64, 155, 8]
 
 
 def test_normalise_and_resize():
     x = torch.linspace(-1000, 1000, 8 * 8 * 8).reshape(1, 1, 8, 8, 8)
-    y = normalise(x, (-325.0, 325.0))
+    y = Normalisation((-325.0, 325.0))(x)
     assert abs(float(y.mean())) < 1e-5 and abs(float(y.std(correction=0)) - 1) < 1e-3
+    window = Normalisation((-100.0, 300.0), zscore=False)(x)  # the window onto [-1, 1]
+    assert float(window.min()) == -1.0 and float(window.max()) == 1.0
+    assert float(Normalisation((-100.0, 300.0), zscore=False)(torch.full((1, 1, 2, 2, 2), 100.0)).abs().max()) == 0.0
     assert resize(x, (4, 16, 8)).shape == (1, 1, 4, 16, 8)
     assert resize(x, (8, 8, 8)) is x
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
-    coarse, fine = random_models(**tiny_networks)
-    save(tmp_path / "w.pt", coarse, fine, trained_on=UNTRAINED)
-    models = load(tmp_path / "w.pt")
-    assert models.labels == NAMES and models.clip_hu == (-325.0, 325.0) and models.trained_on == UNTRAINED
-    assert models.coarse.config == tiny_networks["coarse"] and models.fine.config == tiny_networks["fine"]
-    for a, b in zip(models.fine.state_dict().values(), fine.state_dict().values()):
+    models = random_models(**tiny_networks)
+    models.normalisation["fine"] = Normalisation((-200.0, 250.0), zscore=False)
+    models.post = Postprocessing(500.0, {2: 2, 4: 2}, 15.0)
+    models.training = {"coarse": {"steps": 3}}
+    save(tmp_path / "w.pt", models)
+    loaded = load(tmp_path / "w.pt")
+    assert loaded.labels == NAMES and loaded.trained_on == UNTRAINED and loaded.training["coarse"] == {"steps": 3}
+    assert loaded.normalisation == {"coarse": Normalisation(), "fine": Normalisation((-200.0, 250.0), False)}
+    assert loaded.post == Postprocessing(500.0, {2: 2, 4: 2}, 15.0)
+    assert loaded.coarse.config == tiny_networks["coarse"] and loaded.fine.config == tiny_networks["fine"]
+    for a, b in zip(loaded.fine.state_dict().values(), models.fine.state_dict().values()):
         assert torch.equal(a, b)
 
     with pytest.raises(CheckpointError, match="not found"):
@@ -127,20 +138,41 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
         load(tmp_path / "junk.pt")
-    payload = torch.load(tmp_path / "w.pt", weights_only=True)
-    payload["labels"] = {"1": "liver", "2": "kidney"}
-    torch.save(payload, tmp_path / "labels.pt")
-    with pytest.raises(CheckpointError, match="4 outputs for 2 labels"):
-        load(tmp_path / "labels.pt")
-    payload = torch.load(tmp_path / "w.pt", weights_only=True)
-    payload["fine"]["config"]["widths"] = [8, 8, 8, 16, 16]
-    torch.save(payload, tmp_path / "mismatch.pt")
-    with pytest.raises(CheckpointError, match="do not match"):
-        load(tmp_path / "mismatch.pt")
-    del payload["coarse"]
-    torch.save(payload, tmp_path / "partial.pt")
-    with pytest.raises(CheckpointError, match="missing or malformed"):
-        load(tmp_path / "partial.pt")
+    for change, message in [
+        (lambda p: p["labels"].update({"5": "stomach"}), "4 outputs for 5 labels"),
+        (lambda p: p["fine"]["config"].update(widths=[8, 8, 8, 16, 16]), "do not match"),
+        (lambda p: p["fine"]["normalisation"].update(clip_hu=[300, -300]), "increasing"),
+        (lambda p: p["postprocessing"]["components_kept"].update({"7": 1}), "not in"),
+        (lambda p: p.pop("postprocessing"), "missing or malformed"),
+        (lambda p: p.pop("coarse"), "holds no coarse network"),
+    ]:
+        payload = torch.load(tmp_path / "w.pt", weights_only=True)
+        change(payload)
+        torch.save(payload, tmp_path / "changed.pt")
+        with pytest.raises(CheckpointError, match=message):
+            load(tmp_path / "changed.pt")
+
+
+def test_stage_checkpoints_combine_into_one_half_size(tmp_path, tiny_networks):
+    coarse_only, fine_only = random_models(**tiny_networks, seed=1), random_models(**tiny_networks, seed=2)
+    coarse_only.fine, fine_only.coarse = None, None
+    save(tmp_path / "coarse.pt", coarse_only)
+    save(tmp_path / "fine.pt", fine_only)
+    assert load(tmp_path / "coarse.pt", stages=("coarse",)).fine is None
+    with pytest.raises(CheckpointError, match="holds no fine network"):
+        load(tmp_path / "coarse.pt")
+    both = combine(load(tmp_path / "coarse.pt", stages=("coarse",)), load(tmp_path / "fine.pt", stages=("fine",)))
+    save(tmp_path / "both.pt", both, half=True)
+    save(tmp_path / "both32.pt", both)
+    assert (tmp_path / "both.pt").stat().st_size < 0.6 * (tmp_path / "both32.pt").stat().st_size
+    loaded = load(tmp_path / "both.pt")
+    for net, original in ((loaded.coarse, coarse_only.coarse), (loaded.fine, fine_only.fine)):
+        for a, b in zip(net.state_dict().values(), original.state_dict().values()):
+            assert a.dtype == b.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+    different = random_models(**tiny_networks)
+    different.post = Postprocessing(box_margin_mm=5.0)
+    with pytest.raises(CheckpointError, match="different post-processing"):
+        combine(coarse_only, different)
 
 
 class _Exploit:
@@ -150,6 +182,6 @@ class _Exploit:
 
 def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     with open(tmp_path / "evil.pt", "wb") as f:
-        pickle.dump({"format": "flare-coarse-to-fine/1", "x": _Exploit()}, f)
+        pickle.dump({"format": "flare-coarse-to-fine/2", "x": _Exploit()}, f)
     with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
         load(tmp_path / "evil.pt")

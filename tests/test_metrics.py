@@ -10,7 +10,7 @@ from scipy.ndimage import find_objects
 from bench.official_loop import official_case
 from evaluation.metrics import flat_nonzero, label_boxes, score_case
 from evaluation.rules import RULES, get_rules
-from evaluation.synthetic import case_pair
+from evaluation.synthetic import case_pair, degraded
 
 
 def assert_same(ours, official):
@@ -59,9 +59,26 @@ def test_score_case_equals_official_loop(case):
 
 @pytest.mark.parametrize("rules", ["flare21", "flare22"])
 def test_realistic_phantom_equals_official_loop(rules):
-    spacing = (0.8, 0.8, 2.5)
+    spacing = (3.2, 2.4, 7.0)  # 307 x 230 x 280 mm: the whole of the four organs
     gt, pred = case_pair((96, 96, 40), spacing, np.random.default_rng(3))
     assert_same(score_case(gt, pred, spacing, rules), official_case(gt, pred, spacing, get_rules(rules)))
+
+
+def test_degraded_predictions_have_the_quality_asked_for():
+    spacing = (3.2, 2.4, 7.0)
+    gt, _ = case_pair((96, 96, 40), spacing, np.random.default_rng(5))
+    assert set(np.unique(gt)) == {0, 1, 2, 3, 4}
+    assert np.array_equal(degraded(gt, spacing, np.random.default_rng(0), 0.0, 0.0, island=False), gt)
+
+    def mean_dsc(**strength):
+        pred = degraded(gt, spacing, np.random.default_rng(0), island=False, **strength)
+        return np.mean([s.dsc for s in score_case(gt, pred, spacing, "flare21").values()])
+
+    assert 0.85 < mean_dsc() < 0.97
+    assert mean_dsc(shift_mm=6.0, scale=0.15) < mean_dsc() - 0.1
+    plain = degraded(gt, spacing, np.random.default_rng(1), island=False)
+    island = degraded(gt, spacing, np.random.default_rng(1)) != plain  # same organs, plus the island
+    assert island.any() and not gt[island].any()
 
 
 def _aorta_case(gt_slices, pred_slices):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.synthetic import case_pair, ct_from_labels, save_ct
-from inference.checkpoint import UNTRAINED, random_models, save
+from inference.checkpoint import random_models, save
 from inference.predict import main
+from training.phantom import HU_STORED, case_seed, centred, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def weights(tmp_path_factory, tiny_networks) -> Path:
     """Small untrained networks (fixed seed) that find organ-like regions in the test CTs."""
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save(path, *random_models(**tiny_networks, seed=3), trained_on=UNTRAINED)
+    save(path, random_models(**tiny_networks, seed=3))
     return path
 
 
@@ -31,17 +31,18 @@ def weights(tmp_path_factory, tiny_networks) -> Path:
 def blind_weights(tmp_path_factory, tiny_networks) -> Path:
     """Networks whose coarse stage never finds an organ (all logits 0)."""
     path = tmp_path_factory.mktemp("weights") / "blind.pt"
-    coarse, fine = random_models(**tiny_networks)
-    torch.nn.init.zeros_(coarse.head.weight)
-    save(path, coarse, fine, trained_on=UNTRAINED)
+    models = random_models(**tiny_networks)
+    torch.nn.init.zeros_(models.coarse.head.weight)
+    save(path, models)
     return path
 
 
 def synthetic_ct(folder: Path, name: str, shape=(64, 56, 24), spacing=(4.0, 4.0, 8.0), seed=0) -> Path:
-    rng = np.random.default_rng(seed)
-    labels, _ = case_pair(shape, spacing, rng, island=False)
+    """A phantom CT (int16 HU, RAS affine) of shape (x, y, z) and spacing (mm) centred on the abdomen."""
+    phantom = generate(case_seed(seed, 0), geometry=centred(shape, spacing))
     path = folder / name
-    save_ct(ct_from_labels(labels, rng), spacing, path)
+    hu = np.clip(np.rint(phantom.image), *HU_STORED).astype(np.int16)
+    nib.save(nib.Nifti1Image(hu, phantom.geometry.affine), str(path))
     return path
 
 
@@ -174,7 +175,7 @@ def test_bf16_on_the_cpu_runs(tmp_path, weights):
 def test_full_size_networks_on_the_real_ct(tmp_path, real_ct):
     """The paper's sizes (160^3 coarse, 192^3 fine) end to end, untrained, on the CPU."""
     weights = tmp_path / "paper.pt"
-    save(weights, *random_models(), trained_on=UNTRAINED)
+    save(weights, random_models())
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(real_ct / "ts_abdomen_0000.nii.gz", inputs)
@@ -251,11 +252,33 @@ def test_pipeline_geometry_recovers_a_known_organ(tmp_path, flip, order):
     nib.save(stored, str(tmp_path / "ct.nii.gz"))
     truth = np.asarray(_variant(nib.Nifti1Image(organ.astype(np.uint8), np.diag([*spacing, 1.0])), flip, order).dataobj)
 
-    models = Models(_BrightIsLiver((32, 32, 32)), _BrightIsLiver((48, 48, 48)),
-                    {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}, (-325.0, 325.0), "test")
+    models = Models(_BrightIsLiver((32, 32, 32)), _BrightIsLiver((48, 48, 48)), trained_on="test")
     ct = read_ct(tmp_path / "ct.nii.gz")
     result = Segmenter(models, torch.device("cpu"), "fp32")(ct.data, ct.spacing)
     labels = ct.from_canonical(result.labels)
     assert labels.shape == truth.shape
     assert dice(labels == 1, truth == 1) > 0.97
     assert set(np.unique(labels)) == {0, 1}
+
+
+def test_image_in_labels_out_api_matches_predict_and_leaves_the_models_alone(tmp_path, weights):
+    """Segmenter.segment(nibabel image) gives what predict writes; the Models given to a Segmenter
+    (e.g. networks still being trained) are neither moved, cast, nor switched to eval mode."""
+    from inference.checkpoint import load
+    from inference.pipeline import Segmenter
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = synthetic_ct(inputs, "case_0000.nii.gz")
+    assert run(inputs, tmp_path / "out", weights) == 0
+    models = load(weights)
+    models.fine.train()
+    before = {k: v.clone() for k, v in models.fine.state_dict().items()}
+    image, result = Segmenter(models, torch.device("cpu"), "bf16").segment(nib.load(source))
+    assert models.fine.training and all(torch.equal(v, before[k]) for k, v in models.fine.state_dict().items())
+    assert next(models.fine.parameters()).dtype == torch.float32
+    image, result = Segmenter(models, torch.device("cpu"), "fp32").segment(nib.load(source))
+    written = nib.load(tmp_path / "out" / "case.nii.gz")
+    np.testing.assert_array_equal(np.asarray(image.dataobj), np.asarray(written.dataobj))
+    np.testing.assert_array_equal(image.affine, written.affine)
+    assert image.get_data_dtype() == np.uint8 and result.box is not None

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import nibabel as nib
 import pandas as pd
 import pytest
 
@@ -14,8 +15,17 @@ COPY = 'for f in {inputs}/*_0000.nii.gz; do n=$(basename "$f" _0000.nii.gz); cp 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
-    synthetic(["-o", str(root), "--cases", "3", "--shape", "48", "48", "16", "--spacing", "6", "6", "12"])
+    synthetic(["-o", str(root), "--cases", "3", "--max-side", "48"])
     return root
+
+
+def test_synthetic_predictions_share_the_ground_truths_file_layout(data):
+    """Phantoms are stored in varied orientations; each prediction is on its ground truth's grid."""
+    for gt_path in sorted((data / "gt").iterdir()):
+        gt, pred = nib.load(gt_path), nib.load(data / "pred" / gt_path.name)
+        image = nib.load(data / "images" / gt_path.name.replace(".nii.gz", "_0000.nii.gz"))
+        assert gt.header.binaryblock == pred.header.binaryblock and image.shape == gt.shape
+        assert max(gt.shape) <= 48 and pred.get_data_dtype() == "uint8"
 
 
 @pytest.fixture(scope="module")

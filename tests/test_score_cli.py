@@ -1,5 +1,6 @@
 """The score CLI end to end: official numbers on real anatomy, files, bad input, exit codes."""
 import csv
+import functools
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from evaluation.rules import get_rules
 from evaluation.score import main
 from evaluation.synthetic import case_pair, save_labels
 
-SPACING = (1.5, 1.5, 4.0)
+SPACING = (6.0, 5.0, 14.0)  # 48 x 48 x 20 voxels: 288 x 240 x 280 mm, the whole of the four organs
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -23,13 +24,18 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def make_set(root: Path, n: int = 3, shape=(48, 48, 20)) -> tuple[Path, Path, Path]:
+@functools.lru_cache(maxsize=None)
+def synthetic_case(i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth and prediction of case i, 48 x 48 x 20 voxels (made once per session)."""
+    return case_pair((48, 48, 20), SPACING, np.random.default_rng(i))
+
+
+def make_set(root: Path, n: int = 3) -> tuple[Path, Path, Path]:
     gt, pred, out = root / "gt", root / "pred", root / "out"
     gt.mkdir()
     pred.mkdir()
-    rng = np.random.default_rng(0)
     for i in range(n):
-        g, p = case_pair(shape, SPACING, rng)
+        g, p = synthetic_case(i)
         save_labels(g, SPACING, gt / f"case_{i}.nii.gz")
         save_labels(p, SPACING, pred / f"case_{i}.nii.gz")
     return gt, pred, out

@@ -1,0 +1,109 @@
+"""Training speed and memory per stage, input size and precision: seconds per optimiser step
+and peak resident memory, each configuration in a fresh process.
+
+    python -m bench.bench_training [--sides 32 64 96] [--precisions fp32 bf16] [--steps 4] [--write-docs]
+
+A step is what training.train runs for a batch of one: forward (autocast for bf16), Dice +
+focal loss, backward, Adam update, with the paper's network widths on a random input. The
+median of the steps after the first (warm-up) is reported. --write-docs replaces the table in
+docs/benchmarks.md between its training-cpu markers, with the CPU model and its flags.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+START, END = "<!-- training-cpu:start -->", "<!-- training-cpu:end -->"
+FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+
+
+def one(stage: str, side: int, precision: str, steps: int) -> dict:
+    """Time `steps` training steps of one configuration in this process."""
+    from inference.networks import CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
+    from training.loss import dice_focal_loss
+
+    torch.manual_seed(0)
+    size = (side, side, side)
+    net = CoarseUNet(CoarseConfig(input_size=size)) if stage == "coarse" else EfficientSegNet(FineConfig(input_size=size))
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=1e-5)
+    x = torch.randn(1, 1, *size)
+    labels = torch.randint(0, 5, (1, *size))
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = net(x)
+        dice_focal_loss(logits, labels).backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"stage": stage, "side": side, "precision": precision, "s_per_step": statistics.median(times[1:]),
+            "peak_rss_mb": peak_mb}
+
+
+def cpu_description() -> str:
+    """The CPU model, its core count and the flags that decide the precision."""
+    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = re.search(r"Model name:\s*(.+)", text)
+    flags = set(re.search(r"Flags:\s*(.+)", text).group(1).split()) if "Flags:" in text else set()
+    present = [f for f in FLAGS_OF_INTEREST if f in flags]
+    absent = [f for f in FLAGS_OF_INTEREST if f not in flags]
+    return (f"{model.group(1).strip() if model else platform.processor()}, {torch.get_num_threads()} threads; "
+            f"flags: {', '.join(present) or 'none of interest'}; absent: {', '.join(absent) or 'none'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_training", description=__doc__.split("\n")[0])
+    parser.add_argument("--stages", nargs="+", default=["coarse", "fine"], choices=["coarse", "fine"])
+    parser.add_argument("--sides", type=int, nargs="+", default=[32, 64, 96])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--steps", type=int, default=4, help="steps per configuration (the first is a warm-up)")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
+    parser.add_argument("--one", nargs=3, metavar=("STAGE", "SIDE", "PRECISION"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args.steps)))
+        return 0
+    rows = []
+    for stage in args.stages:
+        for side in args.sides:
+            for precision in args.precisions:
+                done = subprocess.run([sys.executable, "-m", "bench.bench_training", "--one", stage, str(side), precision,
+                                       "--steps", str(args.steps)], capture_output=True, text=True)
+                if done.returncode:
+                    print(f"error: {stage} {side} {precision}: {done.stderr.strip().splitlines()[-1]}", file=sys.stderr)
+                    return 1
+                rows.append(json.loads(done.stdout))
+                print(f"{stage} {side}^3 {precision}: {rows[-1]['s_per_step']:.2f} s/step", file=sys.stderr)
+    table = [f"Command: `python -m bench.bench_training {' '.join(argv or sys.argv[1:])}`. Machine: {cpu_description()}; "
+             f"torch {torch.__version__}, Python {platform.python_version()}; {date.today().isoformat()}.", "",
+             "| stage | input side | precision | s per step (batch 1) | steps per hour | peak RSS MB |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        table.append(f"| {r['stage']} | {r['side']} | {r['precision']} | {r['s_per_step']:.2f} | "
+                     f"{3600 / r['s_per_step']:.0f} | {r['peak_rss_mb']:.0f} |")
+    text = "\n".join(table)
+    print(text)
+    if args.write_docs:
+        docs = DOCS.read_text()
+        if START not in docs:
+            docs += f"\n## Training steps on the CPU\n\n{START}\n{END}\n"
+        head, rest = docs.split(START)
+        DOCS.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+#!/bin/sh
+# Both stages at the paper's sizes (coarse 160^3, fine 192^3) on one NVIDIA GPU within a time
+# budget, then scored against the shipped weights, for a machine that is held for a short time:
+#   sh bench/gpu_train.sh OUT
+# 1. TRAIN_CASES phantoms (default 200, seed 1, at most 256 voxels per axis) and 10 test phantoms
+#    (seed 1000, full size), written by all CPU cores;
+# 2. the coarse and the fine stage trained at the same time on the GPU (fp16 mixed precision,
+#    the paper's recipe with batch 4 and LR 0.001), each stopped after MINUTES (default 7) of
+#    wall time, validation only at the end;
+# 3. one float16 checkpoint from both; the test phantoms segmented with it and with the shipped
+#    weights (weights/flare21_c2f.pt) through predict.sh on the GPU, both scored (FLARE21 rules).
+# Writes OUT/summary.md (the two score tables and the training logs' last rows), OUT/train-*.log,
+# OUT/curve-*.png and the checkpoint in parts under 16 MB (OUT/gpu_c2f.pt.part-*; join with cat).
+# PYTHON chooses the interpreter (default python3); a dry run on a CPU:
+#   DEVICE=cpu TRAIN_CASES=6 TEST_CASES=2 MAX_SIDE=64 MINUTES=0.5 SIZES="32 32" sh bench/gpu_train.sh OUT
+set -u
+out="${1:?usage: sh bench/gpu_train.sh OUT}"
+py="${PYTHON:-python3}"
+device="${DEVICE:-cuda}"
+minutes="${MINUTES:-7}"
+set -- ${SIZES:-160 192}
+coarse_size="$1"
+fine_size="$2"
+cores="$(nproc)"
+export PYTHONUNBUFFERED=1
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+mkdir -p "$out"
+cd "$root" || exit 2
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+
+step "device"
+[ "$device" = cpu ] || nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+"$py" -c "import torch, nibabel, cc3d; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" || exit 2
+
+step "phantoms"
+"$py" -m training.phantom --out "$work/train" --cases "${TRAIN_CASES:-200}" --seed 1 --max-side "${MAX_SIDE:-256}" \
+    --workers "$cores" || exit 2
+"$py" -m training.phantom --out "$work/test" --cases "${TEST_CASES:-10}" --seed 1000 --workers "$cores" || exit 2
+
+step "training both stages for $minutes min"
+for stage in coarse fine; do
+    size="$coarse_size"
+    [ "$stage" = fine ] && size="$fine_size"
+    "$py" -m training.train --stage "$stage" --data "$work/train" --out "$work/runs/$stage" --device "$device" \
+        --input-size "$size" --batch-size 4 --micro-batch 2 --lr 0.001 --epochs 1000 --max-minutes "$minutes" \
+        --val-cases 10 --workers $((cores / 2 - 1)) \
+        --trained-on "phantom-trained weights at the paper's sizes: synthetic abdomens of training.phantom (seed 1), no real CT" \
+        > "$out/train-$stage.log" 2>&1 &
+done
+wait
+tail -n 3 "$out/train-coarse.log" "$out/train-fine.log"
+cp "$work/runs/coarse/curve.png" "$out/curve-coarse.png"
+cp "$work/runs/fine/curve.png" "$out/curve-fine.png"
+
+step "checkpoint"
+"$py" -m inference.checkpoint combine --coarse "$work/runs/coarse/best.pt" --fine "$work/runs/fine/best.pt" \
+    -o "$work/gpu_c2f.pt" --half || exit 1
+split -b 15m "$work/gpu_c2f.pt" "$out/gpu_c2f.pt.part-"
+
+step "test phantoms: these weights and the shipped ones"
+{
+    echo "# GPU training at ${coarse_size}^3 / ${fine_size}^3, $minutes min per stage ($(date -u +%F))"
+    for name in gpu_c2f shipped; do
+        weights="$work/gpu_c2f.pt"
+        [ "$name" = shipped ] && weights="weights/flare21_c2f.pt"
+        PYTHON="$py" sh predict.sh "$work/test/images" "$work/pred-$name" --weights "$weights" --device "$device" \
+            > "$work/predict-$name.log" 2>&1
+        "$py" -m evaluation.score --gt "$work/test/labels" --pred "$work/pred-$name" --out "$work/scores-$name" \
+            --rules flare21 > /dev/null
+        echo "## $name ($weights)"
+        cat "$work/scores-$name/summary.csv"
+    done
+    for stage in coarse fine; do
+        echo "## training log, $stage (last rows)"
+        tail -n 2 "$work/runs/$stage/log.csv"
+    done
+} > "$out/summary.md" 2>&1
+cat "$out/summary.md"
+ls -la "$out"

@@ -1,0 +1,197 @@
+"""The synthetic abdomen generator: determinism, anatomy, CT values, files and the command line."""
+import csv
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from training import phantom as ph
+
+SMALL = 64  # max_side of the quick phantoms
+# The whole abdomen, lung bases to pelvis, on a coarse grid: for volumes and positions.
+ABDOMEN = ph.Geometry((134, 110, 150), (3.0, 3.0, 3.0), (-200.0, -150.0, -220.0))
+
+
+def anatomy(seed: int, geometry: ph.Geometry = ABDOMEN) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tissue codes, labels and lesion count of the anatomy of `seed` on a geometry."""
+    return ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(seed))), geometry)
+
+
+def centroid(mask: np.ndarray, geometry: ph.Geometry) -> np.ndarray:
+    """Patient-frame centroid (mm) of a mask."""
+    return np.argwhere(mask).mean(axis=0) * geometry.spacing + geometry.origin
+
+
+@pytest.fixture(scope="module")
+def small_phantoms() -> list[ph.Phantom]:
+    return [ph.generate(ph.case_seed(11, i), max_side=SMALL) for i in range(10)]
+
+
+def test_same_seed_same_phantom_bit_for_bit():
+    a, b = (ph.generate(ph.case_seed(3, 7), max_side=48) for _ in range(2))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    assert (a.phase, a.orientation, a.lesions, a.geometry) == (b.phase, b.orientation, b.lesions, b.geometry)
+    other = ph.generate(ph.case_seed(4, 7), max_side=48)
+    assert not np.array_equal(a.image, other.image)
+
+
+def test_case_seed_depends_only_on_seed_and_index():
+    s = ph.case_seed(5, 2)
+    assert s.entropy == ph.case_seed(5, 2).entropy and s.spawn_key == ph.case_seed(5, 2).spawn_key
+    keys = {(ph.case_seed(seed, i).entropy, ph.case_seed(seed, i).spawn_key) for seed in (0, 1) for i in range(3)}
+    assert len(keys) == 6
+
+
+def test_labels_and_organs_present(small_phantoms):
+    for p in small_phantoms:
+        assert p.image.dtype == np.float32 and p.labels.dtype == np.uint8
+        assert p.image.shape == p.labels.shape == p.geometry.shape
+        assert set(np.unique(p.labels)) <= {0, 1, 2, 3, 4}
+        assert max(p.labels.shape) <= SMALL
+    complete = sum(all((p.labels == k).any() for k in ph.LABELS) for p in small_phantoms)
+    assert complete >= 9
+
+
+def test_geometry_ranges_and_cap():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        g = ph.draw_geometry(rng)
+        assert g.shape[:2] == (ph.MATRIX, ph.MATRIX) and 1 <= g.shape[2] <= ph.MAX_SLICES
+        assert 0.6 <= g.spacing[0] == g.spacing[1] <= 1.0 and 0.8 <= g.spacing[2] <= 5.0
+        coverage = g.shape[2] * g.spacing[2]
+        assert coverage <= 450.0 + g.spacing[2] and (coverage >= 150.0 - g.spacing[2] or g.shape[2] == ph.MAX_SLICES)
+    g = ph.Geometry((512, 512, 300), (0.8, 0.8, 1.0), (-200.0, -190.0, -150.0))
+    c = ph.capped(g, 192)
+    assert c.shape == (192, 192, 192) and c.spacing[0] == pytest.approx(0.8 * 512 / 192)
+    for axis in range(3):  # the field of view (first and last voxel edges) is kept
+        lo = lambda q: q.origin[axis] - q.spacing[axis] / 2
+        assert lo(c) == pytest.approx(lo(g))
+        assert lo(c) + c.shape[axis] * c.spacing[axis] == pytest.approx(lo(g) + g.shape[axis] * g.spacing[axis])
+
+
+def test_anatomy_does_not_depend_on_the_grid():
+    whole = ph.Geometry((60, 50, 40), (4.0, 4.0, 5.0), (-120.0, -100.0, -60.0))
+    part = ph.Geometry((30, 50, 12), (4.0, 4.0, 5.0), (-40.0, -100.0, 0.0))  # a sub-block of the same grid
+    _, labels, _ = anatomy(21, whole)
+    _, sub, _ = anatomy(21, part)
+    assert sub.any() and np.array_equal(sub, labels[20:50, :, 12:24])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_organ_volumes_and_positions(seed):
+    tissue, labels, _ = anatomy(seed)
+    ml = np.prod(ABDOMEN.spacing) / 1000.0
+    assert 800 <= (labels == ph.LIVER).sum() * ml <= 2600
+    assert 40 <= (labels == ph.SPLEEN).sum() * ml <= 600
+    assert 30 <= (labels == ph.PANCREAS).sum() * ml <= 150
+    parts, n = ndimage.label(labels == ph.KIDNEY)
+    kidneys = sorted(range(1, n + 1), key=lambda i: -(parts == i).sum())[:2]
+    assert all(60 <= (parts == i).sum() * ml <= 320 for i in kidneys)
+    right, left = sorted((centroid(parts == i, ABDOMEN) for i in kidneys), key=lambda c: -c[0])
+    liver, spleen = centroid(labels == ph.LIVER, ABDOMEN), centroid(labels == ph.SPLEEN, ABDOMEN)
+    pancreas = centroid(labels == ph.PANCREAS, ABDOMEN)
+    canal = centroid(tissue == ph.TISSUE["csf"], ABDOMEN)
+    assert liver[0] > 0 > spleen[0] and right[0] > 0 > left[0]  # x grows towards the patient's right
+    assert canal[1] < min(right[1], left[1]) < max(right[1], left[1]) < pancreas[1]  # y grows anteriorly
+    assert abs(canal[0]) < 10 and liver[2] > pancreas[2]
+
+
+def test_venous_phase_values_and_lesions():
+    seed = next(s for s in range(40)
+                if any(p.lesion for p in ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(s)))))
+    tissue, labels, lesions = anatomy(seed)
+    assert lesions >= 1
+    image = ph.ct_image(tissue, ABDOMEN, "portal-venous", np.random.default_rng(0))
+    for organ, (low, high) in {ph.LIVER: (90, 145), ph.SPLEEN: (90, 150), ph.KIDNEY: (110, 210),
+                               ph.PANCREAS: (70, 130)}.items():
+        assert low <= np.median(image[labels == organ]) <= high, ph.LABELS[organ]
+    lesion = np.isin(tissue, [ph.TISSUE["cyst"], ph.TISSUE["tumour"]])
+    assert (labels[lesion] > 0).all()  # lesions keep their organ's label
+    liver = (labels == ph.LIVER) & (tissue == ph.TISSUE["liver"])
+    in_liver = lesion & (labels == ph.LIVER)
+    if in_liver.any():
+        assert image[in_liver].mean() < image[liver].mean() - 15
+    plain = ph.ct_image(tissue, ABDOMEN, "non-contrast", np.random.default_rng(0))
+    assert 45 <= np.median(plain[labels == ph.LIVER]) <= 75
+    assert np.median(image[labels == ph.LIVER]) > np.median(plain[labels == ph.LIVER]) + 25
+
+
+def test_randomised_mode_same_labels_other_intensities():
+    ct = ph.generate(9, max_side=48)
+    dr = ph.generate(9, max_side=48, randomise=1.0)
+    assert not ct.randomised and dr.randomised
+    assert np.array_equal(ct.labels, dr.labels) and ct.geometry == dr.geometry
+    assert not np.allclose(ct.image, dr.image)
+    assert ph.RANDOM_HU[0] - 1 <= dr.image.min() and dr.image.max() <= ph.RANDOM_HU[1] + 1
+
+
+@pytest.mark.parametrize("orientation", [("L", "P", "S"), ("S", "L", "P")])
+def test_files_round_trip_to_canonical(tmp_path, orientation):
+    p = replace(ph.generate(2, max_side=40), orientation=orientation)
+    image_file, label_file = ph.save(p, tmp_path / "images", tmp_path / "labels", "case")
+    assert image_file.name == "case_0000.nii.gz" and label_file.name == "case.nii.gz"
+    image, labels = nib.load(image_file), nib.load(label_file)
+    assert image.get_data_dtype() == np.int16 and labels.get_data_dtype() == np.uint8
+    assert np.array_equal(image.affine, labels.affine)
+    assert nib.aff2axcodes(image.affine) == orientation
+    assert int(image.header["qform_code"]) == int(image.header["sform_code"]) == 1
+    stored = nib.orientations.io_orientation(image.affine)[:, 0].astype(int)
+    assert np.allclose(image.header.get_zooms(), np.asarray(p.spacing)[stored])
+    canonical_image, canonical_labels = nib.as_closest_canonical(image), nib.as_closest_canonical(labels)
+    assert np.array_equal(np.asarray(canonical_labels.dataobj), p.labels)
+    expected = np.clip(np.rint(p.image), -1024, 3071).astype(np.int16)
+    assert np.array_equal(np.asarray(canonical_image.dataobj), expected)
+    assert np.allclose(canonical_image.affine, p.geometry.affine)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert ph.main(["--out", str(out), "--cases", "3", "--seed", "5", "--max-side", "40", "--randomise", "0.5"]) == 0
+    assert "wrote 3 phantom(s)" in capsys.readouterr().out
+    names = [f"phantom_{i:04d}" for i in range(3)]
+    assert sorted(p.name for p in (out / "images").iterdir()) == [n + "_0000.nii.gz" for n in names]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [n + ".nii.gz" for n in names]
+    rows = read_rows(out / "cases.csv")
+    assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
+    assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
+                            "orientation", "organs"}
+    assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
+
+    again = tmp_path / "one"  # case 2 alone is the same case 2
+    assert ph.main(["--out", str(again), "--cases", "1", "--start", "2", "--seed", "5", "--max-side", "40",
+                    "--randomise", "0.5", "--prefix", "p"]) == 0
+    first = nib.load(out / "labels" / "phantom_0002.nii.gz")
+    alone = nib.load(again / "labels" / "p_0002.nii.gz")
+    assert np.array_equal(np.asarray(first.dataobj), np.asarray(alone.dataobj))
+    assert np.array_equal(np.asarray(nib.load(out / "images" / "phantom_0002_0000.nii.gz").dataobj),
+                          np.asarray(nib.load(again / "images" / "p_0002_0000.nii.gz").dataobj))
+    assert read_rows(again / "cases.csv")[0] == {**rows[2], "case": "p_0002"}
+
+
+def test_cli_preview_writes_png(tmp_path):
+    png = tmp_path / "preview.png"
+    assert ph.main(["--preview", str(png), "--cases", "1", "--max-side", "48"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv", [[], ["--out", "x"], ["--out", "x", "--cases", "0"],
+                                  ["--out", "x", "--cases", "2", "--randomise", "1.5"], ["--cases", "x"]])
+def test_cli_usage_errors_exit_2(argv):
+    with pytest.raises(SystemExit) as exc:
+        ph.main(argv)
+    assert exc.value.code == 2
+
+
+def test_no_torch_import():
+    code = "import sys, training.phantom; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0

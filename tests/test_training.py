@@ -1,0 +1,205 @@
+"""Training: the recipe, the data checks, the loss, the schedule, crops, and whole runs (one
+process and two with torchrun) that end in checkpoints the submission runs."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from inference.checkpoint import load
+from training import phantom
+from training.augment import fine_window, shift_brightness
+from training.cache import Sample
+from training.config import ConfigError, default_config, load_config
+from training.data import DataError, find_cases, split
+from training.loss import dice_focal_loss, one_hot
+from training.train import lr_factor, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"network": {"widths": [4, 8, 8, 16, 16]}, "batch_size": 2, "micro_batch": 1, "epochs": 2,
+        "val_cases": 1, "input_size": [32, 32, 32]}
+TINY_FINE = {**TINY, "network": {"widths": [4, 8, 8, 16, 16], "context_width": 8}}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Six small phantoms in the FLARE22 layout (images/, labels/), with a list of lesion cases."""
+    root = tmp_path_factory.mktemp("phantoms")
+    assert phantom.main(["--out", str(root), "--cases", "6", "--seed", "11", "--max-side", "48"]) == 0
+    return root
+
+
+def config_file(folder: Path, values: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def train(data: Path, out: Path, stage: str, values: dict, *extra: str) -> int:
+    return main(["--stage", stage, "--data", str(data), "--out", str(out), "--config", str(config_file(out.parent, values)),
+                 "--precision", "fp32", *extra])
+
+
+def test_default_recipe_is_the_papers():
+    coarse, fine = default_config("coarse"), default_config("fine")
+    assert coarse.input_size == (160, 160, 160) and fine.input_size == (192, 192, 192)
+    for c in (coarse, fine):
+        assert (c.lr, c.betas, c.weight_decay, c.dropout, c.batch_size, c.epochs) == (0.01, (0.9, 0.99), 1e-5, 0.2, 16, 200)
+        assert (c.focal_alpha, c.focal_gamma, c.pathological_repeats, c.folds) == (0.5, 2.0, 3, 5)
+        assert c.normalisation == {"clip_hu": [-325.0, 325.0], "zscore": True}
+    assert fine.margin_mm[0] < 20 < fine.margin_mm[1]
+    assert coarse.network_config().widths == (8, 16, 32, 64, 128) and coarse.network_config().dropout == 0.2
+
+
+def test_config_file_and_command_line_override_and_bad_values_are_named(tmp_path):
+    path = config_file(tmp_path, {"lr": 0.001, "input_size": [64, 64, 64], "network": {"widths": [4, 8, 8, 16, 16]}})
+    config = load_config("fine", path, {"max_steps": 10})
+    assert (config.lr, config.input_size, config.max_steps) == (0.001, (64, 64, 64), 10)
+    assert config.network_config().widths == (4, 8, 8, 16, 16) and config.network_config().input_size == (64, 64, 64)
+    for values, message in [({"learning_rate": 1}, "unknown field"), ({"input_size": [60, 64, 64]}, "multiple of 16"),
+                            ({"fold": 7}, "fold 7"), ({"network": {"depth": 3}}, "network"),
+                            ({"stage": "coarse"}, "written for stage")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config("fine", config_file(tmp_path, values), {})
+    (tmp_path / "broken.json").write_text("{lr: 1")
+    with pytest.raises(ConfigError, match="broken.json"):
+        load_config("fine", tmp_path / "broken.json", {})
+
+
+def test_step_decay_and_the_loss():
+    assert [lr_factor(s, 100, (0.66, 0.86), 0.1) for s in (0, 65, 66, 85, 86, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    labels = torch.zeros(1, 8, 8, 8, dtype=torch.uint8)
+    labels[0, 2:6, 2:6, 2:6] = 1
+    labels[0, 0, 0, :4] = 4
+    targets = one_hot(labels, 4)
+    assert targets.shape == (1, 4, 8, 8, 8) and targets[0, 0].sum() == 64 and targets[0, 3].sum() == 4
+    perfect = (targets * 2 - 1) * 20  # confident and right
+    wrong = -perfect
+    assert dice_focal_loss(perfect, labels) < 0.3  # organs 2 and 3 are absent: their Dice terms are 0 at best
+    assert dice_focal_loss(wrong, labels) > 1.5
+    assert dice_focal_loss(perfect, labels, dice_weight=0.0) < 1e-6
+
+
+def test_split_is_deterministic_disjoint_and_complete(data):
+    cases = find_cases(data)
+    folds = [split(cases, 3, k, seed=5) for k in range(3)]
+    held_out = [name for _, val in folds for name in (c.name for c in val)]
+    assert sorted(held_out) == sorted(c.name for c in cases)
+    for train_cases, val in folds:
+        assert not {c.name for c in train_cases} & {c.name for c in val}
+    assert split(cases, 3, 1, seed=5) == folds[1] and split(cases, 3, None, seed=5) == (cases, [])
+
+
+def test_fine_crops_keep_the_organs_and_brightness_moves_each_organ():
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[10:30, 12:28, 15:25] = 1
+    sample = Sample("case", np.zeros((40, 40, 40), np.int16), labels, (2.0, 2.0, 2.0), ((10, 30), (12, 28), (15, 25)))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        box = fine_window(sample, (4.0, 12.0), rng)
+        for (lo, hi), s in zip(sample.organs, box):
+            assert s.start <= lo - 2 and s.stop >= hi + 2 and s.start >= lo - 6 and s.stop <= hi + 6
+    image = torch.zeros(1, 1, 4, 4, 4)
+    lab = torch.zeros(1, 1, 4, 4, 4, dtype=torch.uint8)
+    lab[..., :2] = 1
+    lab[..., 2] = 3
+    shifted = shift_brightness(image, lab, 50.0, 0.0, 4, np.random.default_rng(1))
+    values = [float(shifted[lab == k].unique()) for k in (0, 1, 3)]
+    assert values[0] == 0 and 0 < abs(values[1]) <= 50 and 0 < abs(values[2]) <= 50 and values[1] != values[2]
+
+
+def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert train(data, out / "coarse", "coarse", TINY) == 0
+    assert {"best.pt", "last.pt", "resume.pt", "log.csv", "curve.png", "config.json", "split.json"} <= {
+        p.name for p in (out / "coarse").iterdir()}
+    log = (out / "coarse" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,step,lr,train_loss") and "dsc_pancreas" in log[0] and len(log) == 3
+    # resume: two more epochs continue from the saved state
+    assert train(data, out / "coarse", "coarse", {**TINY, "epochs": 4}, "--resume") == 0
+    assert len((out / "coarse" / "log.csv").read_text().splitlines()) == 5
+    assert "resuming after epoch 2" in capsys.readouterr().err
+
+    assert train(data, out / "fine", "fine", TINY_FINE, "--input-size", "48", "32", "32") == 0
+    fine = load(out / "fine" / "best.pt", stages=("fine",))
+    assert fine.fine.config.input_size == (48, 32, 32) and fine.training["fine"]["config"]["stage"] == "fine"
+    assert fine.normalisation["fine"].clip_hu == (-325.0, 325.0) and fine.post.box_margin_mm == 20.0
+    assert (out / "cache").is_dir()  # preprocessed once, beside the runs
+
+    weights = tmp_path / "weights.pt"
+    assert subprocess.run([sys.executable, "-m", "inference.checkpoint", "combine", "--coarse", str(out / "coarse" / "best.pt"),
+                           "--fine", str(out / "fine" / "best.pt"), "-o", str(weights), "--half"], cwd=ROOT).returncode == 0
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["sh", str(ROOT / "predict.sh"), str(data / "images"), str(tmp_path / "pred"), "--weights", str(weights)],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "pred").iterdir())) == 6
+
+
+def test_bad_data_refuses_before_training(data, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(data, bad)
+    cases = find_cases(bad)
+    label = nib.load(cases[0].label)
+    wrong = np.asarray(label.dataobj).copy()
+    wrong[0, 0, 0] = 9
+    nib.save(nib.Nifti1Image(wrong, label.affine, label.header), str(cases[0].label))  # unknown label
+    nib.save(nib.Nifti1Image(np.asarray(label.dataobj)[:-1], label.affine), str(cases[1].label))  # shape
+    shifted = label.affine.copy()
+    shifted[0, 3] += 5
+    nib.save(nib.Nifti1Image(np.asarray(nib.load(cases[2].label).dataobj), shifted), str(cases[2].label))  # affine
+    cases[3].image.unlink()  # missing pair
+    assert train(bad, tmp_path / "run", "coarse", TINY) == 2
+    err = capsys.readouterr().err
+    assert f"{cases[3].label}: no image" in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+    (bad / "labels" / cases[3].label.name).unlink()  # pairs complete: header problems come next
+    assert train(bad, tmp_path / "run", "coarse", TINY) == 2
+    err = capsys.readouterr().err
+    assert f"{cases[1].label}: shape" in err and f"{cases[2].label}: affine differs" in err
+    for case in cases[1:3]:
+        shutil.copy(data / "labels" / case.label.name, case.label)
+    assert train(bad, tmp_path / "run", "coarse", TINY) == 2
+    err = capsys.readouterr().err
+    assert f"{cases[0].label}: unknown label value(s) [9]" in err and "nothing was trained" in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "labels").mkdir()
+    assert train(tmp_path / "empty", tmp_path / "run", "coarse", TINY) == 2
+    assert "no .nii.gz or .nii files" in capsys.readouterr().err
+    assert train(tmp_path / "nothing", tmp_path / "run", "coarse", TINY) == 2
+    with pytest.raises(DataError, match="no training layout"):
+        find_cases(tmp_path)
+
+
+@pytest.mark.parametrize("layout", [("TrainingImg", "TrainingMask"), ("imagesTr", "labelsTr")])
+def test_flare21_and_nnunet_layouts(data, tmp_path, layout):
+    shutil.copytree(data / "images", tmp_path / layout[0])
+    shutil.copytree(data / "labels", tmp_path / layout[1])
+    assert [c.name for c in find_cases(tmp_path)] == [c.name for c in find_cases(data)]
+
+
+def test_two_processes_with_torchrun(data, tmp_path):
+    """DistributedDataParallel over gloo: two CPU processes train a few steps, rank 0 writes."""
+    out = tmp_path / "ddp"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "training.train", "--stage", "coarse", "--data", str(data), "--out", str(out),
+                           "--config", str(config_file(tmp_path, {**TINY, "epochs": 1})), "--precision", "fp32"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 process(es)" in done.stderr and done.stderr.count("epoch 1:") == 1  # rank 0 alone logs
+    split_ = json.loads((out / "split.json").read_text())
+    examples = len(split_["train"]) + 2 * len(set(split_["train"]) & set(split_["pathological"]))  # lesions x3
+    row = (out / "log.csv").read_text().splitlines()[1].split(",")
+    assert int(row[1]) == math.ceil(examples / 2) and math.isfinite(float(row[3]))  # one example per process per step
+    assert load(out / "best.pt", stages=("coarse",)).coarse is not None

@@ -1,0 +1,163 @@
+"""Preprocess the training cases once: each stage's region of each case, resampled and stored.
+
+coarse: the whole volume; fine: the organs' box plus the largest random margin. Either is
+resampled to `cache_scale` x the input size (trilinear for HU, nearest for labels) and written
+as `.npy` files (int16 HU, uint8 labels, memory-mapped when read) with a JSON of its geometry.
+Training then crops and resizes these small arrays instead of reading whole CTs. A cached case
+is rebuilt when its files change (size or modification time) or the stage's parameters do.
+Arrays are (x, y, z) in canonical RAS+ orientation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from evaluation.imageio import InputError, describe_error
+from inference.postprocessing import organ_box
+from inference.preprocessing import resize
+from training.config import TrainConfig
+from training.data import Case, read_case
+
+CACHE_FORMAT = 1
+HU_RANGE = (-1024, 3071)  # stored as int16 within this range
+Bounds = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One case's cached region: image (int16 HU) and labels (uint8) of one shape (x, y, z),
+    the mm per cached voxel, and the organs' tight box in cached voxel coordinates ([lo, hi)
+    per axis, fractional; None where no organ is labelled)."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    spacing: tuple[float, float, float]
+    organs: Bounds | None
+
+
+def cache_size(config: TrainConfig) -> tuple[int, int, int]:
+    return tuple(math.ceil(s * config.cache_scale) for s in config.input_size)
+
+
+def cache_folder(root: Path, config: TrainConfig) -> Path:
+    """The stage's folder in the cache, named by everything that changes what is cached."""
+    key = json.dumps([CACHE_FORMAT, config.stage, cache_size(config), config.margin_mm[1] if config.stage == "fine" else 0])
+    return Path(root) / f"{config.stage}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def _source(case: Case) -> list[int]:
+    """What identifies the case's files: their sizes and modification times (ns)."""
+    return [v for p in (case.image, case.label) for v in (p.stat().st_size, p.stat().st_mtime_ns)]
+
+
+def resize_labels(labels: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Nearest-neighbour resampling of a (batch, 1, x, y, z) uint8 label tensor (voxel centres
+    as in preprocessing.resize)."""
+    if tuple(labels.shape[2:]) == tuple(size):
+        return labels
+    return F.interpolate(labels.float(), size=tuple(size), mode="nearest-exact").to(torch.uint8)
+
+
+def region_of(labels: np.ndarray, spacing: tuple[float, float, float], config: TrainConfig) -> tuple[slice, ...] | None:
+    """The part of the volume a stage learns from: all of it (coarse), or the organs' box plus
+    the largest margin (fine; None without organs)."""
+    if config.stage == "coarse":
+        return tuple(slice(0, n) for n in labels.shape)
+    return organ_box(labels, labels.shape, spacing, config.margin_mm[1])
+
+
+def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> None:
+    """Read, check and cache one case (InputError naming the file when it is unusable)."""
+    ct, truth = read_case(case, labels)
+    region = region_of(truth, ct.spacing, config)
+    meta = {"source": _source(case), "organs": None, "spacing": None}
+    if region is not None:
+        size = cache_size(config)
+        image = torch.from_numpy(np.ascontiguousarray(ct.data[region]))[None, None]
+        image = resize(image, size)[0, 0].round().clamp(*HU_RANGE).to(torch.int16).numpy()
+        cropped = resize_labels(torch.from_numpy(np.ascontiguousarray(truth[region]))[None, None], size)[0, 0].numpy()
+        extent = [s.stop - s.start for s in region]
+        scale = [c / n for c, n in zip(size, extent)]
+        meta["spacing"] = [sp / k for sp, k in zip(ct.spacing, scale)]
+        tight = organ_box(truth, truth.shape, ct.spacing, 0.0)
+        if tight is not None:
+            meta["organs"] = [[(t.start - r.start) * k, (t.stop - r.start) * k] for t, r, k in zip(tight, region, scale)]
+        np.save(folder / f"{case.name}.image.npy", image)
+        np.save(folder / f"{case.name}.labels.npy", cropped)
+    (folder / f"{case.name}.json").write_text(json.dumps(meta))
+
+
+def _is_current(case: Case, folder: Path) -> bool:
+    meta = folder / f"{case.name}.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("source") == _source(case)
+
+
+def _build_safely(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> str | None:
+    """build() in a worker: the problem as one line, or None."""
+    torch.set_num_threads(1)
+    try:
+        build(case, config, labels, folder)
+    except InputError as exc:
+        return str(exc)
+    except Exception as exc:  # a broken file must not hide the problems of the others
+        return f"{case.image}: {describe_error(exc)}"
+    return None
+
+
+def prepare(cases: list[Case], config: TrainConfig, labels: dict[int, str], root: Path,
+            workers: int = 1, share: tuple[int, int] = (0, 1)) -> list[str]:
+    """Cache every case not yet cached (this process's share of them: (rank, world size));
+    returns the problems found, one line each."""
+    folder = cache_folder(root, config)
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in cases[share[0]::share[1]] if not _is_current(c, folder)]
+    if not todo:
+        return []
+    bar = tqdm(total=len(todo), desc=f"preprocessing ({config.stage})", unit="case", disable=None)
+    problems = []
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(_build_safely, c, config, labels, folder) for c in todo]
+            for future in futures:
+                problems.append(future.result())
+                bar.update()
+    else:
+        threads = torch.get_num_threads()
+        for case in todo:
+            problems.append(_build_safely(case, config, labels, folder))
+            bar.update()
+        torch.set_num_threads(threads)
+    bar.close()
+    return [p for p in problems if p]
+
+
+def load(cases: list[Case], config: TrainConfig, root: Path) -> list[Sample]:
+    """The cached samples of the cases (memory-mapped); cases without organs have no region
+    in the fine stage and are left out (the caller reports them)."""
+    folder = cache_folder(root, config)
+    samples = []
+    for case in cases:
+        meta = json.loads((folder / f"{case.name}.json").read_text())
+        if meta["spacing"] is None:
+            continue
+        image = np.load(folder / f"{case.name}.image.npy", mmap_mode="r")
+        labels = np.load(folder / f"{case.name}.labels.npy", mmap_mode="r")
+        organs = tuple(tuple(b) for b in meta["organs"]) if meta["organs"] else None
+        samples.append(Sample(case.name, image, labels, tuple(meta["spacing"]), organs))
+    return samples
+
+
+def default_workers() -> int:
+    """Processes for preprocessing: the CPUs this process may use, at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0))))

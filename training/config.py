@@ -1,0 +1,150 @@
+"""The training recipe: one dataclass per run, the paper's Table 3 as its defaults.
+
+    coarse: whole volume resampled to 160^3; fine: the organs' box plus a random margin around
+    20 mm resampled to 192^3; crop and brightness (per-organ HU shift) augmentation; cases with
+    lesions sampled 3x; Dice + focal loss (alpha 0.5, gamma 2); Adam (betas 0.9, 0.99), L2 1e-5,
+    LR 0.01 with step decay; dropout 0.2; Kaiming-normal init; batch 16; 200 epochs; 5 folds.
+
+A JSON file (`--config`) overrides any field by name; command-line options override the file.
+Sizes are (x, y, z) voxels, margins and volumes in mm / mm^3, HU for intensities.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from inference.networks import CoarseConfig, FineConfig
+from inference.postprocessing import Postprocessing
+from inference.preprocessing import Normalisation
+
+STAGES = ("coarse", "fine")
+NETWORK_CONFIGS = {"coarse": CoarseConfig, "fine": FineConfig}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message is one line and says why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run of one stage."""
+
+    stage: str = "coarse"
+    input_size: tuple[int, int, int] = (160, 160, 160)  # network input (the paper: 160 coarse, 192 fine)
+    network: dict = field(default_factory=dict)  # overrides of the stage's network config (widths, ...)
+    dropout: float = 0.2
+    # schedule: an epoch is one pass over the training cases (lesion cases counted 3x)
+    epochs: int = 200
+    max_steps: int | None = None  # stop after this many optimiser steps (the LR schedule follows it)
+    max_minutes: float | None = None  # or after the steps that fit in this time (timed after the first 20 steps)
+    batch_size: int = 16  # cases per optimiser step, over all processes
+    micro_batch: int = 2  # cases per forward pass in one process (gradients accumulate up to batch_size)
+    lr: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 1e-5  # L2, added to the gradients (Adam's weight_decay)
+    lr_milestones: tuple[float, ...] = (0.66, 0.86)  # fractions of the run where the LR is multiplied...
+    lr_gamma: float = 0.1  # ...by this (the authors' steps at epochs 132 and 172 of 200)
+    # loss: dice_weight * soft Dice + focal_weight * focal, over per-organ sigmoid channels
+    dice_weight: float = 1.0
+    focal_weight: float = 1.0
+    focal_alpha: float = 0.5
+    focal_gamma: float = 2.0
+    # augmentation and sampling
+    margin_mm: tuple[float, float] = (10.0, 30.0)  # fine: random margin per side around the organs' box
+    coarse_crop: tuple[float, float] = (0.8, 1.0)  # coarse: fraction of each axis kept by a random crop
+    organ_hu_shift: float = 20.0  # each organ's HU shifted by up to +- this
+    global_hu_shift: float = 20.0  # the whole crop shifted by up to +- this
+    pathological_repeats: int = 3  # cases with lesions are drawn this many times per epoch
+    # data
+    folds: int = 5
+    fold: int | None = 0  # held-out fold for validation; None trains on every case
+    seed: int = 12345  # split, sampling, augmentation and initialisation
+    val_every: int = 1  # epochs between validations
+    val_cases: int | None = None  # validate on at most this many held-out cases (None: all)
+    cache_scale: float = 1.25  # cached samples are this much larger than the input size
+    normalisation: dict = field(default_factory=lambda: Normalisation().to_dict())
+    postprocessing: dict = field(default_factory=lambda: Postprocessing().to_dict())
+
+    def network_config(self) -> CoarseConfig | FineConfig:
+        """The stage's network configuration (the paper's sizes unless overridden)."""
+        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.network.items()}
+        try:
+            return NETWORK_CONFIGS[self.stage](**{**overrides, "input_size": self.input_size, "dropout": self.dropout})
+        except TypeError as exc:
+            raise ConfigError(f"network: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def default_config(stage: str) -> TrainConfig:
+    """The paper's recipe for a stage."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
+    return TrainConfig(stage=stage, input_size=NETWORK_CONFIGS[stage]().input_size)
+
+
+def _as_field(value, default):
+    """A JSON value in the type of the field's default (lists become tuples)."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def with_overrides(config: TrainConfig, overrides: dict, where: str) -> TrainConfig:
+    """The config with the given fields replaced; ConfigError naming the unknown field or bad value."""
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    values = {k: _as_field(v, getattr(config, k)) for k, v in overrides.items()}
+    return check(replace(config, **values), where)
+
+
+def load_config(stage: str, path: Path | None, overrides: dict) -> TrainConfig:
+    """The stage's defaults, then the JSON file's fields, then the command line's."""
+    config = default_config(stage)
+    if path is not None:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read a JSON config ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config must be a JSON object")
+        if raw.get("stage", stage) != stage:
+            raise ConfigError(f"{path}: written for stage {raw['stage']!r}, not {stage!r}")
+        config = with_overrides(config, raw, str(path))
+    return with_overrides(config, overrides, "command line")
+
+
+def check(config: TrainConfig, where: str) -> TrainConfig:
+    """Refuse values that cannot work, with the field's name."""
+    problems = []
+    if len(config.input_size) != 3 or any(s % 16 or s < 16 for s in config.input_size):
+        problems.append(f"input_size {config.input_size}: three sides, each a multiple of 16")
+    if config.batch_size < 1 or config.micro_batch < 1:
+        problems.append("batch_size and micro_batch must be at least 1")
+    if config.epochs < 1 or (config.max_steps is not None and config.max_steps < 1):
+        problems.append("epochs and max_steps must be at least 1")
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        problems.append("max_minutes must be positive")
+    if config.fold is not None and not 0 <= config.fold < config.folds:
+        problems.append(f"fold {config.fold}: must be in 0..{config.folds - 1} (or null for no validation)")
+    if not 0 < config.coarse_crop[0] <= config.coarse_crop[1] <= 1:
+        problems.append(f"coarse_crop {config.coarse_crop}: 0 < low <= high <= 1")
+    if not 0 <= config.margin_mm[0] <= config.margin_mm[1]:
+        problems.append(f"margin_mm {config.margin_mm}: 0 <= low <= high")
+    if config.cache_scale < 1:
+        problems.append(f"cache_scale {config.cache_scale}: at least 1")
+    try:
+        Normalisation.from_dict(config.normalisation)
+        Postprocessing.from_dict(config.postprocessing)
+    except (KeyError, TypeError, ValueError) as exc:
+        problems.append(f"normalisation / postprocessing: {exc}")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    config.network_config()
+    return config

@@ -1,0 +1,156 @@
+"""Training data on disk: the layouts teams download, image/label pairs, and their checks.
+
+Three layouts are read, each as an images folder and a labels folder under the data root:
+FLARE21 (`TrainingImg/`, `TrainingMask/`), FLARE22 and the phantom generator (`images/`,
+`labels/`) and nnU-Net (`imagesTr/`, `labelsTr/`). An image `<case>_0000.nii.gz` (or
+`<case>.nii.gz`) pairs with the label map `<case>.nii.gz`. Every problem of every case is found
+before training starts, each on one line naming the file; one problem refuses the whole run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, io_orientation
+
+from evaluation.imageio import NIFTI_SUFFIXES, InputError, describe_error, nifti_files, read_labels, volume_shape
+from inference.imageio import CT, read_ct
+
+LAYOUTS = (("TrainingImg", "TrainingMask"), ("images", "labels"), ("imagesTr", "labelsTr"))
+PATHOLOGICAL_LIST = "pathological.txt"  # the cases with lesions, in a data root (training samples them more often)
+CHANNEL = "_0000"  # an image's name is its case's plus this
+AFFINE_TOLERANCE_MM = 1e-3  # image and label affines may differ by this much (rounding in headers)
+
+
+class DataError(Exception):
+    """Training data that cannot be used: one line per problem, each naming its file."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case: its name (the label file's name without .nii.gz) and both files."""
+
+    name: str
+    image: Path
+    label: Path
+
+
+def case_name(file_name: str, image: bool = False) -> str:
+    """A case's name from a file name: without .nii.gz / .nii, and for an image (`image`)
+    without its channel suffix _0000."""
+    for suffix in NIFTI_SUFFIXES:
+        if file_name.endswith(suffix):
+            file_name = file_name[: -len(suffix)]
+            break
+    return file_name[: -len(CHANNEL)] if image and file_name.endswith(CHANNEL) else file_name
+
+
+def find_layout(root: Path) -> tuple[Path, Path]:
+    """The images and labels folders of a data root; DataError when none or several layouts match."""
+    if not root.is_dir():
+        raise DataError([f"{root}: not a folder"])
+    found = [(root / i, root / l) for i, l in LAYOUTS if (root / i).is_dir() and (root / l).is_dir()]
+    if not found:
+        names = ", ".join(f"{i}/ + {l}/" for i, l in LAYOUTS)
+        raise DataError([f"{root}: no training layout found (expected one of {names})"])
+    if len(found) > 1:
+        raise DataError([f"{root}: several layouts ({', '.join(str(i.name) for i, _ in found)}): keep one"])
+    return found[0]
+
+
+def find_cases(root: Path) -> list[Case]:
+    """The image/label pairs of a data root, sorted by name; DataError listing every missing
+    pair and name clash, or an empty folder."""
+    images_dir, labels_dir = find_layout(root)
+    images: dict[str, Path] = {}
+    problems = []
+    for path in nifti_files(images_dir):
+        name = case_name(path.name, image=True)
+        if name in images:
+            problems.append(f"{path}: same case as {images[name].name}")
+        images[name] = path
+    labels = {case_name(p.name): p for p in nifti_files(labels_dir)}
+    problems += [f"{images[n]}: no label map {labels_dir / (n + '.nii.gz')}" for n in sorted(set(images) - set(labels))]
+    problems += [f"{labels[n]}: no image {images_dir / (n + '_0000.nii.gz')}" for n in sorted(set(labels) - set(images))]
+    if not images and not labels:
+        problems.append(f"{root}: no .nii.gz or .nii files in {images_dir.name}/ and {labels_dir.name}/")
+    if problems:
+        raise DataError(problems)
+    return [Case(name, images[name], labels[name]) for name in sorted(images)]
+
+
+def check_headers(case: Case) -> list[str]:
+    """Problems found from the two headers alone: unreadable files, not 3D, shapes or affines
+    that differ (the label map must lie on the image's grid)."""
+    try:
+        image, label = nib.load(case.image), nib.load(case.label)
+    except Exception as exc:
+        return [f"{case.image} / {case.label}: unreadable ({describe_error(exc)})"]
+    problems = []
+    try:
+        shapes = volume_shape(image.shape), volume_shape(label.shape)
+    except InputError as exc:
+        return [f"{case.image} / {case.label}: {exc}"]
+    if shapes[0] != shapes[1]:
+        problems.append(f"{case.label}: shape {shapes[1]} differs from its image's {shapes[0]}")
+    elif not np.allclose(image.affine, label.affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        worst = float(np.abs(image.affine - label.affine).max())
+        problems.append(f"{case.label}: affine differs from its image's by up to {worst:.3g} mm")
+    return problems
+
+
+def read_case(case: Case, labels: dict[int, str]) -> tuple[CT, np.ndarray]:
+    """The image in canonical orientation and its label map (uint8, same orientation and grid);
+    InputError naming the file for an unusable pair or labels outside `labels`."""
+    problems = check_headers(case)
+    if problems:
+        raise InputError(problems[0])
+    try:
+        ct = read_ct(case.image)
+    except InputError as exc:
+        raise InputError(f"{case.image}: {exc}") from None
+    try:
+        volume = read_labels(case.label)
+    except InputError as exc:
+        raise InputError(f"{case.label}: {exc}") from None
+    unknown = sorted(set(np.unique(volume.data).tolist()) - {0, *labels})
+    if unknown:
+        raise InputError(f"{case.label}: unknown label value(s) {unknown[:10]} (expected 0 and "
+                         f"{', '.join(f'{k} {v}' for k, v in labels.items())})")
+    canonical = apply_orientation(volume.data.astype(np.uint8, copy=False), io_orientation(volume.affine))
+    return ct, np.ascontiguousarray(canonical)
+
+
+def read_case_list(path: Path, cases: list[Case]) -> set[str]:
+    """Names listed in a text file, one per line ('#' starts a comment; a name may carry its
+    .nii.gz suffix, or be its image's name); DataError for names that are not training cases."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise DataError([f"{path}: cannot read ({exc.strerror})"]) from None
+    known = {c.name for c in cases}
+    names = set()
+    for line in lines:
+        name = case_name(line.split("#")[0].strip())
+        if name:  # a case's name, or its image's
+            names.add(name if name in known else case_name(name, image=True))
+    unknown = sorted(names - known)
+    if unknown:
+        raise DataError([f"{path}: not training cases: {', '.join(unknown[:10])}" + (" ..." if len(unknown) > 10 else "")])
+    return names
+
+
+def split(cases: list[Case], folds: int, fold: int | None, seed: int) -> tuple[list[Case], list[Case]]:
+    """(training, validation) cases of a k-fold split: the cases, sorted by name, shuffled with
+    the seed and dealt round-robin into `folds` folds; `fold` is held out (None: none is)."""
+    if fold is None:
+        return list(cases), []
+    order = np.random.default_rng(seed).permutation(len(cases))
+    held_out = {int(i) for position, i in enumerate(order) if position % folds == fold}
+    return ([c for i, c in enumerate(cases) if i not in held_out], [c for i, c in enumerate(cases) if i in held_out])

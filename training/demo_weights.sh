@@ -1,0 +1,38 @@
+#!/bin/sh
+# How the shipped demo weights (weights/flare21_c2f.pt) are made, on a CPU, end to end:
+#   sh training/demo_weights.sh WORK
+# 1. 240 training phantoms (seed 1, at most 192 voxels per axis: the field of view of a full-size
+#    scan at about 2 mm), cases with lesions listed for 3x sampling;
+# 2. the coarse stage at 64^3 and the fine stage at 96^3 (training/configs/demo_*.json: the paper's
+#    recipe with batch 2, LR 0.001 and a step budget that fits a 2-core CPU in about two hours);
+# 3. both best checkpoints joined into one float16 checkpoint, WORK/flare21_c2f.pt;
+# 4. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
+#    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
+# PYTHON chooses the interpreter (default python3). Copy WORK/flare21_c2f.pt to weights/ to ship it.
+set -eu
+work="${1:?usage: sh training/demo_weights.sh WORK}"
+py="${PYTHON:-python3}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+mkdir -p "$work"
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+
+step "training phantoms"
+[ -f "$work/train/cases.csv" ] || "$py" -m training.phantom --out "$work/train" --cases 240 --seed 1 --max-side 192 --workers 2
+for stage in coarse fine; do
+    step "$stage stage"
+    resume=""
+    [ -f "$work/runs/$stage/resume.pt" ] && resume="--resume"
+    "$py" -m training.train --stage "$stage" --data "$work/train" --out "$work/runs/$stage" \
+        --config "training/configs/demo_$stage.json" $resume \
+        --trained-on "phantom-trained demo weights: 192 synthetic abdomens of training.phantom (seed 1), no real CT"
+done
+
+step "one checkpoint"
+"$py" -m inference.checkpoint combine --coarse "$work/runs/coarse/best.pt" --fine "$work/runs/fine/best.pt" \
+    -o "$work/flare21_c2f.pt" --half
+
+step "test phantoms (seed 1000, never trained on)"
+[ -f "$work/test/cases.csv" ] || "$py" -m training.phantom --out "$work/test" --cases 20 --seed 1000 --workers 2
+PYTHON="$py" sh predict.sh "$work/test/images" "$work/test/predictions" --weights "$work/flare21_c2f.pt" --report "$work/test/report.json"
+"$py" -m evaluation.score --gt "$work/test/labels" --pred "$work/test/predictions" --out "$work/test-scores" --rules flare21

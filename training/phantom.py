@@ -1,0 +1,1731 @@
+"""Synthetic abdominal CT with known ground truth: the project's one phantom generator.
+
+A phantom is a float32 CT volume in Hounsfield units and a uint8 label map on the same grid (FLARE
+labels `LABELS`: 1 liver, 2 kidneys (both), 3 spleen, 4 pancreas; lesions keep their organ's label),
+made from a seed. Arrays are indexed (x, y, z) in nibabel's closest canonical orientation (RAS+, as
+in inference/axes.py): x from the patient's left to right, y posterior to anterior, z inferior to
+superior; spacing is in mm along (x, y, z). The same seed gives the same phantom, bit for bit.
+
+Anatomy model. The anatomy is built in millimetres in the patient frame, whose axes are those of
+the arrays (it is the NIfTI world frame of the canonical image): origin on the midline at the
+vertebral bodies' centre line, z = 0 near the L1/L2 disc. So one seed gives one patient, whatever
+the grid it is sampled on. Every structure is a signed distance-like field (mm, negative inside),
+evaluated only inside its bounding box on a grid no finer than it needs and linearly upsampled to
+the scan's grid, then painted as a tissue class in anatomical order (later structures cover earlier
+ones; gut fills only the fat left over):
+
+* trunk: the outer surface of the muscle wall is an ellipse perturbed by low-order Fourier terms
+  that vary smoothly along z; skin and subcutaneous fat outside it, the muscle wall inside it
+  (thicker rectus bellies in front, three layers at the sides), the erector spinae behind the
+  spine, psoas (growing towards the pelvis) and quadratus lumborum, fat behind the peritoneum, the
+  table under the flattened back;
+* skeleton: vertebral bodies (cortical shell, cancellous core) stacked along z with discs between,
+  arches, canal, spinous and transverse processes, a lumbar lordosis and a sacrum tilted back; ribs
+  7-12 as flat tubes in the body wall, falling anteriorly, with costal cartilages; iliac wings;
+* chest: lung bases above two diaphragm domes (the right higher), the heart on the central tendon;
+* organs, each with its own random pose, size, smooth displacement field and lobulation: liver
+  (right lobe, inferior tip, tapered left lobe across the midline, caudate; shaped by the body wall,
+  the diaphragm, the right kidney and the gallbladder fossa), spleen (a crescent against the ribs),
+  kidneys (beans with cortex, medullary pyramids, renal sinus fat and pelvis, hilum anteromedial,
+  the left usually higher), pancreas (a thin lobulated tube of elliptic cross-section from the
+  head in the duodenal C-loop, anterior to the IVC, over the aorta to the tail at the splenic hilum);
+* vessels as tubes: aorta, IVC, iliac, renal, mesenteric, portal and splenic vessels (the splenic
+  vein along the back of the pancreas), hepatic veins and portal branches inside the liver;
+* gut: oesophagus, stomach with an air-fluid level, duodenal C-loop, colon with haustra and mottled
+  faeces, and small bowel as random tubes (where two smooth random fields are both near zero);
+* lesions (cysts, hypodense tumours, 5-40 mm) in the liver and kidneys of some cases.
+
+Each tissue gets a CT value for the case's contrast phase (non-contrast, arterial, portal-venous)
+drawn around its prior (`HU_PRIORS`), texture, blur and spatially correlated noise; in the
+domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random value instead, with a
+bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
+geometries (`draw_geometry`) vary spacing, field of view and z range; files are written in a
+storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
+
+Command line:
+
+    python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--prefix phantom] [--start I]
+    python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N]
+
+writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
+and DIR/cases.csv for cases NNNN = I .. I+N-1; case NNNN depends only on (S, NNNN) (`case_seed`).
+--preview renders axial and coronal slices of a few cases instead. Exit code 0, or 2 on usage errors.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Sequence
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
+from scipy import ndimage
+from scipy.interpolate import CubicSpline
+
+from training.data import PATHOLOGICAL_LIST
+
+# ------------------------------------------------------------------------------------ labels, tissues, CT values
+
+LABELS = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
+LIVER, KIDNEY, SPLEEN, PANCREAS = 1, 2, 3, 4
+
+PHASES = ("non-contrast", "arterial", "portal-venous")
+PHASE_PROBABILITIES = (0.2, 0.2, 0.6)
+
+# Tissue: mean HU in each phase (non-contrast, arterial, portal-venous), the case-to-case sd of that
+# mean, and the amplitudes (HU) of its fine (FINE_TEXTURE_MM) and coarse (COARSE_TEXTURE_MM) texture.
+HU_PRIORS: dict[str, tuple[tuple[float, float, float], float, float, float]] = {
+    "air": ((-1000.0, -1000.0, -1000.0), 3.0, 0.0, 0.0),
+    "gas": ((-985.0, -985.0, -985.0), 10.0, 8.0, 0.0),
+    "lung": ((-850.0, -850.0, -850.0), 30.0, 30.0, 25.0),
+    "fat": ((-100.0, -100.0, -100.0), 10.0, 6.0, 4.0),
+    "retroperitoneal fat": ((-95.0, -95.0, -95.0), 10.0, 8.0, 5.0),
+    "visceral fat": ((-95.0, -95.0, -95.0), 12.0, 10.0, 6.0),
+    "skin": ((25.0, 35.0, 45.0), 8.0, 6.0, 0.0),
+    "muscle": ((45.0, 50.0, 55.0), 5.0, 6.0, 3.0),
+    "myocardium": ((45.0, 120.0, 100.0), 8.0, 6.0, 0.0),
+    "cortical bone": ((850.0, 850.0, 850.0), 150.0, 80.0, 30.0),
+    "cancellous bone": ((230.0, 235.0, 240.0), 40.0, 45.0, 15.0),
+    "disc": ((80.0, 85.0, 90.0), 10.0, 8.0, 0.0),
+    "cartilage": ((120.0, 125.0, 130.0), 20.0, 15.0, 0.0),
+    "csf": ((12.0, 12.0, 12.0), 4.0, 3.0, 0.0),
+    "table": ((450.0, 450.0, 450.0), 150.0, 10.0, 0.0),
+    "artery": ((40.0, 320.0, 180.0), 12.0, 5.0, 0.0),
+    "portal vein": ((40.0, 110.0, 175.0), 12.0, 5.0, 0.0),
+    "vein": ((40.0, 75.0, 150.0), 12.0, 6.0, 0.0),
+    "blood": ((40.0, 260.0, 160.0), 12.0, 6.0, 0.0),
+    "liver": ((60.0, 75.0, 115.0), 4.0, 5.0, 4.0),
+    "spleen": ((47.0, 130.0, 120.0), 4.0, 6.0, 4.0),
+    "kidney cortex": ((33.0, 210.0, 175.0), 8.0, 8.0, 0.0),
+    "kidney medulla": ((30.0, 90.0, 140.0), 8.0, 8.0, 0.0),
+    "urine": ((10.0, 10.0, 12.0), 5.0, 3.0, 0.0),
+    "pancreas": ((45.0, 115.0, 100.0), 4.0, 12.0, 4.0),
+    "bile": ((10.0, 10.0, 12.0), 6.0, 3.0, 0.0),
+    "gut wall": ((40.0, 90.0, 100.0), 8.0, 8.0, 0.0),
+    "bowel fluid": ((15.0, 15.0, 15.0), 8.0, 6.0, 3.0),
+    "faeces": ((20.0, 20.0, 20.0), 15.0, 70.0, 10.0),
+    "gastric content": ((25.0, 25.0, 25.0), 12.0, 25.0, 10.0),
+    "cyst": ((8.0, 9.0, 10.0), 5.0, 3.0, 0.0),
+    "tumour": ((35.0, 50.0, 65.0), 8.0, 12.0, 0.0),
+}
+TISSUE = {name: code for code, name in enumerate(HU_PRIORS)}
+ARTERIAL_MOTTLE_HU = {"spleen": 35.0}  # extra coarse texture in the arterial phase (the spleen's arciform pattern)
+MOTTLED = ("faeces", "gastric content")  # gas bubbles where the fine texture exceeds MOTTLE_THRESHOLD
+MOTTLE_THRESHOLD = 1.1
+GUT_SPACE = ("visceral fat", "retroperitoneal fat")  # the stomach, duodenum and colon fill only these
+LESION_DARKER_HU = 20.0  # a tumour is at least this much darker than the liver
+ORAL_CONTRAST = (0.15, (150.0, 350.0))  # probability of positive oral contrast, its HU range
+BOLUS = (0.8, 1.2)  # case factor on every tissue's enhancement
+FINE_TEXTURE_MM, COARSE_TEXTURE_MM = 2.5, 10.0
+NOISE_HU = (5.0, 25.0)  # sd of the image noise
+NOISE_GRAIN_MM = (0.4, 0.9)  # in-plane correlation of the noise (Gaussian sigma)
+BLUR_MM = (0.3, 0.8)  # in-plane Gaussian blur (sigma) of the reconstruction
+SLICE_BLUR = (0.35, 0.5)  # z blur sigma as a fraction of the slice spacing
+HU_STORED = (-1024, 3071)  # range of the int16 files
+
+# Domain-randomised mode: random tissue values and texture, bias field, resolution, noise and gamma.
+RANDOM_HU = (-1000.0, 1500.0)
+RANDOM_TEXTURE_HU = (0.0, 80.0)
+RANDOM_BIAS = (0.0, 0.35)  # amplitude of the log bias field
+RANDOM_BIAS_MM = 80.0
+RANDOM_DOWNSAMPLE = (1.0, 3.0)  # factor per axis
+RANDOM_NOISE_HU = (0.0, 40.0)
+RANDOM_GAMMA_SD = 0.4  # of the log of gamma
+
+# ------------------------------------------------------------------------------------ scan geometry
+
+MATRIX = 512
+INPLANE_SPACING_MM = (0.6, 1.0)
+SLICE_SPACINGS_MM = (0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
+SLICE_SPACING_P = (0.08, 0.12, 0.1, 0.1, 0.15, 0.15, 0.15, 0.15)
+MAX_SLICES = 300
+DOME_MM = 140.0  # nominal z of the right diaphragm dome
+# Scan ranges: probability, top of the scan relative to the nominal dome (mm), z coverage (mm).
+SCAN_RANGES = ((0.65, (5.0, 50.0), (250.0, 450.0)),  # lung bases to the pelvis
+               (0.20, (-5.0, 40.0), (150.0, 250.0)),  # upper abdomen
+               (0.15, (-50.0, -10.0), (180.0, 400.0)))  # starting below the liver dome
+FOV_CENTRE_MM = ((0.0, 8.0), (0.0, 25.0))  # x: normal (mean, sd); y: uniform (low, high)
+ABDOMEN_CENTRE_MM = (0.0, 15.0, 10.0)  # the middle of the organs' region in the patient frame
+ORIENTATIONS = (("R", "A", "S"), ("L", "P", "S"), ("L", "A", "S"), ("S", "L", "P"), ("P", "S", "R"))
+ORIENTATION_P = (0.3, 0.35, 0.2, 0.1, 0.05)
+
+# ------------------------------------------------------------------------------------ anatomy (patient frame, mm)
+
+SPINE_TO_BACK_MM = 85.0  # from the vertebral bodies' centre line to the back of the muscle wall
+RETROPERITONEUM = ((-100.0, -50.0), (35.0, 55.0), 400.0)  # the peritoneum's back: y = a(z) - x^2 / b (mm),
+# a(z) linear from a[0] at z[0] to a[1] at z[1] (thinner below the kidneys)
+LIVER_CENTRE = (55.0, 15.0, 75.0)
+LIVER_LOBES = (  # liver frame: centre, half-axes (mm), taper (thinning towards -x, per half-axis)
+    ((25.0, -5.0, 5.0), (80.0, 90.0, 80.0), 0.0),  # right lobe
+    ((50.0, 0.0, -55.0), (38.0, 45.0, 45.0), 0.0),  # inferior tip of the right lobe
+    ((-70.0, 35.0, 15.0), (75.0, 32.0, 36.0), 0.6),  # left lobe across the midline
+    ((-18.0, -28.0, 0.0), (20.0, 22.0, 32.0), 0.0),  # caudate lobe
+)
+GALLBLADDER = (0.65, (-10.0, 40.0, -45.0), (16.0, 18.0, 38.0))  # probability, centre (liver frame), half-axes
+PORTAL_BRANCHES = (  # liver frame: polylines from the porta hepatis, radii at their ends (mm)
+    (((-10.0, 12.0, -30.0), (25.0, 0.0, -20.0), (60.0, -12.0, -10.0), (90.0, -20.0, -5.0)), (6.0, 3.0)),
+    (((25.0, 0.0, -20.0), (45.0, 30.0, 0.0), (70.0, 45.0, 5.0)), (4.5, 2.5)),
+    (((25.0, 0.0, -20.0), (50.0, -40.0, -15.0), (75.0, -60.0, -20.0)), (4.5, 2.5)),
+    (((-10.0, 12.0, -30.0), (-30.0, 20.0, -15.0), (-60.0, 38.0, 0.0), (-100.0, 40.0, 5.0)), (5.0, 2.5)),
+)
+HEPATIC_VEINS = (  # liver frame: from the IVC near the dome into the liver
+    (((-30.0, 5.0, 50.0), (40.0, -30.0, 30.0), (85.0, -45.0, 10.0)), (6.0, 3.0)),
+    (((-30.0, 5.0, 50.0), (10.0, 30.0, 20.0), (35.0, 60.0, -10.0)), (5.5, 3.0)),
+    (((-30.0, 5.0, 50.0), (-55.0, 40.0, 30.0), (-95.0, 45.0, 20.0)), (5.0, 2.5)),
+)
+SPLEEN_CENTRE = (-88.0, -30.0, 55.0)
+SPLEEN_RADII = (26.0, 52.0, 62.0)  # thickness, width, length
+KIDNEY_CENTRE = {+1: (72.0, -5.0, -20.0), -1: (-72.0, -5.0, -5.0)}  # by side: +1 right, -1 left
+KIDNEY_RADII = (30.0, 22.0, 55.0)  # towards the hilum, thickness, length
+KIDNEY_CORTEX_MM = 6.0
+PANCREAS_POINTS = ((38.0, 42.0, -38.0), (40.0, 50.0, -18.0), (20.0, 62.0, -4.0), (-10.0, 66.0, 4.0),
+                   (-45.0, 55.0, 12.0), (-72.0, 35.0, 22.0), (-92.0, 10.0, 30.0))  # uncinate to tail
+PANCREAS_RADII = (9.0, 13.0, 9.0, 8.0, 8.0, 8.5, 7.5)  # in-plane half-thickness (mm)
+PANCREAS_HEIGHT = (1.3, 1.8)  # cross-section height / thickness
+GUT_TUBE = (  # oesophagus, stomach and duodenum: point (mm), radius (mm)
+    ((-8.0, 12.0, 230.0), 7.0), ((-15.0, 18.0, 160.0), 7.0), ((-30.0, 22.0, 115.0), 9.0),
+    ((-48.0, 5.0, 98.0), 32.0), ((-64.0, 22.0, 75.0), 36.0), ((-70.0, 45.0, 48.0), 33.0),
+    ((-55.0, 68.0, 27.0), 27.0), ((-25.0, 82.0, 15.0), 21.0), ((5.0, 78.0, 12.0), 14.0),
+    ((25.0, 68.0, 15.0), 9.0), ((45.0, 55.0, 15.0), 14.0), ((64.0, 42.0, 0.0), 13.0),
+    ((66.0, 44.0, -32.0), 12.0), ((45.0, 52.0, -52.0), 11.0), ((10.0, 54.0, -56.0), 11.0),
+    ((-22.0, 54.0, -42.0), 11.0), ((-32.0, 60.0, -22.0), 12.0),
+)
+STOMACH_POINTS = slice(3, 10)  # the points of GUT_TUBE that distension scales
+COLON = (  # cecum to rectum: point (mm), radius (mm)
+    ((75.0, 35.0, -170.0), 28.0), ((95.0, 15.0, -130.0), 26.0), ((105.0, 5.0, -70.0), 25.0),
+    ((100.0, 22.0, -25.0), 25.0), ((70.0, 60.0, -32.0), 24.0), ((35.0, 85.0, -50.0), 24.0),
+    ((0.0, 92.0, -65.0), 23.0), ((-40.0, 85.0, -45.0), 23.0), ((-80.0, 55.0, 5.0), 23.0),
+    ((-98.0, 20.0, 35.0), 22.0), ((-108.0, -5.0, 0.0), 21.0), ((-110.0, -5.0, -60.0), 20.0),
+    ((-100.0, 5.0, -130.0), 20.0), ((-75.0, 25.0, -185.0), 19.0), ((-35.0, 35.0, -215.0), 19.0),
+    ((0.0, 10.0, -235.0), 19.0), ((5.0, -25.0, -270.0), 20.0),
+)
+GUT_WALL_MM = 2.5
+# Ribs 12..7: end of the bone and of the cartilage (elliptic angle, rad; None: floating), fall of
+# the bone from its head to its end and rise of the cartilage (mm).
+RIBS = ((-0.75, None, 25.0, 0.0), (-0.3, None, 45.0, 0.0), (0.2, 0.75, 70.0, 15.0),
+        (0.5, 0.95, 85.0, 20.0), (0.7, 1.15, 95.0, 25.0), (0.9, 1.35, 100.0, 30.0))
+RIB_START = -np.pi / 2 + 0.45  # elliptic angle where a rib reaches the body wall
+LESIONS = (0.3, 1.0, 0.35, 0.5)  # P(case has lesions), mean extra liver lesions, P(kidney lesion), P(cyst)
+LESION_RADIUS_MM = (2.5, 20.0)
+BIG_MM = 1000.0  # the field value far from a structure
+
+
+# ------------------------------------------------------------------------------------ grids and fields
+
+Axes = tuple[np.ndarray, np.ndarray, np.ndarray]  # world coordinates (mm) of a grid along x, y, z
+Field = Callable[[Axes], np.ndarray]  # signed distance-like field (mm, negative inside) on a grid
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A scan's voxel grid in the canonical orientation: shape (x, y, z) voxels, spacing (x, y, z) mm,
+    origin the patient-frame position (mm) of voxel (0, 0, 0); the z range and field of view follow."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+
+    def axes(self) -> Axes:
+        """Patient-frame coordinates (mm, float32) of the voxel centres along x, y and z."""
+        return tuple((o + s * np.arange(n)).astype(np.float32)
+                     for n, s, o in zip(self.shape, self.spacing, self.origin))
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The canonical (RAS+) voxel-to-world affine."""
+        affine = np.diag([*self.spacing, 1.0])
+        affine[:3, 3] = self.origin
+        return affine
+
+
+def _open(axes: Axes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The axes as broadcastable arrays of shapes (nx, 1, 1), (1, ny, 1), (1, 1, nz)."""
+    return axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
+
+
+@dataclass(frozen=True)
+class SmoothField:
+    """A smooth random field of unit variance: random coefficients (..., cx, cy, cz) on control points
+    lo + step * index (mm), interpolated by a Gaussian kernel of width step (separable)."""
+
+    lo: tuple[float, float, float]
+    step: float
+    coef: np.ndarray
+
+
+def draw_field(rng: np.random.Generator, lo: Sequence[float], hi: Sequence[float], step: float,
+               components: int = 0) -> SmoothField:
+    """A smooth random field over the box lo..hi (mm) with control points every step mm."""
+    n = tuple(int(np.ceil((h - l) / step)) + 1 for l, h in zip(lo, hi))
+    shape = (components, *n) if components else n
+    return SmoothField(tuple(float(v) for v in lo), float(step), rng.standard_normal(shape, dtype=np.float32))
+
+
+def _basis(coords: np.ndarray, lo: float, step: float, n: int) -> np.ndarray:
+    """Kernel weights (len(coords), n) of the control points, rows of unit norm (unit variance)."""
+    c = (np.clip(coords.astype(np.float64), lo, lo + (n - 1) * step) - lo) / step
+    w = np.exp(-0.5 * (c[:, None] - np.arange(n)[None, :]) ** 2)
+    return (w / np.sqrt((w ** 2).sum(axis=1, keepdims=True))).astype(np.float32)
+
+
+def field_on(field: SmoothField, axes: Axes) -> np.ndarray:
+    """The field on a grid: shape (..., nx, ny, nz), float32."""
+    wx, wy, wz = (_basis(a, lo, field.step, n) for a, lo, n in zip(axes, field.lo, field.coef.shape[-3:]))
+    if field.coef.ndim == 4:
+        return np.stack([field_on(SmoothField(field.lo, field.step, c), axes) for c in field.coef])
+    out = np.tensordot(wx, field.coef, axes=([1], [0]))  # (nx, cy, cz)
+    out = np.tensordot(out, wy, axes=([1], [1]))  # (nx, cz, ny)
+    return np.tensordot(out, wz, axes=([1], [1]))  # (nx, ny, nz)
+
+
+def _ellipsoid(q: Sequence[np.ndarray], centre: Sequence[float], radii: Sequence[float],
+               taper: float = 0.0) -> np.ndarray:
+    """Approximate signed distance (mm) to an ellipsoid in local coordinates q; taper thins its
+    second and third half-axes linearly towards -q[0] (0: none, 1: to nothing at -radii[0])."""
+    d = [qi - ci for qi, ci in zip(q, centre)]
+    if taper:
+        thin = np.clip(1.0 + taper * d[0] / radii[0], 0.25, 1.5)
+        d = [d[0], d[1] / thin, d[2] / thin]
+    k0 = np.sqrt(sum((di / r) ** 2 for di, r in zip(d, radii)))
+    k1 = np.sqrt(sum((di / r ** 2) ** 2 for di, r in zip(d, radii)))
+    return k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
+
+
+def _ellipse(dx: np.ndarray, dy: np.ndarray, rx: np.ndarray | float, ry: np.ndarray | float) -> np.ndarray:
+    """Approximate signed distance (mm) to an axis-aligned ellipse centred at the origin."""
+    k0 = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
+    k1 = np.sqrt((dx / rx ** 2) ** 2 + (dy / ry ** 2) ** 2)
+    return k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
+
+
+def _smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Smooth union of two fields, blending over k mm."""
+    h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
+    return b + (a - b) * h - k * h * (1.0 - h)
+
+
+def _smax(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Smooth intersection of two fields, blending over k mm."""
+    return -_smin(-a, -b, k)
+
+
+def _rotation(angles: Sequence[float]) -> np.ndarray:
+    """Rotation matrix of angles (rad) about x, then y, then z."""
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _basis_from(first: Sequence[float], third: Sequence[float]) -> np.ndarray:
+    """Rotation (columns: local axes in the world) whose third axis is `third` and whose first is
+    `first` made orthogonal to it."""
+    c = np.asarray(third, float) / np.linalg.norm(third)
+    a = np.asarray(first, float) - np.dot(first, c) * c
+    a /= np.linalg.norm(a)
+    return np.stack([a, np.cross(c, a), c], axis=1)
+
+
+# ------------------------------------------------------------------------------------ parts and painting
+
+@dataclass(frozen=True)
+class Part:
+    """One structure to paint: its field, its world bounding box (lo, hi mm), the grid resolution
+    (mm per axis) it needs, and what it paints. Voxels with field < -depth get each layer's tissue
+    (in order); `label` is set where field < 0 (None: labels untouched); `into` limits painting to
+    voxels of those tissues and `within` to voxels of that label; `lesion` counts it as a lesion."""
+
+    field: Field
+    box: tuple[tuple[float, float, float], tuple[float, float, float]]
+    layers: tuple[tuple[float, str], ...]
+    label: int | None = None
+    resolution: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    into: tuple[str, ...] = ()
+    within: int | None = None
+    lesion: bool = False
+
+
+def _box(centre: Sequence[float], reach: Sequence[float] | float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The box centre +- reach (mm)."""
+    c, r = np.asarray(centre, float), np.broadcast_to(np.asarray(reach, float), (3,))
+    return tuple(c - r), tuple(c + r)
+
+
+def _block(axes: Axes, box: tuple) -> tuple[slice, slice, slice] | None:
+    """The voxel index ranges of the grid inside the box; None if it misses the grid."""
+    block = []
+    for a, lo, hi in zip(axes, *box):
+        i, j = int(np.searchsorted(a, lo)), int(np.searchsorted(a, hi, side="right"))
+        if j <= i:
+            return None
+        block.append(slice(i, j))
+    return tuple(block)
+
+
+def _grid_axis(target: np.ndarray, spacing: float, resolution: float) -> np.ndarray:
+    """The axis to evaluate a field on: the target axis, or a coarser one spanning it (resolution mm)."""
+    if spacing >= 0.99 * resolution or len(target) < 3:
+        return target
+    n = int(np.ceil((target[-1] - target[0]) / resolution)) + 1
+    return np.linspace(target[0], target[-1], n, dtype=np.float32)
+
+
+def _resample(f: np.ndarray, src: np.ndarray, dst: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation of f along one axis from coordinates src (uniform, spanning dst) to dst."""
+    pos = (dst.astype(np.float64) - src[0]) * ((len(src) - 1) / (float(src[-1]) - float(src[0])))
+    i = np.minimum(pos.astype(np.intp), len(src) - 2)
+    w = (pos - i).astype(np.float32).reshape([-1 if k == axis else 1 for k in range(3)])
+    lo = np.take(f, i, axis=axis)
+    hi = np.take(f, i + 1, axis=axis)
+    hi -= lo
+    hi *= w
+    hi += lo
+    return hi
+
+
+def _evaluate(part: Part, target: Axes, spacing: Sequence[float]) -> np.ndarray:
+    """The part's field on the target grid, computed on its own (coarser) grid and upsampled."""
+    grid = tuple(_grid_axis(t, s, r) for t, s, r in zip(target, spacing, part.resolution))
+    f = np.broadcast_to(part.field(grid), tuple(len(g) for g in grid))
+    growth = [len(t) / len(g) for t, g in zip(target, grid)]
+    for axis in sorted(range(3), key=growth.__getitem__):
+        if grid[axis] is not target[axis]:
+            f = _resample(f, grid[axis], target[axis], axis)
+    return f
+
+
+def _tissue_mask(names: Sequence[str]) -> np.ndarray:
+    """A lookup table (256,) that is True for the codes of these tissues."""
+    lut = np.zeros(256, bool)
+    lut[[TISSUE[n] for n in names]] = True
+    return lut
+
+
+def _paint(tissue: np.ndarray, labels: np.ndarray, f: np.ndarray, part: Part) -> bool:
+    """Paint one part into tissue and label blocks (in place); whether it painted anything."""
+    inside = f < 0
+    if part.into:
+        inside &= _tissue_mask(part.into)[tissue]
+    if part.within is not None:
+        inside &= labels == part.within
+    for depth, name in part.layers:
+        tissue[inside & (f < -depth) if depth else inside] = TISSUE[name]
+    if part.label is not None:
+        labels[inside] = part.label
+    return bool(part.lesion and inside.any())
+
+
+def render(parts: Sequence[Part], geometry: Geometry) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tissue codes and labels (uint8, x y z) of the parts painted in order on the geometry's grid,
+    and the number of lesions that show in it."""
+    axes = geometry.axes()
+    tissue = np.full(geometry.shape, TISSUE["air"], np.uint8)
+    labels = np.zeros(geometry.shape, np.uint8)
+    lesions = 0
+    for part in parts:
+        block = _block(axes, part.box)
+        if block is not None:
+            f = _evaluate(part, tuple(a[s] for a, s in zip(axes, block)), geometry.spacing)
+            lesions += _paint(tissue[block], labels[block], f, part)
+    return tissue, labels, lesions
+
+
+# ------------------------------------------------------------------------------------ tubes
+
+@dataclass(frozen=True)
+class Tube:
+    """A tube along a polyline: points (n, 3) mm, radius (n,) mm at each, and a stretch of its cross
+    section along the world axes (the half-axis along axis k is radius * stretch[k])."""
+
+    points: np.ndarray
+    radii: np.ndarray
+    stretch: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+def spline_tube(points: Sequence[Sequence[float]], radii: Sequence[float], step: float = 4.0,
+                stretch: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Tube:
+    """A tube along the cubic spline through the points (mm), sampled about every step mm."""
+    p = np.asarray(points, float)
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
+    t = np.linspace(0.0, s[-1], max(int(s[-1] / step), 1) + 1)
+    curve = CubicSpline(s, p, axis=0)(t) if len(p) > 2 else p[0] + (p[-1] - p[0]) * (t / s[-1])[:, None]
+    return Tube(curve, np.interp(t, s, radii), stretch)
+
+
+def _capsule(axes: Axes, a: np.ndarray, b: np.ndarray, ra: float, rb: float, stretch: np.ndarray) -> np.ndarray:
+    """Signed distance (stretched mm) to the segment a-b with radius ra at a and rb at b."""
+    x, y, z = ((g - c) / s for g, c, s in zip(_open(axes), a, stretch))
+    e = (b - a) / stretch
+    t = np.clip((x * e[0] + y * e[1] + z * e[2]) / max(float(e @ e), 1e-9), 0.0, 1.0)
+    return np.sqrt((x - t * e[0]) ** 2 + (y - t * e[1]) ** 2 + (z - t * e[2]) ** 2) - (ra + t * (rb - ra))
+
+
+def _tube_field(axes: Axes, tubes: Sequence[Tube], pad: float = 0.0) -> np.ndarray:
+    """Distance to the nearest of the tubes, evaluated segment by segment within each one's box;
+    BIG_MM beyond pad mm (plus two grid steps) outside them."""
+    out = np.full(tuple(len(a) for a in axes), BIG_MM, np.float32)
+    step = max(float(a[1] - a[0]) if len(a) > 1 else 0.0 for a in axes)
+    for tube in tubes:
+        stretch = np.asarray(tube.stretch)
+        for k in range(len(tube.points) - 1):
+            a, b = tube.points[k], tube.points[k + 1]
+            reach = max(tube.radii[k], tube.radii[k + 1]) * stretch + pad + 2 * step
+            block = _block(axes, (np.minimum(a, b) - reach, np.maximum(a, b) + reach))
+            if block is not None:
+                sub = tuple(x[s] for x, s in zip(axes, block))
+                view = out[block]
+                np.minimum(view, _capsule(sub, a, b, tube.radii[k], tube.radii[k + 1], stretch), out=view)
+    return out
+
+
+def _tube_box(tubes: Sequence[Tube], pad: float = 0.0) -> tuple:
+    """The bounding box (mm) of tubes, padded."""
+    lo = np.min([t.points.min(0) - t.radii.max() * np.asarray(t.stretch) for t in tubes], axis=0) - pad - 3
+    hi = np.max([t.points.max(0) + t.radii.max() * np.asarray(t.stretch) for t in tubes], axis=0) + pad + 3
+    return tuple(lo), tuple(hi)
+
+
+def tube_part(tubes: Sequence[Tube], layers: tuple[tuple[float, str], ...], **kwargs) -> Part:
+    """A part made of tubes, evaluated on the scan's own grid."""
+    return Part(partial(_tube_field, tubes=tuple(tubes)), _tube_box(tubes), layers,
+                resolution=(0.0, 0.0, 0.0), **kwargs)
+
+
+def _lobulated_tube_field(axes: Axes, tube: Tube, lobes: SmoothField, amplitude: float) -> np.ndarray:
+    """A tube whose surface is moved by amplitude mm times a smooth random field."""
+    return _tube_field(axes, (tube,), pad=2 * amplitude) + amplitude * field_on(lobes, axes)
+
+
+# ------------------------------------------------------------------------------------ trunk
+
+@dataclass(frozen=True)
+class Body:
+    """The trunk. The outer surface of the muscle wall ('core') is an ellipse of half-axes a, b (mm)
+    centred at (0, yc), its radius scaled by 1 + sum_m cos[m](z) cos(m t) + sin[m](z) sin(m t) (t: the
+    elliptic angle; coefficients linear in z between knots). Outside it lie fat * (1 + fat_tilt *
+    sin t) mm of fat and skin mm of skin, the back flattened at y = back; inside it muscle mm of
+    muscle, plus rectus mm over the rectus bellies."""
+
+    a: float
+    b: float
+    yc: float
+    knots: np.ndarray
+    cos: np.ndarray
+    sin: np.ndarray
+    fat: float
+    fat_tilt: float
+    skin: float
+    muscle: float
+    rectus: float
+    back: float
+
+
+def _shape_scale(body: Body, t: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The Fourier scale of the core radius at elliptic angle t (rad) and height z (mm), broadcast."""
+    scale = 1.0
+    for m in range(body.cos.shape[1]):
+        cm = np.interp(z, body.knots, body.cos[:, m]).astype(np.float32)
+        sm = np.interp(z, body.knots, body.sin[:, m]).astype(np.float32)
+        scale = scale + cm * np.cos(m * t) + sm * np.sin(m * t)
+    return scale
+
+
+def _core(axes: Axes, body: Body) -> tuple[np.ndarray, np.ndarray]:
+    """Elliptic angle t (rad, shape (nx, ny, 1)) and the radial signed distance (mm) to the core."""
+    x, y, _ = _open(axes)
+    t = np.arctan2((y - body.yc) / body.b, x / body.a)
+    reach = np.hypot(body.a * np.cos(t), body.b * np.sin(t)) * _shape_scale(body, t, axes[2][None, None, :])
+    return t, np.hypot(x, y - body.yc) - reach
+
+
+def _skin_field(axes: Axes, body: Body) -> np.ndarray:
+    """The outer surface of the body (mm), its back flattened against the table."""
+    t, d = _core(axes, body)
+    fat = np.maximum(body.fat * (1.0 + body.fat_tilt * np.sin(t)), 3.0)
+    return _smax(d - fat - body.skin, body.back - _open(axes)[1], 10.0)
+
+
+def _wall_field(axes: Axes, body: Body) -> np.ndarray:
+    """The outer surface of the muscle wall (mm)."""
+    return _core(axes, body)[1]
+
+
+def _cavity_field(axes: Axes, body: Body) -> np.ndarray:
+    """The inner surface of the muscle wall (mm): the abdominal and thoracic cavity."""
+    t, d = _core(axes, body)
+    rectus = body.rectus * np.exp(-(((np.abs(t - np.pi / 2) - 0.25) / 0.12) ** 2))
+    return d + body.muscle + rectus
+
+
+def _wall_planes_field(axes: Axes, body: Body, top: float) -> np.ndarray:
+    """Two thin fat planes (mm) splitting the lateral muscle wall below z = top into the external
+    oblique, internal oblique and transversus muscles."""
+    t, d = _core(axes, body)
+    planes = np.minimum(np.abs(d + body.muscle / 3), np.abs(d + 2 * body.muscle / 3)) - 0.8
+    lateral = (np.abs(np.sin(t)) - 0.75) * 40.0
+    return np.maximum(np.maximum(planes, lateral), axes[2][None, None, :] - top)
+
+
+def _retroperitoneum_field(axes: Axes, body: Body) -> np.ndarray:
+    """The cavity behind the peritoneum (mm)."""
+    x, y, z = _open(axes)
+    (z0, z1), (a0, a1), b = RETROPERITONEUM
+    back = np.interp(z, (z0, z1), (a0, a1)).astype(np.float32)
+    return np.maximum(_cavity_field(axes, body), y - (back - x ** 2 / b))
+
+
+def _core_point(body: Body, t: np.ndarray, z: np.ndarray, inset: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points (x, y mm) inset mm inside the core at elliptic angles t (rad) and heights z (mm)."""
+    reach = np.hypot(body.a * np.cos(t), body.b * np.sin(t)) * _shape_scale(body, t, z) - inset
+    angle = np.arctan2(body.b * np.sin(t), body.a * np.cos(t))
+    return reach * np.cos(angle), body.yc + reach * np.sin(angle)
+
+
+def _draw_body(rng: np.random.Generator) -> Body:
+    """A trunk: width, depth and shape along z, fat (5-40 mm, some thin, some obese), muscle."""
+    a, b = rng.uniform(132.0, 155.0), rng.uniform(88.0, 106.0)
+    knots = np.arange(-500.0, 501.0, 100.0)
+    sd = np.array([0.03, 0.012, 0.03, 0.015, 0.01])
+    cos = rng.normal(0.0, sd, (len(knots), 5))
+    sin = rng.normal(0.0, sd, (len(knots), 5)) * (np.arange(5) > 0)
+    fat = 5.0 + 35.0 * rng.beta(1.3, 1.8)
+    tilt = rng.uniform(-0.15, 0.45)
+    skin = rng.uniform(1.5, 2.5)
+    yc = b - SPINE_TO_BACK_MM - rng.uniform(0.0, 6.0)
+    back = yc - b - fat * (1.0 - tilt) - skin + rng.uniform(1.0, 4.0)
+    return Body(a, b, yc, knots, cos, sin, fat, tilt, skin, rng.uniform(8.0, 13.0), rng.uniform(3.0, 8.0), back)
+
+
+def _body_parts(body: Body, diaphragm: Diaphragm) -> list[Part]:
+    """Skin and subcutaneous fat, the muscle wall (in three layers at the sides of the abdomen),
+    the cavity (visceral fat) and the retroperitoneum."""
+    reach = (body.a + 2 * body.fat + 30.0, body.b + 2 * body.fat + 30.0, 600.0)
+    box = _box((0.0, body.yc, 0.0), reach)
+    coarse = (2.0, 2.0, 8.0)
+    return [Part(partial(_skin_field, body=body), box, ((0.0, "skin"), (body.skin, "fat")), resolution=coarse),
+            Part(partial(_wall_field, body=body), box, ((0.0, "muscle"),), resolution=coarse),
+            Part(partial(_wall_planes_field, body=body, top=diaphragm.floor), box, ((0.0, "fat"),),
+                 resolution=(1.0, 1.0, 8.0), into=("muscle",)),
+            Part(partial(_cavity_field, body=body), box, ((0.0, "visceral fat"),), resolution=coarse),
+            Part(partial(_retroperitoneum_field, body=body), box, ((0.0, "retroperitoneal fat"),),
+                 resolution=coarse, into=("visceral fat",))]
+
+
+def _table_field(axes: Axes, y_top: float, thickness: float, curvature: float, half_width: float) -> np.ndarray:
+    """A curved plate under the patient (mm): its top at y_top on the midline, rising to the sides."""
+    x, y, _ = _open(axes)
+    centre = y_top - thickness / 2 + x ** 2 * curvature
+    return np.maximum(np.abs(y - centre) - thickness / 2, np.abs(x) - half_width)
+
+
+def _table_part(rng: np.random.Generator, body: Body) -> list[Part]:
+    """The scanner table under the back (in 80 % of cases)."""
+    if rng.random() > 0.8:
+        return []
+    y_top = body.back - rng.uniform(0.0, 4.0)
+    thickness, curvature, half_width = rng.uniform(4.0, 9.0), rng.uniform(0.0003, 0.0009), rng.uniform(200.0, 240.0)
+    field = partial(_table_field, y_top=y_top, thickness=thickness, curvature=curvature, half_width=half_width)
+    box = ((-half_width, y_top - thickness - 1, -600.0), (half_width, y_top + half_width ** 2 * curvature, 600.0))
+    return [Part(field, box, ((0.0, "table"),), resolution=(1.0, 0.5, 50.0), into=("air",))]
+
+
+# ------------------------------------------------------------------------------------ chest
+
+@dataclass(frozen=True)
+class Diaphragm:
+    """Three paraboloid caps: the right and left domes and the central tendon under the heart, each
+    (x, y, z) of its apex (mm); fall: mm the domes fall over 70 mm from their apex (sideways and
+    backwards; they fall less towards the front, where the diaphragm meets the costal margin);
+    nowhere lower than floor (mm), the bottom of the posterior recesses."""
+
+    right: tuple[float, float, float]
+    left: tuple[float, float, float]
+    centre: tuple[float, float, float]
+    fall: float
+    floor: float
+
+
+def _diaphragm_z(d: Diaphragm, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Height (mm) of the diaphragm above (x, y)."""
+    def cap(apex: tuple[float, float, float], wx: float, wy: float) -> np.ndarray:
+        wy = np.where(y > apex[1], 1.6 * wy, wy)
+        return apex[2] - d.fall * (((x - apex[0]) / wx) ** 2 + ((y - apex[1]) / wy) ** 2)
+    domes = np.maximum(np.maximum(cap(d.right, 70.0, 70.0), cap(d.left, 70.0, 70.0)), cap(d.centre, 90.0, 60.0))
+    return np.maximum(domes, d.floor)
+
+
+def _draw_diaphragm(rng: np.random.Generator, spine: Spine) -> Diaphragm:
+    """Domes at a random height (breathing), the left 10-25 mm below the right; the posterior
+    recesses down to about T12/L1."""
+    right = DOME_MM + rng.normal(0.0, 12.0)
+    return Diaphragm((70.0 + rng.normal(0, 8), rng.normal(0, 8), right),
+                     (-70.0 + rng.normal(0, 8), rng.normal(0, 8), right - rng.uniform(10.0, 25.0)),
+                     (-5.0, 40.0, right - rng.uniform(20.0, 35.0)), rng.uniform(60.0, 80.0),
+                     spine.z0 + rng.uniform(0.7, 1.5) * spine.pitch)
+
+
+def _lung_field(axes: Axes, body: Body, diaphragm: Diaphragm) -> np.ndarray:
+    """The cavity above the diaphragm (mm)."""
+    x, y, z = _open(axes)
+    return np.maximum(_cavity_field(axes, body), _diaphragm_z(diaphragm, x, y) - z)
+
+
+def _mediastinum_field(axes: Axes, diaphragm: Diaphragm) -> np.ndarray:
+    """The mediastinum above the diaphragm (mm): between the lungs, in front of the spine."""
+    x, y, z = _open(axes)
+    return np.maximum(_ellipse(x + 15.0, y - 30.0, 75.0, 70.0), _diaphragm_z(diaphragm, x, y) - z)
+
+
+def _heart_field(axes: Axes, centre: np.ndarray, rotation: np.ndarray, radii: np.ndarray,
+                 diaphragm: Diaphragm) -> np.ndarray:
+    """The heart (mm): an ellipsoid resting on the diaphragm."""
+    x, y, z = _open(axes)
+    q = _rotated(axes, centre, rotation)
+    return np.maximum(_ellipsoid(q, (0.0, 0.0, 0.0), radii), _diaphragm_z(diaphragm, x, y) + 1.0 - z)
+
+
+def _chest_parts(rng: np.random.Generator, body: Body, diaphragm: Diaphragm) -> list[Part]:
+    """Lung bases (with the diaphragm's muscle under them), mediastinal fat and the heart."""
+    lungs = Part(partial(_lung_field, body=body, diaphragm=diaphragm),
+                 ((-body.a, body.yc - body.b, diaphragm.floor), (body.a, body.yc + body.b, 600.0)),
+                 ((0.0, "muscle"), (4.0, "lung")), resolution=(2.0, 2.0, 2.0))
+    mediastinum = Part(partial(_mediastinum_field, diaphragm=diaphragm),
+                       ((-90.0, -40.0, diaphragm.centre[2] - 60), (60.0, 100.0, 600.0)), ((0.0, "fat"),))
+    centre = np.array([-25.0, 45.0, diaphragm.centre[2] + 45.0]) + rng.normal(0.0, 5.0, 3)
+    radii = np.array([65.0, 50.0, 50.0]) * rng.uniform(0.9, 1.1)
+    rotation = _rotation((0.0, 0.0, np.radians(-30.0 + rng.normal(0.0, 8.0))))
+    heart = Part(partial(_heart_field, centre=centre, rotation=rotation, radii=radii, diaphragm=diaphragm),
+                 _box(centre, radii.max() + 5.0), ((0.0, "myocardium"), (9.0, "blood")), label=0)
+    return [lungs, mediastinum, heart]
+
+
+# ------------------------------------------------------------------------------------ muscles
+
+@dataclass(frozen=True)
+class Column:
+    """A structure along z with an elliptic cross-section: at heights z (mm, increasing) its centre
+    (x, y) and half-axes (rx, ry), linear in between; nothing beyond the first and last z."""
+
+    z: tuple[float, ...]
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    rx: tuple[float, ...]
+    ry: tuple[float, ...]
+
+
+def _column_field(axes: Axes, column: Column) -> np.ndarray:
+    """Signed distance (mm) to a column."""
+    x, y, _ = _open(axes)
+    z = axes[2]
+    cx, cy, rx, ry = (np.interp(z, column.z, v).astype(np.float32)[None, None, :]
+                      for v in (column.x, column.y, column.rx, column.ry))
+    ends = np.maximum(column.z[0] - z, z - column.z[-1])[None, None, :]
+    return np.maximum(_ellipse(x - cx, y - cy, rx, ry), ends)
+
+
+def _column_part(column: Column, layers: tuple[tuple[float, str], ...], **kwargs) -> Part:
+    """A part made of one column."""
+    lo = (min(column.x) - max(column.rx) - 2, min(column.y) - max(column.ry) - 2, column.z[0])
+    hi = (max(column.x) + max(column.rx) + 2, max(column.y) + max(column.ry) + 2, column.z[-1])
+    return Part(partial(_column_field, column=column), (lo, hi), layers, resolution=(1.5, 1.5, 4.0), **kwargs)
+
+
+def _paraspinal_field(axes: Axes, spine: Spine, body: Body, size: float) -> np.ndarray:
+    """The erector spinae and multifidus (mm): one mass behind the spine, widest in the lumbar
+    region, inside the muscle wall."""
+    x, y, _ = _open(axes)
+    z = axes[2]
+    levels = spine.z0 + spine.pitch * np.array([-6.0, -2.0, 0.0, 4.0])
+    width, depth = ((size * np.interp(z, levels, v)).astype(np.float32)[None, None, :]
+                    for v in ((42.0, 55.0, 52.0, 44.0), (34.0, 38.0, 36.0, 30.0)))
+    ys = _spine_y(spine, z).astype(np.float32)[None, None, :]
+    return np.maximum(_ellipse(x, y - ys + 22.0 + depth, width, depth), _wall_field(axes, body))
+
+
+def _muscle_parts(rng: np.random.Generator, spine: Spine, body: Body) -> list[Part]:
+    """Erector spinae, and on both sides psoas (growing towards the pelvis) and quadratus lumborum."""
+    z0, p = spine.z0, spine.pitch
+    size = rng.uniform(0.8, 1.2)
+    parts = [Part(partial(_paraspinal_field, spine=spine, body=body, size=size),
+                  ((-80.0, -160.0, -600.0), (80.0, 20.0, 600.0)), ((0.0, "muscle"),), resolution=(1.5, 1.5, 4.0))]
+    for side in (1.0, -1.0):
+        zs = (z0 + 1.5 * p, z0, z0 - 2.2 * p, z0 - 4.5 * p, z0 - 7.0 * p)
+        ys = [float(_spine_y(spine, z)) for z in zs]
+        psoas = Column(zs[::-1], tuple(side * v for v in (30.0, 38.0, 46.0, 54.0, 60.0))[::-1],
+                       tuple(y + d for y, d in zip(ys, (-2.0, 0.0, 3.0, 10.0, 18.0)))[::-1],
+                       tuple(size * v for v in (6.0, 13.0, 19.0, 23.0, 21.0))[::-1],
+                       tuple(size * v for v in (5.0, 11.0, 16.0, 20.0, 20.0))[::-1])
+        zq = (z0 - 3.3 * p, z0 - 0.5 * p, z0 + 1.4 * p)
+        quadratus = Column(zq, (side * 70.0, side * 65.0, side * 55.0), (-42.0, -40.0, -35.0),
+                           (14.0 * size, 16.0 * size, 8.0), (8.0, 9.0, 6.0))
+        parts += [_column_part(m, ((0.0, "muscle"),)) for m in (quadratus, psoas)]
+    return parts
+
+
+# ------------------------------------------------------------------------------------ skeleton
+
+@dataclass(frozen=True)
+class Spine:
+    """Vertebrae stacked along z: level k (0: L1, 1: T12, -1: L2 ...) centred at z0 + (k + 0.5) * pitch;
+    discs of disc mm; the column's centre at y = _spine_y; canal radius mm."""
+
+    z0: float
+    pitch: float
+    disc: float
+    lordosis: float
+    canal: float
+
+
+def _spine_y(spine: Spine, z: np.ndarray | float) -> np.ndarray:
+    """y (mm) of the vertebral bodies' centre: a lumbar lordosis, the sacrum tilting back."""
+    sacrum = spine.z0 - 4.5 * spine.pitch
+    lordosis = spine.lordosis * np.exp(-(((z - (spine.z0 - 2.0 * spine.pitch)) / (2.5 * spine.pitch)) ** 2))
+    return lordosis - 0.55 * np.maximum(sacrum - z, 0.0)
+
+
+def _vertebra_size(spine: Spine, z: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Half-width and half-depth (mm) of the vertebral bodies: larger down to the sacrum."""
+    levels = spine.z0 + spine.pitch * np.array([-6.0, -4.6, -2.0, 0.0, 3.0, 8.0])
+    return (np.interp(z, levels, (42.0, 26.0, 25.0, 22.0, 19.0, 16.0)),
+            np.interp(z, levels, (16.0, 17.0, 17.0, 16.0, 14.0, 13.0)))
+
+
+def _level_z(spine: Spine, z: np.ndarray) -> np.ndarray:
+    """z (mm) relative to the centre of the nearest vertebra."""
+    return (z - spine.z0) % spine.pitch - spine.pitch / 2
+
+
+def _canal_y(spine: Spine, z: np.ndarray) -> np.ndarray:
+    """y (mm) of the spinal canal's centre."""
+    return _spine_y(spine, z) - 0.75 * _vertebra_size(spine, z)[1] - spine.canal - 1.0
+
+
+def _vertebral_section(axes: Axes, spine: Spine) -> np.ndarray:
+    """The cross-section of the vertebral bodies (mm), flat at the back, at every z."""
+    x, y, _ = _open(axes)
+    z = axes[2]
+    w, d = (v.astype(np.float32)[None, None, :] for v in _vertebra_size(spine, z))
+    ys = _spine_y(spine, z).astype(np.float32)[None, None, :]
+    return _smax(_ellipse(x, y - ys, w, d), ys - 0.75 * d - y, 3.0)
+
+
+def _spine_zone(axes: Axes, spine: Spine) -> np.ndarray:
+    """Where organs must not reach (mm): the vertebral bodies plus 6 mm and the paravertebral
+    space behind them."""
+    x, y, _ = _open(axes)
+    ys = _spine_y(spine, axes[2]).astype(np.float32)[None, None, :]
+    return _smin(_vertebral_section(axes, spine) - 6.0, _ellipse(x, y - ys + 45.0, 48.0, 50.0), 6.0)
+
+
+def _vertebral_bodies_field(axes: Axes, spine: Spine) -> np.ndarray:
+    """Vertebral bodies (mm): the cross-section cut into levels by the discs."""
+    height = np.abs(_level_z(spine, axes[2])) - (spine.pitch - spine.disc) / 2
+    return _smax(_vertebral_section(axes, spine), height.astype(np.float32)[None, None, :], 1.5)
+
+
+def _arch_field(axes: Axes, spine: Spine) -> np.ndarray:
+    """Vertebral arches (mm): a 5 mm ring around the canal at each level."""
+    x, y, _ = _open(axes)
+    z = axes[2]
+    r = np.hypot(x, y - _canal_y(spine, z).astype(np.float32)[None, None, :])
+    height = np.abs(_level_z(spine, z)) - (spine.pitch - spine.disc) / 2 + 2.0
+    return _smax(np.abs(r - spine.canal - 2.5) - 2.5, height.astype(np.float32)[None, None, :], 1.5)
+
+
+def _canal_field(axes: Axes, spine: Spine) -> np.ndarray:
+    """The spinal canal (mm)."""
+    x, y, _ = _open(axes)
+    return np.hypot(x, y - _canal_y(spine, axes[2]).astype(np.float32)[None, None, :]) - spine.canal
+
+
+def _draw_spine(rng: np.random.Generator) -> Spine:
+    """Vertebral pitch, disc height, lordosis and canal of one patient."""
+    return Spine(rng.normal(0.0, 8.0), rng.uniform(33.0, 38.0), rng.uniform(7.0, 10.0),
+                 rng.uniform(3.0, 12.0), rng.uniform(8.0, 10.5))
+
+
+def _level_centre(spine: Spine, k: int) -> float:
+    """z (mm) of the centre of vertebra k."""
+    return spine.z0 + (k + 0.5) * spine.pitch
+
+
+def _process_tubes(spine: Spine) -> tuple[list[Tube], list[Tube]]:
+    """Spinous processes (pointing back and down) and transverse processes (long in the lumbar
+    spine) of the levels from the sacrum to T4."""
+    spinous, transverse = [], []
+    for k in range(-5, 10):
+        zc = _level_centre(spine, k)
+        yk = float(_canal_y(spine, zc))
+        back = yk - spine.canal - 3.0
+        fall = 10.0 if k <= 0 else 20.0
+        spinous.append(Tube(np.array([[0.0, back, zc], [0.0, back - 28.0, zc - fall]]), np.array([5.0, 4.0]),
+                            (0.6, 1.0, 1.5)))
+        length = 26.0 if -4 <= k <= 0 else 14.0
+        for side in (1.0, -1.0):
+            root = [side * (spine.canal + 3.0), yk, zc]
+            tip = [side * (spine.canal + 3.0 + length), yk - 6.0, zc]
+            transverse.append(Tube(np.array([root, tip]), np.array([4.5, 3.5]), (1.0, 0.8, 1.3)))
+    return spinous, transverse
+
+
+def _spine_parts(spine: Spine) -> list[Part]:
+    """Discs, vertebral bodies, arches, canal and processes."""
+    bone = ((0.0, "cortical bone"), (1.5, "cancellous bone"))
+    fine = (1.0, 1.0, 1.0)
+    column_box = ((-48.0, -70.0, -600.0), (48.0, 40.0, 600.0))
+    canal_box = ((-22.0, -80.0, -600.0), (22.0, 0.0, 600.0))
+    spinous, transverse = _process_tubes(spine)
+    return [Part(partial(_vertebral_section, spine=spine), column_box, ((0.0, "disc"),), resolution=fine),
+            Part(partial(_vertebral_bodies_field, spine=spine), column_box, bone, resolution=fine),
+            Part(partial(_arch_field, spine=spine), canal_box, bone, resolution=fine),
+            tube_part(spinous, bone), tube_part(transverse, bone),
+            Part(partial(_canal_field, spine=spine), canal_box, ((0.0, "csf"),), resolution=fine)]
+
+
+def _rib_tubes(body: Body, spine: Spine, rng: np.random.Generator) -> list[tuple[Tube, Tube | None]]:
+    """Ribs 12 to 7 on both sides, each with its costal cartilage (None for floating ribs): from the
+    vertebra along the inside of the muscle wall, falling towards the front."""
+    ribs = []
+    inset = body.muscle / 2 + 1.0
+    for k, (end, cartilage_end, fall, rise) in enumerate(RIBS, start=1):
+        zc = _level_centre(spine, k)
+        w = float(_vertebra_size(spine, zc)[0])
+        fall *= rng.uniform(0.85, 1.15)
+        for side in (1.0, -1.0):
+            t = np.linspace(RIB_START, end, 10)
+            z = zc - 8.0 - fall * ((t - RIB_START) / (end - RIB_START)) ** 1.3
+            x, y = _core_point(body, t if side > 0 else np.pi - t, z, inset)
+            head = [[side * (w + 2.0), float(_spine_y(spine, zc)) - 4.0, zc],
+                    [side * (spine.canal + 20.0), float(_canal_y(spine, zc)) - 4.0, zc - 3.0]]
+            rib = spline_tube(np.concatenate([head, np.stack([x, y, z], axis=1)]), [3.5] * (len(t) + 2),
+                              step=5.0, stretch=(1.0, 1.0, 1.5))
+            cartilage = None
+            if cartilage_end is not None:
+                tc = np.linspace(end, cartilage_end, 6)
+                zk = z[-1] + rise * (tc - end) / (cartilage_end - end)
+                xk, yk = _core_point(body, tc if side > 0 else np.pi - tc, zk, inset)
+                cartilage = spline_tube(np.stack([xk, yk, zk], axis=1), [4.5] * len(tc), step=5.0,
+                                        stretch=(1.0, 1.0, 1.4))
+            ribs.append((rib, cartilage))
+    return ribs
+
+
+def _rib_parts(body: Body, spine: Spine, rng: np.random.Generator) -> list[Part]:
+    """Ribs (cortical shell, marrow) and their cartilages, one part each."""
+    parts = []
+    for rib, cartilage in _rib_tubes(body, spine, rng):
+        parts.append(tube_part([rib], ((0.0, "cortical bone"), (1.2, "cancellous bone"))))
+        if cartilage is not None:
+            parts.append(tube_part([cartilage], ((0.0, "cartilage"),)))
+    return parts
+
+
+def _iliac_field(axes: Axes, side: float, crest: float, radius: float, flare: float, thickness: float,
+                 body: Body) -> np.ndarray:
+    """One iliac wing (mm): a curved plate flaring outwards from the acetabulum up to the crest (part
+    of an elliptic cone around (side * 45, -5) mm, its radius growing by `flare` mm per mm of height
+    to `radius` mm at the crest), open anteromedially, inside the muscle wall."""
+    x, y, z = _open(axes)
+    dx, dy = side * (x - side * 45.0), y + 5.0
+    r = radius - flare * (crest - z)
+    shell = np.abs(np.hypot(dx, dy / 0.7) - r) - thickness / 2
+    angle = np.arctan2(dy, dx)
+    wedge = np.maximum(angle - 0.9, -1.75 - angle) * 60.0
+    return np.maximum(np.maximum(shell, wedge), np.maximum(z - crest, _wall_field(axes, body) + 4.0))
+
+
+def _pelvis_parts(rng: np.random.Generator, body: Body, spine: Spine) -> list[Part]:
+    """Iliac wings, each with the iliacus muscle lining its fossa."""
+    crest = spine.z0 - 3.5 * spine.pitch + rng.normal(0.0, 8.0)
+    radius, flare = rng.uniform(80.0, 95.0), rng.uniform(0.3, 0.4)
+    thickness = rng.uniform(6.0, 9.0)
+    parts = []
+    for side in (1.0, -1.0):
+        box = ((side * 45.0 - radius - 10, -5.0 - 0.7 * radius - 10, crest - 200.0),
+               (side * 45.0 + radius + 10, -5.0 + 0.7 * radius + 10, crest + 1.0))
+        wing = partial(_iliac_field, side=side, crest=crest, flare=flare, body=body)
+        parts += [Part(partial(wing, radius=radius - 12.0, thickness=24.0), box, ((0.0, "muscle"),),
+                       resolution=(1.5, 1.5, 3.0)),
+                  Part(partial(wing, radius=radius, thickness=thickness), box,
+                       ((0.0, "cortical bone"), (2.0, "cancellous bone")), resolution=(1.0, 1.0, 2.0))]
+    return parts
+
+
+# ------------------------------------------------------------------------------------ organs
+
+@dataclass(frozen=True)
+class Frame:
+    """An organ's pose and shape variation: centre (mm), rotation (columns: local axes in the
+    world), size factors along the local axes, a smooth displacement field (warp_mm * unit field,
+    3 components) and a lobulation field (lobes_mm * unit field, added to the distance)."""
+
+    centre: np.ndarray
+    rotation: np.ndarray
+    size: np.ndarray
+    warp: SmoothField
+    warp_mm: float
+    lobes: SmoothField
+    lobes_mm: float
+
+    def to_world(self, local: Sequence[Sequence[float]]) -> np.ndarray:
+        """World points (n, 3) mm of points (n, 3) in the organ's local (unscaled) coordinates."""
+        return self.centre + (np.asarray(local, float) * self.size) @ self.rotation.T
+
+    def box(self, lo: Sequence[float], hi: Sequence[float], margin: float) -> tuple:
+        """The world box (mm) around the local box lo..hi, plus the warp, lobulation and margin mm."""
+        corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
+        world = self.to_world(corners)
+        pad = 3.0 * (self.warp_mm + self.lobes_mm) + margin
+        return tuple(world.min(0) - pad), tuple(world.max(0) + pad)
+
+
+def _draw_frame(rng: np.random.Generator, centre: Sequence[float], basis: np.ndarray, reach: float, *,
+                shift_mm: float = 8.0, angle_deg: float = 8.0, size_sd: float = 0.07, axis_sd: float = 0.05,
+                warp_mm: float = 5.0, lobe_step: float = 15.0, lobes_mm: float = 2.5) -> Frame:
+    """A random pose, size and shape variation around a nominal centre (mm) and orientation."""
+    c = np.asarray(centre, float) + rng.normal(0.0, shift_mm, 3)
+    rotation = _rotation(np.radians(rng.normal(0.0, angle_deg, 3))) @ basis
+    size = np.clip(rng.normal(1.0, size_sd) * rng.normal(1.0, axis_sd, 3), 0.8, 1.22)
+    lo, hi = c - reach, c + reach
+    warp = draw_field(rng, lo, hi, reach / 2.5, components=3)
+    return Frame(c, rotation, size, warp, warp_mm, draw_field(rng, lo, hi, lobe_step), lobes_mm)
+
+
+def _lobes_box(frame: Frame, lobes: Sequence[tuple]) -> tuple:
+    """The world box (mm) of an organ made of (centre, half-axes, taper) lobes in its frame."""
+    lo = np.min([np.subtract(c, r) for c, r, _ in lobes], axis=0)
+    hi = np.max([np.add(c, r) for c, r, _ in lobes], axis=0)
+    return frame.box(lo, hi, 5.0)
+
+
+def _rotated(axes: Axes, centre: Sequence[float], rotation: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Local coordinates (mm) of the grid points in a frame with this centre and rotation."""
+    p = [g - c for g, c in zip(_open(axes), centre)]
+    return tuple(p[0] * rotation[0, i] + p[1] * rotation[1, i] + p[2] * rotation[2, i] for i in range(3))
+
+
+def _local(axes: Axes, frame: Frame) -> tuple[np.ndarray, ...]:
+    """An organ's local coordinates (mm, divided by its size) of the grid points, displaced by its warp."""
+    u = frame.warp_mm * field_on(frame.warp, axes)
+    p = [g - c - ui for g, c, ui in zip(_open(axes), frame.centre, u)]
+    r = frame.rotation
+    return tuple((p[0] * r[0, i] + p[1] * r[1, i] + p[2] * r[2, i]) / frame.size[i] for i in range(3))
+
+
+def _lobulation(axes: Axes, frame: Frame) -> np.ndarray:
+    """The lobulation (mm) added to an organ's distance."""
+    return frame.lobes_mm * field_on(frame.lobes, axes)
+
+
+def _kidney_field(axes: Axes, frame: Frame) -> np.ndarray:
+    """A kidney (mm): a bean whose hilum (local +x) is notched."""
+    q = _local(axes, frame)
+    rw, rt, rl = KIDNEY_RADII
+    notch = _ellipsoid(q, (1.0 * rw, 0.0, 0.0), (0.38 * rw, 0.45 * rt, 0.35 * rl))
+    return _smax(_ellipsoid(q, (0.0, 0.0, 0.0), KIDNEY_RADII), -notch, 4.0) + _lobulation(axes, frame)
+
+
+def _renal_sinus_field(axes: Axes, frame: Frame) -> np.ndarray:
+    """The renal sinus (mm): fat around the pelvis, opening at the hilum."""
+    rw, rt, rl = KIDNEY_RADII
+    return _ellipsoid(_local(axes, frame), (0.45 * rw, 0.0, 0.0), (0.45 * rw, 0.36 * rt, 0.55 * rl))
+
+
+def _renal_pelvis_field(axes: Axes, frame: Frame) -> np.ndarray:
+    """The renal pelvis (mm), in the sinus towards the hilum."""
+    rw, rt, rl = KIDNEY_RADII
+    return _ellipsoid(_local(axes, frame), (0.6 * rw, 0.0, -0.1 * rl), (0.3 * rw, 0.28 * rt, 0.3 * rl))
+
+
+def _medulla_field(axes: Axes, frame: Frame, offset: float) -> np.ndarray:
+    """Medullary pyramids (mm): under the cortex, outside the sinus, split by columns of Bertin."""
+    q = _local(axes, frame)
+    rw, rt, rl = KIDNEY_RADII
+    depth = _ellipsoid(q, (0.0, 0.0, 0.0), KIDNEY_RADII) + KIDNEY_CORTEX_MM
+    sinus = 2.0 - _ellipsoid(q, (0.45 * rw, 0.0, 0.0), (0.45 * rw, 0.36 * rt, 0.55 * rl))
+    columns = 5.0 * (0.1 - np.cos(2 * np.pi * q[2] / 26.0 + offset) * np.cos(3 * np.arctan2(q[1], q[0]) + offset))
+    return np.maximum(np.maximum(depth, sinus), columns)
+
+
+def _kidney_frame(rng: np.random.Generator, side: float, breath: float) -> Frame:
+    """A kidney's pose: long axis tilted (upper pole medial and posterior), hilum anteromedial."""
+    angle = np.radians(rng.uniform(28.0, 45.0))
+    hilum = (-side * np.cos(angle), np.sin(angle), 0.0)
+    basis = _basis_from(hilum, (-side * 0.2, -0.15, 1.0))
+    centre = np.asarray(KIDNEY_CENTRE[side]) + (0.0, 0.0, 0.6 * breath)
+    return _draw_frame(rng, centre, basis, 90.0, shift_mm=6.0, size_sd=0.05, warp_mm=3.0, lobe_step=20.0,
+                       lobes_mm=1.0)
+
+
+def _kidney_parts(rng: np.random.Generator, frame: Frame) -> list[Part]:
+    """A kidney: cortex (labelled), medulla, sinus fat and pelvis inside it."""
+    box = frame.box(np.negative(KIDNEY_RADII), KIDNEY_RADII, 5.0)
+    inside = dict(within=KIDNEY, resolution=(1.5, 1.5, 1.5))
+    return [Part(partial(_kidney_field, frame=frame), box, ((0.0, "kidney cortex"),), label=KIDNEY,
+                 resolution=(1.5, 1.5, 1.5)),
+            Part(partial(_medulla_field, frame=frame, offset=rng.uniform(0, 2 * np.pi)), box,
+                 ((0.0, "kidney medulla"),), **inside),
+            Part(partial(_renal_sinus_field, frame=frame), box, ((0.0, "fat"),), **inside),
+            Part(partial(_renal_pelvis_field, frame=frame), box, ((0.0, "urine"),), **inside)]
+
+
+def _kidney_hilum(frame: Frame) -> np.ndarray:
+    """World point (mm) of a kidney's hilum."""
+    return frame.to_world([[0.75 * KIDNEY_RADII[0], 0.0, 0.0]])[0]
+
+
+def _gallbladder_field(axes: Axes, frame: Frame, centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """The gallbladder (mm): an ellipsoid in the liver's frame, long axis tilted forward."""
+    q = _rotated(axes, frame.to_world([centre])[0], frame.rotation @ _rotation((np.radians(-40.0), 0.0, 0.0)))
+    return _ellipsoid(q, (0.0, 0.0, 0.0), radii)
+
+
+def _liver_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spine: Spine, kidney: Frame,
+                 gallbladder: Field | None) -> np.ndarray:
+    """The liver (mm): its lobes smoothly joined, inside the body wall, under the diaphragm, off the
+    spine, with the impressions of the right kidney and the gallbladder."""
+    q = _local(axes, frame)
+    f = None
+    for centre, radii, taper in LIVER_LOBES:
+        lobe = _ellipsoid(q, centre, radii, taper)
+        f = lobe if f is None else _smin(f, lobe, 12.0)
+    x, y, z = _open(axes)
+    f = _smax(f, _cavity_field(axes, body) + 1.0, 4.0)
+    f = np.maximum(f, z - _diaphragm_z(diaphragm, x, y))
+    f = _smax(f, -_spine_zone(axes, spine), 3.0)
+    f = _smax(f, 3.0 - _kidney_field(axes, kidney), 3.0)
+    if gallbladder is not None:
+        f = np.maximum(f, 1.5 - gallbladder(axes))
+    return f + _lobulation(axes, frame)
+
+
+def _spleen_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spine: Spine) -> np.ndarray:
+    """The spleen (mm): a crescent, its concave hilum facing the body's centre, against the wall."""
+    q = _local(axes, frame)
+    t, w, l = SPLEEN_RADII
+    f = _smax(_ellipsoid(q, (0.0, 0.0, 0.0), SPLEEN_RADII),
+              -_ellipsoid(q, (-1.4 * t, 0.0, 0.0), (1.1 * t, 0.85 * w, 0.8 * l)), 6.0)
+    x, y, z = _open(axes)
+    f = _smax(f, _cavity_field(axes, body) + 1.0, 4.0)
+    f = np.maximum(f, z - _diaphragm_z(diaphragm, x, y))
+    return _smax(f, -_spine_zone(axes, spine), 3.0) + _lobulation(axes, frame)
+
+
+def _spleen_frame(rng: np.random.Generator, breath: float) -> Frame:
+    """The spleen's pose: posterolateral on the left, long axis along the ribs (lower pole forward)."""
+    outward = (-np.cos(np.radians(24.0)), -np.sin(np.radians(24.0)), 0.0)
+    centre = np.asarray(SPLEEN_CENTRE) + (0.0, 0.0, 0.7 * breath)
+    frame = _draw_frame(rng, centre, _basis_from(outward, (0.1, -0.5, 1.0)), 110.0, size_sd=0.08,
+                        lobe_step=14.0, lobes_mm=3.0)
+    if rng.random() < 0.08:  # splenomegaly
+        return Frame(frame.centre, frame.rotation, frame.size * 1.35, frame.warp, frame.warp_mm, frame.lobes,
+                     frame.lobes_mm)
+    return frame
+
+
+def _pancreas(rng: np.random.Generator, breath: float) -> tuple[Tube, SmoothField, float]:
+    """The pancreas's centre line and thickness (a tube of elliptic cross-section, taller than
+    thick), its lobulation field and amplitude (mm)."""
+    points = np.asarray(PANCREAS_POINTS) + rng.normal(0.0, 4.0, (len(PANCREAS_POINTS), 3))
+    neck = points[2].copy()
+    points = neck + (points - neck) * rng.uniform(0.9, 1.1)
+    points += rng.normal(0.0, 6.0, 3) + (0.0, 0.0, 0.5 * breath)
+    radii = np.asarray(PANCREAS_RADII) * rng.uniform(0.85, 1.15) * rng.uniform(0.9, 1.1, len(PANCREAS_RADII))
+    tube = spline_tube(points, radii, step=3.0, stretch=(1.0, 1.0, rng.uniform(*PANCREAS_HEIGHT)))
+    lo, hi = _tube_box([tube], 10.0)
+    return tube, draw_field(rng, lo, hi, 5.0), rng.uniform(1.5, 2.5)
+
+
+def _splenic_vein(pancreas: Tube, confluence: np.ndarray, spleen: Frame) -> Tube:
+    """The splenic vein: from the splenic hilum along the back of the pancreas to the confluence."""
+    p = pancreas.points
+    tangent = np.gradient(p[:, :2], axis=0)
+    normal = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1)
+    normal *= np.sign(-normal[:, 1:2] + 1e-9) / np.linalg.norm(normal, axis=1, keepdims=True)  # posterior
+    behind = p.copy()
+    behind[:, :2] += normal * (pancreas.radii[:, None] + 4.0)
+    start = int(np.argmin(np.abs(p[:, 0] - confluence[0])))
+    hilum = spleen.to_world([[-0.9 * SPLEEN_RADII[0], 0.0, -0.2 * SPLEEN_RADII[2]]])[0]
+    path = np.concatenate([[confluence], behind[start + 2::4], [hilum]])
+    return spline_tube(path, np.linspace(5.0, 4.0, len(path)), step=4.0)
+
+
+# ------------------------------------------------------------------------------------ vessels
+
+def _aorta(spine: Spine, rng: np.random.Generator) -> tuple[Tube, list[Tube], np.ndarray]:
+    """Aorta (descending thoracic, then anterior-left of the spine down to the bifurcation), the
+    common and external iliac arteries, and the spine's front line y(z) used by the other vessels."""
+    p = spine.pitch
+    z = np.array([320.0, 220.0, 150.0, 90.0, 40.0, -10.0, -60.0]) + spine.z0
+    z = np.append(z, spine.z0 - 3.0 * p)
+    front = _spine_y(spine, z) + _vertebra_size(spine, z)[1]
+    r = np.array([13.0, 13.0, 12.5, 12.0, 11.0, 10.5, 10.0, 9.5]) * rng.uniform(0.85, 1.15)
+    x = np.array([-25.0, -24.0, -20.0, -15.0, -13.0, -11.0, -8.0, -4.0]) + rng.normal(0.0, 3.0)
+    y = front + r + np.array([-28.0, -22.0, -8.0, 1.0, 2.0, 2.0, 2.0, 2.0])
+    aorta = spline_tube(np.stack([x, y, z], axis=1), r, step=6.0)
+    bif = aorta.points[-1]
+    iliacs = [spline_tube([bif, [s * 25.0, bif[1] - 3, bif[2] - 40], [s * 50.0, bif[1] - 5, bif[2] - 95],
+                           [s * 65.0, bif[1] + 10, bif[2] - 160]], [8.0, 7.0, 6.5, 6.0], step=5.0)
+              for s in (1.0, -1.0)]
+    return aorta, iliacs, np.stack([z, front], axis=1)
+
+
+def _front(spine_front: np.ndarray, z: float) -> float:
+    """y (mm) of the front of the vertebral bodies at height z."""
+    return float(np.interp(z, spine_front[::-1, 0], spine_front[::-1, 1]))
+
+
+def _ivc(spine_front: np.ndarray, spine: Spine, liver: Frame, rng: np.random.Generator) -> tuple[Tube, list[Tube]]:
+    """The IVC (flattened, right of the aorta, through the back of the liver to the heart) and the
+    iliac veins."""
+    z = spine.z0 + np.array([-100.0, -60.0, -20.0, 20.0, 60.0, 100.0, 130.0, 165.0])
+    x = np.array([20.0, 22.0, 24.0, 26.0, 28.0, 25.0, 18.0, 10.0]) + rng.normal(0.0, 3.0)
+    y = np.array([_front(spine_front, v) for v in z]) + np.array([12.0, 13.0, 14.0, 16.0, 22.0, 28.0, 36.0, 45.0])
+    top = liver.to_world([HEPATIC_VEINS[0][0][0]])[0]
+    y[5], x[5] = 0.5 * (y[5] + top[1]), 0.5 * (x[5] + top[0])
+    ivc = spline_tube(np.stack([x, y, z], axis=1), np.full(len(z), 10.0), step=6.0, stretch=(1.3, 0.85, 1.0))
+    low = ivc.points[0]
+    iliacs = [spline_tube([low, [s * 35.0, low[1] - 6, low[2] - 45], [s * 55.0, low[1] - 8, low[2] - 100],
+                           [s * 62.0, low[1] + 5, low[2] - 150]], [9.0, 8.5, 8.0, 7.5], step=5.0)
+              for s in (1.0, -1.0)]
+    return ivc, iliacs
+
+
+def _nearest(tube: Tube, z: float) -> np.ndarray:
+    """The tube's centre-line point nearest to height z (mm)."""
+    return tube.points[int(np.argmin(np.abs(tube.points[:, 2] - z)))]
+
+
+def _renal_vessels(kidneys: Sequence[Frame], aorta: Tube, ivc: Tube) -> tuple[list[Tube], list[Tube]]:
+    """Renal veins (to the IVC; the left one crossing in front of the aorta, under the SMA) and
+    renal arteries (from the aorta; the right one behind the IVC)."""
+    veins, arteries = [], []
+    for frame in kidneys:
+        hilum = _kidney_hilum(frame)
+        to_ivc = _nearest(ivc, hilum[2] + 5.0)
+        if hilum[0] < 0:
+            in_front = _nearest(aorta, hilum[2] + 5.0) + (0.0, 16.0, 0.0)
+            vein = [hilum, 0.5 * (hilum + in_front), in_front, to_ivc]
+        else:
+            vein = [hilum, 0.5 * (hilum + to_ivc), to_ivc]
+        veins.append(spline_tube(vein, np.linspace(4.5, 6.0, len(vein))))
+        root = _nearest(aorta, hilum[2] + 12.0)
+        behind = 0.5 * (root + hilum) - (0.0, 10.0 if hilum[0] > 0 else 0.0, 0.0)
+        arteries.append(spline_tube([root, behind, hilum], [3.5, 3.0, 2.8]))
+    return veins, arteries
+
+
+def _mesenteric_vessels(aorta: Tube, confluence: np.ndarray, spleen: Frame) -> tuple[Tube, Tube, Tube]:
+    """The superior mesenteric artery and vein and the (tortuous) splenic artery from the celiac trunk."""
+    smv = spline_tube([confluence + (4.0, 4.0, -130.0), confluence + (4.0, 6.0, -60.0), confluence], [5.0, 5.5, 6.5])
+    sma_root = _nearest(aorta, confluence[2] - 5.0) + (3.0, 9.0, 0.0)
+    sma = spline_tube([sma_root, sma_root + (3.0, 20.0, -20.0), sma_root + (6.0, 26.0, -60.0),
+                       sma_root + (8.0, 26.0, -130.0)], [4.5, 4.0, 3.5, 3.0])
+    celiac = _nearest(aorta, confluence[2] + 25.0) + (0.0, 8.0, 0.0)
+    spleen_hilum = spleen.to_world([[-0.9 * SPLEEN_RADII[0], 0.0, 0.1 * SPLEEN_RADII[2]]])[0]
+    wiggle = np.linspace(celiac, spleen_hilum, 12) + (0.0, 0.0, 10.0)
+    wiggle[1:-1, 1] += 8.0 * np.sin(np.linspace(0, 5 * np.pi, 12))[1:-1]
+    splenic = spline_tube(np.concatenate([[celiac], [celiac + (0, 14, 2)], wiggle[1:]]), [3.5] + [2.8] * 12)
+    return sma, smv, splenic
+
+
+def _vessel_parts(rng: np.random.Generator, spine: Spine, liver: Frame, spleen: Frame, kidneys: list[Frame],
+                  pancreas: Tube) -> list[Part]:
+    """Aorta and branches, IVC and tributaries, portal system, hepatic veins (labels cleared, except
+    inside the liver, whose label the intrahepatic vessels keep)."""
+    aorta, iliac_arteries, spine_front = _aorta(spine, rng)
+    ivc, iliac_veins = _ivc(spine_front, spine, liver, rng)
+    neck = pancreas.points[int(np.argmin(np.abs(pancreas.points[:, 0] - 12.0)))]
+    confluence = neck + (-4.0, -14.0, -2.0)  # of the splenic and superior mesenteric veins, behind the neck
+    porta = liver.to_world([PORTAL_BRANCHES[0][0][0]])[0]
+    portal = spline_tube([confluence, 0.5 * (confluence + porta) + (5.0, 0.0, 0.0), porta], [7.0, 7.0, 6.5])
+    sma, smv, splenic_artery = _mesenteric_vessels(aorta, confluence, spleen)
+    renal_veins, renal_arteries = _renal_vessels(kidneys, aorta, ivc)
+    intrahepatic = [spline_tube(liver.to_world(path), np.linspace(*radii, len(path)))
+                    for path, radii in PORTAL_BRANCHES + HEPATIC_VEINS]
+    artery, vein, portal_vein = ((0.0, "artery"),), ((0.0, "vein"),), ((0.0, "portal vein"),)
+    return [tube_part([aorta, *iliac_arteries, sma, splenic_artery], artery, label=0),
+            tube_part([ivc, *iliac_veins], vein, label=0),
+            tube_part(renal_veins, vein), tube_part(renal_arteries, artery),
+            tube_part([portal, smv, _splenic_vein(pancreas, confluence, spleen)], portal_vein, label=0),
+            tube_part(intrahepatic[:len(PORTAL_BRANCHES)], portal_vein, within=LIVER),
+            tube_part(intrahepatic[len(PORTAL_BRANCHES):], vein, within=LIVER)]
+
+
+# ------------------------------------------------------------------------------------ lesions
+
+def _lesion_field(axes: Axes, centre: np.ndarray, radii: np.ndarray, lobes: SmoothField,
+                  amplitude: float) -> np.ndarray:
+    """A lesion (mm): an ellipsoid with an irregular outline."""
+    q = tuple(g - c for g, c in zip(_open(axes), centre))
+    return _ellipsoid(q, (0.0, 0.0, 0.0), radii) + amplitude * field_on(lobes, axes)
+
+
+def _lesion_part(rng: np.random.Generator, centre: np.ndarray, organ: int) -> Part:
+    """A cyst or hypodense tumour (5-40 mm across) at centre (mm), painted only inside the organ."""
+    r = np.exp(rng.uniform(*np.log(LESION_RADIUS_MM)))
+    radii = r * rng.uniform(0.8, 1.2, 3)
+    cyst = rng.random() < LESIONS[3]
+    amplitude = 0.05 * r if cyst else 0.15 * r
+    reach = radii.max() + amplitude + 2.0
+    lobes = draw_field(rng, centre - reach, centre + reach, max(r / 2, 2.0))
+    return Part(partial(_lesion_field, centre=centre, radii=radii, lobes=lobes, amplitude=amplitude),
+                _box(centre, reach), ((0.0, "cyst" if cyst else "tumour"),), resolution=(1.0, 1.0, 1.0),
+                within=organ, lesion=True)
+
+
+def _lesion_parts(rng: np.random.Generator, liver: Frame, kidneys: list[Frame]) -> list[Part]:
+    """Lesions of the cases that have them: in the liver, sometimes a kidney."""
+    if rng.random() >= LESIONS[0]:
+        return []
+    parts = []
+    for _ in range(1 + min(rng.poisson(LESIONS[1]), 4)):
+        centre, radii, _ = LIVER_LOBES[0] if rng.random() < 0.75 else LIVER_LOBES[2]
+        local = np.asarray(centre) + rng.uniform(-0.45, 0.45, 3) * np.asarray(radii)
+        parts.append(_lesion_part(rng, liver.to_world([local])[0], LIVER))
+    if rng.random() < LESIONS[2]:
+        frame = kidneys[rng.integers(2)]
+        local = rng.uniform(-0.6, 0.6, 3) * np.asarray(KIDNEY_RADII) * (0.6, 1.0, 1.0)
+        parts.append(_lesion_part(rng, frame.to_world([local])[0], KIDNEY))
+    return parts
+
+
+# ------------------------------------------------------------------------------------ gut
+
+def _gas_field(axes: Axes, field: SmoothField, threshold: float, level: float, gravity_mm: float) -> np.ndarray:
+    """Where gas collects in the gut (negative): a smooth random field above a threshold, more
+    towards the front (y above level; the patient lies on the back)."""
+    y = _open(axes)[1]
+    return threshold - field_on(field, axes) - (y - level) / gravity_mm
+
+
+def _bowel_field(axes: Axes, a: SmoothField, b: SmoothField, length: float, radius: float,
+                 top: float) -> np.ndarray:
+    """Small-bowel loops (mm): tubes of the given radius around the curves where the two smooth
+    fields are both zero (length: mm per unit of field), below z = top - x / 4."""
+    x, _, z = _open(axes)
+    loops = np.sqrt(field_on(a, axes) ** 2 + field_on(b, axes) ** 2) * length - radius
+    return np.maximum(loops, z - (top - x / 4.0))
+
+
+def _gut_parts(rng: np.random.Generator, body: Body) -> list[Part]:
+    """Oesophagus, stomach (air-fluid level), duodenum, colon (haustra, faeces, gas) and small bowel,
+    each only in the fat left over by the organs."""
+    wall = ((0.0, "gut wall"), (GUT_WALL_MM, "gastric content"))
+    points = np.array([p for p, _ in GUT_TUBE]) + rng.normal(0.0, 4.0, (len(GUT_TUBE), 3))
+    radii = np.array([r for _, r in GUT_TUBE])
+    radii[STOMACH_POINTS] *= rng.uniform(0.7, 1.25)
+    stomach = spline_tube(points, radii, step=4.0)
+    stomach_box = _tube_box([stomach])
+    level = rng.uniform(20.0, 75.0)
+    parts = [tube_part([stomach], wall, into=GUT_SPACE),
+             Part(partial(_level_field, level=level), stomach_box, ((0.0, "gas"),), resolution=(50.0, 0.5, 50.0),
+                  into=("gastric content",))]
+
+    cpoints = np.array([p for p, _ in COLON]) + rng.normal(0.0, 5.0, (len(COLON), 3))
+    colon = spline_tube(cpoints, [r for _, r in COLON], step=3.0)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(colon.points, axis=0), axis=1))])
+    haustra = 1.0 + 0.12 * np.cos(2 * np.pi * arc / rng.uniform(22.0, 32.0))
+    colon = Tube(colon.points, colon.radii * haustra * rng.uniform(0.8, 1.15))
+    colon_box = _tube_box([colon])
+    colon_gas = draw_field(rng, *colon_box, 18.0)
+    parts += [tube_part([colon], ((0.0, "gut wall"), (GUT_WALL_MM, "faeces")), into=GUT_SPACE),
+              Part(partial(_gas_field, field=colon_gas, threshold=rng.uniform(-0.3, 0.8), level=30.0,
+                           gravity_mm=60.0), colon_box, ((0.0, "gas"),), into=("faeces",))]
+
+    lo = (-body.a, min(RETROPERITONEUM[1]) - 40.0 - 0.3 * body.b, -420.0)
+    hi = (body.a, body.yc + body.b, 60.0)
+    step = rng.uniform(10.0, 13.0)
+    loops = partial(_bowel_field, a=draw_field(rng, lo, hi, step), b=draw_field(rng, lo, hi, step),
+                    length=np.sqrt(2.0) * step / 1.3, radius=rng.uniform(9.0, 13.0), top=rng.uniform(0.0, 25.0))
+    bowel_gas = draw_field(rng, lo, hi, 15.0)
+    parts += [Part(loops, (lo, hi), ((0.0, "gut wall"), (GUT_WALL_MM, "bowel fluid")), into=("visceral fat",)),
+              Part(partial(_gas_field, field=bowel_gas, threshold=rng.uniform(0.8, 1.8), level=40.0,
+                           gravity_mm=80.0), (lo, hi), ((0.0, "gas"),), into=("bowel fluid",))]
+    return parts
+
+
+def _level_field(axes: Axes, level: float) -> np.ndarray:
+    """An air-fluid level (mm): negative in front of y = level (the patient lies on the back)."""
+    return level - _open(axes)[1]
+
+
+# ------------------------------------------------------------------------------------ the whole patient
+
+def draw_anatomy(rng: np.random.Generator) -> list[Part]:
+    """One patient's anatomy as parts in painting order (depends only on the random stream)."""
+    body, spine = _draw_body(rng), _draw_spine(rng)
+    diaphragm = _draw_diaphragm(rng, spine)
+    breath = diaphragm.right[2] - DOME_MM
+    parts = _table_part(rng, body) + _body_parts(body, diaphragm) + _chest_parts(rng, body, diaphragm)
+    parts += _muscle_parts(rng, spine, body) + _spine_parts(spine) + _rib_parts(body, spine, rng)
+    parts += _pelvis_parts(rng, body, spine)
+
+    kidneys = [_kidney_frame(rng, side, breath) for side in (1.0, -1.0)]
+    liver = _draw_frame(rng, np.asarray(LIVER_CENTRE) + (0.0, 0.0, breath), np.eye(3), 170.0, angle_deg=6.0,
+                        warp_mm=7.0, lobe_step=25.0, lobes_mm=3.0)
+    gallbladder = None
+    if rng.random() < GALLBLADDER[0]:
+        gb_radii = np.asarray(GALLBLADDER[2]) * rng.uniform(0.7, 1.2)
+        gallbladder = partial(_gallbladder_field, frame=liver, centre=GALLBLADDER[1], radii=gb_radii)
+    spleen = _spleen_frame(rng, breath)
+    pancreas, lobes, amplitude = _pancreas(rng, breath)
+
+    parts.append(Part(partial(_liver_field, frame=liver, body=body, diaphragm=diaphragm, spine=spine, kidney=kidneys[0],
+                              gallbladder=gallbladder), _lobes_box(liver, LIVER_LOBES), ((0.0, "liver"),),
+                      label=LIVER, resolution=(3.0, 3.0, 3.0)))
+    if gallbladder is not None:
+        gb_centre = liver.to_world([GALLBLADDER[1]])[0]
+        parts.append(Part(gallbladder, _box(gb_centre, 60.0), ((0.0, "gut wall"), (2.0, "bile")), label=0,
+                          resolution=(1.5, 1.5, 1.5)))
+    parts.append(Part(partial(_spleen_field, frame=spleen, body=body, diaphragm=diaphragm, spine=spine),
+                      spleen.box(np.negative(SPLEEN_RADII), SPLEEN_RADII, 5.0), ((0.0, "spleen"),), label=SPLEEN,
+                      resolution=(3.0, 3.0, 3.0)))
+    for frame in kidneys:
+        parts += _kidney_parts(rng, frame)
+    parts.append(Part(partial(_lobulated_tube_field, tube=pancreas, lobes=lobes, amplitude=amplitude),
+                      _tube_box([pancreas], 2 * amplitude), ((0.0, "pancreas"),), label=PANCREAS,
+                      resolution=(0.0, 0.0, 0.0)))
+    parts += _vessel_parts(rng, spine, liver, spleen, kidneys, pancreas)
+    parts += _lesion_parts(rng, liver, kidneys)
+    parts += _gut_parts(rng, body)
+    return parts
+
+
+# ------------------------------------------------------------------------------------ scan geometry
+
+def capped(geometry: Geometry, max_side: int | None) -> Geometry:
+    """The same field of view with at most max_side voxels along each axis (spacing scaled up)."""
+    if max_side is None:
+        return geometry
+    shape = tuple(min(n, max_side) for n in geometry.shape)
+    spacing = tuple(s * n / m for s, n, m in zip(geometry.spacing, geometry.shape, shape))
+    origin = tuple(o + (t - s) / 2 for o, s, t in zip(geometry.origin, geometry.spacing, spacing))
+    return Geometry(shape, spacing, origin)
+
+
+def centred(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Geometry:
+    """A grid of the given shape (x, y, z) and spacing (mm) centred on the abdomen (ABDOMEN_CENTRE_MM):
+    for tests and benchmarks that need a fixed size."""
+    origin = tuple(c - (n - 1) * s / 2 for c, n, s in zip(ABDOMEN_CENTRE_MM, shape, spacing))
+    return Geometry(tuple(int(n) for n in shape), tuple(float(s) for s in spacing), origin)
+
+
+def draw_geometry(rng: np.random.Generator, max_side: int | None = None) -> Geometry:
+    """A scan's grid: MATRIX x MATRIX pixels of 0.6-1.0 mm, slices of 0.8-5 mm covering 150-450 mm
+    (at most MAX_SLICES) from the lung bases (most), the upper abdomen or below the liver dome
+    down; then capped to max_side voxels per axis, keeping the field of view."""
+    inplane = rng.uniform(*INPLANE_SPACING_MM)
+    slice_mm = float(rng.choice(SLICE_SPACINGS_MM, p=SLICE_SPACING_P))
+    _, top, coverage = SCAN_RANGES[rng.choice(len(SCAN_RANGES), p=[r[0] for r in SCAN_RANGES])]
+    top_z = DOME_MM + rng.uniform(*top)
+    slices = max(1, min(MAX_SLICES, int(round(rng.uniform(*coverage) / slice_mm))))
+    centre = (rng.normal(*FOV_CENTRE_MM[0]), rng.uniform(*FOV_CENTRE_MM[1]))
+    half = (MATRIX - 1) / 2 * inplane
+    origin = (centre[0] - half, centre[1] - half, top_z - (slices - 1) * slice_mm)
+    return capped(Geometry((MATRIX, MATRIX, slices), (inplane, inplane, slice_mm), origin), max_side)
+
+
+# ------------------------------------------------------------------------------------ CT values
+
+def _tissue_values(rng: np.random.Generator, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per tissue code: this case's mean HU (its prior for the phase, the enhancement scaled by the
+    case's bolus, plus its sd) and its fine and coarse texture amplitudes (HU)."""
+    k = PHASES.index(phase)
+    means = np.array([p[0] for p in HU_PRIORS.values()])
+    sd, fine, coarse = (np.array([p[i] for p in HU_PRIORS.values()]) for i in (1, 2, 3))
+    mean = means[:, 0] + rng.uniform(*BOLUS) * (means[:, k] - means[:, 0]) + rng.normal(0.0, sd)
+    if rng.random() < ORAL_CONTRAST[0]:
+        mean[TISSUE["bowel fluid"]] = rng.uniform(*ORAL_CONTRAST[1])
+    mean[TISSUE["tumour"]] = min(mean[TISSUE["tumour"]], mean[TISSUE["liver"]] - LESION_DARKER_HU)
+    if phase == "arterial":
+        for name, amplitude in ARTERIAL_MOTTLE_HU.items():
+            coarse[TISSUE[name]] += amplitude
+    return mean.astype(np.float32), fine.astype(np.float32), coarse.astype(np.float32)
+
+
+def _texture(rng: np.random.Generator, geometry: Geometry, step: float) -> np.ndarray:
+    """A smooth random field of unit variance (features about step mm) on the geometry's grid."""
+    axes = geometry.axes()
+    return field_on(draw_field(rng, [a[0] for a in axes], [a[-1] for a in axes], step), axes)
+
+
+def _blur(image: np.ndarray, spacing: Sequence[float], sigma_mm: Sequence[float]) -> np.ndarray:
+    """Gaussian blur of sigma mm along x, y, z (axes whose sigma is under 0.2 voxel are left alone)."""
+    sigma = [s / d if s / d >= 0.2 else 0.0 for s, d in zip(sigma_mm, spacing)]
+    return ndimage.gaussian_filter(image, sigma, truncate=3.0) if any(sigma) else image
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, ...], spacing: Sequence[float], sd: float,
+           grain_mm: float) -> np.ndarray:
+    """Gaussian noise of sd HU, correlated in-plane over grain_mm (Gaussian sigma), float32."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    sigma = grain_mm / spacing[0]
+    if sigma >= 0.2:
+        noise = ndimage.gaussian_filter(noise, (sigma, sigma, 0.0), truncate=3.0)
+        delta = np.zeros((31, 31), np.float32)
+        delta[15, 15] = 1.0
+        noise *= 1.0 / np.sqrt((ndimage.gaussian_filter(delta, sigma, truncate=3.0) ** 2).sum())
+    noise *= sd
+    return noise
+
+
+def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.Generator) -> np.ndarray:
+    """A CT (float32 HU, x y z) of the tissue codes in a contrast phase: tissue values and texture,
+    gas bubbles in faeces and food, reconstruction and slice blur, correlated noise."""
+    mean, fine, coarse = _tissue_values(rng, phase)
+    texture = _texture(rng, geometry, FINE_TEXTURE_MM)
+    image = mean[tissue]
+    image += fine[tissue] * texture
+    image[_tissue_mask(MOTTLED)[tissue] & (texture > MOTTLE_THRESHOLD)] = mean[TISSUE["gas"]]
+    del texture
+    image += coarse[tissue] * _texture(rng, geometry, COARSE_TEXTURE_MM)
+    blur = rng.uniform(*BLUR_MM)
+    image = _blur(image, geometry.spacing, (blur, blur, rng.uniform(*SLICE_BLUR) * geometry.spacing[2]))
+    image += _noise(rng, image.shape, geometry.spacing, rng.uniform(*NOISE_HU), rng.uniform(*NOISE_GRAIN_MM))
+    return image
+
+
+def randomised_image(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> np.ndarray:
+    """A domain-randomised image (float32, x y z) of the tissue codes: every tissue a random mean
+    and texture in RANDOM_HU, a multiplicative smooth bias field, a random resolution (blur,
+    downsampling and back), noise and a gamma."""
+    n = len(TISSUE)
+    mean = rng.uniform(*RANDOM_HU, n).astype(np.float32)
+    texture = rng.uniform(*RANDOM_TEXTURE_HU, n).astype(np.float32)
+    image = mean[tissue] + texture[tissue] * _texture(rng, geometry, FINE_TEXTURE_MM)
+    low = RANDOM_HU[0]
+    image -= low
+    image *= np.exp(rng.uniform(*RANDOM_BIAS) * _texture(rng, geometry, RANDOM_BIAS_MM))
+    image += low
+    factor = rng.uniform(*RANDOM_DOWNSAMPLE, 3)
+    image = _blur(image, geometry.spacing, 0.4 * factor * np.asarray(geometry.spacing))
+    small = ndimage.zoom(image, 1.0 / factor, order=1)
+    image = ndimage.zoom(small, np.asarray(image.shape) / small.shape, order=1)
+    image += _noise(rng, image.shape, geometry.spacing, rng.uniform(*RANDOM_NOISE_HU), 0.0)
+    lo, hi = float(image.min()), float(image.max())
+    scaled = np.clip((image - lo) / max(hi - lo, 1e-6), 0.0, 1.0) ** np.exp(rng.normal(0.0, RANDOM_GAMMA_SD))
+    return (RANDOM_HU[0] + (RANDOM_HU[1] - RANDOM_HU[0]) * scaled).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ phantoms
+
+@dataclass
+class Phantom:
+    """A synthetic CT: image (float32 HU) and labels (uint8 LABELS) indexed (x, y, z) canonical
+    (RAS+) on `geometry`'s grid; the contrast phase, whether the image is domain-randomised, how
+    many lesions show, and the storage orientation (axis codes) its files are written in."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    geometry: Geometry
+    phase: str
+    randomised: bool
+    lesions: int
+    orientation: tuple[str, str, str]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size (mm) along x, y, z."""
+        return self.geometry.spacing
+
+
+def case_seed(seed: int, index: int) -> np.random.SeedSequence:
+    """The seed of case `index` of a set made with `seed`: depends on nothing else."""
+    return np.random.SeedSequence(seed, spawn_key=(index,))
+
+
+def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
+    """Independent random stream k of a seed (anatomy, geometry, appearance, storage)."""
+    return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
+
+
+def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = None, max_side: int | None = None,
+             randomise: float = 0.0) -> Phantom:
+    """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
+    to max_side voxels per axis; its image domain-randomised with probability `randomise`. The
+    anatomy depends only on the seed, never on the grid; the labels never on `randomise`."""
+    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    anatomy, scan, look, storage = (_stream(root, k) for k in range(4))
+    parts = draw_anatomy(anatomy)
+    geometry = capped(geometry, max_side) if geometry is not None else draw_geometry(scan, max_side)
+    tissue, labels, lesions = render(parts, geometry)
+    randomised = bool(look.random() < randomise)
+    phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
+    image = randomised_image(tissue, geometry, look) if randomised else ct_image(tissue, geometry, phase, look)
+    orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
+    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation)
+
+
+def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
+    """Write images_dir/<case>_0000.nii.gz (int16 HU, clipped to HU_STORED) and labels_dir/<case>.nii.gz
+    (uint8) in the phantom's storage orientation, sharing one affine (qform and sform, code 1)."""
+    ornt = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(phantom.orientation))
+    affine = phantom.geometry.affine @ inv_ornt_aff(ornt, phantom.labels.shape)
+    image = np.clip(np.rint(phantom.image), *HU_STORED).astype(np.int16)
+    paths = (Path(images_dir) / f"{case}_0000.nii.gz", Path(labels_dir) / f"{case}.nii.gz")
+    for data, path in zip((image, phantom.labels), paths):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img = nib.Nifti1Image(np.ascontiguousarray(apply_orientation(data, ornt)), affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        img.header.set_xyzt_units("mm", "sec")
+        nib.save(img, str(path))
+    return paths
+
+
+# ------------------------------------------------------------------------------------ preview and command line
+
+WINDOW_HU = (-160.0, 240.0)
+LABEL_COLOURS = {LIVER: "red", KIDNEY: "gold", SPLEEN: "deepskyblue", PANCREAS: "lime"}
+
+
+def _display(plane: np.ndarray) -> np.ndarray:
+    """A (x, y) or (x, z) plane as an image in radiological view: patient's right on the left,
+    anterior or superior at the top."""
+    return plane[::-1, ::-1].T
+
+
+def _views(phantom: Phantom) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """Axial planes at the liver's and the kidneys' largest sections and a coronal plane through
+    the kidneys: (title, image, labels, pixel aspect)."""
+    labels = phantom.labels
+    sx, sy, sz = phantom.spacing
+    views = []
+    for organ, name in ((LIVER, "liver"), (KIDNEY, "kidney")):
+        area = (labels == organ).sum(axis=(0, 1))
+        k = int(area.argmax()) if area.any() else labels.shape[2] // 2
+        views.append((f"axial, {name} level", phantom.image[:, :, k], labels[:, :, k], sy / sx))
+    kidney = np.argwhere(labels == KIDNEY)
+    j = int(kidney[:, 1].mean()) if len(kidney) else labels.shape[1] // 2
+    views.append(("coronal", phantom.image[:, j, :], labels[:, j, :], sz / sx))
+    return views
+
+
+def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side: int | None = None) -> None:
+    """Render a PNG of `cases` phantoms (cases start.. of seed): two axial and one coronal plane each,
+    soft-tissue window WINDOW_HU, organ outlines in LABEL_COLOURS."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10.0, 3.5 * cases + 0.3), layout="constrained")
+    FigureCanvasAgg(fig)
+    for row, index in zip(fig.subfigures(cases, 1, squeeze=False)[:, 0], range(start, start + cases)):
+        phantom = generate(case_seed(seed, index), max_side=max_side)
+        shape = "x".join(str(n) for n in phantom.labels.shape)
+        spacing = "x".join(f"{s:.2f}" for s in phantom.spacing)
+        row.suptitle(f"case {index}: {phantom.phase}, {shape} voxels of {spacing} mm, {phantom.lesions} lesion(s)",
+                     fontsize=9)
+        for ax, (title, image, labels, aspect) in zip(row.subplots(1, 3), _views(phantom)):
+            ax.imshow(_display(image), cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect)
+            for organ, colour in LABEL_COLOURS.items():
+                mask = _display(labels == organ)
+                if mask.any():
+                    ax.contour(mask, levels=[0.5], colors=colour, linewidths=0.6)
+            ax.set_title(title, fontsize=8)
+            ax.set_axis_off()
+    fig.suptitle(f"synthetic abdominal CT, window {WINDOW_HU[0]:.0f} to {WINDOW_HU[1]:.0f} HU; outlines: "
+                 + ", ".join(f"{LABELS[k]} {c}" for k, c in LABEL_COLOURS.items()), fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+
+
+def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, str]:
+    """The cases.csv row of one case."""
+    present = [LABELS[k] for k in sorted(LABELS) if (phantom.labels == k).any()]
+    return {"case": case, "seed": str(seed), "index": str(index), "phase": phantom.phase,
+            "randomised": str(phantom.randomised).lower(), "lesions": str(phantom.lesions),
+            "shape": "x".join(str(n) for n in phantom.labels.shape),
+            "spacing": "x".join(f"{s:.4f}" for s in phantom.spacing),
+            "orientation": "".join(phantom.orientation), "organs": " ".join(present)}
+
+
+def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | None, randomise: float) -> dict[str, str]:
+    """Generate and write case `index` of seed; its cases.csv row."""
+    phantom = generate(case_seed(seed, index), max_side=max_side, randomise=randomise)
+    case = f"{prefix}_{index:04d}"
+    save(phantom, out / "images", out / "labels", case)
+    return _case_row(phantom, case, seed, index)
+
+
+def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "phantom",
+              max_side: int | None = None, randomise: float = 0.0, workers: int = 1) -> list[dict[str, str]]:
+    """Write cases start..start+cases-1 of seed as FLARE-layout pairs under out/images and out/labels
+    (`workers` processes), out/cases.csv and out/pathological.txt (the cases with lesions, which
+    training samples more often); the rows of cases.csv."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    indices = range(start, start + cases)
+    write = partial(_write_case, out, seed, prefix=prefix, max_side=max_side, randomise=randomise)
+    bar = partial(tqdm, total=cases, desc="phantoms", unit="case", file=sys.stderr, disable=None)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            rows = list(bar(pool.map(write, indices)))
+    else:
+        rows = list(bar(map(write, indices)))
+    with open(out / "cases.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / PATHOLOGICAL_LIST).write_text("".join(f"{r['case']}\n" for r in rows if int(r["lesions"])))
+    return rows
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.phantom",
+                                     description="Write synthetic abdominal CTs with known labels (FLARE layout).")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="folder to write images/, labels/ and cases.csv into")
+    parser.add_argument("--cases", type=int, metavar="N", help="number of cases (required with --out; default 3 with --preview)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the set (default %(default)s)")
+    parser.add_argument("--start", type=int, default=0, metavar="I", help="index of the first case (default %(default)s)")
+    parser.add_argument("--max-side", type=int, metavar="N", help="at most this many voxels per axis (the field of view is kept)")
+    parser.add_argument("--randomise", type=float, default=0.0, metavar="P",
+                        help="probability that a case's image is domain-randomised (default %(default)s)")
+    parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
+    parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (args.out is None) == (args.preview is None):
+        parser.error("give exactly one of --out and --preview")
+    if args.out is not None and args.cases is None:
+        parser.error("--cases is required with --out")
+    if args.cases is not None and args.cases < 1:
+        parser.error("--cases must be at least 1")
+    if args.seed < 0 or args.start < 0:
+        parser.error("--seed and --start must not be negative")
+    if args.max_side is not None and args.max_side < 8:
+        parser.error("--max-side must be at least 8")
+    if not 0.0 <= args.randomise <= 1.0:
+        parser.error("--randomise must be a probability in [0, 1]")
+    began = time.perf_counter()
+    if args.preview is not None:
+        preview(args.preview, args.seed, args.cases or 3, args.start, args.max_side)
+        print(f"wrote a preview of {args.cases or 3} phantom(s) to {args.preview} "
+              f"in {time.perf_counter() - began:.1f} s")
+        return 0
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, args.randomise, args.workers)
+    print(f"wrote {len(rows)} phantom(s) ({sum(r['randomised'] == 'true' for r in rows)} randomised) to "
+          f"{args.out}/images and {args.out}/labels, listed in {args.out}/cases.csv, "
+          f"in {time.perf_counter() - began:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Train one stage of the coarse-to-fine pipeline with the paper's recipe (training/config.py).
+
+    python -m training.train --stage coarse --data DATA --out runs/coarse [--config FILE.json]
+    python -m training.train --stage fine --data DATA --out runs/fine [--input-size 96] [--max-steps 2000]
+    torchrun --nproc_per_node 8 -m training.train --stage coarse --data DATA --out runs/coarse
+    python -m inference.checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/flare21_c2f.pt
+
+DATA is a FLARE21 (TrainingImg/, TrainingMask/), FLARE22 (images/, labels/) or nnU-Net
+(imagesTr/, labelsTr/) folder with FLARE21 labels (1 liver, 2 kidney, 3 spleen, 4 pancreas).
+Every case is checked and preprocessed once into a cache (--cache, default OUT/../cache), then
+the stage trains on random crops. OUT receives: best.pt and last.pt (stage checkpoints in the
+inference format), resume.pt (to continue with --resume), log.csv (one row per epoch), curve.png,
+config.json (the full recipe used) and split.json. Exit code 0: trained; 2: usage or data error
+(nothing trained); 1: training failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from evaluation.report import csv_text, write_atomic
+from inference.checkpoint import FLARE21_LABELS, Models, save
+from inference.networks import CoarseUNet, EfficientSegNet
+from inference.postprocessing import Postprocessing
+from inference.preprocessing import Normalisation
+from training import cache
+from training.augment import example
+from training.config import ConfigError, TrainConfig, load_config
+from training.data import PATHOLOGICAL_LIST, Case, DataError, check_headers, find_cases, read_case_list, split
+from training.distributed import World, any_process, barrier, from_main, mean_over_processes, start, stop
+from training.loss import dice_focal_loss
+from training.precision import choose_training_precision
+from training.validation import score
+
+NETWORKS = {"coarse": CoarseUNet, "fine": EfficientSegNet}
+BUDGET_PLANNING_STEPS = 20  # steps timed before a time budget (max_minutes) fixes the run's length
+
+
+class Examples(Dataset):
+    """An epoch's training examples: sample k of `order` (case indices, lesion cases repeated),
+    cropped and augmented with a generator seeded by (seed, epoch, k)."""
+
+    def __init__(self, samples: list[cache.Sample], order: list[int], config: TrainConfig, normalisation: Normalisation):
+        self.samples, self.order, self.config, self.normalisation = samples, order, config, normalisation
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.config.seed, self.epoch, k])
+        return example(self.samples[self.order[k]], self.config, self.normalisation, len(FLARE21_LABELS), rng)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def lr_factor(step: int, total: int, milestones: tuple[float, ...], gamma: float) -> float:
+    """Step decay: gamma to the number of milestones (fractions of the total steps) passed."""
+    return gamma ** sum(step >= int(m * total) for m in milestones)
+
+
+def plan(n_examples: int, config: TrainConfig, world: World) -> tuple[int, int, int, int]:
+    """(micro-batch per forward, micro-batches per step, steps per epoch, total steps)."""
+    per_process = math.ceil(config.batch_size / world.size)
+    micro = min(config.micro_batch, per_process)
+    accumulation = math.ceil(per_process / micro)
+    steps_per_epoch = max(1, math.ceil(n_examples / (micro * accumulation * world.size)))
+    total = config.epochs * steps_per_epoch
+    return micro, accumulation, steps_per_epoch, min(total, config.max_steps or total)
+
+
+def stage_models(net: torch.nn.Module, config: TrainConfig, trained_on: str, record: dict) -> Models:
+    """Stage models in the inference format (the network itself, not a copy)."""
+    models = Models(None, None, dict(FLARE21_LABELS), {config.stage: Normalisation.from_dict(config.normalisation)},
+                    Postprocessing.from_dict(config.postprocessing), trained_on, {config.stage: record})
+    setattr(models, config.stage, net)
+    return models
+
+
+def plot_curve(history: list[dict], path: Path) -> None:
+    """Training loss and validation DSC per organ against the epoch, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    left.plot([row["epoch"] for row in history], [row["train_loss"] for row in history], color="black")
+    left.set(xlabel="epoch", ylabel="training loss (Dice + focal)", yscale="log")
+    for key in dict.fromkeys(k for row in history for k in row if k.startswith("dsc_")):
+        points = [(row["epoch"], row[key]) for row in history if not math.isnan(row.get(key, math.nan))]
+        right.plot(*zip(*points), marker=".", label=key[4:], linewidth=2 if key == "dsc_mean" else 1)
+    right.set(xlabel="epoch", ylabel="validation DSC", ylim=(0, 1))
+    if right.lines:
+        right.legend(loc="lower right", fontsize=8)
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+    fig.savefig(path, dpi=90)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.split("\n")[1:]))
+    parser.add_argument("--stage", choices=("coarse", "fine"), required=True)
+    parser.add_argument("--data", type=Path, required=True, help="training data folder (FLARE21, FLARE22 or nnU-Net layout)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for checkpoints, log and curve")
+    parser.add_argument("--config", type=Path, help="JSON file overriding fields of the recipe (see --print-config)")
+    parser.add_argument("--print-config", action="store_true", help="print the stage's full recipe as JSON and exit")
+    parser.add_argument("--input-size", type=int, nargs="+", metavar="N", help="network input size: N or X Y Z")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--max-minutes", type=float, help="stop after the steps that fit in this time (the LR schedule follows)")
+    parser.add_argument("--batch-size", type=int, help="cases per optimiser step over all processes")
+    parser.add_argument("--micro-batch", type=int, help="cases per forward pass (gradients accumulate)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--fold", help="held-out fold 0..folds-1, or 'all' to train on every case (no validation)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--val-cases", type=int, help="validate on at most this many held-out cases")
+    parser.add_argument("--pathological", type=Path,
+                        help=f"text file of cases with lesions, sampled more often (default: DATA/{PATHOLOGICAL_LIST} if present)")
+    parser.add_argument("--cache", type=Path, help="preprocessing cache folder (default: OUT/../cache)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                        help="auto: fp16 mixed precision on CUDA; on the CPU bf16 or fp32, whichever a measured step is faster in")
+    parser.add_argument("--workers", type=int, help="data loading processes per training process "
+                                                    "(default: 0 on the CPU, 4 on CUDA) and preprocessing processes")
+    parser.add_argument("--trained-on", help="what the data is, recorded in the checkpoint (default: the folder and case count)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its resume.pt")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """The recipe's fields given on the command line."""
+    size = args.input_size
+    if size is not None and len(size) not in (1, 3):
+        raise ConfigError("--input-size takes one number or three")
+    values = {"input_size": None if size is None else tuple(size * 3 if len(size) == 1 else size),
+              "epochs": args.epochs, "max_steps": args.max_steps, "max_minutes": args.max_minutes, "batch_size": args.batch_size,
+              "micro_batch": args.micro_batch, "lr": args.lr, "seed": args.seed, "val_cases": args.val_cases}
+    values = {k: v for k, v in values.items() if v is not None}
+    if args.fold is not None:
+        if args.fold != "all" and not args.fold.isdigit():
+            raise ConfigError(f"--fold {args.fold}: a fold number or 'all'")
+        values["fold"] = None if args.fold == "all" else int(args.fold)
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.stage, args.config, _overrides(args))
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    try:
+        world = start(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return run(args, config, world)
+    except DataError as exc:
+        if world.main:
+            for problem in exc.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            print(f"error: {len(exc.problems)} problem(s) in {args.data}: nothing was trained", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with --resume (from the last finished epoch in {args.out})", file=sys.stderr)
+        return 130
+    finally:
+        stop(world)
+
+
+def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World) -> tuple[list[Case], list[Case], set[str], Path]:
+    """Find and check every case, split them and cache them; DataError lists every problem."""
+    cases = find_cases(args.data)
+    problems = [p for case in cases for p in check_headers(case)]
+    if problems:
+        raise DataError(problems)
+    pathological: set[str] = set()
+    listing = args.pathological or (args.data / PATHOLOGICAL_LIST if (args.data / PATHOLOGICAL_LIST).is_file() else None)
+    if listing is not None:
+        pathological = read_case_list(listing, cases)
+    train_cases, val_cases = split(cases, config.folds, config.fold, config.seed)
+    if not train_cases:
+        raise DataError([f"{args.data}: {len(cases)} case(s) leave none to train on with {config.folds} folds"])
+    root = args.cache or args.out.parent / "cache"
+    workers = args.workers if args.workers is not None else cache.default_workers()
+    problems = cache.prepare(cases, config, FLARE21_LABELS, root, workers if world.size == 1 else 1, (world.rank, world.size))
+    if any_process(bool(problems), world):
+        raise DataError(problems or [f"{args.data}: another process found problems"])
+    barrier(world)
+    return train_cases, val_cases[: config.val_cases], pathological, root
+
+
+def run(args: argparse.Namespace, config: TrainConfig, world: World) -> int:
+    """Train the stage; returns the exit code."""
+    if args.resume and not (args.out / "resume.pt").is_file():
+        raise DataError([f"{args.out / 'resume.pt'}: nothing to resume"])
+    train_cases, val_cases, pathological, root = _prepare_data(args, config, world)
+    trainer = Trainer(args, config, world, train_cases, val_cases, pathological, root)
+    while trainer.state["step"] < trainer.total_steps:
+        trainer.epoch()
+    trainer.bar.close()
+    trainer.log(f"done: {trainer.state['step']} steps; checkpoints in {args.out} (best.pt, last.pt), log.csv, curve.png")
+    return 0
+
+
+class Trainer:
+    """One stage's training run: the network, its optimiser and schedule, the data, the state
+    that --resume restores, and what happens at the end of each epoch."""
+
+    def __init__(self, args: argparse.Namespace, config: TrainConfig, world: World, train_cases: list[Case],
+                 val_cases: list[Case], pathological: set[str], root: Path):
+        self.args, self.config, self.world, self.val_cases = args, config, world, val_cases
+        self.log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if world.main else (lambda *a: None)
+        samples = cache.load(train_cases, config, root)
+        if len(samples) < len(train_cases):
+            names = sorted({c.name for c in train_cases} - {s.name for s in samples})
+            self.log(f"notice: {len(names)} case(s) have no organ and give the fine stage nothing to learn: "
+                     f"{', '.join(names[:10])}")
+        order = [i for i, s in enumerate(samples) for _ in range(config.pathological_repeats if s.name in pathological else 1)]
+        if world.main:
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_atomic(args.out / "config.json", config.to_json() + "\n")
+            write_atomic(args.out / "split.json", json.dumps({"train": [c.name for c in train_cases],
+                                                              "validation": [c.name for c in val_cases],
+                                                              "pathological": sorted(pathological)}, indent=1) + "\n")
+        torch.manual_seed(config.seed)
+        self.net = NETWORKS[config.stage](config.network_config()).to(world.device)
+        self.precision, measured = choose_training_precision(args.precision, self.net, config, world.device)
+        if args.precision == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
+            self.precision = "bf16" if from_main(float(self.precision == "bf16"), world) else "fp32"
+        self.log(f"{config.stage} stage: {len(train_cases)} training case(s) ({len(order)} examples per epoch with "
+                 f"lesion cases x{config.pathological_repeats}), {len(val_cases)} for validation; input "
+                 f"{'x'.join(map(str, config.input_size))}; {world.size} process(es) on {world.device.type}; "
+                 f"precision {self.precision}{measured}")
+        self.model = (DistributedDataParallel(self.net, device_ids=[world.device] if world.device.type == "cuda" else None)
+                      if world.size > 1 else self.net)
+        self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=config.betas,
+                                          weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        micro, self.accumulation, self.steps_per_epoch, self.total_steps = plan(len(order), config, world)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimiser, lambda step: lr_factor(step, self.total_steps, config.lr_milestones, config.lr_gamma))
+        self.examples = Examples(samples, order, config, Normalisation.from_dict(config.normalisation))
+        self.sampler = DistributedSampler(self.examples, num_replicas=world.size, rank=world.rank, shuffle=True,
+                                          seed=config.seed)
+        workers = args.workers if args.workers is not None else (4 if world.device.type == "cuda" else 0)
+        self.loader = DataLoader(self.examples, batch_size=micro, sampler=self.sampler, num_workers=workers,
+                                 worker_init_fn=_worker_init, pin_memory=world.device.type == "cuda")
+        self.state = {"step": 0, "epoch": 0, "best": -math.inf, "history": []}
+        if args.resume:
+            self.restore()
+        self.trained_on = args.trained_on or f"{len(train_cases)} training case(s) of {args.data.resolve().name}"
+        self.bar = tqdm(total=self.total_steps, initial=self.state["step"], desc=f"training ({config.stage})",
+                        unit="step", disable=None if world.main else True)
+        self.first_step, self.started = self.state["step"], time.perf_counter()
+
+    def restore(self) -> None:
+        saved = torch.load(self.args.out / "resume.pt", map_location=self.world.device, weights_only=True)
+        self.net.load_state_dict(saved["net"])
+        self.optimiser.load_state_dict(saved["optimiser"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"].cpu())
+        self.state = {k: saved[k] for k in self.state}
+        self.log(f"resuming after epoch {self.state['epoch']} (step {self.state['step']} of {self.total_steps})")
+
+    def save_resume(self) -> None:
+        tmp = self.args.out / "resume.pt.partial"
+        torch.save({"net": self.net.state_dict(), "optimiser": self.optimiser.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                    "rng": torch.get_rng_state(), **self.state}, tmp)
+        tmp.replace(self.args.out / "resume.pt")
+
+    def fit_time_budget(self) -> None:
+        """With max_minutes: once BUDGET_PLANNING_STEPS steps are timed, cut the run to the steps
+        that fit (the step decay follows the new length)."""
+        done = self.state["step"] - self.first_step
+        if self.config.max_minutes is None or done != BUDGET_PLANNING_STEPS:
+            return
+        elapsed = time.perf_counter() - self.started
+        fitting = self.state["step"] + int((self.config.max_minutes * 60 - elapsed) / (elapsed / done))
+        self.total_steps = int(from_main(float(min(self.total_steps, max(fitting, self.state["step"] + 1))), self.world))
+        self.bar.total = self.total_steps
+        self.log(f"\ntime budget {self.config.max_minutes:g} min: {elapsed / done:.2f} s per step, {self.total_steps} steps in all")
+
+    def epoch(self) -> None:
+        """One pass over the examples (or what is left of the run), then the end of the epoch."""
+        epoch, started = self.state["epoch"], time.perf_counter()
+        self.sampler.set_epoch(epoch)
+        self.examples.epoch = epoch
+        self.model.train()
+        autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        losses, pending = [], 0
+        for images, labels in self.loader:
+            images = images.to(self.world.device, non_blocking=True)
+            labels = labels.to(self.world.device, non_blocking=True)
+            pending += 1
+            last = pending == self.accumulation
+            with self.model.no_sync() if self.world.size > 1 and not last else nullcontext():
+                with torch.autocast(self.world.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                    logits = self.model(images)
+                loss = dice_focal_loss(logits, labels, self.config.dice_weight, self.config.focal_weight,
+                                       self.config.focal_alpha, self.config.focal_gamma)
+                self.scaler.scale(loss / self.accumulation).backward()
+            losses.append(float(loss.detach()))
+            if not last:
+                continue
+            self.scaler.step(self.optimiser)
+            self.scaler.update()
+            self.optimiser.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            pending = 0
+            self.state["step"] += 1
+            self.bar.update()
+            self.bar.set_postfix(loss=f"{np.mean(losses[-self.accumulation:]):.3f}",
+                                 lr=f"{self.scheduler.get_last_lr()[0]:.2g}")
+            self.fit_time_budget()
+            if self.state["step"] >= self.total_steps:
+                break
+        row = {"epoch": epoch + 1, "step": self.state["step"], "lr": self.scheduler.get_last_lr()[0],
+               "train_loss": mean_over_processes(float(np.mean(losses)) if losses else math.nan, self.world),
+               "seconds": time.perf_counter() - started}
+        self.state["epoch"] = epoch + 1
+        if self.world.main:
+            self.end_of_epoch(row)
+        barrier(self.world)
+
+    def end_of_epoch(self, row: dict) -> None:
+        """Validate (every val_every epochs and at the end), log, write the checkpoints, the log,
+        the curve and the resume state."""
+        config, out = self.config, self.args.out
+        finished = self.state["step"] >= self.total_steps
+        if self.val_cases and (finished or row["epoch"] % config.val_every == 0):
+            inference_precision = "fp16" if self.world.device.type == "cuda" else self.precision
+            row.update(score(stage_models(self.net, config, self.trained_on, {}), config.stage, self.val_cases,
+                             self.world.device, inference_precision))
+            self.log(f"\nepoch {row['epoch']}: loss {row['train_loss']:.4f}, validation DSC "
+                     + ", ".join(f"{k[4:]} {v:.3f}" for k, v in row.items() if k.startswith("dsc_")))
+        self.state["history"].append(row)
+        record = {"data": str(self.args.data), "trained_on": self.trained_on, "steps": self.state["step"],
+                  "epochs": row["epoch"], "precision": self.precision, "device": self.world.device.type,
+                  "processes": self.world.size, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "config": asdict(config), "validation": {k: v for k, v in row.items() if k.startswith(("dsc_", "nsd_"))}}
+        models = stage_models(self.net, config, self.trained_on, record)
+        save(out / "last.pt", models)
+        current = row.get("dsc_mean", -math.inf) if self.val_cases else row["epoch"]  # no validation: the latest
+        if current > self.state["best"] or not (out / "best.pt").is_file():
+            self.state["best"] = current
+            save(out / "best.pt", models)
+        columns = list(dict.fromkeys(k for r in self.state["history"] for k in r))
+        write_atomic(out / "log.csv", csv_text(self.state["history"], columns))
+        plot_curve(self.state["history"], out / "curve.png")
+        self.save_resume()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
