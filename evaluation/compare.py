@@ -1,9 +1,13 @@
-"""What changed between two evaluations of a submission: accuracy per organ, worst cases, efficiency.
+"""What changed between two evaluations of a submission: status, accuracy per organ and case, efficiency.
 
     python -m evaluation.compare BEFORE AFTER [--top 5] [--out comparison.json]
 
 BEFORE and AFTER are folders written by `python -m evaluation.run` (or by `evaluation.score`
-alone, then without efficiency). The rules are recognised from the metrics' columns.
+alone, then without status and efficiency). The rules are recognised from the metrics' columns.
+Printed first: the cases whose status changed (e.g. ok -> crashed). Then the per-organ means, the
+cases whose mean DSC fell and those whose mean DSC rose (a list says "none" rather than show
+cases of the other kind), and the efficiency means over the cases ok in both runs only, so that
+cases that stopped succeeding never read as a faster submission. Exit code 0; 2 usage error.
 """
 from __future__ import annotations
 
@@ -41,10 +45,39 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def status_changes(usage_before: pd.DataFrame, usage_after: pd.DataFrame) -> list[dict]:
+    """Cases whose Status differs between the runs (a case absent from one run reads "absent")."""
+    joined = usage_before[["Name", "Status"]].merge(usage_after[["Name", "Status"]], on="Name", how="outer",
+                                                    suffixes=("_before", "_after"))
+    joined = joined.fillna({"Status_before": "absent", "Status_after": "absent"})
+    changed = joined[joined["Status_before"] != joined["Status_after"]].sort_values("Name")
+    return [{"Name": r.Name, "before": r.Status_before, "after": r.Status_after,
+             "change": "stopped succeeding" if r.Status_before == "ok" else
+                       "started succeeding" if r.Status_after == "ok" else "failed differently"}
+            for r in changed.itertuples()]
+
+
+def efficiency_changes(usage_before: pd.DataFrame, usage_after: pd.DataFrame) -> dict:
+    """Mean official efficiency figures over the cases ok in both runs only (a case that stopped
+    succeeding must not make the submission look faster), each change called better or worse
+    (every figure: lower is better)."""
+    ok = usage_before.loc[usage_before["Status"] == "ok", "Name"]
+    ok = sorted(set(ok) & set(usage_after.loc[usage_after["Status"] == "ok", "Name"]))
+    result = {"cases_ok_in_both": len(ok), "figures": {}}
+    b_rows, a_rows = usage_before.set_index("Name").loc[ok], usage_after.set_index("Name").loc[ok]
+    for column in OFFICIAL_COLUMNS[1:]:
+        b, a = (_number(rows[column].mean()) if len(ok) else None for rows in (b_rows, a_rows))
+        change = None if b is None or a is None else a - b
+        verdict = None if change is None else "better" if change < 0 else "worse" if change > 0 else "same"
+        result["figures"][column] = {"before": b, "after": a, "change": change, "verdict": verdict}
+    return result
+
+
 def compare(before: pd.DataFrame, after: pd.DataFrame, rules: Rules, top: int,
             usage_before: pd.DataFrame | None = None, usage_after: pd.DataFrame | None = None) -> dict:
-    """Per-organ mean DSC/NSD before, after and change; the cases whose mean DSC fell most;
-    mean efficiency figures before, after and change."""
+    """Status changes (first: they matter most); per-organ mean DSC/NSD before, after and change;
+    the cases whose mean DSC fell most and those whose mean DSC rose most (each list holds only
+    such cases); mean efficiency figures over the cases ok in both runs."""
     organs = []
     for organ in rules.organs:
         row = {"organ": organ.name}
@@ -55,38 +88,56 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, rules: Rules, top: int,
     cases = case_means(before, rules).merge(case_means(after, rules), on="Name", suffixes=("_before", "_after"))
     cases["DSC_change"] = cases["DSC_mean_after"] - cases["DSC_mean_before"]
     cases["NSD_change"] = cases["NSD_mean_after"] - cases["NSD_mean_before"]
-    worst = cases.sort_values("DSC_change", kind="stable").head(top)
-    result = {"rules": rules.name, "cases_compared": len(cases), "organs": organs,
-              "worst_cases": json.loads(worst.to_json(orient="records")), "efficiency": {}}
+    fell = cases[cases["DSC_change"] < 0].sort_values("DSC_change", kind="stable").head(top)
+    rose = cases[cases["DSC_change"] > 0].sort_values("DSC_change", ascending=False, kind="stable").head(top)
+    result = {"rules": rules.name, "cases_compared": len(cases), "status_changes": [], "organs": organs,
+              "dsc_fell": json.loads(fell.to_json(orient="records")),
+              "dsc_rose": json.loads(rose.to_json(orient="records")),
+              "dsc_unchanged": int((cases["DSC_change"] == 0).sum()), "efficiency": {}}
     if usage_before is not None and usage_after is not None:
-        for column in OFFICIAL_COLUMNS[1:]:
-            b, a = usage_before[column].mean(), usage_after[column].mean()
-            result["efficiency"][column] = {"before": _number(b), "after": _number(a), "change": _number(a - b)}
+        result["status_changes"] = status_changes(usage_before, usage_after)
+        result["efficiency"] = efficiency_changes(usage_before, usage_after)
     return result
 
 
 def _print(result: dict) -> None:
-    print(f"{'organ':<22}{'DSC before':>11}{'after':>8}{'change':>9}{'NSD before':>12}{'after':>8}{'change':>9}")
+    changes = result["status_changes"]
+    stopped = [c for c in changes if c["change"] == "stopped succeeding"]
+    print(f"status changes ({len(changes)}" + (f", {len(stopped)} stopped succeeding" if stopped else "") + "):")
+    for c in changes:
+        print(f"  {c['Name']}: {c['before']} -> {c['after']} ({c['change']})")
+    if not changes:
+        print("  none")
+    print(f"\n{'organ':<22}{'DSC before':>11}{'after':>8}{'change':>9}{'NSD before':>12}{'after':>8}{'change':>9}")
     fmt = lambda v, sign="": "" if v is None else f"{v:{sign}.4f}"  # noqa: E731
     for o in result["organs"]:
         print(f"{o['organ']:<22}{fmt(o['DSC_before']):>11}{fmt(o['DSC_after']):>8}{fmt(o['DSC_change'], '+'):>9}"
               f"{fmt(o['NSD_before']):>12}{fmt(o['NSD_after']):>8}{fmt(o['NSD_change'], '+'):>9}")
-    print(f"\ncases that got worse most (mean DSC over organs), of {result['cases_compared']}:")
-    for c in result["worst_cases"]:
-        print(f"  {c['Name']}: DSC {c['DSC_mean_before']:.4f} -> {c['DSC_mean_after']:.4f} ({c['DSC_change']:+.4f}), "
-              f"NSD {c['NSD_change']:+.4f}")
+    for key, title in (("dsc_fell", "cases whose mean DSC fell (most first)"),
+                       ("dsc_rose", "cases whose mean DSC rose (most first)")):
+        print(f"\n{title}, of {result['cases_compared']}:")
+        for c in result[key]:
+            print(f"  {c['Name']}: DSC {c['DSC_mean_before']:.4f} -> {c['DSC_mean_after']:.4f} "
+                  f"({c['DSC_change']:+.4f}), NSD {c['NSD_change']:+.4f}")
+        if not result[key]:
+            print("  none")
     if result["efficiency"]:
-        print("\nefficiency (means per case):")
-        for column, v in result["efficiency"].items():
-            if v["before"] is not None and v["after"] is not None:
-                print(f"  {column:<20} {v['before']:>12.2f} -> {v['after']:>12.2f} ({v['change']:+.2f})")
+        eff = result["efficiency"]
+        print(f"\nefficiency, means over the {eff['cases_ok_in_both']} case(s) ok in both runs"
+              + (f" ({len(stopped)} case(s) that stopped succeeding are not compared: that is no progress)"
+                 if stopped else "") + ":")
+        for column, v in eff["figures"].items():
+            if v["change"] is not None:
+                print(f"  {column:<20} {v['before']:>12.2f} -> {v['after']:>12.2f} "
+                      f"({v['change']:+.2f}, {v['verdict']})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.compare", description=__doc__.split("\n")[0])
-    parser.add_argument("before", type=Path)
-    parser.add_argument("after", type=Path)
-    parser.add_argument("--top", type=int, default=5, help="how many of the worst cases to list (default 5)")
+    parser.add_argument("before", type=Path, help="result folder of the earlier run")
+    parser.add_argument("after", type=Path, help="result folder of the later run")
+    parser.add_argument("--top", type=int, default=5,
+                        help="how many cases to list in each of the fell and rose lists (default 5)")
     parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
     args = parser.parse_args(argv)
     try:

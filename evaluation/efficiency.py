@@ -2,13 +2,17 @@
 
     python -m evaluation.efficiency --inputs DIR --out DIR (--image NAME | --command CMD)
         [--rules flare21|flare22|flare23] [--gpu N] [--interval 0.1] [--timeout S]
+        [--failures penalised|official] [--baseline 1] [--busy-cpu 10]
 
 Each case is copied alone into a fresh inputs folder and the submission is started once for it:
 `--image` runs the organisers' `docker container run --gpus "device=N" --rm -v ...:/workspace/inputs/
 -v ...:/workspace/outputs/ IMAGE /bin/bash -c "sh predict.sh"`, with a unique container name, no
 network, read-only inputs and a memory limit; `--command` runs a local shell command whose
 `{inputs}` and `{outputs}` are replaced by the folders. While it runs, evaluation/sampler.py
-samples GPU memory (NVML), CPU and RAM. Writes OUT/efficiency.csv (official columns, then
+samples GPU memory (NVML), CPU and RAM; before it starts, the machine is watched for a moment
+(the idle check, evaluation/baseline.py) and the case is marked busy when it was not idle. Every
+process the case leaves running, double-forked daemons included, is killed when it ends or times
+out (evaluation/contain.py). Writes OUT/efficiency.csv (official columns, then
 Status, Detail and extras), OUT/samples/<case>.csv (every sample), OUT/efficiency.json (the
 rows and the set-level verdict), OUT/predictions/ (the outputs) and OUT/logs/ (what each run
 printed). Exit code 0: every case ok; 1: some case timed out, crashed or gave no valid output;
@@ -19,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,12 +37,16 @@ import pandas as pd
 import psutil
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, nifti_files, output_name, read_labels, volume_shape
+from evaluation import baseline
+from evaluation.baseline import BUSY_CPU_PCT
+from evaluation.contain import CaseProcesses, subreaper
+from evaluation.imageio import InputError, describe_error, nifti_files, output_name, read_labels, volume_shape
 from evaluation.nvml import GpuMemory
 from evaluation.report import write_atomic
 from evaluation.rules import DEFAULT_RULES, RULES, EfficiencyRules, get_rules
 from evaluation.sampler import COLUMNS, ProcessTree, Sampler
-from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, set_verdict
+from evaluation.usage import (DEFAULT_FAILURE_POLICY, EXTRA_COLUMNS, FAILURE_POLICIES, OFFICIAL_COLUMNS, case_figures,
+                              is_failed, set_verdict)
 
 KILL_GRACE_S = 5.0
 ATTACH_RETRY_S = 0.25  # how often to look for the container's process (a `docker inspect` each time)
@@ -68,31 +74,24 @@ class Submission:
         command = self.command.format(inputs=shlex.quote(str(inputs)), outputs=shlex.quote(str(outputs)))
         return ["/bin/sh", "-c", command]
 
-    def tree(self, proc: subprocess.Popen, name: str) -> ProcessTree | None:
-        """The processes doing the work: the command's own tree, or the container's (found by name)."""
+    def tree(self, proc: subprocess.Popen, name: str, processes: CaseProcesses) -> ProcessTree | None:
+        """The processes doing the work: the command's (its tree and adopted orphans), or the
+        container's (found by name)."""
         try:
             if not self.image:
-                return ProcessTree(proc.pid)
+                return ProcessTree(proc.pid, processes.processes)
             pid = subprocess.run([self.docker, "inspect", "-f", "{{.State.Pid}}", name], capture_output=True,
                                  text=True, timeout=5).stdout.strip()
             return ProcessTree(int(pid)) if pid.isdigit() and int(pid) > 0 else None
         except (psutil.Error, subprocess.SubprocessError, OSError, ValueError):
             return None
 
-    def kill(self, proc: subprocess.Popen, name: str, tree: ProcessTree | None) -> None:
-        """Stop everything the case started: the container, the process group, stray descendants."""
+    def kill(self, proc: subprocess.Popen, name: str, processes: CaseProcesses) -> None:
+        """Stop everything the case started: the container, then every process of the case
+        (its session, its tree and double-forked orphans)."""
         if self.image:
             subprocess.run([self.docker, "kill", name], capture_output=True, timeout=30)
-        stragglers = tree.processes() if tree else []
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for p in stragglers:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        processes.kill()
         try:
             proc.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
@@ -105,6 +104,9 @@ def _check_output(output: Path, case: Path) -> tuple[str, str]:
         return "no-output", f"{output.name} was not written"
     try:
         expected = volume_shape(nib.load(case).shape)
+    except Exception as exc:  # the input itself is broken: nothing to check the output against
+        return "no-output", f"input {case.name} unreadable ({describe_error(exc)})"
+    try:
         labels = read_labels(output).data
     except InputError as exc:
         return "no-output", f"{output.name}: {exc}"
@@ -114,8 +116,13 @@ def _check_output(output: Path, case: Path) -> tuple[str, str]:
 
 
 def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRules, gpu: GpuMemory | None,
-             interval_s: float, timeout_s: float) -> tuple[dict, pd.DataFrame]:
-    """Run the submission on one case in fresh folders, sampled; returns its row and its samples."""
+             interval_s: float, timeout_s: float, policy: str = DEFAULT_FAILURE_POLICY, baseline_s: float = 1.0,
+             busy_cpu_pct: float = BUSY_CPU_PCT) -> tuple[dict, pd.DataFrame]:
+    """Run the submission on one case in fresh folders, sampled; returns its row and its samples.
+
+    The machine is watched for baseline_s seconds first (the idle check). The case ends when the
+    started process exits (or is killed at the timeout); whatever it leaves running is killed
+    then and counted in Detail."""
     name = output_name(case)
     work = out / "work" / name.removesuffix(".nii.gz")
     shutil.rmtree(work, ignore_errors=True)
@@ -125,34 +132,42 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
     shutil.copy2(case, inputs / case.name)
     container = f"flare-eval-{uuid.uuid4().hex[:12]}"
     log = out / "logs" / f"{name.removesuffix('.nii.gz')}.log"
+    base = baseline.measure(gpu, baseline_s, interval_s)
+    busy = baseline.busy_reasons(base, busy_cpu_pct)
     attached: list[ProcessTree | None] = [None]
+    processes = CaseProcesses()
     sampler = Sampler(gpu, tree=lambda: attached[0], interval_s=interval_s).start()
     start = time.perf_counter()
     with open(log, "w") as log_file:
         proc = subprocess.Popen(submission.argv(inputs, outputs, container), stdout=log_file,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        processes.attach(proc)
         timed_out, next_attach = False, start
         while proc.poll() is None:
             if attached[0] is None and time.perf_counter() >= next_attach:
-                attached[0] = submission.tree(proc, container)
+                attached[0] = submission.tree(proc, container, processes)
                 next_attach = time.perf_counter() + ATTACH_RETRY_S
             if time.perf_counter() - start > timeout_s:
                 timed_out = True
-                submission.kill(proc, container, attached[0])
+                submission.kill(proc, container, processes)
                 break
             time.sleep(0.02)
     wall = time.perf_counter() - start
     samples = pd.DataFrame(sampler.stop(), columns=list(COLUMNS))
+    left_behind = 0 if timed_out else (processes.kill() if processes.processes(search_session=True) else 0)
+    processes.reap()  # orphans that ended by themselves
     if timed_out:
         status, detail = "timeout", f"killed after {timeout_s:g} s"
     elif proc.returncode != 0:
         status, detail = "crashed", f"exit code {proc.returncode} (see logs/{log.name})"
     else:
         status, detail = _check_output(outputs / name, case)
+    if left_behind:
+        detail = "; ".join(filter(None, [detail, f"{left_behind} process(es) still running at the exit were killed"]))
     if status == "ok":
         shutil.copy2(outputs / name, out / "predictions" / name)
     shutil.rmtree(work, ignore_errors=True)
-    return case_figures(name, samples, wall, status, detail, rules), samples
+    return case_figures(name, samples, wall, status, detail, rules, policy, base, busy), samples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a case is killed (default 3600)")
     parser.add_argument("--docker", default="docker", help="docker binary (default: docker)")
     parser.add_argument("--memory", default="28g", help="container memory limit (default 28g)")
+    add_policy_arguments(parser)
     return parser
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options evaluation.run passes on: failure policy and idle check."""
+    parser.add_argument("--failures", choices=FAILURE_POLICIES, default=DEFAULT_FAILURE_POLICY,
+                        help="penalised (default): every failed case (timeout, crash, no valid output) gets the year's "
+                             "stuck values where it has them and ranks last; official: only timeouts get them and "
+                             "failed cases rank by their measured values, as the official scripts did")
+    parser.add_argument("--baseline", type=float, default=1.0, metavar="S",
+                        help="seconds to watch the machine before each case (idle check; default 1, 0: off)")
+    parser.add_argument("--busy-cpu", type=float, default=BUSY_CPU_PCT, metavar="PCT",
+                        help=f"system CPU %% before a case above which it is marked busy (default {BUSY_CPU_PCT:g})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--command needs the {inputs} and {outputs} placeholders")
     if args.interval <= 0 or args.timeout <= 0:
         parser.error("--interval and --timeout must be positive")
+    if args.baseline < 0:
+        parser.error("--baseline must be 0 or more")
     if args.image and shutil.which(args.docker) is None:
         parser.error(f"--docker {args.docker}: not found")
     cases = nifti_files(args.inputs)
@@ -194,27 +224,45 @@ def main(argv: list[str] | None = None) -> int:
     gpu = GpuMemory.open(args.gpu)
 
     rows = []
-    for case in tqdm(cases, desc="running", unit="case", file=sys.stderr, disable=None):
-        row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval, args.timeout)
-        write_atomic(args.out / "samples" / f"{row['Name'].removesuffix('.nii.gz')}.csv", samples.to_csv(index=False))
-        rows.append(row)
-        gpu_text = "GPU n/a" if math.isnan(row["MaxGPU_Mem"]) else f"GPU {row['MaxGPU_Mem']:.0f} MB"
-        print(f"{row['Name']}: {row['Status']}, {row['Time']:.1f} s, {gpu_text}, RAM {row['MaxRAM']:.0f} MB"
-              + (f" ({row['Detail']})" if row["Detail"] else ""), flush=True)
+    with subreaper():
+        for case in tqdm(cases, desc="running", unit="case", file=sys.stderr, disable=None):
+            row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval, args.timeout,
+                                    args.failures, args.baseline, args.busy_cpu)
+            stem = row["Name"].removesuffix(".nii.gz")
+            write_atomic(args.out / "samples" / f"{stem}.csv", samples.to_csv(index=False))
+            rows.append(row)
+            print(_case_line(row), flush=True)
+            if row["Machine"].startswith("busy"):
+                print(f"warning: {row['Name']}: the machine was not idle before the start ({row['Machine'][6:]}): the "
+                      "system-wide figures include that work (see the process-tree figures)",
+                      file=sys.stderr, flush=True)
 
     shutil.rmtree(args.out / "work", ignore_errors=True)
     table = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS + EXTRA_COLUMNS)
     verdict = set_verdict(table, rules.efficiency)
     write_atomic(args.out / "efficiency.csv", table.to_csv(index=False))
     summary = {"rules": rules.name, "submission": args.image or args.command, "gpu": gpu.name if gpu else None,
-               "interval_s": args.interval, "timeout_s": args.timeout, "cases": len(rows),
-               "not_ok": int((table["Status"] != "ok").sum()), "verdict": verdict,
+               "interval_s": args.interval, "timeout_s": args.timeout, "failures": args.failures,
+               "baseline_s": args.baseline, "busy_cpu_pct": args.busy_cpu, "cases": len(rows),
+               "not_ok": int(table["Status"].map(is_failed).sum()),
+               "busy_cases": table.loc[table["Machine"].str.startswith("busy"), "Name"].tolist(), "verdict": verdict,
                "rows": json.loads(table.to_json(orient="records"))}
     write_atomic(args.out / "efficiency.json", json.dumps(summary, indent=2) + "\n")
     for check in verdict["checks"]:
         mark = {True: "ok  ", False: "FAIL", None: "n/a "}[check["passed"]]
-        print(f"{mark} {check['limit']}: {check['value']}")
+        source = "" if check["source"] == "both" else f" ({check['source']})"
+        print(f"{mark} {check['limit']}{source}: {check['value']}")
     return 0 if summary["not_ok"] == 0 else 1
+
+
+def _case_line(row: dict) -> str:
+    """The one line printed per case."""
+    gpu_text = "GPU n/a" if math.isnan(row["MaxGPU_Mem"]) else f"GPU {row['MaxGPU_Mem']:.0f} MB"
+    time_text = f"{row['Time']:.1f} s"
+    if row["Penalised"]:
+        time_text += f" (penalty; measured {row['MeasuredTime']:.1f} s)"
+    return (f"{row['Name']}: {row['Status']}, {time_text}, {gpu_text}, RAM {row['MaxRAM']:.0f} MB"
+            + (f" ({row['Detail']})" if row["Detail"] else ""))
 
 
 if __name__ == "__main__":

@@ -2,16 +2,32 @@
 
 Arrays come back in nibabel's voxel order (x, y, z); the spacing is the header's
 `get_zooms()[:3]`, float32 values as the official scripts use them.
+
+Every NIfTI file is opened through `nifti_image`, which checks the header as stored, before
+nibabel repairs it (nibabel silently turns a pixdim of 0 into 1 mm and passes NaN geometry on):
+a voxel spacing that is zero, negative, not finite or outside SPACING_RANGE_MM, and non-finite
+quaternion, offset or sform values in use, make the file unusable (InputError). nibabel's own
+messages are captured, to be reported with the case's name, and a gzip stream is read to its end
+so that its CRC and length are checked (nibabel stops at the data's last byte).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gzip
+import logging
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
+from nibabel.fileholders import FileHolder
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SPACING_RANGE_MM = (0.05, 50.0)  # a voxel side outside this is a broken header, not a scan
+_HEADER_SIZES = {348: nib.Nifti1Image, 540: nib.Nifti2Image}
+_DRAIN_CHUNK = 1 << 20
 
 
 class InputError(Exception):
@@ -20,11 +36,13 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class LabelVolume:
-    """A label map: integer data (x, y, z), voxel spacing in mm (x, y, z) and the 4x4 affine."""
+    """A label map: integer data (x, y, z), voxel spacing in mm (x, y, z), the 4x4 affine and what
+    nibabel said while reading it (its header repairs)."""
 
     data: np.ndarray
     spacing: tuple[float, float, float]
     affine: np.ndarray
+    messages: tuple[str, ...] = field(default=())
 
 
 def describe_error(exc: BaseException) -> str:
@@ -86,21 +104,121 @@ def volume_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
     return shape
 
 
+def _spacing_problem(what: str, values) -> str | None:
+    low, high = SPACING_RANGE_MM
+    bad = [float(v) for v in values if not (np.isfinite(v) and low <= v <= high)]
+    if bad:
+        shown = " x ".join(f"{float(v):g}" for v in values)
+        return f"{what} {shown} mm is not within {low:g}-{high:g} mm"
+    return None
+
+
+def header_problems(header) -> list[str]:
+    """What makes a NIfTI header's geometry unusable, as stored (before nibabel's repairs): the
+    spatial pixdim values, and the quaternion, offsets and sform rows where their codes say they
+    are in use. Empty when the geometry is sound."""
+    problems = []
+    ndim = int(header["dim"][0])
+    if 1 <= ndim <= 7:
+        problem = _spacing_problem("voxel spacing (pixdim)", header["pixdim"][1:1 + min(ndim, 3)])
+        if problem:
+            problems.append(problem)
+    if int(header["qform_code"]) > 0:
+        quaternion = [header[k] for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")]
+        if not np.isfinite(np.asarray(quaternion, dtype=np.float64)).all():
+            problems.append("qform quaternion or offset not finite")
+    if int(header["sform_code"]) > 0:
+        rows = np.concatenate([header[k] for k in ("srow_x", "srow_y", "srow_z")]).astype(np.float64)
+        if not np.isfinite(rows).all():
+            problems.append("sform not finite")
+    return problems
+
+
+def affine_problems(affine: np.ndarray | None) -> list[str]:
+    """What makes a 4x4 voxel-to-world affine unusable: non-finite values, or voxel sizes (the
+    lengths of its first three columns) outside SPACING_RANGE_MM."""
+    if affine is None or not np.isfinite(affine).all():
+        return ["affine not finite"]
+    problem = _spacing_problem("affine voxel sizes", np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+    return [problem] if problem else []
+
+
+@contextmanager
+def nibabel_messages() -> Iterator[list[str]]:
+    """Collect what nibabel logs (e.g. "pixdim[1,2,3] should be non-zero; setting 0 dims to 1") and
+    the Python warnings it issues, instead of letting them reach stderr without the file's name;
+    yields the list of messages (filled when the block ends)."""
+    logger = nib.imageglobals.logger
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    collect, handlers, propagate = Collect(), list(logger.handlers), logger.propagate
+    for handler in handlers:
+        logger.removeHandler(handler)
+    logger.addHandler(collect)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield messages
+            finally:
+                messages += [str(w.message) for w in caught]
+    finally:
+        logger.removeHandler(collect)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.propagate = propagate
+
+
+@contextmanager
+def nifti_image(path: Path) -> Iterator[tuple[nib.spatialimages.SpatialImage, list[str]]]:
+    """Open a NIfTI-1/2 file (.nii or .nii.gz) whose stored header has sound geometry; yields (image,
+    nibabel's messages). Read the data inside the block: the file is closed after it, a gzip stream
+    having been read to its end first, so a bad CRC or length raises there. InputError for a
+    refused header; nibabel, gzip and zlib errors pass through for the caller to report."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as stream, nibabel_messages() as messages:
+        start = stream.read(4)
+        size = int.from_bytes(start, "little") if len(start) == 4 else 0
+        klass = _HEADER_SIZES.get(size) or _HEADER_SIZES.get(int.from_bytes(start, "big") if len(start) == 4 else 0)
+        if klass is None:
+            raise InputError("not a NIfTI-1 or NIfTI-2 file")
+        stream.seek(0)
+        problems = header_problems(klass.header_class.from_fileobj(stream, check=False))
+        if problems:
+            raise InputError("; ".join(problems))
+        stream.seek(0)
+        holder = FileHolder(filename=str(path), fileobj=stream)
+        image = klass.from_file_map({"image": holder, "header": holder})
+        problems = affine_problems(image.affine)
+        if problems:
+            raise InputError("; ".join(problems))
+        yield image, messages
+        while stream.read(_DRAIN_CHUNK):  # to the end: gzip checks the CRC and length there
+            pass
+
+
 def read_labels(path: Path) -> LabelVolume:
     """Read a 3D label map (a 4D file with one volume is accepted); InputError when it can't be scored."""
     try:
-        img = nib.load(path)
-        shape = volume_shape(img.shape)
-        proxy = img.dataobj
-        trivial_scaling = getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
-        stored = proxy.get_unscaled() if trivial_scaling and hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
-        data = _as_labels(np.asarray(stored).reshape(shape))
-        spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-        affine = img.affine
+        with nifti_image(Path(path)) as (img, messages):
+            shape = volume_shape(img.shape)
+            proxy = img.dataobj
+            trivial_scaling = getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
+            unscaled = trivial_scaling and hasattr(proxy, "get_unscaled")
+            stored = proxy.get_unscaled() if unscaled else np.asanyarray(proxy)
+            data = _as_labels(np.asarray(stored).reshape(shape))
+            spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+            affine = img.affine
     except InputError:
         raise
     except Exception as exc:  # nibabel, gzip and zlib raise many kinds for broken files
         raise InputError(f"unreadable ({describe_error(exc)})") from None
-    if not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise InputError(f"invalid voxel spacing {spacing}")
-    return LabelVolume(data, spacing, affine)
+    problem = _spacing_problem("voxel spacing", spacing)  # the stored header was checked: a safeguard
+    if problem:
+        raise InputError(problem)
+    return LabelVolume(data, spacing, affine, tuple(messages))

@@ -59,3 +59,12 @@ class GpuMemory:
         if any(u is None for u in used):
             return float("nan")
         return sum(used) / MB
+
+    def process_count(self) -> int | None:
+        """How many processes NVML lists as computing on this GPU; None when NVML cannot say."""
+        import pynvml
+
+        try:
+            return len(pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle))
+        except Exception:
+            return None

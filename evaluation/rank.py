@@ -1,69 +1,292 @@
-"""Rank teams the organisers' way: per case and metric, then averaged.
+"""Rank teams the organisers' way, with challengeR's conventions: rank per case, then aggregate.
 
-    python -m evaluation.rank RESULT_DIR... [--rules flare21|flare22|flare23] [--out ranking.csv]
+    python -m evaluation.rank TEAM_DIR... [--name NAME ...] [--rules flare21|flare22|flare23]
+        [--ties min|average] [--bootstrap 1000] [--seed 0] [--out leaderboard.csv] [--html leaderboard.html]
 
-Each RESULT_DIR is a folder written by `python -m evaluation.run` (its results.csv); the team is
-the folder's name. For every case and every metric of the year (FLARE21: DSC, NSD, time, max GPU
-memory; FLARE22: DSC, NSD, time, and the GPU and CPU areas at half weight; FLARE23: DSC, NSD,
-time, GPU area) the teams are ranked (1 = best; ties share the average rank; a missing value
-ranks last); each team's ranks are averaged over cases per metric, then over metrics with the
-weights, and the teams are ordered by that score (lower is better). DSC and NSD are a case's
-means over organs.
+Each TEAM_DIR is a folder written by `python -m evaluation.run` (results.csv and summary.json,
+which carries the team's name, the rules year and the failure policy of the run). For every case
+and every metric of the year (FLARE21: DSC, NSD, time, max GPU memory; FLARE22: DSC, NSD, time,
+and the GPU and CPU areas at half weight; FLARE23: DSC, NSD, time, GPU area) the teams are
+ranked, 1 = best, in three tiers: measured values first, then values not measured (NaN on a case
+that ran), then failed cases and cases missing from a team's folder (under the "official"
+failure policy, failed cases are ranked by their values instead). Ties share the minimum rank
+(challengeR's default; `--ties average` gives the mean). Each team's ranks are averaged over all
+cases per metric, then over the metrics with the year's weights (a metric no team has measured is
+left out, with a notice), and teams are placed by that score (ties share the better place). The
+bootstrap over cases says how often each team keeps its place. DSC and NSD are a case's means
+over organs. Refuses folders of different rules years or failure policies, and two teams of one
+name (give `--name`). Exit code 0: ranked; 2: usage error (one line naming the folder).
 """
 from __future__ import annotations
 
 import argparse
+import html
+import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy.stats import kendalltau, rankdata
 
+from evaluation import pages
 from evaluation.report import write_atomic
-from evaluation.rules import DEFAULT_RULES, RULES, get_rules
+from evaluation.rules import RULES, get_rules
+from evaluation.usage import DEFAULT_FAILURE_POLICY, FAILURE_POLICIES, is_failed
 
 HIGHER_IS_BETTER = {"DSC", "NSD"}
 COLUMN = {"DSC": "DSC_mean", "NSD": "NSD_mean"}  # other metrics are results.csv columns of their name
+TIES = ("min", "average")
+DEFAULT_TIES = "min"
+MEASURED, NOT_MEASURED, FAILED = 0, 1, 2  # tiers, best first
 
 
-def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float]) -> pd.DataFrame:
-    """One row per team: mean rank per metric (rank_<metric>), weighted score, position."""
+class RankError(Exception):
+    """A team folder that cannot be ranked (with the others); one line naming the folder."""
+
+
+@dataclass
+class Team:
+    """One team's run: its name, folder, rules year, failure policy and per-case results."""
+
+    name: str
+    folder: Path
+    rules: str
+    failures: str
+    results: pd.DataFrame
+
+
+@dataclass
+class Ranking:
+    """The leaderboard (`table`, best first), the per-case ranks per metric (cases x teams), the
+    metrics used and left out, and the notices (one line each) an organiser must read."""
+
+    table: pd.DataFrame
+    per_case: dict[str, pd.DataFrame]
+    weights: dict[str, float]
+    left_out: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    ties: str = DEFAULT_TIES
+
+
+def case_ranks(values: np.ndarray, tiers: np.ndarray, higher_is_better: bool, ties: str = DEFAULT_TIES) -> np.ndarray:
+    """Ranks (1 = best) of the teams on one case: by tier, then by value within the measured tier;
+    equal (tier, value) pairs and everything in the lower tiers are ties, given their minimum or
+    average rank."""
+    key = np.where(tiers == MEASURED, -values if higher_is_better else values, 0.0)
+    _, codes = np.unique(np.rec.fromarrays([tiers, key]), return_inverse=True)
+    return rankdata(codes.ravel(), method=ties)
+
+
+def _tiers(frame: pd.DataFrame, cases: list[str], column: str, policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, tiers) of one team and metric over the cases (a case it lacks is FAILED)."""
+    indexed = frame.drop_duplicates("Name").set_index("Name")
+    values = pd.to_numeric(indexed[column], errors="coerce").reindex(cases).to_numpy(dtype=np.float64) \
+        if column in indexed else np.full(len(cases), np.nan)
+    present = np.asarray([c in indexed.index for c in cases])
+    status = indexed["Status"].reindex(cases) if "Status" in indexed else pd.Series("ok", index=cases)
+    failed = status.map(is_failed).to_numpy(dtype=bool) & present
+    tiers = np.where(np.isfinite(values), MEASURED, NOT_MEASURED)
+    if policy == "penalised":
+        tiers = np.where(failed, FAILED, tiers)
+    tiers = np.where(present, tiers, FAILED)
+    return values, tiers
+
+
+def _failed_or_missing(frame: pd.DataFrame, cases: list[str]) -> int:
+    """How many of the cases failed for a team or are missing from its results."""
+    status = frame.drop_duplicates("Name").set_index("Name").get("Status")
+    if status is None:
+        return len(set(cases) - set(frame["Name"]))
+    return int(status.reindex(cases).map(is_failed).sum())  # a missing case reads NaN: failed
+
+
+def _positions(scores: np.ndarray) -> np.ndarray:
+    """Places from scores (lower is better), ties sharing the better place; along the last axis."""
+    return rankdata(scores, method="min", axis=-1).astype(int)
+
+
+def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float], ties: str = DEFAULT_TIES,
+               policy: str = DEFAULT_FAILURE_POLICY) -> Ranking:
+    """Rank teams from their per-case results (Name, Status, DSC_mean, NSD_mean and the efficiency
+    columns): per case and metric, then averaged over all cases, then weighted over metrics."""
+    if ties not in TIES or policy not in FAILURE_POLICIES:
+        raise ValueError(f"ties must be one of {TIES} and policy one of {FAILURE_POLICIES}")
     teams = list(per_case)
-    cases = sorted(set.intersection(*(set(t["Name"]) for t in per_case.values())))
-    rows = {team: {"team": team} for team in teams}
+    cases = sorted(set().union(*(set(t["Name"]) for t in per_case.values())))
+    notices = []
+    for team, frame in per_case.items():
+        missing = sorted(set(cases) - set(frame["Name"]))
+        if missing:
+            notices.append(f"{team}: {len(missing)} case(s) missing from its results, ranked last: "
+                           + ", ".join(missing))
+        failed = frame.loc[frame.get("Status", pd.Series("ok", index=frame.index)).map(is_failed), "Name"].tolist()
+        if failed:
+            how = "ranked last" if policy == "penalised" else "ranked by their values (official policy)"
+            notices.append(f"{team}: {len(failed)} failed case(s), {how}: {', '.join(sorted(failed))}")
+    ranks: dict[str, pd.DataFrame] = {}
+    left_out = []
     for metric in weights:
         column = COLUMN.get(metric, metric)
-        values = pd.DataFrame({team: per_case[team].set_index("Name").loc[cases, column] for team in teams})
-        ranks = values.rank(axis=1, ascending=metric not in HIGHER_IS_BETTER, method="average")
-        ranks = ranks.fillna(len(teams))  # no value (crash, not measured): last
-        for team in teams:
-            rows[team][f"rank_{metric}"] = float(ranks[team].mean())
-    table = pd.DataFrame(rows.values())
-    total = sum(weights.values())
-    table["score"] = sum(w * table[f"rank_{m}"] for m, w in weights.items()) / total
-    table = table.sort_values("score", kind="stable").reset_index(drop=True)
-    table["position"] = table["score"].rank(method="min").astype(int)
+        pairs = {team: _tiers(per_case[team], cases, column, policy) for team in teams}
+        values = np.column_stack([pairs[t][0] for t in teams])
+        tiers = np.column_stack([pairs[t][1] for t in teams])
+        if not (tiers == MEASURED).any():
+            left_out.append(metric)
+            notices.append(f"{metric}: measured for no team (e.g. no NVML): left out of the ranking, "
+                           "the other metrics' weights renormalised")
+            continue
+        for j, team in enumerate(teams):
+            unmeasured = int((tiers[:, j] == NOT_MEASURED).sum())
+            if unmeasured:
+                notices.append(f"{team}: {metric} not measured on {unmeasured} case(s): "
+                               "ranked after the measured values")
+        matrix = np.vstack([case_ranks(values[i], tiers[i], metric in HIGHER_IS_BETTER, ties)
+                            for i in range(len(cases))])
+        ranks[metric] = pd.DataFrame(matrix, index=cases, columns=teams)
+    used = {m: w for m, w in weights.items() if m in ranks}
+    if not used:
+        raise ValueError("no metric is measured for any team: nothing to rank on")
+    table = pd.DataFrame({"team": teams})
+    for metric in used:
+        table[f"rank_{metric}"] = ranks[metric].mean(axis=0).to_numpy()
+    total = sum(used.values())
+    table["score"] = sum(w * table[f"rank_{m}"] for m, w in used.items()) / total
+    table["position"] = _positions(table["score"].to_numpy())
     table["cases"] = len(cases)
-    return table
+    table["failed_or_missing"] = [_failed_or_missing(per_case[t], cases) for t in teams]
+    table = table.sort_values(["position", "team"], kind="stable").reset_index(drop=True)
+    return Ranking(table, ranks, used, left_out, notices, ties)
+
+
+def bootstrap(ranking: Ranking, samples: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, float]:
+    """Rank stability: the cases are drawn with replacement `samples` times and the teams placed
+    again from the same per-case ranks. Per team: how often it keeps its place (kept_position,
+    0-1) and its 5th and 95th percentile place; and the mean over samples of Kendall's tau between
+    the bootstrap's and the original scores (1: always the same order; NaN where undefined)."""
+    teams = list(ranking.table["team"])
+    matrices = [ranking.per_case[m][teams].to_numpy() for m in ranking.weights]
+    n_cases = matrices[0].shape[0]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_cases, size=(samples, n_cases))
+    total = sum(ranking.weights.values())
+    scores = sum(w * m[draws].mean(axis=1) for w, m in zip(ranking.weights.values(), matrices)) / total
+    places = _positions(scores)
+    original = ranking.table["position"].to_numpy()
+    base_scores = ranking.table["score"].to_numpy()
+    taus = np.array([kendalltau(base_scores, s).statistic for s in scores], dtype=np.float64)
+    stability = pd.DataFrame({
+        "team": teams,
+        "kept_position": (places == original).mean(axis=0),
+        "position_p5": np.percentile(places, 5, axis=0, method="lower"),
+        "position_p95": np.percentile(places, 95, axis=0, method="higher"),
+    })
+    return stability, float(np.nanmean(taus)) if np.isfinite(taus).any() else float("nan")
+
+
+def load_team(folder: Path, name: str | None = None) -> Team:
+    """A team's run from its folder; RankError when results.csv or summary.json is missing or bad."""
+    results, summary = folder / "results.csv", folder / "summary.json"
+    for path in (results, summary):
+        if not path.is_file():
+            raise RankError(f"{folder}: no {path.name} (run python -m evaluation.run first)")
+    try:
+        doc = json.loads(summary.read_text())
+        frame = pd.read_csv(results)
+    except (ValueError, OSError) as exc:
+        raise RankError(f"{folder}: unreadable results ({type(exc).__name__}: {exc})") from None
+    if "Name" not in frame or doc.get("rules") not in RULES:
+        raise RankError(f"{folder}: results.csv has no Name column or summary.json no known rules year")
+    # runs from before the failure policy existed gave stuck values to timeouts only: "official"
+    return Team(name or doc.get("team") or folder.resolve().name, folder, doc["rules"],
+                doc.get("failures", "official"), frame)
+
+
+def check_teams(teams: list[Team], rules: str | None) -> tuple[str, str]:
+    """The common (rules year, failure policy) of the teams; RankError when they differ, when
+    `rules` is given and differs, or when two teams share a name."""
+    years = {t.rules for t in teams}
+    if len(years) > 1:
+        raise RankError("folders were run under different rules years: "
+                        + ", ".join(f"{t.folder} ({t.rules})" for t in teams))
+    year = years.pop()
+    if rules and rules != year:
+        raise RankError(f"--rules {rules}, but the folders were run under {year}: run them again under {rules}")
+    policies = {t.failures for t in teams}
+    if len(policies) > 1:
+        raise RankError("folders were run under different failure policies: "
+                        + ", ".join(f"{t.folder} ({t.failures})" for t in teams))
+    seen: dict[str, Path] = {}
+    for team in teams:
+        if team.name in seen:
+            raise RankError(f"two teams named {team.name!r}: {seen[team.name]} and {team.folder} (give --name)")
+        seen[team.name] = team.folder
+    return year, policies.pop()
+
+
+def leaderboard(ranking: Ranking, stability: pd.DataFrame | None) -> pd.DataFrame:
+    """The leaderboard table: position, team, score, mean rank per metric, case counts, stability."""
+    table = ranking.table
+    if stability is not None:
+        table = table.merge(stability, on="team", how="left")
+    first = ["position", "team", "score"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def leaderboard_html(board: pd.DataFrame, ranking: Ranking, year: str, policy: str, samples: int,
+                     tau: float) -> str:
+    """The leaderboard as a static page: the table, how it was ranked, and every notice."""
+    weights = ", ".join(f"{m} x{w:g}" for m, w in ranking.weights.items())
+    body = (f"<h1>Leaderboard ({html.escape(year)})</h1>"
+            f"<p>Ranked per case and metric (ties: {ranking.ties}; not measured after measured; failed and "
+            f"missing cases last{' only by value: official policy' if policy == 'official' else ''}), mean rank "
+            f"over cases per metric, weighted mean over metrics ({html.escape(weights)}); lower score is better. "
+            + (f"Stability: {samples} bootstrap samples of the cases; kept_position is how often a team kept its "
+               f"place; mean Kendall's tau to the ranking {pages.number(tau, 3) or 'undefined'}." if samples else "")
+            + "</p>"
+            + pages.table(board)
+            + "<h2>Notices</h2>" + pages.bullet_list([html.escape(n) for n in ranking.notices]))
+    return pages.page(f"FLARE leaderboard ({year})", body)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.rank", description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="result folders of evaluation.run, one per team")
-    parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES)
-    parser.add_argument("--out", type=Path, help="write the ranking as CSV here")
+    parser.add_argument("--name", nargs="+", help="the teams' names, one per folder (default: each run's --name)")
+    parser.add_argument("--rules", choices=sorted(RULES), help="the year to rank under (default: the folders')")
+    parser.add_argument("--ties", choices=TIES, default=DEFAULT_TIES,
+                        help="per-case ties share the minimum (default, as challengeR) or the average rank")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                        help="bootstrap samples of the cases for the stability (default 1000; 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--out", type=Path, help="write the leaderboard as CSV here")
+    parser.add_argument("--html", type=Path, help="write the leaderboard as an HTML page here")
     args = parser.parse_args(argv)
-    per_case = {}
-    for folder in args.folders:
-        results = folder / "results.csv"
-        if not results.is_file():
-            parser.error(f"{folder}: no results.csv (run python -m evaluation.run first)")
-        per_case[folder.resolve().name] = pd.read_csv(results)
-    if len(per_case) < 2:
-        parser.error("need at least two distinct team folders")
-    table = rank_teams(per_case, get_rules(args.rules).efficiency.rank_weights)
+    if args.name and len(args.name) != len(args.folders):
+        parser.error(f"--name gives {len(args.name)} name(s) for {len(args.folders)} folder(s)")
+    if len(args.folders) < 2:
+        parser.error("need at least two team folders")
+    if args.bootstrap < 0:
+        parser.error("--bootstrap must be 0 or more")
+    try:
+        teams = [load_team(f, args.name[i] if args.name else None) for i, f in enumerate(args.folders)]
+        year, policy = check_teams(teams, args.rules)
+        ranking = rank_teams({t.name: t.results for t in teams}, get_rules(year).efficiency.rank_weights,
+                             args.ties, policy)
+    except (RankError, ValueError) as exc:
+        parser.error(str(exc))
+    stability, tau = bootstrap(ranking, args.bootstrap, args.seed) if args.bootstrap else (None, float("nan"))
+    board = leaderboard(ranking, stability)
     if args.out:
-        write_atomic(args.out, table.to_csv(index=False))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        write_atomic(args.out, board.to_csv(index=False))
+    if args.html:
+        write_atomic(args.html, leaderboard_html(board, ranking, year, policy, args.bootstrap, tau))
+    print(board.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.bootstrap:
+        print(f"stability: {args.bootstrap} bootstrap samples of the cases, mean Kendall's tau {tau:.3f}")
+    for notice in ranking.notices:
+        print(f"notice: {notice}", file=sys.stderr)
     return 0
 
 

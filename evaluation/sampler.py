@@ -8,11 +8,13 @@ with its real time. Columns (units):
     gpu_tree_mb     NVML memory of the submission's own processes (MB), where NVML reports it
     cpu_used_pct    system CPU utilisation, 100 - idle %, from psutil.cpu_times deltas with the
                     organisers' formula idle / (user + system + idle + 0.1)
-    cpu_tree_pct    CPU time of the process tree per wall second (%, 100 = one core)
+    cpu_tree_pct    CPU time of the process tree per wall second (%, 100 = one core; at most
+                    cores x 100)
     ram_used_mb     psutil.virtual_memory().used (MB): the organisers' figure
     ram_tree_mb     resident memory of the process tree (MB)
 
-GPU columns are NaN without NVML; tree columns are NaN while no process is attached.
+GPU columns are NaN without NVML; tree columns are NaN while no process is attached and once
+every process of the tree has ended.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import psutil
 
 from evaluation.nvml import MB
 
+CPU_CAP_PCT = 100.0 * (psutil.cpu_count() or 1)  # all cores busy
 COLUMNS = ("t_s", "gpu_used_mb", "gpu_tree_mb", "cpu_used_pct", "cpu_tree_pct", "ram_used_mb", "ram_tree_mb")
 
 
@@ -47,36 +50,63 @@ class SystemCpu:
 
 
 class ProcessTree:
-    """Resident memory and CPU use of a process and all its descendants."""
+    """Resident memory and CPU use of a process and all its descendants.
 
-    def __init__(self, pid: int) -> None:
+    `processes`, where given, lists the processes to measure instead of the root's descendants
+    (evaluation.contain.CaseProcesses.processes: the tree plus double-forked orphans). Zombies
+    (ended, not yet reaped) are left out: their memory reads as 0.
+    """
+
+    def __init__(self, pid: int, processes: Callable[[], list[psutil.Process]] | None = None) -> None:
         self.root = psutil.Process(pid)
-        self._cpu_seconds: dict[int, float] = {}
+        self._processes = processes
         self._last = time.perf_counter()
+        self._last_epoch = time.time()
+        self._cpu_seconds: dict[int, float] = {}
+        try:
+            times = self.root.cpu_times()
+            self._cpu_seconds[pid] = times.user + times.system
+        except psutil.Error:
+            pass
 
     def processes(self) -> list[psutil.Process]:
+        if self._processes is not None:
+            return self._processes()
         try:
             return [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             return []
 
     def sample(self) -> tuple[list[int], float, float]:
-        """(pids, resident MB, CPU % since the last call) of the tree; processes that vanish are skipped."""
-        now = time.perf_counter()
+        """(pids, resident MB, CPU % since the last call) of the live processes of the tree; NaN, NaN
+        when none is left. CPU is counted in clock ticks (10 ms), so one 0.1 s interval can read a
+        tick or two above what the cores allow: it is capped at cores x 100 %. A process born since
+        the last call counts all its CPU time; one seen before counts the difference."""
+        now, epoch = time.perf_counter(), time.time()
         pids, rss, cpu = [], 0.0, 0.0
         seen = {}
         for proc in self.processes():
             try:
-                times = proc.cpu_times()
-                rss += proc.memory_info().rss / MB
+                with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        continue
+                    times = proc.cpu_times()
+                    memory = proc.memory_info().rss / MB
+                    born = proc.create_time()
             except psutil.Error:
                 continue
+            rss += memory
             pids.append(proc.pid)
             seen[proc.pid] = times.user + times.system
-            cpu += max(0.0, seen[proc.pid] - self._cpu_seconds.get(proc.pid, seen[proc.pid]))
-        elapsed, self._last = now - self._last, now
+            before = self._cpu_seconds.get(proc.pid, 0.0 if born >= self._last_epoch else seen[proc.pid])
+            cpu += max(0.0, seen[proc.pid] - before)
+        elapsed = now - self._last
+        self._last, self._last_epoch = now, epoch
         self._cpu_seconds = seen
-        return pids, rss, 100.0 * cpu / elapsed if elapsed > 0 else math.nan
+        if not pids:
+            return [], math.nan, math.nan
+        cpu_pct = min(100.0 * cpu / elapsed, CPU_CAP_PCT) if elapsed > 0 else math.nan
+        return pids, rss, cpu_pct
 
 
 class Sampler:

@@ -67,8 +67,9 @@ def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult
     if problem:
         result.problems.append(f"{problem}: scored as empty")
         return np.zeros(gt.data.shape, dtype=np.uint8)
+    result.warnings += [f"prediction {pred_file.name}: nibabel: {m}" for m in pred.messages]
     affine_diff = float(np.abs(pred.affine - gt.affine).max())
-    if affine_diff > AFFINE_TOLERANCE_MM:
+    if not affine_diff <= AFFINE_TOLERANCE_MM:  # NaN differs too
         result.warnings.append(
             f"prediction {pred_file.name}: affine differs from ground truth by up to {affine_diff:.4g} "
             "(the ground truth's spacing is used)")
@@ -87,6 +88,7 @@ def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab
     except InputError as exc:
         result.problems.append(f"ground truth {gt_file.name}: {exc}: not scored")
         return result
+    result.warnings += [f"ground truth {gt_file.name}: nibabel: {m}" for m in gt.messages]
     extra = _unexpected_labels(gt.data, rules)
     if extra:
         result.problems.append(

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from evaluation.imageio import InputError, describe_error, volume_shape
+from evaluation.imageio import InputError, affine_problems, describe_error, nifti_image, volume_shape
 
 MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
 MAX_SIDE = 8192
@@ -47,12 +47,21 @@ class CT:
 
 
 def read_ct(path: Path) -> CT:
-    """Read a CT file (3D, or 4D with one volume) into canonical orientation; InputError if unusable."""
+    """Read a CT file (3D, or 4D with one volume) into canonical orientation; InputError if unusable.
+
+    The stored header's geometry is checked before nibabel repairs it, and a gzip stream's CRC and
+    length are checked (evaluation.imageio.nifti_image); what nibabel says is kept in the CT's
+    warnings ("nibabel: ..."). The file is closed on return: `CT.image` serves its header, affine
+    and shape, the voxels are in `CT.data`."""
     try:
-        image = nib.load(path)
+        with nifti_image(Path(path)) as (image, messages):
+            ct = to_canonical(image)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"unreadable ({describe_error(exc)})") from None
-    return to_canonical(image)
+    ct.warnings[:0] = [f"nibabel: {m}" for m in messages]
+    return ct
 
 
 def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
@@ -63,6 +72,9 @@ def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
     affine = image.affine
     if affine is None or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError("invalid affine (not finite or singular)")
+    problems = affine_problems(affine)  # voxel sizes of 0 or 1e30 mm are a broken header, not a scan
+    if problems:
+        raise InputError("; ".join(problems))
     try:
         data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
     except Exception as exc:

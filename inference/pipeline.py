@@ -153,12 +153,14 @@ class Segmenter:
     @torch.inference_mode()
     def coarse_only(self, ct: np.ndarray, spacing: Spacing) -> Result:
         """The coarse stage alone as a label map on the CT's grid: its logits resampled to the
-        full grid, then the largest components (how the coarse network is validated)."""
+        full grid, then the largest components, and their box plus the margin (how the coarse
+        network is validated)."""
         result = Result(np.zeros(ct.shape, dtype=np.uint8))
         with self._stage(result, "coarse"):
             volume = self._volume(ct)
             labels = labels_at_size(self._logits("coarse", volume), volume.shape[2:]).cpu().numpy()
             result.labels = self._components(labels, spacing)
+            result.box = organ_box(result.labels, ct.shape, spacing, self.models.post.box_margin_mm)
         return result
 
     @torch.inference_mode()

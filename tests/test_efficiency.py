@@ -1,9 +1,13 @@
 """The efficiency harness: per-case figures from samples, the sampler, fake submissions end to end."""
+import contextlib
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -11,9 +15,10 @@ import pandas as pd
 import psutil
 import pytest
 
+from evaluation.baseline import Baseline, busy_reasons, measure
 from evaluation.efficiency import Submission, main
 from evaluation.rules import get_rules
-from evaluation.sampler import Sampler
+from evaluation.sampler import ProcessTree, Sampler
 from evaluation.usage import OFFICIAL_COLUMNS, area, case_figures, plain_max, set_verdict, stable_max
 
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -54,8 +59,22 @@ def test_case_figures_follow_each_years_rules():
     assert f21["MaxCPU_Tree"] == 90 and f21["Samples"] == 50
     stuck = case_figures("a.nii.gz", samples, 3.0, "timeout", "", get_rules("flare22").efficiency)
     assert (stuck["Time"], stuck["AUC_GPU_Time"], stuck["AUC_CPU_Time"]) == (3600, 3600 * (10240 - 2048), 360000)
+    assert stuck["Penalised"] and stuck["MeasuredTime"] == 3.0
     no_gpu = case_figures("a.nii.gz", _samples(gpu=False), 5.0, "ok", "", get_rules("flare21").efficiency)
     assert math.isnan(no_gpu["MaxGPU_Mem"]) and math.isnan(no_gpu["AUC_GPU_Time"])  # NaN, never 0
+
+
+@pytest.mark.parametrize("status", ["crashed", "no-output", "timeout"])
+def test_every_failed_case_gets_the_years_stuck_values_unless_official(status):
+    flare22 = get_rules("flare22").efficiency
+    failed = case_figures("a.nii.gz", _samples(5), 0.3, status, "", flare22)
+    assert failed["Penalised"] and failed["Time"] == 3600 and failed["AUC_CPU_Time"] == 360000
+    official = case_figures("a.nii.gz", _samples(5), 0.3, status, "", flare22, policy="official")
+    assert official["Penalised"] is (status == "timeout")
+    assert official["Time"] == (3600 if status == "timeout" else 0.3)
+    for year in ("flare21", "flare23"):  # no stuck values: the measured ones stand (rank puts the case last)
+        row = case_figures("a.nii.gz", _samples(5), 0.3, status, "", get_rules(year).efficiency)
+        assert not row["Penalised"] and row["Time"] == 0.3
 
 
 def test_set_verdict():
@@ -63,11 +82,32 @@ def test_set_verdict():
             for i in range(3)]
     verdict = set_verdict(pd.DataFrame(rows), get_rules("flare21").efficiency)
     assert verdict["passed"] is True  # 100 x 200 s = 5.6 h <= 6 h; 3000 MB <= 10 GB
-    rows[0]["Time"] = 1000.0
+    rows[0]["Time"] = rows[0]["MeasuredTime"] = 1000.0
     rows[1]["Status"] = "crashed"
     verdict = set_verdict(pd.DataFrame(rows), get_rules("flare21").efficiency)
     assert verdict["passed"] is False
-    assert [c["passed"] for c in verdict["checks"]] == [False, True, False]
+    # time; GPU system-wide (3000 MB: passed) and process tree (not measured here); valid outputs
+    assert [c["passed"] for c in verdict["checks"]] == [False, True, None, False]
+    assert [c["source"] for c in verdict["checks"]][1:3] == ["system-wide (official)", "process tree"]
+
+
+def test_verdict_on_the_process_tree_as_well_as_system_wide():
+    """A 62 MB submission on a machine whose other jobs use 30 GB fails the official RAM check only."""
+    flare22 = get_rules("flare22").efficiency
+    samples = _samples().assign(ram_used_mb=30000.0, ram_tree_mb=62.0)
+    table = pd.DataFrame([case_figures("a.nii.gz", samples, 5.0, "ok", "", flare22)])
+    verdict = set_verdict(table, flare22)
+    ram = {c["source"]: c for c in verdict["checks"] if c["limit"].startswith("RAM")}
+    assert ram["system-wide (official)"]["passed"] is False and ram["process tree"]["passed"] is True
+    assert verdict["passed"] is False and verdict["passed_process_tree"] is True
+
+
+def test_the_set_time_is_projected_from_measured_times_not_penalties():
+    flare22 = get_rules("flare22").efficiency
+    rows = [case_figures("a.nii.gz", _samples(), 10.0, "ok", "", flare22),
+            case_figures("b.nii.gz", _samples(), 0.5, "crashed", "", flare22)]
+    time_check = set_verdict(pd.DataFrame(rows), flare22)["checks"][0]
+    assert rows[1]["Time"] == 3600 and time_check["passed"] is True  # 50 x 5.25 s, not 50 x 1805 s
 
 
 class FakeGpu:
@@ -84,6 +124,9 @@ class FakeGpu:
     def process_used_mb(self, pids):
         return 123.0
 
+    def process_count(self):
+        return 0
+
 
 def test_sampler_records_real_times_and_the_fake_gpu():
     sampler = Sampler(FakeGpu([1000, 2000, 4000, 4000, 1500]), interval_s=0.05).start()
@@ -97,17 +140,84 @@ def test_sampler_records_real_times_and_the_fake_gpu():
     assert samples["gpu_tree_mb"].isna().all()  # no process attached
 
 
+def test_tree_figures_are_nan_once_the_process_has_ended_and_cpu_is_capped():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    tree = ProcessTree(proc.pid)
+    pids, ram, cpu = tree.sample()
+    assert pids == [proc.pid] and ram > 0
+    proc.kill()
+    proc.wait()  # reaped: gone
+    assert tree.sample()[0] == [] and all(math.isnan(v) for v in tree.sample()[1:])
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    tree = ProcessTree(zombie.pid)
+    deadline = time.monotonic() + 60
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _, ram, cpu = tree.sample()  # ended, not yet reaped: its memory would read 0
+    assert math.isnan(ram) and math.isnan(cpu)
+    zombie.wait()
+    runaway = FakeProcess()  # reports a whole CPU second more at every reading
+    tree = ProcessTree(os.getpid(), lambda: [runaway])
+    assert tree.sample()[2] == 0  # first seen (born long ago): nothing counted yet
+    for _ in range(3):
+        time.sleep(0.05)
+        assert tree.sample()[2] == 100 * psutil.cpu_count()  # 1 s per 0.05 s would read 2000 %
+
+
+class FakeProcess:
+    """A live process whose CPU time grows by one second at every reading."""
+
+    pid, seconds = 999_999, 0.0
+
+    def oneshot(self):
+        return contextlib.nullcontext()
+
+    def status(self):
+        return psutil.STATUS_RUNNING
+
+    def cpu_times(self):
+        self.seconds += 1.0
+        return SimpleNamespace(user=self.seconds, system=0.0)
+
+    def memory_info(self):
+        return SimpleNamespace(rss=2**20)
+
+    def create_time(self):
+        return 0.0
+
+
+def test_busy_machine_reasons():
+    assert busy_reasons(Baseline(3.0, 2000.0, 600.0, 0, 1.0)) == []
+    reasons = busy_reasons(Baseline(97.0, 9000.0, 5000.0, 2, 1.0))
+    assert "CPU 97 %" in reasons[0] and "2 process(es) computing on the GPU" in reasons[1]
+    assert busy_reasons(Baseline(97.0, 9000.0, math.nan, None, 1.0), cpu_threshold_pct=99) == []
+    watched = measure(FakeGpu([700.0]), seconds=0.3, interval_s=0.05)
+    assert watched.ram_mb > 0 and watched.gpu_mb == 700.0 and 0 <= watched.cpu_pct <= 100
+    assert watched.gpu_processes == 0 and watched.seconds >= 0.3
+
+
+def _cases(folder: Path, modes) -> Path:
+    folder.mkdir()
+    for mode in modes:
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4)), str(folder / f"{mode}_0000.nii.gz"))
+    return folder
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (or is an ended child not yet reaped)."""
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
 @pytest.fixture(scope="module")
 def fake_run(tmp_path_factory):
-    """One harness run over cases that behave as their names say."""
+    """One harness run over cases that behave as their names say. The timeout is far above what
+    any case needs even on a loaded machine: timeouts are tested apart (hang_run)."""
     root = tmp_path_factory.mktemp("efficiency")
-    inputs = root / "inputs"
-    inputs.mkdir()
-    for mode in ("normal", "slow", "hang", "crash", "nothing", "wrongshape", "memory"):
-        nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.int16), np.eye(4)), str(inputs / f"{mode}_0000.nii.gz"))
-    command = f"FAKE_PIDS={root / 'pids.txt'} {sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
-    code = main(["--inputs", str(inputs), "--out", str(root / "out"), "--command", command, "--timeout", "4",
-                 "--interval", "0.05", "--rules", "flare21"])
+    inputs = _cases(root / "inputs", ("normal", "slow", "crash", "nothing", "wrongshape", "memory", "daemon"))
+    command = (f"FAKE_PIDS={root / 'daemon.pid'} FAKE_TIMES={root / 'times.txt'} {sys.executable} "
+               f"{FAKES / 'submission.py'} {{inputs}} {{outputs}}")
+    code = main(["--inputs", str(inputs), "--out", str(root / "out"), "--command", command, "--timeout", "300",
+                 "--interval", "0.05", "--rules", "flare21", "--baseline", "0.2"])
     table = pd.read_csv(root / "out" / "efficiency.csv").set_index("Name")
     return code, table, root
 
@@ -117,30 +227,59 @@ def test_fake_submissions_are_recorded_and_the_run_goes_on(fake_run):
     assert code == 1
     assert list(table.reset_index().columns[:8]) == OFFICIAL_COLUMNS
     assert table["Status"].to_dict() == {
-        "normal.nii.gz": "ok", "slow.nii.gz": "ok", "hang.nii.gz": "timeout", "crash.nii.gz": "crashed",
-        "nothing.nii.gz": "no-output", "wrongshape.nii.gz": "no-output", "memory.nii.gz": "ok"}
-    assert table.loc["slow.nii.gz", "Time"] >= 1.5 > table.loc["normal.nii.gz", "Time"]
-    assert 4 <= table.loc["hang.nii.gz", "Time"] < 15
+        "normal.nii.gz": "ok", "slow.nii.gz": "ok", "crash.nii.gz": "crashed", "nothing.nii.gz": "no-output",
+        "wrongshape.nii.gz": "no-output", "memory.nii.gz": "ok", "daemon.nii.gz": "ok"}
+    own_times = dict(line.split() for line in (root / "times.txt").read_text().splitlines())
+    for mode, seconds in own_times.items():  # the harness's Time covers the whole run of the process
+        assert table.loc[f"{mode}.nii.gz", "Time"] >= float(seconds)
+    assert table.loc["slow.nii.gz", "Time"] >= 1.5
     assert "exit code 3" in table.loc["crash.nii.gz", "Detail"]
     assert "shape" in table.loc["wrongshape.nii.gz", "Detail"]
     assert table.loc["memory.nii.gz", "MaxRAM_Tree"] >= 300 > table.loc["normal.nii.gz", "MaxRAM_Tree"]
+    assert table["MaxRAM_Tree"].ne(0).all()  # NaN where no sample caught it, never a 0 read after it ended
+    assert table["MaxCPU_Tree"].le(100 * psutil.cpu_count()).all()
     assert table["MaxGPU_Mem"].isna().all()  # no GPU here: NaN, not 0
+    assert not table["Penalised"].any()  # FLARE21 has no stuck values
+    assert table["BaselineRAM_MB"].gt(0).all() and table["Machine"].str.match("idle|busy: ").all()
     assert sorted(p.name for p in (root / "out" / "predictions").iterdir()) == [
-        "memory.nii.gz", "normal.nii.gz", "slow.nii.gz"]
+        "daemon.nii.gz", "memory.nii.gz", "normal.nii.gz", "slow.nii.gz"]
     samples = pd.read_csv(root / "out" / "samples" / "slow.csv")
     assert len(samples) >= 20 and samples["t_s"].is_monotonic_increasing
     summary = json.loads((root / "out" / "efficiency.json").read_text())
-    assert summary["not_ok"] == 4 and summary["verdict"]["passed"] is False
+    assert summary["not_ok"] == 3 and summary["verdict"]["passed"] is False and summary["failures"] == "penalised"
 
 
-def test_a_hanging_case_is_killed_with_its_whole_tree(fake_run):
-    _, _, root = fake_run
-    log = (root / "out" / "logs" / "hang.log").read_text()
-    assert "Traceback" not in log
+def test_a_double_forked_daemon_is_killed_when_the_case_ends(fake_run):
+    _, table, root = fake_run
+    daemon = int((root / "daemon.pid").read_text())
+    assert _gone(daemon)
+    assert "1 process(es) still running at the exit were killed" in table.loc["daemon.nii.gz", "Detail"]
+    assert table.loc["daemon.nii.gz", "Status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def hang_run(tmp_path_factory):
+    """A case that never ends (a shell script: running within milliseconds even under load), with
+    a child and a double-forked daemon, killed at a 3 s timeout; the FLARE22 rules."""
+    root = tmp_path_factory.mktemp("hang")
+    inputs = _cases(root / "inputs", ("hang",))
+    command = f"FAKE_PIDS={root / 'pids.txt'} /bin/sh {FAKES / 'hang.sh'} {{inputs}} {{outputs}}"
+    code = main(["--inputs", str(inputs), "--out", str(root / "out"), "--command", command, "--timeout", "3",
+                 "--interval", "0.05", "--rules", "flare22", "--baseline", "0"])
+    return code, pd.read_csv(root / "out" / "efficiency.csv").set_index("Name"), root
+
+
+def test_a_hanging_case_is_killed_with_everything_it_started(hang_run):
+    code, table, root = hang_run
+    assert code == 1
+    row = table.loc["hang.nii.gz"]
+    assert row["Status"] == "timeout" and 3 <= row["MeasuredTime"] < 3 + 60  # killed at once, even under load
+    assert row["Time"] == 3600 and row["Penalised"]  # FLARE22's stuck value
+    assert row["Machine"] == "not checked"  # --baseline 0
+    assert "Traceback" not in (root / "out" / "logs" / "hang.log").read_text()
     pids = [int(p) for p in (root / "pids.txt").read_text().split()]
-    assert len(pids) == 2  # the submission and the child it started
-    for pid in pids:  # both are gone (or reaped zombies)
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert len(pids) == 3  # the script, its child and the double-forked daemon
+    assert all(_gone(pid) for pid in pids)
 
 
 def test_docker_command_has_the_safe_defaults(tmp_path):

@@ -1,8 +1,10 @@
 """The organiser's flow: evaluation.run, then ranking and comparison of result folders."""
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -36,7 +38,7 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
     for team, source in (("decent", data / "pred"), ("perfect", data / "gt")):
         folders[team] = out / team
         code = run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(folders[team]),
-                         "--command", COPY % source, "--interval", "0.02"])
+                         "--command", COPY % source, "--interval", "0.02", "--baseline", "0.1"])
         assert code == 0
     return folders
 
@@ -59,12 +61,57 @@ def test_run_writes_the_joined_results_and_the_report(runs):
 
 
 def test_rank_orders_teams_by_average_rank(runs, tmp_path, capsys):
-    assert rank.main([str(runs["decent"]), str(runs["perfect"]), "--out", str(tmp_path / "ranking.csv")]) == 0
-    table = pd.read_csv(tmp_path / "ranking.csv")
+    csv, page = tmp_path / "leaderboard.csv", tmp_path / "leaderboard.html"
+    assert rank.main([str(runs["decent"]), str(runs["perfect"]), "--out", str(csv), "--html", str(page),
+                      "--bootstrap", "200"]) == 0
+    table = pd.read_csv(csv)
     assert table["team"].tolist()[0] == "perfect"  # better DSC and NSD on every case
     assert table.loc[table.team == "perfect", "rank_DSC"].item() == 1.0
     assert table.loc[table.team == "decent", "rank_DSC"].item() == 2.0
-    assert "perfect" in capsys.readouterr().out
+    assert table["kept_position"].between(0, 1).all() and table["cases"].eq(3).all()
+    assert "rank_MaxGPU_Mem" not in table  # no NVML here: measured for no team, left out
+    out, err = capsys.readouterr()
+    assert "perfect" in out and "MaxGPU_Mem: measured for no team" in err
+    html_text = page.read_text()
+    assert "<table>" in html_text and "perfect" in html_text and "measured for no team" in html_text
+
+
+def test_rank_refuses_mixed_years_and_duplicate_names(runs, data, tmp_path, capsys):
+    other_year = tmp_path / "perfect"  # the same folder name as a team of runs: a duplicate name
+    assert run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(other_year),
+                     "--command", COPY % (data / "gt"), "--rules", "flare22", "--baseline", "0"]) == 0
+    assert json.loads((other_year / "summary.json").read_text())["team"] == "perfect"
+    with pytest.raises(SystemExit) as exc:
+        rank.main([str(runs["perfect"]), str(other_year)])
+    assert exc.value.code == 2 and "different rules years" in capsys.readouterr().err
+    twin = tmp_path / "twin" / "perfect"
+    shutil.copytree(runs["perfect"], twin)
+    with pytest.raises(SystemExit) as exc:
+        rank.main([str(runs["perfect"]), str(twin)])
+    assert exc.value.code == 2 and "two teams named 'perfect'" in capsys.readouterr().err
+    assert rank.main([str(runs["perfect"]), str(twin), "--name", "first", "second", "--bootstrap", "0"]) == 0
+    with pytest.raises(SystemExit) as exc:
+        rank.main([str(runs["perfect"]), str(runs["decent"]), "--rules", "flare23"])
+    assert exc.value.code == 2 and "run them again under flare23" in capsys.readouterr().err
+
+
+def test_rank_keeps_a_case_one_team_lacks(runs, tmp_path, capsys):
+    partial = tmp_path / "partial"
+    shutil.copytree(runs["perfect"], partial)
+    results = pd.read_csv(partial / "results.csv")
+    results[results["Name"] != "synthetic_000.nii.gz"].to_csv(partial / "results.csv", index=False)
+    assert rank.main([str(runs["decent"]), str(partial), "--name", "decent", "partial",
+                      "--out", str(tmp_path / "r.csv"), "--bootstrap", "0"]) == 0
+    table = pd.read_csv(tmp_path / "r.csv").set_index("team")
+    assert table["cases"].eq(3).all() and table.loc["partial", "failed_or_missing"] == 1
+    assert table.loc["partial", "rank_DSC"] == pytest.approx((2 + 1 + 1) / 3)  # last on the case it lacks
+    assert "partial: 1 case(s) missing from its results, ranked last: synthetic_000.nii.gz" in capsys.readouterr().err
+
+
+def _team(dsc, time, status=None, gpu=None):
+    n = len(dsc)
+    return pd.DataFrame({"Name": [f"c{i}" for i in range(n)], "Status": status or ["ok"] * n, "DSC_mean": dsc,
+                         "NSD_mean": dsc, "Time": time, "MaxGPU_Mem": gpu if gpu is not None else [np.nan] * n})
 
 
 def test_rank_weights_of_flare22():
@@ -73,37 +120,127 @@ def test_rank_weights_of_flare22():
                                    "Time": [10.0, 10.0], "AUC_GPU_Time": [50.0, 50.0], "AUC_CPU_Time": [1.0, 1.0]}),
                 "A": pd.DataFrame({"Name": ["c1", "c2"], "DSC_mean": [0.9, 0.9], "NSD_mean": [0.8, 0.8],
                                    "Time": [10.0, 10.0], "AUC_GPU_Time": [100.0, 100.0], "AUC_CPU_Time": [5.0, 5.0]})}
-    table = rank.rank_teams(per_case, {"DSC": 1, "NSD": 1, "Time": 1, "AUC_GPU_Time": 0.5, "AUC_CPU_Time": 0.5})
+    weights = {"DSC": 1, "NSD": 1, "Time": 1, "AUC_GPU_Time": 0.5, "AUC_CPU_Time": 0.5}
+    table = rank.rank_teams(per_case, weights, ties="average").table
     scores = table.set_index("team")["score"]
     assert scores["A"] == pytest.approx((1 + 1 + 1.5 + 0.5 * 2 + 0.5 * 2) / 4)
     assert scores["B"] == pytest.approx((2 + 2 + 1.5 + 0.5 * 1 + 0.5 * 1) / 4)
     assert table["team"].tolist() == ["A", "B"] and table["position"].tolist() == [1, 2]
+    minimum = rank.rank_teams(per_case, weights).table.set_index("team")["score"]  # challengeR: ties share 1
+    assert minimum["A"] == pytest.approx((1 + 1 + 1 + 0.5 * 2 + 0.5 * 2) / 4)
     equal = rank.rank_teams(per_case, {"DSC": 1, "NSD": 1, "Time": 1, "AUC_GPU_Time": 1, "AUC_CPU_Time": 1})
-    assert equal["position"].tolist() == [1, 1]
+    assert equal.table["position"].tolist() == [1, 1]
 
 
-def test_compare_reports_changes_and_the_worst_cases(runs, tmp_path, capsys):
+def test_missing_values_tie_and_rank_after_measured_and_before_failed():
+    per_case = {"measured": _team([0.9], [10.0], gpu=[5000.0]), "unmeasured1": _team([0.9], [10.0]),
+                "unmeasured2": _team([0.9], [10.0]),
+                "crashed": _team([0.9], [10.0], status=["crashed"], gpu=[29_491_200.0])}
+    ranking = rank.rank_teams(per_case, {"MaxGPU_Mem": 1}, ties="average")
+    gpu = ranking.per_case["MaxGPU_Mem"].loc["c0"]
+    assert gpu.to_dict() == {"measured": 1.0, "unmeasured1": 2.5, "unmeasured2": 2.5, "crashed": 4.0}
+    gpu = rank.rank_teams(per_case, {"MaxGPU_Mem": 1}).per_case["MaxGPU_Mem"].loc["c0"]
+    assert gpu.to_dict() == {"measured": 1, "unmeasured1": 2, "unmeasured2": 2, "crashed": 4}
+    nobody = rank.rank_teams({"a": _team([0.9], [10.0]), "b": _team([0.8], [9.0])}, {"DSC": 1, "MaxGPU_Mem": 1})
+    assert nobody.left_out == ["MaxGPU_Mem"] and list(nobody.weights) == ["DSC"]
+    assert nobody.table["team"].tolist() == ["a", "b"]  # not both last on a metric nobody measured
+
+
+def test_bootstrap_stability():
+    """A team ahead on every case always keeps its place; two teams each ahead on half do not."""
+    clear = rank.rank_teams({"a": _team([0.9] * 10, [1.0] * 10), "b": _team([0.5] * 10, [2.0] * 10)},
+                            {"DSC": 1, "Time": 1})
+    stability, tau = rank.bootstrap(clear, 300, seed=1)
+    assert stability["kept_position"].tolist() == [1.0, 1.0] and tau == 1.0
+    close = rank.rank_teams({"a": _team([0.9, 0.5] * 5, [1.0] * 10), "b": _team([0.5, 0.9] * 5, [1.0] * 10)},
+                            {"DSC": 1})
+    stability, _ = rank.bootstrap(close, 300, seed=1)
+    assert (stability["kept_position"] < 0.9).all()
+    assert stability["position_p5"].tolist() == [1, 1] and stability["position_p95"].tolist() == [2, 2]
+
+
+def test_compare_reports_changes_and_the_cases_that_fell(runs, tmp_path, capsys):
     out = tmp_path / "comparison.json"
     assert compare.main([str(runs["perfect"]), str(runs["decent"]), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     liver = next(o for o in result["organs"] if o["organ"] == "liver")
     assert liver["DSC_before"] == 1.0 and liver["DSC_change"] < 0
-    assert len(result["worst_cases"]) == 3 and result["worst_cases"][0]["DSC_change"] <= result["worst_cases"][-1]["DSC_change"]
-    assert "Time" in result["efficiency"]
+    assert len(result["dsc_fell"]) == 3 and result["dsc_rose"] == [] and result["status_changes"] == []
+    assert result["dsc_fell"][0]["DSC_change"] <= result["dsc_fell"][-1]["DSC_change"]
+    assert "Time" in result["efficiency"]["figures"]
     printed = capsys.readouterr().out
-    assert "liver" in printed and "worse" in printed
+    assert "liver" in printed and "cases whose mean DSC fell" in printed
+    assert compare.main([str(runs["decent"]), str(runs["perfect"]), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["dsc_fell"] == [] and len(result["dsc_rose"]) == 3  # improvements are never called worse
+    printed = capsys.readouterr().out
+    fell = printed.split("cases whose mean DSC fell")[1].split("cases whose mean DSC rose")[0]
+    assert "none" in fell and "synthetic" not in fell
 
 
-def test_a_stuck_case_scores_zero_under_flare22(data, tmp_path):
-    hang_one = ('case "$(ls {inputs})" in synthetic_001*) sleep 30;; esac; ' + COPY % (data / "gt"))
+def test_compare_puts_status_changes_first_and_never_calls_failures_faster(runs, data, tmp_path, capsys):
+    crash_two = ('case "$(ls {inputs})" in synthetic_00[12]*) exit 3;; esac; ' + COPY % (data / "pred"))
+    after = tmp_path / "after"
+    assert run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(after),
+                     "--command", crash_two, "--baseline", "0"]) == 1
+    out = tmp_path / "comparison.json"
+    capsys.readouterr()
+    assert compare.main([str(runs["decent"]), str(after), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(c["Name"], c["after"], c["change"]) for c in result["status_changes"]] == [
+        ("synthetic_001.nii.gz", "crashed", "stopped succeeding"),
+        ("synthetic_002.nii.gz", "crashed", "stopped succeeding")]
+    assert result["efficiency"]["cases_ok_in_both"] == 1  # the crashed cases' short times are not compared
+    printed = capsys.readouterr().out
+    assert printed.startswith("status changes (2, 2 stopped succeeding)")
+    assert "stopped succeeding are not compared: that is no progress" in printed
+
+
+def test_a_failed_case_scores_zero_under_flare22(data, tmp_path):
+    hang_one = ('case "$(ls {inputs})" in synthetic_001*) sleep 30;; synthetic_002*) exit 3;; esac; '
+                + COPY % (data / "gt"))
     code = run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(tmp_path / "out"),
-                     "--command", hang_one, "--rules", "flare22", "--timeout", "2", "--interval", "0.05"])
+                     "--command", hang_one, "--rules", "flare22", "--timeout", "2", "--interval", "0.05",
+                     "--baseline", "0"])
     assert code == 1
     results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("Name")
     stuck = results.loc["synthetic_001.nii.gz"]
     assert stuck["Status"] == "timeout" and stuck["Time"] == 3600 and stuck["AUC_CPU_Time"] == 360000
     assert stuck["DSC_mean"] == 0 and stuck["NSD_mean"] == 0 and stuck["Esophagus_DSC"] == 0
+    crashed = results.loc["synthetic_002.nii.gz"]  # the penalised policy: every failure, not only timeouts
+    assert crashed["Status"] == "crashed" and crashed["Time"] == 3600 and crashed["MeasuredTime"] < 3600
+    assert crashed["DSC_mean"] == 0
     assert results.loc["synthetic_000.nii.gz", "DSC_mean"] == 1.0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["stuck_cases_scored_0"] == ["synthetic_001.nii.gz"]
-    assert summary["organs"]["liver"]["DSC"]["min"] == 0
+    assert summary["failed_cases_scored_0"] == ["synthetic_001.nii.gz", "synthetic_002.nii.gz"]
+    assert summary["organs"]["liver"]["DSC"]["min"] == 0 and summary["failures"] == "penalised"
+
+
+def test_every_ground_truth_without_an_input_is_a_problem(data, tmp_path):
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(data / "images" / "synthetic_000_0000.nii.gz", one)
+    code = run.main(["--inputs", str(one), "--gt", str(data / "gt"), "--out", str(tmp_path / "out"),
+                     "--command", COPY % (data / "gt"), "--baseline", "0"])
+    assert code == 1
+    results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("Name")
+    assert results["Status"].to_dict() == {"synthetic_000.nii.gz": "ok", "synthetic_001.nii.gz": "no-input",
+                                           "synthetic_002.nii.gz": "no-input"}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["not_ok"] == 2 and summary["cases_with_problems"] == 2
+    no_input = [p["case"] for p in summary["problems"] if "no input image" in p["problem"]]
+    assert no_input == ["synthetic_001.nii.gz", "synthetic_002.nii.gz"]
+
+
+@pytest.mark.parametrize("year", ["flare21", "flare22", "flare23"])
+def test_a_fast_crashing_team_ranks_below_a_correct_one(data, tmp_path, year):
+    """The crashing team's cases take milliseconds: every efficiency figure of theirs is the best."""
+    folders = []
+    for team, command in (("crashes", "exit 3 # {inputs} {outputs}"), ("correct", COPY % (data / "pred"))):
+        folders.append(tmp_path / team)
+        run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(folders[-1]),
+                  "--command", command, "--rules", year, "--baseline", "0", "--interval", "0.02"])
+    assert rank.main([*map(str, folders), "--out", str(tmp_path / "r.csv"), "--bootstrap", "0"]) == 0
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert table["team"].tolist() == ["correct", "crashes"] and table["position"].tolist() == [1, 2]
+    assert (table.set_index("team").loc["crashes", [c for c in table if c.startswith("rank_")]] == 2).all()

@@ -142,6 +142,7 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "pred").iterdir())) == 6
+    assert "notice: weights weights.pt: 4 training case(s) of phantoms" in done.stderr  # what it runs, in one line
 
 
 def test_bad_data_refuses_before_training(data, tmp_path, capsys):

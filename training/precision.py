@@ -1,6 +1,7 @@
 """The arithmetic a training step runs in: fp16 mixed precision on CUDA (the paper's), and on
-the CPU whichever of bf16 autocast and fp32 a measured step is faster in. CPUs differ: one with
-AVX-512 bf16 ran a step about 1.4-2x faster in bf16, one with AVX2 only about 12x slower."""
+the CPU whichever of bf16 autocast and fp32 a measured step at the input size is faster in. CPUs
+differ (one with AVX-512 bf16 ran a step 1.3-2x faster in bf16, one with AVX2 only about 12x
+slower), and so do sizes (on the former, the fine network at 64^3 ran as fast in either)."""
 from __future__ import annotations
 
 import copy
@@ -11,17 +12,14 @@ import torch
 from training.config import TrainConfig
 from training.loss import dice_focal_loss
 
-MEASURED_SIDE = 64  # the measurement runs at this input side at most (a step at 160^3 takes ~30 s on 2 cores)
-
-
-def step_seconds(net: torch.nn.Module, side: int, dtype: torch.dtype | None, device: torch.device, repeats: int = 2) -> float:
+def step_seconds(net: torch.nn.Module, size: tuple[int, int, int], dtype: torch.dtype | None, device: torch.device,
+                 repeats: int = 1) -> float:
     """Seconds of one forward + loss + backward pass of a copy of the network on a random
-    (1, 1, side, side, side) input, autocast to dtype (None: fp32); the best of `repeats` after
-    a warm-up."""
+    (1, 1, *size) input, autocast to dtype (None: fp32); the best of `repeats` after a warm-up."""
     net = copy.deepcopy(net).train()
     generator = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randn(1, net.config.in_channels, side, side, side, generator=generator).to(device)
-    labels = torch.randint(0, net.config.out_channels + 1, (1, side, side, side), generator=generator).to(device)
+    x = torch.randn(1, net.config.in_channels, *size, generator=generator).to(device)
+    labels = torch.randint(0, net.config.out_channels + 1, (1, *size), generator=generator).to(device)
     best = float("inf")
     for i in range(repeats + 1):
         start = time.perf_counter()
@@ -42,8 +40,8 @@ def choose_training_precision(requested: str, net: torch.nn.Module, config: Trai
         return requested, " (as requested)"
     if device.type == "cuda":
         return "fp16", " (mixed precision on CUDA)"
-    side = max(32, min(MEASURED_SIDE, min(config.input_size)) // 16 * 16)
-    fp32 = step_seconds(net, side, None, device)
-    bf16 = step_seconds(net, side, torch.bfloat16, device)
+    fp32 = step_seconds(net, config.input_size, None, device)
+    bf16 = step_seconds(net, config.input_size, torch.bfloat16, device)
     choice = "bf16" if bf16 < fp32 else "fp32"
-    return choice, f" (measured here: a step at {side}^3 took {fp32:.2f} s in fp32, {bf16:.2f} s in bf16)"
+    return choice, (f" (measured here at the input size: a step took {fp32:.2f} s in fp32, {bf16:.2f} s in bf16; "
+                    f"the ratio depends on the size, e.g. nearly 1 for the fine network at 64^3)")

@@ -21,13 +21,16 @@ from training.data import Case, read_case
 
 def score(models: Models, stage: str, cases: list[Case], device: torch.device, precision: str) -> dict[str, float]:
     """Mean DSC and NSD per organ over the cases ("dsc_liver", ..., "nsd_liver", ...) and their
-    means over organs ("dsc_mean", "nsd_mean"); the models hold the stage's network."""
+    means over organs ("dsc_mean", "nsd_mean"), and for the coarse stage the mean fraction of the
+    labelled voxels inside its box plus margin ("box_recall"); the models hold the stage's network."""
     segmenter = Segmenter(models, device, precision)
     per_organ: dict[str, list[float]] = {}
     for case in cases:
         ct, truth = read_case(case, models.labels)
         if stage == "coarse":
-            predicted = segmenter.coarse_only(ct.data, ct.spacing).labels
+            result = segmenter.coarse_only(ct.data, ct.spacing)
+            predicted = result.labels
+            per_organ.setdefault("box_recall", []).append(box_recall(truth, result.box))
         else:
             box = organ_box(truth, truth.shape, ct.spacing, models.post.box_margin_mm)
             predicted = segmenter.fine_only(ct.data, ct.spacing, box).labels if box else np.zeros_like(truth)
@@ -39,6 +42,15 @@ def score(models: Models, stage: str, cases: list[Case], device: torch.device, p
     for metric in ("dsc", "nsd"):
         means[f"{metric}_mean"] = _nanmean([v for k, v in means.items() if k.startswith(f"{metric}_")])
     return means
+
+
+def box_recall(truth: np.ndarray, box: tuple[slice, ...] | None) -> float:
+    """The fraction of the labelled voxels inside a box (what the fine stage can see); NaN
+    without labels."""
+    total = int(np.count_nonzero(truth))
+    if total == 0:
+        return math.nan
+    return int(np.count_nonzero(truth[box])) / total if box is not None else 0.0
 
 
 def _nanmean(values: list[float]) -> float:

@@ -1,0 +1,106 @@
+"""report.html of `evaluation.run`: one team's evaluation on one page that reads at 1,400 px.
+
+Sections: the verdict on the year's limits (system-wide and process-tree), every problem (failed
+cases with links to their logs, busy-machine cases, the scorer's problems and warnings), accuracy
+per organ, the plots, then the per-case tables apart: efficiency (official figures), process
+tree and machine, DSC per organ, NSD per organ. Links are relative to the run's folder.
+"""
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+from evaluation import pages
+from evaluation.rules import Rules
+from evaluation.usage import OFFICIAL_COLUMNS, is_failed
+
+EFFICIENCY_COLUMNS = ["Name", "Status", *OFFICIAL_COLUMNS[1:], "MeasuredTime", "StableMaxGPU_Mem", "PlainMaxGPU_Mem",
+                      "Detail"]
+TREE_COLUMNS = ["Name", "Status", "MaxGPU_Mem_Tree", "MaxCPU_Tree", "MaxRAM_Tree", "Samples", "MeanInterval_s",
+                "Machine", "BaselineCPU_pct", "BaselineRAM_MB", "BaselineGPU_MB"]
+
+
+def _stem(name: str) -> str:
+    return name.removesuffix(".nii.gz")
+
+
+def log_href(name: str) -> str:
+    """The log of a case, relative to the run's folder."""
+    return f"efficiency/logs/{_stem(name)}.log"
+
+
+def _organ_header(organ) -> str:
+    return organ.key if len(organ.key) > 1 else organ.name
+
+
+def problem_items(summary: dict, results: pd.DataFrame) -> list[str]:
+    """Every problem of the run as escaped HTML list items: failed cases (with log links), busy
+    machine, then the scorer's problems and warnings."""
+    items = []
+    for _, row in results.iterrows():
+        if is_failed(row.get("Status")):
+            status = row.get("Status") if isinstance(row.get("Status"), str) else "no result"
+            detail = row.get("Detail") if isinstance(row.get("Detail"), str) else ""
+            link = (f' (<a href="{html.escape(log_href(row["Name"]))}">log</a>)'
+                    if status in ("crashed", "timeout", "no-output") else "")
+            items.append(f"{html.escape(row['Name'])}: {html.escape(status)}"
+                         + (f": {html.escape(detail)}" if detail else "") + link)
+    busy = summary.get("busy_cases", [])
+    if busy:
+        items.append(f"machine not idle before {len(busy)} of {summary['cases']} case(s) (the system-wide figures "
+                     f"include other work; see the process-tree figures): {html.escape(', '.join(busy))}")
+    for problem in summary.get("problems", []):
+        if problem.get("source") != "efficiency":
+            items.append(f"{html.escape(problem['case'])}: {html.escape(problem['problem'])}")
+    for warning in summary.get("accuracy_warnings", []):
+        items.append(f"{html.escape(warning['case'])}: warning: {html.escape(warning['warning'])}")
+    return items
+
+
+def report_html(summary: dict, results: pd.DataFrame, organ_table: pd.DataFrame, rules: Rules) -> str:
+    """The whole page."""
+    team = summary["team"]
+    checks = [f"{'passed' if c['passed'] else 'not measured' if c['passed'] is None else '<b>FAILED</b>'}: "
+              f"{html.escape(c['limit'])}"
+              + ("" if c["source"] == "both" else f" ({html.escape(c['source'])})")
+              + f": {html.escape(c['value'])}" for c in summary["verdict"]["checks"]]
+    bad = results["Status"].map(is_failed)
+    name_link = {"Name": lambda name: log_href(name)}
+    efficiency = results[[c for c in EFFICIENCY_COLUMNS if c in results]]
+    tree = results[[c for c in TREE_COLUMNS if c in results]]
+    organs = [o for o in rules.organs]
+    dsc = results[["Name", "DSC_mean", *[rules.dsc_column(o) for o in organs]]]
+    nsd = results[["Name", "NSD_mean", *[rules.nsd_column(o) for o in organs]]]
+    dsc_names = {rules.dsc_column(o): f"{_organ_header(o)} DSC" for o in organs}
+    nsd_names = {rules.nsd_column(o): f"{_organ_header(o)} NSD" for o in organs}
+    mean_dsc, mean_nsd = pages.number(summary["mean_dsc"]), pages.number(summary["mean_nsd"])
+    body = f"""<h1>{html.escape(team)}: FLARE evaluation ({html.escape(summary['rules'])})</h1>
+<p>{summary['cases']} case(s), {summary['not_ok']} failed; mean DSC {mean_dsc or 'n/a'}, mean NSD {mean_nsd or 'n/a'};
+mean time {pages.number(summary['mean_time_s'], 1) or 'n/a'} s per case.
+Failure policy: {html.escape(summary['failures'])}.
+Submission: <code>{html.escape(summary['submission'])}</code></p>
+<h2>Limits of the rules</h2>
+<p>Official verdict (system-wide figures): <b>{'passed' if summary['verdict']['passed'] else 'FAILED'}</b>;
+on the submission's own processes: <b>{'passed' if summary['verdict'].get('passed_process_tree') else 'FAILED'}</b>.</p>
+{pages.bullet_list(checks)}
+<h2>Problems</h2>
+{pages.bullet_list(problem_items(summary, results), empty="none: every case ran and scored cleanly")}
+<h2>Accuracy per organ</h2>
+{pages.table(organ_table)}
+<img src="accuracy.png" alt="DSC and NSD per organ">
+<h2>Efficiency</h2>
+<img src="time.png" alt="time per case"><img src="memory.png" alt="memory over time">
+<h2>Per case: efficiency (official figures)</h2>
+<p>Case names link to the run's log. Time in s (MeasuredTime: the wall time where a penalty replaced
+Time), memory in MB, areas in MB·s and %·s.</p>
+{pages.table(efficiency, links=name_link, bad_rows=bad)}
+<h2>Per case: the submission's processes and the machine</h2>
+<p>Process-tree maxima (the submission's own processes), the samples, and the machine before the start
+(Machine: idle, busy or not checked; baseline CPU %, RAM and GPU MB).</p>
+{pages.table(tree, bad_rows=bad)}
+<h2>Per case: DSC</h2>
+{pages.table(dsc, bad_rows=bad, headers=dsc_names)}
+<h2>Per case: NSD</h2>
+{pages.table(nsd, bad_rows=bad, headers=nsd_names)}"""
+    return pages.page(f"{team}: FLARE evaluation ({summary['rules']})", body)

@@ -1,0 +1,244 @@
+"""Broken header geometry and broken gzip streams are refused, naming the case, by the scorer and by
+predict; nibabel's repairs never pass silently and its messages never reach stderr unnamed."""
+import gzip
+import itertools
+import logging
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evaluation.imageio import SPACING_RANGE_MM, InputError, read_labels
+from evaluation.score import main as score_main
+from evaluation.score import score_files
+from inference.imageio import read_ct
+
+SHAPE = (6, 5, 4)
+AFFINE = np.array([[0.8, 0, 0, -10.0], [0, 0.9, 0, 20.0], [0, 0, 2.5, 30.0], [0, 0, 0, 1]])
+DATA = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 5).astype(np.int16)
+QUATERNION = ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")
+SROWS = tuple(f"srow_{axis}[{i}]" for axis in "xyz" for i in range(4))
+FIELDS = ("pixdim[1]", "pixdim[2]", "pixdim[3]", *QUATERNION, *SROWS)
+names = itertools.count()
+
+
+def header_bytes(mutations: list[tuple[str, float]], qform_code: int = 1, sform_code: int = 1) -> bytes:
+    """A small valid image (int16, both qform and sform set) with header fields changed as stored."""
+    image = nib.Nifti1Image(DATA, AFFINE)
+    image.header.set_qform(AFFINE, code=1)
+    image.header.set_sform(AFFINE, code=1)
+    raw = bytearray(image.to_bytes())
+    header = nib.Nifti1Header(bytes(raw[:348]), check=False)
+    header["qform_code"], header["sform_code"] = qform_code, sform_code
+    for field, value in mutations:
+        name, index = (field[:-3], int(field[-2])) if field.endswith("]") else (field, None)
+        if index is None:
+            header[name] = value
+        else:
+            values = header[name].copy()
+            values[index] = value
+            header[name] = values
+    raw[:348] = header.binaryblock
+    return bytes(raw)
+
+
+def write(folder: Path, data: bytes, name: str | None = None) -> Path:
+    path = folder / (name or f"case_{next(names)}.nii.gz")
+    path.write_bytes(gzip.compress(data, compresslevel=1) if path.name.endswith(".gz") else data)
+    return path
+
+
+class Spy(logging.Handler):
+    """Records what reaches nibabel's own logger handlers (its stderr output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def spy():
+    handler = Spy()
+    nib.imageglobals.logger.addHandler(handler)
+    yield handler
+    nib.imageglobals.logger.removeHandler(handler)
+
+
+def must_refuse(mutations: list[tuple[str, float]], qform_code: int, sform_code: int) -> bool:
+    """What an organiser knows is broken, independently of the code under test."""
+    low, high = SPACING_RANGE_MM
+    for field, value in dict(mutations).items():  # the last change of a field stands
+        stored = float(np.float32(value))
+        if field.startswith("pixdim") and not (np.isfinite(stored) and low <= stored <= high):
+            return True
+        in_use = (field in QUATERNION and qform_code > 0) or (field in SROWS and sform_code > 0)
+        if in_use and not np.isfinite(stored):
+            return True
+    return False
+
+
+def assert_sane(volume_spacing, affine, data):
+    low, high = SPACING_RANGE_MM
+    assert all(np.isfinite(s) and low <= s <= high for s in volume_spacing)
+    assert np.isfinite(affine).all()
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    assert ((sizes >= low) & (sizes <= high)).all()
+    assert sorted(data.shape[:3]) == sorted(SHAPE)  # predict's CT comes reoriented
+
+
+value = st.one_of(st.sampled_from([0.0, -0.0, -1.0, -2.5, np.nan, np.inf, -np.inf, 1e30, 1e-30, 0.01, 60.0, 1e6]),
+                  st.floats(0.05, 50), st.floats(-1, 1), st.floats(width=32))
+mutation = st.tuples(st.sampled_from(FIELDS), value)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(mutation, max_size=3), st.sampled_from([0, 1, 2]), st.sampled_from([0, 1, 2]))
+def test_header_mutations_are_refused_or_read_soundly_by_both_tools(tmp_path_factory, spy, mutations, qform_code,
+                                                                   sform_code):
+    folder = tmp_path_factory.getbasetemp()
+    path = write(folder, header_bytes(mutations, qform_code, sform_code))
+    outcomes = []
+    for reader in (read_labels, read_ct):
+        try:
+            result = reader(path)
+        except InputError as exc:
+            outcomes.append(str(exc))
+            continue
+        outcomes.append(None)
+        if reader is read_labels:
+            assert_sane(result.spacing, result.affine, result.data)
+            np.testing.assert_array_equal(result.data, DATA)
+        else:
+            assert_sane(result.spacing, result.image.affine, result.data)
+    assert spy.records == []  # nibabel's messages were captured, never printed unnamed
+    if must_refuse(mutations, qform_code, sform_code):
+        assert all(outcomes), outcomes
+    final = dict(mutations)
+    sane_pixdims_only = all(f.startswith("pixdim") and 0.05 <= np.float32(v) <= 50 for f, v in final.items())
+    if sane_pixdims_only and qform_code == sform_code == 0:  # the only geometry is a sound pixdim
+        assert outcomes == [None, None]
+        expected = [0.8, 0.9, 2.5]
+        for field, v in final.items():
+            expected[int(field[-2]) - 1] = v
+        assert read_labels(path).spacing == tuple(float(np.float32(v)) for v in expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_flipped_byte_in_the_gzip_stream_is_refused_or_harmless(tmp_path_factory, data):
+    """A stream with any one byte changed is either refused or read exactly as the original."""
+    original = gzip.compress(header_bytes([]), compresslevel=6, mtime=0)
+    position = data.draw(st.integers(0, len(original) - 1))
+    flip = data.draw(st.integers(1, 255))
+    broken = bytearray(original)
+    broken[position] ^= flip
+    path = tmp_path_factory.getbasetemp() / f"flip_{next(names)}.nii.gz"
+    path.write_bytes(bytes(broken))
+    for reader in (read_labels, read_ct):
+        try:
+            result = reader(path)
+        except InputError as exc:
+            assert str(exc)
+            continue
+        assert position < 10, f"byte {position} (past the gzip header) changed and the file was read"
+        if reader is read_labels:
+            np.testing.assert_array_equal(result.data, DATA)
+            np.testing.assert_allclose(result.affine, AFFINE, rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_truncated_gzip_stream_is_refused(tmp_path_factory, data):
+    original = gzip.compress(header_bytes([]))
+    cut = data.draw(st.integers(0, len(original) - 1))
+    path = tmp_path_factory.getbasetemp() / f"cut_{next(names)}.nii.gz"
+    path.write_bytes(original[:cut])
+    for reader in (read_labels, read_ct):
+        with pytest.raises(InputError):
+            reader(path)
+
+
+def test_the_examples_of_the_issue_are_named_problems(tmp_path, spy):
+    """pixdim 0 (which nibabel repairs to 1 mm), 1e30 and 1e-30, NaN in the sform or quaternion."""
+    cases = {
+        "pixdim0": ([("pixdim[1]", 0.0)], 0, 0), "huge": ([("pixdim[3]", 1e30)], 1, 1),
+        "tiny": ([("pixdim[2]", 1e-30)], 0, 0), "sform_nan": ([("srow_y[1]", np.nan)], 1, 1),
+        "quaternion_nan": ([("quatern_c", np.nan)], 1, 0),
+    }
+    for name, (mutations, qform, sform) in cases.items():
+        path = write(tmp_path, header_bytes(mutations, qform, sform), f"{name}.nii.gz")
+        for reader in (read_labels, read_ct):
+            with pytest.raises(InputError, match="spacing|sform|quaternion|affine"):
+                reader(path)
+    assert spy.records == []
+
+
+def test_the_scorer_refuses_a_broken_ground_truth_and_scores_a_broken_prediction_as_empty(tmp_path, spy, capsys):
+    gt, pred, out = tmp_path / "gt", tmp_path / "pred", tmp_path / "out"
+    gt.mkdir()
+    pred.mkdir()
+    labels = (DATA % 3).astype(np.uint8)
+    good = nib.Nifti1Image(labels, AFFINE)
+    for name in ("gt_pixdim0", "pred_huge", "repaired", "clean"):
+        nib.save(good, str(gt / f"{name}.nii.gz"))
+        nib.save(good, str(pred / f"{name}.nii.gz"))
+    image = nib.Nifti1Image(labels, None)
+    image.header.set_qform(None, code=0)
+    raw = bytearray(image.to_bytes())
+
+    def stored(**fields):
+        header = nib.Nifti1Header(bytes(raw[:348]), check=False)
+        for key, val in fields.items():
+            header[key] = val
+        return bytes(header.binaryblock) + bytes(raw[348:])
+
+    write(gt, stored(pixdim=[1, 0, 0.9, 2.5, 1, 1, 1, 1]), "gt_pixdim0.nii.gz")  # nibabel would make it 1 mm
+    write(pred, stored(pixdim=[1, 0.8, 0.9, 1e30, 1, 1, 1, 1]), "pred_huge.nii.gz")
+    write(pred, stored(pixdim=[1, 0.8, 0.9, 2.5, 1, 1, 1, 1], sform_code=99), "repaired.nii.gz")
+    assert score_main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"problem: gt_pixdim0\.nii\.gz: ground truth gt_pixdim0\.nii\.gz: voxel spacing .*not scored", err)
+    assert re.search(r"problem: pred_huge\.nii\.gz: prediction pred_huge\.nii\.gz: voxel spacing .*1e\+30.*"
+                     r"scored as empty", err)
+    assert "warning: repaired.nii.gz: prediction repaired.nii.gz: nibabel: sform_code 99 not valid; setting to 0" in err
+    assert not [line for line in err.splitlines() if line.startswith("sform_code")]  # nothing unnamed
+    assert spy.records == []
+    clean = score_files(gt / "clean.nii.gz", pred / "clean.nii.gz", "flare21")
+    assert clean.problems == [] and clean.warnings == []
+
+
+def test_predict_refuses_broken_geometry_with_one_line_per_case(tmp_path, tiny_networks, capsys, spy):
+    from inference.checkpoint import random_models, save
+    from inference.predict import main as predict
+
+    weights = tmp_path / "tiny.pt"
+    save(weights, random_models(**tiny_networks, seed=3))
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    ct = np.random.default_rng(0).integers(-1000, 400, (24, 20, 12)).astype(np.int16)
+    plain = nib.Nifti1Image(ct, None)
+    plain.header.set_qform(None, code=0)
+    raw = bytearray(plain.to_bytes())
+    for name, fields in (("pixdim0", {"pixdim": [1, 0, 4, 8, 1, 1, 1, 1]}),
+                         ("huge", {"pixdim": [1, 4, 4, 1e30, 1, 1, 1, 1]}),
+                         ("repaired", {"pixdim": [1, 4, 4, 8, 1, 1, 1, 1], "sform_code": 99})):
+        header = nib.Nifti1Header(bytes(raw[:348]), check=False)
+        for key, val in fields.items():
+            header[key] = val
+        write(inputs, bytes(header.binaryblock) + bytes(raw[348:]), f"{name}_0000.nii.gz")
+    assert predict(["-i", str(inputs), "-o", str(outputs), "--weights", str(weights), "--device", "cpu"]) == 1
+    assert sorted(p.name for p in outputs.iterdir()) == ["repaired.nii.gz"]  # segmented, with nibabel's word
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert re.match(r"error: huge_0000\.nii\.gz: voxel spacing \(pixdim\) 4 x 4 x 1e\+30 mm", errors[0])
+    assert re.match(r"error: pixdim0_0000\.nii\.gz: voxel spacing \(pixdim\) 0 x 4 x 8 mm", errors[1])
+    assert "warning: repaired_0000.nii.gz: nibabel: sform_code 99 not valid; setting to 0" in err
+    assert spy.records == []

@@ -1,0 +1,83 @@
+"""Ranking properties: a failed case never helps a team, under any year's weights and either tie rule."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evaluation import rank
+from evaluation.rules import RULES
+
+METRICS = ("DSC_mean", "NSD_mean", "Time", "MaxGPU_Mem", "AUC_GPU_Time", "AUC_CPU_Time")
+FAILURES = ("timeout", "crashed", "no-output", "no-input", "absent")  # absent: the row is missing
+BEST = {"DSC_mean": 1.0, "NSD_mean": 1.0, "Time": 0.01, "MaxGPU_Mem": 0.0, "AUC_GPU_Time": 0.0, "AUC_CPU_Time": 0.0}
+
+value = st.floats(0.0, 1e7, allow_nan=False)
+
+
+@st.composite
+def a_team(draw, n_cases: int, gpu_measured: bool) -> dict[str, list]:
+    """Per-case values and statuses of a team (any statuses)."""
+    columns = {m: [draw(st.floats(0, 1)) if m.endswith("_mean") else draw(value) for _ in range(n_cases)]
+               for m in METRICS}
+    if not gpu_measured:
+        columns["MaxGPU_Mem"] = columns["AUC_GPU_Time"] = [math.nan] * n_cases
+    columns["Status"] = [draw(st.sampled_from(("ok",) * 4 + FAILURES)) for _ in range(n_cases)]
+    return columns
+
+
+def _frame(columns: dict[str, list]) -> pd.DataFrame:
+    frame = pd.DataFrame({"Name": [f"c{i}" for i in range(len(columns["Status"]))], **columns})
+    return frame[frame["Status"] != "absent"].reset_index(drop=True)
+
+
+@st.composite
+def contest(draw):
+    """A correct team (every case ok), a team identical to it except that it fails fast on at
+    least one case (with the best values there), and up to two other teams."""
+    n = draw(st.integers(1, 6))
+    gpu = draw(st.booleans())
+    correct = draw(a_team(n, gpu))
+    correct["Status"] = ["ok"] * n
+    failing = {k: list(v) for k, v in correct.items()}
+    failed = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
+    for i in failed:
+        failing["Status"][i] = draw(st.sampled_from(FAILURES))
+        for metric in METRICS:
+            failing[metric][i] = BEST[metric] if gpu or "GPU" not in metric else math.nan
+    others = draw(st.lists(a_team(n, gpu), max_size=2))
+    return correct, failing, others
+
+
+@settings(max_examples=150, deadline=None)
+@given(contest(), st.sampled_from(sorted(RULES)), st.sampled_from(rank.TIES))
+def test_a_fast_failing_team_never_outranks_a_correct_one(teams, year, ties):
+    correct, failing, others = teams
+    per_case = {"correct": _frame(correct), "failing": _frame(failing),
+                **{f"other{i}": _frame(o) for i, o in enumerate(others)}}
+    ranking = rank.rank_teams(per_case, RULES[year].efficiency.rank_weights, ties=ties)
+    table = ranking.table.set_index("team")
+    assert table.loc["failing", "score"] > table.loc["correct", "score"]
+    assert table.loc["failing", "position"] > table.loc["correct", "position"]
+
+
+def test_the_official_policy_ranks_failed_cases_by_their_values():
+    """The documented difference: under the official policy a fast crash can win on time."""
+    correct = pd.DataFrame({"Name": ["c0"], "Status": ["ok"], "DSC_mean": [0.9], "NSD_mean": [0.9], "Time": [100.0]})
+    crashed = correct.assign(Status="crashed", Time=0.1)
+    official = rank.rank_teams({"correct": correct, "crashed": crashed}, {"Time": 1}, policy="official")
+    assert official.table["team"].tolist() == ["crashed", "correct"]
+    penalised = rank.rank_teams({"correct": correct, "crashed": crashed}, {"Time": 1})
+    assert penalised.table["team"].tolist() == ["correct", "crashed"]
+
+
+@pytest.mark.parametrize("ties", rank.TIES)
+def test_case_ranks_follow_challenger(ties):
+    """Measured values by value, then the not-measured tier, then failed: ties by min or average."""
+    values = np.array([0.5, 0.7, 0.7, np.nan, np.nan, 0.9])
+    tiers = np.array([0, 0, 0, 1, 1, 2])
+    ranks = rank.case_ranks(values, tiers, higher_is_better=True, ties=ties)
+    expected = [3, 1, 1, 4, 4, 6] if ties == "min" else [3, 1.5, 1.5, 4.5, 4.5, 6]
+    assert ranks.tolist() == expected
