@@ -21,12 +21,13 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 
 WORKDIR /workspace
-COPY requirements.txt requirements-evaluation.txt ./
+COPY requirements.txt ./
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu129 "$(grep '^torch==' requirements.txt)" \
     && pip install --no-cache-dir -r requirements.txt \
     && python -c "import torch; assert torch.version.cuda.startswith('12.'), torch.version.cuda"
 
-COPY evaluation/ evaluation/
+# Only the submission's code: inference/ and the small package it shares with the organisers' tools.
+COPY flare_common/ flare_common/
 COPY inference/ inference/
 COPY weights/ weights/
 COPY predict.sh ./

@@ -1,12 +1,16 @@
 #!/bin/sh
 # The submission's entry point, run by the organisers as `sh predict.sh` in /workspace:
-#   sh predict.sh [INPUTS [OUTPUTS [options of python -m inference.predict]]]
+#   sh predict.sh [INPUTS [OUTPUTS [options of flare-predict (python -m inference.predict)]]]
 # INPUTS defaults to /workspace/inputs and OUTPUTS to /workspace/outputs, so it runs the same in
 # and out of the image; relative paths are taken from the current folder. Set PYTHON to choose
-# the interpreter (default: python3).
+# the interpreter; by default the checkout's .venv (the README's set-up) when it has one, so the
+# script works without activating it, else python3 (the image's).
 set -eu
 here="$(cd "$(dirname "$0")" && pwd)"
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+if [ -z "${PYTHON:-}" ] && [ -x "$here/.venv/bin/python" ]; then
+    PYTHON="$here/.venv/bin/python"
+fi
 inputs="${1:-/workspace/inputs}"
 outputs="${2:-/workspace/outputs}"
 if [ "$#" -ge 2 ]; then shift 2; else shift "$#"; fi

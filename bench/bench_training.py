@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{stage} {side}^3 {precision}: {rows[-1]['s_per_step']:.2f} s/step", file=sys.stderr)
     table = [f"Command: `python -m bench.bench_training {' '.join(argv or sys.argv[1:])}`. Machine: {cpu_description()}; "
              f"torch {torch.__version__}, Python {platform.python_version()}; {date.today().isoformat()}.", "",
-             "| stage | input side | precision | s per step (batch 1) | steps per hour | peak RSS MB |", "|---|---|---|---|---|---|"]
+             "| stage | input side | precision | s per step (batch 1) | steps per hour | peak RSS MB |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         table.append(f"| {r['stage']} | {r['side']} | {r['precision']} | {r['s_per_step']:.2f} | "
                      f"{3600 / r['s_per_step']:.0f} | {r['peak_rss_mb']:.0f} |")

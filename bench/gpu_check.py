@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from evaluation.imageio import nifti_files
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
+from flare_common.nifti import nifti_files
 from inference.checkpoint import load, random_models, save
 from inference.imageio import CT, read_ct
 from inference.pipeline import Result, Segmenter

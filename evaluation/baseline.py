@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from evaluation.nvml import MB
 from evaluation.sampler import SystemCpu
+from flare_common.units import MB
 
 BUSY_CPU_PCT = 10.0  # default: system CPU utilisation above this before a case marks it busy
 

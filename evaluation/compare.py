@@ -1,6 +1,6 @@
 """What changed between two evaluations of a submission: status, accuracy per organ and case, efficiency.
 
-    python -m evaluation.compare BEFORE AFTER [--top 5] [--out comparison.json]
+    flare-compare BEFORE AFTER [--top 5] [--out comparison.json]   (or python -m evaluation.compare)
 
 BEFORE and AFTER are folders written by `python -m evaluation.run` (or by `evaluation.score`
 alone, then without status and efficiency). The rules are recognised from the metrics' columns.
@@ -11,7 +11,6 @@ cases that stopped succeeding never read as a faster submission. Exit code 0; 2 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -19,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.report import write_atomic
 from evaluation.rules import RULES, Rules
 from evaluation.run import case_means
 from evaluation.usage import OFFICIAL_COLUMNS
+from flare_common import cli
+from flare_common.files import write_atomic
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -133,12 +133,14 @@ def _print(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.compare", description=__doc__.split("\n")[0])
-    parser.add_argument("before", type=Path, help="result folder of the earlier run")
-    parser.add_argument("after", type=Path, help="result folder of the later run")
+    parser = cli.parser("python -m evaluation.compare", __doc__.split("\n")[0], [
+        "flare-compare runs/monday runs/tuesday",
+        "flare-compare scores/before scores/after --top 10 --out comparison.json"])
+    parser.add_argument("before", type=Path, metavar="BEFORE", help="result folder of the earlier run")
+    parser.add_argument("after", type=Path, metavar="AFTER", help="result folder of the later run")
     parser.add_argument("--top", type=int, default=5,
                         help="how many cases to list in each of the fell and rose lists (default 5)")
-    parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
+    parser.add_argument("--out", type=Path, metavar="FILE.json", help="write the comparison as JSON here (default: none)")
     args = parser.parse_args(argv)
     try:
         (before, usage_before), (after, usage_after) = load(args.before), load(args.after)
@@ -155,4 +157,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

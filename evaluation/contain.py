@@ -11,6 +11,7 @@ can then escape; `subreaper` says so once).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -18,8 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import psutil
 
@@ -144,10 +145,8 @@ class CaseProcesses:
         ones; returns how many processes were killed (the case's own process included)."""
         killed: set[int] = set()
         if self.proc is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         for _ in range(KILL_ROUNDS):
             alive = self.processes(search_session=True)
             if not alive:

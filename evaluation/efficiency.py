@@ -1,6 +1,6 @@
 """Measure a submission's efficiency the organisers' way: one fresh start per case, sampled.
 
-    python -m evaluation.efficiency --inputs DIR --out DIR (--image NAME | --command CMD)
+    flare-efficiency --inputs DIR --out DIR (--image NAME | --command CMD)   (or python -m evaluation.efficiency)
         [--rules flare21|flare22|flare23] [--gpu N] [--interval 0.1] [--timeout S]
         [--failures penalised|official] [--baseline 1] [--busy-cpu 10]
 
@@ -16,11 +16,12 @@ out (evaluation/contain.py). Writes OUT/efficiency.csv (official columns, then
 Status, Detail and extras), OUT/samples/<case>.csv (every sample), OUT/efficiency.json (the
 rows and the set-level verdict), OUT/predictions/ (the outputs) and OUT/logs/ (what each run
 printed). Exit code 0: every case ok; 1: some case timed out, crashed or gave no valid output;
-2: usage error.
+2: usage error; 130: interrupted (the running case's processes are killed first).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shlex
@@ -40,13 +41,23 @@ from tqdm import tqdm
 from evaluation import baseline
 from evaluation.baseline import BUSY_CPU_PCT
 from evaluation.contain import CaseProcesses, subreaper
-from evaluation.imageio import InputError, describe_error, nifti_files, output_name, read_labels, volume_shape
+from evaluation.imageio import read_labels
 from evaluation.nvml import GpuMemory
-from evaluation.report import write_atomic
 from evaluation.rules import DEFAULT_RULES, RULES, EfficiencyRules, get_rules
 from evaluation.sampler import COLUMNS, ProcessTree, Sampler
-from evaluation.usage import (DEFAULT_FAILURE_POLICY, EXTRA_COLUMNS, FAILURE_POLICIES, OFFICIAL_COLUMNS, case_figures,
-                              is_failed, set_verdict)
+from evaluation.usage import (
+    DEFAULT_FAILURE_POLICY,
+    EXTRA_COLUMNS,
+    FAILURE_POLICIES,
+    OFFICIAL_COLUMNS,
+    case_figures,
+    is_failed,
+    set_verdict,
+)
+from flare_common import cli
+from flare_common.errors import InputError, describe_error
+from flare_common.files import write_atomic
+from flare_common.nifti import nifti_files, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
 ATTACH_RETRY_S = 0.25  # how often to look for the container's process (a `docker inspect` each time)
@@ -92,10 +103,8 @@ class Submission:
         if self.image:
             subprocess.run([self.docker, "kill", name], capture_output=True, timeout=30)
         processes.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=KILL_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _check_output(output: Path, case: Path) -> tuple[str, str]:
@@ -143,15 +152,21 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         processes.attach(proc)
         timed_out, next_attach = False, start
-        while proc.poll() is None:
-            if attached[0] is None and time.perf_counter() >= next_attach:
-                attached[0] = submission.tree(proc, container, processes)
-                next_attach = time.perf_counter() + ATTACH_RETRY_S
-            if time.perf_counter() - start > timeout_s:
-                timed_out = True
-                submission.kill(proc, container, processes)
-                break
-            time.sleep(0.02)
+        try:
+            while proc.poll() is None:
+                if attached[0] is None and time.perf_counter() >= next_attach:
+                    attached[0] = submission.tree(proc, container, processes)
+                    next_attach = time.perf_counter() + ATTACH_RETRY_S
+                if time.perf_counter() - start > timeout_s:
+                    timed_out = True
+                    submission.kill(proc, container, processes)
+                    break
+                time.sleep(0.02)
+        except BaseException:  # Ctrl-C: the case runs in its own session, so it must be stopped here
+            submission.kill(proc, container, processes)
+            sampler.stop()
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     wall = time.perf_counter() - start
     samples = pd.DataFrame(sampler.stop(), columns=list(COLUMNS))
     left_behind = 0 if timed_out else (processes.kill() if processes.processes(search_session=True) else 0)
@@ -171,25 +186,35 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.efficiency",
-                                     description="Time and sample a submission case by case, the FLARE way.")
-    parser.add_argument("--inputs", required=True, type=Path, help="folder of <case>_0000.nii.gz images")
-    parser.add_argument("--out", "-o", required=True, type=Path, help="folder for the results")
-    how = parser.add_mutually_exclusive_group(required=True)
-    how.add_argument("--image", help="Docker image to run (e.g. team:latest)")
-    how.add_argument("--command", help="local command with {inputs} and {outputs} placeholders")
-    parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES)
-    parser.add_argument("--gpu", type=int, default=0, help="GPU index for the container and NVML (default 0)")
-    parser.add_argument("--interval", type=float, default=0.1, help="sampling interval in s (default 0.1)")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a case is killed (default 3600)")
-    parser.add_argument("--docker", default="docker", help="docker binary (default: docker)")
-    parser.add_argument("--memory", default="28g", help="container memory limit (default 28g)")
-    add_policy_arguments(parser)
+    parser = cli.parser("python -m evaluation.efficiency", "Time and sample a submission case by case, the FLARE way.", [
+        'flare-efficiency --inputs example/images --out example/efficiency --command "sh predict.sh {inputs} {outputs}"',
+        "flare-efficiency --inputs images/ --out eff/ --image team:latest --rules flare22 --gpu 1",
+    ])
+    parser.add_argument("--inputs", required=True, type=Path, metavar="DIR",
+                        help="folder of <case>_0000.nii.gz images (required)")
+    parser.add_argument("--out", "-o", required=True, type=Path, metavar="DIR", help="folder for the results (required)")
+    add_run_arguments(parser)
     return parser
 
 
-def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options evaluation.run passes on: failure policy and idle check."""
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the submission is started and measured: the options evaluation.run passes on."""
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--image", metavar="NAME", help="Docker image to run, e.g. team:latest (this or --command)")
+    how.add_argument("--command", metavar="CMD",
+                     help='local command with {inputs} and {outputs} placeholders, e.g. "sh predict.sh {inputs} '
+                          '{outputs}" (this or --image)')
+    parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES,
+                        help="which year's limits, stuck values and docker options (default %(default)s)")
+    parser.add_argument("--gpu", type=int, default=0, metavar="N",
+                        help="GPU index for the container and NVML (default %(default)s)")
+    parser.add_argument("--interval", type=float, default=0.1, metavar="S",
+                        help="sampling interval in s (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=3600.0, metavar="S",
+                        help="seconds before a case is killed (default %(default)g)")
+    parser.add_argument("--docker", default="docker", metavar="PATH", help="docker binary (default %(default)s)")
+    parser.add_argument("--memory", default="28g", metavar="SIZE",
+                        help="container memory limit, docker's --memory (default %(default)s)")
     parser.add_argument("--failures", choices=FAILURE_POLICIES, default=DEFAULT_FAILURE_POLICY,
                         help="penalised (default): every failed case (timeout, crash, no valid output) gets the year's "
                              "stuck values where it has them and ranks last; official: only timeouts get them and "
@@ -224,20 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     gpu = GpuMemory.open(args.gpu)
 
     rows = []
-    with subreaper():
-        for case in tqdm(cases, desc="running", unit="case", file=sys.stderr, disable=None):
-            row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval, args.timeout,
-                                    args.failures, args.baseline, args.busy_cpu)
-            stem = row["Name"].removesuffix(".nii.gz")
-            write_atomic(args.out / "samples" / f"{stem}.csv", samples.to_csv(index=False))
-            rows.append(row)
-            print(_case_line(row), flush=True)
-            if row["Machine"].startswith("busy"):
-                print(f"warning: {row['Name']}: the machine was not idle before the start ({row['Machine'][6:]}): the "
-                      "system-wide figures include that work (see the process-tree figures)",
-                      file=sys.stderr, flush=True)
+    try:
+        with subreaper():
+            for case in tqdm(cases, desc="running", unit="case", file=sys.stderr, disable=None):
+                row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval, args.timeout,
+                                        args.failures, args.baseline, args.busy_cpu)
+                stem = row["Name"].removesuffix(".nii.gz")
+                write_atomic(args.out / "samples" / f"{stem}.csv", samples.to_csv(index=False))
+                rows.append(row)
+                print(_case_line(row), flush=True)
+                if row["Machine"].startswith("busy"):
+                    print(f"warning: {row['Name']}: the machine was not idle before the start ({row['Machine'][6:]}): the "
+                          "system-wide figures include that work (see the process-tree figures)",
+                          file=sys.stderr, flush=True)
+    finally:  # a finished run, an error or Ctrl-C: the per-case folders go
+        shutil.rmtree(args.out / "work", ignore_errors=True)
 
-    shutil.rmtree(args.out / "work", ignore_errors=True)
     table = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS + EXTRA_COLUMNS)
     verdict = set_verdict(table, rules.efficiency)
     write_atomic(args.out / "efficiency.csv", table.to_csv(index=False))
@@ -266,4 +293,4 @@ def _case_line(row: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-MB = 2**20  # bytes per MB (MiB), the unit of every memory figure
+from flare_common.units import MB
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 

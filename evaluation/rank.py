@@ -1,6 +1,6 @@
 """Rank teams the organisers' way, with challengeR's conventions: rank per case, then aggregate.
 
-    python -m evaluation.rank TEAM_DIR... [--name NAME ...] [--rules flare21|flare22|flare23]
+    flare-rank TEAM_DIR... [--name NAME ...] [--rules flare21|flare22|flare23]
         [--ties min|average] [--bootstrap 1000] [--seed 0] [--out leaderboard.csv] [--html leaderboard.html]
 
 Each TEAM_DIR is a folder written by `python -m evaluation.run` (results.csv and summary.json,
@@ -19,7 +19,6 @@ name (give `--name`). Exit code 0: ranked; 2: usage error (one line naming the f
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import sys
@@ -31,9 +30,10 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
 from evaluation import pages
-from evaluation.report import write_atomic
 from evaluation.rules import RULES, get_rules
 from evaluation.usage import DEFAULT_FAILURE_POLICY, FAILURE_POLICIES, is_failed
+from flare_common import cli
+from flare_common.files import write_atomic
 
 HIGHER_IS_BETTER = {"DSC", "NSD"}
 COLUMN = {"DSC": "DSC_mean", "NSD": "NSD_mean"}  # other metrics are results.csv columns of their name
@@ -251,17 +251,21 @@ def leaderboard_html(board: pd.DataFrame, ranking: Ranking, year: str, policy: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.rank", description=__doc__.split("\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="result folders of evaluation.run, one per team")
+    parser = cli.parser("python -m evaluation.rank", __doc__.split("\n")[0], [
+        "flare-rank teams/alpha teams/beta teams/gamma --out leaderboard.csv --html leaderboard.html",
+        "flare-rank run1 run2 --name alpha beta --ties average --bootstrap 0"])
+    parser.add_argument("folders", nargs="+", type=Path, metavar="TEAM_DIR",
+                        help="result folders of flare-run (evaluation.run), one per team, at least two")
     parser.add_argument("--name", nargs="+", help="the teams' names, one per folder (default: each run's --name)")
     parser.add_argument("--rules", choices=sorted(RULES), help="the year to rank under (default: the folders')")
     parser.add_argument("--ties", choices=TIES, default=DEFAULT_TIES,
-                        help="per-case ties share the minimum (default, as challengeR) or the average rank")
+                        help="per-case ties share the minimum (as challengeR) or the average rank (default %(default)s)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap samples of the cases for the stability (default 1000; 0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    parser.add_argument("--out", type=Path, help="write the leaderboard as CSV here")
-    parser.add_argument("--html", type=Path, help="write the leaderboard as an HTML page here")
+    parser.add_argument("--out", type=Path, metavar="FILE.csv", help="write the leaderboard as CSV here (default: none)")
+    parser.add_argument("--html", type=Path, metavar="FILE.html",
+                        help="write the leaderboard as an HTML page here (default: none)")
     args = parser.parse_args(argv)
     if args.name and len(args.name) != len(args.folders):
         parser.error(f"--name gives {len(args.name)} name(s) for {len(args.folders)} folder(s)")
@@ -291,4 +295,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -1,4 +1,4 @@
-"""Summaries of per-case metrics, and atomic writing of the result files (CSV and JSON).
+"""Summaries of per-case metrics as CSV and JSON text (written with flare_common.files.write_atomic).
 
 Kept free of pandas so that the scorer starts fast; NaN is written as an empty CSV cell (as
 pandas does) and as null in JSON.
@@ -9,9 +9,6 @@ import csv
 import io
 import json
 import math
-import os
-import secrets
-from pathlib import Path
 
 import numpy as np
 
@@ -19,20 +16,6 @@ from evaluation.rules import Rules
 
 MEAN_OVER_ORGANS = "mean over organs"
 STATS = ("mean", "std", "median", "min")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to path so that readers see either the old file or the complete new one.
-    The file gets the ordinary permissions of a new file (0666 less the umask)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def csv_text(rows: list[dict], columns: list[str]) -> str:
@@ -50,7 +33,7 @@ def stats(values: list[float]) -> dict[str, float | int]:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
-        return {**{k: math.nan for k in STATS}, "n": 0}
+        return {**dict.fromkeys(STATS, math.nan), "n": 0}
     return {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)),
             "min": float(v.min()), "n": int(v.size)}
 
@@ -68,7 +51,7 @@ def summarise(metrics: list[dict], rules: Rules) -> list[dict]:
         means = [r["mean"] for r in rows if r["metric"] == metric and r["organ"] in in_mean]
         overall = stats(means)
         rows.append({"organ": MEAN_OVER_ORGANS, "metric": metric, "column": "",
-                     **{k: math.nan for k in STATS}, "mean": overall["mean"], "n": overall["n"]})
+                     **dict.fromkeys(STATS, math.nan), "mean": overall["mean"], "n": overall["n"]})
     return rows
 
 

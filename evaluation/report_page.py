@@ -69,7 +69,7 @@ def report_html(summary: dict, results: pd.DataFrame, organ_table: pd.DataFrame,
     name_link = {"Name": lambda name: log_href(name)}
     efficiency = results[[c for c in EFFICIENCY_COLUMNS if c in results]]
     tree = results[[c for c in TREE_COLUMNS if c in results]]
-    organs = [o for o in rules.organs]
+    organs = list(rules.organs)
     dsc = results[["Name", "DSC_mean", *[rules.dsc_column(o) for o in organs]]]
     nsd = results[["Name", "NSD_mean", *[rules.nsd_column(o) for o in organs]]]
     dsc_names = {rules.dsc_column(o): f"{_organ_header(o)} DSC" for o in organs}

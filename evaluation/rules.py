@@ -1,28 +1,14 @@
-"""The FLARE scoring rules of each year: organs, label values, tolerances, column names.
+"""The FLARE scoring rules of each year: organs (flare_common/labels.py), column names, rounding,
+efficiency limits.
 
-This module is the one place for these facts; everything else reads them from here.
-Sources: the organisers' evaluation scripts of 2021, 2022 and 2023 (see docs/scoring.md).
+This module is the one place for these facts beside the organ tables; everything else reads them
+from here. Sources: the organisers' evaluation scripts of 2021, 2022 and 2023 (see docs/scoring.md).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Organ:
-    """One scored structure.
-
-    label: its value in the label map; key: the organisers' short name used in column names;
-    tolerance_mm: the NSD tolerance in millimetres; slab: scored only inside the axial extent of
-    the ground truth (aorta, IVC, oesophagus); in_mean: counted in the mean over organs.
-    """
-
-    label: int
-    name: str
-    key: str
-    tolerance_mm: float
-    slab: bool = False
-    in_mean: bool = True
+from flare_common.labels import FLARE21_ORGANS, FLARE22_ORGANS, FLARE23_ORGANS, Organ
 
 
 @dataclass(frozen=True)
@@ -87,31 +73,10 @@ class Rules:
         return [self.dsc_column(o) for o in self.organs] + [self.nsd_column(o) for o in self.organs]
 
 
-_FLARE22_ORGANS = (
-    Organ(1, "liver", "Liver", 5),
-    Organ(2, "right kidney", "RK", 3),
-    Organ(3, "spleen", "Spleen", 3),
-    Organ(4, "pancreas", "Pancreas", 5),
-    Organ(5, "aorta", "Aorta", 2, slab=True),
-    Organ(6, "inferior vena cava", "IVC", 2, slab=True),
-    Organ(7, "right adrenal gland", "RAG", 2),
-    Organ(8, "left adrenal gland", "LAG", 2),
-    Organ(9, "gallbladder", "Gallbladder", 2),
-    Organ(10, "esophagus", "Esophagus", 3, slab=True),
-    Organ(11, "stomach", "Stomach", 5),
-    Organ(12, "duodenum", "Duodenum", 7),
-    Organ(13, "left kidney", "LK", 3),
-)
-
 RULES: dict[str, Rules] = {
     "flare21": Rules(
         name="flare21",
-        organs=(
-            Organ(1, "liver", "1", 1),
-            Organ(2, "kidney", "2", 1),
-            Organ(3, "spleen", "3", 1),
-            Organ(4, "pancreas", "4", 1),
-        ),
+        organs=FLARE21_ORGANS,
         nsd_dsc_floor=None,
         official_round=None,
         column_style="interleaved",
@@ -121,7 +86,7 @@ RULES: dict[str, Rules] = {
     ),
     "flare22": Rules(
         name="flare22",
-        organs=_FLARE22_ORGANS,
+        organs=FLARE22_ORGANS,
         nsd_dsc_floor=0.2,
         official_round=4,
         column_style="blocked",
@@ -132,7 +97,7 @@ RULES: dict[str, Rules] = {
     ),
     "flare23": Rules(
         name="flare23",
-        organs=_FLARE22_ORGANS + (Organ(14, "lesion", "Tumor", 2, in_mean=False),),
+        organs=FLARE23_ORGANS,
         nsd_dsc_floor=0.2,
         official_round=4,
         column_style="blocked",

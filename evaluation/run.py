@@ -1,8 +1,8 @@
 """The organisers' whole flow for one submission: efficiency, then accuracy, then one report.
 
-    python -m evaluation.run --inputs IMAGES --gt LABELS --out DIR (--image NAME | --command CMD)
+    flare-run --inputs IMAGES --gt LABELS --out DIR (--image NAME | --command CMD)   (or python -m evaluation.run)
         [--name TEAM] [--rules flare21|flare22|flare23] [--gpu N] [--interval 0.1] [--timeout S]
-        [--failures penalised|official] [--baseline 1] [--busy-cpu 10]
+        [--memory 28g] [--failures penalised|official] [--baseline 1] [--busy-cpu 10]
 
 Writes DIR/efficiency/ (evaluation.efficiency), DIR/accuracy/ (evaluation.score on the
 predictions the runs produced; a case without a valid output is scored as empty), and
@@ -12,11 +12,11 @@ status no-input), DIR/summary.json (with the team's name, the rules year, the fa
 every problem), PNG plots and DIR/report.html. Where the year gives stuck cases fixed values
 (FLARE22), a case that gets them (every failed case; only timeouts with `--failures official`)
 also gets DSC 0 and NSD 0 for every organ in results.csv and the summaries.
-Exit code: 0 every case ran and scored cleanly, 1 otherwise (every problem is listed), 2 usage error.
+Exit code: 0 every case ran and scored cleanly, 1 otherwise (every problem is listed), 2 usage
+error, 130 interrupted.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -29,11 +29,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from evaluation import efficiency, score  # noqa: E402
-from evaluation.report import SUMMARY_COLUMNS, summarise, summary_json, write_atomic  # noqa: E402
+from evaluation.report import SUMMARY_COLUMNS, summarise, summary_json  # noqa: E402
 from evaluation.report_page import report_html  # noqa: E402
-from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules  # noqa: E402
+from evaluation.rules import Rules, get_rules  # noqa: E402
 from evaluation.sampler import COLUMNS  # noqa: E402
 from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, is_failed  # noqa: E402
+from flare_common import cli  # noqa: E402
+from flare_common.files import write_atomic  # noqa: E402
 
 SLOWEST_PLOTTED = 3
 
@@ -122,22 +124,20 @@ def run_problems(usage: pd.DataFrame, metrics: pd.DataFrame, scored: dict) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.run",
-                                     description="Efficiency, then accuracy, of one submission; one report.")
-    parser.add_argument("--inputs", required=True, type=Path, help="folder of <case>_0000.nii.gz images")
-    parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth <case>.nii.gz")
-    parser.add_argument("--out", "-o", required=True, type=Path)
+    parser = cli.parser("python -m evaluation.run", "Efficiency, then accuracy, of one submission; one report.", [
+        'flare-run --inputs example/images --gt example/labels --out example/run --command "sh predict.sh {inputs} '
+        '{outputs}"',
+        "flare-run --inputs images/ --gt labels/ --out teams/alpha --name alpha --image alpha:latest --rules flare22",
+        "flare-rank teams/alpha teams/beta --html leaderboard.html   # then rank the teams"])
+    parser.add_argument("--inputs", required=True, type=Path, metavar="DIR",
+                        help="folder of <case>_0000.nii.gz images (required)")
+    parser.add_argument("--gt", required=True, type=Path, metavar="DIR",
+                        help="folder of ground-truth <case>.nii.gz (required)")
+    parser.add_argument("--out", "-o", required=True, type=Path, metavar="DIR",
+                        help="folder for efficiency/, accuracy/, results.csv, summary.json and report.html (required)")
     parser.add_argument("--name",
                         help="the team's name in the report and the ranking (default: the --out folder's name)")
-    how = parser.add_mutually_exclusive_group(required=True)
-    how.add_argument("--image", help="Docker image to run (e.g. team:latest)")
-    how.add_argument("--command", help="local command with {inputs} and {outputs} placeholders")
-    parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES)
-    parser.add_argument("--gpu", type=int, default=0)
-    parser.add_argument("--interval", type=float, default=0.1)
-    parser.add_argument("--timeout", type=float, default=3600.0)
-    parser.add_argument("--docker", default="docker")
-    efficiency.add_policy_arguments(parser)
+    efficiency.add_run_arguments(parser)
     args = parser.parse_args(argv)
     if not args.gt.is_dir():
         parser.error(f"--gt {args.gt}: not a folder")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     how_args = ["--image", args.image] if args.image else ["--command", args.command]
     efficiency_code = efficiency.main(["--inputs", str(args.inputs), "--out", str(args.out / "efficiency"), *how_args,
                                        "--rules", args.rules, "--gpu", str(args.gpu), "--interval", str(args.interval),
-                                       "--timeout", str(args.timeout), "--docker", args.docker,
+                                       "--timeout", str(args.timeout), "--docker", args.docker, "--memory", args.memory,
                                        "--failures", args.failures, "--baseline", str(args.baseline),
                                        "--busy-cpu", str(args.busy_cpu)])
     score_code = score.main(["--gt", str(args.gt), "--pred", str(args.out / "efficiency" / "predictions"),
@@ -196,4 +196,4 @@ def _nan_to_none(value: float) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

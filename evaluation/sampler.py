@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 
-from evaluation.nvml import MB
+from flare_common.units import MB
 
 CPU_CAP_PCT = 100.0 * (psutil.cpu_count() or 1)  # all cores busy
 COLUMNS = ("t_s", "gpu_used_mb", "gpu_tree_mb", "cpu_used_pct", "cpu_tree_pct", "ram_used_mb", "ram_tree_mb")

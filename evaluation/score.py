@@ -1,16 +1,19 @@
 """Score predicted label maps against ground truth with the official FLARE DSC and NSD.
 
-    python -m evaluation.score --gt GT_DIR --pred PRED_DIR --out OUT_DIR [--rules flare21]
+    flare-score --gt GT_DIR --pred PRED_DIR --out OUT_DIR [--rules flare21]   (or python -m evaluation.score)
 
 Writes OUT_DIR/metrics.csv (one row per ground-truth case, the year's official columns),
-OUT_DIR/summary.json and OUT_DIR/summary.csv, and prints a summary. Exit code: 0 every case
-scored cleanly, 1 results written but some cases had problems, 2 usage error.
+OUT_DIR/summary.json and OUT_DIR/summary.csv, and prints a summary. Warns when the ground
+truth's labels fit another year's rules better (e.g. FLARE21 labels scored with --rules flare22,
+where the organs absent from both files score 1.0). Exit code: 0 every case scored cleanly, 1
+results written but some cases had problems, 2 usage error, 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -19,10 +22,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, LabelVolume, case_stem, describe_error, is_nifti, nifti_files, read_labels
+from evaluation.imageio import LabelVolume, read_labels
 from evaluation.metrics import score_case
-from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json, write_atomic
+from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
+from flare_common import cli
+from flare_common.errors import InputError, describe_error
+from flare_common.files import write_atomic
+from flare_common.nifti import case_stem, is_nifti, nifti_files
 
 AFFINE_TOLERANCE_MM = 1e-3
 
@@ -35,6 +42,7 @@ class CaseResult:
     values: dict[str, float]
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    labels: tuple[int, ...] = ()  # the label values (not 0) in the ground truth
 
 
 def find_prediction(pred_dir: Path, gt_file: Path) -> Path | None:
@@ -43,6 +51,34 @@ def find_prediction(pred_dir: Path, gt_file: Path) -> Path | None:
         if (pred_dir / name).is_file():
             return pred_dir / name
     return None
+
+
+def labels_present(data: np.ndarray) -> tuple[int, ...]:
+    """The label values other than 0 in a label map, ascending."""
+    if data.dtype == np.uint8:
+        return tuple(int(v) for v in np.flatnonzero(np.bincount(data.ravel(), minlength=1)) if v)
+    return tuple(int(v) for v in np.unique(data) if v)
+
+
+def rules_mismatch(present: set[int], rules: Rules) -> str | None:
+    """A warning when the labels found in the ground truth fit another year's rules better than
+    the chosen ones: every value present is one of that year's organs, and fewer of its organs
+    counted in the mean are absent from every case (an organ absent from the ground truth and the
+    prediction scores 1.0, which lifts the mean). None when the chosen rules fit best."""
+    if not present:
+        return None
+
+    def fit(candidate: Rules) -> tuple[bool, int]:
+        labels = {o.label for o in candidate.organs}
+        return not present <= labels, sum(o.in_mean and o.label not in present for o in candidate.organs)
+
+    best = min(RULES.values(), key=fit)
+    if fit(best) >= fit(rules):
+        return None
+    absent = [o.name for o in rules.organs if o.in_mean and o.label not in present]
+    return (f"the ground truth holds labels {', '.join(map(str, sorted(present)))} only: {len(absent)} of the "
+            f"{rules.name} organs in the mean ({', '.join(absent)}) are absent from every case and score 1.0 where "
+            f"the prediction has none either; these labels fit --rules {best.name} (wrong --rules?)")
 
 
 def _unexpected_labels(data: np.ndarray, rules: Rules) -> list[int]:
@@ -82,13 +118,14 @@ def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult
 def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab: bool = False) -> CaseResult:
     """Score one case from files; never raises for bad input, lists the problem instead."""
     rules = get_rules(rules_name)
-    result = CaseResult(gt_file.name, {c: math.nan for c in rules.metric_columns()})
+    result = CaseResult(gt_file.name, dict.fromkeys(rules.metric_columns(), math.nan))
     try:
         gt = read_labels(gt_file)
     except InputError as exc:
         result.problems.append(f"ground truth {gt_file.name}: {exc}: not scored")
         return result
     result.warnings += [f"ground truth {gt_file.name}: nibabel: {m}" for m in gt.messages]
+    result.labels = labels_present(gt.data)
     extra = _unexpected_labels(gt.data, rules)
     if extra:
         result.problems.append(
@@ -106,7 +143,7 @@ def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab
 
 def _failed(gt_file: Path, rules: str, exc: BaseException) -> CaseResult:
     """The result of a case whose scoring itself failed (out of memory, a crashed worker, a bug)."""
-    result = CaseResult(gt_file.name, {c: math.nan for c in get_rules(rules).metric_columns()})
+    result = CaseResult(gt_file.name, dict.fromkeys(get_rules(rules).metric_columns(), math.nan))
     result.problems.append(f"scoring failed ({describe_error(exc)}): not scored")
     return result
 
@@ -124,14 +161,23 @@ def _score_all(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool,
     if workers <= 1:
         return [_score_safely(g, p, rules, fix_slab) for g, p in tqdm(jobs, **progress)]
     results = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupt) as pool:
         futures = [pool.submit(_score_safely, g, p, rules, fix_slab) for g, p in jobs]
-        for (gt_file, _), future in zip(jobs, tqdm(futures, **progress)):
-            try:
-                results.append(future.result())
-            except Exception as exc:  # the worker process died (e.g. killed for memory)
-                results.append(_failed(gt_file, rules, exc))
+        try:
+            for (gt_file, _), future in zip(jobs, tqdm(futures, **progress)):
+                try:
+                    results.append(future.result())
+                except Exception as exc:  # the worker process died (e.g. killed for memory)
+                    results.append(_failed(gt_file, rules, exc))
+        except KeyboardInterrupt:  # Ctrl-C: the workers finish their case, nothing else starts
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return results
+
+
+def _ignore_interrupt() -> None:
+    """In a worker process: leave Ctrl-C to the main process (no traceback from every worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def metrics_rows(results: list[CaseResult], columns: list[str], round_digits: int | None) -> list[dict]:
@@ -167,21 +213,26 @@ def _print_summary(summary: list[dict], n_cases: int, problems: list, warnings: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m evaluation.score",
-        description="Score FLARE predictions: per-case DSC and NSD exactly as the organisers compute them.")
-    parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth <case>.nii.gz files")
-    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted <case>.nii.gz files")
-    parser.add_argument("--out", "-o", required=True, type=Path, help="folder for metrics.csv and summaries")
+    parser = cli.parser("python -m evaluation.score",
+                        "Score FLARE predictions: per-case DSC and NSD exactly as the organisers compute them.", [
+                            "flare-score --gt labels/ --pred predictions/ --out scores/",
+                            "flare-score --gt FLARE22/labels --pred out/ --out scores/ --rules flare22 --round 4",
+                            "flare-synthetic -o try && flare-score --gt try/gt --pred try/pred --out try/scores"])
+    parser.add_argument("--gt", required=True, type=Path, metavar="DIR",
+                        help="folder of ground-truth <case>.nii.gz files (required)")
+    parser.add_argument("--pred", required=True, type=Path, metavar="DIR",
+                        help="folder of predicted <case>.nii.gz files (required)")
+    parser.add_argument("--out", "-o", required=True, type=Path, metavar="DIR",
+                        help="folder for metrics.csv and the summaries (required)")
     parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES,
                         help="which year's organs, tolerances and columns (default %(default)s)")
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
                         help="cases scored in parallel (default: CPU cores, at most 8)")
     parser.add_argument("--round", type=int, default=None, metavar="DIGITS",
-                        help="round per-case values as the official files do (e.g. 4); default unrounded")
+                        help="round per-case values as the official files do (e.g. 4; default: unrounded)")
     parser.add_argument("--fix-slab", action="store_true",
                         help="include the top ground-truth slice in the aorta/IVC/oesophagus slab "
-                             "(the official scripts leave it out)")
+                             "(default: left out, as the official scripts do)")
     return parser
 
 
@@ -209,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = [{"case": r.name, "problem": p} for r in results for p in r.problems]
     warnings = [{"case": r.name, "warning": w} for r in results for w in r.warnings]
     warnings += [{"case": name, "warning": "prediction has no ground truth: ignored"} for name in stray]
+    mismatch = rules_mismatch({v for r in results for v in r.labels}, rules)
+    if mismatch:
+        warnings.insert(0, {"case": "all cases", "warning": mismatch})
 
     metrics = metrics_rows(results, rules.metric_columns(), args.round)
     summary = summarise(metrics, rules)
@@ -220,4 +274,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -20,7 +20,6 @@ along its axes; the label maps made here in memory are indexed (x, y, z), RAS+.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from flare_common import cli
 from training.phantom import Geometry, case_seed, centred, draw_anatomy, generate, render, save
 
 ISLAND_RADIUS_MM = 10.0  # the false-positive ball
@@ -140,10 +140,12 @@ def write_case(out: Path, seed: int, index: int, geometry: Geometry | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.synthetic",
-                                     description="Write phantom CTs, their labels and degraded labels "
-                                                 "(predictions of known quality).")
-    parser.add_argument("-o", "--out", type=Path, required=True, help="folder to write images/, gt/ and pred/ into")
+    parser = cli.parser("python -m evaluation.synthetic",
+                        "Write phantom CTs, their labels and degraded labels (predictions of known quality).", [
+                            "flare-synthetic -o try --cases 5 && flare-score --gt try/gt --pred try/pred --out try/scores",
+                            "flare-synthetic -o small --shape 96 96 40 --spacing 4 4 8"])
+    parser.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
+                        help="folder to write images/, gt/ and pred/ into (required)")
     parser.add_argument("--cases", type=int, default=3, help="number of cases (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the set (default %(default)s)")
     grid = parser.add_mutually_exclusive_group()
@@ -172,4 +174,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

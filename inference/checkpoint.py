@@ -15,23 +15,27 @@ A checkpoint is a `torch.save`d dict of plain types and tensors only, so it load
 
 Weights may be stored as float16 (`--half`, half the size); they are loaded as float32.
 
-    python -m inference.checkpoint check PATH                        # validate and describe
-    python -m inference.checkpoint random -o PATH                    # untrained weights
-    python -m inference.checkpoint combine --coarse A --fine B -o C [--half] [--trained-on TEXT]
+    flare-checkpoint check PATH                        # validate and describe
+    flare-checkpoint random -o PATH                    # untrained weights
+    flare-checkpoint combine --coarse A --fine B -o C [--half] [--trained-on TEXT]
+(or python -m inference.checkpoint ...)
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
+import pickle
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from evaluation.imageio import describe_error
-from evaluation.rules import get_rules
+from flare_common import cli
+from flare_common.errors import describe_error
+from flare_common.labels import label_names
+from inference.defaults import WEIGHTS_HELP
 from inference.networks import OUTPUT_ACTIVATION, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
@@ -39,7 +43,7 @@ from inference.preprocessing import Normalisation
 FORMAT = "flare-coarse-to-fine/2"
 STAGES = ("coarse", "fine")
 NETWORKS = {"coarse": (CoarseUNet, CoarseConfig), "fine": (EfficientSegNet, FineConfig)}
-FLARE21_LABELS = {o.label: o.name for o in get_rules("flare21").organs}
+FLARE21_LABELS = label_names("flare21")
 UNTRAINED = "untrained: randomly initialised weights (for tests and demos; segmentations are meaningless)"
 
 
@@ -104,16 +108,21 @@ def load(path: Path, device: torch.device | str = "cpu", stages: tuple[str, ...]
     a one-line reason when it is unusable."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found (train them with python -m training.train, "
-                              f"or write untrained ones with python -m inference.checkpoint random -o {path})")
+        raise CheckpointError(f"{path}: weights file not found; {WEIGHTS_HELP}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a raw pickle draws a multi-line torch warning before the refusal
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False (could run code): not repeated
+        raise CheckpointError(f"{path}: not a checkpoint of this project (not plain tensors and values: damaged, "
+                              f"or holding Python objects, which are never unpickled here as that could run code); "
+                              f"{WEIGHTS_HELP}") from None
     except Exception as exc:
-        reason = describe_error(exc).split("\n")[0]
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: not a torch checkpoint ({describe_error(exc)[:160]}); {WEIGHTS_HELP}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else None
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint" + (f" (format {found!r})" if found else ""))
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint" + (f" (format {found!r})" if found else "")
+                              + f"; {WEIGHTS_HELP}")
     missing = [stage for stage in stages if stage not in payload]
     if missing:
         raise CheckpointError(f"{path}: holds no {' and no '.join(missing)} network (a stage checkpoint? "
@@ -188,18 +197,21 @@ def describe(path: Path, models: Models) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference.checkpoint", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = cli.parser("python -m inference.checkpoint", __doc__.split("\n")[0], [
+        "flare-checkpoint check weights/flare21_c2f.pt",
+        "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half",
+        "flare-checkpoint random -o untrained.pt --seed 1"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{check,random,combine}")
     check = sub.add_parser("check", help="validate a checkpoint and print what it holds as JSON")
-    check.add_argument("path", type=Path)
+    check.add_argument("path", type=Path, help="the checkpoint")
     rand = sub.add_parser("random", help="write randomly initialised (untrained) weights")
-    rand.add_argument("-o", "--out", type=Path, required=True)
-    rand.add_argument("--seed", type=int, default=0)
+    rand.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
+    rand.add_argument("--seed", type=int, default=0, help="random seed of the weights (default %(default)s)")
     join = sub.add_parser("combine", help="one checkpoint from the coarse stage of one and the fine stage of another")
-    join.add_argument("--coarse", type=Path, required=True, help="checkpoint holding the coarse stage")
-    join.add_argument("--fine", type=Path, required=True, help="checkpoint holding the fine stage")
-    join.add_argument("-o", "--out", type=Path, required=True)
-    join.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
+    join.add_argument("--coarse", type=Path, required=True, help="checkpoint holding the coarse stage (required)")
+    join.add_argument("--fine", type=Path, required=True, help="checkpoint holding the fine stage (required)")
+    join.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
+    join.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; default float32)")
     join.add_argument("--trained-on", help="what the weights were trained on (default: from the two checkpoints)")
     args = parser.parse_args(argv)
     try:
@@ -220,4 +232,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -16,7 +16,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from evaluation.imageio import InputError, affine_problems, describe_error, nifti_image, volume_shape
+from flare_common.errors import InputError, describe_error
+from flare_common.nifti import affine_problems, nifti_image, volume_shape
 
 MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
 MAX_SIDE = 8192
@@ -50,7 +51,7 @@ def read_ct(path: Path) -> CT:
     """Read a CT file (3D, or 4D with one volume) into canonical orientation; InputError if unusable.
 
     The stored header's geometry is checked before nibabel repairs it, and a gzip stream's CRC and
-    length are checked (evaluation.imageio.nifti_image); what nibabel says is kept in the CT's
+    length are checked (flare_common.nifti.nifti_image); what nibabel says is kept in the CT's
     warnings ("nibabel: ..."). The file is closed on return: `CT.image` serves its header, affine
     and shape, the voxels are in `CT.data`."""
     try:
@@ -105,13 +106,18 @@ def labels_image(labels: np.ndarray, ct: CT) -> nib.spatialimages.SpatialImage:
 
 def write_labels(labels: np.ndarray, ct: CT, path: Path) -> None:
     """Write uint8 labels (input grid) with the input's header (labels_image); atomically:
-    bytes go to <path>.partial, which is then renamed."""
+    bytes go to <path>.partial, which is then renamed (and removed if anything, Ctrl-C included,
+    stops the write)."""
     data = labels_image(labels, ct).to_bytes()
     if path.name.endswith(".gz"):
         data = gzip.compress(data, compresslevel=1)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    partial.replace(path)
+    try:
+        with open(partial, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

@@ -12,7 +12,6 @@ default widths both have exactly the authors' parameter counts.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flare_common import cli
 from inference.axes import IN_PLANE_KERNEL, THROUGH_PLANE_KERNEL
 
 Size3 = tuple[int, int, int]
@@ -276,10 +276,9 @@ def describe(model: nn.Module) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(
-        prog="python -m inference.networks",
-        description="Print the parameters and multiply-adds of both networks at the paper's input sizes "
-                    "as JSON, counted from the built models.").parse_args(argv)
+    cli.parser("python -m inference.networks",
+               "Print the parameters and multiply-adds of both networks at the paper's input sizes as JSON, counted "
+               "from the built models.", ["python -m inference.networks"]).parse_args(argv)
     print(json.dumps({"coarse": describe(CoarseUNet()), "fine": describe(EfficientSegNet())}, indent=2))
     return 0
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -27,13 +28,13 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from evaluation.nvml import MB
+from flare_common.units import MB
 from inference.checkpoint import Models
+from inference.defaults import PRECISIONS
 from inference.imageio import CT, labels_image, to_canonical
 from inference.postprocessing import Box, keep_largest_components, labels_at_size, logits_to_labels, organ_box
 from inference.preprocessing import resize
 
-PRECISIONS = ("fp16", "bf16", "fp32")
 Spacing = tuple[float, float, float]
 
 
@@ -74,10 +75,12 @@ class Segmenter:
     """The checkpoint's networks on a device at a precision; call it on each CT.
 
     The networks are copied: the Models given are never modified (a training loop may keep
-    updating its own networks and build a Segmenter for each validation)."""
+    updating its own networks and build a Segmenter for each validation). `on_stage`, when
+    given, is called with each stage's name ("coarse", "fine", "post") as the stage starts."""
 
-    def __init__(self, models: Models, device: torch.device, precision: str):
-        self.models, self.device, self.precision = models, device, precision
+    def __init__(self, models: Models, device: torch.device, precision: str,
+                 on_stage: Callable[[str], None] | None = None):
+        self.models, self.device, self.precision, self.on_stage = models, device, precision, on_stage
         self.nets = {stage: self._prepared(models.network(stage)) for stage in models.stages()}
 
     def _prepared(self, net: torch.nn.Module) -> torch.nn.Module:
@@ -99,6 +102,8 @@ class Segmenter:
     def _stage(self, result: Result, name: str):
         """Time a stage (waiting for the GPU), record its peak GPU memory and release cached GPU
         memory after it."""
+        if self.on_stage is not None:
+            self.on_stage(name)
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)

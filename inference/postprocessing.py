@@ -36,7 +36,7 @@ class Postprocessing:
                 "box_margin_mm": float(self.box_margin_mm)}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "Postprocessing":
+    def from_dict(cls, raw: dict) -> Postprocessing:
         kept = {int(k): int(v) for k, v in raw["components_kept"].items()}
         post = cls(float(raw["min_component_mm3"]), kept, float(raw["box_margin_mm"]))
         if post.min_component_mm3 < 0 or post.box_margin_mm < 0 or any(v < 1 for v in kept.values()):

@@ -1,12 +1,17 @@
-"""Segment every CT in a folder: the submission's entry point (predict.sh runs this).
+"""Segment CTs: the submission's entry point (predict.sh runs this; installed as flare-predict).
 
-    python -m inference.predict -i INPUTS -o OUTPUTS [--weights PATH] [--device auto|cpu|cuda]
-                                [--precision auto|fp16|bf16|fp32] [--report FILE.json]
+    flare-predict -i INPUTS -o OUTPUTS [--weights PATH] [--device auto|cpu|cuda]
+                  [--precision auto|fp16|bf16|fp32] [--report FILE.json] [--continue]
 
-Each <case>_0000.nii.gz (or any other .nii/.nii.gz) becomes OUTPUTS/<case>.nii.gz: uint8 labels
-on exactly the input's grid and header. One line per case on stdout, a progress bar and every
-problem (one line each) on stderr. Exit code: 0 every case written, 1 some cases failed (the
-others are still written), 2 usage error (folders, weights, device).
+INPUTS is a folder or a single file. Each <case>_0000.nii.gz (or any other .nii/.nii.gz) becomes
+OUTPUTS/<case>.nii.gz: uint8 labels on exactly the input's grid and header. The arguments are
+checked before torch is imported and the weights are loaded: a missing input, an output folder or
+report that cannot be written, an input without NIfTI files or a missing weights file end the
+run at once with one line and exit code 2. One line per case on stdout; on stderr every problem
+(one line each) and the progress: each stage of each case (a bar on a terminal, plain lines
+elsewhere). Exit code: 0 every case written (or already there with --continue), 1 some cases
+failed (the others are still written), 2 usage error (paths, weights, device), 130 interrupted
+(Ctrl-C: the case being written leaves no file; --continue resumes).
 """
 from __future__ import annotations
 
@@ -15,35 +20,101 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-import torch
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, describe_error, is_nifti, output_name
-from evaluation.report import write_atomic
-from inference.checkpoint import CheckpointError, load
-from inference.imageio import read_ct, write_labels
-from inference.pipeline import PRECISIONS, Segmenter, choose_precision
+from flare_common import cli
+from flare_common.errors import InputError, describe_error
+from flare_common.files import file_problem, folder_problem, write_atomic
+from flare_common.nifti import is_nifti, output_name
+from inference.defaults import DEFAULT_WEIGHTS, DEVICES, PRECISIONS, WEIGHTS_HELP
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "flare21_c2f.pt"
+if TYPE_CHECKING:
+    import torch
+
+    from inference.pipeline import Segmenter
+
+STAGES = {"read": "reading", "coarse": "coarse stage", "fine": "fine stage", "post": "post-processing",
+          "write": "writing"}  # what the progress calls each stage of a case
+
+
+class UsageError(Exception):
+    """A problem with the arguments: one line, exit code 2."""
+
+
+class Progress:
+    """Where the run is: on a terminal, a bar over the cases whose text names the case and its
+    stage; elsewhere (a log, a pipe), one plain line as each stage of each case starts."""
+
+    def __init__(self, total: int, stream: TextIO | None = None):
+        stream = stream or sys.stderr
+        self.total, self.stream, self.index, self.case = total, stream, 0, ""
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        self.bar = tqdm(total=total, file=stream, unit="case", dynamic_ncols=True) if tty else None
+
+    def start(self, case: str) -> None:
+        self.index, self.case = self.index + 1, case
+        self.stage("read")
+
+    def stage(self, name: str) -> None:
+        """A stage of the current case starts (a key of STAGES)."""
+        text = f"[{self.index}/{self.total}] {self.case}: {STAGES.get(name, name)}"
+        if self.bar is not None:
+            self.bar.set_description_str(text)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def message(self, line: str, stream: TextIO | None = None) -> None:
+        """A line of output that does not break the bar."""
+        stream = stream or self.stream
+        if self.bar is not None:
+            self.bar.write(line, file=stream)
+        else:
+            print(line, file=stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@dataclass
+class Plan:
+    """The checked arguments: the inputs to segment, those whose output already exists (skipped
+    with --continue) and the non-NIfTI files of the input folder (ignored)."""
+
+    inputs: list[Path]
+    skipped: list[Path]
+    ignored: list[str]
 
 
 def _device(requested: str) -> torch.device:
+    import torch
+
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available")
+        raise UsageError("--device cuda: no CUDA GPU is available")
     if requested == "auto" and not torch.cuda.is_available():
         print("notice: no CUDA GPU found, running on the CPU (slow)", file=sys.stderr)
         return torch.device("cpu")
     return torch.device("cuda" if requested in ("auto", "cuda") else "cpu")
 
 
-def segment_case(path: Path, out_dir: Path, segmenter: Segmenter) -> dict:
+def segment_case(path: Path, out_dir: Path, segmenter: Segmenter, progress: Progress | None = None) -> dict:
     """Segment one file and write its output; returns the case's report entry (raises on failure)."""
+    from inference.imageio import read_ct, write_labels
+
     start = time.perf_counter()
     ct = read_ct(path)
     read_s = time.perf_counter() - start
     labels, result = segmenter.segment_ct(ct)
+    if progress is not None:
+        progress.stage("write")
     write_start = time.perf_counter()
     write_labels(labels, ct, out_dir / output_name(path))
     seconds = {"read": read_s, **result.seconds, "write": time.perf_counter() - write_start}
@@ -65,78 +136,147 @@ def _summary_line(case: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m inference.predict",
-                                     description="Segment abdominal CTs (FLARE21 labels) with the coarse-to-fine pipeline.")
-    parser.add_argument("-i", "--input", type=Path, default=Path("/workspace/inputs"),
-                        help="folder of CTs, <case>_0000.nii.gz (default %(default)s)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("/workspace/outputs"),
-                        help="folder for the label maps <case>.nii.gz (default %(default)s)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default %(default)s)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser = cli.parser("python -m inference.predict",
+                        "Segment abdominal CTs (FLARE21 labels: 1 liver, 2 kidney, 3 spleen, 4 pancreas) with the "
+                        "coarse-to-fine pipeline.", [
+                            "flare-predict -i scans/ -o labels/                 # every CT of a folder",
+                            "flare-predict -i scans/case_0000.nii.gz -o labels/  # one file",
+                            "flare-predict -i scans/ -o labels/ --continue --report labels/report.json",
+                            "sh predict.sh IN OUT --device cpu                   # the same, as the organisers run it"])
+    parser.add_argument("-i", "--input", type=Path, default=Path("/workspace/inputs"), metavar="PATH",
+                        help="a CT file, or a folder of CTs <case>_0000.nii.gz (default %(default)s)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("/workspace/outputs"), metavar="DIR",
+                        help="folder for the label maps <case>.nii.gz, created if needed (default %(default)s)")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, metavar="FILE",
+                        help="checkpoint (default: the project's weights/flare21_c2f.pt)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: the GPU when there is one, else the CPU (default %(default)s)")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                        help="auto: fp16 on CUDA, fp32 on the CPU")
-    parser.add_argument("--report", type=Path, help="write per-case and per-stage times as JSON here")
+                        help="auto: fp16 on CUDA, fp32 on the CPU (default %(default)s)")
+    parser.add_argument("--report", type=Path, metavar="FILE.json",
+                        help="write the device, the weights and per case the times of each stage as JSON here "
+                             "(default: none)")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help="skip the cases whose output already exists (outputs are written whole or not at all; "
+                             "default: segment every case again)")
     return parser
 
 
+def plan(args: argparse.Namespace) -> Plan:
+    """Check the paths before anything heavy (torch, the weights) is loaded; UsageError if unusable.
+    Creates the output folder (and the report's folder)."""
+    if args.input.is_file():
+        if not is_nifti(args.input):
+            raise UsageError(f"-i {args.input}: not a .nii.gz or .nii file")
+        files, folder_files = [args.input], []
+    elif args.input.is_dir():
+        folder_files = sorted(p for p in args.input.iterdir() if p.is_file())
+        files = [p for p in folder_files if is_nifti(p)]
+        if not files:
+            raise UsageError(f"-i {args.input}: no .nii.gz or .nii files in this folder")
+    else:
+        raise UsageError(f"-i {args.input}: no such file or folder")
+    if not args.weights.is_file():
+        raise UsageError(f"--weights {args.weights}: weights file not found; {WEIGHTS_HELP}")
+    problem = folder_problem(args.output)
+    if problem:
+        raise UsageError(f"-o {args.output}: {problem}")
+    if args.report is not None:
+        problem = file_problem(args.report)
+        if problem:
+            raise UsageError(f"--report {args.report}: {problem}")
+    ignored = [p.name for p in folder_files if not is_nifti(p)]
+    skipped = [p for p in files if args.resume and (args.output / output_name(p)).is_file()]
+    return Plan([p for p in files if p not in skipped], skipped, ignored)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.input.is_dir():
-        parser.error(f"--input {args.input}: not a folder")
+    args = build_parser().parse_args(argv)
     try:
-        device = _device(args.device)
+        checked = plan(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if checked.ignored:
+        print(f"notice: ignoring {len(checked.ignored)} non-NIfTI file(s): {', '.join(checked.ignored)}", file=sys.stderr)
+    if checked.skipped:
+        print(f"notice: --continue: {len(checked.skipped)} case(s) already written to {args.output}: skipped",
+              file=sys.stderr)
+    if not checked.inputs:
+        print(f"notice: every case is already written to {args.output}: nothing to do", file=sys.stderr)
+        return 0
+    cases: list[dict] = [{"input": p.name, "output": output_name(p), "status": "skipped"} for p in checked.skipped]
+    try:
+        return _segment_all(args, checked.inputs, cases)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        written = sum(c["status"] == "ok" for c in cases)
+        print(f"\ninterrupted: {written} case(s) written to {args.output}; run again with --continue to skip them",
+              file=sys.stderr)
+        return cli.INTERRUPTED
+
+
+def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict]) -> int:
+    """Load the weights, segment every input (each case's entry appended to `cases` when it
+    ends), write the report; the exit code."""
+    import torch
+
+    from inference.checkpoint import CheckpointError, load
+    from inference.pipeline import Segmenter, choose_precision
+
+    device = _device(args.device)
+    try:
         precision = choose_precision(args.precision, device)
         models = load(args.weights)
     except (ValueError, CheckpointError) as exc:
-        parser.error(str(exc))
+        raise UsageError(str(exc)) from None
     if models.trained_on.startswith("untrained"):
         print(f"notice: {args.weights.name} holds untrained weights: the segmentations are meaningless",
               file=sys.stderr)
     else:
         print(f"notice: weights {args.weights.name}: {models.trained_on}", file=sys.stderr)
-    args.output.mkdir(parents=True, exist_ok=True)
-    files = sorted(p for p in args.input.iterdir() if p.is_file())
-    inputs = [p for p in files if is_nifti(p)]
-    ignored = [p.name for p in files if not is_nifti(p)]
-    if ignored:
-        print(f"notice: ignoring {len(ignored)} non-NIfTI file(s): {', '.join(ignored)}", file=sys.stderr)
-    if not inputs:
-        print(f"notice: no .nii.gz or .nii files in {args.input}: nothing to do", file=sys.stderr)
 
-    segmenter = Segmenter(models, device, precision)
-    cases, seen = [], set()
-    for path in tqdm(inputs, desc="segmenting", unit="case", file=sys.stderr, disable=None):
-        name = output_name(path)
-        try:
-            if name in seen:
-                raise InputError(f"another input already writes {name}")
-            seen.add(name)
-            case = segment_case(path, args.output, segmenter)
-            print(_summary_line(case), flush=True)
-            for warning in case["warnings"]:
-                print(f"warning: {path.name}: {warning}", file=sys.stderr)
-        except Exception as exc:  # one case never stops the others
-            reason = str(exc) if isinstance(exc, InputError) else describe_error(exc)
-            print(f"error: {path.name}: {reason}", file=sys.stderr, flush=True)
-            case = {"input": path.name, "output": None, "status": "failed", "error": reason}
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        cases.append(case)
+    progress = Progress(len(inputs))
+    segmenter = Segmenter(models, device, precision, on_stage=progress.stage)
+    seen: set[str] = set()
+    try:
+        for path in inputs:
+            name = output_name(path)
+            progress.start(path.name)
+            try:
+                if name in seen:
+                    raise InputError(f"another input already writes {name}")
+                if (args.output / name).resolve() == path.resolve():
+                    raise InputError(f"its output {name} would overwrite it: choose another -o")
+                seen.add(name)
+                case = segment_case(path, args.output, segmenter, progress)
+                progress.message(_summary_line(case), sys.stdout)
+                for warning in case["warnings"]:
+                    progress.message(f"warning: {path.name}: {warning}")
+            except Exception as exc:  # one case never stops the others
+                reason = str(exc) if isinstance(exc, InputError) else describe_error(exc)
+                progress.message(f"error: {path.name}: {reason}")
+                case = {"input": path.name, "output": None, "status": "failed", "error": reason}
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            cases.append(case)
+            progress.done()
+    finally:
+        progress.close()
 
-    failed = sum(c["status"] != "ok" for c in cases)
+    failed, written = sum(c["status"] == "failed" for c in cases), sum(c["status"] == "ok" for c in cases)
     if args.report:
         report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
                   "device_type": device.type, "precision": precision, "torch": torch.__version__,
                   "weights": str(args.weights), "trained_on": models.trained_on,
                   "cases": cases, "failed": failed}
-        args.report.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(args.report, json.dumps(report, indent=2) + "\n")
-    if inputs:
-        print(f"{len(cases) - failed} of {len(cases)} case(s) written to {args.output}"
-              + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+    print(f"{written} of {len(inputs)} case(s) written to {args.output}" + (f"; {failed} failed" if failed else ""),
+          file=sys.stderr)
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -34,7 +34,7 @@ class Normalisation:
         return {"clip_hu": [float(v) for v in self.clip_hu], "zscore": bool(self.zscore)}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "Normalisation":
+    def from_dict(cls, raw: dict) -> Normalisation:
         low, high = (float(v) for v in raw["clip_hu"])
         if not low < high:
             raise ValueError(f"clip_hu must be an increasing pair, got {raw['clip_hu']}")

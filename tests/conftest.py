@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from inference.checkpoint import random_models, save
 from inference.networks import CoarseConfig, FineConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-ct"
@@ -20,3 +21,12 @@ def tiny_networks() -> dict:
     """Configs of small networks (fast on the CPU) for pipeline tests, as random_models kwargs."""
     return dict(coarse=CoarseConfig(widths=(4, 8, 8, 16, 16), input_size=(32, 32, 32)),
                 fine=FineConfig(widths=(4, 8, 8, 16, 16), context_width=8, input_size=(48, 48, 32)))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, tiny_networks) -> Path:
+    """A checkpoint of small untrained networks (fixed seed) that find organ-like regions in the
+    test CTs."""
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save(path, random_models(**tiny_networks, seed=3))
+    return path

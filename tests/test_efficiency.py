@@ -3,6 +3,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -320,3 +321,29 @@ def test_usage_errors(tmp_path, capsys):
             main(argv)
         assert exc.value.code == 2
     assert "no .nii.gz" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_running_case_and_exits_130(tmp_path):
+    """The case runs in a session of its own, out of a terminal's reach: Ctrl-C on the harness
+    must kill it (and what it started) itself, then end with one line and exit code 130."""
+    inputs = _cases(tmp_path / "inputs", ("hang",))
+    pids_file = tmp_path / "pids.txt"
+    command = f"FAKE_PIDS={pids_file} /bin/sh {FAKES / 'hang.sh'} {{inputs}} {{outputs}}"
+    harness = subprocess.Popen([sys.executable, "-m", "evaluation.efficiency", "--inputs", str(inputs), "--out",
+                                str(tmp_path / "out"), "--command", command, "--timeout", "600", "--baseline", "0"],
+                               cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 300
+    while not pids_file.is_file() and harness.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pids_file.is_file(), harness.communicate()[1] if harness.poll() is not None else "the case never started"
+    harness.send_signal(signal.SIGINT)
+    _, err = harness.communicate(timeout=300)
+    assert harness.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+    pids = [int(p) for p in pids_file.read_text().split()]
+    deadline = time.monotonic() + 60
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(_gone(pid) for pid in pids)  # the script, its child and its double-forked daemon
+    assert not (tmp_path / "out" / "work").exists()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.imageio import InputError
+from flare_common.errors import InputError
+from flare_common.nifti import output_name
 from inference.checkpoint import UNTRAINED, CheckpointError, combine, load, random_models, save
-from evaluation.imageio import output_name
 from inference.imageio import read_ct
 from inference.postprocessing import Postprocessing, keep_largest_components, labels_at_size, logits_to_labels, organ_box
 from inference.preprocessing import Normalisation, resize
@@ -136,7 +136,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
     with pytest.raises(CheckpointError, match="not found"):
         load(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project .*; get weights: "):
         load(tmp_path / "junk.pt")
     for change, message in [
         (lambda p: p["labels"].update({"5": "stomach"}), "4 outputs for 5 labels"),
@@ -180,8 +180,11 @@ class _Exploit:
         return (print, ("code ran while loading",))
 
 
-def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path, capsys):
+    """Refused without running its code, and without torch's advice to load it unsafely."""
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"format": "flare-coarse-to-fine/2", "x": _Exploit()}, f)
-    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project .*; get weights: ") as caught:
         load(tmp_path / "evil.pt")
+    assert "weights_only" not in str(caught.value) and "\n" not in str(caught.value)
+    assert "code ran" not in capsys.readouterr().out

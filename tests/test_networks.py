@@ -7,8 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from inference.axes import IN_PLANE_KERNEL, THROUGH_PLANE_KERNEL
-from inference.networks import (CoarseConfig, CoarseUNet, ContextBlock, EfficientSegNet, FineConfig,
-                                count_multiply_adds, count_parameters, main)
+from inference.networks import (
+    CoarseConfig,
+    CoarseUNet,
+    ContextBlock,
+    EfficientSegNet,
+    FineConfig,
+    count_multiply_adds,
+    count_parameters,
+    main,
+)
 
 AUTHORS = {"coarse": (2_676_480, 1.0019e11), "fine": (9_366_016, 3.5766e11)}
 

@@ -2,7 +2,8 @@
 import sys
 import types
 
-from evaluation.nvml import MB, GpuMemory
+from evaluation.nvml import GpuMemory
+from flare_common.units import MB
 
 
 def fake_pynvml(total_mb: float, free_mb: float, fail: Exception | None = None) -> types.ModuleType:

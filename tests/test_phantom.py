@@ -69,9 +69,9 @@ def test_geometry_ranges_and_cap():
     c = ph.capped(g, 192)
     assert c.shape == (192, 192, 192) and c.spacing[0] == pytest.approx(0.8 * 512 / 192)
     for axis in range(3):  # the field of view (first and last voxel edges) is kept
-        lo = lambda q: q.origin[axis] - q.spacing[axis] / 2
-        assert lo(c) == pytest.approx(lo(g))
-        assert lo(c) + c.shape[axis] * c.spacing[axis] == pytest.approx(lo(g) + g.shape[axis] * g.spacing[axis])
+        lo_c, lo_g = (q.origin[axis] - q.spacing[axis] / 2 for q in (c, g))
+        assert lo_c == pytest.approx(lo_g)
+        assert lo_c + c.shape[axis] * c.spacing[axis] == pytest.approx(lo_g + g.shape[axis] * g.spacing[axis])
 
 
 def test_anatomy_does_not_depend_on_the_grid():

@@ -20,14 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, tiny_networks) -> Path:
-    """Small untrained networks (fixed seed) that find organ-like regions in the test CTs."""
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save(path, random_models(**tiny_networks, seed=3))
-    return path
-
-
-@pytest.fixture(scope="module")
 def blind_weights(tmp_path_factory, tiny_networks) -> Path:
     """Networks whose coarse stage never finds an organ (all logits 0)."""
     path = tmp_path_factory.mktemp("weights") / "blind.pt"
@@ -148,20 +140,13 @@ def test_coarse_stage_finding_nothing_gives_an_empty_mask(tmp_path, blind_weight
     assert "found no organ" in capsys.readouterr().err
 
 
-def test_empty_folder_and_usage_errors(tmp_path, weights, capsys):
-    (tmp_path / "in").mkdir()
-    assert run(tmp_path / "in", tmp_path / "out", weights) == 0
-    assert "nothing to do" in capsys.readouterr().err
-    for argv, message in [
-        (["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out"), "--weights", str(weights)], "not a folder"),
-        (["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(tmp_path / "no.pt")], "not found"),
-        (["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu",
-          "--precision", "fp16"], "fp16 needs a CUDA device"),
-    ]:
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code == 2
-        assert message in capsys.readouterr().err
+def test_fp16_on_the_cpu_is_a_usage_error(tmp_path, weights, capsys):
+    """Path problems are tested in test_predict_cli.py; this one needs torch to be found."""
+    synthetic_ct(tmp_path, "case_0000.nii.gz")
+    assert run(tmp_path, tmp_path / "out", weights, "--device", "cpu", "--precision", "fp16") == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: fp16 needs a CUDA device; use bf16 or fp32 on the CPU"]
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_bf16_on_the_cpu_runs(tmp_path, weights):
@@ -197,14 +182,19 @@ def test_predict_sh(tmp_path, weights):
 
 
 def test_dockerfile_copies_what_exists_and_runs_predict_sh():
+    """The image holds the submission only: inference/ and flare_common/, never the organisers'
+    evaluation/ or training/, and only the submission's requirements."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^WORKDIR /workspace$", dockerfile, re.M)
-    for line in re.findall(r"^COPY (.+)$", dockerfile, re.M):
-        for source in line.split()[:-1]:
-            assert (ROOT / source).exists(), source
+    sources = [source for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for source in line.split()[:-1]]
+    for source in sources:
+        assert (ROOT / source).exists(), source
+    assert {"inference/", "flare_common/", "requirements.txt"} <= set(sources)
+    assert not [s for s in sources if s.rstrip("/") in ("evaluation", "training", "requirements-evaluation.txt")]
     assert re.findall(r"^CMD (.+)$", dockerfile, re.M)[-1] == '["sh", "predict.sh"]'
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert "weights" not in ignored and "inference" not in ignored and ".git" in ignored
+    assert "weights" not in ignored and "inference" not in ignored and "flare_common" not in ignored
+    assert {".git", "evaluation", "training"} <= set(ignored)
 
 
 def test_image_takes_the_pinned_torch_built_for_cuda_12():

@@ -244,3 +244,25 @@ def test_a_fast_crashing_team_ranks_below_a_correct_one(data, tmp_path, year):
     table = pd.read_csv(tmp_path / "r.csv")
     assert table["team"].tolist() == ["correct", "crashes"] and table["position"].tolist() == [1, 2]
     assert (table.set_index("team").loc["crashes", [c for c in table if c.startswith("rank_")]] == 2).all()
+
+
+def test_run_passes_every_efficiency_option_on(tmp_path, monkeypatch):
+    """flare-run takes flare-efficiency's options (--memory included) and hands them on."""
+    class Handed(Exception):
+        pass
+
+    def efficiency_main(argv):
+        raise Handed(argv)
+
+    monkeypatch.setattr(run.efficiency, "main", efficiency_main)
+    (tmp_path / "gt").mkdir()
+    with pytest.raises(Handed) as handed:
+        run.main(["--inputs", str(tmp_path), "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "out"),
+                  "--command", "sh predict.sh {inputs} {outputs}", "--memory", "12g", "--gpu", "1", "--timeout", "60",
+                  "--failures", "official", "--baseline", "0", "--busy-cpu", "50", "--rules", "flare22"])
+    argv = handed.value.args[0]
+    given = dict(zip(argv[::2], argv[1::2]))
+    assert {k: given[k] for k in ("--memory", "--gpu", "--failures", "--baseline", "--busy-cpu", "--rules")} == {
+        "--memory": "12g", "--gpu": "1", "--failures": "official", "--baseline": "0.0", "--busy-cpu": "50.0",
+        "--rules": "flare22"}
+    assert float(given["--timeout"]) == 60 and given["--command"] == "sh predict.sh {inputs} {outputs}"

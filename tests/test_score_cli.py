@@ -15,6 +15,7 @@ from evaluation import report
 from evaluation.rules import get_rules
 from evaluation.score import main
 from evaluation.synthetic import case_pair, save_labels
+from flare_common import files
 
 SPACING = (6.0, 5.0, 14.0)  # 48 x 48 x 20 voxels: 288 x 240 x 280 mm, the whole of the four organs
 
@@ -24,7 +25,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def synthetic_case(i: int) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth and prediction of case i, 48 x 48 x 20 voxels (made once per session)."""
     return case_pair((48, 48, 20), SPACING, np.random.default_rng(i))
@@ -188,9 +189,9 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError):
-        report.write_atomic(target, "new half")
+        files.write_atomic(target, "new half")
     assert target.read_text() == "old complete file\n"
     assert list(tmp_path.iterdir()) == [target]
 
@@ -199,7 +200,7 @@ def test_result_files_get_ordinary_permissions(tmp_path):
     """Results are for others to read (an organiser's colleagues, a container's host user)."""
     mask = os.umask(0o022)
     try:
-        report.write_atomic(tmp_path / "metrics.csv", "Name\n")
+        files.write_atomic(tmp_path / "metrics.csv", "Name\n")
     finally:
         os.umask(mask)
     assert (tmp_path / "metrics.csv").stat().st_mode & 0o777 == 0o644
@@ -241,3 +242,32 @@ def test_evaluation_never_imports_torch():
             "evaluation.compare, evaluation.efficiency, evaluation.contain, evaluation.baseline, evaluation.pages, "
             "evaluation.report_page; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_a_likely_wrong_rules_year_is_warned_about(tmp_path, capsys):
+    """FLARE21 ground truth (labels 1-4) scored as FLARE22: nine organs absent from both files
+    score 1.0 and lift the mean; the scorer says so and names the year that fits."""
+    gt, pred, out = make_set(tmp_path, n=2)
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1", "--rules", "flare22"]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "wrong --rules" in line]
+    assert len(warning) == 1 and "--rules flare21" in warning[0] and "9 of the flare22 organs" in warning[0], err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["warnings"][0]["case"] == "all cases" and "--rules flare21" in summary["warnings"][0]["warning"]
+    assert summary["mean_over_organs"]["DSC"] > 0.7  # what the warning is about: the absent organs' 1.0
+
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "right"), "--workers", "1"]) == 0
+    assert "wrong --rules" not in capsys.readouterr().err
+
+
+def test_rules_mismatch_only_when_another_year_fits_better():
+    from evaluation.rules import RULES
+    from evaluation.score import rules_mismatch
+
+    flare22_labels = set(range(1, 14))
+    assert rules_mismatch({1, 2, 3, 4}, RULES["flare22"]) is not None
+    assert rules_mismatch({1, 2, 3, 4}, RULES["flare21"]) is None
+    assert rules_mismatch({1}, RULES["flare21"]) is None  # a liver-only set: FLARE21 still fits best
+    assert rules_mismatch(flare22_labels, RULES["flare23"]) is None  # no lesion: not counted in the mean
+    assert rules_mismatch(flare22_labels - {7, 8}, RULES["flare22"]) is None  # no adrenals: nothing fits better
+    assert rules_mismatch(set(), RULES["flare22"]) is None

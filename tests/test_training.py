@@ -138,8 +138,8 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
     assert subprocess.run([sys.executable, "-m", "inference.checkpoint", "combine", "--coarse", str(out / "coarse" / "best.pt"),
                            "--fine", str(out / "fine" / "best.pt"), "-o", str(weights), "--half"], cwd=ROOT).returncode == 0
     env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run(["sh", str(ROOT / "predict.sh"), str(data / "images"), str(tmp_path / "pred"), "--weights", str(weights)],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(["sh", str(ROOT / "predict.sh"), str(data / "images"), str(tmp_path / "pred"),
+                           "--weights", str(weights)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "pred").iterdir())) == 6
     assert "notice: weights weights.pt: 4 training case(s) of phantoms" in done.stderr  # what it runs, in one line

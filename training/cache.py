@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from evaluation.imageio import InputError, describe_error
+from flare_common.errors import InputError, describe_error
 from inference.postprocessing import organ_box
 from inference.preprocessing import resize
 from training.config import TrainConfig

@@ -15,7 +15,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
 
-from evaluation.imageio import NIFTI_SUFFIXES, InputError, describe_error, nifti_files, read_labels, volume_shape
+from evaluation.imageio import read_labels
+from flare_common.errors import InputError, describe_error
+from flare_common.nifti import NIFTI_SUFFIXES, nifti_files, volume_shape
 from inference.imageio import CT, read_ct
 
 LAYOUTS = (("TrainingImg", "TrainingMask"), ("images", "labels"), ("imagesTr", "labelsTr"))
@@ -55,9 +57,9 @@ def find_layout(root: Path) -> tuple[Path, Path]:
     """The images and labels folders of a data root; DataError when none or several layouts match."""
     if not root.is_dir():
         raise DataError([f"{root}: not a folder"])
-    found = [(root / i, root / l) for i, l in LAYOUTS if (root / i).is_dir() and (root / l).is_dir()]
+    found = [(root / im, root / lb) for im, lb in LAYOUTS if (root / im).is_dir() and (root / lb).is_dir()]
     if not found:
-        names = ", ".join(f"{i}/ + {l}/" for i, l in LAYOUTS)
+        names = ", ".join(f"{im}/ + {lb}/" for im, lb in LAYOUTS)
         raise DataError([f"{root}: no training layout found (expected one of {names})"])
     if len(found) > 1:
         raise DataError([f"{root}: several layouts ({', '.join(str(i.name) for i, _ in found)}): keep one"])

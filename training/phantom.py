@@ -57,10 +57,10 @@ import argparse
 import csv
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -68,6 +68,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
+from flare_common import cli
 from training.data import PATHOLOGICAL_LIST
 
 # ------------------------------------------------------------------------------------ labels, tissues, CT values
@@ -262,7 +263,7 @@ class SmoothField:
 def draw_field(rng: np.random.Generator, lo: Sequence[float], hi: Sequence[float], step: float,
                components: int = 0) -> SmoothField:
     """A smooth random field over the box lo..hi (mm) with control points every step mm."""
-    n = tuple(int(np.ceil((h - l) / step)) + 1 for l, h in zip(lo, hi))
+    n = tuple(int(np.ceil((h - low) / step)) + 1 for low, h in zip(lo, hi))
     shape = (components, *n) if components else n
     return SmoothField(tuple(float(v) for v in lo), float(step), rng.standard_normal(shape, dtype=np.float32))
 
@@ -1110,9 +1111,9 @@ def _liver_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spi
 def _spleen_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spine: Spine) -> np.ndarray:
     """The spleen (mm): a crescent, its concave hilum facing the body's centre, against the wall."""
     q = _local(axes, frame)
-    t, w, l = SPLEEN_RADII
+    t, w, length = SPLEEN_RADII
     f = _smax(_ellipsoid(q, (0.0, 0.0, 0.0), SPLEEN_RADII),
-              -_ellipsoid(q, (-1.4 * t, 0.0, 0.0), (1.1 * t, 0.85 * w, 0.8 * l)), 6.0)
+              -_ellipsoid(q, (-1.4 * t, 0.0, 0.0), (1.1 * t, 0.85 * w, 0.8 * length)), 6.0)
     x, y, z = _open(axes)
     f = _smax(f, _cavity_field(axes, body) + 1.0, 4.0)
     f = np.maximum(f, z - _diaphragm_z(diaphragm, x, y))
@@ -1682,18 +1683,22 @@ def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "p
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.phantom",
-                                     description="Write synthetic abdominal CTs with known labels (FLARE layout).")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="folder to write images/, labels/ and cases.csv into")
+    parser = cli.parser("python -m training.phantom", "Write synthetic abdominal CTs with known labels (FLARE layout).", [
+        "flare-phantom --out example --cases 3 --seed 2026",
+        "flare-phantom --out phantoms --cases 240 --seed 1 --max-side 192 --workers 2   # a training set",
+        "flare-phantom --preview phantoms.png --seed 23"])
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="folder to write images/, labels/ and cases.csv into (this or --preview)")
     parser.add_argument("--cases", type=int, metavar="N", help="number of cases (required with --out; default 3 with --preview)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the set (default %(default)s)")
     parser.add_argument("--start", type=int, default=0, metavar="I", help="index of the first case (default %(default)s)")
-    parser.add_argument("--max-side", type=int, metavar="N", help="at most this many voxels per axis (the field of view is kept)")
+    parser.add_argument("--max-side", type=int, metavar="N",
+                        help="at most this many voxels per axis, the field of view kept (default: full size, 512 in-plane)")
     parser.add_argument("--randomise", type=float, default=0.0, metavar="P",
                         help="probability that a case's image is domain-randomised (default %(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
-    parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead")
+    parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
     return parser
 
 
@@ -1728,4 +1733,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

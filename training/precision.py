@@ -12,6 +12,7 @@ import torch
 from training.config import TrainConfig
 from training.loss import dice_focal_loss
 
+
 def step_seconds(net: torch.nn.Module, size: tuple[int, int, int], dtype: torch.dtype | None, device: torch.device,
                  repeats: int = 1) -> float:
     """Seconds of one forward + loss + backward pass of a copy of the network on a random

@@ -1,9 +1,9 @@
 """Train one stage of the coarse-to-fine pipeline with the paper's recipe (training/config.py).
 
-    python -m training.train --stage coarse --data DATA --out runs/coarse [--config FILE.json]
-    python -m training.train --stage fine --data DATA --out runs/fine [--input-size 96] [--max-steps 2000]
+    flare-train --stage coarse --data DATA --out runs/coarse [--config FILE.json]   (or python -m training.train)
+    flare-train --stage fine --data DATA --out runs/fine [--input-size 96] [--max-steps 2000]
     torchrun --nproc_per_node 8 -m training.train --stage coarse --data DATA --out runs/coarse
-    python -m inference.checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/flare21_c2f.pt
+    flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/flare21_c2f.pt
 
 DATA is a FLARE21 (TrainingImg/, TrainingMask/), FLARE22 (images/, labels/) or nnU-Net
 (imagesTr/, labelsTr/) folder with FLARE21 labels (1 liver, 2 kidney, 3 spleen, 4 pancreas).
@@ -11,7 +11,7 @@ Every case is checked and preprocessed once into a cache (--cache, default OUT/.
 the stage trains on random crops. OUT receives: best.pt and last.pt (stage checkpoints in the
 inference format), resume.pt (to continue with --resume), log.csv (one row per epoch), curve.png,
 config.json (the full recipe used) and split.json. Exit code 0: trained; 2: usage or data error
-(nothing trained); 1: training failed.
+(nothing trained); 1: training failed; 130: interrupted (continue with --resume).
 """
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from evaluation.report import csv_text, write_atomic
+from evaluation.report import csv_text
+from flare_common import cli
+from flare_common.files import write_atomic
 from inference.checkpoint import FLARE21_LABELS, Models, save
 from inference.networks import CoarseUNet, EfficientSegNet
 from inference.postprocessing import Postprocessing
@@ -114,30 +116,40 @@ def plot_curve(history: list[dict], path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.split("\n")[1:]))
-    parser.add_argument("--stage", choices=("coarse", "fine"), required=True)
-    parser.add_argument("--data", type=Path, required=True, help="training data folder (FLARE21, FLARE22 or nnU-Net layout)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for checkpoints, log and curve")
+    parser = cli.parser("python -m training.train", __doc__.split("\n")[0], [
+        "flare-train --stage coarse --data phantoms --out runs/coarse --input-size 64 --max-steps 200",
+        "flare-train --stage fine --data FLARE22 --out runs/fine          # the paper's recipe",
+        "torchrun --nproc_per_node 4 -m training.train --stage fine --data FLARE21 --out runs/fine   # 4 GPUs",
+        "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half"])
+    parser.description += "\n\n" + "\n".join(__doc__.split("\n")[6:]).strip()
+    parser.add_argument("--stage", choices=("coarse", "fine"), required=True,
+                        help="which network to train (required)")
+    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
+                        help="training data folder: FLARE21, FLARE22 or nnU-Net layout (required)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder for checkpoints, log and curve (required)")
     parser.add_argument("--config", type=Path, help="JSON file overriding fields of the recipe (see --print-config)")
     parser.add_argument("--print-config", action="store_true", help="print the stage's full recipe as JSON and exit")
-    parser.add_argument("--input-size", type=int, nargs="+", metavar="N", help="network input size: N or X Y Z")
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--input-size", type=int, nargs="+", metavar="N",
+                        help="network input size: N or X Y Z (default: the recipe's, 160 coarse, 192 fine)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
     parser.add_argument("--max-minutes", type=float, help="stop after the steps that fit in this time (the LR schedule follows)")
     parser.add_argument("--batch-size", type=int, help="cases per optimiser step over all processes")
     parser.add_argument("--micro-batch", type=int, help="cases per forward pass (gradients accumulate)")
-    parser.add_argument("--lr", type=float)
+    parser.add_argument("--lr", type=float, help="learning rate (default: the recipe's, 0.01)")
     parser.add_argument("--fold", help="held-out fold 0..folds-1, or 'all' to train on every case (no validation)")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="seed of the split, sampling and initialisation (default: the recipe's)")
     parser.add_argument("--val-cases", type=int, help="validate on at most this many held-out cases")
     parser.add_argument("--pathological", type=Path,
-                        help=f"text file of cases with lesions, sampled more often (default: DATA/{PATHOLOGICAL_LIST} if present)")
+                        help=f"text file of cases with lesions, sampled more often "
+                             f"(default: DATA/{PATHOLOGICAL_LIST} if present)")
     parser.add_argument("--cache", type=Path, help="preprocessing cache folder (default: OUT/../cache)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: the GPU when there is one (default %(default)s)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="auto: fp16 mixed precision on CUDA; on the CPU bf16 or fp32, whichever a measured step is faster in")
+                        help="auto: fp16 mixed precision on CUDA; on the CPU bf16 or fp32, whichever a measured step "
+                             "is faster in (default %(default)s)")
     parser.add_argument("--workers", type=int, help="data loading processes per training process "
                                                     "(default: 0 on the CPU, 4 on CUDA) and preprocessing processes")
     parser.add_argument("--trained-on", help="what the data is, recorded in the checkpoint (default: the folder and case count)")
@@ -303,7 +315,8 @@ class Trainer:
         fitting = self.state["step"] + int((self.config.max_minutes * 60 - elapsed) / (elapsed / done))
         self.total_steps = int(from_main(float(min(self.total_steps, max(fitting, self.state["step"] + 1))), self.world))
         self.bar.total = self.total_steps
-        self.log(f"\ntime budget {self.config.max_minutes:g} min: {elapsed / done:.2f} s per step, {self.total_steps} steps in all")
+        self.log(f"\ntime budget {self.config.max_minutes:g} min: {elapsed / done:.2f} s per step, "
+                 f"{self.total_steps} steps in all")
 
     def epoch(self) -> None:
         """One pass over the examples (or what is left of the run), then the end of the epoch."""
@@ -359,7 +372,7 @@ class Trainer:
             self.log(f"\nepoch {row['epoch']}: loss {row['train_loss']:.4f}, validation DSC "
                      + ", ".join(f"{k[4:]} {v:.3f}" for k, v in row.items() if k.startswith("dsc_")))
         self.state["history"].append(row)
-        record = {"data": str(self.args.data), "trained_on": self.trained_on, "steps": self.state["step"],
+        record = {"data": self.args.data.resolve().name, "trained_on": self.trained_on, "steps": self.state["step"],
                   "epochs": row["epoch"], "precision": self.precision, "device": self.world.device.type,
                   "processes": self.world.size, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "config": asdict(config), "validation": {k: v for k, v in row.items() if k.startswith(("dsc_", "nsd_"))}}
@@ -376,4 +389,4 @@ class Trainer:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -1,0 +1,78 @@
+"""What every command of the project has in common: --version, examples in --help, one line and
+exit code 130 on Ctrl-C, one line and exit code 2 when a package it needs is not installed.
+
+Exit codes of every command: 0 done, 1 done with problems (each listed), 2 usage error, 130
+interrupted (Ctrl-C).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+
+from flare_common import __version__
+
+DISTRIBUTION = "flare21-c2f"  # the name pip knows the project by (pyproject.toml)
+INTERRUPTED = 130  # the shell's exit code for a process ended by SIGINT
+PROJECT_PACKAGES = frozenset({"flare_common", "inference", "evaluation", "training", "bench", "tests"})
+# the packages of the submission's requirements (requirements.txt, extra "submission"); every
+# other third-party package is in the organisers' (requirements-evaluation.txt, the base install)
+SUBMISSION_MODULES = frozenset({"torch", "cc3d"})
+
+Main = Callable[[list[str] | None], int]
+
+
+def prog(module_prog: str) -> str:
+    """The program name for usage lines: the console command when started as one (flare-...),
+    else the given `python -m ...` form."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return invoked if invoked.startswith("flare-") else module_prog
+
+
+def parser(module_prog: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """An ArgumentParser with --version and the given example command lines in its help."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples) if examples else None
+    result = argparse.ArgumentParser(prog=prog(module_prog), description=textwrap.fill(description, 100), epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(result)
+    return result
+
+
+def add_version(target: argparse.ArgumentParser) -> None:
+    """--version: the project's version and the Python running it."""
+    target.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__} ({DISTRIBUTION}, Python {sys.version.split()[0]})",
+                        help="print the version and exit")
+
+
+def missing_package(module: str) -> str:
+    """One line saying how to install the requirements that bring a missing module."""
+    if module in SUBMISSION_MODULES:
+        how = 'pip install -r requirements.txt, or pip install ".[submission]" in the project'
+    else:
+        how = 'pip install -r requirements-evaluation.txt, or pip install . in the project'
+    return f"{module} is not installed here ({how})"
+
+
+def third_party(exc: ModuleNotFoundError) -> str | None:
+    """The top-level name of a missing third-party module, None for the project's own modules."""
+    top = (exc.name or "").split(".")[0]
+    return top if top and top not in PROJECT_PACKAGES else None
+
+
+def run(main: Main, argv: list[str] | None = None) -> int:
+    """Run a command's main and return its exit code: Ctrl-C gives one line and 130, a missing
+    third-party package one line naming what to install and 2."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return INTERRUPTED
+    except ModuleNotFoundError as exc:
+        module = third_party(exc)
+        if module is None:
+            raise
+        print(f"error: {missing_package(module)}", file=sys.stderr)
+        return 2

