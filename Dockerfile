@@ -1,32 +1,71 @@
 # FLARE submission image: `docker run --gpus all -v in:/workspace/inputs -v out:/workspace/outputs flare:latest`
 # runs predict.sh on every CT in /workspace/inputs. Needs weights/flare21_c2f.pt in the build context.
 #
-# torch comes from PyTorch's CUDA 12.9 index, not PyPI: PyPI's Linux torch 2.13 is built for CUDA
-# 13.0, which needs an NVIDIA driver >= 580, newer than many organisers' machines; a CUDA 12 build
-# runs on drivers >= 525 through CUDA's minor-version compatibility. The wheels bring their own
-# CUDA libraries and cuDNN, so the base image is CUDA's smallest, and NVIDIA_DISABLE_REQUIRE stops
-# the container toolkit from refusing drivers older than the base image's CUDA 12.9.
-FROM nvidia/cuda:12.9.1-base-ubuntu24.04
+# `docker build -t flare .` builds the GPU submission. torch comes from PyTorch's CUDA 12.9 index,
+# not PyPI: PyPI's Linux torch 2.13 is built for CUDA 13.0, which needs an NVIDIA driver >= 580,
+# newer than many organisers' machines; a CUDA 12 build runs on drivers >= 525 through CUDA's
+# minor-version compatibility. The wheels bring their own CUDA libraries and cuDNN, so the base
+# image is CUDA's smallest, and NVIDIA_DISABLE_REQUIRE stops the container toolkit from refusing
+# drivers older than the base image's CUDA 12.9.
+#
+# The build arguments make the same file build a CPU image (docs/container.md):
+#   BASE_IMAGE    the image to start from: any Debian or Ubuntu with python3 >= 3.10 in apt
+#   TORCH_INDEX   the package index torch comes from (https://download.pytorch.org/whl/cpu: CPU)
+#   TORCH_WHEELS  instead: a folder of the build context holding the torch wheel (no index needed;
+#                 torch's own dependencies still come from PyPI)
+#   TORCH_CUDA    the CUDA major version the installed torch must be built for, or "none" (CPU)
+#   CA_CERTS      a CA bundle of the build context for pip to trust (behind a TLS-intercepting proxy)
+# e.g. docker build -t flare:cpu --build-arg BASE_IMAGE=debian:bookworm-slim \
+#        --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu --build-arg TORCH_CUDA=none .
+ARG BASE_IMAGE=nvidia/cuda:12.9.1-base-ubuntu24.04
+
+FROM ${BASE_IMAGE} AS python
 
 ENV DEBIAN_FRONTEND=noninteractive \
-    NVIDIA_DISABLE_REQUIRE=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
+    PYTHONUNBUFFERED=1
+
+# apt-get clean: a base image without Docker's apt settings (a plain Debian) keeps the packages and
+# apt's caches (about 90 MB) otherwise.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
+
+# The virtual environment is made in a stage of its own, so that what is copied from the build
+# context for it (a torch wheel, a CA bundle) never becomes a layer of the image: only /opt/venv is.
+FROM python AS venv
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu129
+ARG TORCH_WHEELS=
+ARG TORCH_CUDA=12
+ARG CA_CERTS=
+
+COPY requirements.txt ${TORCH_WHEELS} ${CA_CERTS} /tmp/build/
+RUN if [ -n "$CA_CERTS" ]; then export PIP_CERT="/tmp/build/${CA_CERTS##*/}"; fi \
+    && python3 -m venv /opt/venv \
+    && torch="$(grep '^torch==' /tmp/build/requirements.txt)" \
+    && if [ -n "$TORCH_WHEELS" ]; then \
+        /opt/venv/bin/pip install --no-cache-dir --no-index --no-deps --find-links /tmp/build "$torch"; \
+    else \
+        /opt/venv/bin/pip install --no-cache-dir --index-url "$TORCH_INDEX" "$torch"; \
+    fi \
+    && /opt/venv/bin/pip install --no-cache-dir -r /tmp/build/requirements.txt \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/python -c "import sys, torch; want, got = sys.argv[1], torch.version.cuda; \
+ok = got is None if want == 'none' else (got or '').split('.')[0] == want; \
+sys.exit(0 if ok else f'torch {torch.__version__} has CUDA {got or \"none\"}, TORCH_CUDA={want} expected')" "$TORCH_CUDA"
+
+FROM python
+
+ENV NVIDIA_DISABLE_REQUIRE=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
-
-WORKDIR /workspace
-COPY requirements.txt ./
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cu129 "$(grep '^torch==' requirements.txt)" \
-    && pip install --no-cache-dir -r requirements.txt \
-    && python -c "import torch; assert torch.version.cuda.startswith('12.'), torch.version.cuda"
+COPY --from=venv /opt/venv /opt/venv
 
 # Only the submission's code: inference/ and the small package it shares with the organisers' tools.
+WORKDIR /workspace
 COPY flare_common/ flare_common/
 COPY inference/ inference/
 COPY weights/ weights/

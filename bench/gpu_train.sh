@@ -44,7 +44,7 @@ for stage in coarse fine; do
     [ "$stage" = fine ] && size="$fine_size"
     "$py" -m training.train --stage "$stage" --data "$work/train" --out "$work/runs/$stage" --device "$device" \
         --input-size "$size" --batch-size 4 --micro-batch 2 --lr 0.001 --epochs 1000 --max-minutes "$minutes" \
-        --val-cases 10 --workers $((cores / 2 - 1)) \
+        --val-cases 10 --val-every 1000 --workers $((cores / 2 - 1)) \
         --trained-on "phantom-trained weights at the paper's sizes: synthetic abdomens of training.phantom (seed 1), no real CT" \
         > "$out/train-$stage.log" 2>&1 &
 done

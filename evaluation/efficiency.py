@@ -1,13 +1,14 @@
 """Measure a submission's efficiency the organisers' way: one fresh start per case, sampled.
 
     flare-efficiency --inputs DIR --out DIR (--image NAME | --command CMD)   (or python -m evaluation.efficiency)
-        [--rules flare21|flare22|flare23] [--gpu N] [--interval 0.1] [--timeout S]
+        [--rules flare21|flare22|flare23] [--gpu auto|N|none] [--interval 0.1] [--timeout S]
         [--failures penalised|official] [--baseline 1] [--busy-cpu 10]
 
 Each case is copied alone into a fresh inputs folder and the submission is started once for it:
 `--image` runs the organisers' `docker container run --gpus "device=N" --rm -v ...:/workspace/inputs/
 -v ...:/workspace/outputs/ IMAGE /bin/bash -c "sh predict.sh"`, with a unique container name, no
-network, read-only inputs and a memory limit; `--command` runs a local shell command whose
+network, read-only inputs and a memory limit (without `--gpus` under `--gpu none`, the CPU mode,
+which `--gpu auto` chooses when NVML sees no GPU); `--command` runs a local shell command whose
 `{inputs}` and `{outputs}` are replaced by the folders. While it runs, evaluation/sampler.py
 samples GPU memory (NVML), CPU and RAM; before it starts, the machine is watched for a moment
 (the idle check, evaluation/baseline.py) and the case is marked busy when it was not idle. Every
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,7 @@ from flare_common.files import write_atomic
 from flare_common.nifti import nifti_files, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
+GPU_AUTO, GPU_NONE = "auto", "none"
 ATTACH_RETRY_S = 0.25  # how often to look for the container's process (a `docker inspect` each time)
 
 
@@ -70,14 +73,15 @@ class Submission:
     image: str | None = None
     command: str | None = None
     docker: str = "docker"
-    gpu: int = 0
+    gpu: int | None = 0  # the GPU given to the container; None: none (CPU mode, no --gpus)
     memory: str = "28g"
     docker_args: tuple[str, ...] = ()
 
     def argv(self, inputs: Path, outputs: Path, name: str) -> list[str]:
         """The command line for one case; `name` is the container name (unique per run)."""
         if self.image:
-            return [self.docker, "container", "run", "--gpus", f"device={self.gpu}", "--name", name, "--rm",
+            gpus = [] if self.gpu is None else ["--gpus", f"device={self.gpu}"]
+            return [self.docker, "container", "run", *gpus, "--name", name, "--rm",
                     "--network", "none", "--memory", self.memory, "--security-opt", "no-new-privileges",
                     *self.docker_args,
                     "-v", f"{inputs.resolve()}/:/workspace/inputs/:ro", "-v", f"{outputs.resolve()}/:/workspace/outputs/",
@@ -206,8 +210,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                           '{outputs}" (this or --image)')
     parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES,
                         help="which year's limits, stuck values and docker options (default %(default)s)")
-    parser.add_argument("--gpu", type=int, default=0, metavar="N",
-                        help="GPU index for the container and NVML (default %(default)s)")
+    parser.add_argument("--gpu", type=gpu_choice, default=GPU_AUTO, metavar="auto|N|none",
+                        help="GPU index for the container and NVML; none: no GPU (the image runs without --gpus, "
+                             "GPU memory is not measured); auto: GPU 0 when NVML sees one, else none, with a notice "
+                             "(default %(default)s)")
     parser.add_argument("--interval", type=float, default=0.1, metavar="S",
                         help="sampling interval in s (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=3600.0, metavar="S",
@@ -223,6 +229,33 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to watch the machine before each case (idle check; default 1, 0: off)")
     parser.add_argument("--busy-cpu", type=float, default=BUSY_CPU_PCT, metavar="PCT",
                         help=f"system CPU %% before a case above which it is marked busy (default {BUSY_CPU_PCT:g})")
+
+
+def gpu_choice(text: str) -> int | str:
+    """The value of --gpu: a GPU index, "auto" or "none"."""
+    if text in (GPU_AUTO, GPU_NONE):
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a GPU index (0, 1, ...), auto or none")
+    return int(text)
+
+
+def choose_gpu(choice: int | str, open_gpu: Callable[..., GpuMemory | None] | None = None,
+               ) -> tuple[int | None, GpuMemory | None]:
+    """The GPU for --gpu `choice` and its NVML reader (`open_gpu`, default GpuMemory.open): (None,
+    None) for none, and for auto when NVML sees no GPU 0 (no driver, no device, nvidia-ml-py
+    missing), which a one-line notice says."""
+    open_gpu = open_gpu or GpuMemory.open
+    if choice == GPU_NONE:
+        return None, None
+    if choice == GPU_AUTO:
+        gpu = open_gpu(0, quiet=True)
+        if gpu is None:
+            print("notice: no GPU visible (NVML finds no GPU 0): running without a GPU (--gpu none), GPU memory "
+                  "is not measured", file=sys.stderr)
+            return None, None
+        return 0, gpu
+    return choice, open_gpu(choice)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     rules = get_rules(args.rules)
     for sub in ("samples", "predictions", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
-    submission = Submission(args.image, args.command, args.docker, args.gpu, args.memory,
+    gpu_index, gpu = choose_gpu(args.gpu)
+    submission = Submission(args.image, args.command, args.docker, gpu_index, args.memory,
                             rules.efficiency.docker_args)
-    gpu = GpuMemory.open(args.gpu)
 
     rows = []
     try:
@@ -268,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS + EXTRA_COLUMNS)
     verdict = set_verdict(table, rules.efficiency)
     write_atomic(args.out / "efficiency.csv", table.to_csv(index=False))
-    summary = {"rules": rules.name, "submission": args.image or args.command, "gpu": gpu.name if gpu else None,
+    summary = {"rules": rules.name, "submission": args.image or args.command, "gpu_index": gpu_index,
+               "gpu": gpu.name if gpu else None,
                "interval_s": args.interval, "timeout_s": args.timeout, "failures": args.failures,
                "baseline_s": args.baseline, "busy_cpu_pct": args.busy_cpu, "cases": len(rows),
                "not_ok": int(table["Status"].map(is_failed).sum()),

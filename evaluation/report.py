@@ -19,12 +19,13 @@ STATS = ("mean", "std", "median", "min")
 
 
 def csv_text(rows: list[dict], columns: list[str]) -> str:
-    """CSV text of rows (dicts) with the given columns; floats in full precision, NaN as empty."""
+    """CSV text of rows (dicts) with the given columns; floats in full precision, NaN and a column a
+    row lacks as empty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in (row[c] for c in columns)])
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in (row.get(c, "") for c in columns)])
     return out.getvalue()
 
 

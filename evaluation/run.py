@@ -1,7 +1,7 @@
 """The organisers' whole flow for one submission: efficiency, then accuracy, then one report.
 
     flare-run --inputs IMAGES --gt LABELS --out DIR (--image NAME | --command CMD)   (or python -m evaluation.run)
-        [--name TEAM] [--rules flare21|flare22|flare23] [--gpu N] [--interval 0.1] [--timeout S]
+        [--name TEAM] [--rules flare21|flare22|flare23] [--gpu auto|N|none] [--interval 0.1] [--timeout S]
         [--memory 28g] [--failures penalised|official] [--baseline 1] [--busy-cpu 10]
 
 Writes DIR/efficiency/ (evaluation.efficiency), DIR/accuracy/ (evaluation.score on the

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -59,11 +60,23 @@ def _as_size3(kernel: int | Size3) -> Size3:
     return (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
 
 
+class InstanceNorm(nn.InstanceNorm3d):
+    """Instance norm (no affine) computed in float32 whatever the input's precision, returned in
+    the input's: statistics in bf16 or fp16 lose too much (a channel of equal values gave NaN
+    gradients in bf16)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        autocast = x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+        if x.dtype == torch.float32 and not autocast:
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False) if autocast else nullcontext():
+            return super().forward(x.float()).to(x.dtype)
+
+
 def conv_norm(c_in: int, c_out: int, kernel: int | Size3 = 3, stride: int = 1) -> nn.Sequential:
-    """Convolution (no bias, 'same' padding) followed by instance norm (no affine)."""
+    """Convolution (no bias, 'same' padding) followed by instance norm (no affine, in float32)."""
     kernel = _as_size3(kernel)
-    return nn.Sequential(nn.Conv3d(c_in, c_out, kernel, stride, _padding(kernel), bias=False),
-                         nn.InstanceNorm3d(c_out))
+    return nn.Sequential(nn.Conv3d(c_in, c_out, kernel, stride, _padding(kernel), bias=False), InstanceNorm(c_out))
 
 
 def conv_unit(c_in: int, c_out: int, kernel: int | Size3 = 3, stride: int = 1, dropout: float = 0.0) -> nn.Sequential:

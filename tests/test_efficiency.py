@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from evaluation.baseline import Baseline, busy_reasons, measure
-from evaluation.efficiency import Submission, main
+from evaluation.efficiency import Submission, build_parser, choose_gpu, gpu_choice, main
 from evaluation.rules import get_rules
 from evaluation.sampler import ProcessTree, Sampler
 from evaluation.usage import OFFICIAL_COLUMNS, area, case_figures, plain_max, set_verdict, stable_max
@@ -113,6 +113,8 @@ def test_the_set_time_is_projected_from_measured_times_not_penalties():
 
 class FakeGpu:
     """A GPU whose used memory follows a known series, one value per call."""
+
+    name = "fake GPU"
 
     def __init__(self, series):
         self.series, self.calls = list(series), 0
@@ -293,6 +295,66 @@ def test_docker_command_has_the_safe_defaults(tmp_path):
     assert f"{(tmp_path / 'in').resolve()}/:/workspace/inputs/:ro" in argv
     assert argv[-4:] == ["team:latest", "/bin/bash", "-c", "sh predict.sh"]
     assert "CUDA_VISIBLE_DEVICES" not in text
+
+
+def test_docker_command_without_a_gpu_has_no_gpus_option(tmp_path):
+    """The CPU mode (--gpu none): a daemon without NVIDIA's runtime refuses any --gpus."""
+    argv = Submission(image="team:latest", gpu=None).argv(tmp_path / "in", tmp_path / "out", "flare-eval-abc")
+    assert not [a for a in argv if a.startswith("--gpus") or a.startswith("device=")]
+    assert argv[:5] == ["docker", "container", "run", "--name", "flare-eval-abc"]
+    assert "--network" in argv and argv[-4:] == ["team:latest", "/bin/bash", "-c", "sh predict.sh"]
+
+
+def test_gpu_option_takes_an_index_auto_or_none(capsys):
+    assert (gpu_choice("auto"), gpu_choice("none"), gpu_choice("3")) == ("auto", "none", 3)
+    parser = build_parser()
+    assert parser.parse_args(["--inputs", "i", "--out", "o", "--image", "x"]).gpu == "auto"
+    for bad in ("-1", "cuda:0", "all", ""):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(["--inputs", "i", "--out", "o", "--image", "x", "--gpu", bad])
+        assert exc.value.code == 2
+    assert "auto or none" in capsys.readouterr().err
+
+
+def test_auto_takes_gpu_0_when_nvml_sees_it_else_none_with_a_notice(capsys):
+    seen = []
+
+    def nvml(index, quiet=False):
+        seen.append((index, quiet))
+        return FakeGpu([1000.0])
+
+    index, gpu = choose_gpu("auto", nvml)
+    assert index == 0 and isinstance(gpu, FakeGpu) and seen == [(0, True)]
+    assert capsys.readouterr().err == ""
+    assert choose_gpu("auto", lambda index, quiet=False: None) == (None, None)
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert len(notice) == 1 and notice[0].startswith("notice: no GPU visible") and "--gpu none" in notice[0]
+    assert choose_gpu("none", lambda *a, **k: pytest.fail("NVML opened under --gpu none")) == (None, None)
+    assert choose_gpu(2, nvml)[0] == 2 and seen[-1] == (2, False)  # an index named: used as given
+
+
+@pytest.mark.parametrize("gpu_args,nvml_sees_a_gpu,expected", [
+    (["--gpu", "none"], True, None),
+    ([], False, None),  # auto without a GPU: the CPU mode
+    ([], True, "device=0"),
+    (["--gpu", "1"], False, "device=1"),
+])
+def test_gpus_option_given_to_docker(tmp_path, monkeypatch, gpu_args, nvml_sees_a_gpu, expected):
+    inputs = _cases(tmp_path / "inputs", ("normal",))
+    docker = tmp_path / "docker"
+    docker.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKES / 'docker.py'} \"$@\"\n")
+    docker.chmod(0o755)
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(tmp_path / "docker.log"))
+    monkeypatch.setattr("evaluation.efficiency.GpuMemory.open",
+                        lambda index=0, quiet=False: FakeGpu([1000.0]) if nvml_sees_a_gpu else None)
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--image", "team:latest", "--docker",
+                 str(docker), "--baseline", "0", *gpu_args]) == 0
+    calls = [json.loads(line) for line in (tmp_path / "docker.log").read_text().splitlines()]
+    run = next(c for c in calls if c[:2] == ["container", "run"])
+    gpus = run[run.index("--gpus") + 1] if "--gpus" in run else None
+    assert gpus == expected
+    summary = json.loads((tmp_path / "out" / "efficiency.json").read_text())
+    assert summary["gpu_index"] == (None if expected is None else int(expected[-1]))
 
 
 def test_image_mode_through_a_fake_docker(tmp_path, monkeypatch):

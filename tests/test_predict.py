@@ -181,31 +181,6 @@ def test_predict_sh(tmp_path, weights):
     assert (tmp_path / "out" / "case.nii.gz").is_file()
 
 
-def test_dockerfile_copies_what_exists_and_runs_predict_sh():
-    """The image holds the submission only: inference/ and flare_common/, never the organisers'
-    evaluation/ or training/, and only the submission's requirements."""
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^WORKDIR /workspace$", dockerfile, re.M)
-    sources = [source for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for source in line.split()[:-1]]
-    for source in sources:
-        assert (ROOT / source).exists(), source
-    assert {"inference/", "flare_common/", "requirements.txt"} <= set(sources)
-    assert not [s for s in sources if s.rstrip("/") in ("evaluation", "training", "requirements-evaluation.txt")]
-    assert re.findall(r"^CMD (.+)$", dockerfile, re.M)[-1] == '["sh", "predict.sh"]'
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert "weights" not in ignored and "inference" not in ignored and "flare_common" not in ignored
-    assert {".git", "evaluation", "training"} <= set(ignored)
-
-
-def test_image_takes_the_pinned_torch_built_for_cuda_12():
-    """PyPI's Linux torch 2.13 needs CUDA 13 drivers (>= 580); the image must not depend on them."""
-    pins = re.findall(r"^torch==\S+$", (ROOT / "requirements.txt").read_text(), re.M)
-    assert pins == ["torch==2.13.0"]
-    install = re.search(r"--index-url https://download\.pytorch\.org/whl/cu(\d+) \"\$\(grep '\^torch==' requirements\.txt\)\"",
-                        (ROOT / "Dockerfile").read_text())
-    assert install and install.group(1).startswith("12")
-
-
 def test_hadolint_finds_no_errors():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     done = subprocess.run([hadolint, "--failure-threshold", "error", str(ROOT / "Dockerfile")],

@@ -145,6 +145,28 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
     assert "notice: weights weights.pt: 4 training case(s) of phantoms" in done.stderr  # what it runs, in one line
 
 
+def test_a_step_with_a_non_finite_loss_is_skipped_and_a_diverged_run_stops(data, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def sometimes_nan(*args, **kwargs):  # the loss of the 2nd and 3rd forward passes is NaN
+        calls.append(1)
+        loss = dice_focal_loss(*args, **kwargs)
+        return loss * math.nan if len(calls) in (2, 3) else loss
+
+    monkeypatch.setattr("training.train.dice_focal_loss", sometimes_nan)
+    # 4 training cases (5 examples with a lesion case x3) in steps of 2: the 5th example is a step of its own
+    assert train(data, tmp_path / "skip", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 0
+    log = (tmp_path / "skip" / "log.csv").read_text().splitlines()
+    assert log[1].split(",")[1] == "3"  # every step counted, the partial one at the end included
+    net = load(tmp_path / "skip" / "last.pt", stages=("coarse",)).coarse
+    assert all(torch.isfinite(p).all() for p in net.parameters())  # the NaN step was not applied
+
+    monkeypatch.setattr("training.train.dice_focal_loss", lambda *a, **k: dice_focal_loss(*a, **k) * math.nan)
+    monkeypatch.setattr("training.train.MAX_SKIPPED_STEPS", 2)
+    assert train(data, tmp_path / "nan", "coarse", {**TINY, "epochs": 2, "val_cases": 0}) == 1
+    assert "the loss was not finite in 2 steps in a row" in capsys.readouterr().err
+
+
 def test_bad_data_refuses_before_training(data, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)

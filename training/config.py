@@ -129,6 +129,8 @@ def check(config: TrainConfig, where: str) -> TrainConfig:
         problems.append("batch_size and micro_batch must be at least 1")
     if config.epochs < 1 or (config.max_steps is not None and config.max_steps < 1):
         problems.append("epochs and max_steps must be at least 1")
+    if config.val_every < 1:
+        problems.append("val_every must be at least 1")
     if config.max_minutes is not None and config.max_minutes <= 0:
         problems.append("max_minutes must be positive")
     if config.fold is not None and not 0 <= config.fold < config.folds:

@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -48,7 +49,12 @@ from training.precision import choose_training_precision
 from training.validation import score
 
 NETWORKS = {"coarse": CoarseUNet, "fine": EfficientSegNet}
+MAX_SKIPPED_STEPS = 20  # consecutive steps with a non-finite loss before a run stops
 BUDGET_PLANNING_STEPS = 20  # steps timed before a time budget (max_minutes) fixes the run's length
+
+
+class TrainingDiverged(Exception):
+    """The loss stopped being finite; the message is one line and says what to try."""
 
 
 class Examples(Dataset):
@@ -141,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fold", help="held-out fold 0..folds-1, or 'all' to train on every case (no validation)")
     parser.add_argument("--seed", type=int, help="seed of the split, sampling and initialisation (default: the recipe's)")
     parser.add_argument("--val-cases", type=int, help="validate on at most this many held-out cases")
+    parser.add_argument("--val-every", type=int, metavar="N",
+                        help="validate every N epochs and at the end (default: the recipe's, 1)")
     parser.add_argument("--pathological", type=Path,
                         help=f"text file of cases with lesions, sampled more often "
                              f"(default: DATA/{PATHOLOGICAL_LIST} if present)")
@@ -164,7 +172,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         raise ConfigError("--input-size takes one number or three")
     values = {"input_size": None if size is None else tuple(size * 3 if len(size) == 1 else size),
               "epochs": args.epochs, "max_steps": args.max_steps, "max_minutes": args.max_minutes, "batch_size": args.batch_size,
-              "micro_batch": args.micro_batch, "lr": args.lr, "seed": args.seed, "val_cases": args.val_cases}
+              "micro_batch": args.micro_batch, "lr": args.lr, "seed": args.seed, "val_cases": args.val_cases,
+              "val_every": args.val_every}
     values = {k: v for k, v in values.items() if v is not None}
     if args.fold is not None:
         if args.fold != "all" and not args.fold.isdigit():
@@ -195,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {problem}", file=sys.stderr)
             print(f"error: {len(exc.problems)} problem(s) in {args.data}: nothing was trained", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        if world.main:
+            print(f"error: {exc}; the last good epoch's checkpoints stay in {args.out}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with --resume (from the last finished epoch in {args.out})", file=sys.stderr)
         return 130
@@ -287,6 +300,7 @@ class Trainer:
         self.bar = tqdm(total=self.total_steps, initial=self.state["step"], desc=f"training ({config.stage})",
                         unit="step", disable=None if world.main else True)
         self.first_step, self.started = self.state["step"], time.perf_counter()
+        self.skipped = 0  # consecutive steps skipped for a non-finite loss
 
     def restore(self) -> None:
         saved = torch.load(self.args.out / "resume.pt", map_location=self.world.device, weights_only=True)
@@ -318,6 +332,26 @@ class Trainer:
         self.log(f"\ntime budget {self.config.max_minutes:g} min: {elapsed / done:.2f} s per step, "
                  f"{self.total_steps} steps in all")
 
+    def optimiser_step(self, losses: list[float]) -> None:
+        """Apply the accumulated gradients, unless a loss of this step was not finite in any
+        process: then the step is skipped in all of them (its update would poison the weights),
+        and a run whose every step of the last MAX_SKIPPED_STEPS is skipped stops with an error."""
+        if any_process(not all(math.isfinite(x) for x in losses), self.world):
+            self.optimiser.zero_grad(set_to_none=True)
+            self.skipped += 1
+            if self.skipped >= MAX_SKIPPED_STEPS:
+                raise TrainingDiverged(f"the loss was not finite in {self.skipped} steps in a row (at step "
+                                       f"{self.state['step']}): try a lower --lr or --precision fp32")
+        else:
+            self.scaler.step(self.optimiser)
+            self.scaler.update()
+            self.optimiser.zero_grad(set_to_none=True)
+            self.skipped = 0
+        with warnings.catch_warnings():  # a skipped step still counts in the schedule
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before", UserWarning)
+            self.scheduler.step()
+        self.state["step"] += 1
+
     def epoch(self) -> None:
         """One pass over the examples (or what is left of the run), then the end of the epoch."""
         epoch, started = self.state["epoch"], time.perf_counter()
@@ -325,29 +359,27 @@ class Trainer:
         self.examples.epoch = epoch
         self.model.train()
         autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
-        losses, pending = [], 0
-        for images, labels in self.loader:
+        losses, pending = [], []
+        batches = len(self.loader)
+        for k, (images, labels) in enumerate(self.loader):
             images = images.to(self.world.device, non_blocking=True)
             labels = labels.to(self.world.device, non_blocking=True)
-            pending += 1
-            last = pending == self.accumulation
+            # a step is `accumulation` micro-batches, or what is left at the end of the epoch
+            last = len(pending) + 1 == self.accumulation or k + 1 == batches
             with self.model.no_sync() if self.world.size > 1 and not last else nullcontext():
                 with torch.autocast(self.world.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                     logits = self.model(images)
                 loss = dice_focal_loss(logits, labels, self.config.dice_weight, self.config.focal_weight,
                                        self.config.focal_alpha, self.config.focal_gamma)
                 self.scaler.scale(loss / self.accumulation).backward()
-            losses.append(float(loss.detach()))
+            pending.append(float(loss.detach()))
             if not last:
                 continue
-            self.scaler.step(self.optimiser)
-            self.scaler.update()
-            self.optimiser.zero_grad(set_to_none=True)
-            self.scheduler.step()
-            pending = 0
-            self.state["step"] += 1
+            self.optimiser_step(pending)
+            losses += [x for x in pending if math.isfinite(x)]
+            pending = []
             self.bar.update()
-            self.bar.set_postfix(loss=f"{np.mean(losses[-self.accumulation:]):.3f}",
+            self.bar.set_postfix(loss=f"{np.mean(losses[-self.accumulation:]) if losses else math.nan:.3f}",
                                  lr=f"{self.scheduler.get_last_lr()[0]:.2g}")
             self.fit_time_budget()
             if self.state["step"] >= self.total_steps:
