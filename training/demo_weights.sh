@@ -4,7 +4,7 @@
 # 1. 240 training phantoms (seed 1, at most 192 voxels per axis: the field of view of a full-size
 #    scan at about 2 mm), cases with lesions listed for 3x sampling;
 # 2. the coarse stage at 64^3 and the fine stage at 96^3 (training/configs/demo_*.json: the paper's
-#    recipe with batch 2, LR 0.001 and a step budget that fits a 2-core CPU in about two hours);
+#    recipe with batch 2, LR 0.001 and a step budget that fits a 2-core CPU in about three hours);
 # 3. both best checkpoints joined into one float16 checkpoint, WORK/flare21_c2f.pt;
 # 4. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
 #    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
