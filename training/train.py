@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 import warnings
@@ -348,7 +349,7 @@ class Trainer:
             self.optimiser.zero_grad(set_to_none=True)
             self.skipped = 0
         with warnings.catch_warnings():  # a skipped step still counts in the schedule
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before", UserWarning)
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
             self.scheduler.step()
         self.state["step"] += 1
 
