@@ -167,6 +167,22 @@ def test_a_step_with_a_non_finite_loss_is_skipped_and_a_diverged_run_stops(data,
     assert "the loss was not finite in 2 steps in a row" in capsys.readouterr().err
 
 
+def test_a_run_starts_from_a_checkpoints_weights_at_another_size(data, tmp_path, capsys):
+    assert train(data, tmp_path / "small", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 0
+    start = load(tmp_path / "small" / "best.pt", stages=("coarse",)).coarse
+    larger = {**TINY, "epochs": 1, "val_cases": 0, "lr": 1e-12, "input_size": [48, 48, 48]}
+    assert train(data, tmp_path / "large", "coarse", larger, "--init", str(tmp_path / "small" / "best.pt")) == 0
+    tuned = load(tmp_path / "large" / "best.pt", stages=("coarse",))
+    assert tuned.coarse.config.input_size == (48, 48, 48)
+    assert tuned.training["coarse"]["initialised_from"] == "best.pt"
+    for before, after in zip(start.parameters(), tuned.coarse.parameters()):
+        torch.testing.assert_close(before, after, atol=1e-5, rtol=0)  # LR ~0: the weights it started from
+
+    wider = {**TINY, "network": {"widths": [8, 8, 8, 16, 16]}}
+    assert train(data, tmp_path / "wider", "coarse", wider, "--init", str(tmp_path / "small" / "best.pt")) == 2
+    assert "its coarse network has other widths than this run's" in capsys.readouterr().err
+
+
 def test_bad_data_refuses_before_training(data, tmp_path, capsys):
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from evaluation.report import csv_text
 from flare_common import cli
 from flare_common.files import write_atomic
-from inference.checkpoint import FLARE21_LABELS, Models, save
+from inference.checkpoint import FLARE21_LABELS, CheckpointError, Models, load, save
 from inference.networks import CoarseUNet, EfficientSegNet
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
@@ -91,6 +91,20 @@ def plan(n_examples: int, config: TrainConfig, world: World) -> tuple[int, int, 
     steps_per_epoch = max(1, math.ceil(n_examples / (micro * accumulation * world.size)))
     total = config.epochs * steps_per_epoch
     return micro, accumulation, steps_per_epoch, min(total, config.max_steps or total)
+
+
+def initial_weights(path: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The stage's network weights (float32) from a checkpoint of that stage or both, to start a run
+    from (at any input size: the networks are fully convolutional); DataError when it has none that fit."""
+    try:
+        net = load(path, stages=(config.stage,)).network(config.stage)
+    except (OSError, CheckpointError) as exc:
+        raise DataError([f"{path}: {exc}"]) from None
+    expected = {k: v.shape for k, v in NETWORKS[config.stage](config.network_config()).state_dict().items()}
+    found = {k: v.shape for k, v in net.state_dict().items()}
+    if found != expected:
+        raise DataError([f"{path}: its {config.stage} network has other widths than this run's"])
+    return {k: v.float() for k, v in net.state_dict().items()}
 
 
 def stage_models(net: torch.nn.Module, config: TrainConfig, trained_on: str, record: dict) -> Models:
@@ -163,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(default: 0 on the CPU, 4 on CUDA) and preprocessing processes")
     parser.add_argument("--trained-on", help="what the data is, recorded in the checkpoint (default: the folder and case count)")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its resume.pt")
+    parser.add_argument("--init", type=Path, metavar="CHECKPOINT",
+                        help="start from the stage's weights in this checkpoint (e.g. to fine-tune at a larger "
+                             "--input-size) instead of a random initialisation")
     return parser
 
 
@@ -273,6 +290,8 @@ class Trainer:
                                                               "pathological": sorted(pathological)}, indent=1) + "\n")
         torch.manual_seed(config.seed)
         self.net = NETWORKS[config.stage](config.network_config()).to(world.device)
+        if args.init is not None and not args.resume:
+            self.net.load_state_dict(initial_weights(args.init, config))
         self.precision, measured = choose_training_precision(args.precision, self.net, config, world.device)
         if args.precision == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
             self.precision = "bf16" if from_main(float(self.precision == "bf16"), world) else "fp32"
@@ -406,6 +425,7 @@ class Trainer:
                      + ", ".join(f"{k[4:]} {v:.3f}" for k, v in row.items() if k.startswith("dsc_")))
         self.state["history"].append(row)
         record = {"data": self.args.data.resolve().name, "trained_on": self.trained_on, "steps": self.state["step"],
+                  "initialised_from": self.args.init.name if self.args.init else None,
                   "epochs": row["epoch"], "precision": self.precision, "device": self.world.device.type,
                   "processes": self.world.size, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "config": asdict(config), "validation": {k: v for k, v in row.items() if k.startswith(("dsc_", "nsd_"))}}
