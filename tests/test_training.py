@@ -148,10 +148,14 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
 def test_a_step_with_a_non_finite_loss_is_skipped_and_a_diverged_run_stops(data, tmp_path, monkeypatch, capsys):
     calls = []
 
-    def sometimes_nan(*args, **kwargs):  # the loss of the 2nd and 3rd forward passes is NaN
+    def sometimes_nan(logits, *args, **kwargs):  # NaN in the 1st step's loss, the 2nd step's gradients
         calls.append(1)
-        loss = dice_focal_loss(*args, **kwargs)
-        return loss * math.nan if len(calls) in (2, 3) else loss
+        loss = dice_focal_loss(logits, *args, **kwargs)
+        if len(calls) == 2:
+            return loss * math.nan
+        if len(calls) == 4:  # a finite loss (sqrt(0) = 0) whose gradient is NaN (inf x 0)
+            return loss + torch.sqrt((logits * 0).sum())
+        return loss
 
     monkeypatch.setattr("training.train.dice_focal_loss", sometimes_nan)
     # 4 training cases (5 examples with a lesion case x3) in steps of 2: the 5th example is a step of its own
@@ -159,12 +163,12 @@ def test_a_step_with_a_non_finite_loss_is_skipped_and_a_diverged_run_stops(data,
     log = (tmp_path / "skip" / "log.csv").read_text().splitlines()
     assert log[1].split(",")[1] == "3"  # every step counted, the partial one at the end included
     net = load(tmp_path / "skip" / "last.pt", stages=("coarse",)).coarse
-    assert all(torch.isfinite(p).all() for p in net.parameters())  # the NaN step was not applied
+    assert all(torch.isfinite(p).all() for p in net.parameters())  # neither NaN step was applied
 
     monkeypatch.setattr("training.train.dice_focal_loss", lambda *a, **k: dice_focal_loss(*a, **k) * math.nan)
     monkeypatch.setattr("training.train.MAX_SKIPPED_STEPS", 2)
     assert train(data, tmp_path / "nan", "coarse", {**TINY, "epochs": 2, "val_cases": 0}) == 1
-    assert "the loss was not finite in 2 steps in a row" in capsys.readouterr().err
+    assert "the loss or its gradients were not finite in 2 steps in a row" in capsys.readouterr().err
 
 
 def test_a_run_starts_from_a_checkpoints_weights_at_another_size(data, tmp_path, capsys):

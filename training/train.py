@@ -353,14 +353,17 @@ class Trainer:
                  f"{self.total_steps} steps in all")
 
     def optimiser_step(self, losses: list[float]) -> None:
-        """Apply the accumulated gradients, unless a loss of this step was not finite in any
-        process: then the step is skipped in all of them (its update would poison the weights),
-        and a run whose every step of the last MAX_SKIPPED_STEPS is skipped stops with an error."""
-        if any_process(not all(math.isfinite(x) for x in losses), self.world):
+        """Apply the accumulated gradients, unless a loss or a gradient of this step was not finite
+        in any process: then the step is skipped in all of them (its update would poison the
+        weights), and a run whose last MAX_SKIPPED_STEPS steps were all skipped stops with an error."""
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        finite = all(math.isfinite(x) for x in losses) and bool(
+            torch.isfinite(torch.stack([g.abs().max() for g in grads])).all())
+        if any_process(not finite, self.world):
             self.optimiser.zero_grad(set_to_none=True)
             self.skipped += 1
             if self.skipped >= MAX_SKIPPED_STEPS:
-                raise TrainingDiverged(f"the loss was not finite in {self.skipped} steps in a row (at step "
+                raise TrainingDiverged(f"the loss or its gradients were not finite in {self.skipped} steps in a row (at step "
                                        f"{self.state['step']}): try a lower --lr or --precision fp32")
         else:
             self.scaler.step(self.optimiser)
