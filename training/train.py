@@ -50,12 +50,12 @@ from training.precision import choose_training_precision
 from training.validation import score
 
 NETWORKS = {"coarse": CoarseUNet, "fine": EfficientSegNet}
-MAX_SKIPPED_STEPS = 20  # consecutive steps with a non-finite loss before a run stops
+MAX_SKIPPED_STEPS = 20  # consecutive steps with a non-finite loss or gradient before a run stops
 BUDGET_PLANNING_STEPS = 20  # steps timed before a time budget (max_minutes) fixes the run's length
 
 
 class TrainingDiverged(Exception):
-    """The loss stopped being finite; the message is one line and says what to try."""
+    """The loss or its gradients stopped being finite; the message is one line and says what to try."""
 
 
 class Examples(Dataset):
@@ -100,11 +100,17 @@ def initial_weights(path: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
         net = load(path, stages=(config.stage,)).network(config.stage)
     except (OSError, CheckpointError) as exc:
         raise DataError([f"{path}: {exc}"]) from None
-    expected = {k: v.shape for k, v in NETWORKS[config.stage](config.network_config()).state_dict().items()}
+    with torch.device("meta"):  # shapes only
+        expected = {k: v.shape for k, v in NETWORKS[config.stage](config.network_config()).state_dict().items()}
     found = {k: v.shape for k, v in net.state_dict().items()}
     if found != expected:
         raise DataError([f"{path}: its {config.stage} network has other widths than this run's"])
     return {k: v.float() for k, v in net.state_dict().items()}
+
+
+def gradients_finite(net: torch.nn.Module) -> bool:
+    """Whether every gradient of the network is finite (no NaN or inf)."""
+    return all(bool(torch.isfinite(p.grad).all()) for p in net.parameters() if p.grad is not None)
 
 
 def stage_models(net: torch.nn.Module, config: TrainConfig, trained_on: str, record: dict) -> Models:
@@ -259,8 +265,9 @@ def run(args: argparse.Namespace, config: TrainConfig, world: World) -> int:
     """Train the stage; returns the exit code."""
     if args.resume and not (args.out / "resume.pt").is_file():
         raise DataError([f"{args.out / 'resume.pt'}: nothing to resume"])
+    start = initial_weights(args.init, config) if args.init is not None and not args.resume else None
     train_cases, val_cases, pathological, root = _prepare_data(args, config, world)
-    trainer = Trainer(args, config, world, train_cases, val_cases, pathological, root)
+    trainer = Trainer(args, config, world, train_cases, val_cases, pathological, root, start)
     while trainer.state["step"] < trainer.total_steps:
         trainer.epoch()
     trainer.bar.close()
@@ -273,7 +280,7 @@ class Trainer:
     that --resume restores, and what happens at the end of each epoch."""
 
     def __init__(self, args: argparse.Namespace, config: TrainConfig, world: World, train_cases: list[Case],
-                 val_cases: list[Case], pathological: set[str], root: Path):
+                 val_cases: list[Case], pathological: set[str], root: Path, start: dict[str, torch.Tensor] | None = None):
         self.args, self.config, self.world, self.val_cases = args, config, world, val_cases
         self.log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if world.main else (lambda *a: None)
         samples = cache.load(train_cases, config, root)
@@ -290,8 +297,8 @@ class Trainer:
                                                               "pathological": sorted(pathological)}, indent=1) + "\n")
         torch.manual_seed(config.seed)
         self.net = NETWORKS[config.stage](config.network_config()).to(world.device)
-        if args.init is not None and not args.resume:
-            self.net.load_state_dict(initial_weights(args.init, config))
+        if start is not None:  # --init: these weights instead of the random initialisation
+            self.net.load_state_dict(start)
         self.precision, measured = choose_training_precision(args.precision, self.net, config, world.device)
         if args.precision == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
             self.precision = "bf16" if from_main(float(self.precision == "bf16"), world) else "fp32"
@@ -320,7 +327,7 @@ class Trainer:
         self.bar = tqdm(total=self.total_steps, initial=self.state["step"], desc=f"training ({config.stage})",
                         unit="step", disable=None if world.main else True)
         self.first_step, self.started = self.state["step"], time.perf_counter()
-        self.skipped = 0  # consecutive steps skipped for a non-finite loss
+        self.skipped = 0  # consecutive steps skipped for a non-finite loss or gradient
 
     def restore(self) -> None:
         saved = torch.load(self.args.out / "resume.pt", map_location=self.world.device, weights_only=True)
@@ -355,21 +362,22 @@ class Trainer:
     def optimiser_step(self, losses: list[float]) -> None:
         """Apply the accumulated gradients, unless a loss or a gradient of this step was not finite
         in any process: then the step is skipped in all of them (its update would poison the
-        weights), and a run whose last MAX_SKIPPED_STEPS steps were all skipped stops with an error."""
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        finite = all(math.isfinite(x) for x in losses) and bool(
-            torch.isfinite(torch.stack([g.abs().max() for g in grads])).all())
-        if any_process(not finite, self.world):
-            self.optimiser.zero_grad(set_to_none=True)
-            self.skipped += 1
-            if self.skipped >= MAX_SKIPPED_STEPS:
-                raise TrainingDiverged(f"the loss or its gradients were not finite in {self.skipped} steps in a row (at step "
-                                       f"{self.state['step']}): try a lower --lr or --precision fp32")
-        else:
+        weights), and a run whose last MAX_SKIPPED_STEPS steps were all skipped stops with an error.
+        In fp16 the gradient scaler checks the gradients itself (an overflow there lowers its scale)."""
+        finite = all(math.isfinite(x) for x in losses)
+        if self.scaler.is_enabled():
             self.scaler.step(self.optimiser)
             self.scaler.update()
-            self.optimiser.zero_grad(set_to_none=True)
-            self.skipped = 0
+            finite = not any_process(not finite, self.world)
+        else:
+            finite = not any_process(not (finite and gradients_finite(self.net)), self.world)
+            if finite:
+                self.optimiser.step()
+        self.optimiser.zero_grad(set_to_none=True)
+        self.skipped = 0 if finite else self.skipped + 1
+        if self.skipped >= MAX_SKIPPED_STEPS:
+            raise TrainingDiverged(f"the loss or its gradients were not finite in {self.skipped} steps in a row (at step "
+                                   f"{self.state['step']}): try a lower --lr or --precision fp32")
         with warnings.catch_warnings():  # a skipped step still counts in the schedule
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
             self.scheduler.step()
