@@ -71,7 +71,9 @@ COPY inference/ inference/
 COPY weights/ weights/
 COPY predict.sh ./
 
-# Refuse to build a submission without usable weights.
-RUN python -m inference.checkpoint check weights/flare21_c2f.pt
+# Refuse to build a submission without usable weights; export them to OpenVINO, which runs the
+# networks 2-3x faster than PyTorch when the container gets no GPU (inference/openvino_runtime.py).
+RUN python -m inference.checkpoint check weights/flare21_c2f.pt \
+    && python -m inference.checkpoint export-openvino weights/flare21_c2f.pt
 
 CMD ["sh", "predict.sh"]

@@ -13,21 +13,17 @@ With --write-docs the table replaces its section in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
+from bench.record import cpu_description, write_section
 from inference.networks import CoarseUNet, EfficientSegNet
 from inference.preprocessing import Normalisation
 from training.phantom import case_seed, centred, generate
-
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- networks-cpu:start -->", "<!-- networks-cpu:end -->"
 
 
 def ct_like(size: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
@@ -82,23 +78,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"Python {platform.python_version()}")
-
-
-def write_docs(text: str) -> None:
-    doc = DOCS.read_text()
-    if START in doc:
-        head, rest = doc.split(START, 1)
-        doc = head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Network forward pass on the CPU\n\n" + START + "\n" + text + "\n" + END + "\n"
-    DOCS.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_networks", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per variant, after one warm-up")
@@ -106,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = bench(args.repeats)
     text = (f"Command: `python -m bench.bench_networks --repeats {args.repeats} --write-docs`. "
-            f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}.\n\n{table(rows)}")
+            f"Machine: {cpu_description()}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}.\n\n{table(rows)}")
     print(text)
     if args.write_docs:
-        write_docs(text)
+        write_section("networks-cpu", "Network forward pass on the CPU", text)
     return 0
 
 

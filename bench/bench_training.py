@@ -13,20 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from datetime import date
-from pathlib import Path
 
 import torch
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-START, END = "<!-- training-cpu:start -->", "<!-- training-cpu:end -->"
-FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+from bench.record import cpu_description, write_section
 
 
 def one(stage: str, side: int, precision: str, steps: int) -> dict:
@@ -54,17 +50,6 @@ def one(stage: str, side: int, precision: str, steps: int) -> dict:
             "peak_rss_mb": peak_mb}
 
 
-def cpu_description() -> str:
-    """The CPU model, its core count and the flags that decide the precision."""
-    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = re.search(r"Model name:\s*(.+)", text)
-    flags = set(re.search(r"Flags:\s*(.+)", text).group(1).split()) if "Flags:" in text else set()
-    present = [f for f in FLAGS_OF_INTEREST if f in flags]
-    absent = [f for f in FLAGS_OF_INTEREST if f not in flags]
-    return (f"{model.group(1).strip() if model else platform.processor()}, {torch.get_num_threads()} threads; "
-            f"flags: {', '.join(present) or 'none of interest'}; absent: {', '.join(absent) or 'none'}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_training", description=__doc__.split("\n")[0])
     parser.add_argument("--stages", nargs="+", default=["coarse", "fine"], choices=["coarse", "fine"])
@@ -89,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(json.loads(done.stdout))
                 print(f"{stage} {side}^3 {precision}: {rows[-1]['s_per_step']:.2f} s/step", file=sys.stderr)
     table = [f"Command: `python -m bench.bench_training {' '.join(argv or sys.argv[1:])}`. Machine: {cpu_description()}; "
+             f"{torch.get_num_threads()} threads; "
              f"torch {torch.__version__}, Python {platform.python_version()}; {date.today().isoformat()}.", "",
              "| stage | input side | precision | s per step (batch 1) | steps per hour | peak RSS MB |",
              "|---|---|---|---|---|---|"]
@@ -98,11 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(table)
     print(text)
     if args.write_docs:
-        docs = DOCS.read_text()
-        if START not in docs:
-            docs += f"\n## Training steps on the CPU\n\n{START}\n{END}\n"
-        head, rest = docs.split(START)
-        DOCS.write_text(f"{head}{START}\n{text}\n{END}{rest.split(END, 1)[1]}")
+        write_section("training-cpu", "Training steps on the CPU", text)
     return 0
 
 

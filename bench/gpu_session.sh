@@ -5,15 +5,16 @@
 # 1. two phantom CTs (CASES; training/phantom.py through evaluation.synthetic) of 512x512x200 at
 #    0.8 x 0.8 x 2.5 mm centred on the abdomen, with their ground truth, plus the CTs in EXTRA/images
 #    with ground truth in EXTRA/gt (optional, e.g. a real CT);
-# 2. untrained full-size weights (no trained ones exist yet);
-# 3. bench.gpu_check on them: cold time per case (predict.sh started once per case), warm FP16
-#    and FP32 times, cuDNN autotuner, FP16 vs FP32 agreement, NVML and torch peak memory;
-# 4. evaluation.run with the FLARE21 rules on `sh predict.sh`: efficiency (NVML sampled every
-#    0.1 s) then accuracy, with its report;
-# 5. bench.bench_postprocessing (CPU) at the same shape.
-# Writes OUT/nvidia-smi.txt, OUT/gpu_check.md, OUT/gpu_check.json, OUT/efficiency.csv and
-# OUT/results.tgz (reports, samples and plots; no images). PYTHON chooses the interpreter (default python3);
-# a dry run of this script on a CPU: SHAPE="64 64 32" DEVICE=cpu sh bench/gpu_session.sh OUT
+# 2. bench.bench_submission with the shipped weights at the paper's sizes: the authors' networks'
+#    forward time, cold time per case through the efficiency harness (start-up and every stage,
+#    NVML peak), warm FP16 per stage, cuDNN autotuner, FP16 vs FP32 agreement, torch peak memory;
+# 3. evaluation.run with the FLARE21 rules on `sh predict.sh` (shipped weights): efficiency (NVML
+#    sampled every 0.1 s) then accuracy, with its report;
+# 4. bench.bench_postprocessing (CPU) at the same shape.
+# Writes OUT/nvidia-smi.txt, OUT/bench_submission.md, OUT/bench_submission.json, OUT/efficiency.csv
+# and OUT/results.tgz (reports, samples and plots; no images). PYTHON chooses the interpreter
+# (default python3); a dry run of this script on a CPU:
+#   SHAPE="64 64 32" BENCH_SHAPES=64x64x32 SIZES="32 32" DEVICE=cpu sh bench/gpu_session.sh OUT
 set -u
 out="${1:?usage: sh bench/gpu_session.sh OUT [EXTRA]}"
 extra="${2:-}"
@@ -37,18 +38,19 @@ step "data"
 if [ -n "$extra" ]; then
     cp "$extra"/images/* "$work/data/images/" && cp "$extra"/gt/* "$work/data/gt/" || exit 2
 fi
-"$py" -m inference.checkpoint random -o "$work/untrained.pt" || exit 2
 
-step "gpu_check"
-"$py" -m bench.gpu_check --weights "$work/untrained.pt" --inputs "$work/data/images" --out "$work/gpu_check" \
-    --device "$device" \
-    > "$out/gpu_check.md"
-cat "$out/gpu_check.md"
-cp "$work/gpu_check/gpu_check.json" "$out/" 2>/dev/null
+step "bench_submission"
+real=""
+[ -n "$extra" ] && real="--real $extra/images/*"
+"$py" -m bench.bench_submission --device "$device" --shapes ${BENCH_SHAPES:-512x512x160 512x512x300} \
+    --sizes ${SIZES:-160 192} $real \
+    --out "$work/bench_submission" > "$out/bench_submission.md"
+cat "$out/bench_submission.md"
+cp "$work/bench_submission/bench_submission.json" "$out/" 2>/dev/null
 
 step "evaluation.run, FLARE21 rules"
 "$py" -m evaluation.run --inputs "$work/data/images" --gt "$work/data/gt" --out "$work/run" --rules flare21 \
-    --gpu 0 --timeout 600 --command "sh $root/predict.sh {inputs} {outputs} --weights $work/untrained.pt"
+    --gpu 0 --timeout 600 --command "sh $root/predict.sh {inputs} {outputs}"
 cp "$work/run/efficiency/efficiency.csv" "$out/"
 cat "$out/efficiency.csv" 2>/dev/null
 
@@ -56,5 +58,5 @@ step "post-processing on this machine's CPU"
 "$py" -m bench.bench_postprocessing --shape $shape
 
 step "pack"
-tar czf "$out/results.tgz" -C "$work" --exclude='*.pt' --exclude='*.nii.gz' gpu_check run
+tar czf "$out/results.tgz" -C "$work" --exclude='*.pt' --exclude='*.nii.gz' bench_submission run
 ls -la "$out"

@@ -18,6 +18,7 @@ Weights may be stored as float16 (`--half`, half the size); they are loaded as f
     flare-checkpoint check PATH                        # validate and describe
     flare-checkpoint random -o PATH                    # untrained weights
     flare-checkpoint combine --coarse A --fine B -o C [--half] [--trained-on TEXT]
+    flare-checkpoint export-openvino PATH              # the CPU's fast path (inference.openvino_runtime)
 (or python -m inference.checkpoint ...)
 """
 from __future__ import annotations
@@ -200,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("python -m inference.checkpoint", __doc__.split("\n")[0], [
         "flare-checkpoint check weights/flare21_c2f.pt",
         "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half",
-        "flare-checkpoint random -o untrained.pt --seed 1"])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{check,random,combine}")
+        "flare-checkpoint random -o untrained.pt --seed 1",
+        "flare-checkpoint export-openvino weights/flare21_c2f.pt"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{check,random,combine,export-openvino}")
     check = sub.add_parser("check", help="validate a checkpoint and print what it holds as JSON")
     check.add_argument("path", type=Path, help="the checkpoint")
     rand = sub.add_parser("random", help="write randomly initialised (untrained) weights")
@@ -213,9 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     join.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
     join.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; default float32)")
     join.add_argument("--trained-on", help="what the weights were trained on (default: from the two checkpoints)")
+    export = sub.add_parser("export-openvino", help="export both networks to OpenVINO beside the checkpoint "
+                                                    "(<name>.openvino/), which predict then uses on the CPU")
+    export.add_argument("path", type=Path, help="the checkpoint")
     args = parser.parse_args(argv)
     try:
-        if args.command == "random":
+        if args.command == "export-openvino":
+            from inference import openvino_runtime
+
+            if not openvino_runtime.installed():
+                raise CheckpointError("OpenVINO is not installed (pip install openvino)")
+            folder = openvino_runtime.export(args.path, load(args.path))
+            print(f"wrote {folder}")
+        elif args.command == "random":
             save(args.out, random_models(seed=args.seed))
             print(f"wrote untrained weights to {args.out}")
         elif args.command == "combine":

@@ -8,6 +8,8 @@
    crop, the fine network, its logits resampled back to the crop;
 4. post-processing: labels from the logits, largest components again, pasted into an empty volume.
 
+Each case's stages (STAGES) are timed one by one in Result.seconds.
+
     >>> segmenter = Segmenter(load("weights/flare21_c2f.pt"), torch.device("cpu"), "fp32")
     >>> labels_img, result = segmenter.segment(nib.load("case_0000.nii.gz"))   # any orientation
     >>> result = segmenter(ct_ras, spacing)        # float32 HU array (x, y, z) in RAS+, spacing in mm
@@ -36,6 +38,14 @@ from inference.postprocessing import Box, keep_largest_components, labels_at_siz
 from inference.preprocessing import resize
 
 Spacing = tuple[float, float, float]
+STAGES = {  # the stages of a case, timed one by one (Result.seconds), and what each does
+    "coarse": "the whole volume resampled to the coarse size, normalised, the coarse network, its labels",
+    "components": "the coarse labels' largest components and the organs' box plus the margin",
+    "crop": "the box cut from the CT onto the device",
+    "fine": "the crop resampled to the fine size, normalised, the fine network",
+    "logits back": "the fine logits resampled to the crop and turned into labels",
+    "paste": "the fine labels' largest components pasted into the empty volume",
+}
 
 
 @dataclass
@@ -76,12 +86,19 @@ class Segmenter:
 
     The networks are copied: the Models given are never modified (a training loop may keep
     updating its own networks and build a Segmenter for each validation). `on_stage`, when
-    given, is called with each stage's name ("coarse", "fine", "post") as the stage starts."""
+    given, is called with each stage's name (a key of STAGES) as the stage starts. `compiled`
+    maps stages to compiled versions of their networks (inference.openvino_runtime: fp32 on the
+    CPU), which then run instead of eager PyTorch."""
 
     def __init__(self, models: Models, device: torch.device, precision: str,
-                 on_stage: Callable[[str], None] | None = None):
+                 on_stage: Callable[[str], None] | None = None,
+                 compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
         self.models, self.device, self.precision, self.on_stage = models, device, precision, on_stage
-        self.nets = {stage: self._prepared(models.network(stage)) for stage in models.stages()}
+        self.compiled = compiled or {}
+        if self.compiled and (device.type != "cpu" or precision != "fp32"):
+            raise ValueError("compiled networks run in fp32 on the CPU")
+        self.nets = {stage: self._prepared(models.network(stage)) for stage in models.stages()
+                     if stage not in self.compiled}
 
     def _prepared(self, net: torch.nn.Module) -> torch.nn.Module:
         net = copy.deepcopy(net).to(self.device).eval()
@@ -91,8 +108,10 @@ class Segmenter:
         """The stage's float32 logits for a (1, 1, x, y, z) HU tensor: resampled to the input
         size and normalised as the checkpoint says; fp16 runs the half-precision network, bf16
         autocasts."""
+        x = self.models.normalisation[stage](resize(volume, self.models.network(stage).config.input_size))
+        if stage in self.compiled:
+            return self.compiled[stage](x)
         net = self.nets[stage]
-        x = self.models.normalisation[stage](resize(volume, net.config.input_size))
         if self.precision == "fp16":
             return net(x.half()).float()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
@@ -123,26 +142,31 @@ class Segmenter:
         """A (1, 1, x, y, z) float32 tensor of an array on the device."""
         return torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)).to(self.device)[None, None]
 
-    def _coarse_box(self, volume: torch.Tensor, spacing: Spacing, result: Result) -> Box | None:
-        """Coarse stage: the organs' box (plus margin) on the volume's grid, None if none found."""
+    def _coarse_box(self, ct: np.ndarray, spacing: Spacing, result: Result) -> Box | None:
+        """Coarse stage: the organs' box (plus margin) on the CT's grid, None if none found."""
         with self._stage(result, "coarse"):
-            size = self.nets["coarse"].config.input_size
-            coarse = logits_to_labels(self._logits("coarse", volume)[0]).cpu().numpy()
-            shape = volume.shape[2:]
-            coarse = self._components(coarse, tuple(n * s / c for n, s, c in zip(shape, spacing, size)))
-            result.box = organ_box(coarse, tuple(shape), spacing, self.models.post.box_margin_mm)
+            coarse = logits_to_labels(self._logits("coarse", self._volume(ct))[0]).cpu().numpy()
+        with self._stage(result, "components"):
+            coarse_spacing = tuple(n * s / c for n, s, c in zip(ct.shape, spacing, coarse.shape))
+            coarse = self._components(coarse, coarse_spacing)
+            result.box = organ_box(coarse, ct.shape, spacing, self.models.post.box_margin_mm)
         if result.box is None:
             result.warnings.append("the coarse stage found no organ: the output is empty")
         return result.box
 
-    def _fine(self, crop: torch.Tensor, spacing: Spacing, result: Result) -> None:
-        """Fine stage on the (1, 1, x, y, z) crop of result.box, then post-processing into
-        result.labels. The caller keeps no reference to the crop, so it is freed before post."""
+    def _fine(self, ct: np.ndarray, spacing: Spacing, result: Result) -> None:
+        """Fine stage on the crop result.box of the CT, then post-processing into result.labels.
+        Each tensor is dropped as soon as the next stage has its successor."""
+        with self._stage(result, "crop"):
+            crop = self._volume(ct[result.box])
         with self._stage(result, "fine"):
             size = crop.shape[2:]
-            fine = labels_at_size(self._logits("fine", crop), size).cpu().numpy()
+            logits = self._logits("fine", crop)
             del crop
-        with self._stage(result, "post"):
+        with self._stage(result, "logits back"):
+            fine = labels_at_size(logits, size).cpu().numpy()
+            del logits
+        with self._stage(result, "paste"):
             result.labels[result.box] = self._components(fine, spacing)
             if not result.labels.any():
                 result.warnings.append("no organ left after the fine stage: the output is empty")
@@ -151,8 +175,8 @@ class Segmenter:
     def __call__(self, ct: np.ndarray, spacing: Spacing) -> Result:
         """Labels for a canonical CT (HU, x y z in RAS+) with voxel spacing in mm: both stages."""
         result = Result(np.zeros(ct.shape, dtype=np.uint8))
-        if self._coarse_box(self._volume(ct), spacing, result) is not None:
-            self._fine(self._volume(ct[result.box]), spacing, result)  # the whole volume is gone by now
+        if self._coarse_box(ct, spacing, result) is not None:
+            self._fine(ct, spacing, result)
         return result
 
     @torch.inference_mode()
@@ -173,7 +197,7 @@ class Segmenter:
         """The fine stage alone in a given box of the CT's grid (e.g. the ground truth's box plus
         the margin: how the fine network is validated)."""
         result = Result(np.zeros(ct.shape, dtype=np.uint8), box=box)
-        self._fine(self._volume(ct[box]), spacing, result)
+        self._fine(ct, spacing, result)
         return result
 
     def segment_ct(self, ct: CT) -> tuple[np.ndarray, Result]:

@@ -1,7 +1,8 @@
 """Segment CTs: the submission's entry point (predict.sh runs this; installed as flare-predict).
 
     flare-predict -i INPUTS -o OUTPUTS [--weights PATH] [--device auto|cpu|cuda]
-                  [--precision auto|fp16|bf16|fp32] [--report FILE.json] [--continue]
+                  [--precision auto|fp16|bf16|fp32] [--backend auto|torch|openvino]
+                  [--report FILE.json] [--continue]
 
 INPUTS is a folder or a single file. Each <case>_0000.nii.gz (or any other .nii/.nii.gz) becomes
 OUTPUTS/<case>.nii.gz: uint8 labels on exactly the input's grid and header. The arguments are
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -30,15 +32,15 @@ from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import file_problem, folder_problem, write_atomic
 from flare_common.nifti import is_nifti, output_name
-from inference.defaults import DEFAULT_WEIGHTS, DEVICES, PRECISIONS, WEIGHTS_HELP
+from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, WEIGHTS_HELP
 
 if TYPE_CHECKING:
     import torch
 
     from inference.pipeline import Segmenter
 
-STAGES = {"read": "reading", "coarse": "coarse stage", "fine": "fine stage", "post": "post-processing",
-          "write": "writing"}  # what the progress calls each stage of a case
+STAGES = {"read": "reading", "coarse": "coarse stage", "fine": "fine stage", "paste": "post-processing",
+          "write": "writing"}  # the stages the progress names (the pipeline's others are timed, not announced)
 
 
 class UsageError(Exception):
@@ -60,8 +62,10 @@ class Progress:
         self.stage("read")
 
     def stage(self, name: str) -> None:
-        """A stage of the current case starts (a key of STAGES)."""
-        text = f"[{self.index}/{self.total}] {self.case}: {STAGES.get(name, name)}"
+        """A stage of the current case starts: announced if it is a key of STAGES."""
+        if name not in STAGES:
+            return
+        text = f"[{self.index}/{self.total}] {self.case}: {STAGES[name]}"
         if self.bar is not None:
             self.bar.set_description_str(text)
         else:
@@ -105,6 +109,24 @@ def _device(requested: str) -> torch.device:
     return torch.device("cuda" if requested in ("auto", "cuda") else "cpu")
 
 
+def _backend(requested: str, weights: Path, models, device: torch.device, precision: str) -> tuple[str, dict]:
+    """The backend that runs the networks and, for openvino, the compiled networks; UsageError
+    when openvino is asked for and cannot run."""
+    from inference import openvino_runtime
+
+    if requested == "torch" or (requested == "auto" and (device.type != "cpu" or precision != "fp32")):
+        return "torch", {}
+    problem = openvino_runtime.available(weights, models)
+    if requested == "openvino" and (device.type != "cpu" or precision != "fp32"):
+        problem = f"it runs on the CPU in fp32, not on {device.type} in {precision}"
+    if problem:
+        if requested == "openvino":
+            raise UsageError(f"--backend openvino: {problem}")
+        print(f"notice: networks run by PyTorch ({problem})", file=sys.stderr)
+        return "torch", {}
+    return "openvino", openvino_runtime.compile_networks(weights, models)
+
+
 def segment_case(path: Path, out_dir: Path, segmenter: Segmenter, progress: Progress | None = None) -> dict:
     """Segment one file and write its output; returns the case's report entry (raises on failure)."""
     from inference.imageio import read_ct, write_labels
@@ -117,7 +139,8 @@ def segment_case(path: Path, out_dir: Path, segmenter: Segmenter, progress: Prog
         progress.stage("write")
     write_start = time.perf_counter()
     write_labels(labels, ct, out_dir / output_name(path))
-    seconds = {"read": read_s, **result.seconds, "write": time.perf_counter() - write_start}
+    seconds = {"read": read_s - ct.reorient_s, "reorient": ct.reorient_s, **result.seconds,
+               "write": time.perf_counter() - write_start}
     seconds["total"] = time.perf_counter() - start
     return {
         "input": path.name, "output": output_name(path), "status": "ok",
@@ -153,9 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: the GPU when there is one, else the CPU (default %(default)s)")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                         help="auto: fp16 on CUDA, fp32 on the CPU (default %(default)s)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="what runs the networks on the CPU in fp32: openvino (the weights' OpenVINO export, "
+                             "2-3x faster; see flare-checkpoint export-openvino) or torch; auto: openvino where the "
+                             "export is there, else torch (default %(default)s)")
     parser.add_argument("--report", type=Path, metavar="FILE.json",
-                        help="write the device, the weights and per case the times of each stage as JSON here "
-                             "(default: none)")
+                        help="write the device, the weights, the start-up times and per case the times of each stage "
+                             "as JSON here (default: none)")
     parser.add_argument("--continue", dest="resume", action="store_true",
                         help="skip the cases whose output already exists (outputs are written whole or not at all; "
                              "default: segment every case again)")
@@ -190,7 +217,20 @@ def plan(args: argparse.Namespace) -> Plan:
     return Plan([p for p in files if p not in skipped], skipped, ignored)
 
 
+def _process_age_s() -> float:
+    """Seconds since this process started (the interpreter's start-up and the first imports), to
+    the kernel's clock tick on Linux (psutil's create_time is only good to a second there)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process().create_time())
+
+
 def main(argv: list[str] | None = None) -> int:
+    started_s = _process_age_s()
     args = build_parser().parse_args(argv)
     try:
         checked = plan(args)
@@ -207,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cases: list[dict] = [{"input": p.name, "output": output_name(p), "status": "skipped"} for p in checked.skipped]
     try:
-        return _segment_all(args, checked.inputs, cases)
+        return _segment_all(args, checked.inputs, cases, started_s)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -218,14 +258,17 @@ def main(argv: list[str] | None = None) -> int:
         return cli.INTERRUPTED
 
 
-def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict]) -> int:
+def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict], started_s: float = 0.0) -> int:
     """Load the weights, segment every input (each case's entry appended to `cases` when it
-    ends), write the report; the exit code."""
+    ends), write the report; the exit code. `started_s`: how long the process ran before main."""
+    start = time.perf_counter()
     import torch
 
     from inference.checkpoint import CheckpointError, load
     from inference.pipeline import Segmenter, choose_precision
 
+    startup = {"process": started_s, "imports": time.perf_counter() - start}
+    start = time.perf_counter()
     device = _device(args.device)
     try:
         precision = choose_precision(args.precision, device)
@@ -238,8 +281,10 @@ def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict]
     else:
         print(f"notice: weights {args.weights.name}: {models.trained_on}", file=sys.stderr)
 
+    backend, compiled = _backend(args.backend, args.weights, models, device, precision)
     progress = Progress(len(inputs))
-    segmenter = Segmenter(models, device, precision, on_stage=progress.stage)
+    segmenter = Segmenter(models, device, precision, on_stage=progress.stage, compiled=compiled)
+    startup["model_load"] = time.perf_counter() - start
     seen: set[str] = set()
     try:
         for path in inputs:
@@ -269,9 +314,9 @@ def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict]
     failed, written = sum(c["status"] == "failed" for c in cases), sum(c["status"] == "ok" for c in cases)
     if args.report:
         report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                  "device_type": device.type, "precision": precision, "torch": torch.__version__,
+                  "device_type": device.type, "precision": precision, "backend": backend, "torch": torch.__version__,
                   "weights": str(args.weights), "trained_on": models.trained_on,
-                  "cases": cases, "failed": failed}
+                  "startup_s": startup, "cases": cases, "failed": failed}
         write_atomic(args.report, json.dumps(report, indent=2) + "\n")
     print(f"{written} of {len(inputs)} case(s) written to {args.output}" + (f"; {failed} failed" if failed else ""),
           file=sys.stderr)
