@@ -2,14 +2,15 @@
 
     python -m bench.bench_submission [--weights FILE] [--sizes 160 192 | --sizes checkpoint]
         [--shapes 512x512x160 512x512x300] [--real FILE ...] [--device cpu|cuda] [--precision auto]
-        [--repeats 2] [--out DIR] [--write-docs]
+        [--backend auto|torch|openvino] [--repeats 2] [--out DIR] [--write-docs]
 
 On one device:
 1. inputs: a phantom CT (training/phantom.py) of each --shapes (x y z voxels) at 0.8 x 0.8 x 2.5 mm
    centred on the abdomen, and the real CT beside the checkout (REAL_CT) when it is there;
 2. weights: the checkpoint with its networks' input sizes set to --sizes, by default the paper's
    (coarse 160^3, fine 192^3), so that the networks do the paper's work whatever size the weights
-   were trained at (`--sizes checkpoint` keeps the checkpoint's own);
+   were trained at (`--sizes checkpoint` keeps the checkpoint's own); on the CPU in fp32 they are
+   exported to OpenVINO (inference/openvino_runtime.py) unless --backend torch;
 3. yardstick: one eager fp32 forward pass of each of the authors' networks at the paper's input
    sizes on this device (random weights: the time does not depend on them), after a warm-up,
    the median of --repeats: what the authors' networks alone need, measured in the same run;
@@ -47,6 +48,7 @@ from evaluation.efficiency import Submission, run_case
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
 from evaluation.rules import get_rules
+from inference import openvino_runtime
 from inference.checkpoint import Models, load, save
 from inference.defaults import DEFAULT_WEIGHTS
 from inference.imageio import read_ct
@@ -97,6 +99,26 @@ def at_sizes(models: Models, sizes: dict[str, tuple[int, int, int]]) -> Models:
     return copied
 
 
+def prepared_weights(source: Path, models: Models, out: Path) -> Path:
+    """OUT/weights.pt holding the models (at the sizes they run at), kept from an earlier run made
+    from the same checkpoint at the same sizes, so that its OpenVINO export is kept too."""
+    weights, stamp = out / "weights.pt", out / "weights.source.json"
+    sizes = {stage: list(models.network(stage).config.input_size) for stage in models.stages()}
+    made_from = {"sha256": openvino_runtime.checksum(source), "sizes": sizes}
+    if not (weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == made_from):
+        save(weights, models)
+        stamp.write_text(json.dumps(made_from) + "\n")
+    return weights
+
+
+def choose_backend(requested: str, device: torch.device, precision: str) -> str:
+    """openvino where it can run (the CPU, fp32, installed) unless torch is asked for."""
+    possible = device.type == "cpu" and precision == "fp32" and openvino_runtime.installed()
+    if requested == "openvino" and not possible:
+        raise SystemExit("error: --backend openvino needs OpenVINO installed, the CPU and fp32")
+    return "openvino" if requested != "torch" and possible else "torch"
+
+
 def yardstick(device: torch.device, repeats: int) -> dict[str, float]:
     """Seconds of one eager fp32 forward pass of each of the authors' networks at the paper's input
     size (median of `repeats` after a warm-up), on a random z-scored input."""
@@ -119,7 +141,7 @@ def yardstick(device: torch.device, repeats: int) -> dict[str, float]:
     return seconds
 
 
-def cold(cases: list[Path], weights: Path, device: torch.device, precision: str, out: Path) -> list[dict]:
+def cold(cases: list[Path], weights: Path, device: torch.device, precision: str, backend: str, out: Path) -> list[dict]:
     """Each case through the efficiency harness: wall time, peak RSS, NVML peak, stage times."""
     gpu = GpuMemory.open(device.index or 0) if device.type == "cuda" else None
     for folder in ("predictions", "logs", "reports"):
@@ -129,7 +151,7 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
     for case in cases:
         report = out / "reports" / f"{case.name.removesuffix('.nii.gz')}.json"
         command = (f"sh {shlex.quote(str(ROOT / 'predict.sh'))} {{inputs}} {{outputs}} "
-                   f"--weights {shlex.quote(str(weights))} --device {device.type} --precision {precision} "
+                   f"--weights {shlex.quote(str(weights))} --device {device.type} --precision {precision} --backend {backend} "
                    f"--report {shlex.quote(str(report))}")
         row, _ = run_case(case, Submission(command=command, gpu=None if gpu is None else gpu.index), out,
                           get_rules("flare22").efficiency, gpu, interval_s=0.05, timeout_s=TIMEOUT_S)
@@ -146,10 +168,12 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
     return rows
 
 
-def warm(cases: list[Path], models: Models, device: torch.device, precision: str) -> list[dict]:
+def warm(cases: list[Path], weights: Path, models: Models, device: torch.device, precision: str,
+         backend: str) -> list[dict]:
     """The pipeline in this process: the second run of each case, and its agreement with fp32."""
-    segmenter = Segmenter(models, device, precision)
-    reference = Segmenter(models, device, "fp32") if precision != "fp32" else None
+    compiled = openvino_runtime.compile_networks(weights, models) if backend == "openvino" else None
+    segmenter = Segmenter(models, device, precision, compiled=compiled)
+    reference = Segmenter(models, device, "fp32") if precision != "fp32" or compiled else None
     rows = []
     for case in cases:
         ct = read_ct(case)
@@ -183,7 +207,7 @@ def tables(result: dict) -> str:
     lines = [f"Command: `{result['command']}`. {result['date']}; {result['machine']}; torch {result['torch']} "
              f"({result['threads']} threads), Python {result['python']}. Weights: {result['weights']} run at "
              f"coarse {result['sizes']['coarse']}, fine {result['sizes']['fine']}; precision {result['precision']} "
-             f"on {result['device']}.", "",
+             f"on {result['device']}, networks run by {result['backend']}.", "",
              f"Yardstick, the authors' networks in eager fp32, forward only: coarse 160^3 {y['coarse']:.2f} s + "
              f"fine 192^3 {y['fine']:.2f} s = {y['both']:.2f} s (target for a whole case: at most half, "
              f"{y['both'] / 2:.2f} s).", "",
@@ -221,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"real CTs to add (default: {REAL_CT.relative_to(ROOT.parent)} when present)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", help="as predict's --precision (default %(default)s)")
+    parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
+                        help="what runs the networks; auto: OpenVINO on the CPU in fp32 where installed (default)")
     parser.add_argument("--repeats", type=int, default=2, help="timed yardstick passes after a warm-up (default 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "submission", help="work folder")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/benchmarks.md")
@@ -238,19 +264,22 @@ def main(argv: list[str] | None = None) -> int:
     models = load(args.weights)
     if sizes is not None:
         models = at_sizes(models, sizes)
-    weights = args.out / "weights.pt"
-    save(weights, models)
+    weights = prepared_weights(args.weights, models, args.out)
+    backend = choose_backend(args.backend, device, precision)
+    if backend == "openvino" and openvino_runtime.available(weights, models) is not None:
+        print("exporting the networks to OpenVINO ...", file=sys.stderr)
+        openvino_runtime.export(weights, models)
     cases = make_inputs(args.out / "inputs", args.shapes, real)
 
     result = {"command": "python -m bench.bench_submission " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "python": platform.python_version(),
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "weights": args.weights.name, "trained_on": models.trained_on, "precision": precision,
+              "weights": args.weights.name, "trained_on": models.trained_on, "precision": precision, "backend": backend,
               "sizes": {stage: "x".join(map(str, models.network(stage).config.input_size)) for stage in models.stages()}}
     result["yardstick_s"] = yardstick(device, args.repeats)
-    result["cold"] = cold(cases, weights, device, precision, args.out)
-    result["warm"] = warm(cases, models, device, precision)
+    result["cold"] = cold(cases, weights, device, precision, backend, args.out)
+    result["warm"] = warm(cases, weights, models, device, precision, backend)
     (args.out / "bench_submission.json").write_text(json.dumps(result, indent=2) + "\n")
     text = tables(result)
     print(text)

@@ -12,7 +12,6 @@ Names: a case's image is <case>_0000.nii.gz (or any .nii/.nii.gz), its label map
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import warnings
 from collections.abc import Iterator
@@ -25,10 +24,20 @@ from nibabel.fileholders import FileHolder
 
 from flare_common.errors import InputError
 
+try:  # ISA-L's gzip (the isal package): the same format and errors, 2x faster inflate, 5x faster deflate
+    from isal import igzip as gzip
+except ImportError:
+    import gzip
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SPACING_RANGE_MM = (0.05, 50.0)  # a voxel side outside this is a broken header, not a scan
 _HEADER_SIZES = {348: nib.Nifti1Image, 540: nib.Nifti2Image}
 _DRAIN_CHUNK = 1 << 20
+
+
+def gzip_compress(data: bytes, level: int = 1) -> bytes:
+    """A gzip stream of the data (ISA-L's where installed; level 1: fast, what label maps need)."""
+    return gzip.compress(data, compresslevel=level)
 
 
 def is_nifti(path: Path) -> bool:
@@ -142,7 +151,7 @@ def nifti_image(path: Path) -> Iterator[tuple[nib.spatialimages.SpatialImage, li
     nibabel's messages). Read the data inside the block: the file is closed after it, a gzip stream
     having been read to its end first, so a bad CRC or length raises there. InputError for a
     refused header; nibabel, gzip and zlib errors pass through for the caller to report."""
-    opener = gzip.open if path.name.endswith(".gz") else open
+    opener = gzip.open if path.name.endswith(".gz") else open  # ISA-L's where installed
     with opener(path, "rb") as stream, nibabel_messages() as messages:
         start = stream.read(4)
         size = int.from_bytes(start, "little") if len(start) == 4 else 0

@@ -7,7 +7,6 @@ resampled: a label map mapped back with `from_canonical` lies exactly on the inp
 """
 from __future__ import annotations
 
-import gzip
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from flare_common.errors import InputError, describe_error
-from flare_common.nifti import affine_problems, nifti_image, volume_shape
+from flare_common.nifti import affine_problems, gzip_compress, nifti_image, volume_shape
 
 MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
 MAX_SIDE = 8192
@@ -34,7 +33,7 @@ class CT:
     data: float32 HU, axes (x, y, z) RAS+; spacing: mm along those axes; image: the file as read
     (its header and affine are copied to the output); orientation: the nibabel orientation that
     maps the stored axes to canonical ones; warnings: what was repaired on the way in; reorient_s: the
-    seconds spent turning the voxels canonical (a benchmark's stage).
+    seconds spent turning the stored voxels into canonical float32 (a benchmark's stage).
     """
 
     data: np.ndarray
@@ -79,23 +78,36 @@ def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
     problems = affine_problems(affine)  # voxel sizes of 0 or 1e30 mm are a broken header, not a scan
     if problems:
         raise InputError("; ".join(problems))
-    try:
-        data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape)
-    except Exception as exc:
-        raise InputError(f"unreadable data ({describe_error(exc)})") from None
-    warnings = []
-    bad = ~np.isfinite(data)
-    if bad.any():
-        warnings.append(f"{int(bad.sum())} NaN/inf voxels set to {FILL_HU:g} HU (+inf to {HU_MAX:g})")
-        np.nan_to_num(data, copy=False, nan=FILL_HU, posinf=HU_MAX, neginf=FILL_HU)
-    start = time.perf_counter()
     orientation = io_orientation(affine)
     voxel_sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     spacing = [0.0, 0.0, 0.0]
     for axis, (target, _) in enumerate(orientation):
         spacing[int(target)] = float(voxel_sizes[axis])
-    canonical = np.ascontiguousarray(apply_orientation(data, orientation))
+    try:
+        stored = _stored_voxels(image).reshape(shape)
+    except Exception as exc:
+        raise InputError(f"unreadable data ({describe_error(exc)})") from None
+    start = time.perf_counter()
+    canonical = np.ascontiguousarray(apply_orientation(stored, orientation), dtype=np.float32)  # one pass
+    integer = np.issubdtype(stored.dtype, np.integer)
+    del stored
+    warnings = []
+    if not integer:
+        bad = ~np.isfinite(canonical)
+        if bad.any():
+            warnings.append(f"{int(bad.sum())} NaN/inf voxels set to {FILL_HU:g} HU (+inf to {HU_MAX:g})")
+            np.nan_to_num(canonical, copy=False, nan=FILL_HU, posinf=HU_MAX, neginf=FILL_HU)
     return CT(canonical, tuple(spacing), image, orientation, warnings, time.perf_counter() - start)
+
+
+def _stored_voxels(image: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """The voxels as stored where the header does not scale them (int16 HU, say: half the bytes
+    of float32 to reorient), else scaled to float32."""
+    proxy = image.dataobj
+    unscaled = (getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)) == (1.0, 0.0)
+    if unscaled and np.issubdtype(image.get_data_dtype(), np.integer):
+        return np.asarray(proxy)
+    return np.asarray(proxy, dtype=np.float32)
 
 
 def labels_image(labels: np.ndarray, ct: CT) -> nib.spatialimages.SpatialImage:
@@ -114,7 +126,7 @@ def write_labels(labels: np.ndarray, ct: CT, path: Path) -> None:
     stops the write)."""
     data = labels_image(labels, ct).to_bytes()
     if path.name.endswith(".gz"):
-        data = gzip.compress(data, compresslevel=1)
+        data = gzip_compress(data)
     partial = path.with_name(path.name + ".partial")
     try:
         with open(partial, "wb") as f:

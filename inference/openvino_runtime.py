@@ -66,7 +66,8 @@ def export(weights: Path, models: Models) -> Path:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed: tracing at them is exact
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's, inside OpenVINO's converter
-            model = ov.convert_model(net, example_input=torch.zeros(1, net.config.in_channels, *size))
+            shape = (1, net.config.in_channels, *size)
+            model = ov.convert_model(net, example_input=torch.zeros(shape), input=[shape])  # static: compiled once
         ov.save_model(model, partial / f"{stage}.xml", compress_to_fp16=False)
         sizes[stage] = list(size)
     manifest = {"checkpoint": Path(weights).name, "sha256": checksum(weights), "input_sizes": sizes,
@@ -109,8 +110,12 @@ class CompiledNetwork:
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits; the network's working memory is given back after each call (the fine net at
+        192^3 holds about 2 GB of it: kept, it would sit beside the next stage's)."""
         out = self.request.infer({0: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
-        return torch.from_numpy(np.array(out, copy=True))
+        logits = torch.from_numpy(np.array(out, copy=True))
+        self.compiled.release_memory()
+        return logits
 
 
 def compile_networks(weights: Path, models: Models) -> dict[str, CompiledNetwork]:
