@@ -93,6 +93,18 @@ def test_labels_at_size_equals_resampling_all_logits_at_once():
         assert torch.equal(labels_at_size(logits, size), expected)
 
 
+def test_labels_at_size_on_organ_like_logits_up_and_down():
+    """Smooth logits (organs as regions, most output voxels far from a boundary), resampled to
+    larger and smaller sizes, uneven per axis."""
+    torch.manual_seed(1)
+    for _ in range(12):
+        logits = resize(4 * torch.randn(1, 4, 3, 4, 3), (24, 20, 16))
+        size = tuple(int(n) for n in torch.randint(5, 60, (3,)))
+        expected = logits_to_labels(resize(logits, size)[0])
+        assert expected.unique().numel() > 1
+        assert torch.equal(labels_at_size(logits, size), expected), size
+
+
 def test_keep_largest_components():
     labels = np.zeros((20, 20, 20), np.uint8)
     labels[1:5, 1:5, 1:5] = 1
