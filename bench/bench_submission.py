@@ -24,7 +24,7 @@ On one device:
    tuning, run and a tuned one); where the precision is not fp32, the labels of fp32
    eager are the reference: per-organ DSC (the issue's bar: >= 0.99).
 Prints Markdown tables, writes OUT/bench_submission.json; --write-docs puts them, dated, with the
-CPU model and flags, the GPU and torch, into docs/benchmarks.md (section submission-cpu or -cuda).
+CPU model and flags, the GPU and torch, into docs/benchmarks.md (section submission-DEVICE-BACKEND).
 """
 from __future__ import annotations
 
@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     text = tables(result)
     print(text)
     if args.write_docs:
-        write_section(f"submission-{device.type}", f"The whole submission on the {device.type.upper()}", text)
+        write_section(f"submission-{device.type}-{backend}",
+                      f"The whole submission on the {device.type.upper()}, networks run by {backend}", text)
     return 0
 
 
