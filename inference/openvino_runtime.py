@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -49,12 +50,22 @@ def installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def _openvino():
+    """The openvino module, its usage telemetry kept off: with the openvino-telemetry package
+    importable, `import openvino` writes ~/intel/ and tries to send usage data, which a submission
+    must not do (it writes only its outputs, often with no network). Blocking that package makes
+    OpenVINO use its own no-op stand-in."""
+    sys.modules.setdefault("openvino_telemetry", None)
+    import openvino
+
+    return openvino
+
+
 def export(weights: Path, models: Models) -> Path:
     """Trace each network at its input size into OpenVINO's IR beside the checkpoint (replacing
     an older export); the folder. The weights are kept in float32 so the export computes what
     the checkpoint does."""
-    import openvino as ov
-
+    ov = _openvino()
     folder = folder_for(weights)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -102,9 +113,7 @@ class CompiledNetwork:
     """One network compiled for the CPU: (1, C, x, y, z) float32 tensor in, float32 logits out."""
 
     def __init__(self, path: Path):
-        import openvino as ov
-
-        core = ov.Core()
+        core = _openvino().Core()
         self.compiled = core.compile_model(core.read_model(path), "CPU",
                                            {"INFERENCE_PRECISION_HINT": PRECISION_HINT, "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()

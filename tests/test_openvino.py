@@ -1,7 +1,11 @@
 """The CPU's fast path: the networks exported to OpenVINO give the labels eager PyTorch gives, and
 are used only when the export matches the checkpoint."""
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +18,7 @@ from inference.checkpoint import main as checkpoint_main
 from inference.predict import main as predict_main
 from tests.test_predict import synthetic_ct
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not openvino_runtime.installed(), reason="OpenVINO is not installed")
 
 
@@ -71,3 +76,14 @@ def test_openvino_asked_for_without_an_export_is_a_usage_error(tmp_path, weights
     err = capsys.readouterr().err
     assert code == 2 and "--backend openvino: no OpenVINO export of" in err and "export-openvino" in err
     assert not list((tmp_path / "out").iterdir())
+
+
+def test_openvino_writes_nothing_outside_the_outputs(tmp_path, exported, scans):
+    """OpenVINO's usage telemetry (files under ~/intel, data sent over the network) stays off."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "inference.predict", "-i", str(scans), "-o", str(tmp_path / "out"),
+                           "--weights", str(exported), "--backend", "openvino"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not list(home.iterdir())
