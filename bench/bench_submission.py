@@ -113,7 +113,7 @@ def prepared_weights(source: Path, models: Models, out: Path) -> Path:
 
 def choose_backend(requested: str, device: torch.device, precision: str) -> str:
     """openvino where it can run (the CPU, fp32, installed) unless torch is asked for."""
-    possible = device.type == "cpu" and precision == "fp32" and openvino_runtime.installed()
+    possible = openvino_runtime.runs_on(device.type, precision) and openvino_runtime.installed()
     if requested == "openvino" and not possible:
         raise SystemExit("error: --backend openvino needs OpenVINO installed, the CPU and fp32")
     return "openvino" if requested != "torch" and possible else "torch"

@@ -50,6 +50,11 @@ def installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def runs_on(device_type: str, precision: str) -> bool:
+    """Whether compiled networks can stand in for PyTorch's: on the CPU, in fp32."""
+    return device_type == "cpu" and precision == "fp32"
+
+
 def _openvino():
     """The openvino module, its usage telemetry kept off: with the openvino-telemetry package
     importable, `import openvino` writes ~/intel/ and tries to send usage data, which a submission

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from flare_common.units import MB
+from inference import openvino_runtime
 from inference.checkpoint import Models
 from inference.defaults import PRECISIONS
 from inference.imageio import CT, labels_image, to_canonical
@@ -95,7 +96,7 @@ class Segmenter:
                  compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
         self.models, self.device, self.precision, self.on_stage = models, device, precision, on_stage
         self.compiled = compiled or {}
-        if self.compiled and (device.type != "cpu" or precision != "fp32"):
+        if self.compiled and not openvino_runtime.runs_on(device.type, precision):
             raise ValueError("compiled networks run in fp32 on the CPU")
         self.nets = {stage: self._prepared(models.network(stage)) for stage in models.stages()
                      if stage not in self.compiled}

@@ -114,10 +114,11 @@ def _backend(requested: str, weights: Path, models, device: torch.device, precis
     when openvino is asked for and cannot run."""
     from inference import openvino_runtime
 
-    if requested == "torch" or (requested == "auto" and (device.type != "cpu" or precision != "fp32")):
+    possible = openvino_runtime.runs_on(device.type, precision)
+    if requested == "torch" or (requested == "auto" and not possible):
         return "torch", {}
     problem = openvino_runtime.available(weights, models)
-    if requested == "openvino" and (device.type != "cpu" or precision != "fp32"):
+    if requested == "openvino" and not possible:
         problem = f"it runs on the CPU in fp32, not on {device.type} in {precision}"
     if problem:
         if requested == "openvino":
