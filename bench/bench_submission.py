@@ -119,6 +119,33 @@ def choose_backend(requested: str, device: torch.device, precision: str) -> str:
     return "openvino" if requested != "torch" and possible else "torch"
 
 
+def prepared(source: Path, sizes: dict[str, tuple[int, int, int]] | None, device: torch.device, precision: str,
+             backend: str, out: Path) -> tuple[Models, Path, str]:
+    """The checkpoint's models at `sizes` (None: its own), saved as OUT/weights.pt, and the backend
+    that runs them, exported to OpenVINO when that is the backend and no export of them exists yet."""
+    models = load(source)
+    if sizes is not None:
+        models = at_sizes(models, sizes)
+    weights = prepared_weights(source, models, out)
+    backend = choose_backend(backend, device, precision)
+    if backend == "openvino" and openvino_runtime.available(weights, models) is not None:
+        print("exporting the networks to OpenVINO ...", file=sys.stderr)
+        openvino_runtime.export(weights, models)
+    return models, weights, backend
+
+
+def header(module: str, argv: list[str] | None, device: torch.device, weights: Path, models: Models,
+           precision: str, backend: str) -> dict:
+    """What a benchmark's result says first: its command, the date, the machine and software, and
+    what ran (weights, their sizes, precision, backend)."""
+    return {"command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "weights": weights.name, "trained_on": models.trained_on, "precision": precision, "backend": backend,
+            "sizes": {stage: "x".join(map(str, models.network(stage).config.input_size)) for stage in models.stages()}}
+
+
 def yardstick(device: torch.device, repeats: int) -> dict[str, float]:
     """Seconds of one eager fp32 forward pass of each of the authors' networks at the paper's input
     size (median of `repeats` after a warm-up), on a random z-scored input."""
@@ -261,22 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     real = args.real if args.real is not None else [REAL_CT] if REAL_CT.is_file() else []
     device = torch.device(args.device)
     precision = choose_precision(args.precision, device)
-    models = load(args.weights)
-    if sizes is not None:
-        models = at_sizes(models, sizes)
-    weights = prepared_weights(args.weights, models, args.out)
-    backend = choose_backend(args.backend, device, precision)
-    if backend == "openvino" and openvino_runtime.available(weights, models) is not None:
-        print("exporting the networks to OpenVINO ...", file=sys.stderr)
-        openvino_runtime.export(weights, models)
+    models, weights, backend = prepared(args.weights, sizes, device, precision, args.backend, args.out)
     cases = make_inputs(args.out / "inputs", args.shapes, real)
 
-    result = {"command": "python -m bench.bench_submission " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "python": platform.python_version(),
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "weights": args.weights.name, "trained_on": models.trained_on, "precision": precision, "backend": backend,
-              "sizes": {stage: "x".join(map(str, models.network(stage).config.input_size)) for stage in models.stages()}}
+    result = header("bench.bench_submission", argv, device, args.weights, models, precision, backend)
     result["yardstick_s"] = yardstick(device, args.repeats)
     result["cold"] = cold(cases, weights, device, precision, backend, args.out)
     result["warm"] = warm(cases, weights, models, device, precision, backend)

@@ -61,44 +61,66 @@ def flat_nonzero(flat: np.ndarray) -> np.ndarray:
     return np.concatenate([candidates[flat[candidates] != 0], tail])
 
 
-def label_boxes(labels: np.ndarray, max_label: int) -> list[Box | None]:
-    """Bounding box of each label 1..max_label in a 3D label map (None where absent).
+@dataclass(frozen=True)
+class LabelRuns:
+    """The labelled voxels of a 3D label map as runs: stretches of one non-zero value along the
+    fastest-varying axis in memory (no run continues onto the next line). starts and ends are flat
+    indices in memory order (inclusive), values the label of each run, ascending by start."""
 
-    Works on runs: stretches of one value along the fastest-varying axis in memory, so the cost
-    is one comparison pass over the volume plus work proportional to the organs' boundaries.
-    """
+    starts: np.ndarray
+    ends: np.ndarray
+    values: np.ndarray
+    shape: tuple[int, int, int]
+    fortran: bool  # memory order: x fastest (nibabel's usual) or z fastest
+
+    def present(self) -> tuple[int, ...]:
+        """The label values other than 0, ascending."""
+        return tuple(int(v) for v in np.unique(self.values))
+
+    def boxes(self, max_label: int) -> list[Box | None]:
+        """Bounding box of each label 1..max_label (None where absent)."""
+        fast_axis, mid_axis, slow_axis = (0, 1, 2) if self.fortran else (2, 1, 0)
+        n_fast, n_mid = self.shape[fast_axis], self.shape[mid_axis]
+        boxes: list[Box | None] = [None] * max_label
+        keep = self.values <= max_label
+        by_label = np.argsort(self.values[keep], kind="stable")  # each label's runs stay in memory order
+        starts, ends, values = self.starts[keep][by_label], self.ends[keep][by_label], self.values[keep][by_label]
+        if values.size == 0:
+            return boxes
+        first = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+        last = np.r_[first[1:], values.size] - 1
+        lines = starts // n_fast
+        mid = lines % n_mid
+        ranges = {
+            fast_axis: (np.minimum.reduceat(starts - lines * n_fast, first),
+                        np.maximum.reduceat(ends - lines * n_fast, first)),
+            mid_axis: (np.minimum.reduceat(mid, first), np.maximum.reduceat(mid, first)),
+            slow_axis: (lines[first] // n_mid, lines[last] // n_mid),
+        }
+        for n, label in enumerate(values[first]):
+            boxes[int(label) - 1] = tuple(slice(int(ranges[a][0][n]), int(ranges[a][1][n]) + 1) for a in range(3))
+        return boxes
+
+
+def label_runs(labels: np.ndarray) -> LabelRuns:
+    """The runs of a 3D label map. Reads the volume once in memory order (no copy for C- or
+    Fortran-ordered data) to find the labelled voxels; the rest costs in proportion to those."""
     if not (labels.flags.c_contiguous or labels.flags.f_contiguous):
         labels = np.ascontiguousarray(labels)
     fortran = labels.flags.f_contiguous and not labels.flags.c_contiguous
-    fast_axis, mid_axis, slow_axis = (0, 1, 2) if fortran else (2, 1, 0)
-    n_fast, n_mid = labels.shape[fast_axis], labels.shape[mid_axis]
+    n_fast = labels.shape[0 if fortran else 2]
     flat = labels.ravel(order="K")  # memory order, no copy
-    boxes: list[Box | None] = [None] * max_label
-    if flat.size == 0:
-        return boxes
-    new_run = flat[1:] != flat[:-1]
-    new_run[n_fast - 1 :: n_fast] = True  # runs never continue onto the next line
-    starts = np.r_[0, flat_nonzero(new_run) + 1]
-    ends = np.r_[starts[1:], flat.size] - 1
-    values = flat[starts]
-    keep = (values != 0) & (values <= max_label)
-    by_label = np.argsort(values[keep], kind="stable")  # each label's runs stay in memory order
-    starts, ends, values = starts[keep][by_label], ends[keep][by_label], values[keep][by_label]
-    if values.size == 0:
-        return boxes
-    first = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-    last = np.r_[first[1:], values.size] - 1
-    lines = starts // n_fast
-    mid = lines % n_mid
-    ranges = {
-        fast_axis: (np.minimum.reduceat(starts - lines * n_fast, first),
-                    np.maximum.reduceat(ends - lines * n_fast, first)),
-        mid_axis: (np.minimum.reduceat(mid, first), np.maximum.reduceat(mid, first)),
-        slow_axis: (lines[first] // n_mid, lines[last] // n_mid),
-    }
-    for n, label in enumerate(values[first]):
-        boxes[int(label) - 1] = tuple(slice(int(ranges[a][0][n]), int(ranges[a][1][n]) + 1) for a in range(3))
-    return boxes
+    where = flat_nonzero(flat.view(np.uint8) if flat.dtype == np.bool_ else flat)
+    values = flat[where]
+    new_run = np.r_[where.size > 0, (np.diff(where) != 1) | (values[1:] != values[:-1]) | (where[1:] % n_fast == 0)]
+    first = np.flatnonzero(new_run)
+    last = np.append(first[1:], where.size)[: first.size] - 1  # empty when nothing is labelled
+    return LabelRuns(where[first], where[last], values[first], labels.shape, fortran)
+
+
+def label_boxes(labels: np.ndarray, max_label: int) -> list[Box | None]:
+    """Bounding box of each label 1..max_label in a 3D label map (None where absent)."""
+    return label_runs(labels).boxes(max_label)
 
 
 def _union_box(
@@ -157,16 +179,19 @@ def score_case(
     spacing: Spacing,
     rules: Rules | str = "flare21",
     fix_slab: bool = False,
+    gt_runs: LabelRuns | None = None,
+    pred_runs: LabelRuns | None = None,
 ) -> dict[int, OrganScore]:
-    """Per-organ scores of one case, keyed by label value, in the rules' organ order."""
+    """Per-organ scores of one case, keyed by label value, in the rules' organ order; gt_runs and
+    pred_runs (label_runs of gt and pred) save the pass over each volume when already made."""
     rules = get_rules(rules) if isinstance(rules, str) else rules
     if gt.ndim != 3 or gt.shape != pred.shape:
         raise ValueError(f"need two 3D label maps of one shape, got {gt.shape} and {pred.shape}")
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive numbers (mm), got {tuple(spacing)}")
     spacing = tuple(float(s) for s in spacing)
-    gt_boxes = label_boxes(gt, rules.max_label)
-    pred_boxes = label_boxes(pred, rules.max_label)
+    gt_boxes = (gt_runs or label_runs(gt)).boxes(rules.max_label)
+    pred_boxes = (pred_runs or label_runs(pred)).boxes(rules.max_label)
     return {
         o.label: score_organ(
             gt, pred, o, spacing, gt_boxes[o.label - 1], pred_boxes[o.label - 1],

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.imageio import LabelVolume, read_labels
-from evaluation.metrics import score_case
+from evaluation.metrics import LabelRuns, label_runs, score_case
 from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
 from flare_common import cli
@@ -53,13 +53,6 @@ def find_prediction(pred_dir: Path, gt_file: Path) -> Path | None:
     return None
 
 
-def labels_present(data: np.ndarray) -> tuple[int, ...]:
-    """The label values other than 0 in a label map, ascending."""
-    if data.dtype == np.uint8:
-        return tuple(int(v) for v in np.flatnonzero(np.bincount(data.ravel(), minlength=1)) if v)
-    return tuple(int(v) for v in np.unique(data) if v)
-
-
 def rules_mismatch(present: set[int], rules: Rules) -> str | None:
     """A warning when the labels found in the ground truth fit another year's rules better than
     the chosen ones: every value present is one of that year's organs, and fewer of its organs
@@ -81,14 +74,14 @@ def rules_mismatch(present: set[int], rules: Rules) -> str | None:
             f"the prediction has none either; these labels fit --rules {best.name} (wrong --rules?)")
 
 
-def _unexpected_labels(data: np.ndarray, rules: Rules) -> list[int]:
-    if data.size == 0 or data.max() <= rules.max_label:
-        return []
-    return [int(v) for v in np.unique(data[data > rules.max_label])]
+def _unexpected_labels(runs: LabelRuns, rules: Rules) -> list[int]:
+    return [v for v in runs.present() if v > rules.max_label]
 
 
-def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult, rules: Rules) -> np.ndarray:
-    """The prediction's labels; an empty one (with the problem listed) when it is missing or unusable."""
+def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult,
+                     rules: Rules) -> tuple[np.ndarray, LabelRuns]:
+    """The prediction's labels and their runs; an empty one (with the problem listed) when it is
+    missing or unusable."""
     problem = None
     if pred_file is None:
         problem = "prediction missing"
@@ -102,17 +95,19 @@ def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult
             problem = f"prediction {pred_file.name}: {exc}"
     if problem:
         result.problems.append(f"{problem}: scored as empty")
-        return np.zeros(gt.data.shape, dtype=np.uint8)
+        empty = np.zeros(gt.data.shape, dtype=np.uint8)
+        return empty, label_runs(empty)
     result.warnings += [f"prediction {pred_file.name}: nibabel: {m}" for m in pred.messages]
     affine_diff = float(np.abs(pred.affine - gt.affine).max())
     if not affine_diff <= AFFINE_TOLERANCE_MM:  # NaN differs too
         result.warnings.append(
             f"prediction {pred_file.name}: affine differs from ground truth by up to {affine_diff:.4g} "
             "(the ground truth's spacing is used)")
-    extra = _unexpected_labels(pred.data, rules)
+    runs = label_runs(pred.data)
+    extra = _unexpected_labels(runs, rules)
     if extra:
         result.problems.append(f"prediction {pred_file.name}: labels outside {rules.name} {extra}: ignored")
-    return pred.data
+    return pred.data, runs
 
 
 def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab: bool = False) -> CaseResult:
@@ -125,13 +120,14 @@ def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab
         result.problems.append(f"ground truth {gt_file.name}: {exc}: not scored")
         return result
     result.warnings += [f"ground truth {gt_file.name}: nibabel: {m}" for m in gt.messages]
-    result.labels = labels_present(gt.data)
-    extra = _unexpected_labels(gt.data, rules)
+    gt_runs = label_runs(gt.data)
+    result.labels = gt_runs.present()
+    extra = _unexpected_labels(gt_runs, rules)
     if extra:
         result.problems.append(
             f"ground truth {gt_file.name}: labels outside {rules.name} {extra}: ignored (wrong --rules?)")
-    pred = _read_prediction(pred_file, gt, result, rules)
-    scores_by_label = score_case(gt.data, pred, gt.spacing, rules, fix_slab)
+    pred, pred_runs = _read_prediction(pred_file, gt, result, rules)
+    scores_by_label = score_case(gt.data, pred, gt.spacing, rules, fix_slab, gt_runs, pred_runs)
     for organ in rules.organs:
         score = scores_by_label[organ.label]
         result.values[rules.dsc_column(organ)] = score.dsc

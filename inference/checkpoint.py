@@ -17,7 +17,7 @@ Weights may be stored as float16 (`--half`, half the size); they are loaded as f
 
     flare-checkpoint check PATH                        # validate and describe
     flare-checkpoint random -o PATH                    # untrained weights
-    flare-checkpoint combine --coarse A --fine B -o C [--half] [--trained-on TEXT]
+    flare-checkpoint combine --coarse A --fine B [B2 ...] -o C [--half] [--trained-on TEXT]  # B2...: averaged
     flare-checkpoint export-openvino PATH              # the CPU's fast path (inference.openvino_runtime)
 (or python -m inference.checkpoint ...)
 """
@@ -28,7 +28,7 @@ import json
 import pickle
 import sys
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -182,6 +182,30 @@ def combine(coarse: Models, fine: Models, trained_on: str | None = None) -> Mode
                   text, {"coarse": coarse.training.get("coarse", {}), "fine": fine.training.get("fine", {})})
 
 
+def average(models: list[Models], stage: str) -> Models:
+    """A copy of the first models whose `stage` network holds the mean of all their weights (a
+    weight average of fine-tunes of one network: the same network apart from the input size,
+    which the first one's decides); its training record names the others."""
+    nets = [m.network(stage) for m in models]
+    if any(net is None for net in nets):
+        raise CheckpointError(f"averaging needs a {stage} stage in every checkpoint")
+    def architecture(net: torch.nn.Module) -> dict:
+        return {k: v for k, v in asdict(net.config).items() if k != "input_size"}
+
+    if any(architecture(net) != architecture(nets[0]) for net in nets[1:]):
+        raise CheckpointError(f"the {stage} networks differ in more than their input size: they cannot be averaged")
+    states = [net.state_dict() for net in nets]
+    mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    averaged = replace(models[0], training=dict(models[0].training))
+    net = copy.deepcopy(nets[0])
+    net.load_state_dict(mean)
+    setattr(averaged, stage, net)
+    averaged.training[stage] = {**models[0].training.get(stage, {}),
+                                "averaged_with": [m.training.get(stage, {}) for m in models[1:]]}
+    return averaged
+
+
 def random_models(coarse: CoarseConfig = CoarseConfig(), fine: FineConfig = FineConfig(), seed: int = 0) -> Models:
     """Randomly initialised networks (Kaiming-normal), reproducible from the seed, marked untrained."""
     torch.manual_seed(seed)
@@ -201,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.parser("python -m inference.checkpoint", __doc__.split("\n")[0], [
         "flare-checkpoint check weights/flare21_c2f.pt",
         "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half",
+        "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/b/best.pt runs/a/best.pt -o avg.pt",
         "flare-checkpoint random -o untrained.pt --seed 1",
         "flare-checkpoint export-openvino weights/flare21_c2f.pt"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{check,random,combine,export-openvino}")
@@ -211,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     rand.add_argument("--seed", type=int, default=0, help="random seed of the weights (default %(default)s)")
     join = sub.add_parser("combine", help="one checkpoint from the coarse stage of one and the fine stage of another")
     join.add_argument("--coarse", type=Path, required=True, help="checkpoint holding the coarse stage (required)")
-    join.add_argument("--fine", type=Path, required=True, help="checkpoint holding the fine stage (required)")
+    join.add_argument("--fine", type=Path, nargs="+", required=True, metavar="FINE",
+                      help="checkpoint holding the fine stage (required); several: their fine networks' weights "
+                           "averaged (fine-tunes of one network; the first one's input size)")
     join.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
     join.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; default float32)")
     join.add_argument("--trained-on", help="what the weights were trained on (default: from the two checkpoints)")
@@ -231,9 +258,11 @@ def main(argv: list[str] | None = None) -> int:
             save(args.out, random_models(seed=args.seed))
             print(f"wrote untrained weights to {args.out}")
         elif args.command == "combine":
-            models = combine(load(args.coarse, stages=("coarse",)), load(args.fine, stages=("fine",)), args.trained_on)
+            fine = average([load(path, stages=("fine",)) for path in args.fine], "fine")
+            models = combine(load(args.coarse, stages=("coarse",)), fine, args.trained_on)
             save(args.out, models, half=args.half)
-            print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): coarse from {args.coarse}, fine from {args.fine}")
+            print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): coarse from {args.coarse}, fine from "
+                  + " averaged with ".join(map(str, args.fine)))
         else:
             models = load(args.path, stages=())
             print(json.dumps(describe(args.path, models), indent=2))

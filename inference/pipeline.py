@@ -107,9 +107,14 @@ class Segmenter:
 
     def _logits(self, stage: str, volume: torch.Tensor) -> torch.Tensor:
         """The stage's float32 logits for a (1, 1, x, y, z) HU tensor: resampled to the input
-        size and normalised as the checkpoint says; fp16 runs the half-precision network, bf16
-        autocasts."""
-        x = self.models.normalisation[stage](resize(volume, self.models.network(stage).config.input_size))
+        size and normalised as the checkpoint says."""
+        return self.forward(stage, self.models.normalisation[stage](
+            resize(volume, self.models.network(stage).config.input_size)))
+
+    def forward(self, stage: str, x: torch.Tensor) -> torch.Tensor:
+        """The stage's network alone: float32 logits (1, organs, x, y, z) of a normalised input
+        (1, 1, x, y, z) of its input size on the device; fp16 runs the half-precision network,
+        bf16 autocasts, a compiled network runs where there is one."""
         if stage in self.compiled:
             return self.compiled[stage](x)
         net = self.nets[stage]

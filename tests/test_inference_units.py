@@ -1,4 +1,5 @@
 """Pieces of the pipeline: orientation, naming, boxes, components, normalisation, checkpoints."""
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from flare_common.errors import InputError
 from flare_common.nifti import output_name
-from inference.checkpoint import UNTRAINED, CheckpointError, combine, load, random_models, save
+from inference.checkpoint import UNTRAINED, CheckpointError, average, combine, load, main, random_models, save
 from inference.imageio import read_ct
 from inference.postprocessing import Postprocessing, keep_largest_components, labels_at_size, logits_to_labels, organ_box
 from inference.preprocessing import Normalisation, resize
@@ -185,6 +186,28 @@ def test_stage_checkpoints_combine_into_one_half_size(tmp_path, tiny_networks):
     different.post = Postprocessing(box_margin_mm=5.0)
     with pytest.raises(CheckpointError, match="different post-processing"):
         combine(coarse_only, different)
+
+
+def test_fine_networks_average_weight_by_weight_at_the_first_ones_input_size(tmp_path, tiny_networks):
+    a, b = random_models(**tiny_networks, seed=1), random_models(**tiny_networks, seed=2)
+    b.fine.config = dataclasses.replace(b.fine.config, input_size=(64, 64, 64))
+    a.training, b.training = {"fine": {"steps": 10}}, {"fine": {"steps": 20}}
+    mean = average([a, b], "fine")
+    for key, value in mean.fine.state_dict().items():
+        expected = (a.fine.state_dict()[key].float() + b.fine.state_dict()[key].float()) / 2
+        assert torch.allclose(value.float(), expected) if value.is_floating_point() else torch.equal(value, expected.long())
+    assert mean.fine.config.input_size == a.fine.config.input_size and mean.coarse is a.coarse
+    assert mean.training["fine"] == {"steps": 10, "averaged_with": [{"steps": 20}]}
+    assert torch.equal(next(a.fine.parameters()), next(random_models(**tiny_networks, seed=1).fine.parameters()))
+    wider = random_models(coarse=tiny_networks["coarse"],
+                          fine=dataclasses.replace(tiny_networks["fine"], widths=(8, 8, 8, 16, 16)))
+    with pytest.raises(CheckpointError, match="differ in more than their input size"):
+        average([a, wider], "fine")
+    for name, models in (("a", a), ("b", b)):
+        save(tmp_path / f"{name}.pt", models)
+    assert main(["combine", "--coarse", str(tmp_path / "a.pt"), "--fine", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
+                 "-o", str(tmp_path / "mean.pt")]) == 0
+    assert torch.allclose(next(load(tmp_path / "mean.pt").fine.parameters()), next(mean.fine.parameters()))
 
 
 class _Exploit:

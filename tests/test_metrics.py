@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from scipy.ndimage import find_objects
 
 from bench.official_loop import official_case
-from evaluation.metrics import flat_nonzero, label_boxes, score_case
+from evaluation.metrics import flat_nonzero, label_boxes, label_runs, score_case
 from evaluation.rules import RULES, get_rules
 from evaluation.synthetic import case_pair, degraded
 
@@ -152,7 +152,7 @@ def test_bad_arguments():
         score_case(a, a, (1, 1, 1), "flare99")
 
 
-def test_label_boxes_equal_find_objects():
+def test_label_boxes_and_labels_present_equal_scipy_and_numpy():
     rng = np.random.default_rng(0)
     for _ in range(200):
         shape = tuple(rng.integers(1, 9, 3))
@@ -164,6 +164,7 @@ def test_label_boxes_equal_find_objects():
             labels = labels[::2]  # not contiguous
         max_label = int(rng.integers(1, 8))
         assert label_boxes(labels, max_label) == list(find_objects(labels, max_label))
+        assert label_runs(labels).present() == tuple(int(v) for v in np.unique(labels) if v)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64])

@@ -5,8 +5,11 @@
 #    scan at about 2 mm), cases with lesions listed for 3x sampling;
 # 2. the coarse stage at 64^3 and the fine stage at 96^3 (training/configs/demo_*.json: the paper's
 #    recipe with batch 2, LR 0.001 and a step budget that fits a 2-core CPU in about three hours);
-# 3. both best checkpoints joined into one float16 checkpoint, WORK/flare21_c2f.pt;
-# 4. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
+# 3. the fine stage fine-tuned from its best weights, three times at 128^3 and once at 160^3, each
+#    run from the one before (fp32; about 3.5 hours in all on 2 cores; docs/training.md);
+# 4. one float16 checkpoint, WORK/flare21_c2f.pt: the coarse stage's best weights, and the mean of
+#    the last two fine-tunes' best weights (160^3 and 128^3) run at 160^3;
+# 5. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
 #    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
 # PYTHON chooses the interpreter (default python3). Copy WORK/flare21_c2f.pt to weights/ to ship it.
 set -eu
@@ -16,6 +19,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 mkdir -p "$work"
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+trained_on="phantom-trained demo weights: 192 synthetic abdomens of training.phantom (seed 1), no real CT"
 
 step "training phantoms"
 [ -f "$work/train/cases.csv" ] || "$py" -m training.phantom --out "$work/train" --cases 240 --seed 1 --max-side 192 --workers 2
@@ -25,12 +29,23 @@ for stage in coarse fine; do
     [ -f "$work/runs/$stage/resume.pt" ] && resume="--resume"
     "$py" -m training.train --stage "$stage" --data "$work/train" --out "$work/runs/$stage" \
         --config "training/configs/demo_$stage.json" $resume \
-        --trained-on "phantom-trained demo weights: 192 synthetic abdomens of training.phantom (seed 1), no real CT"
+        --trained-on "$trained_on"
 done
+finetune() {  # NAME FROM: WORK/runs/NAME from WORK/runs/FROM/best.pt, with the remaining training options
+    name="$1" from="$2"
+    shift 2
+    step "fine stage, $name"
+    [ -f "$work/runs/$name/best.pt" ] || "$py" -m training.train --stage fine --data "$work/train" \
+        --out "$work/runs/$name" --init "$work/runs/$from/best.pt" --precision fp32 --trained-on "$trained_on" "$@"
+}
+finetune fine128 fine --input-size 128 --lr 0.0003 --max-steps 53
+finetune fine128b fine128 --config training/configs/demo_fine.json --input-size 128 --lr 0.0003 --max-steps 146
+finetune fine128c fine128b --config training/configs/demo_fine.json --input-size 128 --lr 0.0001 --max-steps 122
+finetune fine160 fine128c --config training/configs/demo_fine160.json
 
 step "one checkpoint"
-"$py" -m inference.checkpoint combine --coarse "$work/runs/coarse/best.pt" --fine "$work/runs/fine/best.pt" \
-    -o "$work/flare21_c2f.pt" --half
+"$py" -m inference.checkpoint combine --coarse "$work/runs/coarse/best.pt" \
+    --fine "$work/runs/fine160/best.pt" "$work/runs/fine128c/best.pt" -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on"
 
 step "test phantoms (seed 1000, never trained on)"
 [ -f "$work/test/cases.csv" ] || "$py" -m training.phantom --out "$work/test" --cases 20 --seed 1000 --workers 2

@@ -1,0 +1,303 @@
+"""Benchmark: the paper's coarse-to-fine path against an nnU-Net-style sliding window over the whole CT.
+
+    python -m bench.bench_sliding_window [--weights FILE] [--shape 512x512x160 | --input FILE]
+        [--device cpu|cuda] [--precision auto] [--backend auto|torch|openvino] [--window 192]
+        [--overlap 0.5] [--out DIR] [--write-docs]
+
+The paper's claim: segmenting the organs' region found by a coarse whole-volume pass costs far
+less time and memory than sliding a network's window over the whole volume at the resolution
+that network works at. Measured on one CT (a phantom CT of --shape voxels at 0.8 x 0.8 x 2.5 mm
+centred on the abdomen, with its ground truth, or --input), with the checkpoint's networks at the
+paper's input sizes (coarse 160^3, fine 192^3), on one device, each method in a process of its own:
+1. coarse-to-fine: the pipeline (inference.pipeline.Segmenter);
+2. sliding window, as nnU-Net infers: the whole CT resampled to the voxel size the fine network
+   has on this case in step 1 (the crop's extent over the fine input size, per axis), normalised
+   once as the checkpoint says, padded to at least one window, tiled by windows of the fine input
+   size (--window) overlapping by --overlap (evenly spaced, nnU-Net's rule), each window's
+   sigmoid weighted by a Gaussian (sigma 1/8 of the window, nnU-Net's) and the weighted sum
+   divided by the summed weights; labels where the mean probability of the likeliest organ is
+   above 0.5, back on the CT's grid (inference.postprocessing.labels_at_size of the mean's
+   logit), with the checkpoint's largest-component rule.
+Each process loads the weights, runs its method once (on CUDA after one warm-up run) and
+reports its wall time (the network passes apart), the process's peak RSS and on CUDA torch's
+peak allocated memory. The two label maps are compared with each other and, for a phantom, with
+its ground truth (DSC per organ). The fine network was trained on organ crops normalised on the
+crop, so the window's labels say how far the comparison is like for like, not which is better.
+Prints a Markdown table, writes OUT/bench_sliding_window.json; --write-docs puts it, dated, with
+the machine, into docs/benchmarks.md (section sliding-window-DEVICE-BACKEND).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, parse_shape, prepared
+from bench.record import write_section
+from evaluation.metrics import dice
+from flare_common.units import MB
+from inference import openvino_runtime
+from inference.checkpoint import load
+from inference.defaults import DEFAULT_WEIGHTS
+from inference.imageio import read_ct
+from inference.pipeline import Segmenter, choose_precision
+from inference.postprocessing import keep_largest_components, labels_at_size
+from inference.preprocessing import resize
+
+METHODS = ("coarse-to-fine", "sliding window")
+GAUSSIAN_SIGMA = 1 / 8  # of the window side (nnU-Net)
+PROBABILITY_EPS = 1e-6  # the mean probability is clamped to [eps, 1 - eps] before its logit
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Start indices of windows covering [0, size) along one axis (size >= window): as few as keep
+    neighbours overlapping by at least `overlap` of a window, evenly spaced, the last ending at size."""
+    if size < window:
+        raise ValueError(f"a side of {size} voxels is smaller than the window ({window})")
+    count = math.ceil((size - window) / (window * (1 - overlap))) + 1
+    if count == 1:
+        return [0]
+    step = (size - window) / (count - 1)
+    return [round(i * step) for i in range(count)]
+
+
+def gaussian_weights(window: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """(x, y, z) weights of one window: a Gaussian centred on it with sigma GAUSSIAN_SIGMA of each
+    side, 1 at the centre (never 0 at the edges)."""
+    axes = []
+    for n in window:
+        offset = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2
+        axes.append(torch.exp(-0.5 * (offset / (n * GAUSSIAN_SIGMA)) ** 2))
+    weights = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    return weights / weights.max()
+
+
+def sliding_window_probabilities(volume: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor],
+                                 window: tuple[int, int, int], overlap: float, pad_value: float) -> torch.Tensor:
+    """The Gaussian-weighted mean sigmoid (organs, x, y, z) of `network` (logits of a (1, 1, window)
+    input) over windows tiling a normalised (1, 1, x, y, z) volume; a side shorter than the window
+    is padded with pad_value (and the padding cut off again)."""
+    shape = volume.shape[2:]
+    padded = [max(n, w) for n, w in zip(shape, window)]
+    if padded != list(shape):
+        pad = []
+        for n, p in zip(reversed(shape), reversed(padded)):
+            pad += [(p - n) // 2, p - n - (p - n) // 2]
+        volume = torch.nn.functional.pad(volume, pad, value=pad_value)
+    weights = gaussian_weights(window, volume.device)
+    total, weight_sum = None, torch.zeros(padded, device=volume.device)
+    starts = [window_starts(n, w, overlap) for n, w in zip(padded, window)]
+    for x in starts[0]:
+        for y in starts[1]:
+            for z in starts[2]:
+                at = (slice(x, x + window[0]), slice(y, y + window[1]), slice(z, z + window[2]))
+                probabilities = torch.sigmoid(network(volume[(0, 0, *at)][None, None].contiguous())[0])
+                if total is None:
+                    total = torch.zeros((probabilities.shape[0], *padded), device=volume.device)
+                total[(slice(None), *at)] += probabilities * weights
+                weight_sum[at] += weights
+    total /= weight_sum
+    origin = [(p - n) // 2 for n, p in zip(shape, padded)]
+    return total[(slice(None), *(slice(o, o + n) for o, n in zip(origin, shape)))]
+
+
+def resampled_size(shape: tuple[int, ...], spacing: tuple[float, float, float],
+                   target_spacing: tuple[float, float, float]) -> list[int]:
+    """The voxels per axis of a grid of `shape` at `spacing` resampled to `target_spacing` (mm)."""
+    return [max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target_spacing)]
+
+
+def sliding_window_labels(segmenter: Segmenter, ct: np.ndarray, spacing: tuple[float, float, float],
+                          target_spacing: tuple[float, float, float], overlap: float) -> tuple[np.ndarray, dict]:
+    """Labels (uint8, the CT's canonical grid) of the fine network slid over the whole CT resampled
+    to target_spacing (mm), and the seconds of each part."""
+    seconds, start = {}, time.perf_counter()
+    models = segmenter.models
+    window = tuple(models.fine.config.input_size)
+    size = resampled_size(ct.shape, spacing, target_spacing)
+    volume = torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)).to(segmenter.device)[None, None]
+    normalisation = models.normalisation["fine"]
+    normalised = normalisation(resize(volume, size))
+    pad_value = float(normalised.min())  # the lowest HU of the window, as air is
+    seconds["resample and normalise"] = time.perf_counter() - start
+    start = time.perf_counter()
+    probabilities = sliding_window_probabilities(normalised, lambda x: segmenter.forward("fine", x),
+                                                 window, overlap, pad_value)
+    del normalised
+    if segmenter.device.type == "cuda":
+        torch.cuda.synchronize(segmenter.device)
+    seconds["windows"] = time.perf_counter() - start
+    start = time.perf_counter()
+    logits = torch.logit(probabilities.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS))[None]
+    del probabilities
+    labels = labels_at_size(logits, ct.shape).cpu().numpy()
+    labels = keep_largest_components(labels, spacing, models.labels, models.post)
+    seconds["labels back"] = time.perf_counter() - start
+    return labels, seconds
+
+
+def run_method(args: argparse.Namespace) -> dict:
+    """In this process: load the weights, run one method on the CT, save its labels (the CT's stored
+    grid) to OUT/<method>.npy; the timings and memory."""
+    device = torch.device(args.device)
+    models = load(args.weights)
+    compiled = openvino_runtime.compile_networks(args.weights, models) if args.backend == "openvino" else None
+    segmenter = Segmenter(models, device, args.precision, compiled=compiled)
+    ct = read_ct(args.input)
+    target = tuple(args.target_spacing) if args.target_spacing else None
+
+    def once() -> tuple[np.ndarray, dict]:
+        with torch.inference_mode():
+            if args.method == "coarse-to-fine":
+                result = segmenter(ct.data, ct.spacing)
+                return result.labels, {**result.seconds, "box": [[s.start, s.stop] for s in result.box or ()]}
+            return sliding_window_labels(segmenter, ct.data, ct.spacing, target, args.overlap)
+
+    if device.type == "cuda":
+        once()  # warm-up: CUDA context, kernels
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    start = time.perf_counter()
+    labels, parts = once()
+    wall = time.perf_counter() - start
+    np.save(args.out / f"{args.method.replace(' ', '_')}.npy", ct.from_canonical(labels))
+    row = {"method": args.method, "seconds": wall, "parts": parts,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "peak_rss_before_mb": rss_before}
+    if device.type == "cuda":
+        row["torch_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / MB
+    return row
+
+
+def fine_spacing(spacing: tuple[float, float, float], box: list[list[int]],
+                 fine_size: tuple[int, int, int]) -> tuple[float, float, float]:
+    """The voxel size (mm) the fine network has on a crop [start, stop) per axis of the canonical grid."""
+    return tuple((stop - start) * s / n for (start, stop), s, n in zip(box, spacing, fine_size))
+
+
+def compare(out: Path, case: Path, labels: dict[int, str]) -> dict:
+    """DSC per organ of the two methods' labels with each other and with the phantom's ground truth."""
+    maps = {m: np.load(out / f"{m.replace(' ', '_')}.npy") for m in METHODS}
+    truth_file = case.parent / "labels" / case.name.replace("_0000.nii.gz", ".nii.gz")
+    truth = np.asarray(nib.load(truth_file).dataobj) if truth_file.is_file() else None
+    result = {"between": {name: dice(maps[METHODS[0]] == k, maps[METHODS[1]] == k) for k, name in labels.items()}}
+    if truth is not None:
+        for method, found in maps.items():
+            result[method] = {name: dice(truth == k, found == k) for k, name in labels.items()}
+    return result
+
+
+def table(result: dict) -> str:
+    rows = {r["method"]: r for r in result["runs"]}
+    c2f, window = rows["coarse-to-fine"], rows["sliding window"]
+    lines = [f"Command: `{result['command']}`. {result['date']}; {result['machine']}; torch {result['torch']}, "
+             f"Python {result['python']}. Weights: {result['weights']} at coarse {result['sizes']['coarse']}, "
+             f"fine {result['sizes']['fine']}; {result['precision']} on {result['device']}, networks run by "
+             f"{result['backend']}. CT: {result['case']} ({'x'.join(map(str, result['shape']))} voxels at "
+             f"{' x '.join(f'{s:g}' for s in result['spacing'])} mm); the fine network's voxel on its crop: "
+             f"{' x '.join(f'{s:.2f}' for s in result['fine_spacing_mm'])} mm, where the whole CT is "
+             f"{'x'.join(map(str, result['window_grid']))} voxels: {result['windows']} windows of "
+             f"{result['sizes']['fine']} at {result['overlap']:g} overlap.", "",
+             "| method | seconds (weights loaded) | peak RSS MB | torch peak allocated MB | DSC vs ground truth "
+             "(liver / kidney / spleen / pancreas) |", "|---|---|---|---|---|"]
+    for method in METHODS:
+        r = rows[method]
+        dsc = result["agreement"].get(method)
+        gpu = r.get("torch_peak_allocated_mb")
+        lines.append(f"| {method} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | "
+                     f"{'-' if gpu is None else f'{gpu:.0f}'} | "
+                     + (" / ".join(f"{v:.3f}" for v in dsc.values()) if dsc else "-") + " |")
+    between = " / ".join(f"{v:.3f}" for v in result["agreement"]["between"].values())
+    lines += ["", f"Sliding window / coarse-to-fine: {window['seconds'] / c2f['seconds']:.1f}x the time, "
+              f"{window['peak_rss_mb'] / c2f['peak_rss_mb']:.2f}x the peak RSS"
+              + (f", {window['torch_peak_allocated_mb'] / c2f['torch_peak_allocated_mb']:.2f}x torch's peak GPU "
+                 f"memory" if "torch_peak_allocated_mb" in c2f else "")
+              + f". DSC between the two: {between}."]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_sliding_window", description=__doc__.split("\n")[0])
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
+    parser.add_argument("--sizes", type=int, nargs=2, default=[PAPER_SIZES["coarse"][0], PAPER_SIZES["fine"][0]],
+                        metavar="SIDE", help="coarse and fine input sides (default: the paper's, %(default)s)")
+    parser.add_argument("--shape", type=parse_shape, default=(512, 512, 160), metavar="XxYxZ",
+                        help="the phantom CT's shape (default 512x512x160)")
+    parser.add_argument("--input", type=Path, help="a CT file instead of the phantom")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="auto", help="as predict's --precision (default %(default)s)")
+    parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
+                        help="what runs the networks; auto: OpenVINO on the CPU in fp32 where installed (default)")
+    parser.add_argument("--overlap", type=float, default=0.5, help="of a window (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "sliding_window", help="work folder")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
+    parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)  # a child process: one method
+    parser.add_argument("--target-spacing", type=float, nargs=3, help=argparse.SUPPRESS)
+    return parser
+
+
+def child(args: argparse.Namespace, method: str, weights: Path, case: Path, precision: str, backend: str,
+          target: tuple[float, float, float] | None = None) -> dict:
+    """One method in a fresh process; its row."""
+    command = [sys.executable, "-m", "bench.bench_sliding_window", "--method", method, "--weights", str(weights),
+               "--input", str(case), "--device", args.device, "--precision", precision, "--backend", backend,
+               "--overlap", str(args.overlap), "--out", str(args.out)]
+    if target is not None:
+        command += ["--target-spacing", *map(str, target)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{method} failed: {done.stderr.strip()[-2000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"{method}: {row['seconds']:.2f} s", file=sys.stderr)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.overlap < 1:
+        parser.error(f"--overlap {args.overlap}: must be in [0, 1)")
+    if args.method:
+        print(json.dumps(run_method(args)))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    precision = choose_precision(args.precision, device)
+    sizes = {"coarse": (args.sizes[0],) * 3, "fine": (args.sizes[1],) * 3}
+    models, weights, backend = prepared(args.weights, sizes, device, precision, args.backend, args.out)
+    case = args.input or make_inputs(args.out / "inputs", [args.shape], [])[0]
+    ct = read_ct(case)
+
+    c2f = child(args, METHODS[0], weights, case, precision, backend)
+    if not c2f["parts"]["box"]:
+        raise SystemExit(f"error: {case.name}: the coarse stage found no organ; nothing to compare")
+    fine_size = models.fine.config.input_size
+    target = fine_spacing(ct.spacing, c2f["parts"]["box"], fine_size)
+    window = child(args, METHODS[1], weights, case, precision, backend, target)
+    grid = resampled_size(ct.data.shape, ct.spacing, target)
+    result = {**header("bench.bench_sliding_window", argv, device, args.weights, models, precision, backend),
+              "case": case.name, "shape": list(ct.data.shape), "spacing": list(ct.spacing),
+              "fine_spacing_mm": list(target), "window_grid": grid, "overlap": args.overlap,
+              "windows": math.prod(len(window_starts(max(n, w), w, args.overlap)) for n, w in zip(grid, fine_size)),
+              "runs": [c2f, window], "agreement": compare(args.out, case, models.labels)}
+    (args.out / "bench_sliding_window.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = table(result)
+    print(text)
+    if args.write_docs:
+        write_section(f"sliding-window-{device.type}-{backend}",
+                      f"Coarse-to-fine against a sliding window on the {device.type.upper()} ({backend})", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
