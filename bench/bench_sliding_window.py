@@ -1,7 +1,7 @@
 """Benchmark: the paper's coarse-to-fine path against an nnU-Net-style sliding window over the whole CT.
 
     python -m bench.bench_sliding_window [--weights FILE] [--shape 512x512x160 | --input FILE]
-        [--device cpu|cuda] [--precision auto] [--backend auto|torch|openvino] [--window 192]
+        [--sizes 160 192] [--device cpu|cuda] [--precision auto] [--backend auto|torch|openvino]
         [--overlap 0.5] [--out DIR] [--write-docs]
 
 The paper's claim: segmenting the organs' region found by a coarse whole-volume pass costs far
@@ -13,7 +13,7 @@ paper's input sizes (coarse 160^3, fine 192^3), on one device, each method in a 
 2. sliding window, as nnU-Net infers: the whole CT resampled to the voxel size the fine network
    has on this case in step 1 (the crop's extent over the fine input size, per axis), normalised
    once as the checkpoint says, padded to at least one window, tiled by windows of the fine input
-   size (--window) overlapping by --overlap (evenly spaced, nnU-Net's rule), each window's
+   size (the second of --sizes) overlapping by --overlap (evenly spaced, nnU-Net's rule), each window's
    sigmoid weighted by a Gaussian (sigma 1/8 of the window, nnU-Net's) and the weighted sum
    divided by the summed weights; labels where the mean probability of the likeliest organ is
    above 0.5, back on the CT's grid (inference.postprocessing.labels_at_size of the mean's
@@ -45,6 +45,7 @@ import torch
 from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, parse_shape, prepared
 from bench.record import write_section
 from evaluation.metrics import dice
+from flare_common.nifti import output_name
 from flare_common.units import MB
 from inference import openvino_runtime
 from inference.checkpoint import load
@@ -170,13 +171,18 @@ def run_method(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     labels, parts = once()
     wall = time.perf_counter() - start
-    np.save(args.out / f"{args.method.replace(' ', '_')}.npy", ct.from_canonical(labels))
+    np.save(labels_file(args.out, args.method), ct.from_canonical(labels))
     row = {"method": args.method, "seconds": wall, "parts": parts,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "peak_rss_before_mb": rss_before}
     if device.type == "cuda":
         row["torch_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / MB
     return row
+
+
+def labels_file(out: Path, method: str) -> Path:
+    """Where a method's child process leaves its labels."""
+    return out / f"{method.replace(' ', '_')}.npy"
 
 
 def fine_spacing(spacing: tuple[float, float, float], box: list[list[int]],
@@ -187,8 +193,8 @@ def fine_spacing(spacing: tuple[float, float, float], box: list[list[int]],
 
 def compare(out: Path, case: Path, labels: dict[int, str]) -> dict:
     """DSC per organ of the two methods' labels with each other and with the phantom's ground truth."""
-    maps = {m: np.load(out / f"{m.replace(' ', '_')}.npy") for m in METHODS}
-    truth_file = case.parent / "labels" / case.name.replace("_0000.nii.gz", ".nii.gz")
+    maps = {m: np.load(labels_file(out, m)) for m in METHODS}
+    truth_file = case.parent / "labels" / output_name(case)
     truth = np.asarray(nib.load(truth_file).dataobj) if truth_file.is_file() else None
     result = {"between": {name: dice(maps[METHODS[0]] == k, maps[METHODS[1]] == k) for k, name in labels.items()}}
     if truth is not None:

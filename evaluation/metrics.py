@@ -118,11 +118,6 @@ def label_runs(labels: np.ndarray) -> LabelRuns:
     return LabelRuns(where[first], where[last], values[first], labels.shape, fortran)
 
 
-def label_boxes(labels: np.ndarray, max_label: int) -> list[Box | None]:
-    """Bounding box of each label 1..max_label in a 3D label map (None where absent)."""
-    return label_runs(labels).boxes(max_label)
-
-
 def _union_box(
     a: Box, b: Box, limit: Box
 ) -> Box | None:

@@ -185,10 +185,13 @@ def combine(coarse: Models, fine: Models, trained_on: str | None = None) -> Mode
 def average(models: list[Models], stage: str) -> Models:
     """A copy of the first models whose `stage` network holds the mean of all their weights (a
     weight average of fine-tunes of one network: the same network apart from the input size,
-    which the first one's decides); its training record names the others."""
+    which the first one's decides); its training record names the others. One models: itself."""
     nets = [m.network(stage) for m in models]
     if any(net is None for net in nets):
         raise CheckpointError(f"averaging needs a {stage} stage in every checkpoint")
+    if len(models) == 1:
+        return models[0]
+
     def architecture(net: torch.nn.Module) -> dict:
         return {k: v for k, v in asdict(net.config).items() if k != "input_size"}
 

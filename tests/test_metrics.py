@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from scipy.ndimage import find_objects
 
 from bench.official_loop import official_case
-from evaluation.metrics import flat_nonzero, label_boxes, label_runs, score_case
+from evaluation.metrics import flat_nonzero, label_runs, score_case
 from evaluation.rules import RULES, get_rules
 from evaluation.synthetic import case_pair, degraded
 
@@ -163,7 +163,7 @@ def test_label_boxes_and_labels_present_equal_scipy_and_numpy():
         if rng.random() < 0.2:
             labels = labels[::2]  # not contiguous
         max_label = int(rng.integers(1, 8))
-        assert label_boxes(labels, max_label) == list(find_objects(labels, max_label))
+        assert label_runs(labels).boxes(max_label) == list(find_objects(labels, max_label))
         assert label_runs(labels).present() == tuple(int(v) for v in np.unique(labels) if v)
 
 
