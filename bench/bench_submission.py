@@ -17,8 +17,10 @@ On one device:
 4. cold: each case alone through the efficiency harness (evaluation.efficiency.run_case: `sh
    predict.sh` started once for it, its process tree's RSS and on CUDA the GPU's used memory
    (NVML) sampled every 50 ms); predict's report gives the start-up (process, imports, model
-   load) and each stage of the case (inference.pipeline.STAGES, plus read, reorient, write);
-   "rest" is what is left of the wall time (the shell, interpreter shutdown, the harness);
+   load) and each stage of the case (inference.pipeline.STAGES, plus the wait for the input and
+   the write); "rest" is what is left of the wall time (the shell, interpreter shutdown, the
+   harness). Reading and reorienting run in predict's reader thread beside the start-up: their
+   own seconds are shown apart, "waited" is what the case stood still for them;
 5. warm: the pipeline in this process, weights loaded once, the second run of each case timed,
    with torch's peak GPU memory on CUDA, and there again with cuDNN's autotuner (its first,
    tuning, run and a tuned one); where the precision is not fp32, the labels of fp32
@@ -60,7 +62,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL_CT = ROOT.parent / "shared" / "data" / "real-ct" / "ts_abdomen_0000.nii.gz"
 SPACING = (0.8, 0.8, 2.5)  # mm, x y z: a portal-venous abdominal CT's usual grid
 PAPER_SIZES = {"coarse": CoarseConfig().input_size, "fine": FineConfig().input_size}
-CASE_STAGES = ("read", "reorient", *STAGES, "write")
+CASE_STAGES = ("waited", *STAGES, "write")  # with STARTUP and "rest": the parts of the wall time
+READ = ("read", "reorient")  # done in predict's reader thread beside start-up: not parts of the wall time
 STARTUP = ("process", "imports", "model_load")
 TIMEOUT_S = 1800.0
 
@@ -240,13 +243,15 @@ def tables(result: dict) -> str:
              f"{y['both'] / 2:.2f} s).", "",
              "Cold, process start to written file (seconds):", "",
              "| case | shape | wall | / yardstick | " + " | ".join(k.replace("_", " ") for k in STARTUP)
-             + " | " + " | ".join(CASE_STAGES) + " | rest | peak RSS MB | GPU peak above idle MB |",
-             "|---|---|---|---|" + "---|" * (len(STARTUP) + len(CASE_STAGES) + 3)]
+             + " | " + " | ".join(CASE_STAGES) + " | rest | " + " | ".join(f"{k} (beside start-up)" for k in READ)
+             + " | peak RSS MB | GPU peak above idle MB |",
+             "|---|---|---|---|" + "---|" * (len(STARTUP) + len(CASE_STAGES) + len(READ) + 3)]
     for r in result["cold"]:
         s = r["seconds"]
         lines.append(f"| {r['case']} | {'x'.join(map(str, r['shape']))} | {r['wall_s']:.2f} | "
                      f"{r['wall_s'] / y['both']:.2f} | " + " | ".join(_f(s[k]) for k in (*STARTUP, *CASE_STAGES))
-                     + f" | {_f(s['rest'])} | {_f(r['peak_rss_mb'], 0)} | {_f(r['gpu_peak_above_idle_mb'], 0)} |")
+                     + f" | {_f(s['rest'])} | " + " | ".join(_f(s[k]) for k in READ)
+                     + f" | {_f(r['peak_rss_mb'], 0)} | {_f(r['gpu_peak_above_idle_mb'], 0)} |")
     lines += ["", "Warm, weights loaded once, the second run (seconds):", "",
               "| case | total | " + " | ".join(STAGES) + " | torch peak allocated MB | cuDNN autotuner first / tuned "
               "| DSC vs fp32 (min over organs) |",

@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -37,6 +38,7 @@ from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, W
 if TYPE_CHECKING:
     import torch
 
+    from inference.imageio import CT
     from inference.pipeline import Segmenter
 
 STAGES = {"read": "reading", "coarse": "coarse stage", "fine": "fine stage", "paste": "post-processing",
@@ -128,21 +130,84 @@ def _backend(requested: str, weights: Path, models, device: torch.device, precis
     return "openvino", openvino_runtime.compile_networks(weights, models)
 
 
-def segment_case(path: Path, out_dir: Path, segmenter: Segmenter, progress: Progress | None = None) -> dict:
-    """Segment one file and write its output; returns the case's report entry (raises on failure)."""
-    from inference.imageio import read_ct, write_labels
+class Reader:
+    """Reads the inputs in order, one case ahead, in a background thread: the first while torch
+    is imported and the weights load, each next one while the case before it is segmented.
+    Inflating and reorienting are zlib and numpy work that runs mostly outside the GIL, so on two
+    cores they cost the run little wall time. At most one CT waits in memory besides the current one."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = list(paths)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="read")
+        self.pending: dict[int, Future] = {}
+        self.prefetch(0)
+
+    def prefetch(self, index: int) -> None:
+        """Start reading input `index` (if there is one and it is not already started)."""
+        if index < len(self.paths) and index not in self.pending:
+            self.pending[index] = self.pool.submit(_timed_read, self.paths[index])
+
+    def get(self, path: Path) -> tuple[CT, float, float]:
+        """An input as a CT (InputError if unreadable), the seconds its reading took and the
+        seconds this call waited for it; the input after it starts reading."""
+        index = self.paths.index(path)
+        self.prefetch(index)
+        start = time.perf_counter()
+        try:
+            ct, read_s = self.pending.pop(index).result()
+        finally:
+            waited = time.perf_counter() - start
+            self.prefetch(index + 1)
+        return ct, read_s, waited
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Forget what was not started; a read under way ends in its thread."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _output_clashes(inputs: list[Path], output: Path) -> dict[Path, str]:
+    """Inputs that cannot be written: another input before them writes the same output name, or
+    their output would overwrite them."""
+    clashes, seen = {}, set()
+    for path in inputs:
+        name = output_name(path)
+        if name in seen:
+            clashes[path] = f"another input already writes {name}"
+        elif (output / name).resolve() == path.resolve():
+            clashes[path] = f"its output {name} would overwrite it: choose another -o"
+        seen.add(name)
+    return clashes
+
+
+def _timed_read(path: Path) -> tuple[CT, float]:
+    from inference.imageio import read_ct
 
     start = time.perf_counter()
     ct = read_ct(path)
-    read_s = time.perf_counter() - start
+    return ct, time.perf_counter() - start
+
+
+def segment_case(path: Path, read: tuple[CT, float, float], out_dir: Path, segmenter: Segmenter,
+                 progress: Progress | None = None) -> dict:
+    """Segment one case read by a Reader (`read`: its CT, the seconds reading took, the seconds
+    waited for it) and write its output; returns the case's report entry (raises on failure).
+    Seconds: read and reorient as they took (in the Reader, beside start-up or the case before),
+    "waited" how long this case stood still for them, "total" from the wait to the written file."""
+    from inference.imageio import write_labels
+
+    start = time.perf_counter()
+    ct, read_s, waited = read
     labels, result = segmenter.segment_ct(ct)
     if progress is not None:
         progress.stage("write")
     write_start = time.perf_counter()
     write_labels(labels, ct, out_dir / output_name(path))
-    seconds = {"read": read_s - ct.reorient_s, "reorient": ct.reorient_s, **result.seconds,
+    seconds = {"read": read_s - ct.reorient_s, "reorient": ct.reorient_s, "waited": waited, **result.seconds,
                "write": time.perf_counter() - write_start}
-    seconds["total"] = time.perf_counter() - start
+    seconds["total"] = waited + time.perf_counter() - start
     return {
         "input": path.name, "output": output_name(path), "status": "ok",
         "shape": list(ct.image.shape), "spacing_mm": [round(s, 4) for s in ct.spacing],
@@ -260,8 +325,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict], started_s: float = 0.0) -> int:
-    """Load the weights, segment every input (each case's entry appended to `cases` when it
-    ends), write the report; the exit code. `started_s`: how long the process ran before main."""
+    """Segment every input (each case's entry appended to `cases` when it ends), reading them
+    ahead from the start; the exit code. `started_s`: how long the process ran before main."""
+    clashes = _output_clashes(inputs, args.output)
+    with Reader([p for p in inputs if p not in clashes]) as reader:  # reading starts now, beside the imports
+        return _run(args, inputs, cases, started_s, reader, clashes)
+
+
+def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], started_s: float, reader: Reader,
+         clashes: dict[Path, str]) -> int:
+    """Load the weights, segment the inputs `reader` reads (those in `clashes` fail), write the
+    report; the exit code."""
     start = time.perf_counter()
     import torch
 
@@ -286,18 +360,13 @@ def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict]
     progress = Progress(len(inputs))
     segmenter = Segmenter(models, device, precision, on_stage=progress.stage, compiled=compiled)
     startup["model_load"] = time.perf_counter() - start
-    seen: set[str] = set()
     try:
         for path in inputs:
-            name = output_name(path)
             progress.start(path.name)
             try:
-                if name in seen:
-                    raise InputError(f"another input already writes {name}")
-                if (args.output / name).resolve() == path.resolve():
-                    raise InputError(f"its output {name} would overwrite it: choose another -o")
-                seen.add(name)
-                case = segment_case(path, args.output, segmenter, progress)
+                if path in clashes:
+                    raise InputError(clashes[path])
+                case = segment_case(path, reader.get(path), args.output, segmenter, progress)
                 progress.message(_summary_line(case), sys.stdout)
                 for warning in case["warnings"]:
                     progress.message(f"warning: {path.name}: {warning}")

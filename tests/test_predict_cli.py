@@ -9,13 +9,15 @@ import sys
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
+from flare_common.errors import InputError
 from inference.checkpoint import random_models, save
 from inference.imageio import read_ct, write_labels
 from inference.networks import CoarseConfig, FineConfig
-from inference.predict import Progress, main
+from inference.predict import Progress, Reader, main
 from tests.test_predict import synthetic_ct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +163,22 @@ def test_an_input_is_never_overwritten_by_its_output(tmp_path, weights, capsys):
     assert main(["-i", str(tmp_path / "plain.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 1
     assert "would overwrite it" in capsys.readouterr().err
     assert (tmp_path / "plain.nii.gz").read_bytes() == before
+
+
+def test_the_reader_reads_one_case_ahead_and_a_bad_file_fails_alone(tmp_path, scans):
+    bad = tmp_path / "bad_0000.nii.gz"
+    bad.write_bytes(b"not a NIfTI file")
+    paths = [scans / "alpha_0000.nii.gz", bad, scans / "beta_0000.nii.gz"]
+    with Reader(paths) as reader:
+        assert set(reader.pending) == {0}  # the first starts at once, beside start-up
+        ct, read_s, waited = reader.get(paths[0])
+        np.testing.assert_array_equal(ct.data, read_ct(paths[0]).data)
+        assert read_s >= ct.reorient_s >= 0 and waited >= 0
+        assert set(reader.pending) == {1}  # the next one is under way, and only it
+        with pytest.raises(InputError, match="unreadable"):
+            reader.get(bad)
+        assert reader.get(paths[2])[0].data.shape == read_ct(paths[2]).data.shape
+        assert not reader.pending
 
 
 def test_an_interrupted_write_leaves_no_file(tmp_path, scans, monkeypatch):
