@@ -52,7 +52,7 @@ def launch(name: str, argv: list[str] | None = None) -> int:
 
 
 def predict() -> int:
-    return launch("flare-predict")
+    cli.exit_at_once(launch("flare-predict"))  # as `python -m inference.predict` ends
 
 
 def checkpoint() -> int:

@@ -21,12 +21,16 @@ import json
 import shutil
 import sys
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from inference.checkpoint import Models
+if TYPE_CHECKING:  # torch is imported where it is used: compile_ahead runs beside `import torch`
+    import torch
+
+    from inference.checkpoint import Models
 
 MANIFEST = "manifest.json"
 PRECISION_HINT = "f32"
@@ -70,6 +74,8 @@ def export(weights: Path, models: Models) -> Path:
     """Trace each network at its input size into OpenVINO's IR beside the checkpoint (replacing
     an older export); the folder. The weights are kept in float32 so the export computes what
     the checkpoint does."""
+    import torch
+
     ov = _openvino()
     folder = folder_for(weights)
     partial = folder.with_name(folder.name + ".partial")
@@ -126,13 +132,38 @@ class CompiledNetwork:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The logits; the network's working memory is given back after each call (the fine net at
         192^3 holds about 2 GB of it: kept, it would sit beside the next stage's)."""
+        import torch
+
         out = self.request.infer({0: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})[0]
         logits = torch.from_numpy(np.array(out, copy=True))
         self.compiled.release_memory()
         return logits
 
 
-def compile_networks(weights: Path, models: Models) -> dict[str, CompiledNetwork]:
-    """Each stage's network compiled from the export beside `weights` (check `available` first)."""
+def compile_ahead(weights: Path) -> Future | None:
+    """Start compiling the export beside `weights` in a background thread (None when there is no
+    export to compile): started before torch is imported, OpenVINO's half-second of compiling runs
+    beside that second of importing. Pass the result to compile_networks, which still checks the
+    export against the checkpoint; unused, it is simply dropped."""
     folder = folder_for(weights)
-    return {stage: CompiledNetwork(folder / f"{stage}.xml") for stage in models.stages()}
+    if not installed() or not (folder / MANIFEST).is_file():
+        return None
+    try:
+        stages = list(json.loads((folder / MANIFEST).read_text())["input_sizes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # `available` will say what is wrong
+    pool = ThreadPoolExecutor(1, thread_name_prefix="openvino")
+    future = pool.submit(lambda: {stage: CompiledNetwork(folder / f"{stage}.xml") for stage in stages})
+    pool.shutdown(wait=False)
+    return future
+
+
+def compile_networks(weights: Path, models: Models, ahead: Future | None = None) -> dict[str, CompiledNetwork]:
+    """Each stage's network compiled from the export beside `weights` (check `available` first);
+    `ahead`: the same compiled by compile_ahead, used when it holds every stage."""
+    folder = folder_for(weights)
+    compiled = ahead.result() if ahead is not None else {}
+    if set(compiled) != set(models.stages()):
+        compiled = {stage: CompiledNetwork(folder / f"{stage}.xml") for stage in models.stages()}
+    return compiled
+

@@ -111,9 +111,18 @@ def _device(requested: str) -> torch.device:
     return torch.device("cuda" if requested in ("auto", "cuda") else "cpu")
 
 
-def _backend(requested: str, weights: Path, models, device: torch.device, precision: str) -> tuple[str, dict]:
-    """The backend that runs the networks and, for openvino, the compiled networks; UsageError
-    when openvino is asked for and cannot run."""
+def _may_run_openvino(args: argparse.Namespace) -> bool:
+    """Whether the networks may run in OpenVINO, known before torch is imported: not where torch
+    is asked for, nor where the device may be a GPU (an NVIDIA driver's control device is there) or
+    the precision cannot be fp32."""
+    gpu = args.device == "cuda" or (args.device == "auto" and os.path.exists("/dev/nvidiactl"))
+    return args.backend != "torch" and not gpu and args.precision in ("auto", "fp32")
+
+
+def _backend(requested: str, weights: Path, models, device: torch.device, precision: str,
+             ahead: Future | None = None) -> tuple[str, dict]:
+    """The backend that runs the networks and, for openvino, the compiled networks (those compiled
+    `ahead` when given); UsageError when openvino is asked for and cannot run."""
     from inference import openvino_runtime
 
     possible = openvino_runtime.runs_on(device.type, precision)
@@ -127,7 +136,7 @@ def _backend(requested: str, weights: Path, models, device: torch.device, precis
             raise UsageError(f"--backend openvino: {problem}")
         print(f"notice: networks run by PyTorch ({problem})", file=sys.stderr)
         return "torch", {}
-    return "openvino", openvino_runtime.compile_networks(weights, models)
+    return "openvino", openvino_runtime.compile_networks(weights, models, ahead)
 
 
 class Reader:
@@ -337,6 +346,9 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     """Load the weights, segment the inputs `reader` reads (those in `clashes` fail), write the
     report; the exit code."""
     start = time.perf_counter()
+    from inference import openvino_runtime  # without torch: compiling starts before torch is imported
+
+    ahead = openvino_runtime.compile_ahead(args.weights) if _may_run_openvino(args) else None
     import torch
 
     from inference.checkpoint import CheckpointError, load
@@ -356,7 +368,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     else:
         print(f"notice: weights {args.weights.name}: {models.trained_on}", file=sys.stderr)
 
-    backend, compiled = _backend(args.backend, args.weights, models, device, precision)
+    backend, compiled = _backend(args.backend, args.weights, models, device, precision, ahead)
     progress = Progress(len(inputs))
     segmenter = Segmenter(models, device, precision, on_stage=progress.stage, compiled=compiled)
     startup["model_load"] = time.perf_counter() - start
@@ -394,4 +406,4 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    cli.exit_at_once(cli.run(main))  # every output is written and closed when main returns

@@ -87,3 +87,10 @@ def test_openvino_writes_nothing_outside_the_outputs(tmp_path, exported, scans):
                            "--weights", str(exported), "--backend", "openvino"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert not list(home.iterdir())
+
+
+def test_compiling_ahead_gives_the_networks_compile_networks_uses(tmp_path, exported, weights):
+    assert openvino_runtime.compile_ahead(weights) is None  # no export beside it: nothing to start
+    ahead = openvino_runtime.compile_ahead(exported)
+    compiled = openvino_runtime.compile_networks(exported, load(exported), ahead)
+    assert compiled == ahead.result() and set(compiled) == {"coarse", "fine"}

@@ -183,6 +183,8 @@ def test_predict_sh(tmp_path, weights):
                           env=env, capture_output=True, text=True, cwd=tmp_path)  # paths relative to the caller
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "case.nii.gz").is_file()
+    assert done.stdout.startswith("case_0000.nii.gz -> case.nii.gz")  # piped output flushed before the quick exit
+    assert done.stderr.rstrip().endswith("1 of 1 case(s) written to out")
 
 
 def test_hadolint_finds_no_errors():
