@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 from flare_common import cli
 
@@ -51,7 +52,7 @@ def launch(name: str, argv: list[str] | None = None) -> int:
     return cli.run(module.main, argv)
 
 
-def predict() -> int:
+def predict() -> NoReturn:
     cli.exit_at_once(launch("flare-predict"))  # as `python -m inference.predict` ends
 
 
