@@ -184,8 +184,25 @@ def test_cli_preview_writes_png(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_preview_sets_a_real_ct_beside_the_phantoms(tmp_path, capsys):
+    """A CT and its labels on disk (here a saved phantom, stored in another orientation) become the
+    first row; a broken labels file is one line naming it and exit code 2."""
+    phantom = ph.generate(ph.case_seed(5, 0), max_side=48)
+    ph.save(phantom, tmp_path / "images", tmp_path / "labels", "scan")
+    ct, labels = tmp_path / "images" / "scan_0000.nii.gz", tmp_path / "labels" / "scan.nii.gz"
+    png = tmp_path / "beside.png"
+    assert ph.main(["--preview", str(png), "--cases", "1", "--max-side", "48", "--real", str(ct), str(labels)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a NIfTI file")
+    assert ph.main(["--preview", str(png), "--real", str(ct), str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {broken}: ") and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv", [[], ["--out", "x"], ["--out", "x", "--cases", "0"],
-                                  ["--out", "x", "--cases", "2", "--randomise", "1.5"], ["--cases", "x"]])
+                                  ["--out", "x", "--cases", "2", "--randomise", "1.5"], ["--cases", "x"],
+                                  ["--out", "x", "--cases", "1", "--real", "a", "b"]])
 def test_cli_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exc:
         ph.main(argv)

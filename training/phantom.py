@@ -69,6 +69,7 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from flare_common import cli
+from flare_common.errors import InputError
 from training.data import PATHOLOGICAL_LIST
 
 # ------------------------------------------------------------------------------------ labels, tissues, CT values
@@ -1595,46 +1596,73 @@ def _display(plane: np.ndarray) -> np.ndarray:
     return plane[::-1, ::-1].T
 
 
-def _views(phantom: Phantom) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+def _views(image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]
+           ) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     """Axial planes at the liver's and the kidneys' largest sections and a coronal plane through
-    the kidneys: (title, image, labels, pixel aspect)."""
-    labels = phantom.labels
-    sx, sy, sz = phantom.spacing
+    the kidneys of a canonical (x, y, z) CT in HU, its labels and spacing (mm): (title, image,
+    labels, pixel aspect)."""
+    sx, sy, sz = spacing
     views = []
     for organ, name in ((LIVER, "liver"), (KIDNEY, "kidney")):
         area = (labels == organ).sum(axis=(0, 1))
         k = int(area.argmax()) if area.any() else labels.shape[2] // 2
-        views.append((f"axial, {name} level", phantom.image[:, :, k], labels[:, :, k], sy / sx))
+        views.append((f"axial, {name} level", image[:, :, k], labels[:, :, k], sy / sx))
     kidney = np.argwhere(labels == KIDNEY)
     j = int(kidney[:, 1].mean()) if len(kidney) else labels.shape[1] // 2
-    views.append(("coronal", phantom.image[:, j, :], labels[:, j, :], sz / sx))
+    views.append(("coronal", image[:, j, :], labels[:, j, :], sz / sx))
     return views
 
 
-def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side: int | None = None) -> None:
+def _real_case(ct: Path, labels: Path) -> tuple[str, np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """A real CT and its labels (FLARE21 numbering) read into the canonical orientation: the
+    preview row's title, image (HU), labels and spacing (mm)."""
+    from inference.imageio import read_ct
+
+    def read(path: Path):
+        try:
+            return read_ct(path)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+
+    image, mask = read(ct), read(labels)
+    if mask.data.shape != image.data.shape:
+        raise InputError(f"{labels}: shape {mask.data.shape} differs from the CT's {image.data.shape}")
+    shape = "x".join(str(n) for n in image.data.shape)
+    spacing = "x".join(f"{s:.2f}" for s in image.spacing)
+    title = f"real CT {ct.name}: {shape} voxels of {spacing} mm, reference labels"
+    return title, image.data, np.rint(mask.data).astype(np.uint8), image.spacing
+
+
+def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side: int | None = None,
+            real: tuple[Path, Path] | None = None) -> None:
     """Render a PNG of `cases` phantoms (cases start.. of seed): two axial and one coronal plane each,
-    soft-tissue window WINDOW_HU, organ outlines in LABEL_COLOURS."""
+    soft-tissue window WINDOW_HU, organ outlines in LABEL_COLOURS; `real` (a CT and its labels)
+    adds the same views of a real scan as the first row, to set beside them."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10.0, 3.5 * cases + 0.3), layout="constrained")
-    FigureCanvasAgg(fig)
-    for row, index in zip(fig.subfigures(cases, 1, squeeze=False)[:, 0], range(start, start + cases)):
+    rows = [_real_case(*real)] if real is not None else []
+    for index in range(start, start + cases):
         phantom = generate(case_seed(seed, index), max_side=max_side)
         shape = "x".join(str(n) for n in phantom.labels.shape)
         spacing = "x".join(f"{s:.2f}" for s in phantom.spacing)
-        row.suptitle(f"case {index}: {phantom.phase}, {shape} voxels of {spacing} mm, {phantom.lesions} lesion(s)",
-                     fontsize=9)
-        for ax, (title, image, labels, aspect) in zip(row.subplots(1, 3), _views(phantom)):
-            ax.imshow(_display(image), cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect)
+        rows.append((f"case {index}: {phantom.phase}, {shape} voxels of {spacing} mm, {phantom.lesions} lesion(s)",
+                     phantom.image, phantom.labels, phantom.spacing))
+    fig = Figure(figsize=(10.0, 3.5 * len(rows) + 0.3), layout="constrained")
+    FigureCanvasAgg(fig)
+    for subfigure, (title, image, labels, spacing) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
+        subfigure.suptitle(title, fontsize=9)
+        for ax, (view, plane, plane_labels, aspect) in zip(subfigure.subplots(1, 3), _views(image, labels, spacing)):
+            ax.imshow(_display(plane), cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect)
             for organ, colour in LABEL_COLOURS.items():
-                mask = _display(labels == organ)
+                mask = _display(plane_labels == organ)
                 if mask.any():
                     ax.contour(mask, levels=[0.5], colors=colour, linewidths=0.6)
-            ax.set_title(title, fontsize=8)
+            ax.set_title(view, fontsize=8)
             ax.set_axis_off()
-    fig.suptitle(f"synthetic abdominal CT, window {WINDOW_HU[0]:.0f} to {WINDOW_HU[1]:.0f} HU; outlines: "
-                 + ", ".join(f"{LABELS[k]} {c}" for k, c in LABEL_COLOURS.items()), fontsize=10)
+    fig.suptitle(f"{'real and ' if real else ''}synthetic abdominal CT, window {WINDOW_HU[0]:.0f} to "
+                 f"{WINDOW_HU[1]:.0f} HU; outlines: " + ", ".join(f"{LABELS[k]} {c}" for k, c in LABEL_COLOURS.items()),
+                 fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
 
@@ -1699,6 +1727,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
+    parser.add_argument("--real", type=Path, nargs=2, metavar=("CT", "LABELS"),
+                        help="with --preview: a real CT and its labels (FLARE21 numbering) shown first, beside the phantoms")
     return parser
 
 
@@ -1709,6 +1739,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give exactly one of --out and --preview")
     if args.out is not None and args.cases is None:
         parser.error("--cases is required with --out")
+    if args.real is not None and args.preview is None:
+        parser.error("--real goes with --preview")
     if args.cases is not None and args.cases < 1:
         parser.error("--cases must be at least 1")
     if args.seed < 0 or args.start < 0:
@@ -1719,7 +1751,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--randomise must be a probability in [0, 1]")
     began = time.perf_counter()
     if args.preview is not None:
-        preview(args.preview, args.seed, args.cases or 3, args.start, args.max_side)
+        try:
+            preview(args.preview, args.seed, args.cases or 3, args.start, args.max_side, args.real)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote a preview of {args.cases or 3} phantom(s) to {args.preview} "
               f"in {time.perf_counter() - began:.1f} s")
         return 0
