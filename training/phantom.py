@@ -1614,8 +1614,8 @@ def _views(image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, f
 
 
 def _real_case(ct: Path, labels: Path) -> tuple[str, np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """A real CT and its labels (FLARE21 numbering) read into the canonical orientation: the
-    preview row's title, image (HU), labels and spacing (mm)."""
+    """A real CT and labels of it (FLARE21 numbering: a reference, or a prediction to look at)
+    read into the canonical orientation: the preview row's title, image (HU), labels and spacing (mm)."""
     from inference.imageio import read_ct
 
     def read(path: Path):
@@ -1629,7 +1629,7 @@ def _real_case(ct: Path, labels: Path) -> tuple[str, np.ndarray, np.ndarray, tup
         raise InputError(f"{labels}: shape {mask.data.shape} differs from the CT's {image.data.shape}")
     shape = "x".join(str(n) for n in image.data.shape)
     spacing = "x".join(f"{s:.2f}" for s in image.spacing)
-    title = f"real CT {ct.name}: {shape} voxels of {spacing} mm, reference labels"
+    title = f"real CT {ct.name}: {shape} voxels of {spacing} mm, labels of {labels.name}"
     return title, image.data, np.rint(mask.data).astype(np.uint8), image.spacing
 
 
@@ -1728,7 +1728,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
     parser.add_argument("--real", type=Path, nargs=2, metavar=("CT", "LABELS"),
-                        help="with --preview: a real CT and its labels (FLARE21 numbering) shown first, beside the phantoms")
+                        help="with --preview: a real CT and labels of it (FLARE21 numbering: a reference or a "
+                        "prediction) shown first, beside the phantoms")
     return parser
 
 
