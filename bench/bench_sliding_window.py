@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, parse_shape, prepared
-from bench.record import write_section
+from bench.record import publish
 from evaluation.metrics import dice
 from flare_common.nifti import output_name
 from flare_common.units import MB
@@ -296,12 +296,9 @@ def main(argv: list[str] | None = None) -> int:
               "fine_spacing_mm": list(target), "window_grid": grid, "overlap": args.overlap,
               "windows": math.prod(len(window_starts(max(n, w), w, args.overlap)) for n, w in zip(grid, fine_size)),
               "runs": [c2f, window], "agreement": compare(args.out, case, models.labels)}
-    (args.out / "bench_sliding_window.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = table(result)
-    print(text)
-    if args.write_docs:
-        write_section(f"sliding-window-{device.type}-{backend}",
-                      f"Coarse-to-fine against a sliding window on the {device.type.upper()} ({backend})", text)
+    section = (f"sliding-window-{device.type}-{backend}",
+               f"Coarse-to-fine against a sliding window on the {device.type.upper()} ({backend})")
+    publish(result, args.out / "bench_sliding_window.json", table(result), section if args.write_docs else None)
     return 0
 
 

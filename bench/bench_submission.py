@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from bench.record import cpu_description, write_section
+from bench.record import cpu_description, publish
 from evaluation.efficiency import Submission, run_case
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
@@ -300,12 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     result["yardstick_s"] = yardstick(device, args.repeats)
     result["cold"] = cold(cases, weights, device, precision, backend, args.out)
     result["warm"] = warm(cases, weights, models, device, precision, backend)
-    (args.out / "bench_submission.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = tables(result)
-    print(text)
-    if args.write_docs:
-        write_section(f"submission-{device.type}-{backend}",
-                      f"The whole submission on the {device.type.upper()}, networks run by {backend}", text)
+    section = (f"submission-{device.type}-{backend}",
+               f"The whole submission on the {device.type.upper()}, networks run by {backend}")
+    publish(result, args.out / "bench_submission.json", tables(result), section if args.write_docs else None)
     return 0
 
 

@@ -2,6 +2,7 @@
 docs/benchmarks.md (a section between two HTML comment markers, replaced on each --write-docs)."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -53,3 +54,12 @@ def write_section(name: str, heading: str, text: str) -> None:
     else:
         doc = f"{doc.rstrip()}\n\n## {heading}\n\n{start}\n{text}\n{end}\n"
     docs.write_text(doc)
+
+
+def publish(result: dict, path: Path, text: str, section: tuple[str, str] | None) -> None:
+    """A benchmark's end: its result as JSON at `path`, its tables printed and, with `section`
+    (name, heading), written into DOCS (write_section)."""
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(text)
+    if section is not None:
+        write_section(*section, text)
