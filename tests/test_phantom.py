@@ -60,8 +60,8 @@ def test_labels_and_organs_present(small_phantoms):
 def test_geometry_ranges_and_cap():
     rng = np.random.default_rng(0)
     for _ in range(200):
-        g = ph.draw_geometry(rng)
-        assert g.shape[:2] == (ph.MATRIX, ph.MATRIX) and 1 <= g.shape[2] <= ph.MAX_SLICES
+        g, scan = ph.draw_geometry(rng)
+        assert scan in ph.SCAN_RANGES and g.shape[:2] == (ph.MATRIX, ph.MATRIX) and 1 <= g.shape[2] <= ph.MAX_SLICES
         assert 0.6 <= g.spacing[0] == g.spacing[1] <= 1.0 and 0.8 <= g.spacing[2] <= 5.0
         coverage = g.shape[2] * g.spacing[2]
         assert coverage <= 450.0 + g.spacing[2] and (coverage >= 150.0 - g.spacing[2] or g.shape[2] == ph.MAX_SLICES)
@@ -121,9 +121,32 @@ def test_venous_phase_values_and_lesions():
     assert np.median(image[labels == ph.LIVER]) > np.median(plain[labels == ph.LIVER]) + 25
 
 
+def test_extra_scan_ranges_change_only_the_z_range():
+    """A case drawn into the chest or slab range keeps its anatomy, in-plane grid and look; the
+    chest scan starts above the heart's lower part, the slab is short; without them it is the plain case."""
+    seed = ph.case_seed(6, 1)
+    plain = ph.generate(seed, max_side=48)
+    chest = ph.generate(seed, max_side=48, mix=ph.Mix(chest=1.0))
+    slab = ph.generate(seed, max_side=48, mix=ph.Mix(slab=1.0))
+    assert (plain.scan in ph.SCAN_RANGES, chest.scan, slab.scan) == (True, "chest", "slab")
+    for other in (chest, slab):
+        assert other.geometry.spacing[:2] == plain.geometry.spacing[:2]
+        assert other.geometry.origin[:2] == plain.geometry.origin[:2] and other.phase == plain.phase
+    top = [g.origin[2] + (g.shape[2] - 1) * g.spacing[2] for g in (plain.geometry, chest.geometry)]
+    assert top[1] >= ph.DOME_MM + ph.EXTRA_RANGES["chest"][0][0] - chest.geometry.spacing[2] > top[0]
+    assert slab.geometry.shape[2] * slab.geometry.spacing[2] <= ph.EXTRA_RANGES["slab"][1][1] + 5.0
+    top = chest.image[:, :, -1]
+    assert (top < -600).mean() > 0.1 and (top > 150).any()  # lungs; ribs and contrast-filled vessels
+    assert not chest.labels[:, :, -1].any()
+    unchanged = ph.generate(seed, max_side=48, mix=ph.Mix(chest=0.0, slab=0.0))
+    assert np.array_equal(unchanged.image, plain.image)
+    with pytest.raises(ValueError):
+        ph.Mix(chest=0.7, slab=0.4)
+
+
 def test_randomised_mode_same_labels_other_intensities():
     ct = ph.generate(9, max_side=48)
-    dr = ph.generate(9, max_side=48, randomise=1.0)
+    dr = ph.generate(9, max_side=48, mix=ph.Mix(randomise=1.0))
     assert not ct.randomised and dr.randomised
     assert np.array_equal(ct.labels, dr.labels) and ct.geometry == dr.geometry
     assert not np.allclose(ct.image, dr.image)
@@ -164,7 +187,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     rows = read_rows(out / "cases.csv")
     assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
-                            "orientation", "organs"}
+                            "orientation", "scan", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2
@@ -202,6 +225,7 @@ def test_cli_preview_sets_a_real_ct_beside_the_phantoms(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv", [[], ["--out", "x"], ["--out", "x", "--cases", "0"],
                                   ["--out", "x", "--cases", "2", "--randomise", "1.5"], ["--cases", "x"],
+                                  ["--out", "x", "--cases", "2", "--chest", "0.6", "--slab", "0.6"],
                                   ["--out", "x", "--cases", "1", "--real", "a", "b"]])
 def test_cli_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exc:

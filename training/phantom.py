@@ -39,13 +39,15 @@ Each tissue gets a CT value for the case's contrast phase (non-contrast, arteria
 drawn around its prior (`HU_PRIORS`), texture, blur and spatially correlated noise; in the
 domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random value instead, with a
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
-geometries (`draw_geometry`) vary spacing, field of view and z range; files are written in a
-storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
+geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
+reaching up into the chest and short slabs through the upper abdomen (`Mix`); files are written
+in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
-    python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--prefix phantom] [--start I]
-    python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N]
+    python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
+        [--prefix phantom] [--start I]
+    python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
 and DIR/cases.csv for cases NNNN = I .. I+N-1; case NNNN depends only on (S, NNNN) (`case_seed`).
@@ -58,7 +60,7 @@ import csv
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -148,10 +150,13 @@ SLICE_SPACINGS_MM = (0.8, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
 SLICE_SPACING_P = (0.08, 0.12, 0.1, 0.1, 0.15, 0.15, 0.15, 0.15)
 MAX_SLICES = 300
 DOME_MM = 140.0  # nominal z of the right diaphragm dome
-# Scan ranges: probability, top of the scan relative to the nominal dome (mm), z coverage (mm).
-SCAN_RANGES = ((0.65, (5.0, 50.0), (250.0, 450.0)),  # lung bases to the pelvis
-               (0.20, (-5.0, 40.0), (150.0, 250.0)),  # upper abdomen
-               (0.15, (-50.0, -10.0), (180.0, 400.0)))  # starting below the liver dome
+# Scan ranges: name: probability, top of the scan relative to the nominal dome (mm), z coverage (mm).
+SCAN_RANGES = {"lung bases down": (0.65, (5.0, 50.0), (250.0, 450.0)),  # lung bases to the pelvis
+               "upper abdomen": (0.20, (-5.0, 40.0), (150.0, 250.0)),
+               "below the dome": (0.15, (-50.0, -10.0), (180.0, 400.0))}  # starting below the liver dome
+# Ranges a set may mix in (Mix.chest, Mix.slab), drawn from a stream of their own: top (mm) and coverage (mm).
+EXTRA_RANGES = {"chest": ((80.0, 250.0), (250.0, 600.0)),  # from the upper chest (heart, lungs) down
+                "slab": ((-70.0, 10.0), (50.0, 140.0))}  # a short slab through the upper abdomen
 FOV_CENTRE_MM = ((0.0, 8.0), (0.0, 25.0))  # x: normal (mean, sd); y: uniform (low, high)
 ABDOMEN_CENTRE_MM = (0.0, 15.0, 10.0)  # the middle of the organs' region in the patient frame
 ORIENTATIONS = (("R", "A", "S"), ("L", "P", "S"), ("L", "A", "S"), ("S", "L", "P"), ("P", "S", "R"))
@@ -213,6 +218,25 @@ GUT_WALL_MM = 2.5
 RIBS = ((-0.75, None, 25.0, 0.0), (-0.3, None, 45.0, 0.0), (0.2, 0.75, 70.0, 15.0),
         (0.5, 0.95, 85.0, 20.0), (0.7, 1.15, 95.0, 25.0), (0.9, 1.35, 100.0, 30.0))
 RIB_START = -np.pi / 2 + 0.45  # elliptic angle where a rib reaches the body wall
+# The upper chest, drawn only above CHEST_FROM_MM (above every scan of SCAN_RANGES, whose cases it
+# leaves as they were): ribs 5..1 (columns as RIBS, from vertebra level 8 up), the trachea down to
+# the carina, the ascending aorta and arch, the pulmonary trunk and arteries, the SVC (mm, radius mm)
+# and vessels in the lungs.
+CHEST_FROM_MM = DOME_MM + 55.0
+UPPER_RIBS = ((1.0, 1.4, 80.0, 25.0), (1.05, 1.42, 70.0, 20.0), (1.1, 1.44, 60.0, 15.0),
+              (1.15, 1.45, 45.0, 10.0), (1.2, 1.45, 30.0, 5.0))
+UPPER_RIB_LEVEL = 8
+TRACHEA = (((0.0, 30.0, 480.0), (0.0, 24.0, 380.0), (-2.0, 18.0, 300.0)), 9.0)  # to the carina
+BRONCHI = (((-2.0, 18.0, 300.0), (-40.0, 12.0, 275.0), (-65.0, 8.0, 255.0)),
+           ((-2.0, 18.0, 300.0), (35.0, 15.0, 285.0), (60.0, 10.0, 270.0)))
+GREAT_VESSELS = (  # points relative to the carina (0, 0, 0 = TRACHEA's last point), radius
+    (((5.0, 45.0, -110.0), (12.0, 42.0, -40.0), (5.0, 30.0, 25.0), (-15.0, 5.0, 35.0), (-25.0, -25.0, 20.0)), 14.0),
+    (((-15.0, 50.0, -100.0), (-18.0, 35.0, -35.0), (-55.0, 10.0, -25.0), (-75.0, 5.0, -35.0)), 12.0),
+    (((-15.0, 35.0, -35.0), (20.0, 15.0, -30.0), (60.0, 5.0, -40.0)), 10.0),
+    (((28.0, 30.0, 150.0), (27.0, 35.0, 20.0), (22.0, 40.0, -80.0)), 10.0),
+)
+LUNG_VESSEL_STEP_MM = (7.0, 11.0)  # feature size of the fields whose zero curves the vessels follow
+LUNG_VESSEL_RADIUS_MM = (1.2, 2.5)
 LESIONS = (0.3, 1.0, 0.35, 0.5)  # P(case has lesions), mean extra liver lesions, P(kidney lesion), P(cyst)
 LESION_RADIUS_MM = (2.5, 20.0)
 BIG_MM = 1000.0  # the field value far from a structure
@@ -681,9 +705,11 @@ def _lung_field(axes: Axes, body: Body, diaphragm: Diaphragm) -> np.ndarray:
 
 
 def _mediastinum_field(axes: Axes, diaphragm: Diaphragm) -> np.ndarray:
-    """The mediastinum above the diaphragm (mm): between the lungs, in front of the spine."""
+    """The mediastinum above the diaphragm (mm): between the lungs, in front of the spine; half as
+    wide 60 mm above CHEST_FROM_MM, above the heart."""
     x, y, z = _open(axes)
-    return np.maximum(_ellipse(x + 15.0, y - 30.0, 75.0, 70.0), _diaphragm_z(diaphragm, x, y) - z)
+    width = 75.0 - 37.0 * np.clip((z - CHEST_FROM_MM) / 60.0, 0.0, 1.0)
+    return np.maximum(_ellipse(x + 15.0, y - 30.0, width, 70.0), _diaphragm_z(diaphragm, x, y) - z)
 
 
 def _heart_field(axes: Axes, centre: np.ndarray, rotation: np.ndarray, radii: np.ndarray,
@@ -707,6 +733,35 @@ def _chest_parts(rng: np.random.Generator, body: Body, diaphragm: Diaphragm) -> 
     heart = Part(partial(_heart_field, centre=centre, rotation=rotation, radii=radii, diaphragm=diaphragm),
                  _box(centre, radii.max() + 5.0), ((0.0, "myocardium"), (9.0, "blood")), label=0)
     return [lungs, mediastinum, heart]
+
+
+def _lung_vessel_field(axes: Axes, a: SmoothField, b: SmoothField, length: float, radius: float) -> np.ndarray:
+    """Vessels in the lungs (mm): tubes of the given radius along the curves where two smooth fields
+    are both zero (length: mm per unit of field)."""
+    return np.sqrt(field_on(a, axes) ** 2 + field_on(b, axes) ** 2) * length - radius
+
+
+def _upper_chest_parts(rng: np.random.Generator, body: Body, spine: Spine) -> list[Part]:
+    """Above CHEST_FROM_MM only: the upper ribs, trachea and main bronchi, great vessels and the
+    vessels in the lungs (drawn after everything else, so the rest of a patient does not change)."""
+    floor = CHEST_FROM_MM
+    parts = _rib_parts(_rib_tubes(body, spine, rng, UPPER_RIBS, UPPER_RIB_LEVEL), floor)
+    shift = rng.normal(0.0, 5.0, 3)
+    points, radius = TRACHEA
+    airway = [spline_tube(np.add(points, shift), [radius] * len(points), step=5.0)]
+    airway += [spline_tube(np.add(p, shift), [radius * 0.8, radius * 0.65, radius * 0.5], step=5.0) for p in BRONCHI]
+    parts.append(_above(tube_part(airway, ((0.0, "gut wall"), (2.0, "gas"))), floor))
+    carina = np.add(points[-1], shift)
+    for vessel, r in GREAT_VESSELS:
+        tube = spline_tube(carina + np.asarray(vessel) + rng.normal(0.0, 4.0, (len(vessel), 3)),
+                           [r * rng.uniform(0.85, 1.15)] * len(vessel), step=5.0)
+        parts.append(_above(tube_part([tube], ((0.0, "blood"),)), floor))
+    lo, hi = (-body.a, body.yc - body.b, floor), (body.a, body.yc + body.b, 600.0)
+    step = rng.uniform(*LUNG_VESSEL_STEP_MM)
+    vessels = partial(_lung_vessel_field, a=draw_field(rng, lo, hi, step), b=draw_field(rng, lo, hi, step),
+                      length=np.sqrt(2.0) * step / 1.3, radius=rng.uniform(*LUNG_VESSEL_RADIUS_MM))
+    parts.append(Part(vessels, (lo, hi), ((0.0, "blood"),), resolution=(1.5, 1.5, 1.5), into=("lung",)))
+    return parts
 
 
 # ------------------------------------------------------------------------------------ muscles
@@ -892,12 +947,14 @@ def _spine_parts(spine: Spine) -> list[Part]:
             Part(partial(_canal_field, spine=spine), canal_box, ((0.0, "csf"),), resolution=fine)]
 
 
-def _rib_tubes(body: Body, spine: Spine, rng: np.random.Generator) -> list[tuple[Tube, Tube | None]]:
-    """Ribs 12 to 7 on both sides, each with its costal cartilage (None for floating ribs): from the
-    vertebra along the inside of the muscle wall, falling towards the front."""
+def _rib_tubes(body: Body, spine: Spine, rng: np.random.Generator, table: Sequence[tuple] = RIBS,
+               first_level: int = 1) -> list[tuple[Tube, Tube | None]]:
+    """Ribs of `table` (default 12 to 7) on both sides, from vertebra level first_level up, each with
+    its costal cartilage (None for floating ribs): from the vertebra along the inside of the muscle
+    wall, falling towards the front."""
     ribs = []
     inset = body.muscle / 2 + 1.0
-    for k, (end, cartilage_end, fall, rise) in enumerate(RIBS, start=1):
+    for k, (end, cartilage_end, fall, rise) in enumerate(table, start=first_level):
         zc = _level_centre(spine, k)
         w = float(_vertebra_size(spine, zc)[0])
         fall *= rng.uniform(0.85, 1.15)
@@ -920,14 +977,22 @@ def _rib_tubes(body: Body, spine: Spine, rng: np.random.Generator) -> list[tuple
     return ribs
 
 
-def _rib_parts(body: Body, spine: Spine, rng: np.random.Generator) -> list[Part]:
-    """Ribs (cortical shell, marrow) and their cartilages, one part each."""
+def _rib_parts(ribs: Sequence[tuple[Tube, Tube | None]], floor: float | None = None) -> list[Part]:
+    """Ribs (cortical shell, marrow) and their cartilages, one part each; above z = floor (mm) only."""
     parts = []
-    for rib, cartilage in _rib_tubes(body, spine, rng):
-        parts.append(tube_part([rib], ((0.0, "cortical bone"), (1.2, "cancellous bone"))))
+    for rib, cartilage in ribs:
+        parts.append(_above(tube_part([rib], ((0.0, "cortical bone"), (1.2, "cancellous bone"))), floor))
         if cartilage is not None:
-            parts.append(tube_part([cartilage], ((0.0, "cartilage"),)))
+            parts.append(_above(tube_part([cartilage], ((0.0, "cartilage"),)), floor))
     return parts
+
+
+def _above(part: Part, floor: float | None) -> Part:
+    """The part painted only above z = floor (mm; None: everywhere)."""
+    if floor is None:
+        return part
+    lo, hi = part.box
+    return replace(part, box=((lo[0], lo[1], max(lo[2], floor)), hi))
 
 
 def _iliac_field(axes: Axes, side: float, crest: float, radius: float, flare: float, thickness: float,
@@ -1368,7 +1433,7 @@ def draw_anatomy(rng: np.random.Generator) -> list[Part]:
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
     parts = _table_part(rng, body) + _body_parts(body, diaphragm) + _chest_parts(rng, body, diaphragm)
-    parts += _muscle_parts(rng, spine, body) + _spine_parts(spine) + _rib_parts(body, spine, rng)
+    parts += _muscle_parts(rng, spine, body) + _spine_parts(spine) + _rib_parts(_rib_tubes(body, spine, rng))
     parts += _pelvis_parts(rng, body, spine)
 
     kidneys = [_kidney_frame(rng, side, breath) for side in (1.0, -1.0)]
@@ -1399,7 +1464,7 @@ def draw_anatomy(rng: np.random.Generator) -> list[Part]:
     parts += _vessel_parts(rng, spine, liver, spleen, kidneys, pancreas)
     parts += _lesion_parts(rng, liver, kidneys)
     parts += _gut_parts(rng, body)
-    return parts
+    return parts + _upper_chest_parts(rng, body, spine)
 
 
 # ------------------------------------------------------------------------------------ scan geometry
@@ -1421,19 +1486,25 @@ def centred(shape: tuple[int, int, int], spacing: tuple[float, float, float]) ->
     return Geometry(tuple(int(n) for n in shape), tuple(float(s) for s in spacing), origin)
 
 
-def draw_geometry(rng: np.random.Generator, max_side: int | None = None) -> Geometry:
-    """A scan's grid: MATRIX x MATRIX pixels of 0.6-1.0 mm, slices of 0.8-5 mm covering 150-450 mm
-    (at most MAX_SLICES) from the lung bases (most), the upper abdomen or below the liver dome
-    down; then capped to max_side voxels per axis, keeping the field of view."""
+def draw_geometry(rng: np.random.Generator, max_side: int | None = None, scan: str | None = None
+                  ) -> tuple[Geometry, str]:
+    """A scan's grid and the name of its range: MATRIX x MATRIX pixels of 0.6-1.0 mm, slices of
+    0.8-5 mm covering 150-450 mm (at most MAX_SLICES) from the lung bases (most), the upper abdomen
+    or below the liver dome down, or the EXTRA_RANGES entry `scan`; then capped to max_side voxels
+    per axis, keeping the field of view. A scan of EXTRA_RANGES takes the same draws from rng, so
+    the rest of the grid is the one the case has without it."""
     inplane = rng.uniform(*INPLANE_SPACING_MM)
     slice_mm = float(rng.choice(SLICE_SPACINGS_MM, p=SLICE_SPACING_P))
-    _, top, coverage = SCAN_RANGES[rng.choice(len(SCAN_RANGES), p=[r[0] for r in SCAN_RANGES])]
+    names = list(SCAN_RANGES)
+    drawn = names[rng.choice(len(names), p=[SCAN_RANGES[n][0] for n in names])]
+    top, coverage = EXTRA_RANGES[scan] if scan is not None else SCAN_RANGES[drawn][1:]
     top_z = DOME_MM + rng.uniform(*top)
     slices = max(1, min(MAX_SLICES, int(round(rng.uniform(*coverage) / slice_mm))))
     centre = (rng.normal(*FOV_CENTRE_MM[0]), rng.uniform(*FOV_CENTRE_MM[1]))
     half = (MATRIX - 1) / 2 * inplane
     origin = (centre[0] - half, centre[1] - half, top_z - (slices - 1) * slice_mm)
-    return capped(Geometry((MATRIX, MATRIX, slices), (inplane, inplane, slice_mm), origin), max_side)
+    geometry = Geometry((MATRIX, MATRIX, slices), (inplane, inplane, slice_mm), origin)
+    return capped(geometry, max_side), scan or drawn
 
 
 # ------------------------------------------------------------------------------------ CT values
@@ -1524,7 +1595,8 @@ def randomised_image(tissue: np.ndarray, geometry: Geometry, rng: np.random.Gene
 class Phantom:
     """A synthetic CT: image (float32 HU) and labels (uint8 LABELS) indexed (x, y, z) canonical
     (RAS+) on `geometry`'s grid; the contrast phase, whether the image is domain-randomised, how
-    many lesions show, and the storage orientation (axis codes) its files are written in."""
+    many lesions show, the storage orientation (axis codes) its files are written in and the name
+    of its scan range (SCAN_RANGES, EXTRA_RANGES; "given" for a grid passed in)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -1533,6 +1605,7 @@ class Phantom:
     randomised: bool
     lesions: int
     orientation: tuple[str, str, str]
+    scan: str = "given"
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -1550,21 +1623,45 @@ def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
+@dataclass(frozen=True)
+class Mix:
+    """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
+    (randomised_image); chest and slab, scans of EXTRA_RANGES' chest and slab ranges. Each is drawn
+    from a stream of its own: a case that does not get a variation is the case of the plain set."""
+
+    randomise: float = 0.0
+    chest: float = 0.0
+    slab: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not all(0.0 <= p <= 1.0 for p in (self.randomise, self.chest, self.slab)) or self.chest + self.slab > 1.0:
+            raise ValueError(f"fractions must lie in [0, 1], chest + slab at most 1: {self}")
+
+
+PLAIN = Mix()  # no variations: every case as drawn from SCAN_RANGES, in CT values
+
+
 def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = None, max_side: int | None = None,
-             randomise: float = 0.0) -> Phantom:
+             mix: Mix = PLAIN) -> Phantom:
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
-    to max_side voxels per axis; its image domain-randomised with probability `randomise`. The
-    anatomy depends only on the seed, never on the grid; the labels never on `randomise`."""
+    to max_side voxels per axis; its image domain-randomised and its scan range one of the extra
+    ones with mix's probabilities. The anatomy depends only on the seed, never on the grid; the
+    labels never on mix.randomise."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage = (_stream(root, k) for k in range(4))
+    anatomy, scan, look, storage, extent = (_stream(root, k) for k in range(5))
     parts = draw_anatomy(anatomy)
-    geometry = capped(geometry, max_side) if geometry is not None else draw_geometry(scan, max_side)
+    if geometry is not None:
+        geometry, scan_name = capped(geometry, max_side), "given"
+    else:
+        u = extent.random()
+        extra = "chest" if u < mix.chest else "slab" if u < mix.chest + mix.slab else None
+        geometry, scan_name = draw_geometry(scan, max_side, extra)
     tissue, labels, lesions = render(parts, geometry)
-    randomised = bool(look.random() < randomise)
+    randomised = bool(look.random() < mix.randomise)
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
     image = randomised_image(tissue, geometry, look) if randomised else ct_image(tissue, geometry, phase, look)
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
-    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation)
+    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -1634,20 +1731,20 @@ def _real_case(ct: Path, labels: Path) -> tuple[str, np.ndarray, np.ndarray, tup
 
 
 def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side: int | None = None,
-            real: tuple[Path, Path] | None = None) -> None:
-    """Render a PNG of `cases` phantoms (cases start.. of seed): two axial and one coronal plane each,
-    soft-tissue window WINDOW_HU, organ outlines in LABEL_COLOURS; `real` (a CT and its labels)
-    adds the same views of a real scan as the first row, to set beside them."""
+            real: tuple[Path, Path] | None = None, mix: Mix = PLAIN) -> None:
+    """Render a PNG of `cases` phantoms (cases start.. of seed, with mix's variations): two axial and
+    one coronal plane each, soft-tissue window WINDOW_HU, organ outlines in LABEL_COLOURS; `real`
+    (a CT and its labels) adds the same views of a real scan as the first row, to set beside them."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = [_real_case(*real)] if real is not None else []
     for index in range(start, start + cases):
-        phantom = generate(case_seed(seed, index), max_side=max_side)
+        phantom = generate(case_seed(seed, index), max_side=max_side, mix=mix)
         shape = "x".join(str(n) for n in phantom.labels.shape)
         spacing = "x".join(f"{s:.2f}" for s in phantom.spacing)
-        rows.append((f"case {index}: {phantom.phase}, {shape} voxels of {spacing} mm, {phantom.lesions} lesion(s)",
-                     phantom.image, phantom.labels, phantom.spacing))
+        rows.append((f"case {index}: {phantom.phase}, {phantom.scan}, {shape} voxels of {spacing} mm, "
+                     f"{phantom.lesions} lesion(s)", phantom.image, phantom.labels, phantom.spacing))
     fig = Figure(figsize=(10.0, 3.5 * len(rows) + 0.3), layout="constrained")
     FigureCanvasAgg(fig)
     for subfigure, (title, image, labels, spacing) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
@@ -1674,28 +1771,28 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "randomised": str(phantom.randomised).lower(), "lesions": str(phantom.lesions),
             "shape": "x".join(str(n) for n in phantom.labels.shape),
             "spacing": "x".join(f"{s:.4f}" for s in phantom.spacing),
-            "orientation": "".join(phantom.orientation), "organs": " ".join(present)}
+            "orientation": "".join(phantom.orientation), "scan": phantom.scan, "organs": " ".join(present)}
 
 
-def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | None, randomise: float) -> dict[str, str]:
+def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | None, mix: Mix) -> dict[str, str]:
     """Generate and write case `index` of seed; its cases.csv row."""
-    phantom = generate(case_seed(seed, index), max_side=max_side, randomise=randomise)
+    phantom = generate(case_seed(seed, index), max_side=max_side, mix=mix)
     case = f"{prefix}_{index:04d}"
     save(phantom, out / "images", out / "labels", case)
     return _case_row(phantom, case, seed, index)
 
 
 def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "phantom",
-              max_side: int | None = None, randomise: float = 0.0, workers: int = 1) -> list[dict[str, str]]:
-    """Write cases start..start+cases-1 of seed as FLARE-layout pairs under out/images and out/labels
-    (`workers` processes), out/cases.csv and out/pathological.txt (the cases with lesions, which
-    training samples more often); the rows of cases.csv."""
+              max_side: int | None = None, mix: Mix = PLAIN, workers: int = 1) -> list[dict[str, str]]:
+    """Write cases start..start+cases-1 of seed (with mix's variations) as FLARE-layout pairs under
+    out/images and out/labels (`workers` processes), out/cases.csv and out/pathological.txt (the
+    cases with lesions, which training samples more often); the rows of cases.csv."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
     indices = range(start, start + cases)
-    write = partial(_write_case, out, seed, prefix=prefix, max_side=max_side, randomise=randomise)
+    write = partial(_write_case, out, seed, prefix=prefix, max_side=max_side, mix=mix)
     bar = partial(tqdm, total=cases, desc="phantoms", unit="case", file=sys.stderr, disable=None)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -1723,7 +1820,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-side", type=int, metavar="N",
                         help="at most this many voxels per axis, the field of view kept (default: full size, 512 in-plane)")
     parser.add_argument("--randomise", type=float, default=0.0, metavar="P",
-                        help="probability that a case's image is domain-randomised (default %(default)s)")
+                        help="fraction of the cases whose image is domain-randomised (default %(default)s)")
+    parser.add_argument("--chest", type=float, default=0.0, metavar="P",
+                        help="fraction of the scans reaching up into the chest, 80-250 mm above the liver dome "
+                        "(default %(default)s)")
+    parser.add_argument("--slab", type=float, default=0.0, metavar="P",
+                        help="fraction of the scans that are short slabs (50-140 mm) through the upper abdomen "
+                        "(default %(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
@@ -1748,12 +1851,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seed and --start must not be negative")
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
-    if not 0.0 <= args.randomise <= 1.0:
-        parser.error("--randomise must be a probability in [0, 1]")
+    try:
+        mix = Mix(args.randomise, args.chest, args.slab)
+    except ValueError:
+        parser.error("--randomise, --chest and --slab must lie in [0, 1], --chest plus --slab at most 1")
     began = time.perf_counter()
     if args.preview is not None:
         try:
-            preview(args.preview, args.seed, args.cases or 3, args.start, args.max_side, args.real)
+            preview(args.preview, args.seed, args.cases or 3, args.start, args.max_side, args.real, mix)
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -1762,7 +1867,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, args.randomise, args.workers)
+    rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, mix, args.workers)
     print(f"wrote {len(rows)} phantom(s) ({sum(r['randomised'] == 'true' for r in rows)} randomised) to "
           f"{args.out}/images and {args.out}/labels, listed in {args.out}/cases.csv, "
           f"in {time.perf_counter() - began:.1f} s")
