@@ -735,9 +735,15 @@ def _chest_parts(rng: np.random.Generator, body: Body, diaphragm: Diaphragm) -> 
     return [lungs, mediastinum, heart]
 
 
-def _lung_vessel_field(axes: Axes, a: SmoothField, b: SmoothField, length: float, radius: float) -> np.ndarray:
-    """Vessels in the lungs (mm): tubes of the given radius along the curves where two smooth fields
-    are both zero (length: mm per unit of field)."""
+def _curve_tubes(rng: np.random.Generator, lo: Sequence[float], hi: Sequence[float], step: float) -> dict:
+    """Two smooth random fields (features about step mm) over the box lo..hi and the mm per unit of
+    field that makes tubes along their common zero curves (_curve_tubes_field's a, b, length)."""
+    return {"a": draw_field(rng, lo, hi, step), "b": draw_field(rng, lo, hi, step), "length": np.sqrt(2.0) * step / 1.3}
+
+
+def _curve_tubes_field(axes: Axes, a: SmoothField, b: SmoothField, length: float, radius: float) -> np.ndarray:
+    """Tubes (mm) of the given radius along the curves where the two smooth fields are both zero
+    (length: mm per unit of field): small-bowel loops, vessels in the lungs."""
     return np.sqrt(field_on(a, axes) ** 2 + field_on(b, axes) ** 2) * length - radius
 
 
@@ -758,8 +764,7 @@ def _upper_chest_parts(rng: np.random.Generator, body: Body, spine: Spine) -> li
         parts.append(_above(tube_part([tube], ((0.0, "blood"),)), floor))
     lo, hi = (-body.a, body.yc - body.b, floor), (body.a, body.yc + body.b, 600.0)
     step = rng.uniform(*LUNG_VESSEL_STEP_MM)
-    vessels = partial(_lung_vessel_field, a=draw_field(rng, lo, hi, step), b=draw_field(rng, lo, hi, step),
-                      length=np.sqrt(2.0) * step / 1.3, radius=rng.uniform(*LUNG_VESSEL_RADIUS_MM))
+    vessels = partial(_curve_tubes_field, **_curve_tubes(rng, lo, hi, step), radius=rng.uniform(*LUNG_VESSEL_RADIUS_MM))
     parts.append(Part(vessels, (lo, hi), ((0.0, "blood"),), resolution=(1.5, 1.5, 1.5), into=("lung",)))
     return parts
 
@@ -1376,11 +1381,9 @@ def _gas_field(axes: Axes, field: SmoothField, threshold: float, level: float, g
 
 def _bowel_field(axes: Axes, a: SmoothField, b: SmoothField, length: float, radius: float,
                  top: float) -> np.ndarray:
-    """Small-bowel loops (mm): tubes of the given radius around the curves where the two smooth
-    fields are both zero (length: mm per unit of field), below z = top - x / 4."""
+    """Small-bowel loops (mm): _curve_tubes_field below z = top - x / 4."""
     x, _, z = _open(axes)
-    loops = np.sqrt(field_on(a, axes) ** 2 + field_on(b, axes) ** 2) * length - radius
-    return np.maximum(loops, z - (top - x / 4.0))
+    return np.maximum(_curve_tubes_field(axes, a, b, length, radius), z - (top - x / 4.0))
 
 
 def _gut_parts(rng: np.random.Generator, body: Body) -> list[Part]:
@@ -1411,8 +1414,8 @@ def _gut_parts(rng: np.random.Generator, body: Body) -> list[Part]:
     lo = (-body.a, min(RETROPERITONEUM[1]) - 40.0 - 0.3 * body.b, -420.0)
     hi = (body.a, body.yc + body.b, 60.0)
     step = rng.uniform(10.0, 13.0)
-    loops = partial(_bowel_field, a=draw_field(rng, lo, hi, step), b=draw_field(rng, lo, hi, step),
-                    length=np.sqrt(2.0) * step / 1.3, radius=rng.uniform(9.0, 13.0), top=rng.uniform(0.0, 25.0))
+    loops = partial(_bowel_field, **_curve_tubes(rng, lo, hi, step), radius=rng.uniform(9.0, 13.0),
+                    top=rng.uniform(0.0, 25.0))
     bowel_gas = draw_field(rng, lo, hi, 15.0)
     parts += [Part(loops, (lo, hi), ((0.0, "gut wall"), (GUT_WALL_MM, "bowel fluid")), into=("visceral fat",)),
               Part(partial(_gas_field, field=bowel_gas, threshold=rng.uniform(0.8, 1.8), level=40.0,
