@@ -153,7 +153,7 @@ def compile_ahead(weights: Path) -> Future | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None  # `available` will say what is wrong
     pool = ThreadPoolExecutor(1, thread_name_prefix="openvino")
-    future = pool.submit(lambda: {stage: CompiledNetwork(folder / f"{stage}.xml") for stage in stages})
+    future = pool.submit(_compile, folder, stages)
     pool.shutdown(wait=False)
     return future
 
@@ -164,6 +164,11 @@ def compile_networks(weights: Path, models: Models, ahead: Future | None = None)
     folder = folder_for(weights)
     compiled = ahead.result() if ahead is not None else {}
     if set(compiled) != set(models.stages()):
-        compiled = {stage: CompiledNetwork(folder / f"{stage}.xml") for stage in models.stages()}
+        compiled = _compile(folder, models.stages())
     return compiled
+
+
+def _compile(folder: Path, stages) -> dict[str, CompiledNetwork]:
+    """The networks of these stages compiled from the export in `folder`."""
+    return {stage: CompiledNetwork(folder / f"{stage}.xml") for stage in stages}
 
