@@ -152,8 +152,8 @@ def run_method(args: argparse.Namespace) -> dict:
     grid) to OUT/<method>.npy; the timings and memory."""
     device = torch.device(args.device)
     models = load(args.weights)
-    compiled = openvino_runtime.compile_networks(args.weights, models) if args.backend == "openvino" else None
-    segmenter = Segmenter(models, device, args.precision, compiled=compiled)
+    networks = openvino_runtime.compile_networks(args.weights, models, args.precision) if args.backend == "openvino" else None
+    segmenter = Segmenter(models, device, args.precision, compiled=networks.stages if networks else None)
     ct = read_ct(args.input)
     target = tuple(args.target_spacing) if args.target_spacing else None
 
@@ -278,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
-    precision = choose_precision(args.precision, device)
+    precision = choose_precision(args.precision, device)  # PyTorch's
     sizes = {"coarse": (args.sizes[0],) * 3, "fine": (args.sizes[1],) * 3}
-    models, weights, backend = prepared(args.weights, sizes, device, precision, args.backend, args.out)
+    models, weights, backend = prepared(args.weights, sizes, device, args.precision, args.backend, args.out)
+    if backend == "openvino":  # both methods at the one precision OpenVINO's probe chooses here
+        precision, _ = openvino_runtime.choose_precision(args.precision)
     case = args.input or make_inputs(args.out / "inputs", [args.shape], [])[0]
     ct = read_ct(case)
 

@@ -9,8 +9,9 @@ On one device:
    centred on the abdomen, and the real CT beside the checkout (REAL_CT) when it is there;
 2. weights: the checkpoint with its networks' input sizes set to --sizes, by default the paper's
    (coarse 160^3, fine 192^3), so that the networks do the paper's work whatever size the weights
-   were trained at (`--sizes checkpoint` keeps the checkpoint's own); on the CPU in fp32 they are
-   exported to OpenVINO (inference/openvino_runtime.py) unless --backend torch;
+   were trained at (`--sizes checkpoint` keeps the checkpoint's own); on the CPU they are
+   exported to OpenVINO (inference/openvino_runtime.py) unless --backend torch, and run in fp32
+   or bf16 as predict runs them (--precision auto: OpenVINO's probe chooses, in every process);
 3. yardstick: one eager fp32 forward pass of each of the authors' networks at the paper's input
    sizes on this device (random weights: the time does not depend on them), after a warm-up,
    the median of --repeats: what the authors' networks alone need, measured in the same run;
@@ -23,8 +24,8 @@ On one device:
    own seconds are shown apart, "waited" is what the case stood still for them;
 5. warm: the pipeline in this process, weights loaded once, the second run of each case timed,
    with torch's peak GPU memory on CUDA, and there again with cuDNN's autotuner (its first,
-   tuning, run and a tuned one); where the precision is not fp32, the labels of fp32
-   eager are the reference: per-organ DSC (the issue's bar: >= 0.99).
+   tuning, run and a tuned one); where the precision is not fp32 or OpenVINO runs the networks,
+   the labels of fp32 eager are the reference: per-organ DSC (the issue's bar: >= 0.99).
 Prints Markdown tables, writes OUT/bench_submission.json; --write-docs puts them, dated, with the
 CPU model and flags, the GPU and torch, into docs/benchmarks.md (section submission-DEVICE-BACKEND).
 """
@@ -115,10 +116,10 @@ def prepared_weights(source: Path, models: Models, out: Path) -> Path:
 
 
 def choose_backend(requested: str, device: torch.device, precision: str) -> str:
-    """openvino where it can run (the CPU, fp32, installed) unless torch is asked for."""
+    """openvino where it can run (the CPU, fp32, bf16 or auto, installed) unless torch is asked for."""
     possible = openvino_runtime.runs_on(device.type, precision) and openvino_runtime.installed()
     if requested == "openvino" and not possible:
-        raise SystemExit("error: --backend openvino needs OpenVINO installed, the CPU and fp32")
+        raise SystemExit("error: --backend openvino needs OpenVINO installed, the CPU and fp32 or bf16")
     return "openvino" if requested != "torch" and possible else "torch"
 
 
@@ -138,14 +139,15 @@ def prepared(source: Path, sizes: dict[str, tuple[int, int, int]] | None, device
 
 
 def header(module: str, argv: list[str] | None, device: torch.device, weights: Path, models: Models,
-           precision: str, backend: str) -> dict:
+           precision: str, backend: str, probe_s: dict[str, float] | None = None) -> dict:
     """What a benchmark's result says first: its command, the date, the machine and software, and
-    what ran (weights, their sizes, precision, backend)."""
+    what ran (weights, their sizes, precision and OpenVINO's probe that chose it, backend)."""
     return {"command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "weights": weights.name, "trained_on": models.trained_on, "precision": precision, "backend": backend,
+            "weights": weights.name, "trained_on": models.trained_on, "precision": precision,
+            "precision_probe_s": probe_s or {}, "backend": backend,
             "sizes": {stage: "x".join(map(str, models.network(stage).config.input_size)) for stage in models.stages()}}
 
 
@@ -191,6 +193,7 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
         seconds = {**predicted["startup_s"], **predicted["cases"][0]["seconds"]}
         seconds["rest"] = row["Time"] - sum(seconds[k] for k in STARTUP) - seconds["total"]
         rows.append({"case": case.name, "shape": predicted["cases"][0]["shape"], "wall_s": row["Time"],
+                     "precision": predicted["precision"],
                      "seconds": seconds, "crop": predicted["cases"][0]["crop"],
                      "peak_rss_mb": row["MaxRAM_Tree"], "gpu_peak_mb": row["PlainMaxGPU_Mem"],
                      "gpu_peak_above_idle_mb": row["PlainMaxGPU_Mem"] - row["BaselineGPU_MB"]})
@@ -198,10 +201,10 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
     return rows
 
 
-def warm(cases: list[Path], weights: Path, models: Models, device: torch.device, precision: str,
-         backend: str) -> list[dict]:
-    """The pipeline in this process: the second run of each case, and its agreement with fp32."""
-    compiled = openvino_runtime.compile_networks(weights, models) if backend == "openvino" else None
+def warm(cases: list[Path], models: Models, device: torch.device, precision: str,
+         compiled: dict | None) -> list[dict]:
+    """The pipeline in this process (`compiled`: OpenVINO's networks, at `precision`): the second
+    run of each case, and its agreement with fp32."""
     segmenter = Segmenter(models, device, precision, compiled=compiled)
     reference = Segmenter(models, device, "fp32") if precision != "fp32" or compiled else None
     rows = []
@@ -231,13 +234,19 @@ def _f(value: float, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _probe(probe_s: dict[str, float]) -> str:
+    """Where OpenVINO's probe chose the precision: its times, for the header."""
+    return (f" (chosen by OpenVINO's probe: {1e3 * probe_s['fp32']:.1f} ms in fp32, {1e3 * probe_s['bf16']:.1f} ms "
+            "in bf16)") if probe_s else ""
+
+
 def tables(result: dict) -> str:
     """The run as Markdown: the machine, the yardstick, cold and warm per case."""
     y = result["yardstick_s"]
     lines = [f"Command: `{result['command']}`. {result['date']}; {result['machine']}; torch {result['torch']} "
              f"({result['threads']} threads), Python {result['python']}. Weights: {result['weights']} run at "
              f"coarse {result['sizes']['coarse']}, fine {result['sizes']['fine']}; precision {result['precision']} "
-             f"on {result['device']}, networks run by {result['backend']}.", "",
+             f"on {result['device']}{_probe(result['precision_probe_s'])}, networks run by {result['backend']}.", "",
              f"Yardstick, the authors' networks in eager fp32, forward only: coarse 160^3 {y['coarse']:.2f} s + "
              f"fine 192^3 {y['fine']:.2f} s = {y['both']:.2f} s (target for a whole case: at most half, "
              f"{y['both'] / 2:.2f} s).", "",
@@ -248,7 +257,8 @@ def tables(result: dict) -> str:
              "|---|---|---|---|" + "---|" * (len(STARTUP) + len(CASE_STAGES) + len(READ) + 3)]
     for r in result["cold"]:
         s = r["seconds"]
-        lines.append(f"| {r['case']} | {'x'.join(map(str, r['shape']))} | {r['wall_s']:.2f} | "
+        case = r["case"] if r["precision"] == result["precision"] else f"{r['case']} ({r['precision']})"
+        lines.append(f"| {case} | {'x'.join(map(str, r['shape']))} | {r['wall_s']:.2f} | "
                      f"{r['wall_s'] / y['both']:.2f} | " + " | ".join(_f(s[k]) for k in (*STARTUP, *CASE_STAGES))
                      + f" | {_f(s['rest'])} | " + " | ".join(_f(s[k]) for k in READ)
                      + f" | {_f(r['peak_rss_mb'], 0)} | {_f(r['gpu_peak_above_idle_mb'], 0)} |")
@@ -292,14 +302,21 @@ def main(argv: list[str] | None = None) -> int:
                      f"{SIDE_MULTIPLE}, or 'checkpoint'")
     real = args.real if args.real is not None else [REAL_CT] if REAL_CT.is_file() else []
     device = torch.device(args.device)
-    precision = choose_precision(args.precision, device)
-    models, weights, backend = prepared(args.weights, sizes, device, precision, args.backend, args.out)
+    try:
+        precision = choose_precision(args.precision, device)  # PyTorch's
+    except ValueError as exc:
+        parser.error(f"--precision: {exc}")
+    models, weights, backend = prepared(args.weights, sizes, device, args.precision, args.backend, args.out)
+    networks = openvino_runtime.compile_networks(weights, models, args.precision) if backend == "openvino" else None
+    if networks is not None:
+        precision = networks.precision
     cases = make_inputs(args.out / "inputs", args.shapes, real)
 
-    result = header("bench.bench_submission", argv, device, args.weights, models, precision, backend)
+    result = header("bench.bench_submission", argv, device, args.weights, models, precision, backend,
+                    networks.probe_s if networks else None)
     result["yardstick_s"] = yardstick(device, args.repeats)
-    result["cold"] = cold(cases, weights, device, precision, backend, args.out)
-    result["warm"] = warm(cases, weights, models, device, precision, backend)
+    result["cold"] = cold(cases, weights, device, args.precision if networks else precision, backend, args.out)
+    result["warm"] = warm(cases, models, device, precision, networks.stages if networks else None)
     section = (f"submission-{device.type}-{backend}",
                f"The whole submission on the {device.type.upper()}, networks run by {backend}")
     publish(result, args.out / "bench_submission.json", tables(result), section if args.write_docs else None)

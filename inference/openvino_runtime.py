@@ -9,9 +9,13 @@ checkpoint's SHA-256, the input sizes and the OpenVINO version). The image build
     flare-checkpoint export-openvino weights/flare21_c2f.pt     (about 1-2 min on 2 cores)
 
 At run time on the CPU the pipeline uses it when it exists and was made from exactly this
-checkpoint; otherwise eager PyTorch runs the networks (`available` says why). Inference runs in
-f32 (OpenVINO's own bf16 was slower on a CPU with avx512_bf16 but no AMX, and changes more
-labels); OpenVINO compiles the model for the CPU at hand when it loads (well under a second).
+checkpoint; otherwise eager PyTorch runs the networks (`available` says why). OpenVINO compiles
+the model for the CPU at hand when it loads (well under a second), in fp32 or bf16: asked for
+"auto", bf16 only where the CPU has bf16 instructions and a probe (two 3-D convolutions like the
+fine network's first level, about 0.2 s beside `import torch`) runs in bf16 at least
+BF16_SPEED_UP times faster than in fp32. Both were measured: bf16 ran the networks 2x faster on
+an AMD EPYC with avx512_bf16 and 1.4x slower on an Intel Xeon with avx512_bf16 but no AMX, with
+labels agreeing with eager fp32 at DSC >= 0.998 per organ (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ import importlib.util
 import json
 import shutil
 import sys
+import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +39,9 @@ if TYPE_CHECKING:  # torch is imported where it is used: compile_ahead runs besi
     from inference.checkpoint import Models
 
 MANIFEST = "manifest.json"
-PRECISION_HINT = "f32"
+HINTS = {"fp32": "f32", "bf16": "bf16"}  # the precisions compiled networks run in: OpenVINO's names
+BF16_SPEED_UP = 1.25  # "auto" takes bf16 when the probe runs at least this much faster in it
+PROBE_SHAPE = (1, 16, 64, 64, 64)  # the probe's input: the fine network's first level, at 64^3
 
 
 def folder_for(weights: Path) -> Path:
@@ -55,8 +63,9 @@ def installed() -> bool:
 
 
 def runs_on(device_type: str, precision: str) -> bool:
-    """Whether compiled networks can stand in for PyTorch's: on the CPU, in fp32."""
-    return device_type == "cpu" and precision == "fp32"
+    """Whether compiled networks can stand in for PyTorch's: on the CPU, in fp32 or bf16
+    ("auto" resolves to one of them)."""
+    return device_type == "cpu" and (precision == "auto" or precision in HINTS)
 
 
 def _openvino():
@@ -121,12 +130,13 @@ def available(weights: Path, models: Models) -> str | None:
 
 
 class CompiledNetwork:
-    """One network compiled for the CPU: (1, C, x, y, z) float32 tensor in, float32 logits out."""
+    """One network compiled for the CPU at a precision (a key of HINTS): (1, C, x, y, z) float32
+    tensor in, float32 logits out."""
 
-    def __init__(self, path: Path):
-        core = _openvino().Core()
+    def __init__(self, path: Path, precision: str, core=None):
+        core = core or _openvino().Core()
         self.compiled = core.compile_model(core.read_model(path), "CPU",
-                                           {"INFERENCE_PRECISION_HINT": PRECISION_HINT, "PERFORMANCE_HINT": "LATENCY"})
+                                           {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,11 +150,68 @@ class CompiledNetwork:
         return logits
 
 
-def compile_ahead(weights: Path) -> Future | None:
-    """Start compiling the export beside `weights` in a background thread (None when there is no
-    export to compile): started before torch is imported, OpenVINO's half-second of compiling runs
-    beside that second of importing. Pass the result to compile_networks, which still checks the
-    export against the checkpoint; unused, it is simply dropped."""
+@dataclass
+class Networks:
+    """A checkpoint's networks compiled at one precision; `probe_s`: the probe's seconds per
+    precision when "auto" chose it by measuring (empty otherwise)."""
+
+    precision: str
+    stages: dict[str, CompiledNetwork]
+    probe_s: dict[str, float] = field(default_factory=dict)
+
+
+def _probe_model(ov):
+    """Two 3x3x3 convolutions with ReLU at PROBE_SHAPE (fixed random weights): the kind of layer
+    where the networks spend their time."""
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(0)
+    channels = PROBE_SHAPE[1]
+    x = ops.parameter(list(PROBE_SHAPE), np.float32)
+    y = x
+    for _ in range(2):
+        w = ops.constant((rng.standard_normal((channels, channels, 3, 3, 3)) * 0.1).astype(np.float32))
+        y = ops.relu(ops.convolution(y, w, [1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]))
+    return ov.Model([y], [x])
+
+
+def probe(core) -> dict[str, float]:
+    """Seconds of the probe in each precision of HINTS (the best of two runs after a warm-up)."""
+    ov = _openvino()
+    model = _probe_model(ov)
+    x = np.random.default_rng(1).standard_normal(PROBE_SHAPE, dtype=np.float32)
+    seconds = {}
+    for precision, hint in HINTS.items():
+        request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                    "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            request.infer({0: x})
+            times.append(time.perf_counter() - start)
+        seconds[precision] = min(times[1:])
+    return seconds
+
+
+def choose_precision(requested: str, core=None) -> tuple[str, dict[str, float]]:
+    """The precision to compile at and the probe's seconds (empty when none ran): `requested`
+    itself unless "auto"; for "auto", bf16 where the CPU has bf16 instructions (OpenVINO lists
+    BF16 among its capabilities) and the probe runs BF16_SPEED_UP times faster in it, else fp32."""
+    if requested != "auto":
+        return requested, {}
+    core = core or _openvino().Core()
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return "fp32", {}
+    seconds = probe(core)
+    return ("bf16" if seconds["fp32"] >= BF16_SPEED_UP * seconds["bf16"] else "fp32"), seconds
+
+
+def compile_ahead(weights: Path, precision: str) -> Future | None:
+    """Start compiling the export beside `weights` at `precision` (fp32, bf16 or auto) in a
+    background thread (None when there is no export to compile): started before torch is
+    imported, OpenVINO's half-second of compiling (and the probe, for auto) runs beside that
+    second of importing. Pass the result to compile_networks, which still checks the export
+    against the checkpoint; unused, it is simply dropped."""
     folder = folder_for(weights)
     if not installed() or not (folder / MANIFEST).is_file():
         return None
@@ -153,22 +220,23 @@ def compile_ahead(weights: Path) -> Future | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None  # `available` will say what is wrong
     pool = ThreadPoolExecutor(1, thread_name_prefix="openvino")
-    future = pool.submit(_compile, folder, stages)
+    future = pool.submit(_compile, folder, stages, precision)
     pool.shutdown(wait=False)
     return future
 
 
-def compile_networks(weights: Path, models: Models, ahead: Future | None = None) -> dict[str, CompiledNetwork]:
-    """Each stage's network compiled from the export beside `weights` (check `available` first);
-    `ahead`: the same compiled by compile_ahead, used when it holds every stage."""
-    folder = folder_for(weights)
-    compiled = ahead.result() if ahead is not None else {}
-    if set(compiled) != set(models.stages()):
-        compiled = _compile(folder, models.stages())
-    return compiled
+def compile_networks(weights: Path, models: Models, precision: str, ahead: Future | None = None) -> Networks:
+    """Each stage's network compiled from the export beside `weights` (check `available` first) at
+    `precision` (fp32, bf16 or auto); `ahead`: the same compiled by compile_ahead, used when it
+    holds every stage."""
+    networks = ahead.result() if ahead is not None else None
+    if networks is None or set(networks.stages) != set(models.stages()):
+        networks = _compile(folder_for(weights), models.stages(), precision)
+    return networks
 
 
-def _compile(folder: Path, stages) -> dict[str, CompiledNetwork]:
+def _compile(folder: Path, stages, precision: str) -> Networks:
     """The networks of these stages compiled from the export in `folder`."""
-    return {stage: CompiledNetwork(folder / f"{stage}.xml") for stage in stages}
-
+    core = _openvino().Core()
+    chosen, probe_s = choose_precision(precision, core)
+    return Networks(chosen, {stage: CompiledNetwork(folder / f"{stage}.xml", chosen, core) for stage in stages}, probe_s)

@@ -72,7 +72,9 @@ class Result:
 
 
 def choose_precision(requested: str, device: torch.device) -> str:
-    """auto: fp16 on CUDA (the paper's setting), fp32 on the CPU; fp16 needs CUDA."""
+    """The precision PyTorch runs the networks at. auto: fp16 on CUDA (the paper's setting), fp32
+    on the CPU (networks compiled by OpenVINO choose their own: openvino_runtime.choose_precision);
+    fp16 needs CUDA."""
     if requested == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if requested == "fp16" and device.type != "cuda":
@@ -88,16 +90,16 @@ class Segmenter:
     The networks are copied: the Models given are never modified (a training loop may keep
     updating its own networks and build a Segmenter for each validation). `on_stage`, when
     given, is called with each stage's name (a key of STAGES) as the stage starts. `compiled`
-    maps stages to compiled versions of their networks (inference.openvino_runtime: fp32 on the
-    CPU), which then run instead of eager PyTorch."""
+    maps stages to compiled versions of their networks (inference.openvino_runtime: fp32 or bf16,
+    `precision`, on the CPU), which then run instead of eager PyTorch."""
 
     def __init__(self, models: Models, device: torch.device, precision: str,
                  on_stage: Callable[[str], None] | None = None,
                  compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
         self.models, self.device, self.precision, self.on_stage = models, device, precision, on_stage
         self.compiled = compiled or {}
-        if self.compiled and not openvino_runtime.runs_on(device.type, precision):
-            raise ValueError("compiled networks run in fp32 on the CPU")
+        if self.compiled and (precision == "auto" or not openvino_runtime.runs_on(device.type, precision)):
+            raise ValueError("compiled networks run in fp32 or bf16 on the CPU")
         self.nets = {stage: self._prepared(models.network(stage)) for stage in models.stages()
                      if stage not in self.compiled}
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import torch
 
     from inference.imageio import CT
+    from inference.openvino_runtime import Networks
     from inference.pipeline import Segmenter
 
 STAGES = {"read": "reading", "coarse": "coarse stage", "fine": "fine stage", "paste": "post-processing",
@@ -114,29 +115,37 @@ def _device(requested: str) -> torch.device:
 def _may_run_openvino(args: argparse.Namespace) -> bool:
     """Whether the networks may run in OpenVINO, known before torch is imported: not where torch
     is asked for, nor where the device may be a GPU (an NVIDIA driver's control device is there) or
-    the precision cannot be fp32."""
+    the precision is one OpenVINO does not run."""
+    from inference import openvino_runtime
+
     gpu = args.device == "cuda" or (args.device == "auto" and os.path.exists("/dev/nvidiactl"))
-    return args.backend != "torch" and not gpu and args.precision in ("auto", "fp32")
+    return args.backend != "torch" and not gpu and openvino_runtime.runs_on("cpu", args.precision)
 
 
 def _backend(requested: str, weights: Path, models, device: torch.device, precision: str,
-             ahead: Future | None = None) -> tuple[str, dict]:
+             ahead: Future | None = None) -> tuple[str, Networks | None]:
     """The backend that runs the networks and, for openvino, the compiled networks (those compiled
-    `ahead` when given); UsageError when openvino is asked for and cannot run."""
+    `ahead` when given) at `precision` as asked for (auto: chosen by OpenVINO's probe); UsageError
+    when openvino is asked for and cannot run."""
     from inference import openvino_runtime
 
     possible = openvino_runtime.runs_on(device.type, precision)
     if requested == "torch" or (requested == "auto" and not possible):
-        return "torch", {}
+        return "torch", None
     problem = openvino_runtime.available(weights, models)
     if requested == "openvino" and not possible:
-        problem = f"it runs on the CPU in fp32, not on {device.type} in {precision}"
+        problem = f"it runs on the CPU in fp32 or bf16, not on {device.type} in {precision}"
     if problem:
         if requested == "openvino":
             raise UsageError(f"--backend openvino: {problem}")
         print(f"notice: networks run by PyTorch ({problem})", file=sys.stderr)
-        return "torch", {}
-    return "openvino", openvino_runtime.compile_networks(weights, models, ahead)
+        return "torch", None
+    networks = openvino_runtime.compile_networks(weights, models, precision, ahead)
+    if networks.probe_s:
+        speed_up = networks.probe_s["fp32"] / networks.probe_s["bf16"]
+        print(f"notice: networks run by OpenVINO in {networks.precision} (a probe convolution ran {speed_up:.1f}x "
+              "as fast in bf16 as in fp32 on this CPU)", file=sys.stderr)
+    return "openvino", networks
 
 
 class Reader:
@@ -250,9 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: the GPU when there is one, else the CPU (default %(default)s)")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                        help="auto: fp16 on CUDA, fp32 on the CPU (default %(default)s)")
+                        help="auto: fp16 on CUDA; on the CPU bf16 where OpenVINO runs the networks and a probe "
+                             "finds bf16 faster on this CPU, else fp32 (default %(default)s)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="what runs the networks on the CPU in fp32: openvino (the weights' OpenVINO export, "
+                        help="what runs the networks on the CPU in fp32 or bf16: openvino (the weights' OpenVINO export, "
                              "2-3x faster; see flare-checkpoint export-openvino) or torch; auto: openvino where the "
                              "export is there, else torch (default %(default)s)")
     parser.add_argument("--report", type=Path, metavar="FILE.json",
@@ -348,7 +358,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     start = time.perf_counter()
     from inference import openvino_runtime  # without torch: compiling starts before torch is imported
 
-    ahead = openvino_runtime.compile_ahead(args.weights) if _may_run_openvino(args) else None
+    ahead = openvino_runtime.compile_ahead(args.weights, args.precision) if _may_run_openvino(args) else None
     import torch
 
     from inference.checkpoint import CheckpointError, load
@@ -358,7 +368,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     start = time.perf_counter()
     device = _device(args.device)
     try:
-        precision = choose_precision(args.precision, device)
+        precision = choose_precision(args.precision, device)  # PyTorch's; OpenVINO's chooses its own for auto
         models = load(args.weights)
     except (ValueError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
@@ -368,9 +378,12 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     else:
         print(f"notice: weights {args.weights.name}: {models.trained_on}", file=sys.stderr)
 
-    backend, compiled = _backend(args.backend, args.weights, models, device, precision, ahead)
+    backend, networks = _backend(args.backend, args.weights, models, device, args.precision, ahead)
+    if networks is not None:
+        precision = networks.precision
     progress = Progress(len(inputs))
-    segmenter = Segmenter(models, device, precision, on_stage=progress.stage, compiled=compiled)
+    segmenter = Segmenter(models, device, precision, on_stage=progress.stage,
+                          compiled=networks.stages if networks else None)
     startup["model_load"] = time.perf_counter() - start
     try:
         for path in inputs:
@@ -397,6 +410,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     if args.report:
         report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
                   "device_type": device.type, "precision": precision, "backend": backend, "torch": torch.__version__,
+                  "precision_probe_s": networks.probe_s if networks else {},
                   "weights": str(args.weights), "trained_on": models.trained_on,
                   "startup_s": startup, "cases": cases, "failed": failed}
         write_atomic(args.report, json.dumps(report, indent=2) + "\n")

@@ -15,7 +15,8 @@ def test_benchmark_times_each_stage_of_each_case_and_writes_its_section(tmp_path
     monkeypatch.setattr(record, "DOCS", docs)
     out = tmp_path / "bench"
     code = bench_submission.main(["--weights", str(weights), "--sizes", "32", "48", "--shapes", "64x56x24",
-                                  "--real", "--precision", "bf16", "--repeats", "1", "--out", str(out), "--write-docs"])
+                                  "--real", "--precision", "bf16", "--backend", "torch", "--repeats", "1",
+                                  "--out", str(out), "--write-docs"])
     assert code == 0
     result = json.loads((out / "bench_submission.json").read_text())
     assert result["sizes"] == {"coarse": "32x32x32", "fine": "48x48x48"}
