@@ -194,14 +194,17 @@ def probe(core) -> dict[str, float]:
 
 
 def choose_precision(requested: str, core=None) -> tuple[str, dict[str, float]]:
-    """The precision to compile at and the probe's seconds (empty when none ran): `requested`
-    itself unless "auto"; for "auto", bf16 where the CPU has bf16 instructions (OpenVINO lists
-    BF16 among its capabilities) and the probe runs BF16_SPEED_UP times faster in it, else fp32."""
-    if requested != "auto":
+    """The precision to compile at and the probe's seconds (empty when none ran): fp32 where the
+    CPU has no bf16 instructions (OpenVINO lists no BF16 among its capabilities: it would ignore
+    the hint); else `requested` itself, or for "auto" bf16 where the probe runs BF16_SPEED_UP times
+    faster in it, else fp32."""
+    if requested == "fp32":
         return requested, {}
     core = core or _openvino().Core()
     if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         return "fp32", {}
+    if requested != "auto":
+        return requested, {}
     seconds = probe(core)
     return ("bf16" if seconds["fp32"] >= BF16_SPEED_UP * seconds["bf16"] else "fp32"), seconds
 

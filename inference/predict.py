@@ -141,6 +141,9 @@ def _backend(requested: str, weights: Path, models, device: torch.device, precis
         print(f"notice: networks run by PyTorch ({problem})", file=sys.stderr)
         return "torch", None
     networks = openvino_runtime.compile_networks(weights, models, precision, ahead)
+    if precision not in ("auto", networks.precision):
+        print(f"notice: this CPU has no bf16 instructions: OpenVINO runs the networks in {networks.precision}",
+              file=sys.stderr)
     if networks.probe_s:
         speed_up = networks.probe_s["fp32"] / networks.probe_s["bf16"]
         print(f"notice: networks run by OpenVINO in {networks.precision} (a probe convolution ran {speed_up:.1f}x "

@@ -149,6 +149,27 @@ def test_extra_scan_ranges_change_only_the_z_range():
         ph.Mix(chest=0.7, slab=0.4)
 
 
+def test_a_fatty_pancreas_is_darker_and_keeps_its_label_and_everything_else():
+    """Fat replaces the asked-for share of the gland's parenchyma (its mean HU falls towards fat's),
+    the labels and the rest of the anatomy stay; a case of a mixed set that is not drawn fatty is
+    the plain set's case."""
+    seed = ph.case_seed(5, 0)
+    lean = ph.generate(seed, max_side=64)
+    fatty = ph.generate(seed, max_side=64, mix=ph.Mix(fatty=1.0))
+    assert lean.fatty == 0.0 and ph.FATTY_PANCREAS[0] <= fatty.fatty <= ph.FATTY_PANCREAS[1]
+    assert np.array_equal(lean.labels, fatty.labels) and lean.phase == fatty.phase
+    gland = lean.labels == ph.PANCREAS
+    assert np.median(fatty.image[gland]) < np.median(lean.image[gland]) - 40
+    far = ndimage.distance_transform_edt(~gland) > 6  # beyond the blur of the image's reconstruction
+    assert np.array_equal(fatty.image[far], lean.image[far])
+    mixed = [(i, ph.generate(ph.case_seed(6, i), max_side=32, mix=ph.Mix(fatty=0.5))) for i in range(5)]
+    kept = [(i, p) for i, p in mixed if p.fatty == 0.0]
+    assert kept and len(kept) < len(mixed)
+    for i, p in kept:
+        alone = ph.generate(ph.case_seed(6, i), max_side=32)
+        assert np.array_equal(p.image, alone.image) and np.array_equal(p.labels, alone.labels)
+
+
 def test_randomised_mode_same_labels_other_intensities():
     ct = ph.generate(9, max_side=48)
     dr = ph.generate(9, max_side=48, mix=ph.Mix(randomise=1.0))
@@ -192,7 +213,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     rows = read_rows(out / "cases.csv")
     assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
-                            "orientation", "scan", "organs"}
+                            "orientation", "scan", "fatty_pancreas", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2
@@ -231,6 +252,7 @@ def test_cli_preview_sets_a_real_ct_beside_the_phantoms(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [[], ["--out", "x"], ["--out", "x", "--cases", "0"],
                                   ["--out", "x", "--cases", "2", "--randomise", "1.5"], ["--cases", "x"],
                                   ["--out", "x", "--cases", "2", "--chest", "0.6", "--slab", "0.6"],
+                                  ["--out", "x", "--cases", "2", "--fatty", "-0.1"],
                                   ["--out", "x", "--cases", "1", "--real", "a", "b"]])
 def test_cli_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exc:

@@ -40,13 +40,13 @@ drawn around its prior (`HU_PRIORS`), texture, blur and spatially correlated noi
 domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random value instead, with a
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
-reaching up into the chest and short slabs through the upper abdomen (`Mix`); files are written
+reaching up into the chest, short slabs through the upper abdomen and fatty pancreases (`Mix`); files are written
 in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
-        [--prefix phantom] [--start I]
+        [--fatty P] [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -132,6 +132,11 @@ NOISE_GRAIN_MM = (0.4, 0.9)  # in-plane correlation of the noise (Gaussian sigma
 BLUR_MM = (0.3, 0.8)  # in-plane Gaussian blur (sigma) of the reconstruction
 SLICE_BLUR = (0.35, 0.5)  # z blur sigma as a fraction of the slice spacing
 HU_STORED = (-1024, 3071)  # range of the int16 files
+# A fatty pancreas (Mix.fatty): this fraction of its parenchyma replaced by visceral fat in lobules
+# about FATTY_GRAIN_MM across, the label kept (annotators outline the gland, fat between the lobules
+# included). Common with age; a real 3 mm CT's pancreas averaged -8 HU against the 45 HU of lean tissue.
+FATTY_PANCREAS = (0.15, 0.6)
+FATTY_GRAIN_MM = 3.0
 
 # Domain-randomised mode: random tissue values and texture, bias field, resolution, noise and gamma.
 RANDOM_HU = (-1000.0, 1500.0)
@@ -1570,6 +1575,23 @@ def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.
     return image
 
 
+def fatty_infiltration(tissue: np.ndarray, labels: np.ndarray, geometry: Geometry, rng: np.random.Generator,
+                       fraction: float) -> None:
+    """Replace `fraction` of the pancreas's parenchyma (tissue codes, x y z) by visceral fat, in
+    lobules about FATTY_GRAIN_MM across (where a smooth random field is lowest), in place; the
+    labels stay."""
+    present = labels == PANCREAS
+    if not present.any():
+        return
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(present))
+    axes = tuple(a[b] for a, b in zip(geometry.axes(), box))
+    lobules = field_on(draw_field(rng, [a[0] for a in axes], [a[-1] for a in axes], FATTY_GRAIN_MM), axes)
+    block = tissue[box]  # a view: painted in place
+    gland = present[box] & (block == TISSUE["pancreas"])
+    if gland.any():
+        block[gland & (lobules < np.quantile(lobules[gland], fraction))] = TISSUE["visceral fat"]
+
+
 def randomised_image(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> np.ndarray:
     """A domain-randomised image (float32, x y z) of the tissue codes: every tissue a random mean
     and texture in RANDOM_HU, a multiplicative smooth bias field, a random resolution (blur,
@@ -1598,8 +1620,9 @@ def randomised_image(tissue: np.ndarray, geometry: Geometry, rng: np.random.Gene
 class Phantom:
     """A synthetic CT: image (float32 HU) and labels (uint8 LABELS) indexed (x, y, z) canonical
     (RAS+) on `geometry`'s grid; the contrast phase, whether the image is domain-randomised, how
-    many lesions show, the storage orientation (axis codes) its files are written in and the name
-    of its scan range (SCAN_RANGES, EXTRA_RANGES; "given" for a grid passed in)."""
+    many lesions show, the storage orientation (axis codes) its files are written in, the name
+    of its scan range (SCAN_RANGES, EXTRA_RANGES; "given" for a grid passed in) and the fraction
+    of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -1609,6 +1632,7 @@ class Phantom:
     lesions: int
     orientation: tuple[str, str, str]
     scan: str = "given"
+    fatty: float = 0.0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -1622,22 +1646,25 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
-    """Independent random stream k of a seed (anatomy, geometry, appearance, storage)."""
+    """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
 @dataclass(frozen=True)
 class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
-    (randomised_image); chest and slab, scans of EXTRA_RANGES' chest and slab ranges. Each is drawn
-    from a stream of its own: a case that does not get a variation is the case of the plain set."""
+    (randomised_image); chest and slab, scans of EXTRA_RANGES' chest and slab ranges; fatty, a
+    fatty pancreas (fatty_infiltration). Each is drawn from a stream of its own: a case that does
+    not get a variation is the case of the plain set."""
 
     randomise: float = 0.0
     chest: float = 0.0
     slab: float = 0.0
+    fatty: float = 0.0
 
     def __post_init__(self) -> None:
-        if not all(0.0 <= p <= 1.0 for p in (self.randomise, self.chest, self.slab)) or self.chest + self.slab > 1.0:
+        fractions = (self.randomise, self.chest, self.slab, self.fatty)
+        if not all(0.0 <= p <= 1.0 for p in fractions) or self.chest + self.slab > 1.0:
             raise ValueError(f"fractions must lie in [0, 1], chest + slab at most 1: {self}")
 
 
@@ -1648,10 +1675,10 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
              mix: Mix = PLAIN) -> Phantom:
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
     to max_side voxels per axis; its image domain-randomised and its scan range one of the extra
-    ones with mix's probabilities. The anatomy depends only on the seed, never on the grid; the
-    labels never on mix.randomise."""
+    ones and its pancreas fatty with mix's probabilities. The anatomy depends only on the seed,
+    never on the grid; the labels never on mix.randomise or mix.fatty."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage, extent = (_stream(root, k) for k in range(5))
+    anatomy, scan, look, storage, extent, fat = (_stream(root, k) for k in range(6))
     parts = draw_anatomy(anatomy)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
@@ -1660,11 +1687,14 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
         extra = "chest" if u < mix.chest else "slab" if u < mix.chest + mix.slab else None
         geometry, scan_name = draw_geometry(scan, max_side, extra)
     tissue, labels, lesions = render(parts, geometry)
+    fatty = float(fat.uniform(*FATTY_PANCREAS)) if fat.random() < mix.fatty else 0.0
+    if fatty:
+        fatty_infiltration(tissue, labels, geometry, fat, fatty)
     randomised = bool(look.random() < mix.randomise)
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
     image = randomised_image(tissue, geometry, look) if randomised else ct_image(tissue, geometry, phase, look)
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
-    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name)
+    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -1774,7 +1804,8 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "randomised": str(phantom.randomised).lower(), "lesions": str(phantom.lesions),
             "shape": "x".join(str(n) for n in phantom.labels.shape),
             "spacing": "x".join(f"{s:.4f}" for s in phantom.spacing),
-            "orientation": "".join(phantom.orientation), "scan": phantom.scan, "organs": " ".join(present)}
+            "orientation": "".join(phantom.orientation), "scan": phantom.scan,
+            "fatty_pancreas": f"{phantom.fatty:.2f}", "organs": " ".join(present)}
 
 
 def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | None, mix: Mix) -> dict[str, str]:
@@ -1830,6 +1861,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--slab", type=float, default=0.0, metavar="P",
                         help="fraction of the scans that are short slabs (50-140 mm) through the upper abdomen "
                         "(default %(default)s)")
+    parser.add_argument("--fatty", type=float, default=0.0, metavar="P",
+                        help="fraction of the cases with a fatty pancreas (15-60 %% of it lobular fat; default "
+                        "%(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
@@ -1855,9 +1889,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
     try:
-        mix = Mix(args.randomise, args.chest, args.slab)
+        mix = Mix(args.randomise, args.chest, args.slab, args.fatty)
     except ValueError:
-        parser.error("--randomise, --chest and --slab must lie in [0, 1], --chest plus --slab at most 1")
+        parser.error("--randomise, --chest, --slab and --fatty must lie in [0, 1], --chest plus --slab at most 1")
     began = time.perf_counter()
     if args.preview is not None:
         try:
