@@ -10,7 +10,9 @@ A checkpoint is a `torch.save`d dict of plain types and tensors only, so it load
                       a stage checkpoint (written by training) holds one of the two
     labels            {"1": "liver", ...}: output channel k is label k + 1
     output_activation "sigmoid" (see inference/networks.py)
-    postprocessing    {"min_component_mm3": 1000, "components_kept": {"2": 2}, "box_margin_mm": 20}
+    postprocessing    {"min_component_mm3": 1000, "components_kept": {"2": 2}, "box_margin_mm": 20,
+                       "not_above": {"2": 1, "3": 1, "4": 1}}  (inference.postprocessing.Postprocessing;
+                      checkpoints without not_above get its default)
     trained_on        free text: what the weights were trained on ("untrained: ..." for random ones)
 
 Weights may be stored as float16 (`--half`, half the size); they are loaded as float32.
@@ -141,8 +143,8 @@ def _models(path: Path, payload: dict, device: torch.device | str) -> Models:
     if sorted(labels) != list(range(1, len(labels) + 1)):
         raise CheckpointError(f"{path}: labels must be 1..N, got {sorted(labels)}")
     post = Postprocessing.from_dict(payload["postprocessing"])
-    if not set(post.components_kept) <= set(labels):
-        raise CheckpointError(f"{path}: components_kept names labels {sorted(post.components_kept)} not in {sorted(labels)}")
+    if unknown := sorted(post.labels() - set(labels)):
+        raise CheckpointError(f"{path}: the post-processing names labels {unknown} not in {sorted(labels)}")
     models = Models(None, None, labels, {}, post, str(payload.get("trained_on", "")), {})
     for stage in STAGES:
         if stage not in payload:

@@ -19,11 +19,20 @@ class Postprocessing:
     """What the pipeline does between and after the networks (the paper's values by default):
     components smaller than `min_component_mm3` are dropped; per organ label the largest
     `components_kept` components are kept (1 for labels not listed; 2 for the FLARE21 kidneys,
-    label 2); `box_margin_mm` is added on every side of the organs' box before the fine stage."""
+    label 2); `box_margin_mm` is added on every side of the organs' box before the fine stage.
+
+    `not_above` maps an organ label to a reference label (kidney, spleen and pancreas to the
+    liver by default): a component of the organ lying wholly above the top of the reference's
+    kept components (its lowest voxel higher, along +z, superior in RAS+) is dropped before the
+    largest are chosen. No kidney, spleen or pancreas lies wholly above the liver's dome; a
+    network that labels the heart or lung as one (scans reaching into the chest) would
+    otherwise keep it, and the organs' box would reach into the chest. Without the reference in
+    the labels (a scan below the liver) nothing is dropped."""
 
     min_component_mm3: float = 1000.0
     components_kept: dict[int, int] = field(default_factory=lambda: {2: 2})
     box_margin_mm: float = 20.0
+    not_above: dict[int, int] = field(default_factory=lambda: {2: 1, 3: 1, 4: 1})
 
     def kept(self, label: int) -> int:
         return self.components_kept.get(label, 1)
@@ -31,15 +40,24 @@ class Postprocessing:
     def to_dict(self) -> dict:
         return {"min_component_mm3": float(self.min_component_mm3),
                 "components_kept": {str(k): int(v) for k, v in self.components_kept.items()},
-                "box_margin_mm": float(self.box_margin_mm)}
+                "box_margin_mm": float(self.box_margin_mm),
+                "not_above": {str(k): int(v) for k, v in self.not_above.items()}}
 
     @classmethod
     def from_dict(cls, raw: dict) -> Postprocessing:
+        """From a checkpoint's dict; one written before `not_above` existed gets the default."""
         kept = {int(k): int(v) for k, v in raw["components_kept"].items()}
-        post = cls(float(raw["min_component_mm3"]), kept, float(raw["box_margin_mm"]))
-        if post.min_component_mm3 < 0 or post.box_margin_mm < 0 or any(v < 1 for v in kept.values()):
+        not_above = ({int(k): int(v) for k, v in raw["not_above"].items()} if "not_above" in raw
+                     else cls().not_above)
+        post = cls(float(raw["min_component_mm3"]), kept, float(raw["box_margin_mm"]), not_above)
+        if (post.min_component_mm3 < 0 or post.box_margin_mm < 0 or any(v < 1 for v in kept.values())
+                or any(k == v or v in not_above for k, v in not_above.items())):
             raise ValueError(f"invalid post-processing values {raw}")
         return post
+
+    def labels(self) -> set[int]:
+        """Every label the rules name."""
+        return set(self.components_kept) | set(self.not_above) | set(self.not_above.values())
 
 
 def _labels(best: torch.Tensor, organ: torch.Tensor) -> torch.Tensor:
@@ -120,25 +138,38 @@ def organ_components(labels: np.ndarray, organs: Iterable[int]) -> Iterator[tupl
 
 
 def components_kept(sizes: np.ndarray, kept: int, min_voxels: float) -> np.ndarray:
-    """Ids of the `kept` largest components with at least min_voxels voxels, from voxel counts
-    per id (index 0, the background, is ignored)."""
+    """Ids of the `kept` largest components with at least min_voxels voxels (and at least one),
+    from voxel counts per id (index 0, the background, is ignored)."""
     sizes = sizes.copy()
     sizes[0] = 0
     largest = np.argsort(sizes, kind="stable")[::-1][:kept]
-    return largest[sizes[largest] >= min_voxels]
+    return largest[(sizes[largest] >= min_voxels) & (sizes[largest] > 0)]
 
 
 def keep_largest_components(labels: np.ndarray, spacing: tuple[float, float, float], organs: Iterable[int],
                             post: Postprocessing = Postprocessing()) -> np.ndarray:
     """Per organ label, keep its largest 26-connected components (post.kept(label)) that have at
-    least post.min_component_mm3 of volume (spacing in mm); the rest becomes background."""
+    least post.min_component_mm3 of volume (spacing in mm), leaving out those wholly above the
+    top of their reference organ (post.not_above; labels (x, y, z) in RAS+, so z grows
+    superior); the rest becomes background."""
     min_voxels = post.min_component_mm3 / float(np.prod(spacing))
     out = np.zeros_like(labels, dtype=np.uint8)
-    for label, mask, components, n in organ_components(labels, organs):
+    references = set(post.not_above.values())
+    top: dict[int, int] = {}  # per reference label: the highest z index of its kept components
+    for label, mask, components, n in organ_components(labels, sorted(organs, key=lambda k: k in post.not_above)):
         # counting only the organ's voxels, and selecting by comparison rather than a lookup
         # over the whole volume, is several times faster on a large crop
-        for component in components_kept(np.bincount(components[mask], minlength=n + 1), post.kept(label), min_voxels):
-            out[components == component] = label
+        if post.not_above.get(label) in top:
+            z = top[post.not_above[label]] + 1
+            below = np.bincount(components[:, :, :z][mask[:, :, :z]], minlength=n + 1)
+            sizes = np.where(below > 0, below + np.bincount(components[:, :, z:][mask[:, :, z:]], minlength=n + 1), 0)
+        else:
+            sizes = np.bincount(components[mask], minlength=n + 1)
+        for component in components_kept(sizes, post.kept(label), min_voxels):
+            kept = components == component
+            out[kept] = label
+            if label in references:
+                top[label] = max(top.get(label, -1), int(np.flatnonzero(kept.any(axis=(0, 1)))[-1]))
     return out
 
 

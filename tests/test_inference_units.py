@@ -114,11 +114,41 @@ def test_keep_largest_components():
     labels[10:14, 1:5, 10:14] = 2  # two kidneys: both kept
     labels[15:18, 15:18, 15:18] = 2  # third kidney piece: dropped
     labels[17:19, 1:3, 1:3] = 3  # 8 voxels x 27 mm^3 < 1000 mm^3: dropped
-    out = keep_largest_components(labels, (3.0, 3.0, 3.0), NAMES)
+    sizes_only = Postprocessing(not_above={})  # the size rules alone (the kidneys lie above this liver)
+    out = keep_largest_components(labels, (3.0, 3.0, 3.0), NAMES, sizes_only)
     assert [(out == k).sum() for k in (1, 2, 3)] == [64, 128, 0]
     # the checkpoint's rules, keyed by label: three kidney pieces, one liver piece, no minimum
-    out = keep_largest_components(labels, (3.0, 3.0, 3.0), NAMES, Postprocessing(0.0, {2: 3, 1: 1}))
+    out = keep_largest_components(labels, (3.0, 3.0, 3.0), NAMES, Postprocessing(0.0, {2: 3, 1: 1}, not_above={}))
     assert [(out == k).sum() for k in (1, 2, 3)] == [64, 155, 8]
+    # asking for more components than there are keeps what there is, never the background
+    out = keep_largest_components(labels, (3.0, 3.0, 3.0), NAMES, Postprocessing(0.0, {3: 2}, not_above={}))
+    assert (out == 3).sum() == 8 and not out[labels == 0].any()
+
+
+def test_components_wholly_above_the_liver_are_dropped():
+    """A scan into the chest: the largest 'spleen' (the heart, say) lies wholly above the liver's
+    top (z grows superior), so the smaller one beside the liver is kept instead; a kidney piece
+    that reaches above the top but starts below it stays."""
+    labels = np.zeros((20, 20, 40), np.uint8)
+    labels[1:9, 1:9, 2:12] = 1  # liver: top at z = 11
+    labels[10:18, 10:18, 20:34] = 3  # 896 voxels, lowest z 20 > 11: dropped
+    labels[10:15, 1:6, 6:10] = 3  # 100 voxels beside the liver: kept
+    labels[1:4, 12:15, 8:16] = 2  # kidney from z 8 up to 15: kept
+    labels[5:8, 15:18, 14:20] = 2  # kidney piece wholly above: dropped
+    no_minimum = Postprocessing(0.0)
+    out = keep_largest_components(labels, (1.0, 1.0, 1.0), NAMES, no_minimum)
+    assert [(out == k).sum() for k in (1, 2, 3)] == [640, 72, 100]
+    assert out[12, 12, 25] == 0 and out[12, 3, 8] == 3
+    # without the rule, or without a liver to refer to, the largest are kept as before
+    plain = keep_largest_components(labels, (1.0, 1.0, 1.0), NAMES, Postprocessing(0.0, not_above={}))
+    assert [(plain == k).sum() for k in (2, 3)] == [126, 896]
+    no_liver = np.where(labels == 1, 0, labels)
+    assert [(keep_largest_components(no_liver, (1.0, 1.0, 1.0), NAMES, no_minimum) == k).sum() for k in (2, 3)] == [126, 896]
+    assert Postprocessing.from_dict(no_minimum.to_dict()) == no_minimum
+    old = {"min_component_mm3": 1000, "components_kept": {"2": 2}, "box_margin_mm": 20}  # a checkpoint before the rule
+    assert Postprocessing.from_dict(old) == Postprocessing()
+    with pytest.raises(ValueError, match="invalid"):
+        Postprocessing.from_dict({**old, "not_above": {"2": 1, "1": 3}})  # chained references
 
 
 def test_normalise_and_resize():
@@ -156,6 +186,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
         (lambda p: p["fine"]["config"].update(widths=[8, 8, 8, 16, 16]), "do not match"),
         (lambda p: p["fine"]["normalisation"].update(clip_hu=[300, -300]), "increasing"),
         (lambda p: p["postprocessing"]["components_kept"].update({"7": 1}), "not in"),
+        (lambda p: p["postprocessing"].update(not_above={"4": 6}), r"labels \[6\] not in"),
         (lambda p: p.pop("postprocessing"), "missing or malformed"),
         (lambda p: p.pop("coarse"), "holds no coarse network"),
     ]:
