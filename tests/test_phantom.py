@@ -170,6 +170,30 @@ def test_a_fatty_pancreas_is_darker_and_keeps_its_label_and_everything_else():
         assert np.array_equal(p.image, alone.image) and np.array_equal(p.labels, alone.labels)
 
 
+@pytest.mark.parametrize("index, kind", [(1, "spinal screws"), (3, "clips")])
+def test_metal_implants_streak_only_their_slices_and_keep_the_labels(index, kind):
+    """Metal saturates outside the organs, streaks change only the slices that hold metal (and the
+    edge blur's neighbours), the labels stay; a case of a mixed set drawn without metal is the
+    plain set's case."""
+    seed = ph.case_seed(7, index)
+    plain = ph.generate(seed, max_side=96)
+    metal = ph.generate(seed, max_side=96, mix=ph.Mix(metal=1.0))
+    assert plain.metal == "" and metal.metal == kind
+    assert np.array_equal(plain.labels, metal.labels) and plain.phase == metal.phase
+    bright = metal.image >= ph.METAL_HU - 1
+    assert bright.any() and not metal.labels[bright].any()
+    with_metal = np.nonzero(bright.any(axis=(0, 1)))[0]
+    changed = np.nonzero((metal.image != plain.image).any(axis=(0, 1)))[0]
+    assert set(with_metal) <= set(changed) and all(np.abs(with_metal - k).min() <= 3 for k in changed)
+    streaks = (metal.image - plain.image)[:, :, with_metal][~bright[:, :, with_metal]]
+    assert streaks.min() < -30 and streaks.max() > 30  # dark and bright
+    mixed = [(i, ph.generate(ph.case_seed(7, i), max_side=32, mix=ph.Mix(metal=0.5))) for i in range(6)]
+    kept = [(i, p) for i, p in mixed if p.metal == ""]
+    assert kept and len(kept) < len(mixed)
+    for i, p in kept:
+        assert np.array_equal(p.image, ph.generate(ph.case_seed(7, i), max_side=32).image)
+
+
 def test_randomised_mode_same_labels_other_intensities():
     ct = ph.generate(9, max_side=48)
     dr = ph.generate(9, max_side=48, mix=ph.Mix(randomise=1.0))
@@ -213,7 +237,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     rows = read_rows(out / "cases.csv")
     assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
-                            "orientation", "scan", "fatty_pancreas", "organs"}
+                            "orientation", "scan", "fatty_pancreas", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

@@ -40,13 +40,14 @@ drawn around its prior (`HU_PRIORS`), texture, blur and spatially correlated noi
 domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random value instead, with a
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
-reaching up into the chest, short slabs through the upper abdomen and fatty pancreases (`Mix`); files are written
+reaching up into the chest, short slabs through the upper abdomen, fatty pancreases and metal
+implants with their streaks (`Mix`); files are written
 in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
-        [--fatty P] [--prefix phantom] [--start I]
+        [--fatty P] [--metal P] [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -137,6 +138,20 @@ HU_STORED = (-1024, 3071)  # range of the int16 files
 # included). Common with age; a real 3 mm CT's pancreas averaged -8 HU against the 45 HU of lean tissue.
 FATTY_PANCREAS = (0.15, 0.6)
 FATTY_GRAIN_MM = 3.0
+
+# Metal implants (Mix.metal) and the streaks they cast: surgical clips by the gallbladder's fossa, or
+# pedicle screws with rods in 1-3 vertebrae. Metal saturates the stored range; around it, in each
+# axial slice, filtered back-projection leaves streaks along the rays through it (bright and dark,
+# falling off as 1/r) and a dark band along rays through two pieces of metal (beam hardening).
+METAL_KINDS = ("clips", "spinal screws")
+METAL_HU = float(3071)
+CLIP_COUNT, CLIP_LENGTH_MM, CLIP_RADIUS_MM, CLIP_SPREAD_MM = (2, 7), (3.0, 9.0), (0.5, 1.0), 15.0
+SCREW_LEVELS, SCREW_RADIUS_MM, ROD_RADIUS_MM, LEVEL_STEP_MM = (1, 3), (2.5, 3.25), 2.75, 32.0
+STREAK_HU = {"clips": (100.0, 300.0), "spinal screws": (250.0, 600.0)}  # streaks' amplitude at STREAK_NEAR_MM
+STREAK_NEAR_MM = 10.0
+STREAK_WIDTH_DEG = (0.3, 1.5)  # angular correlation (Gaussian sigma) of a slice's streak pattern
+BEAM_HARDENING_HU = (0.5, 1.0)  # depth of the dark band between two pieces of metal, as a share of the streaks'
+STREAK_LIMIT_HU = 1000.0
 
 # Domain-randomised mode: random tissue values and texture, bias field, resolution, noise and gamma.
 RANDOM_HU = (-1000.0, 1500.0)
@@ -1592,6 +1607,176 @@ def fatty_infiltration(tissue: np.ndarray, labels: np.ndarray, geometry: Geometr
         block[gland & (lobules < np.quantile(lobules[gland], fraction))] = TISSUE["visceral fat"]
 
 
+def _clip_tubes(tissue: np.ndarray, labels: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> list[Tube]:
+    """Surgical clips (short thin rods, mm) scattered around a point of the gallbladder, or of the
+    liver's lowest third where no gallbladder shows; none where neither does."""
+    site = np.argwhere(tissue == TISSUE["bile"])
+    if not len(site):
+        liver = np.argwhere(labels == LIVER)
+        site = liver[liver[:, 2] <= np.quantile(liver[:, 2], 1 / 3)] if len(liver) else liver
+    if not len(site):
+        return []
+    axes = geometry.axes()
+    centre = np.array([a[i] for a, i in zip(axes, site[rng.integers(len(site))])], float)
+    tubes = []
+    for _ in range(rng.integers(CLIP_COUNT[0], CLIP_COUNT[1] + 1)):
+        middle = centre + rng.uniform(-CLIP_SPREAD_MM, CLIP_SPREAD_MM, 3)
+        half = rng.uniform(*CLIP_LENGTH_MM) / 2 * _unit(rng.standard_normal(3))
+        tubes.append(spline_tube([middle - half, middle + half], [rng.uniform(*CLIP_RADIUS_MM)] * 2))
+    return tubes
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def _vertebral_body(tissue: np.ndarray, axes: Axes, k: int) -> tuple[float, float, float] | None:
+    """In axial slice k: the centre (x, y mm) of the vertebral body (the cancellous bone near the
+    midline in front of the spinal canal) and the canal's centre y (mm); None where either is missing."""
+    near = np.abs(axes[0]) < 30.0
+    canal = np.argwhere(tissue[near, :, k] == TISSUE["csf"])
+    if not len(canal):
+        return None
+    canal_y = float(axes[1][canal[:, 1]].mean())
+    body = np.argwhere(tissue[near, :, k] == TISSUE["cancellous bone"])
+    body = body[axes[1][body[:, 1]] > canal_y + 5.0]
+    if len(body) < 10:
+        return None
+    return float(axes[0][near][body[:, 0]].mean()), float(axes[1][body[:, 1]].mean()), canal_y
+
+
+def _screw_tubes(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> list[Tube]:
+    """Pedicle screws (mm) into 1-3 vertebral bodies LEVEL_STEP_MM apart, two per level from behind
+    the canal's sides forwards and inwards, joined by a rod on each side; none where the scan
+    shows no vertebral body."""
+    axes = geometry.axes()
+    z = axes[2]
+    found = [k for k in range(len(z)) if _vertebral_body(tissue, axes, k) is not None]
+    if not found:
+        return []
+    start = z[found[rng.integers(len(found))]]
+    radius = rng.uniform(*SCREW_RADIUS_MM)
+    tubes, entries = [], {-1.0: [], 1.0: []}
+    for level in start + LEVEL_STEP_MM * np.arange(rng.integers(SCREW_LEVELS[0], SCREW_LEVELS[1] + 1)) * rng.choice((-1.0, 1.0)):
+        k = int(np.argmin(np.abs(z - level)))
+        centre = _vertebral_body(tissue, axes, k)
+        if centre is None:
+            continue
+        cx, cy, canal_y = centre
+        for side in (-1.0, 1.0):
+            tip = np.array([cx + side * rng.uniform(3.0, 8.0), cy + rng.uniform(0.0, 8.0), z[k]])
+            entry = np.array([cx + side * rng.uniform(20.0, 26.0), canal_y - rng.uniform(6.0, 12.0), z[k]])
+            tubes.append(spline_tube([entry, tip], [radius * 1.5, radius]))
+            entries[side].append(entry)
+    for points in entries.values():
+        if len(points) > 1:
+            ends = np.array(sorted(points, key=lambda p: p[2]))
+            ends[0, 2] -= 10.0
+            ends[-1, 2] += 10.0
+            tubes.append(spline_tube(ends + (0.0, -4.0, 0.0), [ROD_RADIUS_MM] * len(ends)))
+    return tubes
+
+
+def _streak_profile(rng: np.random.Generator, bins: int) -> np.ndarray:
+    """A random pattern over ray angles [0, pi) (bins): smooth over STREAK_WIDTH_DEG, heavy-tailed
+    (a few strong streaks among many faint ones), peaks at +-1."""
+    sigma = rng.uniform(*STREAK_WIDTH_DEG) * bins / 180.0
+    g = ndimage.gaussian_filter1d(rng.standard_normal(bins), sigma, mode="wrap") ** 3
+    return (g / max(float(np.abs(g).max()), 1e-9)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MetalPiece:
+    """A piece of metal in an axial slice: centre (x, y) mm, area mm^2, the ends (x, y) mm of its
+    long axis and its half-width (mm) across it."""
+
+    centre: np.ndarray
+    area: float
+    ends: tuple[np.ndarray, np.ndarray]
+    half_width: float
+
+    @classmethod
+    def of(cls, points: np.ndarray, pixel_area: float) -> MetalPiece:
+        """From the (x, y) positions (mm) of its pixels: the axes from their covariance."""
+        centre = points.mean(axis=0)
+        values, vectors = np.linalg.eigh(np.cov(points.T) if len(points) > 2 else np.eye(2) * 1e-3)
+        half = np.sqrt(3.0 * np.maximum(values, 0.0))  # half-extents of a uniform bar
+        return cls(centre, len(points) * pixel_area, (centre - half[1] * vectors[:, 1], centre + half[1] * vectors[:, 1]),
+                   max(float(half[0]), 0.5))
+
+    def weight(self) -> float:
+        """How strongly it streaks: grows with the metal's section, 1 from 20 mm^2 up."""
+        return min(1.0, float(np.sqrt(self.area / 20.0)))
+
+
+def _band(x: np.ndarray, y: np.ndarray, p: np.ndarray, q: np.ndarray, width: float) -> np.ndarray:
+    """1 along the segment p-q (mm) on an (x, y) grid (mm), falling off across the line as a
+    Gaussian of sd `width` and beyond the ends as STREAK_NEAR_MM / (distance + STREAK_NEAR_MM)."""
+    length = float(np.linalg.norm(q - p))
+    u = (q - p) / length if length > 1e-6 else np.array([1.0, 0.0])
+    dx, dy = x[:, None] - p[0], y[None, :] - p[1]
+    along, across = dx * u[0] + dy * u[1], np.abs(dx * u[1] - dy * u[0])
+    beyond = np.maximum(np.maximum(-along, along - length), 0.0)
+    return (np.exp(-0.5 * (across / width) ** 2) * (STREAK_NEAR_MM / (beyond + STREAK_NEAR_MM))).astype(np.float32)
+
+
+def _slice_streaks(pieces: list[MetalPiece], x: np.ndarray, y: np.ndarray, amplitude: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Streaks (HU, x y) in one axial slice from the metal pieces in it, on a grid of x and y
+    coordinates (mm): along every ray through a piece a random pattern falling off as 1/r, and
+    dark bands (beam hardening) along the rays through a piece's length and through two pieces."""
+    bins = 720
+    out = np.zeros((len(x), len(y)), np.float32)
+    for piece in pieces:
+        dx, dy = x[:, None] - piece.centre[0], y[None, :] - piece.centre[1]
+        angle = ((np.arctan2(dy, dx) % np.pi) * (bins / np.pi)).astype(np.int64) % bins
+        falloff = STREAK_NEAR_MM / (np.hypot(dx, dy) + STREAK_NEAR_MM)
+        out += amplitude * piece.weight() * _streak_profile(rng, bins)[angle] * falloff
+        if np.linalg.norm(piece.ends[1] - piece.ends[0]) > 4 * piece.half_width:  # elongated
+            out -= rng.uniform(*BEAM_HARDENING_HU) * amplitude * piece.weight() * _band(x, y, *piece.ends, piece.half_width)
+    for i, a in enumerate(pieces):
+        for b in pieces[i + 1:]:
+            weight = min(a.weight(), b.weight())
+            width = min(a.half_width, b.half_width)
+            out -= rng.uniform(*BEAM_HARDENING_HU) * amplitude * weight * _band(x, y, a.centre, b.centre, width)
+    return np.clip(out, -STREAK_LIMIT_HU, STREAK_LIMIT_HU)
+
+
+def _at_least_a_voxel(tube: Tube, spacing: Sequence[float]) -> Tube:
+    """The tube thickened to half a voxel where it is thinner (a thin clip on a coarse grid shows
+    as a bright voxel, not as nothing): radius at least half the in-plane spacing, its reach
+    along z at least half the slice spacing."""
+    radii = np.maximum(tube.radii, 0.5 * max(spacing[:2]))
+    return Tube(tube.points, radii, (1.0, 1.0, max(1.0, 0.5 * spacing[2] / float(radii.min()))))
+
+
+def metal_implants(image: np.ndarray, tissue: np.ndarray, labels: np.ndarray, geometry: Geometry,
+                   rng: np.random.Generator, kind: str) -> bool:
+    """Add metal of a kind (METAL_KINDS) and its streaks to the image (float32 HU, x y z), in place:
+    the metal only in the body outside the organ labels, the streaks only in the body, slice by
+    slice; the labels stay. False (the image untouched) where the scan shows no site for it."""
+    tubes = (_clip_tubes(tissue, labels, geometry, rng) if kind == "clips" else _screw_tubes(tissue, geometry, rng))
+    if not tubes:
+        return False
+    metal = (_tube_field(geometry.axes(), [_at_least_a_voxel(t, geometry.spacing) for t in tubes]) <= 0)
+    metal &= (labels == 0) & (tissue != TISSUE["air"])
+    if not metal.any():
+        return False
+    x, y, _ = geometry.axes()
+    amplitude = rng.uniform(*STREAK_HU[kind])
+    pixel = geometry.spacing[0] * geometry.spacing[1]
+    body = tissue != TISSUE["air"]
+    for k in np.nonzero(metal.any(axis=(0, 1)))[0]:
+        parts, n = ndimage.label(metal[:, :, k], structure=np.ones((3, 3)))
+        pieces = [MetalPiece.of(np.stack([x[i], y[j]], axis=1), pixel)
+                  for i, j in (np.nonzero(parts == m) for m in range(1, n + 1))]
+        image[:, :, k] += _slice_streaks(pieces, x, y, amplitude, rng) * body[:, :, k]
+    box = tuple(slice(max(int(i.min()) - 3, 0), int(i.max()) + 4) for i in np.nonzero(metal))
+    share = np.minimum(1.0, 2.0 * ndimage.gaussian_filter(metal[box].astype(np.float32), [0.5 / s for s in geometry.spacing]))
+    image[box] += share * (METAL_HU - image[box])  # the metal, with partial volume at its edge
+    return True
+
+
 def randomised_image(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> np.ndarray:
     """A domain-randomised image (float32, x y z) of the tissue codes: every tissue a random mean
     and texture in RANDOM_HU, a multiplicative smooth bias field, a random resolution (blur,
@@ -1622,7 +1807,8 @@ class Phantom:
     (RAS+) on `geometry`'s grid; the contrast phase, whether the image is domain-randomised, how
     many lesions show, the storage orientation (axis codes) its files are written in, the name
     of its scan range (SCAN_RANGES, EXTRA_RANGES; "given" for a grid passed in) and the fraction
-    of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland)."""
+    of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland) and the kind of metal in
+    it (metal_implants; "": none)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -1633,6 +1819,7 @@ class Phantom:
     orientation: tuple[str, str, str]
     scan: str = "given"
     fatty: float = 0.0
+    metal: str = ""
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -1646,7 +1833,8 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
-    """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat)."""
+    """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
+    metal)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -1654,16 +1842,18 @@ def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
 class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
     (randomised_image); chest and slab, scans of EXTRA_RANGES' chest and slab ranges; fatty, a
-    fatty pancreas (fatty_infiltration). Each is drawn from a stream of its own: a case that does
-    not get a variation is the case of the plain set."""
+    fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants). Each
+    is drawn from a stream of its own: a case that does not get a variation is the case of the
+    plain set."""
 
     randomise: float = 0.0
     chest: float = 0.0
     slab: float = 0.0
     fatty: float = 0.0
+    metal: float = 0.0
 
     def __post_init__(self) -> None:
-        fractions = (self.randomise, self.chest, self.slab, self.fatty)
+        fractions = (self.randomise, self.chest, self.slab, self.fatty, self.metal)
         if not all(0.0 <= p <= 1.0 for p in fractions) or self.chest + self.slab > 1.0:
             raise ValueError(f"fractions must lie in [0, 1], chest + slab at most 1: {self}")
 
@@ -1675,10 +1865,10 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
              mix: Mix = PLAIN) -> Phantom:
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
     to max_side voxels per axis; its image domain-randomised and its scan range one of the extra
-    ones and its pancreas fatty with mix's probabilities. The anatomy depends only on the seed,
-    never on the grid; the labels never on mix.randomise or mix.fatty."""
+    ones, its pancreas fatty and metal in it with mix's probabilities. The anatomy depends only on
+    the seed, never on the grid; the labels never on mix.randomise, mix.fatty or mix.metal."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage, extent, fat = (_stream(root, k) for k in range(6))
+    anatomy, scan, look, storage, extent, fat, implant = (_stream(root, k) for k in range(7))
     parts = draw_anatomy(anatomy)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
@@ -1693,8 +1883,12 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     randomised = bool(look.random() < mix.randomise)
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
     image = randomised_image(tissue, geometry, look) if randomised else ct_image(tissue, geometry, phase, look)
+    metal = ""
+    if implant.random() < mix.metal:
+        kind = METAL_KINDS[implant.integers(len(METAL_KINDS))]
+        metal = kind if metal_implants(image, tissue, labels, geometry, implant, kind) else ""
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
-    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty)
+    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -1728,13 +1922,14 @@ def _display(plane: np.ndarray) -> np.ndarray:
 
 def _views(image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]
            ) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
-    """Axial planes at the liver's and the kidneys' largest sections and a coronal plane through
-    the kidneys of a canonical (x, y, z) CT in HU, its labels and spacing (mm): (title, image,
-    labels, pixel aspect)."""
+    """Axial planes at the liver's and the kidneys' largest sections (or, where the CT holds metal,
+    at its largest section instead of the kidneys') and a coronal plane through the kidneys of a
+    canonical (x, y, z) CT in HU, its labels and spacing (mm): (title, image, labels, pixel aspect)."""
     sx, sy, sz = spacing
     views = []
-    for organ, name in ((LIVER, "liver"), (KIDNEY, "kidney")):
-        area = (labels == organ).sum(axis=(0, 1))
+    metal = (image >= METAL_HU - 1).sum(axis=(0, 1))
+    for name, area in (("liver", (labels == LIVER).sum(axis=(0, 1))),
+                       ("metal", metal) if metal.any() else ("kidney", (labels == KIDNEY).sum(axis=(0, 1)))):
         k = int(area.argmax()) if area.any() else labels.shape[2] // 2
         views.append((f"axial, {name} level", image[:, :, k], labels[:, :, k], sy / sx))
     kidney = np.argwhere(labels == KIDNEY)
@@ -1777,7 +1972,8 @@ def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side:
         shape = "x".join(str(n) for n in phantom.labels.shape)
         spacing = "x".join(f"{s:.2f}" for s in phantom.spacing)
         rows.append((f"case {index}: {phantom.phase}, {phantom.scan}, {shape} voxels of {spacing} mm, "
-                     f"{phantom.lesions} lesion(s)", phantom.image, phantom.labels, phantom.spacing))
+                     f"{phantom.lesions} lesion(s)" + (f", {phantom.metal}" if phantom.metal else ""),
+                     phantom.image, phantom.labels, phantom.spacing))
     fig = Figure(figsize=(10.0, 3.5 * len(rows) + 0.3), layout="constrained")
     FigureCanvasAgg(fig)
     for subfigure, (title, image, labels, spacing) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
@@ -1805,7 +2001,8 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "shape": "x".join(str(n) for n in phantom.labels.shape),
             "spacing": "x".join(f"{s:.4f}" for s in phantom.spacing),
             "orientation": "".join(phantom.orientation), "scan": phantom.scan,
-            "fatty_pancreas": f"{phantom.fatty:.2f}", "organs": " ".join(present)}
+            "fatty_pancreas": f"{phantom.fatty:.2f}", "metal": phantom.metal or "none",
+            "organs": " ".join(present)}
 
 
 def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | None, mix: Mix) -> dict[str, str]:
@@ -1864,6 +2061,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fatty", type=float, default=0.0, metavar="P",
                         help="fraction of the cases with a fatty pancreas (15-60 %% of it lobular fat; default "
                         "%(default)s)")
+    parser.add_argument("--metal", type=float, default=0.0, metavar="P",
+                        help="fraction of the cases with metal implants (surgical clips or spinal screws) and "
+                        "their streaks (default %(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
@@ -1889,9 +2089,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
     try:
-        mix = Mix(args.randomise, args.chest, args.slab, args.fatty)
+        mix = Mix(args.randomise, args.chest, args.slab, args.fatty, args.metal)
     except ValueError:
-        parser.error("--randomise, --chest, --slab and --fatty must lie in [0, 1], --chest plus --slab at most 1")
+        parser.error("--randomise, --chest, --slab, --fatty and --metal must lie in [0, 1], --chest plus --slab "
+                     "at most 1")
     began = time.perf_counter()
     if args.preview is not None:
         try:
