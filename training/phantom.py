@@ -1651,15 +1651,15 @@ def _screw_tubes(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generato
     shows no vertebral body."""
     axes = geometry.axes()
     z = axes[2]
-    found = [k for k in range(len(z)) if _vertebral_body(tissue, axes, k) is not None]
-    if not found:
+    bodies = {k: body for k in range(len(z)) if (body := _vertebral_body(tissue, axes, k)) is not None}
+    if not bodies:
         return []
-    start = z[found[rng.integers(len(found))]]
+    start = z[list(bodies)[rng.integers(len(bodies))]]
     radius = rng.uniform(*SCREW_RADIUS_MM)
     tubes, entries = [], {-1.0: [], 1.0: []}
     for level in start + LEVEL_STEP_MM * np.arange(rng.integers(SCREW_LEVELS[0], SCREW_LEVELS[1] + 1)) * rng.choice((-1.0, 1.0)):
         k = int(np.argmin(np.abs(z - level)))
-        centre = _vertebral_body(tissue, axes, k)
+        centre = bodies.get(k)
         if centre is None:
             continue
         cx, cy, canal_y = centre
@@ -1758,11 +1758,12 @@ def metal_implants(image: np.ndarray, tissue: np.ndarray, labels: np.ndarray, ge
     tubes = (_clip_tubes(tissue, labels, geometry, rng) if kind == "clips" else _screw_tubes(tissue, geometry, rng))
     if not tubes:
         return False
-    metal = (_tube_field(geometry.axes(), [_at_least_a_voxel(t, geometry.spacing) for t in tubes]) <= 0)
+    axes = geometry.axes()
+    metal = (_tube_field(axes, [_at_least_a_voxel(t, geometry.spacing) for t in tubes]) <= 0)
     metal &= (labels == 0) & (tissue != TISSUE["air"])
     if not metal.any():
         return False
-    x, y, _ = geometry.axes()
+    x, y, _ = axes
     amplitude = rng.uniform(*STREAK_HU[kind])
     pixel = geometry.spacing[0] * geometry.spacing[1]
     body = tissue != TISSUE["air"]
