@@ -4,8 +4,9 @@
    normalised (the checkpoint's window and z-score), the coarse network, per-organ largest
    components (>= 1000 mm^3 by default);
 2. the organs' bounding box on the original grid plus a margin (20 mm) on every side;
-3. fine: that crop (original HU) resampled to the fine input size (192^3), normalised on the
-   crop, the fine network, its logits resampled back to the crop;
+3. fine: that crop (original HU; where the organs reach the scan's edge, continued past it by
+   the margin, repeating the edge voxels) resampled to the fine input size (192^3), normalised on the crop,
+   the fine network, its logits resampled back to the crop;
 4. post-processing: labels from the logits, largest components again, pasted into an empty volume.
 
 Each case's stages (STAGES) are timed one by one in Result.seconds.
@@ -29,13 +30,14 @@ from dataclasses import dataclass, field
 import nibabel as nib
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from flare_common.units import MB
 from inference import openvino_runtime
 from inference.checkpoint import Models
 from inference.defaults import PRECISIONS
 from inference.imageio import CT, labels_image, to_canonical
-from inference.postprocessing import Box, keep_largest_components, labels_at_size, logits_to_labels, organ_box
+from inference.postprocessing import Box, crop_region, keep_largest_components, labels_at_size, logits_to_labels, organ_box
 from inference.preprocessing import resize
 
 Spacing = tuple[float, float, float]
@@ -52,7 +54,8 @@ STAGES = {  # the stages of a case, timed one by one (Result.seconds), and what 
 @dataclass
 class Result:
     """Canonical-orientation labels (uint8, x y z), seconds per stage, on CUDA torch's peak
-    allocated and reserved memory per stage (MB), and what was noticed."""
+    allocated and reserved memory per stage (MB), what was noticed, the fine stage's box on the
+    CT's grid and the voxels (before, after) per axis its crop continued past the scan's edge."""
 
     labels: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
@@ -60,6 +63,7 @@ class Result:
     peak_reserved_mb: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     box: Box | None = None
+    padding: tuple[tuple[int, int], ...] = ((0, 0), (0, 0), (0, 0))
 
     def cuda_memory(self) -> dict:
         """The case's peak GPU memory (MB, the largest stage's) and that of each stage; empty
@@ -157,22 +161,33 @@ class Segmenter:
         with self._stage(result, "components"):
             coarse_spacing = tuple(n * s / c for n, s, c in zip(ct.shape, spacing, coarse.shape))
             coarse = self._components(coarse, coarse_spacing)
-            result.box = organ_box(coarse, ct.shape, spacing, self.models.post.box_margin_mm)
+            self._set_box(result, organ_box(coarse, ct.shape, spacing, self.models.post.box_margin_mm, clip=False),
+                          ct.shape, spacing)
         if result.box is None:
             result.warnings.append("the coarse stage found no organ: the output is empty")
         return result.box
+
+    def _set_box(self, result: Result, box: Box | None, shape: tuple[int, int, int], spacing: Spacing) -> None:
+        """From an unclipped organ box with the checkpoint's margin: the fine stage's box
+        (clipped to the grid) and, with edge padding, how far past the grid its crop goes."""
+        if box is not None:
+            post = self.models.post
+            result.box, result.padding = crop_region(box, shape, spacing, post.box_margin_mm, post.edge_padding)
 
     def _fine(self, ct: np.ndarray, spacing: Spacing, result: Result) -> None:
         """Fine stage on the crop result.box of the CT, then post-processing into result.labels.
         Each tensor is dropped as soon as the next stage has its successor."""
         with self._stage(result, "crop"):
             crop = self._volume(ct[result.box])
+            if any(any(p) for p in result.padding):  # F.pad takes the last axis first
+                crop = F.pad(crop, [n for p in reversed(result.padding) for n in p], mode="replicate")
         with self._stage(result, "fine"):
             size = crop.shape[2:]
             logits = self._logits("fine", crop)
             del crop
         with self._stage(result, "logits back"):
-            fine = labels_at_size(logits, size).cpu().numpy()
+            inside = tuple(slice(lo, n - hi) for (lo, hi), n in zip(result.padding, size))
+            fine = np.ascontiguousarray(labels_at_size(logits, size).cpu().numpy()[inside])
             del logits
         with self._stage(result, "paste"):
             result.labels[result.box] = self._components(fine, spacing)
@@ -203,8 +218,11 @@ class Segmenter:
     @torch.inference_mode()
     def fine_only(self, ct: np.ndarray, spacing: Spacing, box: Box) -> Result:
         """The fine stage alone in a given box of the CT's grid (e.g. the ground truth's box plus
-        the margin: how the fine network is validated)."""
-        result = Result(np.zeros(ct.shape, dtype=np.uint8), box=box)
+        the margin, organ_box with clip=False: how the fine network is validated); the box is
+        clipped to the grid and, with edge padding, its crop continued past the scan's edge
+        where the organs reach it."""
+        result = Result(np.zeros(ct.shape, dtype=np.uint8))
+        self._set_box(result, box, ct.shape, spacing)
         self._fine(ct, spacing, result)
         return result
 

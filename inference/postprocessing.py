@@ -21,6 +21,11 @@ class Postprocessing:
     `components_kept` components are kept (1 for labels not listed; 2 for the FLARE21 kidneys,
     label 2); `box_margin_mm` is added on every side of the organs' box before the fine stage.
 
+    `edge_padding`: where the organs reach the scan's edge (cut by the field of view), the fine
+    stage's crop continues past that edge by the margin, repeating the edge voxels, so that the
+    network sees the organ go on rather than stop at a wall; the labels there are dropped. Off,
+    the crop ends at the scan's edge (the paper).
+
     `not_above` maps an organ label to a reference label (kidney, spleen and pancreas to the
     liver by default): a component of the organ lying wholly above the top of the reference's
     kept components (its lowest voxel higher, along +z, superior in RAS+) is dropped before the
@@ -33,6 +38,7 @@ class Postprocessing:
     components_kept: dict[int, int] = field(default_factory=lambda: {2: 2})
     box_margin_mm: float = 20.0
     not_above: dict[int, int] = field(default_factory=lambda: {2: 1, 3: 1, 4: 1})
+    edge_padding: bool = True
 
     def kept(self, label: int) -> int:
         return self.components_kept.get(label, 1)
@@ -41,15 +47,21 @@ class Postprocessing:
         return {"min_component_mm3": float(self.min_component_mm3),
                 "components_kept": {str(k): int(v) for k, v in self.components_kept.items()},
                 "box_margin_mm": float(self.box_margin_mm),
-                "not_above": {str(k): int(v) for k, v in self.not_above.items()}}
+                "not_above": {str(k): int(v) for k, v in self.not_above.items()},
+                "edge_padding": bool(self.edge_padding)}
 
     @classmethod
     def from_dict(cls, raw: dict) -> Postprocessing:
-        """From a checkpoint's dict; one written before `not_above` existed gets the default."""
+        """From a checkpoint's dict; one written before `not_above` or `edge_padding` existed gets
+        the default."""
         kept = {int(k): int(v) for k, v in raw["components_kept"].items()}
+        default = cls()
         not_above = ({int(k): int(v) for k, v in raw["not_above"].items()} if "not_above" in raw
-                     else cls().not_above)
-        post = cls(float(raw["min_component_mm3"]), kept, float(raw["box_margin_mm"]), not_above)
+                     else default.not_above)
+        edge_padding = raw.get("edge_padding", default.edge_padding)
+        if not isinstance(edge_padding, bool):
+            raise ValueError(f"invalid post-processing values {raw}")
+        post = cls(float(raw["min_component_mm3"]), kept, float(raw["box_margin_mm"]), not_above, edge_padding)
         if (post.min_component_mm3 < 0 or post.box_margin_mm < 0 or any(v < 1 for v in kept.values())
                 or any(k == v or v in not_above for k, v in not_above.items())):
             raise ValueError(f"invalid post-processing values {raw}")
@@ -174,18 +186,40 @@ def keep_largest_components(labels: np.ndarray, spacing: tuple[float, float, flo
 
 
 def organ_box(labels: np.ndarray, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-              margin_mm: float) -> Box | None:
+              margin_mm: float, clip: bool = True) -> Box | None:
     """The bounding box of all organs of a label map computed on a resampled grid, mapped onto
     the original grid of the given shape (voxel i of n covers [i, i+1) * shape / n), widened by
-    margin_mm on every side (spacing in mm of the original grid) and clipped; None if empty."""
+    margin_mm on every side (spacing in mm of the original grid) and clipped to the grid unless
+    `clip` is False (then it may start below 0 and end past the grid: see beyond); None if empty."""
     present = np.argwhere(labels)
     if present.size == 0:
         return None
     box = []
-    for axis in range(3):
+    for axis, margin in enumerate(margin_voxels(spacing, margin_mm)):
         scale = shape[axis] / labels.shape[axis]
-        margin = int(np.ceil(margin_mm / spacing[axis]))
         lo = int(np.floor(present[:, axis].min() * scale)) - margin
         hi = int(np.ceil((present[:, axis].max() + 1) * scale)) + margin
-        box.append(slice(max(lo, 0), min(hi, shape[axis])))
+        box.append(slice(max(lo, 0), min(hi, shape[axis])) if clip else slice(lo, hi))
     return tuple(box)
+
+
+def margin_voxels(spacing: tuple[float, float, float], margin_mm: float) -> tuple[int, ...]:
+    """A margin in mm as whole voxels along each axis (rounded up)."""
+    return tuple(int(np.ceil(margin_mm / s)) for s in spacing)
+
+
+Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+
+def crop_region(box: Box, shape: tuple[int, int, int], spacing: tuple[float, float, float], margin_mm: float,
+                pad: bool) -> tuple[Box, Padding]:
+    """From an organ box computed with clip=False and margin_mm (organ_box): the part of it
+    inside a grid of that shape, and the voxels (before, after) per axis by which a crop of it
+    continues past the grid (edge padding, where `pad`): the margin on a side where the organs
+    themselves reach the grid's edge (cut by the field of view), 0 elsewhere (where only the
+    margin would lie outside)."""
+    inside = tuple(slice(max(b.start, 0), min(b.stop, n)) for b, n in zip(box, shape))
+    margin = margin_voxels(spacing, margin_mm)
+    padding = tuple((m if b.start + m <= 0 else 0, m if b.stop - m >= n else 0) if pad else (0, 0)
+                    for b, n, m in zip(box, shape, margin))
+    return inside, padding

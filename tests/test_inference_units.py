@@ -12,7 +12,14 @@ from flare_common.errors import InputError
 from flare_common.nifti import output_name
 from inference.checkpoint import UNTRAINED, CheckpointError, average, combine, load, main, random_models, save
 from inference.imageio import read_ct
-from inference.postprocessing import Postprocessing, keep_largest_components, labels_at_size, logits_to_labels, organ_box
+from inference.postprocessing import (
+    Postprocessing,
+    crop_region,
+    keep_largest_components,
+    labels_at_size,
+    logits_to_labels,
+    organ_box,
+)
 from inference.preprocessing import Normalisation, resize
 
 NAMES = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
@@ -78,6 +85,17 @@ def test_organ_box_maps_to_the_original_grid_with_margin():
     # z: 0..20 of 160, +-2 voxels, clipped at 0.
     assert box == (slice(6, 42), slice(7, 25), slice(0, 22))
     assert organ_box(np.zeros((4, 4, 4), np.uint8), (8, 8, 8), (1, 1, 1), 20.0) is None
+    unclipped = organ_box(coarse, (64, 32, 160), spacing=(1.0, 2.0, 5.0), margin_mm=10, clip=False)
+    assert unclipped == (slice(6, 42), slice(7, 25), slice(-2, 22))
+    # the organs touch z = 0 (cut by the scan): the crop goes on by the margin (2 voxels) there only
+    region = crop_region(unclipped, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=True)
+    assert region == (box, ((0, 0), (0, 0), (2, 0)))
+    assert crop_region(unclipped, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=False) == (box, ((0, 0),) * 3)
+    # within the margin of an edge but not touching it: nothing past the edge
+    near = np.zeros((16, 16, 16), np.uint8)
+    near[1:3, 6:10, 4:6] = 1  # x from 4 of 64: 4 mm from the edge, the margin 10 mm
+    wide = organ_box(near, (64, 32, 160), (1.0, 2.0, 5.0), 10, clip=False)
+    assert wide[0].start == -6 and crop_region(wide, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=True)[1] == ((0, 0),) * 3
 
 
 def test_logits_to_labels_resolves_overlaps_by_the_highest_logit():
@@ -146,7 +164,11 @@ def test_components_wholly_above_the_liver_are_dropped():
     assert [(keep_largest_components(no_liver, (1.0, 1.0, 1.0), NAMES, no_minimum) == k).sum() for k in (2, 3)] == [126, 896]
     assert Postprocessing.from_dict(no_minimum.to_dict()) == no_minimum
     old = {"min_component_mm3": 1000, "components_kept": {"2": 2}, "box_margin_mm": 20}  # a checkpoint before the rule
-    assert Postprocessing.from_dict(old) == Postprocessing()
+    assert Postprocessing.from_dict(old) == Postprocessing() and Postprocessing().edge_padding
+    paper = Postprocessing(edge_padding=False)
+    assert Postprocessing.from_dict(paper.to_dict()) == paper
+    with pytest.raises(ValueError, match="invalid"):
+        Postprocessing.from_dict({**old, "edge_padding": "yes"})
     with pytest.raises(ValueError, match="invalid"):
         Postprocessing.from_dict({**old, "not_above": {"2": 1, "1": 3}})  # chained references
 

@@ -149,6 +149,17 @@ def test_extra_scan_ranges_change_only_the_z_range():
         ph.Mix(chest=0.7, slab=0.4)
 
 
+def assert_undrawn_cases_are_the_plain_sets(mix: ph.Mix, varied, seed: int, cases: int) -> None:
+    """Of a set made with a mix, some cases get the variation (varied(phantom) is true) and some
+    do not; those that do not are the plain set's cases, image and labels."""
+    mixed = [(i, ph.generate(ph.case_seed(seed, i), max_side=32, mix=mix)) for i in range(cases)]
+    kept = [(i, p) for i, p in mixed if not varied(p)]
+    assert kept and len(kept) < len(mixed)
+    for i, p in kept:
+        alone = ph.generate(ph.case_seed(seed, i), max_side=32)
+        assert np.array_equal(p.image, alone.image) and np.array_equal(p.labels, alone.labels)
+
+
 def test_a_fatty_pancreas_is_darker_and_keeps_its_label_and_everything_else():
     """Fat replaces the asked-for share of the gland's parenchyma (its mean HU falls towards fat's),
     the labels and the rest of the anatomy stay; a case of a mixed set that is not drawn fatty is
@@ -162,12 +173,26 @@ def test_a_fatty_pancreas_is_darker_and_keeps_its_label_and_everything_else():
     assert np.median(fatty.image[gland]) < np.median(lean.image[gland]) - 40
     far = ndimage.distance_transform_edt(~gland) > 6  # beyond the blur of the image's reconstruction
     assert np.array_equal(fatty.image[far], lean.image[far])
-    mixed = [(i, ph.generate(ph.case_seed(6, i), max_side=32, mix=ph.Mix(fatty=0.5))) for i in range(5)]
-    kept = [(i, p) for i, p in mixed if p.fatty == 0.0]
-    assert kept and len(kept) < len(mixed)
-    for i, p in kept:
-        alone = ph.generate(ph.case_seed(6, i), max_side=32)
-        assert np.array_equal(p.image, alone.image) and np.array_equal(p.labels, alone.labels)
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(fatty=0.5), lambda p: p.fatty > 0.0, seed=6, cases=5)
+
+
+def test_an_atrophic_pancreas_is_thinner_and_leaves_the_other_organs_and_cases():
+    """An atrophic gland lies along the same course, thinner (its volume falls with about the
+    square of the thickness factor); liver, kidneys and spleen keep their labels but for what the
+    full gland covered and where the veins along it moved; a case of a mixed
+    set drawn with a full gland is the plain set's case."""
+    seed = ph.case_seed(5, 0)
+    full = ph.generate(seed, max_side=96)
+    thin = ph.generate(seed, max_side=96, mix=ph.Mix(atrophic=1.0))
+    assert full.pancreas_thickness == 1.0 and ph.ATROPHIC_PANCREAS[0] <= thin.pancreas_thickness <= ph.ATROPHIC_PANCREAS[1]
+    glands = [p.labels == ph.PANCREAS for p in (full, thin)]
+    ratio = glands[1].sum() / glands[0].sum()
+    assert 0.5 * thin.pancreas_thickness ** 2 < ratio < 1.5 * thin.pancreas_thickness
+    assert (glands[1] & glands[0]).sum() > 0.8 * glands[1].sum()  # along the same course
+    for organ in (ph.LIVER, ph.KIDNEY, ph.SPLEEN):  # what the full gland covered, and the veins behind it, aside
+        others = [p.labels == organ for p in (full, thin)]
+        assert ((others[0] ^ others[1]) & ~glands[0]).sum() <= 0.01 * others[0].sum()
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(atrophic=0.5), lambda p: p.pancreas_thickness < 1.0, seed=6, cases=5)
 
 
 @pytest.mark.parametrize("index, kind", [(1, "spinal screws"), (3, "clips")])
@@ -187,11 +212,7 @@ def test_metal_implants_streak_only_their_slices_and_keep_the_labels(index, kind
     assert set(with_metal) <= set(changed) and all(np.abs(with_metal - k).min() <= 3 for k in changed)
     streaks = (metal.image - plain.image)[:, :, with_metal][~bright[:, :, with_metal]]
     assert streaks.min() < -30 and streaks.max() > 30  # dark and bright
-    mixed = [(i, ph.generate(ph.case_seed(7, i), max_side=32, mix=ph.Mix(metal=0.5))) for i in range(6)]
-    kept = [(i, p) for i, p in mixed if p.metal == ""]
-    assert kept and len(kept) < len(mixed)
-    for i, p in kept:
-        assert np.array_equal(p.image, ph.generate(ph.case_seed(7, i), max_side=32).image)
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(metal=0.5), lambda p: p.metal != "", seed=7, cases=6)
 
 
 def test_randomised_mode_same_labels_other_intensities():
@@ -237,7 +258,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     rows = read_rows(out / "cases.csv")
     assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
-                            "orientation", "scan", "fatty_pancreas", "metal", "organs"}
+                            "orientation", "scan", "fatty_pancreas", "pancreas_thickness", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2
@@ -277,6 +298,7 @@ def test_cli_preview_sets_a_real_ct_beside_the_phantoms(tmp_path, capsys):
                                   ["--out", "x", "--cases", "2", "--randomise", "1.5"], ["--cases", "x"],
                                   ["--out", "x", "--cases", "2", "--chest", "0.6", "--slab", "0.6"],
                                   ["--out", "x", "--cases", "2", "--fatty", "-0.1"],
+                                  ["--out", "x", "--cases", "2", "--atrophic", "1.5"],
                                   ["--out", "x", "--cases", "1", "--real", "a", "b"]])
 def test_cli_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exc:

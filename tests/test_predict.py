@@ -253,3 +253,25 @@ def test_image_in_labels_out_api_matches_predict_and_leaves_the_models_alone(tmp
     np.testing.assert_array_equal(np.asarray(image.dataobj), np.asarray(written.dataobj))
     np.testing.assert_array_equal(image.affine, written.affine)
     assert image.get_data_dtype() == np.uint8 and result.box is not None
+
+
+@pytest.mark.parametrize("edge_padding", [True, False])
+def test_a_crop_at_the_scans_edge_continues_past_it_only_where_an_organ_is_cut(edge_padding):
+    """An organ cut by the top of the scan: the fine stage's crop goes on past that edge by the
+    margin (repeating the top slice) and nowhere else, and the labels still cover the organ up to
+    the edge, on the CT's own grid; with edge_padding off the crop ends at the scan."""
+    from evaluation.metrics import dice
+    from inference.checkpoint import Models
+    from inference.pipeline import Segmenter
+    from inference.postprocessing import Postprocessing
+
+    shape, spacing = (60, 50, 30), (2.0, 2.0, 4.0)
+    x, y, z = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
+    organ = ((x - 60) / 30) ** 2 + ((y - 50) / 25) ** 2 + ((z - 120) / 40) ** 2 <= 1  # cut at z = 116 mm
+    hu = np.where(organ, 300.0, -300.0).astype(np.float32)
+    models = Models(_BrightIsLiver((32, 32, 32)), _BrightIsLiver((48, 48, 48)), trained_on="test",
+                    post=Postprocessing(edge_padding=edge_padding))
+    result = Segmenter(models, torch.device("cpu"), "fp32")(hu, spacing)
+    assert result.padding == (((0, 0), (0, 0), (0, 5)) if edge_padding else ((0, 0),) * 3)  # 20 mm at 4 mm
+    assert result.box[2].stop == shape[2] and result.labels.shape == shape
+    assert dice(result.labels == 1, organ) > 0.97 and (result.labels[:, :, -1] == 1).sum() > 0.9 * organ[:, :, -1].sum()

@@ -1,5 +1,6 @@
 """Training: the recipe, the data checks, the loss, the schedule, crops, and whole runs (one
 process and two with torchrun) that end in checkpoints the submission runs."""
+import dataclasses
 import json
 import math
 import os
@@ -16,9 +17,10 @@ import torch
 from inference.checkpoint import load
 from training import phantom
 from training.augment import fine_window, shift_brightness
-from training.cache import Sample
+from training.cache import Sample, build, cache_folder
+from training.cache import load as load_cache
 from training.config import ConfigError, default_config, load_config
-from training.data import DataError, find_cases, split
+from training.data import Case, DataError, find_cases, split
 from training.loss import dice_focal_loss, one_hot
 from training.train import lr_factor, main
 
@@ -96,6 +98,38 @@ def test_split_is_deterministic_disjoint_and_complete(data):
     for train_cases, val in folds:
         assert not {c.name for c in train_cases} & {c.name for c in val}
     assert split(cases, 3, 1, seed=5) == folds[1] and split(cases, 3, None, seed=5) == (cases, [])
+
+
+@pytest.mark.parametrize("edge_padding", [True, False])
+def test_the_fine_cache_continues_an_organ_cut_by_the_scan_past_its_edge(tmp_path, edge_padding):
+    """As at inference, the fine stage learns from crops that go on past the scan's edge where an
+    organ is cut by it (the edge slice repeated, image and labels), and end there without edge
+    padding; the organs' box is recorded where the organ lies in the cached region."""
+    shape, spacing = (40, 40, 20), (2.0, 2.0, 3.0)
+    labels = np.zeros(shape, np.uint8)
+    labels[10:30, 12:28, 8:] = 1  # cut by the top of the scan
+    hu = np.where(labels == 1, 80, -100).astype(np.int16)
+    affine = np.diag([*spacing, 1.0])
+    nib.save(nib.Nifti1Image(hu, affine), tmp_path / "c_0000.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "c.nii.gz")
+    config = default_config("fine")
+    config = dataclasses.replace(config, input_size=(16, 16, 16), margin_mm=(3.0, 15.0),
+                                 postprocessing={**config.postprocessing, "edge_padding": edge_padding})
+    folder = cache_folder(tmp_path / "cache", config)
+    folder.mkdir(parents=True)
+    case = Case("c", tmp_path / "c_0000.nii.gz", tmp_path / "c.nii.gz")
+    build(case, config, {1: "liver"}, folder)
+    sample = load_cache([case], config, tmp_path / "cache")[0]
+    # z: voxels 8..20 plus 5 of margin below (15 mm at 3 mm) and, padded, 5 past the top
+    extent = 12 + 5 + (5 if edge_padding else 0)
+    assert sample.spacing[2] == pytest.approx(extent * 3.0 / sample.labels.shape[2])
+    lo, hi = sample.organs[2]
+    assert lo == pytest.approx(5 * sample.labels.shape[2] / extent) and hi == pytest.approx(17 * sample.labels.shape[2] / extent)
+    top = sample.labels[:, :, -1]
+    assert top.any() and np.array_equal(top, sample.labels[:, :, int(np.ceil(hi)) - 1])  # the organ goes on to the top
+    assert sample.labels[:, :, int(np.ceil(hi)):].any() == edge_padding
+    assert cache_folder(tmp_path, config) != cache_folder(tmp_path, dataclasses.replace(
+        config, postprocessing={**config.postprocessing, "edge_padding": not edge_padding}))
 
 
 def test_fine_crops_keep_the_organs_and_brightness_moves_each_organ():

@@ -1,6 +1,8 @@
 """Preprocess the training cases once: each stage's region of each case, resampled and stored.
 
-coarse: the whole volume; fine: the organs' box plus the largest random margin. Either is
+coarse: the whole volume; fine: the organs' box plus the largest random margin, continued past
+the scan's edge by repeating the edge voxels (image and labels) where the organs reach it and the
+post-processing's `edge_padding` is on, as inference does. Either is
 resampled to `cache_scale` x the input size (trilinear for HU, nearest for labels) and written
 as `.npy` files (int16 HU, uint8 labels, memory-mapped when read) with a JSON of its geometry.
 Training then crops and resizes these small arrays instead of reading whole CTs. A cached case
@@ -23,12 +25,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from flare_common.errors import InputError, describe_error
-from inference.postprocessing import organ_box
+from inference.postprocessing import Postprocessing, crop_region, organ_box
 from inference.preprocessing import resize
 from training.config import TrainConfig
 from training.data import Case, read_case
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 HU_RANGE = (-1024, 3071)  # stored as int16 within this range
 Bounds = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
 
@@ -52,7 +54,9 @@ def cache_size(config: TrainConfig) -> tuple[int, int, int]:
 
 def cache_folder(root: Path, config: TrainConfig) -> Path:
     """The stage's folder in the cache, named by everything that changes what is cached."""
-    key = json.dumps([CACHE_FORMAT, config.stage, cache_size(config), config.margin_mm[1] if config.stage == "fine" else 0])
+    fine = config.stage == "fine"
+    key = json.dumps([CACHE_FORMAT, config.stage, cache_size(config), config.margin_mm[1] if fine else 0,
+                      fine and Postprocessing.from_dict(config.postprocessing).edge_padding])
     return Path(root) / f"{config.stage}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
@@ -69,30 +73,38 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int, int]) -> torch.Ten
     return F.interpolate(labels.float(), size=tuple(size), mode="nearest-exact").to(torch.uint8)
 
 
-def region_of(labels: np.ndarray, spacing: tuple[float, float, float], config: TrainConfig) -> tuple[slice, ...] | None:
-    """The part of the volume a stage learns from: all of it (coarse), or the organs' box plus
-    the largest margin (fine; None without organs)."""
+def region_of(labels: np.ndarray, spacing: tuple[float, float, float], config: TrainConfig
+              ) -> tuple[tuple[slice, ...], tuple[tuple[int, int], ...]] | None:
+    """The part of the volume a stage learns from, and the voxels (before, after) per axis by
+    which it continues past the scan's edge: all of it (coarse), or the organs' box plus the
+    largest margin, clipped, with the edge padding of inference (fine; None without organs)."""
     if config.stage == "coarse":
-        return tuple(slice(0, n) for n in labels.shape)
-    return organ_box(labels, labels.shape, spacing, config.margin_mm[1])
+        return tuple(slice(0, n) for n in labels.shape), ((0, 0),) * 3
+    box = organ_box(labels, labels.shape, spacing, config.margin_mm[1], clip=False)
+    if box is None:
+        return None
+    return crop_region(box, labels.shape, spacing, config.margin_mm[1],
+                       Postprocessing.from_dict(config.postprocessing).edge_padding)
 
 
 def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> None:
     """Read, check and cache one case (InputError naming the file when it is unusable)."""
     ct, truth = read_case(case, labels)
-    region = region_of(truth, ct.spacing, config)
+    found = region_of(truth, ct.spacing, config)
     meta = {"source": _source(case), "organs": None, "spacing": None}
-    if region is not None:
+    if found is not None:
+        region, padding = found
         size = cache_size(config)
-        image = torch.from_numpy(np.ascontiguousarray(ct.data[region]))[None, None]
+        image = torch.from_numpy(np.pad(ct.data[region], padding, mode="edge"))[None, None]
         image = resize(image, size)[0, 0].round().clamp(*HU_RANGE).to(torch.int16).numpy()
-        cropped = resize_labels(torch.from_numpy(np.ascontiguousarray(truth[region]))[None, None], size)[0, 0].numpy()
-        extent = [s.stop - s.start for s in region]
+        cropped = resize_labels(torch.from_numpy(np.pad(truth[region], padding, mode="edge"))[None, None], size)[0, 0].numpy()
+        start = [r.start - p[0] for r, p in zip(region, padding)]
+        extent = [r.stop - r.start + sum(p) for r, p in zip(region, padding)]
         scale = [c / n for c, n in zip(size, extent)]
         meta["spacing"] = [sp / k for sp, k in zip(ct.spacing, scale)]
         tight = organ_box(truth, truth.shape, ct.spacing, 0.0)
         if tight is not None:
-            meta["organs"] = [[(t.start - r.start) * k, (t.stop - r.start) * k] for t, r, k in zip(tight, region, scale)]
+            meta["organs"] = [[(t.start - a) * k, (t.stop - a) * k] for t, a, k in zip(tight, start, scale)]
         np.save(folder / f"{case.name}.image.npy", image)
         np.save(folder / f"{case.name}.labels.npy", cropped)
     (folder / f"{case.name}.json").write_text(json.dumps(meta))

@@ -40,14 +40,14 @@ drawn around its prior (`HU_PRIORS`), texture, blur and spatially correlated noi
 domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random value instead, with a
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
-reaching up into the chest, short slabs through the upper abdomen, fatty pancreases and metal
-implants with their streaks (`Mix`); files are written
+reaching up into the chest, short slabs through the upper abdomen, fatty or atrophic (thin)
+pancreases and metal implants with their streaks (`Mix`); files are written
 in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
-        [--fatty P] [--metal P] [--prefix phantom] [--start I]
+        [--fatty P] [--atrophic P] [--metal P] [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -138,6 +138,10 @@ HU_STORED = (-1024, 3071)  # range of the int16 files
 # included). Common with age; a real 3 mm CT's pancreas averaged -8 HU against the 45 HU of lean tissue.
 FATTY_PANCREAS = (0.15, 0.6)
 FATTY_GRAIN_MM = 3.0
+# An atrophic pancreas (Mix.atrophic): the gland's thickness and lobulation scaled by this factor (its
+# volume by about its square: 15-45 ml against the 50-110 ml of a full gland). Common with age, often
+# with fat; a real 3 mm CT's pancreas held 17 ml, 9-15 mm thick.
+ATROPHIC_PANCREAS = (0.45, 0.75)
 
 # Metal implants (Mix.metal) and the streaks they cast: surgical clips by the gallbladder's fossa, or
 # pedicle screws with rods in 1-3 vertebrae. Metal saturates the stored range; around it, in each
@@ -1223,17 +1227,18 @@ def _spleen_frame(rng: np.random.Generator, breath: float) -> Frame:
     return frame
 
 
-def _pancreas(rng: np.random.Generator, breath: float) -> tuple[Tube, SmoothField, float]:
+def _pancreas(rng: np.random.Generator, breath: float, thickness: float = 1.0) -> tuple[Tube, SmoothField, float]:
     """The pancreas's centre line and thickness (a tube of elliptic cross-section, taller than
-    thick), its lobulation field and amplitude (mm)."""
+    thick), its lobulation field and amplitude (mm); its thickness and lobulation scaled by
+    `thickness` (an atrophic gland; the random draws are the same)."""
     points = np.asarray(PANCREAS_POINTS) + rng.normal(0.0, 4.0, (len(PANCREAS_POINTS), 3))
     neck = points[2].copy()
     points = neck + (points - neck) * rng.uniform(0.9, 1.1)
     points += rng.normal(0.0, 6.0, 3) + (0.0, 0.0, 0.5 * breath)
     radii = np.asarray(PANCREAS_RADII) * rng.uniform(0.85, 1.15) * rng.uniform(0.9, 1.1, len(PANCREAS_RADII))
-    tube = spline_tube(points, radii, step=3.0, stretch=(1.0, 1.0, rng.uniform(*PANCREAS_HEIGHT)))
+    tube = spline_tube(points, thickness * radii, step=3.0, stretch=(1.0, 1.0, rng.uniform(*PANCREAS_HEIGHT)))
     lo, hi = _tube_box([tube], 10.0)
-    return tube, draw_field(rng, lo, hi, 5.0), rng.uniform(1.5, 2.5)
+    return tube, draw_field(rng, lo, hi, 5.0), thickness * rng.uniform(1.5, 2.5)
 
 
 def _splenic_vein(pancreas: Tube, confluence: np.ndarray, spleen: Frame) -> Tube:
@@ -1450,8 +1455,9 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ the whole patient
 
-def draw_anatomy(rng: np.random.Generator) -> list[Part]:
-    """One patient's anatomy as parts in painting order (depends only on the random stream)."""
+def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0) -> list[Part]:
+    """One patient's anatomy as parts in painting order (depends only on the random stream), the
+    pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
@@ -1467,7 +1473,7 @@ def draw_anatomy(rng: np.random.Generator) -> list[Part]:
         gb_radii = np.asarray(GALLBLADDER[2]) * rng.uniform(0.7, 1.2)
         gallbladder = partial(_gallbladder_field, frame=liver, centre=GALLBLADDER[1], radii=gb_radii)
     spleen = _spleen_frame(rng, breath)
-    pancreas, lobes, amplitude = _pancreas(rng, breath)
+    pancreas, lobes, amplitude = _pancreas(rng, breath, pancreas_thickness)
 
     parts.append(Part(partial(_liver_field, frame=liver, body=body, diaphragm=diaphragm, spine=spine, kidney=kidneys[0],
                               gallbladder=gallbladder), _lobes_box(liver, LIVER_LOBES), ((0.0, "liver"),),
@@ -1808,8 +1814,9 @@ class Phantom:
     (RAS+) on `geometry`'s grid; the contrast phase, whether the image is domain-randomised, how
     many lesions show, the storage orientation (axis codes) its files are written in, the name
     of its scan range (SCAN_RANGES, EXTRA_RANGES; "given" for a grid passed in) and the fraction
-    of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland) and the kind of metal in
-    it (metal_implants; "": none)."""
+    of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland), the factor on its
+    pancreas's thickness (ATROPHIC_PANCREAS; 1: a full gland) and the kind of metal in it
+    (metal_implants; "": none)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -1821,6 +1828,7 @@ class Phantom:
     scan: str = "given"
     fatty: float = 0.0
     metal: str = ""
+    pancreas_thickness: float = 1.0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -1835,7 +1843,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
-    metal)."""
+    metal, atrophy)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -1843,7 +1851,8 @@ def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
 class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
     (randomised_image); chest and slab, scans of EXTRA_RANGES' chest and slab ranges; fatty, a
-    fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants). Each
+    fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
+    atrophic, a thinner pancreas (ATROPHIC_PANCREAS). Each
     is drawn from a stream of its own: a case that does not get a variation is the case of the
     plain set."""
 
@@ -1852,9 +1861,10 @@ class Mix:
     slab: float = 0.0
     fatty: float = 0.0
     metal: float = 0.0
+    atrophic: float = 0.0
 
     def __post_init__(self) -> None:
-        fractions = (self.randomise, self.chest, self.slab, self.fatty, self.metal)
+        fractions = (self.randomise, self.chest, self.slab, self.fatty, self.metal, self.atrophic)
         if not all(0.0 <= p <= 1.0 for p in fractions) or self.chest + self.slab > 1.0:
             raise ValueError(f"fractions must lie in [0, 1], chest + slab at most 1: {self}")
 
@@ -1866,11 +1876,13 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
              mix: Mix = PLAIN) -> Phantom:
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
     to max_side voxels per axis; its image domain-randomised and its scan range one of the extra
-    ones, its pancreas fatty and metal in it with mix's probabilities. The anatomy depends only on
-    the seed, never on the grid; the labels never on mix.randomise, mix.fatty or mix.metal."""
+    ones, its pancreas fatty or atrophic and metal in it with mix's probabilities. The anatomy
+    depends only on the seed and on whether the pancreas is atrophic, never on the grid; the labels
+    never on mix.randomise, mix.fatty or mix.metal."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage, extent, fat, implant = (_stream(root, k) for k in range(7))
-    parts = draw_anatomy(anatomy)
+    anatomy, scan, look, storage, extent, fat, implant, atrophy = (_stream(root, k) for k in range(8))
+    thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
+    parts = draw_anatomy(anatomy, thickness)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -1889,7 +1901,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
         kind = METAL_KINDS[implant.integers(len(METAL_KINDS))]
         metal = kind if metal_implants(image, tissue, labels, geometry, implant, kind) else ""
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
-    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal)
+    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2002,7 +2014,8 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "shape": "x".join(str(n) for n in phantom.labels.shape),
             "spacing": "x".join(f"{s:.4f}" for s in phantom.spacing),
             "orientation": "".join(phantom.orientation), "scan": phantom.scan,
-            "fatty_pancreas": f"{phantom.fatty:.2f}", "metal": phantom.metal or "none",
+            "fatty_pancreas": f"{phantom.fatty:.2f}", "pancreas_thickness": f"{phantom.pancreas_thickness:.2f}",
+            "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
 
@@ -2062,6 +2075,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fatty", type=float, default=0.0, metavar="P",
                         help="fraction of the cases with a fatty pancreas (15-60 %% of it lobular fat; default "
                         "%(default)s)")
+    parser.add_argument("--atrophic", type=float, default=0.0, metavar="P",
+                        help=f"fraction of the cases with an atrophic pancreas ({ATROPHIC_PANCREAS[0]:.2f}-"
+                        f"{ATROPHIC_PANCREAS[1]:.2f} of the full thickness; default %(default)s)")
     parser.add_argument("--metal", type=float, default=0.0, metavar="P",
                         help="fraction of the cases with metal implants (surgical clips or spinal screws) and "
                         "their streaks (default %(default)s)")
@@ -2090,10 +2106,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
     try:
-        mix = Mix(args.randomise, args.chest, args.slab, args.fatty, args.metal)
+        mix = Mix(args.randomise, args.chest, args.slab, args.fatty, args.metal, args.atrophic)
     except ValueError:
-        parser.error("--randomise, --chest, --slab, --fatty and --metal must lie in [0, 1], --chest plus --slab "
-                     "at most 1")
+        parser.error("--randomise, --chest, --slab, --fatty, --metal and --atrophic must lie in [0, 1], --chest "
+                     "plus --slab at most 1")
     began = time.perf_counter()
     if args.preview is not None:
         try:

@@ -32,7 +32,7 @@ def score(models: Models, stage: str, cases: list[Case], device: torch.device, p
             predicted = result.labels
             per_organ.setdefault("box_recall", []).append(box_recall(truth, result.box))
         else:
-            box = organ_box(truth, truth.shape, ct.spacing, models.post.box_margin_mm)
+            box = organ_box(truth, truth.shape, ct.spacing, models.post.box_margin_mm, clip=False)
             predicted = segmenter.fine_only(ct.data, ct.spacing, box).labels if box else np.zeros_like(truth)
         for label, organ in score_case(truth, predicted, ct.spacing, "flare21").items():
             name = models.labels[label]
