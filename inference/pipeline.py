@@ -5,8 +5,8 @@
    components (>= 1000 mm^3 by default);
 2. the organs' bounding box on the original grid plus a margin (20 mm) on every side;
 3. fine: that crop (original HU; where the organs reach the scan's edge, continued past it by
-   the margin, repeating the edge voxels) resampled to the fine input size (192^3), normalised on the crop,
-   the fine network, its logits resampled back to the crop;
+   the margin, repeating the edge voxels) resampled to the fine input size (192^3), normalised
+   on the crop, the fine network, its logits resampled back to the crop;
 4. post-processing: labels from the logits, largest components again, pasted into an empty volume.
 
 Each case's stages (STAGES) are timed one by one in Result.seconds.
@@ -37,7 +37,16 @@ from inference import openvino_runtime
 from inference.checkpoint import Models
 from inference.defaults import PRECISIONS
 from inference.imageio import CT, labels_image, to_canonical
-from inference.postprocessing import Box, crop_region, keep_largest_components, labels_at_size, logits_to_labels, organ_box
+from inference.postprocessing import (
+    NO_PADDING,
+    Box,
+    Padding,
+    keep_largest_components,
+    labels_at_size,
+    logits_to_labels,
+    organ_box,
+    organ_region,
+)
 from inference.preprocessing import resize
 
 Spacing = tuple[float, float, float]
@@ -63,7 +72,7 @@ class Result:
     peak_reserved_mb: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     box: Box | None = None
-    padding: tuple[tuple[int, int], ...] = ((0, 0), (0, 0), (0, 0))
+    padding: Padding = NO_PADDING
 
     def cuda_memory(self) -> dict:
         """The case's peak GPU memory (MB, the largest stage's) and that of each stage; empty
@@ -161,18 +170,12 @@ class Segmenter:
         with self._stage(result, "components"):
             coarse_spacing = tuple(n * s / c for n, s, c in zip(ct.shape, spacing, coarse.shape))
             coarse = self._components(coarse, coarse_spacing)
-            self._set_box(result, organ_box(coarse, ct.shape, spacing, self.models.post.box_margin_mm, clip=False),
-                          ct.shape, spacing)
+            region = organ_region(coarse, ct.shape, spacing, self.models.post.box_margin_mm, self.models.post.edge_padding)
+            if region is not None:
+                result.box, result.padding = region
         if result.box is None:
             result.warnings.append("the coarse stage found no organ: the output is empty")
         return result.box
-
-    def _set_box(self, result: Result, box: Box | None, shape: tuple[int, int, int], spacing: Spacing) -> None:
-        """From an unclipped organ box with the checkpoint's margin: the fine stage's box
-        (clipped to the grid) and, with edge padding, how far past the grid its crop goes."""
-        if box is not None:
-            post = self.models.post
-            result.box, result.padding = crop_region(box, shape, spacing, post.box_margin_mm, post.edge_padding)
 
     def _fine(self, ct: np.ndarray, spacing: Spacing, result: Result) -> None:
         """Fine stage on the crop result.box of the CT, then post-processing into result.labels.
@@ -216,13 +219,11 @@ class Segmenter:
         return result
 
     @torch.inference_mode()
-    def fine_only(self, ct: np.ndarray, spacing: Spacing, box: Box) -> Result:
-        """The fine stage alone in a given box of the CT's grid (e.g. the ground truth's box plus
-        the margin, organ_box with clip=False: how the fine network is validated); the box is
-        clipped to the grid and, with edge padding, its crop continued past the scan's edge
-        where the organs reach it."""
-        result = Result(np.zeros(ct.shape, dtype=np.uint8))
-        self._set_box(result, box, ct.shape, spacing)
+    def fine_only(self, ct: np.ndarray, spacing: Spacing, box: Box, padding: Padding = NO_PADDING) -> Result:
+        """The fine stage alone in a given box of the CT's grid, its crop continued past the
+        scan's edge by `padding` (e.g. the ground truth's organ_region with the checkpoint's
+        margin and edge padding: how the fine network is validated)."""
+        result = Result(np.zeros(ct.shape, dtype=np.uint8), box=box, padding=padding)
         self._fine(ct, spacing, result)
         return result
 

@@ -185,41 +185,34 @@ def keep_largest_components(labels: np.ndarray, spacing: tuple[float, float, flo
     return out
 
 
-def organ_box(labels: np.ndarray, shape: tuple[int, int, int], spacing: tuple[float, float, float],
-              margin_mm: float, clip: bool = True) -> Box | None:
+Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+NO_PADDING: Padding = ((0, 0), (0, 0), (0, 0))
+
+
+def organ_region(labels: np.ndarray, shape: tuple[int, int, int], spacing: tuple[float, float, float],
+                 margin_mm: float, pad: bool) -> tuple[Box, Padding] | None:
     """The bounding box of all organs of a label map computed on a resampled grid, mapped onto
     the original grid of the given shape (voxel i of n covers [i, i+1) * shape / n), widened by
-    margin_mm on every side (spacing in mm of the original grid) and clipped to the grid unless
-    `clip` is False (then it may start below 0 and end past the grid: see beyond); None if empty."""
+    margin_mm on every side (rounded up to whole voxels of the original grid; spacing in mm) and
+    clipped to it; and the voxels (before, after) per axis by which a crop of it continues past
+    the grid (edge padding, where `pad`): the margin on a side where the organs themselves reach
+    the grid's edge (cut by the field of view), 0 elsewhere. None if no organ is labelled."""
     present = np.argwhere(labels)
     if present.size == 0:
         return None
-    box = []
-    for axis, margin in enumerate(margin_voxels(spacing, margin_mm)):
-        scale = shape[axis] / labels.shape[axis]
-        lo = int(np.floor(present[:, axis].min() * scale)) - margin
-        hi = int(np.ceil((present[:, axis].max() + 1) * scale)) + margin
-        box.append(slice(max(lo, 0), min(hi, shape[axis])) if clip else slice(lo, hi))
-    return tuple(box)
+    box, padding = [], []
+    for axis in range(3):
+        n, scale = shape[axis], shape[axis] / labels.shape[axis]
+        margin = int(np.ceil(margin_mm / spacing[axis]))
+        lo = int(np.floor(present[:, axis].min() * scale))
+        hi = int(np.ceil((present[:, axis].max() + 1) * scale))
+        box.append(slice(max(lo - margin, 0), min(hi + margin, n)))
+        padding.append((margin if pad and lo <= 0 else 0, margin if pad and hi >= n else 0))
+    return tuple(box), tuple(padding)
 
 
-def margin_voxels(spacing: tuple[float, float, float], margin_mm: float) -> tuple[int, ...]:
-    """A margin in mm as whole voxels along each axis (rounded up)."""
-    return tuple(int(np.ceil(margin_mm / s)) for s in spacing)
-
-
-Padding = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
-
-
-def crop_region(box: Box, shape: tuple[int, int, int], spacing: tuple[float, float, float], margin_mm: float,
-                pad: bool) -> tuple[Box, Padding]:
-    """From an organ box computed with clip=False and margin_mm (organ_box): the part of it
-    inside a grid of that shape, and the voxels (before, after) per axis by which a crop of it
-    continues past the grid (edge padding, where `pad`): the margin on a side where the organs
-    themselves reach the grid's edge (cut by the field of view), 0 elsewhere (where only the
-    margin would lie outside)."""
-    inside = tuple(slice(max(b.start, 0), min(b.stop, n)) for b, n in zip(box, shape))
-    margin = margin_voxels(spacing, margin_mm)
-    padding = tuple((m if b.start + m <= 0 else 0, m if b.stop - m >= n else 0) if pad else (0, 0)
-                    for b, n, m in zip(box, shape, margin))
-    return inside, padding
+def organ_box(labels: np.ndarray, shape: tuple[int, int, int], spacing: tuple[float, float, float],
+              margin_mm: float) -> Box | None:
+    """The organs' box of organ_region (clipped to the grid), without edge padding; None if empty."""
+    region = organ_region(labels, shape, spacing, margin_mm, pad=False)
+    return region[0] if region else None

@@ -14,11 +14,11 @@ from inference.checkpoint import UNTRAINED, CheckpointError, average, combine, l
 from inference.imageio import read_ct
 from inference.postprocessing import (
     Postprocessing,
-    crop_region,
     keep_largest_components,
     labels_at_size,
     logits_to_labels,
     organ_box,
+    organ_region,
 )
 from inference.preprocessing import Normalisation, resize
 
@@ -85,17 +85,14 @@ def test_organ_box_maps_to_the_original_grid_with_margin():
     # z: 0..20 of 160, +-2 voxels, clipped at 0.
     assert box == (slice(6, 42), slice(7, 25), slice(0, 22))
     assert organ_box(np.zeros((4, 4, 4), np.uint8), (8, 8, 8), (1, 1, 1), 20.0) is None
-    unclipped = organ_box(coarse, (64, 32, 160), spacing=(1.0, 2.0, 5.0), margin_mm=10, clip=False)
-    assert unclipped == (slice(6, 42), slice(7, 25), slice(-2, 22))
     # the organs touch z = 0 (cut by the scan): the crop goes on by the margin (2 voxels) there only
-    region = crop_region(unclipped, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=True)
-    assert region == (box, ((0, 0), (0, 0), (2, 0)))
-    assert crop_region(unclipped, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=False) == (box, ((0, 0),) * 3)
-    # within the margin of an edge but not touching it: nothing past the edge
+    assert organ_region(coarse, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=True) == (box, ((0, 0), (0, 0), (2, 0)))
+    assert organ_region(coarse, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=False) == (box, ((0, 0),) * 3)
+    # within the margin of an edge but not touching it: the box clipped there, nothing past the edge
     near = np.zeros((16, 16, 16), np.uint8)
     near[1:3, 6:10, 4:6] = 1  # x from 4 of 64: 4 mm from the edge, the margin 10 mm
-    wide = organ_box(near, (64, 32, 160), (1.0, 2.0, 5.0), 10, clip=False)
-    assert wide[0].start == -6 and crop_region(wide, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=True)[1] == ((0, 0),) * 3
+    wide, padding = organ_region(near, (64, 32, 160), (1.0, 2.0, 5.0), 10, pad=True)
+    assert wide[0] == slice(0, 22) and padding == ((0, 0),) * 3
 
 
 def test_logits_to_labels_resolves_overlaps_by_the_highest_logit():

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from flare_common.errors import InputError, describe_error
-from inference.postprocessing import Postprocessing, crop_region, organ_box
+from inference.postprocessing import NO_PADDING, Padding, Postprocessing, organ_box, organ_region
 from inference.preprocessing import resize
 from training.config import TrainConfig
 from training.data import Case, read_case
@@ -74,17 +74,14 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int, int]) -> torch.Ten
 
 
 def region_of(labels: np.ndarray, spacing: tuple[float, float, float], config: TrainConfig
-              ) -> tuple[tuple[slice, ...], tuple[tuple[int, int], ...]] | None:
+              ) -> tuple[tuple[slice, ...], Padding] | None:
     """The part of the volume a stage learns from, and the voxels (before, after) per axis by
     which it continues past the scan's edge: all of it (coarse), or the organs' box plus the
     largest margin, clipped, with the edge padding of inference (fine; None without organs)."""
     if config.stage == "coarse":
-        return tuple(slice(0, n) for n in labels.shape), ((0, 0),) * 3
-    box = organ_box(labels, labels.shape, spacing, config.margin_mm[1], clip=False)
-    if box is None:
-        return None
-    return crop_region(box, labels.shape, spacing, config.margin_mm[1],
-                       Postprocessing.from_dict(config.postprocessing).edge_padding)
+        return tuple(slice(0, n) for n in labels.shape), NO_PADDING
+    return organ_region(labels, labels.shape, spacing, config.margin_mm[1],
+                        Postprocessing.from_dict(config.postprocessing).edge_padding)
 
 
 def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> None:

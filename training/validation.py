@@ -15,7 +15,7 @@ import torch
 from evaluation.metrics import score_case
 from inference.checkpoint import Models
 from inference.pipeline import Segmenter
-from inference.postprocessing import organ_box
+from inference.postprocessing import organ_region
 from training.data import Case, read_case
 
 
@@ -32,8 +32,8 @@ def score(models: Models, stage: str, cases: list[Case], device: torch.device, p
             predicted = result.labels
             per_organ.setdefault("box_recall", []).append(box_recall(truth, result.box))
         else:
-            box = organ_box(truth, truth.shape, ct.spacing, models.post.box_margin_mm, clip=False)
-            predicted = segmenter.fine_only(ct.data, ct.spacing, box).labels if box else np.zeros_like(truth)
+            region = organ_region(truth, truth.shape, ct.spacing, models.post.box_margin_mm, models.post.edge_padding)
+            predicted = segmenter.fine_only(ct.data, ct.spacing, *region).labels if region else np.zeros_like(truth)
         for label, organ in score_case(truth, predicted, ct.spacing, "flare21").items():
             name = models.labels[label]
             per_organ.setdefault(f"dsc_{name}", []).append(float(organ.dsc))
