@@ -2,7 +2,7 @@
 
     flare-predict -i INPUTS -o OUTPUTS [--weights PATH] [--device auto|cpu|cuda]
                   [--precision auto|fp16|bf16|fp32] [--backend auto|torch|openvino]
-                  [--report FILE.json] [--continue]
+                  [--heap auto|kept|system] [--report FILE.json] [--continue]
 
 INPUTS is a folder or a single file. Each <case>_0000.nii.gz (or any other .nii/.nii.gz) becomes
 OUTPUTS/<case>.nii.gz: uint8 labels on exactly the input's grid and header. The arguments are
@@ -34,6 +34,7 @@ from flare_common.errors import InputError, describe_error
 from flare_common.files import file_problem, folder_problem, write_atomic
 from flare_common.nifti import is_nifti, output_name
 from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, WEIGHTS_HELP
+from inference.heap import HEAPS, choose_heap, keep_freed_memory
 
 if TYPE_CHECKING:
     import torch
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what runs the networks on the CPU in fp32 or bf16: openvino (the weights' OpenVINO export, "
                              "2-3x faster; see flare-checkpoint export-openvino) or torch; auto: openvino where the "
                              "export is there, else torch (default %(default)s)")
+    parser.add_argument("--heap", choices=HEAPS, default="auto",
+                        help="glibc's heap: kept (freed memory reused: faster, higher peak memory) or system (its "
+                             "defaults); auto: kept where PyTorch runs the networks on the CPU (default %(default)s)")
     parser.add_argument("--report", type=Path, metavar="FILE.json",
                         help="write the device, the weights, the start-up times and per case the times of each stage "
                              "as JSON here (default: none)")
@@ -384,6 +388,9 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     backend, networks = _backend(args.backend, args.weights, models, device, args.precision, ahead)
     if networks is not None:
         precision = networks.precision
+    heap = choose_heap(args.heap, device.type, backend)
+    if heap == "kept" and not keep_freed_memory():
+        heap = "system"
     progress = Progress(len(inputs))
     segmenter = Segmenter(models, device, precision, on_stage=progress.stage,
                           compiled=networks.stages if networks else None)
@@ -412,7 +419,8 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     failed, written = sum(c["status"] == "failed" for c in cases), sum(c["status"] == "ok" for c in cases)
     if args.report:
         report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                  "device_type": device.type, "precision": precision, "backend": backend, "torch": torch.__version__,
+                  "device_type": device.type, "precision": precision, "backend": backend, "heap": heap,
+                  "torch": torch.__version__,
                   "precision_probe_s": networks.probe_s if networks else {},
                   "weights": str(args.weights), "trained_on": models.trained_on,
                   "startup_s": startup, "cases": cases, "failed": failed}

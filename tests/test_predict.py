@@ -179,10 +179,11 @@ def test_predict_sh(tmp_path, weights):
     script = (ROOT / "predict.sh").read_text()
     assert "CUDA_VISIBLE_DEVICES" not in script
     env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run(["sh", str(ROOT / "predict.sh"), "in", "out", "--weights", str(weights)],
+    done = subprocess.run(["sh", str(ROOT / "predict.sh"), "in", "out", "--weights", str(weights), "--report", "r.json"],
                           env=env, capture_output=True, text=True, cwd=tmp_path)  # paths relative to the caller
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "case.nii.gz").is_file()
+    assert json.loads((tmp_path / "r.json").read_text())["heap"] == "kept"  # PyTorch on the CPU: freed memory reused
     assert done.stdout.startswith("case_0000.nii.gz -> case.nii.gz")  # piped output flushed before the quick exit
     assert done.stderr.rstrip().endswith("1 of 1 case(s) written to out")
 
