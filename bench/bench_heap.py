@@ -2,8 +2,7 @@
 
     python -m bench.bench_heap [--shapes 512x512x160 512x512x300] [--real FILE ...]
         [--sizes 160 192 | --sizes checkpoint] [--backend auto|torch|openvino] [--precision auto]
-        [--repeats 2]
-        [--out DIR] [--write-docs]
+        [--repeats 2] [--out DIR] [--write-docs]
 
 `--heap` of predict chooses glibc's heap policy (inference/heap.py; auto: kept where PyTorch runs
 the networks on the CPU). Each setting below runs `sh predict.sh` as a fresh process, the settings
@@ -45,6 +44,7 @@ from bench.bench_submission import PAPER_SIZES, REAL_CT, ROOT, header, make_inpu
 from bench.record import publish
 from flare_common.nifti import output_name
 from inference import openvino_runtime
+from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, PRECISIONS
 
 JEMALLOC = ctypes.util.find_library("jemalloc")
 
@@ -71,9 +71,9 @@ def run(inputs: Path, outputs: Path, weights: Path, backend: str, precision: str
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"predict.sh on {inputs} exited with {proc.returncode}: see {log.name}")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"predict.sh on {inputs} exited with {code}: see {log.name}")
     cases = json.loads(report.read_text())["cases"]
     return {"wall_s": wall, "user_s": usage.ru_utime, "system_s": usage.ru_stime,
             "minor_faults": usage.ru_minflt, "peak_rss_mb": usage.ru_maxrss / 1024,
@@ -148,11 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="phantom CTs to make, XxYxZ voxels (default 512x512x160 512x512x300)")
     parser.add_argument("--real", nargs="*", type=Path, metavar="FILE",
                         help="real CTs to add (default: the one beside the checkout, when it is there)")
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "flare21_c2f.pt")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
     parser.add_argument("--sizes", nargs="+", default=[str(PAPER_SIZES["coarse"][0]), str(PAPER_SIZES["fine"][0])],
                         help="the networks' input sizes, coarse then fine, or 'checkpoint' (default: the paper's)")
-    parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto")
-    parser.add_argument("--precision", default="auto", help="the precision of every run (default: see above)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="the precision of every run (default: see above)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "heap")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/benchmarks.md")
