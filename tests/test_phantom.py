@@ -195,6 +195,25 @@ def test_an_atrophic_pancreas_is_thinner_and_leaves_the_other_organs_and_cases()
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(atrophic=0.5), lambda p: p.pancreas_thickness < 1.0, seed=6, cases=5)
 
 
+def test_a_fat_plane_keeps_the_gut_off_the_pancreas_body_and_tail_and_the_labels_as_they_were():
+    """With an 8 mm fat plane no gut lies within 3 mm of the gland's body and tail (left of the
+    neck), where without it some does; labels and the tissue beyond the plane are unchanged, and a
+    case of a mixed set drawn without a plane is the plain set's case."""
+    gut = [ph.TISSUE[n] for n in ("gut wall", "gastric content", "faeces", "bowel fluid", "gas")]
+    geometry = ph.Geometry((100, 80, 60), (2.0, 2.0, 2.0), (-130.0, -40.0, -60.0))
+    rendered = {mm: ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(4)), fat_plane_mm=mm),
+                              geometry)[:2] for mm in (0.0, 8.0)}
+    (tissue, labels), (planed, planed_labels) = rendered[0.0], rendered[8.0]
+    assert np.array_equal(labels, planed_labels)
+    x = np.arange(geometry.shape[0]) * geometry.spacing[0] + geometry.origin[0]
+    gland = (labels == ph.PANCREAS) & (x[:, None, None] < ph.PANCREAS_NECK_X - 10.0)
+    near = ndimage.distance_transform_edt(~gland, sampling=geometry.spacing) <= 3.0
+    assert np.isin(tissue[near], gut).any() and not np.isin(planed[near], gut).any()
+    far = ndimage.distance_transform_edt(labels != ph.PANCREAS, sampling=geometry.spacing) > 30.0
+    assert np.array_equal(tissue[far], planed[far])
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(fat_plane=0.5), lambda p: p.fat_plane_mm > 0.0, seed=6, cases=5)
+
+
 @pytest.mark.parametrize("index, kind", [(1, "spinal screws"), (3, "clips")])
 def test_metal_implants_streak_only_their_slices_and_keep_the_labels(index, kind):
     """Metal saturates outside the organs, streaks change only the slices that hold metal (and the
@@ -258,7 +277,8 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     rows = read_rows(out / "cases.csv")
     assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
-                            "orientation", "scan", "fatty_pancreas", "pancreas_thickness", "metal", "organs"}
+                            "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
+                            "pancreas_fat_plane_mm", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2
@@ -299,6 +319,7 @@ def test_cli_preview_sets_a_real_ct_beside_the_phantoms(tmp_path, capsys):
                                   ["--out", "x", "--cases", "2", "--chest", "0.6", "--slab", "0.6"],
                                   ["--out", "x", "--cases", "2", "--fatty", "-0.1"],
                                   ["--out", "x", "--cases", "2", "--atrophic", "1.5"],
+                                  ["--out", "x", "--cases", "2", "--fat-plane", "2"],
                                   ["--out", "x", "--cases", "1", "--real", "a", "b"]])
 def test_cli_usage_errors_exit_2(argv):
     with pytest.raises(SystemExit) as exc:

@@ -41,13 +41,14 @@ domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random val
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
 reaching up into the chest, short slabs through the upper abdomen, fatty or atrophic (thin)
-pancreases and metal implants with their streaks (`Mix`); files are written
+pancreases, pancreases in a plane of fat that the gut keeps out of, and metal implants
+with their streaks (`Mix`); files are written
 in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
-        [--fatty P] [--atrophic P] [--metal P] [--prefix phantom] [--start I]
+        [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -142,6 +143,11 @@ FATTY_GRAIN_MM = 3.0
 # volume by about its square: 15-45 ml against the 50-110 ml of a full gland). Common with age, often
 # with fat; a real 3 mm CT's pancreas held 17 ml, 9-15 mm thick.
 ATROPHIC_PANCREAS = (0.45, 0.75)
+# A fat plane round the pancreas (Mix.fat_plane): fat this thick (mm) around the gland's body and tail,
+# which no gut enters (the duodenum still wraps the head). Without it stomach, colon and small bowel
+# fill the fat up to the gland's surface; a real 3 mm CT's gland lay in a band of fat between the
+# stomach and the left kidney.
+PANCREAS_FAT_PLANE_MM = (3.0, 12.0)
 
 # Metal implants (Mix.metal) and the streaks they cast: surgical clips by the gallbladder's fossa, or
 # pedicle screws with rods in 1-3 vertebrae. Metal saturates the stored range; around it, in each
@@ -219,6 +225,7 @@ PANCREAS_POINTS = ((38.0, 42.0, -38.0), (40.0, 50.0, -18.0), (20.0, 62.0, -4.0),
                    (-45.0, 55.0, 12.0), (-72.0, 35.0, 22.0), (-92.0, 10.0, 30.0))  # uncinate to tail
 PANCREAS_RADII = (9.0, 13.0, 9.0, 8.0, 8.0, 8.5, 7.5)  # in-plane half-thickness (mm)
 PANCREAS_HEIGHT = (1.3, 1.8)  # cross-section height / thickness
+PANCREAS_NECK_X = 12.0  # x (mm) of the neck, in front of the portal confluence: the head lies right of it
 GUT_TUBE = (  # oesophagus, stomach and duodenum: point (mm), radius (mm)
     ((-8.0, 12.0, 230.0), 7.0), ((-15.0, 18.0, 160.0), 7.0), ((-30.0, 22.0, 115.0), 9.0),
     ((-48.0, 5.0, 98.0), 32.0), ((-64.0, 22.0, 75.0), 36.0), ((-70.0, 45.0, 48.0), 33.0),
@@ -549,9 +556,9 @@ def tube_part(tubes: Sequence[Tube], layers: tuple[tuple[float, str], ...], **kw
                 resolution=(0.0, 0.0, 0.0), **kwargs)
 
 
-def _lobulated_tube_field(axes: Axes, tube: Tube, lobes: SmoothField, amplitude: float) -> np.ndarray:
-    """A tube whose surface is moved by amplitude mm times a smooth random field."""
-    return _tube_field(axes, (tube,), pad=2 * amplitude) + amplitude * field_on(lobes, axes)
+def _lobulated_tube_field(axes: Axes, tube: Tube, lobes: SmoothField, amplitude: float, grow: float = 0.0) -> np.ndarray:
+    """A tube whose surface is moved by amplitude mm times a smooth random field, then out by grow mm."""
+    return _tube_field(axes, (tube,), pad=2 * amplitude + grow) + amplitude * field_on(lobes, axes) - grow
 
 
 # ------------------------------------------------------------------------------------ trunk
@@ -1241,6 +1248,12 @@ def _pancreas(rng: np.random.Generator, breath: float, thickness: float = 1.0) -
     return tube, draw_field(rng, lo, hi, 5.0), thickness * rng.uniform(1.5, 2.5)
 
 
+def _body_and_tail(pancreas: Tube) -> Tube:
+    """The pancreas's centre line from its neck (PANCREAS_NECK_X) to the tail."""
+    start = int(np.argmin(np.abs(pancreas.points[:, 0] - PANCREAS_NECK_X)))
+    return Tube(pancreas.points[start:], pancreas.radii[start:], pancreas.stretch)
+
+
 def _splenic_vein(pancreas: Tube, confluence: np.ndarray, spleen: Frame) -> Tube:
     """The splenic vein: from the splenic hilum along the back of the pancreas to the confluence."""
     p = pancreas.points
@@ -1340,7 +1353,7 @@ def _vessel_parts(rng: np.random.Generator, spine: Spine, liver: Frame, spleen: 
     inside the liver, whose label the intrahepatic vessels keep)."""
     aorta, iliac_arteries, spine_front = _aorta(spine, rng)
     ivc, iliac_veins = _ivc(spine_front, spine, liver, rng)
-    neck = pancreas.points[int(np.argmin(np.abs(pancreas.points[:, 0] - 12.0)))]
+    neck = _body_and_tail(pancreas).points[0]
     confluence = neck + (-4.0, -14.0, -2.0)  # of the splenic and superior mesenteric veins, behind the neck
     porta = liver.to_world([PORTAL_BRANCHES[0][0][0]])[0]
     portal = spline_tube([confluence, 0.5 * (confluence + porta) + (5.0, 0.0, 0.0), porta], [7.0, 7.0, 6.5])
@@ -1455,9 +1468,10 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ the whole patient
 
-def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0) -> list[Part]:
+def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
-    pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS)."""
+    pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and, where fat_plane_mm > 0,
+    a plane of retroperitoneal fat that thick around it (PANCREAS_FAT_PLANE_MM)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
@@ -1490,6 +1504,11 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0) -> l
     parts.append(Part(partial(_lobulated_tube_field, tube=pancreas, lobes=lobes, amplitude=amplitude),
                       _tube_box([pancreas], 2 * amplitude), ((0.0, "pancreas"),), label=PANCREAS,
                       resolution=(0.0, 0.0, 0.0)))
+    if fat_plane_mm > 0.0:
+        body_and_tail = _body_and_tail(pancreas)
+        parts.append(Part(partial(_lobulated_tube_field, tube=body_and_tail, lobes=lobes, amplitude=amplitude,
+                                  grow=fat_plane_mm), _tube_box([body_and_tail], 2 * amplitude + fat_plane_mm),
+                          ((0.0, "fat"),), into=GUT_SPACE, resolution=(0.0, 0.0, 0.0)))
     parts += _vessel_parts(rng, spine, liver, spleen, kidneys, pancreas)
     parts += _lesion_parts(rng, liver, kidneys)
     parts += _gut_parts(rng, body)
@@ -1815,8 +1834,9 @@ class Phantom:
     many lesions show, the storage orientation (axis codes) its files are written in, the name
     of its scan range (SCAN_RANGES, EXTRA_RANGES; "given" for a grid passed in) and the fraction
     of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland), the factor on its
-    pancreas's thickness (ATROPHIC_PANCREAS; 1: a full gland) and the kind of metal in it
-    (metal_implants; "": none)."""
+    pancreas's thickness (ATROPHIC_PANCREAS; 1: a full gland), the kind of metal in it
+    (metal_implants; "": none) and the thickness of the fat plane round its pancreas
+    (PANCREAS_FAT_PLANE_MM; 0: none)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -1829,6 +1849,7 @@ class Phantom:
     fatty: float = 0.0
     metal: str = ""
     pancreas_thickness: float = 1.0
+    fat_plane_mm: float = 0.0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -1843,7 +1864,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
-    metal, atrophy)."""
+    metal, atrophy, fat plane)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -1852,7 +1873,8 @@ class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
     (randomised_image); chest and slab, scans of EXTRA_RANGES' chest and slab ranges; fatty, a
     fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
-    atrophic, a thinner pancreas (ATROPHIC_PANCREAS). Each
+    atrophic, a thinner pancreas (ATROPHIC_PANCREAS); fat_plane, fat round the pancreas's body and tail that the
+    gut keeps out of (PANCREAS_FAT_PLANE_MM). Each
     is drawn from a stream of its own: a case that does not get a variation is the case of the
     plain set."""
 
@@ -1862,9 +1884,10 @@ class Mix:
     fatty: float = 0.0
     metal: float = 0.0
     atrophic: float = 0.0
+    fat_plane: float = 0.0
 
     def __post_init__(self) -> None:
-        fractions = (self.randomise, self.chest, self.slab, self.fatty, self.metal, self.atrophic)
+        fractions = (self.randomise, self.chest, self.slab, self.fatty, self.metal, self.atrophic, self.fat_plane)
         if not all(0.0 <= p <= 1.0 for p in fractions) or self.chest + self.slab > 1.0:
             raise ValueError(f"fractions must lie in [0, 1], chest + slab at most 1: {self}")
 
@@ -1876,13 +1899,14 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
              mix: Mix = PLAIN) -> Phantom:
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
     to max_side voxels per axis; its image domain-randomised and its scan range one of the extra
-    ones, its pancreas fatty or atrophic and metal in it with mix's probabilities. The anatomy
-    depends only on the seed and on whether the pancreas is atrophic, never on the grid; the labels
-    never on mix.randomise, mix.fatty or mix.metal."""
+    ones, its pancreas fatty, atrophic or in a fat plane and metal in it with mix's probabilities.
+    The anatomy depends only on the seed, on whether the pancreas is atrophic and on its fat plane,
+    never on the grid; the labels never on mix.randomise, mix.fatty, mix.metal or mix.fat_plane."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage, extent, fat, implant, atrophy = (_stream(root, k) for k in range(8))
+    anatomy, scan, look, storage, extent, fat, implant, atrophy, plane = (_stream(root, k) for k in range(9))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
-    parts = draw_anatomy(anatomy, thickness)
+    fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
+    parts = draw_anatomy(anatomy, thickness, fat_plane_mm)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -1901,7 +1925,8 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
         kind = METAL_KINDS[implant.integers(len(METAL_KINDS))]
         metal = kind if metal_implants(image, tissue, labels, geometry, implant, kind) else ""
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
-    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness)
+    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
+                   fat_plane_mm)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2015,6 +2040,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "spacing": "x".join(f"{s:.4f}" for s in phantom.spacing),
             "orientation": "".join(phantom.orientation), "scan": phantom.scan,
             "fatty_pancreas": f"{phantom.fatty:.2f}", "pancreas_thickness": f"{phantom.pancreas_thickness:.2f}",
+            "pancreas_fat_plane_mm": f"{phantom.fat_plane_mm:.1f}",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2081,6 +2107,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metal", type=float, default=0.0, metavar="P",
                         help="fraction of the cases with metal implants (surgical clips or spinal screws) and "
                         "their streaks (default %(default)s)")
+    parser.add_argument("--fat-plane", type=float, default=0.0, metavar="P",
+                        help=f"fraction of the cases with {PANCREAS_FAT_PLANE_MM[0]:.0f}-{PANCREAS_FAT_PLANE_MM[1]:.0f} mm "
+                        "of fat round the pancreas's body and tail that no gut enters (default %(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
@@ -2106,10 +2135,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
     try:
-        mix = Mix(args.randomise, args.chest, args.slab, args.fatty, args.metal, args.atrophic)
+        mix = Mix(args.randomise, args.chest, args.slab, args.fatty, args.metal, args.atrophic, args.fat_plane)
     except ValueError:
-        parser.error("--randomise, --chest, --slab, --fatty, --metal and --atrophic must lie in [0, 1], --chest "
-                     "plus --slab at most 1")
+        parser.error("--randomise, --chest, --slab, --fatty, --metal, --atrophic and --fat-plane must lie in [0, 1], "
+                     "--chest plus --slab at most 1")
     began = time.perf_counter()
     if args.preview is not None:
         try:

@@ -1,0 +1,237 @@
+"""Real CT the weights never saw, fetched from a package registry, and how a checkpoint does on it.
+
+    python -m bench.real_ct [--weights W] [--work DIR] [--sdist FILE] [--json FILE]
+
+The source distribution of TotalSegmentator 2.18.0 on PyPI (Apache License 2.0) carries real CTs
+among its test fixtures (tests/reference_files), with label maps made by TotalSegmentator's own
+models (not drawn by hand; its "total" task, mapped to FLARE21's 1 liver, 2 kidneys, 3 spleen,
+4 pancreas):
+- slab: example_ct_sm, 122 x 101 x 30 voxels at 3 mm, non-contrast (the project's phase fixture
+  says "native"); the CT of ../shared/data/real-ct; labels example_seg (the full-resolution model);
+- full: example_ct, the same patient over 336 mm (122 x 101 x 112), labels
+  example_seg_fast_force_split (the 3 mm model; within the slab it agrees with example_seg at DSC
+  0.98 / 0.97 / 0.98 / 0.81);
+- dicom: example_ct_dicom, 20 DICOM slices of another patient (512 x 512 x 20 at 0.98 x 0.98 x 2 mm,
+  contrast-enhanced, arms beside the body), labels example_seg_dicom (the 3 mm model): liver,
+  spleen and a sliver of pancreas, no kidney (any kidney label scores DSC 0, as FLARE's rules say);
+- chest: aorta_report/example_ct, a chest CT of a third patient reaching the upper abdomen
+  (233 x 167 x 191 at 1.5 mm) without organ labels: reported as the organ volumes more than
+  30 mm above the liver's top (where none belongs).
+Fetches the source distribution with pip into WORK unless --sdist names it, writes the cases as
+FLARE-layout pairs under WORK, runs `sh predict.sh` on them with the weights (one process) and
+scores the labelled ones with the project's scorer (FLARE21 rules). Prints a Markdown table;
+--json writes the rows. Reading the DICOM slices needs pydicom and a JPEG 2000 decoder
+(requirements-dev.txt: pydicom, pylibjpeg, pylibjpeg-openjpeg); without them that case is left out,
+with a note.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+from evaluation.rules import get_rules
+from evaluation.score import score_files
+from flare_common import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SDIST = ("totalsegmentator", "2.18.0")
+FIXTURES = f"{SDIST[0]}-{SDIST[1]}/tests/reference_files"
+# TotalSegmentator's "total" task (v2) -> FLARE21: liver, kidneys (right, left), spleen, pancreas.
+TOTAL_TO_FLARE21 = {5: 1, 2: 2, 3: 2, 1: 3, 7: 4}
+ABOVE_LIVER_MM = 30.0
+RULES = "flare21"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One real scan: its name, the fixture of its CT (a NIfTI file or a folder of DICOM slices)
+    and of its labels (None: unlabelled, checked for organs above the liver instead)."""
+
+    name: str
+    image: str
+    labels: str | None
+
+
+CASES = (
+    Case("slab", "example_ct_sm.nii.gz", "example_seg.nii.gz"),
+    Case("full", "example_ct.nii.gz", "example_seg_fast_force_split.nii.gz"),
+    Case("dicom", "example_ct_dicom", "example_seg_dicom.nii.gz"),
+    Case("chest", "aorta_report/example_ct.nii.gz", None),
+)
+
+
+def fetch(work: Path) -> Path:
+    """The source distribution, downloaded with pip into work/download unless already there."""
+    folder = work / "download"
+    found = sorted(folder.glob(f"{SDIST[0]}-{SDIST[1]}.tar.gz"))
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", f"{SDIST[0]}=={SDIST[1]}", "--no-deps",
+                        "--no-binary", ":all:", "--quiet", "-d", str(folder)], check=True)
+        found = sorted(folder.glob(f"{SDIST[0]}-{SDIST[1]}.tar.gz"))
+    return found[0]
+
+
+def extract(sdist: Path, work: Path) -> Path:
+    """The fixtures folder of the source distribution, extracted under work/fixtures."""
+    target = work / "fixtures"
+    with tarfile.open(sdist) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(FIXTURES + "/")]
+        if not members:
+            raise SystemExit(f"error: {sdist}: no {FIXTURES} in it")
+        tar.extractall(target, members=members, filter="data")
+    return target / FIXTURES
+
+
+def to_flare21(total: np.ndarray) -> np.ndarray:
+    """TotalSegmentator "total" labels -> FLARE21 labels (uint8; every other structure 0)."""
+    lut = np.zeros(max(256, int(total.max()) + 1), np.uint8)
+    for source, target in TOTAL_TO_FLARE21.items():
+        lut[source] = target
+    return lut[total.astype(np.int64)]
+
+
+def read_dicom_series(folder: Path) -> nib.Nifti1Image:
+    """One DICOM series (a folder of single-slice files) as a NIfTI image in HU (float32): voxel
+    (i, j, k) = column i, row j of the k-th slice along the slices' normal; the affine maps to RAS
+    mm (DICOM's patient frame is LPS). Raises ValueError for unevenly spaced or tilted slices."""
+    import pydicom
+
+    slices = [pydicom.dcmread(path) for path in sorted(folder.iterdir()) if path.is_file()]
+    orientation = np.asarray(slices[0].ImageOrientationPatient, float)
+    along_row, along_column = orientation[:3], orientation[3:]
+    normal = np.cross(along_row, along_column)
+    slices.sort(key=lambda s: float(normal @ np.asarray(s.ImagePositionPatient, float)))
+    positions = np.array([s.ImagePositionPatient for s in slices], float)
+    steps = np.diff(positions, axis=0)
+    if len(slices) < 2 or not np.allclose(steps, steps[0], atol=1e-3) or not np.allclose(
+            np.cross(steps[0], normal), 0.0, atol=1e-3):
+        raise ValueError(f"{folder}: slices not evenly spaced along their normal")
+    row_spacing, column_spacing = (float(v) for v in slices[0].PixelSpacing)
+    lps = np.eye(4)
+    lps[:3, 0] = along_row * column_spacing
+    lps[:3, 1] = along_column * row_spacing
+    lps[:3, 2] = steps[0]
+    lps[:3, 3] = positions[0]
+    data = np.stack([s.pixel_array.T.astype(np.float32) * float(getattr(s, "RescaleSlope", 1.0))
+                     + float(getattr(s, "RescaleIntercept", 0.0)) for s in slices], axis=-1)
+    return nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps)
+
+
+def on_grid(labels: nib.Nifti1Image, image: nib.Nifti1Image) -> np.ndarray | None:
+    """The label map's voxels stored in the image's axis order (the same grid, its axes perhaps
+    flipped or swapped: DICOM and NIfTI writers order rows differently); None when the grids differ."""
+    transform = ornt_transform(io_orientation(labels.affine), io_orientation(image.affine))
+    data = apply_orientation(np.asarray(labels.dataobj), transform)
+    affine = labels.affine @ inv_ornt_aff(transform, labels.shape)
+    return data if data.shape == image.shape and np.allclose(affine, image.affine, atol=1e-3) else None
+
+
+def prepare(fixtures: Path, work: Path) -> tuple[list[str], list[str]]:
+    """Write work/images/<case>_0000.nii.gz and, for labelled cases, work/labels/<case>.nii.gz;
+    the names of the cases written and notes on those left out."""
+    images, labels = work / "images", work / "labels"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    written, notes = [], []
+    for case in CASES:
+        source = fixtures / case.image
+        if source.is_dir():
+            try:
+                image = read_dicom_series(source)
+            except ImportError as exc:
+                notes.append(f"{case.name}: left out: reading DICOM needs pydicom, pylibjpeg and "
+                             f"pylibjpeg-openjpeg ({exc})")
+                continue
+            image = nib.Nifti1Image(np.rint(image.get_fdata()).astype(np.int16), image.affine)
+        else:
+            image = nib.load(source)
+        nib.save(image, images / f"{case.name}_0000.nii.gz")
+        if case.labels is not None:
+            reference = on_grid(nib.load(fixtures / case.labels), image)
+            if reference is None:
+                raise SystemExit(f"error: {case.labels}: its grid is not {case.image}'s")
+            nib.save(nib.Nifti1Image(to_flare21(reference), image.affine), labels / f"{case.name}.nii.gz")
+        written.append(case.name)
+    return written, notes
+
+
+def above_liver_ml(path: Path) -> dict[str, float]:
+    """Organ volumes (ml) more than ABOVE_LIVER_MM above the top of the liver in a label file."""
+    image = nib.as_closest_canonical(nib.load(path))
+    labels = np.asarray(image.dataobj)
+    liver_z = np.nonzero((labels == 1).any(axis=(0, 1)))[0]
+    top = liver_z.max() + int(ABOVE_LIVER_MM / image.header.get_zooms()[2]) + 1 if len(liver_z) else 0
+    ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+    names = {organ.label: organ.name for organ in get_rules(RULES).organs}
+    return {name: round(float((labels[..., top:] == label).sum()) * ml, 1) for label, name in names.items()}
+
+
+def evaluate(work: Path, weights: Path, cases: list[str]) -> list[dict]:
+    """predict.sh on work/images with the weights, then one row per case: DSC and NSD per organ
+    (labelled cases) or the organ volumes above the liver (unlabelled ones)."""
+    pred = work / "pred"
+    subprocess.run(["sh", str(ROOT / "predict.sh"), str(work / "images"), str(pred), "--weights", str(weights)],
+                   check=True, stdout=subprocess.DEVNULL)
+    rules = get_rules(RULES)
+    rows = []
+    for name in cases:
+        gt = work / "labels" / f"{name}.nii.gz"
+        if not gt.exists():
+            rows.append({"case": name, "ml_above_liver": above_liver_ml(pred / f"{name}.nii.gz")})
+            continue
+        result = score_files(gt, pred / f"{name}.nii.gz", RULES)
+        dsc = {o.name: round(result.values[rules.dsc_column(o)], 4) for o in rules.organs}
+        nsd = {o.name: round(result.values[rules.nsd_column(o)], 4) for o in rules.organs}
+        rows.append({"case": name, "dsc": dsc, "nsd": nsd, "mean_dsc": round(float(np.mean(list(dsc.values()))), 4),
+                     "problems": result.problems})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    organs = [o.name for o in get_rules(RULES).organs]
+    lines = ["| case | DSC " + " / ".join(organs) + " (mean) | NSD (1 mm) |", "|---|---|---|"]
+    for row in rows:
+        if "dsc" in row:
+            lines.append(f"| {row['case']} | " + " / ".join(f"{row['dsc'][o]:.3f}" for o in organs)
+                         + f" ({row['mean_dsc']:.3f}) | " + " / ".join(f"{row['nsd'][o]:.3f}" for o in organs) + " |")
+        else:
+            above = ", ".join(f"{o} {ml} ml" for o, ml in row["ml_above_liver"].items() if ml) or "none"
+            lines.append(f"| {row['case']} | organ labels more than {ABOVE_LIVER_MM:.0f} mm above the liver: "
+                         f"{above} | |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.real_ct", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "flare21_c2f.pt",
+                        help="checkpoint to run (default: the shipped one)")
+    parser.add_argument("--work", type=Path, help="folder for the download, the cases and the predictions "
+                        "(default: a temporary one, removed afterwards)")
+    parser.add_argument("--sdist", type=Path, help=f"the {SDIST[0]}-{SDIST[1]}.tar.gz already downloaded")
+    parser.add_argument("--json", type=Path, help="write the rows here too")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as temporary:
+        work = args.work or Path(temporary)
+        fixtures = extract(args.sdist or fetch(work), work)
+        cases, notes = prepare(fixtures, work)
+        rows = evaluate(work, args.weights.resolve(), cases)
+    print(markdown(rows))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,74 @@
+"""The real-CT harness's own parts: a DICOM series read onto the right grid, labels moved onto an
+image's axis order, TotalSegmentator's labels mapped to FLARE21's, the organs-above-the-liver check."""
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.affines import apply_affine
+
+from bench import real_ct
+
+pydicom = pytest.importorskip("pydicom", reason="pydicom is in requirements-dev.txt")
+
+
+def write_series(folder, hu: np.ndarray, spacing: tuple[float, float, float], origin: tuple[float, float, float],
+                 order: list[int]) -> None:
+    """hu (columns, rows, slices) as single-slice CT files in LPS with axial orientation, slice k at
+    origin + k * spacing[2] along z, written in the given file order."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir()
+    for file_index, k in enumerate(order):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+        ds.SOPClassUID = CTImageStorage
+        ds.Rows, ds.Columns = hu.shape[1], hu.shape[0]
+        ds.PixelSpacing = [spacing[1], spacing[0]]  # between rows, between columns
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[2]]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (hu[..., k].T + 1024).astype(np.uint16).tobytes()
+        ds.save_as(folder / f"{file_index:03d}.dcm", enforce_file_format=True)
+
+
+def test_a_dicom_series_is_read_in_hu_onto_its_ras_grid_whatever_the_file_order(tmp_path):
+    hu = np.random.default_rng(0).integers(-1000, 1500, (6, 5, 4)).astype(np.int16)
+    spacing, origin = (0.8, 0.7, 2.5), (-100.0, -50.0, 30.0)
+    write_series(tmp_path / "series", hu, spacing, origin, order=[2, 0, 3, 1])
+    image = real_ct.read_dicom_series(tmp_path / "series")
+    assert np.array_equal(image.get_fdata(), hu)
+    # column i, row j, slice k lies at LPS origin + (i dx, j dy, k dz): RAS flips x and y
+    for ijk in [(0, 0, 0), (5, 4, 3), (2, 1, 3)]:
+        lps = np.asarray(origin) + np.asarray(ijk) * spacing
+        assert np.allclose(apply_affine(image.affine, ijk), lps * (-1, -1, 1))
+
+
+def test_labels_stored_with_flipped_axes_are_moved_onto_the_image_and_other_grids_refused():
+    image = nib.Nifti1Image(np.zeros((4, 3, 2), np.int16), np.diag([-0.9, -0.9, 2.0, 1.0]) @ np.eye(4))
+    labels = np.arange(24, dtype=np.uint8).reshape(4, 3, 2)
+    flip_y = np.eye(4)
+    flip_y[1, 1], flip_y[1, 3] = -1.0, 2.0  # j' = 2 - j
+    stored = nib.Nifti1Image(labels[:, ::-1].copy(), image.affine @ flip_y)
+    assert np.array_equal(real_ct.on_grid(stored, image), labels)
+    shifted = nib.Nifti1Image(labels, image.affine @ np.diag([1.0, 1.0, 2.0, 1.0]))
+    assert real_ct.on_grid(shifted, image) is None
+
+
+def test_totalsegmentator_labels_become_flare21_and_everything_else_background():
+    total = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 52, 117])
+    assert real_ct.to_flare21(total).tolist() == [0, 3, 2, 2, 0, 1, 0, 4, 0, 0, 0]
+
+
+def test_organs_above_the_liver_are_measured_in_ml(tmp_path):
+    labels = np.zeros((10, 10, 40), np.uint8)
+    labels[2:6, 2:6, 0:10] = 1  # liver up to slice 9 (z 18 mm at 2 mm slices)
+    labels[6:8, 6:8, 20:30] = 2  # kidney 22 mm above the liver's top: within 30 mm, not counted
+    labels[:, :, 30:35] = 3  # spleen from 42 mm above: 500 voxels of 2 mm^3 each
+    nib.save(nib.Nifti1Image(labels, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "l.nii.gz")
+    above = real_ct.above_liver_ml(tmp_path / "l.nii.gz")
+    assert above == {"liver": 0.0, "kidney": 0.0, "spleen": 1.0, "pancreas": 0.0}
