@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from bench.record import markdown_table
 from evaluation.synthetic import degraded, phantom_labels, save_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +125,7 @@ def bench(quality: str, args, work: Path) -> list[dict]:
 def markdown(table: pd.DataFrame) -> str:
     """A Markdown table with 3 significant digits."""
     cells = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+    return markdown_table(list(table.columns), cells)
 
 
 def main(argv: list[str] | None = None) -> int:

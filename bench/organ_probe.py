@@ -13,7 +13,6 @@ what the networks miss; if neither is, what surrounds it, or its shape and size.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from bench.record import markdown_table
 from evaluation.metrics import dice
 from flare_common import cli
 from flare_common.errors import InputError
@@ -48,24 +48,16 @@ def probe(segmenter: Segmenter, ct: np.ndarray, spacing: tuple[float, float, flo
     rng = np.random.default_rng(seed)
     organs = sorted(int(k) for k in np.unique(reference) if k)
     variants = [("as it is", ct.astype(np.float32), 0)]
-    for grow, hu in itertools.product(grows, hus):
-        mask = reference == organ
-        if grow:
-            mask = ndimage.binary_dilation(mask, iterations=grow)
-        variants.append((f"{hu:g} HU, grown {grow}", painted(ct, mask, hu, noise, rng), int(mask.sum())))
+    organ_mask = reference == organ
+    for grow in grows:
+        mask = ndimage.binary_dilation(organ_mask, iterations=grow) if grow else organ_mask
+        variants += [(f"{hu:g} HU, grown {grow}", painted(ct, mask, hu, noise, rng), int(mask.sum())) for hu in hus]
     rows = []
     for name, image, voxels in variants:
         labels = segmenter(image, spacing).labels
         rows.append({"variant": name, "painted_voxels": voxels,
                      **{NAMES.get(k, str(k)): round(dice(reference == k, labels == k), 4) for k in organs}})
     return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     segmenter = Segmenter(load(args.weights), torch.device("cpu"), "fp32")
     rows = probe(segmenter, ct.data, ct.spacing, reference, args.organ, args.hu, args.grow, args.noise, args.seed)
-    print(markdown(rows))
+    print(markdown_table(list(rows[0]), [[str(value) for value in row.values()] for row in rows]))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

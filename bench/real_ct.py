@@ -42,14 +42,17 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from evaluation.rules import get_rules
 from evaluation.score import score_files
 from flare_common import cli
+from flare_common.labels import label_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SDIST = ("totalsegmentator", "2.18.0")
 FIXTURES = f"{SDIST[0]}-{SDIST[1]}/tests/reference_files"
-# TotalSegmentator's "total" task (v2) -> FLARE21: liver, kidneys (right, left), spleen, pancreas.
-TOTAL_TO_FLARE21 = {5: 1, 2: 2, 3: 2, 1: 3, 7: 4}
-ABOVE_LIVER_MM = 30.0
 RULES = "flare21"
+FLARE21 = {name: label for label, name in label_names(RULES).items()}
+# TotalSegmentator's "total" task (v2) -> FLARE21: liver, kidneys (right, left), spleen, pancreas.
+TOTAL_TO_FLARE21 = {5: FLARE21["liver"], 2: FLARE21["kidney"], 3: FLARE21["kidney"], 1: FLARE21["spleen"],
+                    7: FLARE21["pancreas"]}
+ABOVE_LIVER_MM = 30.0
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,11 @@ CASES = (
 def fetch(work: Path) -> Path:
     """The source distribution, downloaded with pip into work/download unless already there."""
     folder = work / "download"
-    found = sorted(folder.glob(f"{SDIST[0]}-{SDIST[1]}.tar.gz"))
-    if not found:
+    sdist = folder / f"{SDIST[0]}-{SDIST[1]}.tar.gz"
+    if not sdist.is_file():
         subprocess.run([sys.executable, "-m", "pip", "download", f"{SDIST[0]}=={SDIST[1]}", "--no-deps",
                         "--no-binary", ":all:", "--quiet", "-d", str(folder)], check=True)
-        found = sorted(folder.glob(f"{SDIST[0]}-{SDIST[1]}.tar.gz"))
-    return found[0]
+    return sdist
 
 
 def extract(sdist: Path, work: Path) -> Path:
@@ -169,11 +171,10 @@ def above_liver_ml(path: Path) -> dict[str, float]:
     """Organ volumes (ml) more than ABOVE_LIVER_MM above the top of the liver in a label file."""
     image = nib.as_closest_canonical(nib.load(path))
     labels = np.asarray(image.dataobj)
-    liver_z = np.nonzero((labels == 1).any(axis=(0, 1)))[0]
+    liver_z = np.nonzero((labels == FLARE21["liver"]).any(axis=(0, 1)))[0]
     top = liver_z.max() + int(ABOVE_LIVER_MM / image.header.get_zooms()[2]) + 1 if len(liver_z) else 0
     ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
-    names = {organ.label: organ.name for organ in get_rules(RULES).organs}
-    return {name: round(float((labels[..., top:] == label).sum()) * ml, 1) for label, name in names.items()}
+    return {name: round(float((labels[..., top:] == label).sum()) * ml, 1) for name, label in FLARE21.items()}
 
 
 def evaluate(work: Path, weights: Path, cases: list[str]) -> list[dict]:

@@ -13,6 +13,12 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 
+def markdown_table(columns: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of already formatted cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as lscpu (or /proc/cpuinfo) lists them; empty where neither exists."""
     try:

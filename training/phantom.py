@@ -1471,7 +1471,7 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
     pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and, where fat_plane_mm > 0,
-    a plane of retroperitoneal fat that thick around it (PANCREAS_FAT_PLANE_MM)."""
+    fat that thick around its body and tail that no gut enters (PANCREAS_FAT_PLANE_MM)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
