@@ -129,13 +129,15 @@ def test_extra_scan_ranges_change_only_the_z_range():
     plain = ph.generate(seed, max_side=48)
     chest = ph.generate(seed, max_side=48, mix=ph.Mix(chest=1.0))
     slab = ph.generate(seed, max_side=48, mix=ph.Mix(slab=1.0))
-    assert (plain.scan in ph.SCAN_RANGES, chest.scan, slab.scan) == (True, "chest", "slab")
-    for other in (chest, slab):
+    thin = ph.generate(seed, max_side=48, mix=ph.Mix(thin_slab=1.0))
+    assert (plain.scan in ph.SCAN_RANGES, chest.scan, slab.scan, thin.scan) == (True, "chest", "slab", "thin slab")
+    for other in (chest, slab, thin):
         assert other.geometry.spacing[:2] == plain.geometry.spacing[:2]
         assert other.geometry.origin[:2] == plain.geometry.origin[:2] and other.phase == plain.phase
     top = [g.origin[2] + (g.shape[2] - 1) * g.spacing[2] for g in (plain.geometry, chest.geometry)]
     assert top[1] >= ph.DOME_MM + ph.EXTRA_RANGES["chest"][0][0] - chest.geometry.spacing[2] > top[0]
     assert slab.geometry.shape[2] * slab.geometry.spacing[2] <= ph.EXTRA_RANGES["slab"][1][1] + 5.0
+    assert thin.geometry.shape[2] * thin.geometry.spacing[2] <= ph.EXTRA_RANGES["thin slab"][1][1] + 5.0
     top = chest.image[:, :, -1]
     assert (top < -600).mean() > 0.1 and (top > 150).any()  # lungs; ribs and contrast-filled vessels
     assert not chest.labels[:, :, -1].any()
@@ -147,6 +149,17 @@ def test_extra_scan_ranges_change_only_the_z_range():
         assert np.array_equal(p.image, alone.image) and np.array_equal(p.labels, alone.labels)
     with pytest.raises(ValueError):
         ph.Mix(chest=0.7, slab=0.4)
+    with pytest.raises(ValueError):
+        ph.Mix(chest=0.4, slab=0.4, thin_slab=0.3)
+
+
+def test_extra_ranges_are_drawn_in_order_with_their_fractions() -> None:
+    """One uniform draw picks chest, slab, thin slab or none by the mix's fractions, in that order,
+    so adding a thin-slab fraction leaves the chest and slab cases of a set as they were."""
+    mix = ph.Mix(chest=0.2, slab=0.25, thin_slab=0.1)
+    assert [mix.extra_range(u) for u in (0.0, 0.19, 0.2, 0.44, 0.45, 0.54, 0.55, 0.99)] == [
+        "chest", "chest", "slab", "slab", "thin slab", "thin slab", None, None]
+    assert ph.Mix(chest=0.2, slab=0.25).extra_range(0.5) is None
 
 
 def assert_undrawn_cases_are_the_plain_sets(mix: ph.Mix, varied, seed: int, cases: int) -> None:

@@ -40,7 +40,8 @@ drawn around its prior (`HU_PRIORS`), texture, blur and spatially correlated noi
 domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random value instead, with a
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
-reaching up into the chest, short slabs through the upper abdomen, fatty or atrophic (thin)
+reaching up into the chest, short slabs through the upper abdomen, thin slabs just below the
+liver dome, fatty or atrophic (thin)
 pancreases, pancreases in a plane of fat that the gut keeps out of, and metal implants
 with their streaks (`Mix`); files are written
 in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
@@ -48,7 +49,7 @@ in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
-        [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--prefix phantom] [--start I]
+        [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -184,9 +185,11 @@ DOME_MM = 140.0  # nominal z of the right diaphragm dome
 SCAN_RANGES = {"lung bases down": (0.65, (5.0, 50.0), (250.0, 450.0)),  # lung bases to the pelvis
                "upper abdomen": (0.20, (-5.0, 40.0), (150.0, 250.0)),
                "below the dome": (0.15, (-50.0, -10.0), (180.0, 400.0))}  # starting below the liver dome
-# Ranges a set may mix in (Mix.chest, Mix.slab), drawn from a stream of their own: top (mm) and coverage (mm).
+# Ranges a set may mix in (Mix.chest, Mix.slab, Mix.thin_slab), drawn from a stream of their own: top (mm) and
+# coverage (mm).
 EXTRA_RANGES = {"chest": ((80.0, 250.0), (250.0, 600.0)),  # from the upper chest (heart, lungs) down
-                "slab": ((-70.0, 10.0), (50.0, 140.0))}  # a short slab through the upper abdomen
+                "slab": ((-70.0, 10.0), (50.0, 140.0)),  # a short slab through the upper abdomen
+                "thin slab": ((-60.0, 0.0), (20.0, 50.0))}  # a few slices below the dome, often above the kidneys
 FOV_CENTRE_MM = ((0.0, 8.0), (0.0, 25.0))  # x: normal (mean, sd); y: uniform (low, high)
 ABDOMEN_CENTRE_MM = (0.0, 15.0, 10.0)  # the middle of the organs' region in the patient frame
 ORIENTATIONS = (("R", "A", "S"), ("L", "P", "S"), ("L", "A", "S"), ("S", "L", "P"), ("P", "S", "R"))
@@ -1871,7 +1874,7 @@ def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
 @dataclass(frozen=True)
 class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
-    (randomised_image); chest and slab, scans of EXTRA_RANGES' chest and slab ranges; fatty, a
+    (randomised_image); chest, slab and thin_slab, scans of EXTRA_RANGES' ranges of those names; fatty, a
     fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
     atrophic, a thinner pancreas (ATROPHIC_PANCREAS); fat_plane, fat round the pancreas's body and tail that the
     gut keeps out of (PANCREAS_FAT_PLANE_MM). Each
@@ -1885,11 +1888,22 @@ class Mix:
     metal: float = 0.0
     atrophic: float = 0.0
     fat_plane: float = 0.0
+    thin_slab: float = 0.0
 
     def __post_init__(self) -> None:
-        fractions = (self.randomise, self.chest, self.slab, self.fatty, self.metal, self.atrophic, self.fat_plane)
-        if not all(0.0 <= p <= 1.0 for p in fractions) or self.chest + self.slab > 1.0:
-            raise ValueError(f"fractions must lie in [0, 1], chest + slab at most 1: {self}")
+        fractions = (self.randomise, self.chest, self.slab, self.fatty, self.metal, self.atrophic, self.fat_plane,
+                     self.thin_slab)
+        if not all(0.0 <= p <= 1.0 for p in fractions) or self.chest + self.slab + self.thin_slab > 1.0:
+            raise ValueError(f"fractions must lie in [0, 1], chest + slab + thin slab at most 1: {self}")
+
+    def extra_range(self, u: float) -> str | None:
+        """The EXTRA_RANGES entry of a case whose extent stream drew u in [0, 1), None for SCAN_RANGES."""
+        edge = 0.0
+        for name, p in (("chest", self.chest), ("slab", self.slab), ("thin slab", self.thin_slab)):
+            edge += p
+            if u < edge:
+                return name
+        return None
 
 
 PLAIN = Mix()  # no variations: every case as drawn from SCAN_RANGES, in CT values
@@ -1910,9 +1924,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
-        u = extent.random()
-        extra = "chest" if u < mix.chest else "slab" if u < mix.chest + mix.slab else None
-        geometry, scan_name = draw_geometry(scan, max_side, extra)
+        geometry, scan_name = draw_geometry(scan, max_side, mix.extra_range(extent.random()))
     tissue, labels, lesions = render(parts, geometry)
     fatty = float(fat.uniform(*FATTY_PANCREAS)) if fat.random() < mix.fatty else 0.0
     if fatty:
@@ -2098,6 +2110,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--slab", type=float, default=0.0, metavar="P",
                         help="fraction of the scans that are short slabs (50-140 mm) through the upper abdomen "
                         "(default %(default)s)")
+    parser.add_argument("--thin-slab", type=float, default=0.0, metavar="P",
+                        help="fraction of the scans that are thin slabs (20-50 mm) just below the liver dome, "
+                        "mostly above the kidneys (default %(default)s)")
     parser.add_argument("--fatty", type=float, default=0.0, metavar="P",
                         help="fraction of the cases with a fatty pancreas (15-60 %% of it lobular fat; default "
                         "%(default)s)")
@@ -2135,10 +2150,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
     try:
-        mix = Mix(args.randomise, args.chest, args.slab, args.fatty, args.metal, args.atrophic, args.fat_plane)
+        mix = Mix(args.randomise, args.chest, args.slab, args.fatty, args.metal, args.atrophic, args.fat_plane,
+                  args.thin_slab)
     except ValueError:
-        parser.error("--randomise, --chest, --slab, --fatty, --metal, --atrophic and --fat-plane must lie in [0, 1], "
-                     "--chest plus --slab at most 1")
+        parser.error("--randomise, --chest, --slab, --thin-slab, --fatty, --metal, --atrophic and --fat-plane must lie "
+                     "in [0, 1], --chest plus --slab plus --thin-slab at most 1")
     began = time.perf_counter()
     if args.preview is not None:
         try:
