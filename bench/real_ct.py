@@ -39,6 +39,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
+from bench.record import markdown_table
 from evaluation.rules import get_rules
 from evaluation.score import score_files
 from flare_common import cli
@@ -199,17 +200,17 @@ def evaluate(work: Path, weights: Path, cases: list[str]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table: DSC and NSD per organ, or the organ volumes above the liver."""
     organs = [o.name for o in get_rules(RULES).organs]
-    lines = ["| case | DSC " + " / ".join(organs) + " (mean) | NSD (1 mm) |", "|---|---|---|"]
+    cells = []
     for row in rows:
         if "dsc" in row:
-            lines.append(f"| {row['case']} | " + " / ".join(f"{row['dsc'][o]:.3f}" for o in organs)
-                         + f" ({row['mean_dsc']:.3f}) | " + " / ".join(f"{row['nsd'][o]:.3f}" for o in organs) + " |")
+            cells.append([row["case"], " / ".join(f"{row['dsc'][o]:.3f}" for o in organs) + f" ({row['mean_dsc']:.3f})",
+                          " / ".join(f"{row['nsd'][o]:.3f}" for o in organs)])
         else:
             above = ", ".join(f"{o} {ml} ml" for o, ml in row["ml_above_liver"].items() if ml) or "none"
-            lines.append(f"| {row['case']} | organ labels more than {ABOVE_LIVER_MM:.0f} mm above the liver: "
-                         f"{above} | |")
-    return "\n".join(lines)
+            cells.append([row["case"], f"organ labels more than {ABOVE_LIVER_MM:.0f} mm above the liver: {above}", ""])
+    return markdown_table(["case", "DSC " + " / ".join(organs) + " (mean)", "NSD (1 mm)"], cells)
 
 
 def main(argv: list[str] | None = None) -> int:

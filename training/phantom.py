@@ -41,10 +41,9 @@ domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random val
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
 reaching up into the chest, short slabs through the upper abdomen, thin slabs just below the
-liver dome, fatty or atrophic (thin)
-pancreases, pancreases in a plane of fat that the gut keeps out of, and metal implants
-with their streaks (`Mix`); files are written
-in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
+liver dome, fatty or atrophic (thin) pancreases, pancreases in a plane of fat that the gut keeps
+out of, and metal implants with their streaks (`Mix`); files are written in a storage
+orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
@@ -63,7 +62,7 @@ import csv
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -1891,15 +1890,17 @@ class Mix:
     thin_slab: float = 0.0
 
     def __post_init__(self) -> None:
-        fractions = (self.randomise, self.chest, self.slab, self.fatty, self.metal, self.atrophic, self.fat_plane,
-                     self.thin_slab)
-        if not all(0.0 <= p <= 1.0 for p in fractions) or self.chest + self.slab + self.thin_slab > 1.0:
+        if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
             raise ValueError(f"fractions must lie in [0, 1], chest + slab + thin slab at most 1: {self}")
+
+    def _extra_fractions(self) -> list[tuple[str, float]]:
+        """(EXTRA_RANGES name, fraction) in EXTRA_RANGES' order (chest, slab, thin slab)."""
+        return [(name, getattr(self, name.replace(" ", "_"))) for name in EXTRA_RANGES]
 
     def extra_range(self, u: float) -> str | None:
         """The EXTRA_RANGES entry of a case whose extent stream drew u in [0, 1), None for SCAN_RANGES."""
         edge = 0.0
-        for name, p in (("chest", self.chest), ("slab", self.slab), ("thin slab", self.thin_slab)):
+        for name, p in self._extra_fractions():
             edge += p
             if u < edge:
                 return name
@@ -2150,8 +2151,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
     try:
-        mix = Mix(args.randomise, args.chest, args.slab, args.fatty, args.metal, args.atrophic, args.fat_plane,
-                  args.thin_slab)
+        mix = Mix(**{f.name: getattr(args, f.name) for f in fields(Mix)})
     except ValueError:
         parser.error("--randomise, --chest, --slab, --thin-slab, --fatty, --metal, --atrophic and --fat-plane must lie "
                      "in [0, 1], --chest plus --slab plus --thin-slab at most 1")
