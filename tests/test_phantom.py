@@ -227,6 +227,28 @@ def test_a_fat_plane_keeps_the_gut_off_the_pancreas_body_and_tail_and_the_labels
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(fat_plane=0.5), lambda p: p.fat_plane_mm > 0.0, seed=6, cases=5)
 
 
+def test_a_fluid_colon_is_homogeneous_and_changes_nothing_else():
+    """With colon_hu the faeces become a homogeneous fluid of that value (no gas bubbles), the rest
+    of the image is unchanged beyond the reconstruction's blur; the labels do not change, and a case
+    of a mixed set drawn with faeces is the plain set's case."""
+    geometry = ph.Geometry((100, 80, 60), (2.0, 2.0, 2.0), (-100.0, -60.0, -150.0))
+    tissue = ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(4))), geometry)[0]
+    faeces = tissue == ph.TISSUE["faeces"]
+    core = ndimage.binary_erosion(faeces, iterations=3)
+    assert core.sum() > 500
+    mottled, fluid = (ph.ct_image(tissue, geometry, "non-contrast", np.random.default_rng(7), colon_hu=hu)
+                      for hu in (None, 20.0))
+    assert abs(np.median(fluid[core]) - 20.0) < 5.0 and np.std(fluid[core]) < 0.5 * np.std(mottled[core])
+    assert (mottled[core] < -500).mean() > 0.02 and not (fluid[core] < -500).any()
+    far = ndimage.distance_transform_edt(~faeces) > 6
+    assert np.array_equal(fluid[far], mottled[far])
+    seed = ph.case_seed(5, 0)
+    plain, drawn = (ph.generate(seed, max_side=48, mix=ph.Mix(fluid_colon=p)) for p in (0.0, 1.0))
+    assert plain.colon_hu is None and ph.FLUID_COLON_HU[0] <= drawn.colon_hu <= ph.FLUID_COLON_HU[1]
+    assert np.array_equal(plain.labels, drawn.labels) and plain.phase == drawn.phase
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(fluid_colon=0.5), lambda p: p.colon_hu is not None, seed=6, cases=5)
+
+
 @pytest.mark.parametrize("index, kind", [(1, "spinal screws"), (3, "clips")])
 def test_metal_implants_streak_only_their_slices_and_keep_the_labels(index, kind):
     """Metal saturates outside the organs, streaks change only the slices that hold metal (and the
@@ -291,7 +313,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
-                            "pancreas_fat_plane_mm", "metal", "organs"}
+                            "pancreas_fat_plane_mm", "colon_fluid_hu", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

@@ -42,13 +42,14 @@ bias field, a random resolution, noise and gamma. The labels do not depend on th
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
 reaching up into the chest, short slabs through the upper abdomen, thin slabs just below the
 liver dome, fatty or atrophic (thin) pancreases, pancreases in a plane of fat that the gut keeps
-out of, and metal implants with their streaks (`Mix`); files are written in a storage
-orientation drawn per case (RAS, LPS, LAS or permuted axes).
+out of, colons of homogeneous fluid instead of faeces, and metal implants with their streaks
+(`Mix`); files are written in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
-        [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--prefix phantom] [--start I]
+        [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
+        [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -148,6 +149,12 @@ ATROPHIC_PANCREAS = (0.45, 0.75)
 # fill the fat up to the gland's surface; a real 3 mm CT's gland lay in a band of fat between the
 # stomach and the left kidney.
 PANCREAS_FAT_PLANE_MM = (3.0, 12.0)
+# A colon of fluid or soft stool (Mix.fluid_colon): its content one homogeneous value in this range (HU)
+# with FLUID_COLON_TEXTURE_HU of texture and no gas bubbles, instead of mottled faeces. A real
+# non-contrast CT's ascending colon held 18 HU (sd 21) over 60 mm below the liver's tip, which
+# phantom-trained weights took for liver.
+FLUID_COLON_HU = (0.0, 45.0)
+FLUID_COLON_TEXTURE_HU = 4.0
 
 # Metal implants (Mix.metal) and the streaks they cast: surgical clips by the gallbladder's fossa, or
 # pedicle screws with rods in 1-3 vertebrae. Metal saturates the stored range; around it, in each
@@ -1601,14 +1608,21 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], spacing: Sequence[f
     return noise
 
 
-def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.Generator) -> np.ndarray:
+def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.Generator,
+             colon_hu: float | None = None) -> np.ndarray:
     """A CT (float32 HU, x y z) of the tissue codes in a contrast phase: tissue values and texture,
-    gas bubbles in faeces and food, reconstruction and slice blur, correlated noise."""
+    gas bubbles in faeces and food, reconstruction and slice blur, correlated noise. With colon_hu
+    the faeces are instead a homogeneous fluid of that value (FLUID_COLON_TEXTURE_HU, no bubbles);
+    rng's draws are the same either way."""
     mean, fine, coarse = _tissue_values(rng, phase)
+    mottled = MOTTLED
+    if colon_hu is not None:
+        mean[TISSUE["faeces"]], fine[TISSUE["faeces"]] = colon_hu, FLUID_COLON_TEXTURE_HU
+        mottled = tuple(name for name in MOTTLED if name != "faeces")
     texture = _texture(rng, geometry, FINE_TEXTURE_MM)
     image = mean[tissue]
     image += fine[tissue] * texture
-    image[_tissue_mask(MOTTLED)[tissue] & (texture > MOTTLE_THRESHOLD)] = mean[TISSUE["gas"]]
+    image[_tissue_mask(mottled)[tissue] & (texture > MOTTLE_THRESHOLD)] = mean[TISSUE["gas"]]
     del texture
     image += coarse[tissue] * _texture(rng, geometry, COARSE_TEXTURE_MM)
     blur = rng.uniform(*BLUR_MM)
@@ -1837,8 +1851,9 @@ class Phantom:
     of its scan range (SCAN_RANGES, EXTRA_RANGES; "given" for a grid passed in) and the fraction
     of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland), the factor on its
     pancreas's thickness (ATROPHIC_PANCREAS; 1: a full gland), the kind of metal in it
-    (metal_implants; "": none) and the thickness of the fat plane round its pancreas
-    (PANCREAS_FAT_PLANE_MM; 0: none)."""
+    (metal_implants; "": none), the thickness of the fat plane round its pancreas
+    (PANCREAS_FAT_PLANE_MM; 0: none) and the HU of its colon's fluid content (FLUID_COLON_HU;
+    None: mottled faeces)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -1852,6 +1867,7 @@ class Phantom:
     metal: str = ""
     pancreas_thickness: float = 1.0
     fat_plane_mm: float = 0.0
+    colon_hu: float | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -1866,7 +1882,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
-    metal, atrophy, fat plane)."""
+    metal, atrophy, fat plane, colon)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -1876,7 +1892,7 @@ class Mix:
     (randomised_image); chest, slab and thin_slab, scans of EXTRA_RANGES' ranges of those names; fatty, a
     fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
     atrophic, a thinner pancreas (ATROPHIC_PANCREAS); fat_plane, fat round the pancreas's body and tail that the
-    gut keeps out of (PANCREAS_FAT_PLANE_MM). Each
+    gut keeps out of (PANCREAS_FAT_PLANE_MM); fluid_colon, a colon of homogeneous fluid (FLUID_COLON_HU). Each
     is drawn from a stream of its own: a case that does not get a variation is the case of the
     plain set."""
 
@@ -1888,6 +1904,7 @@ class Mix:
     atrophic: float = 0.0
     fat_plane: float = 0.0
     thin_slab: float = 0.0
+    fluid_colon: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -1914,11 +1931,12 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
              mix: Mix = PLAIN) -> Phantom:
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
     to max_side voxels per axis; its image domain-randomised and its scan range one of the extra
-    ones, its pancreas fatty, atrophic or in a fat plane and metal in it with mix's probabilities.
-    The anatomy depends only on the seed, on whether the pancreas is atrophic and on its fat plane,
-    never on the grid; the labels never on mix.randomise, mix.fatty, mix.metal or mix.fat_plane."""
+    ones, its pancreas fatty, atrophic or in a fat plane, its colon fluid and metal in it with mix's
+    probabilities. The anatomy depends only on the seed, on whether the pancreas is atrophic and on
+    its fat plane, never on the grid; the labels never on mix.randomise, mix.fatty, mix.metal,
+    mix.fat_plane or mix.fluid_colon."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage, extent, fat, implant, atrophy, plane = (_stream(root, k) for k in range(9))
+    anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon = (_stream(root, k) for k in range(10))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     parts = draw_anatomy(anatomy, thickness, fat_plane_mm)
@@ -1930,16 +1948,18 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     fatty = float(fat.uniform(*FATTY_PANCREAS)) if fat.random() < mix.fatty else 0.0
     if fatty:
         fatty_infiltration(tissue, labels, geometry, fat, fatty)
+    colon_hu = float(colon.uniform(*FLUID_COLON_HU)) if colon.random() < mix.fluid_colon else None
     randomised = bool(look.random() < mix.randomise)
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
-    image = randomised_image(tissue, geometry, look) if randomised else ct_image(tissue, geometry, phase, look)
+    image = (randomised_image(tissue, geometry, look) if randomised
+             else ct_image(tissue, geometry, phase, look, colon_hu))
     metal = ""
     if implant.random() < mix.metal:
         kind = METAL_KINDS[implant.integers(len(METAL_KINDS))]
         metal = kind if metal_implants(image, tissue, labels, geometry, implant, kind) else ""
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
-                   fat_plane_mm)
+                   fat_plane_mm, None if randomised else colon_hu)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2054,6 +2074,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "orientation": "".join(phantom.orientation), "scan": phantom.scan,
             "fatty_pancreas": f"{phantom.fatty:.2f}", "pancreas_thickness": f"{phantom.pancreas_thickness:.2f}",
             "pancreas_fat_plane_mm": f"{phantom.fat_plane_mm:.1f}",
+            "colon_fluid_hu": "none" if phantom.colon_hu is None else f"{phantom.colon_hu:.0f}",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2126,6 +2147,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fat-plane", type=float, default=0.0, metavar="P",
                         help=f"fraction of the cases with {PANCREAS_FAT_PLANE_MM[0]:.0f}-{PANCREAS_FAT_PLANE_MM[1]:.0f} mm "
                         "of fat round the pancreas's body and tail that no gut enters (default %(default)s)")
+    parser.add_argument("--fluid-colon", type=float, default=0.0, metavar="P",
+                        help=f"fraction of the cases whose colon holds homogeneous fluid of {FLUID_COLON_HU[0]:.0f}-"
+                        f"{FLUID_COLON_HU[1]:.0f} HU instead of mottled faeces (default %(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
@@ -2153,8 +2177,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mix = Mix(**{f.name: getattr(args, f.name) for f in fields(Mix)})
     except ValueError:
-        parser.error("--randomise, --chest, --slab, --thin-slab, --fatty, --metal, --atrophic and --fat-plane must lie "
-                     "in [0, 1], --chest plus --slab plus --thin-slab at most 1")
+        parser.error("--randomise, --chest, --slab, --thin-slab, --fatty, --metal, --atrophic, --fat-plane and "
+                     "--fluid-colon must lie in [0, 1], --chest plus --slab plus --thin-slab at most 1")
     began = time.perf_counter()
     if args.preview is not None:
         try:
