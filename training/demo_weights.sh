@@ -12,9 +12,14 @@
 # 5. 160 more phantoms (seed 2, a quarter of the scans reaching into the chest, a quarter short
 #    slabs), linked with the first 240 into one folder, and the fine stage of step 4 fine-tuned on
 #    them at 160^3 (its crops continued past the scan's edge, as inference does; about 45 min
-#    where bf16 is the faster precision); WORK/flare21_c2f.pt: the coarse stage and the mean of
+#    where bf16 is the faster precision); WORK/second_c2f.pt: the coarse stage and the mean of
 #    this fine-tune and step 4's fine stage;
-# 6. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
+# 6. both sets made again with half the colons holding homogeneous fluid instead of faeces
+#    (--fluid-colon 0.5; the other cases are the same), and both stages of step 5 fine-tuned on them:
+#    the coarse stage 1000 steps at LR 0.001 (about 25 min), the fine stage 182 steps at 160^3
+#    (about 55 min); WORK/flare21_c2f.pt: this coarse stage and the mean of this fine-tune and
+#    step 5's fine stage;
+# 7. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
 #    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
 # PYTHON chooses the interpreter (default python3). Copy WORK/flare21_c2f.pt to weights/ to ship it.
 set -eu
@@ -31,6 +36,7 @@ for lib in /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2; do
     fi
 done
 trained_on="phantom-trained demo weights: 192 synthetic abdomens of training.phantom (seed 1), no real CT"
+trained_on_fluid="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs and colons of fluid among them)"
 trained_on_mixed="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (coarse stage: 192 of seed 1; fine stage: also fine-tuned on 320 of seeds 1 and 2, scans into the chest and short slabs among them)"
 
 step "training phantoms"
@@ -43,6 +49,18 @@ for stage in coarse fine; do
         --config "training/configs/demo_$stage.json" $resume \
         --trained-on "$trained_on"
 done
+link_sets() {  # OUT SET:PREFIX...: one training folder of links to the sets' cases, named PREFIX_<case>
+    out="$1"
+    shift
+    mkdir -p "$out/images" "$out/labels"
+    : > "$out/pathological.txt"
+    for set in "$@"; do
+        folder="$work/${set%%:*}" prefix="${set##*:}"
+        for f in "$folder"/images/*.nii.gz; do ln -sf "$f" "$out/images/${prefix}_$(basename "$f")"; done
+        for f in "$folder"/labels/*.nii.gz; do ln -sf "$f" "$out/labels/${prefix}_$(basename "$f")"; done
+        sed "s/^/${prefix}_/" "$folder/pathological.txt" >> "$out/pathological.txt"
+    done
+}
 finetune() {  # NAME FROM: WORK/runs/NAME from WORK/runs/FROM/best.pt, with the remaining training options
     name="$1" from="$2"
     shift 2
@@ -62,19 +80,28 @@ step "one checkpoint"
 step "chest and slab phantoms, and the fine stage fine-tuned on both sets"
 [ -f "$work/train2/cases.csv" ] || "$py" -m training.phantom --out "$work/train2" --cases 160 --seed 2 --max-side 192 \
     --chest 0.25 --slab 0.25 --workers 2
-mkdir -p "$work/mixed/images" "$work/mixed/labels"
-: > "$work/mixed/pathological.txt"
-for set in train:s1 train2:s2; do
-    folder="$work/${set%%:*}" prefix="${set##*:}"
-    for f in "$folder"/images/*.nii.gz; do ln -sf "$f" "$work/mixed/images/${prefix}_$(basename "$f")"; done
-    for f in "$folder"/labels/*.nii.gz; do ln -sf "$f" "$work/mixed/labels/${prefix}_$(basename "$f")"; done
-    sed "s/^/${prefix}_/" "$folder/pathological.txt" >> "$work/mixed/pathological.txt"
-done
+link_sets "$work/mixed" train:s1 train2:s2
 [ -f "$work/runs/fine160mixed/best.pt" ] || "$py" -m training.train --stage fine --data "$work/mixed" \
     --out "$work/runs/fine160mixed" --init "$work/first_c2f.pt" --config training/configs/demo_fine160.json \
     --lr 0.0001 --max-steps 250 --precision auto --trained-on "$trained_on_mixed"
 "$py" -m inference.checkpoint combine --coarse "$work/first_c2f.pt" \
-    --fine "$work/runs/fine160mixed/best.pt" "$work/first_c2f.pt" -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_mixed"
+    --fine "$work/runs/fine160mixed/best.pt" "$work/first_c2f.pt" -o "$work/second_c2f.pt" --half --trained-on "$trained_on_mixed"
+
+step "the same two sets with half the colons fluid, and both stages fine-tuned on them"
+[ -f "$work/train-fluid/cases.csv" ] || "$py" -m training.phantom --out "$work/train-fluid" --cases 240 --seed 1 \
+    --max-side 192 --fluid-colon 0.5 --workers 2
+[ -f "$work/train2-fluid/cases.csv" ] || "$py" -m training.phantom --out "$work/train2-fluid" --cases 160 --seed 2 \
+    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --workers 2
+link_sets "$work/mixed-fluid" train-fluid:s1 train2-fluid:s2
+[ -f "$work/runs/coarse-fluid/best.pt" ] || "$py" -m training.train --stage coarse --data "$work/mixed-fluid" \
+    --out "$work/runs/coarse-fluid" --init "$work/second_c2f.pt" --config training/configs/demo_coarse.json \
+    --lr 0.001 --max-steps 1000 --precision auto --trained-on "$trained_on_fluid"
+[ -f "$work/runs/fine160fluid/best.pt" ] || "$py" -m training.train --stage fine --data "$work/mixed-fluid" \
+    --out "$work/runs/fine160fluid" --init "$work/second_c2f.pt" --config training/configs/demo_fine160.json \
+    --lr 0.0001 --max-steps 182 --precision auto --trained-on "$trained_on_fluid"
+"$py" -m inference.checkpoint combine --coarse "$work/runs/coarse-fluid/best.pt" \
+    --fine "$work/runs/fine160fluid/best.pt" "$work/second_c2f.pt" -o "$work/flare21_c2f.pt" --half \
+    --trained-on "$trained_on_fluid"
 
 step "test phantoms (seed 1000, never trained on)"
 [ -f "$work/test/cases.csv" ] || "$py" -m training.phantom --out "$work/test" --cases 20 --seed 1000 --workers 2
