@@ -2177,8 +2177,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mix = Mix(**{f.name: getattr(args, f.name) for f in fields(Mix)})
     except ValueError:
-        parser.error("--randomise, --chest, --slab, --thin-slab, --fatty, --metal, --atrophic, --fat-plane and "
-                     "--fluid-colon must lie in [0, 1], --chest plus --slab plus --thin-slab at most 1")
+        options = [f"--{f.name.replace('_', '-')}" for f in fields(Mix)]
+        extras = [f"--{name.replace(' ', '-')}" for name in EXTRA_RANGES]
+        parser.error(f"{', '.join(options[:-1])} and {options[-1]} must lie in [0, 1], {' plus '.join(extras)} at most 1")
     began = time.perf_counter()
     if args.preview is not None:
         try:
