@@ -122,22 +122,28 @@ def test_venous_phase_values_and_lesions():
 
 
 def test_extra_scan_ranges_change_only_the_z_range():
-    """A case drawn into the chest or slab range keeps its anatomy, in-plane grid and look; the
-    chest scan starts above the heart's lower part, the slab is short; a case of a mixed set that is
-    not drawn into one is the plain set's case."""
+    """A case drawn into the chest, slab or liver-cut range keeps its anatomy, in-plane grid and
+    look; the chest scan starts above the heart's lower part, the slab is short, the liver cut starts
+    in the liver; a case of a mixed set that is not drawn into one is the plain set's case."""
     seed = ph.case_seed(6, 1)
     plain = ph.generate(seed, max_side=48)
     chest = ph.generate(seed, max_side=48, mix=ph.Mix(chest=1.0))
     slab = ph.generate(seed, max_side=48, mix=ph.Mix(slab=1.0))
     thin = ph.generate(seed, max_side=48, mix=ph.Mix(thin_slab=1.0))
-    assert (plain.scan in ph.SCAN_RANGES, chest.scan, slab.scan, thin.scan) == (True, "chest", "slab", "thin slab")
-    for other in (chest, slab, thin):
+    cut = ph.generate(seed, max_side=48, mix=ph.Mix(liver_cut=1.0))
+    assert (plain.scan in ph.SCAN_RANGES, chest.scan, slab.scan, thin.scan, cut.scan) == (
+        True, "chest", "slab", "thin slab", "liver cut")
+    for other in (chest, slab, thin, cut):
         assert other.geometry.spacing[:2] == plain.geometry.spacing[:2]
         assert other.geometry.origin[:2] == plain.geometry.origin[:2] and other.phase == plain.phase
     top = [g.origin[2] + (g.shape[2] - 1) * g.spacing[2] for g in (plain.geometry, chest.geometry)]
     assert top[1] >= ph.DOME_MM + ph.EXTRA_RANGES["chest"][0][0] - chest.geometry.spacing[2] > top[0]
     assert slab.geometry.shape[2] * slab.geometry.spacing[2] <= ph.EXTRA_RANGES["slab"][1][1] + 5.0
     assert thin.geometry.shape[2] * thin.geometry.spacing[2] <= ph.EXTRA_RANGES["thin slab"][1][1] + 5.0
+    cut_top = cut.geometry.origin[2] + (cut.geometry.shape[2] - 1) * cut.geometry.spacing[2]
+    low, high = (ph.DOME_MM + mm for mm in ph.EXTRA_RANGES["liver cut"][0])
+    assert low - cut.geometry.spacing[2] <= cut_top <= high + cut.geometry.spacing[2]
+    assert (cut.labels[:, :, -1] == ph.LIVER).sum() > (cut.labels[:, :, -1] == ph.SPLEEN).sum()
     top = chest.image[:, :, -1]
     assert (top < -600).mean() > 0.1 and (top > 150).any()  # lungs; ribs and contrast-filled vessels
     assert not chest.labels[:, :, -1].any()
@@ -151,14 +157,34 @@ def test_extra_scan_ranges_change_only_the_z_range():
         ph.Mix(chest=0.7, slab=0.4)
     with pytest.raises(ValueError):
         ph.Mix(chest=0.4, slab=0.4, thin_slab=0.3)
+    with pytest.raises(ValueError):
+        ph.Mix(chest=0.5, liver_cut=0.6)
+
+
+def test_pelvic_organs_change_only_the_pelvis() -> None:
+    """--pelvis adds the hips, hip muscles, bladder and rectum below the iliac crest (at L4, never
+    above z = -60 mm): the image above is the plain case's voxel for voxel, the labels are
+    unchanged, bone and urine appear low in the scan; undrawn cases are the plain set's."""
+    seed = ph.case_seed(8, 0)
+    grid = ph.Geometry((40, 40, 50), (9.0, 9.0, 6.0), (-175.5, -170.0, -300.0))
+    plain, pelvis = (ph.generate(seed, geometry=grid, mix=ph.Mix(pelvis=p)) for p in (0.0, 1.0))
+    assert (plain.pelvis, pelvis.pelvis) == (False, True)
+    assert np.array_equal(plain.labels, pelvis.labels)
+    z = grid.origin[2] + grid.spacing[2] * np.arange(grid.shape[2])
+    high, low = z > -60.0, z < -180.0
+    assert np.array_equal(plain.image[:, :, high], pelvis.image[:, :, high])
+    assert (pelvis.image[:, :, low] > 200).sum() > 1.25 * (plain.image[:, :, low] > 200).sum()  # the hips
+    changed = np.abs(pelvis.image - plain.image) > 30
+    assert changed[:, :, low].mean() > 0.02
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(pelvis=0.5), lambda p: p.pelvis, seed=6, cases=5)
 
 
 def test_extra_ranges_are_drawn_in_order_with_their_fractions() -> None:
-    """One uniform draw picks chest, slab, thin slab or none by the mix's fractions, in that order,
-    so adding a thin-slab fraction leaves the chest and slab cases of a set as they were."""
-    mix = ph.Mix(chest=0.2, slab=0.25, thin_slab=0.1)
-    assert [mix.extra_range(u) for u in (0.0, 0.19, 0.2, 0.44, 0.45, 0.54, 0.55, 0.99)] == [
-        "chest", "chest", "slab", "slab", "thin slab", "thin slab", None, None]
+    """One uniform draw picks chest, slab, thin slab, liver cut or none by the mix's fractions, in
+    that order, so adding a later fraction leaves the earlier ranges' cases of a set as they were."""
+    mix = ph.Mix(chest=0.2, slab=0.25, thin_slab=0.1, liver_cut=0.15)
+    assert [mix.extra_range(u) for u in (0.0, 0.19, 0.2, 0.44, 0.45, 0.54, 0.56, 0.69, 0.71, 0.99)] == [
+        "chest", "chest", "slab", "slab", "thin slab", "thin slab", "liver cut", "liver cut", None, None]
     assert ph.Mix(chest=0.2, slab=0.25).extra_range(0.5) is None
 
 
@@ -225,6 +251,26 @@ def test_a_fat_plane_keeps_the_gut_off_the_pancreas_body_and_tail_and_the_labels
     far = ndimage.distance_transform_edt(labels != ph.PANCREAS, sampling=geometry.spacing) > 30.0
     assert np.array_equal(tissue[far], planed[far])
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(fat_plane=0.5), lambda p: p.fat_plane_mm > 0.0, seed=6, cases=5)
+
+
+def test_a_fatty_liver_is_darker_by_the_drop_and_changes_nothing_else():
+    """liver_drop_hu lowers the liver by that many HU; tissue beyond the blur around it is
+    unchanged; labels unchanged; a case of a mixed set drawn lean is the plain set's case."""
+    geometry = ph.Geometry((100, 70, 40), (3.0, 3.0, 3.0), (-150.0, -90.0, 10.0))
+    tissue = ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(4))), geometry)[0]
+    liver = tissue == ph.TISSUE["liver"]
+    core = ndimage.binary_erosion(liver, iterations=3)
+    assert core.sum() > 500
+    lean, fatty = (ph.ct_image(tissue, geometry, "portal-venous", np.random.default_rng(7), liver_drop_hu=d)
+                   for d in (0.0, 30.0))
+    assert abs(np.median(lean[core] - fatty[core]) - 30.0) < 1.0
+    far = ndimage.distance_transform_edt(~liver) > 6
+    assert np.array_equal(lean[far], fatty[far])
+    seed = ph.case_seed(5, 0)
+    plain, drawn = (ph.generate(seed, max_side=48, mix=ph.Mix(fatty_liver=p)) for p in (0.0, 1.0))
+    assert plain.liver_drop_hu == 0.0 and ph.FATTY_LIVER_DROP_HU[0] <= drawn.liver_drop_hu <= ph.FATTY_LIVER_DROP_HU[1]
+    assert np.array_equal(plain.labels, drawn.labels) and plain.phase == drawn.phase
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(fatty_liver=0.5), lambda p: p.liver_drop_hu > 0.0, seed=6, cases=5)
 
 
 def test_a_fluid_colon_is_homogeneous_and_changes_nothing_else():
@@ -313,7 +359,8 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
-                            "pancreas_fat_plane_mm", "colon_fluid_hu", "metal", "organs"}
+                            "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu", "metal",
+                            "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

@@ -41,14 +41,17 @@ domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random val
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
 reaching up into the chest, short slabs through the upper abdomen, thin slabs just below the
-liver dome, fatty or atrophic (thin) pancreases, pancreases in a plane of fat that the gut keeps
-out of, colons of homogeneous fluid instead of faeces, and metal implants with their streaks
-(`Mix`); files are written in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
+liver dome, scans starting at the liver's widest part, fatty or atrophic (thin) pancreases,
+pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid instead of
+faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral heads, pubic
+bones) and metal implants with their streaks (`Mix`); files are written in a storage orientation
+drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
+        [--pelvis P] [--fatty-liver P] [--liver-cut P]
         [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
@@ -155,6 +158,10 @@ PANCREAS_FAT_PLANE_MM = (3.0, 12.0)
 # phantom-trained weights took for liver.
 FLUID_COLON_HU = (0.0, 45.0)
 FLUID_COLON_TEXTURE_HU = 4.0
+# A fatty liver (Mix.fatty_liver): steatosis lowers the liver's attenuation by this many HU in every
+# phase (lesions kept LESION_DARKER_HU darker still). Common in adults; a real non-contrast CT's liver
+# was 47 HU where the phantoms' prior is 60 +- 4.
+FATTY_LIVER_DROP_HU = (5.0, 40.0)
 
 # Metal implants (Mix.metal) and the streaks they cast: surgical clips by the gallbladder's fossa, or
 # pedicle screws with rods in 1-3 vertebrae. Metal saturates the stored range; around it, in each
@@ -191,11 +198,12 @@ DOME_MM = 140.0  # nominal z of the right diaphragm dome
 SCAN_RANGES = {"lung bases down": (0.65, (5.0, 50.0), (250.0, 450.0)),  # lung bases to the pelvis
                "upper abdomen": (0.20, (-5.0, 40.0), (150.0, 250.0)),
                "below the dome": (0.15, (-50.0, -10.0), (180.0, 400.0))}  # starting below the liver dome
-# Ranges a set may mix in (Mix.chest, Mix.slab, Mix.thin_slab), drawn from a stream of their own: top (mm) and
-# coverage (mm).
+# Ranges a set may mix in (Mix.chest, Mix.slab, Mix.thin_slab, Mix.liver_cut), drawn from a stream of their own:
+# top (mm) and coverage (mm).
 EXTRA_RANGES = {"chest": ((80.0, 250.0), (250.0, 600.0)),  # from the upper chest (heart, lungs) down
                 "slab": ((-70.0, 10.0), (50.0, 140.0)),  # a short slab through the upper abdomen
-                "thin slab": ((-60.0, 0.0), (20.0, 50.0))}  # a few slices below the dome, often above the kidneys
+                "thin slab": ((-60.0, 0.0), (20.0, 50.0)),  # a few slices below the dome, often above the kidneys
+                "liver cut": ((-110.0, -45.0), (150.0, 400.0))}  # from the liver's widest part down
 FOV_CENTRE_MM = ((0.0, 8.0), (0.0, 25.0))  # x: normal (mean, sd); y: uniform (low, high)
 ABDOMEN_CENTRE_MM = (0.0, 15.0, 10.0)  # the middle of the organs' region in the patient frame
 ORIENTATIONS = (("R", "A", "S"), ("L", "P", "S"), ("L", "A", "S"), ("S", "L", "P"), ("P", "S", "R"))
@@ -1054,20 +1062,115 @@ def _iliac_field(axes: Axes, side: float, crest: float, radius: float, flare: fl
     return np.maximum(np.maximum(shell, wedge), np.maximum(z - crest, _wall_field(axes, body) + 4.0))
 
 
-def _pelvis_parts(rng: np.random.Generator, body: Body, spine: Spine) -> list[Part]:
-    """Iliac wings, each with the iliacus muscle lining its fossa."""
+@dataclass(frozen=True)
+class Pelvis:
+    """The iliac wings: z of the crest (mm), the wing's radius there (mm), how many mm it narrows
+    per mm down (flare) and its thickness (mm)."""
+
+    crest: float
+    radius: float
+    flare: float
+    thickness: float
+
+
+def _draw_pelvis(rng: np.random.Generator, spine: Spine) -> Pelvis:
+    """The iliac crest at L4 and the wings' size."""
     crest = spine.z0 - 3.5 * spine.pitch + rng.normal(0.0, 8.0)
-    radius, flare = rng.uniform(80.0, 95.0), rng.uniform(0.3, 0.4)
-    thickness = rng.uniform(6.0, 9.0)
+    return Pelvis(crest, rng.uniform(80.0, 95.0), rng.uniform(0.3, 0.4), rng.uniform(6.0, 9.0))
+
+
+def _pelvis_parts(pelvis: Pelvis, body: Body) -> list[Part]:
+    """Iliac wings, each with the iliacus muscle lining its fossa."""
+    radius, crest = pelvis.radius, pelvis.crest
     parts = []
     for side in (1.0, -1.0):
         box = ((side * 45.0 - radius - 10, -5.0 - 0.7 * radius - 10, crest - 200.0),
                (side * 45.0 + radius + 10, -5.0 + 0.7 * radius + 10, crest + 1.0))
-        wing = partial(_iliac_field, side=side, crest=crest, flare=flare, body=body)
+        wing = partial(_iliac_field, side=side, crest=crest, flare=pelvis.flare, body=body)
         parts += [Part(partial(wing, radius=radius - 12.0, thickness=24.0), box, ((0.0, "muscle"),),
                        resolution=(1.5, 1.5, 3.0)),
-                  Part(partial(wing, radius=radius, thickness=thickness), box,
+                  Part(partial(wing, radius=radius, thickness=pelvis.thickness), box,
                        ((0.0, "cortical bone"), (2.0, "cancellous bone")), resolution=(1.0, 1.0, 2.0))]
+    return parts
+
+
+def _gluteal_field(axes: Axes, side: float, centre: Sequence[float], radii: Sequence[float], pelvis: Pelvis,
+                   sidewall: float, planes: SmoothField) -> np.ndarray:
+    """One side's gluteal and hip muscles (mm): an ellipsoid of muscle below the iliac crest, outside
+    the iliac wing's cone and lateral to the pelvic sidewall (|x| > sidewall mm), split by thin
+    planes where the smooth random field `planes` crosses zero (positive there: left as fat)."""
+    x, y, z = _open(axes)
+    r = np.maximum(pelvis.radius - pelvis.flare * (pelvis.crest - z), 0.0)
+    inside_wing = r - np.hypot(side * x - 45.0, (y + 5.0) / 0.7)
+    mass = np.maximum(np.maximum(_ellipsoid((x, y, z), centre, radii), inside_wing), sidewall - side * x)
+    mass = np.maximum(mass, z - pelvis.crest)
+    return np.maximum(mass, 1.2 - 25.0 * np.abs(field_on(planes, axes)))
+
+
+def _ellipsoid_field(axes: Axes, centre: Sequence[float], radii: Sequence[float]) -> np.ndarray:
+    """Approximate signed distance (mm) to an axis-aligned ellipsoid."""
+    return _ellipsoid(_open(axes), centre, radii)
+
+
+def _cup_field(axes: Axes, centre: np.ndarray, inner: float, outer: float, opening: np.ndarray) -> np.ndarray:
+    """A spherical shell (mm) between radii inner and outer around centre, open towards the unit
+    vector `opening` (the acetabulum's cup over the femoral head)."""
+    d = [g - c for g, c in zip(_open(axes), centre)]
+    distance = np.sqrt(sum(di ** 2 for di in d))
+    facing = sum(di * oi for di, oi in zip(d, opening))
+    return np.maximum(np.maximum(distance - outer, inner - distance), facing - 0.25 * inner)
+
+
+def _pelvic_organ_parts(rng: np.random.Generator, body: Body, spine: Spine, pelvis: Pelvis) -> list[Part]:
+    """The true pelvis and the hips below the iliac crest: gluteal and hip muscles with fat planes
+    between them, the urinary bladder (urine behind a thin wall), the rectum against the sacrum,
+    and the bones: femoral heads in their acetabula, necks, trochanters and shafts, the pubic rami
+    meeting at the symphysis and the ischia. Painted before the organs and the gut, which fill only
+    the fat left over."""
+    head_z = pelvis.crest - rng.uniform(95.0, 115.0)
+    head_x, head_y, head_r = rng.uniform(85.0, 100.0), rng.uniform(15.0, 35.0), rng.uniform(21.0, 26.0)
+    front = body.yc + body.b - body.muscle
+    parts = []
+    for side in (1.0, -1.0):
+        centre = (side * body.a * rng.uniform(0.55, 0.7), body.yc - body.b * rng.uniform(0.4, 0.6),
+                  pelvis.crest - rng.uniform(60.0, 90.0))
+        radii = (body.a * rng.uniform(0.4, 0.5), body.b * rng.uniform(0.5, 0.65), rng.uniform(110.0, 150.0))
+        lo, hi = _box(centre, radii)
+        planes = draw_field(rng, lo, hi, 30.0)
+        parts.append(Part(partial(_gluteal_field, side=side, centre=centre, radii=radii, pelvis=pelvis,
+                                  sidewall=head_x - rng.uniform(25.0, 40.0), planes=planes), (lo, hi),
+                          ((0.0, "muscle"),), into=GUT_SPACE, resolution=(1.5, 1.5, 3.0)))
+
+    bladder_r = np.array([rng.uniform(30.0, 55.0), rng.uniform(25.0, 45.0), rng.uniform(25.0, 50.0)])
+    bladder_c = (rng.normal(0.0, 8.0), front - bladder_r[1] - rng.uniform(12.0, 30.0), head_z + rng.uniform(0.0, 25.0))
+    parts.append(Part(partial(_ellipsoid_field, centre=bladder_c, radii=bladder_r),
+                      _box(bladder_c, bladder_r + 5.0), ((0.0, "gut wall"), (GUT_WALL_MM, "urine")),
+                      into=(*GUT_SPACE, "muscle"), resolution=(1.5, 1.5, 1.5)))
+
+    zs = np.linspace(pelvis.crest - 40.0, head_z - 90.0, 6)
+    rectum = spline_tube([(rng.normal(0.0, 6.0), float(_spine_y(spine, z)) + 38.0, z) for z in zs],
+                         rng.uniform(12.0, 20.0) * np.array([0.8, 1.0, 1.1, 1.2, 1.0, 0.7]), step=4.0)
+    parts.append(tube_part([rectum], ((0.0, "gut wall"), (GUT_WALL_MM, "faeces")), into=(*GUT_SPACE, "muscle")))
+
+    bone = ((0.0, "cortical bone"), (2.0, "cancellous bone"))
+    symphysis = np.array([0.0, front - rng.uniform(8.0, 15.0), head_z - rng.uniform(20.0, 35.0)])
+    for side in (1.0, -1.0):
+        head = np.array([side * head_x, head_y, head_z])
+        trochanter = head + (side * rng.uniform(40.0, 50.0), -rng.uniform(0.0, 10.0), -rng.uniform(20.0, 30.0))
+        knee = trochanter + (-side * rng.uniform(15.0, 30.0), rng.uniform(0.0, 20.0), -400.0)
+        tuberosity = head + (-side * rng.uniform(15.0, 25.0), -rng.uniform(35.0, 45.0), -rng.uniform(50.0, 65.0))
+        opening = np.array([side, 0.0, -1.0]) / np.sqrt(2.0)
+        parts += [Part(partial(_cup_field, centre=head, inner=head_r + 2.0, outer=head_r + 10.0, opening=opening),
+                       _box(head, head_r + 12.0), bone, resolution=(1.0, 1.0, 1.0)),
+                  Part(partial(_cup_field, centre=head, inner=0.0, outer=head_r + 2.0, opening=-opening),
+                       _box(head, head_r + 4.0), ((0.0, "cartilage"),), resolution=(1.0, 1.0, 1.0)),
+                  tube_part([Tube(np.array([head, trochanter]), np.array([head_r, 16.0])),
+                             Tube(np.array([trochanter + (-side * 10.0, 0.0, 0.0), knee]), np.array([17.0, 13.0])),
+                             Tube(np.array([head + (-side * 5.0, head_r, -8.0), symphysis + (side * 6.0, 0.0, 0.0)]),
+                                  np.array([9.0, 8.0])),
+                             Tube(np.array([head + (-side * 5.0, -head_r, -10.0), tuberosity]), np.array([11.0, 13.0])),
+                             Tube(np.array([tuberosity, symphysis + (side * 6.0, 0.0, -15.0)]), np.array([8.0, 7.0]))],
+                            bone)]
     return parts
 
 
@@ -1477,16 +1580,21 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ the whole patient
 
-def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0) -> list[Part]:
+def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0,
+                 pelvic_organs: np.random.Generator | None = None) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
-    pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and, where fat_plane_mm > 0,
-    fat that thick around its body and tail that no gut enters (PANCREAS_FAT_PLANE_MM)."""
+    pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS), where fat_plane_mm > 0,
+    fat that thick around its body and tail that no gut enters (PANCREAS_FAT_PLANE_MM), and with a
+    stream for them, the pelvic organs, hip muscles and hips (_pelvic_organ_parts)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
     parts = _table_part(rng, body) + _body_parts(body, diaphragm) + _chest_parts(rng, body, diaphragm)
     parts += _muscle_parts(rng, spine, body) + _spine_parts(spine) + _rib_parts(_rib_tubes(body, spine, rng))
-    parts += _pelvis_parts(rng, body, spine)
+    pelvis = _draw_pelvis(rng, spine)
+    parts += _pelvis_parts(pelvis, body)
+    if pelvic_organs is not None:
+        parts += _pelvic_organ_parts(pelvic_organs, body, spine, pelvis)
 
     kidneys = [_kidney_frame(rng, side, breath) for side in (1.0, -1.0)]
     liver = _draw_frame(rng, np.asarray(LIVER_CENTRE) + (0.0, 0.0, breath), np.eye(3), 170.0, angle_deg=6.0,
@@ -1609,12 +1717,15 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], spacing: Sequence[f
 
 
 def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.Generator,
-             colon_hu: float | None = None) -> np.ndarray:
+             colon_hu: float | None = None, liver_drop_hu: float = 0.0) -> np.ndarray:
     """A CT (float32 HU, x y z) of the tissue codes in a contrast phase: tissue values and texture,
     gas bubbles in faeces and food, reconstruction and slice blur, correlated noise. With colon_hu
     the faeces are instead a homogeneous fluid of that value (FLUID_COLON_TEXTURE_HU, no bubbles);
-    rng's draws are the same either way."""
+    liver_drop_hu lowers the liver (FATTY_LIVER_DROP_HU); rng's draws are the same either way."""
     mean, fine, coarse = _tissue_values(rng, phase)
+    if liver_drop_hu:
+        mean[TISSUE["liver"]] -= liver_drop_hu
+        mean[TISSUE["tumour"]] = min(mean[TISSUE["tumour"]], mean[TISSUE["liver"]] - LESION_DARKER_HU)
     mottled = MOTTLED
     if colon_hu is not None:
         mean[TISSUE["faeces"]], fine[TISSUE["faeces"]] = colon_hu, FLUID_COLON_TEXTURE_HU
@@ -1852,8 +1963,9 @@ class Phantom:
     of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland), the factor on its
     pancreas's thickness (ATROPHIC_PANCREAS; 1: a full gland), the kind of metal in it
     (metal_implants; "": none), the thickness of the fat plane round its pancreas
-    (PANCREAS_FAT_PLANE_MM; 0: none) and the HU of its colon's fluid content (FLUID_COLON_HU;
-    None: mottled faeces)."""
+    (PANCREAS_FAT_PLANE_MM; 0: none), the HU of its colon's fluid content (FLUID_COLON_HU;
+    None: mottled faeces), whether it has pelvic organs and hips (_pelvic_organ_parts) and how many
+    HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -1868,6 +1980,8 @@ class Phantom:
     pancreas_thickness: float = 1.0
     fat_plane_mm: float = 0.0
     colon_hu: float | None = None
+    pelvis: bool = False
+    liver_drop_hu: float = 0.0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -1882,17 +1996,19 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
-    metal, atrophy, fat plane, colon)."""
+    metal, atrophy, fat plane, colon, pelvis, liver fat)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
 @dataclass(frozen=True)
 class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
-    (randomised_image); chest, slab and thin_slab, scans of EXTRA_RANGES' ranges of those names; fatty, a
+    (randomised_image); chest, slab, thin_slab and liver_cut, scans of EXTRA_RANGES' ranges of those names; fatty, a
     fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
     atrophic, a thinner pancreas (ATROPHIC_PANCREAS); fat_plane, fat round the pancreas's body and tail that the
-    gut keeps out of (PANCREAS_FAT_PLANE_MM); fluid_colon, a colon of homogeneous fluid (FLUID_COLON_HU). Each
+    gut keeps out of (PANCREAS_FAT_PLANE_MM); fluid_colon, a colon of homogeneous fluid (FLUID_COLON_HU);
+    pelvis, the pelvic organs, hip muscles and hips (_pelvic_organ_parts); fatty_liver, a liver
+    darkened by fat (FATTY_LIVER_DROP_HU). Each
     is drawn from a stream of its own: a case that does not get a variation is the case of the
     plain set."""
 
@@ -1905,13 +2021,16 @@ class Mix:
     fat_plane: float = 0.0
     thin_slab: float = 0.0
     fluid_colon: float = 0.0
+    liver_cut: float = 0.0
+    pelvis: float = 0.0
+    fatty_liver: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
-            raise ValueError(f"fractions must lie in [0, 1], chest + slab + thin slab at most 1: {self}")
+            raise ValueError(f"fractions must lie in [0, 1], chest + slab + thin slab + liver cut at most 1: {self}")
 
     def _extra_fractions(self) -> list[tuple[str, float]]:
-        """(EXTRA_RANGES name, fraction) in EXTRA_RANGES' order (chest, slab, thin slab)."""
+        """(EXTRA_RANGES name, fraction) in EXTRA_RANGES' order (chest, slab, thin slab, liver cut)."""
         return [(name, getattr(self, name.replace(" ", "_"))) for name in EXTRA_RANGES]
 
     def extra_range(self, u: float) -> str | None:
@@ -1934,12 +2053,14 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     ones, its pancreas fatty, atrophic or in a fat plane, its colon fluid and metal in it with mix's
     probabilities. The anatomy depends only on the seed, on whether the pancreas is atrophic and on
     its fat plane, never on the grid; the labels never on mix.randomise, mix.fatty, mix.metal,
-    mix.fat_plane or mix.fluid_colon."""
+    mix.fat_plane, mix.fluid_colon, mix.pelvis or mix.fatty_liver."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon = (_stream(root, k) for k in range(10))
+    anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis = (
+        _stream(root, k) for k in range(12))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
-    parts = draw_anatomy(anatomy, thickness, fat_plane_mm)
+    pelvis = bool(pelvic.random() < mix.pelvis)
+    parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -1949,17 +2070,18 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     if fatty:
         fatty_infiltration(tissue, labels, geometry, fat, fatty)
     colon_hu = float(colon.uniform(*FLUID_COLON_HU)) if colon.random() < mix.fluid_colon else None
+    liver_drop_hu = float(steatosis.uniform(*FATTY_LIVER_DROP_HU)) if steatosis.random() < mix.fatty_liver else 0.0
     randomised = bool(look.random() < mix.randomise)
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
     image = (randomised_image(tissue, geometry, look) if randomised
-             else ct_image(tissue, geometry, phase, look, colon_hu))
+             else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu))
     metal = ""
     if implant.random() < mix.metal:
         kind = METAL_KINDS[implant.integers(len(METAL_KINDS))]
         metal = kind if metal_implants(image, tissue, labels, geometry, implant, kind) else ""
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
-                   fat_plane_mm, None if randomised else colon_hu)
+                   fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2075,6 +2197,8 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "fatty_pancreas": f"{phantom.fatty:.2f}", "pancreas_thickness": f"{phantom.pancreas_thickness:.2f}",
             "pancreas_fat_plane_mm": f"{phantom.fat_plane_mm:.1f}",
             "colon_fluid_hu": "none" if phantom.colon_hu is None else f"{phantom.colon_hu:.0f}",
+            "pelvis": "true" if phantom.pelvis else "false",
+            "liver_fat_drop_hu": f"{phantom.liver_drop_hu:.0f}",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2112,6 +2236,32 @@ def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "p
     return rows
 
 
+def _mix_help() -> dict[str, str]:
+    """The command line's help for each of Mix's fractions, keyed by field name."""
+    texts = {
+        "randomise": "fraction of the cases whose image is domain-randomised",
+        "chest": "fraction of the scans reaching up into the chest, 80-250 mm above the liver dome",
+        "slab": "fraction of the scans that are short slabs (50-140 mm) through the upper abdomen",
+        "fatty": "fraction of the cases with a fatty pancreas (15-60 %% of it lobular fat)",
+        "metal": "fraction of the cases with metal implants (surgical clips or spinal screws) and their streaks",
+        "atrophic": f"fraction of the cases with an atrophic pancreas ({ATROPHIC_PANCREAS[0]:.2f}-"
+                    f"{ATROPHIC_PANCREAS[1]:.2f} of the full thickness)",
+        "fat_plane": f"fraction of the cases with {PANCREAS_FAT_PLANE_MM[0]:.0f}-{PANCREAS_FAT_PLANE_MM[1]:.0f} mm "
+                     "of fat round the pancreas's body and tail that no gut enters",
+        "thin_slab": "fraction of the scans that are thin slabs (20-50 mm) just below the liver dome, mostly "
+                     "above the kidneys",
+        "fluid_colon": f"fraction of the cases whose colon holds homogeneous fluid of {FLUID_COLON_HU[0]:.0f}-"
+                       f"{FLUID_COLON_HU[1]:.0f} HU instead of mottled faeces",
+        "liver_cut": "fraction of the scans starting 45-110 mm below the liver dome, through the liver's widest "
+                     "part, and running 150-400 mm down",
+        "pelvis": "fraction of the cases with pelvic organs and hips below the iliac crest: gluteal muscles, "
+                  "bladder, rectum, femoral heads and pubic bones",
+        "fatty_liver": f"fraction of the cases whose liver fat lowers by {FATTY_LIVER_DROP_HU[0]:.0f}-"
+                       f"{FATTY_LIVER_DROP_HU[1]:.0f} HU in every phase",
+    }
+    return {f.name: texts[f.name] for f in fields(Mix)}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m training.phantom", "Write synthetic abdominal CTs with known labels (FLARE layout).", [
         "flare-phantom --out example --cases 3 --seed 2026",
@@ -2124,32 +2274,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--start", type=int, default=0, metavar="I", help="index of the first case (default %(default)s)")
     parser.add_argument("--max-side", type=int, metavar="N",
                         help="at most this many voxels per axis, the field of view kept (default: full size, 512 in-plane)")
-    parser.add_argument("--randomise", type=float, default=0.0, metavar="P",
-                        help="fraction of the cases whose image is domain-randomised (default %(default)s)")
-    parser.add_argument("--chest", type=float, default=0.0, metavar="P",
-                        help="fraction of the scans reaching up into the chest, 80-250 mm above the liver dome "
-                        "(default %(default)s)")
-    parser.add_argument("--slab", type=float, default=0.0, metavar="P",
-                        help="fraction of the scans that are short slabs (50-140 mm) through the upper abdomen "
-                        "(default %(default)s)")
-    parser.add_argument("--thin-slab", type=float, default=0.0, metavar="P",
-                        help="fraction of the scans that are thin slabs (20-50 mm) just below the liver dome, "
-                        "mostly above the kidneys (default %(default)s)")
-    parser.add_argument("--fatty", type=float, default=0.0, metavar="P",
-                        help="fraction of the cases with a fatty pancreas (15-60 %% of it lobular fat; default "
-                        "%(default)s)")
-    parser.add_argument("--atrophic", type=float, default=0.0, metavar="P",
-                        help=f"fraction of the cases with an atrophic pancreas ({ATROPHIC_PANCREAS[0]:.2f}-"
-                        f"{ATROPHIC_PANCREAS[1]:.2f} of the full thickness; default %(default)s)")
-    parser.add_argument("--metal", type=float, default=0.0, metavar="P",
-                        help="fraction of the cases with metal implants (surgical clips or spinal screws) and "
-                        "their streaks (default %(default)s)")
-    parser.add_argument("--fat-plane", type=float, default=0.0, metavar="P",
-                        help=f"fraction of the cases with {PANCREAS_FAT_PLANE_MM[0]:.0f}-{PANCREAS_FAT_PLANE_MM[1]:.0f} mm "
-                        "of fat round the pancreas's body and tail that no gut enters (default %(default)s)")
-    parser.add_argument("--fluid-colon", type=float, default=0.0, metavar="P",
-                        help=f"fraction of the cases whose colon holds homogeneous fluid of {FLUID_COLON_HU[0]:.0f}-"
-                        f"{FLUID_COLON_HU[1]:.0f} HU instead of mottled faeces (default %(default)s)")
+    for name, text in _mix_help().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0, metavar="P",
+                            help=f"{text} (default %(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
