@@ -17,9 +17,14 @@
 # 6. both sets made again with half the colons holding homogeneous fluid instead of faeces
 #    (--fluid-colon 0.5; the other cases are the same), and both stages of step 5 fine-tuned on them:
 #    the coarse stage 1000 steps at LR 0.001 (about 25 min), the fine stage 182 steps at 160^3
-#    (about 55 min); WORK/flare21_c2f.pt: this coarse stage and the mean of this fine-tune and
+#    (about 55 min); WORK/third_c2f.pt: this coarse stage and the mean of this fine-tune and
 #    step 5's fine stage;
-# 7. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
+# 7. the second set made again with the pelvis and hips below the iliac crest (--pelvis 1), and 160
+#    phantoms of seed 3 with them, half of those scans starting from the liver's widest part
+#    (--liver-cut 0.5), linked with step 6's first set, and step 6's coarse stage fine-tuned on them
+#    (1000 steps at LR 0.001, about 25 min); WORK/flare21_c2f.pt: this coarse stage and step 6's
+#    fine stage;
+# 8. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
 #    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
 # PYTHON chooses the interpreter (default python3). Copy WORK/flare21_c2f.pt to weights/ to ship it.
 set -eu
@@ -37,6 +42,7 @@ for lib in /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2; do
 done
 trained_on="phantom-trained demo weights: 192 synthetic abdomens of training.phantom (seed 1), no real CT"
 trained_on_fluid="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs and colons of fluid among them)"
+trained_on_pelvis="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs and colons of fluid among them; the coarse stage also seed 3, pelvises with hips and scans from the liver's widest part among them)"
 trained_on_mixed="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (coarse stage: 192 of seed 1; fine stage: also fine-tuned on 320 of seeds 1 and 2, scans into the chest and short slabs among them)"
 
 step "training phantoms"
@@ -100,8 +106,21 @@ link_sets "$work/mixed-fluid" train-fluid:s1 train2-fluid:s2
     --out "$work/runs/fine160fluid" --init "$work/second_c2f.pt" --config training/configs/demo_fine160.json \
     --lr 0.0001 --max-steps 182 --precision auto --trained-on "$trained_on_fluid"
 "$py" -m inference.checkpoint combine --coarse "$work/runs/coarse-fluid/best.pt" \
-    --fine "$work/runs/fine160fluid/best.pt" "$work/second_c2f.pt" -o "$work/flare21_c2f.pt" --half \
+    --fine "$work/runs/fine160fluid/best.pt" "$work/second_c2f.pt" -o "$work/third_c2f.pt" --half \
     --trained-on "$trained_on_fluid"
+
+step "pelvises and hips, scans from the liver's widest part, and the coarse stage fine-tuned on them"
+[ -f "$work/train2-pelvis/cases.csv" ] || "$py" -m training.phantom --out "$work/train2-pelvis" --cases 160 --seed 2 \
+    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1 --workers 2
+[ -f "$work/train3-pelvis/cases.csv" ] || "$py" -m training.phantom --out "$work/train3-pelvis" --cases 160 --seed 3 \
+    --max-side 192 --fluid-colon 0.5 --liver-cut 0.5 --pelvis 1 --workers 2
+# the prefixes name the cases, and so the 5-fold split: those of the run that made the shipped weights
+link_sets "$work/mixed-pelvis" train-fluid:s1 train2-pelvis:s2p train3-pelvis:s4
+[ -f "$work/runs/coarse-pelvis/best.pt" ] || "$py" -m training.train --stage coarse --data "$work/mixed-pelvis" \
+    --out "$work/runs/coarse-pelvis" --init "$work/third_c2f.pt" --config training/configs/demo_coarse.json \
+    --lr 0.001 --max-steps 1000 --precision auto --trained-on "$trained_on_pelvis"
+"$py" -m inference.checkpoint combine --coarse "$work/runs/coarse-pelvis/best.pt" --fine "$work/third_c2f.pt" \
+    -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_pelvis"
 
 step "test phantoms (seed 1000, never trained on)"
 [ -f "$work/test/cases.csv" ] || "$py" -m training.phantom --out "$work/test" --cases 20 --seed 1000 --workers 2
