@@ -22,7 +22,7 @@
 # 7. the second set made again with the pelvis and hips below the iliac crest (--pelvis 1), and 160
 #    phantoms of seed 3 with them, half of those scans starting from the liver's widest part
 #    (--liver-cut 0.5), linked with step 6's first set, and step 6's coarse stage fine-tuned on them
-#    (1000 steps at LR 0.001, about 25 min); WORK/flare21_c2f.pt: this coarse stage and step 6's
+#    (1000 steps at LR 0.001, about 20-30 min); WORK/flare21_c2f.pt: this coarse stage and step 6's
 #    fine stage;
 # 8. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
 #    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
