@@ -1048,15 +1048,27 @@ def _above(part: Part, floor: float | None) -> Part:
     return replace(part, box=((lo[0], lo[1], max(lo[2], floor)), hi))
 
 
+WING_AXIS_MM = (45.0, -5.0)  # the iliac wing's elliptic cone: its axis at x = +-45 mm, y = -5 mm
+WING_DEPTH = 0.7  # the cone's depth (y) over its width (x)
+
+
+def _wing_cone(axes: Axes, side: float, crest: float, radius: float, flare: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One side's iliac cone (mm): offsets dx (outwards) and dy (forwards) from its axis, the
+    elliptic distance from the axis, and the cone's radius at each z (`radius` at the crest,
+    `flare` mm less per mm down)."""
+    x, y, z = _open(axes)
+    dx, dy = side * x - WING_AXIS_MM[0], y - WING_AXIS_MM[1]
+    return dx, dy, np.hypot(dx, dy / WING_DEPTH), radius - flare * (crest - z)
+
+
 def _iliac_field(axes: Axes, side: float, crest: float, radius: float, flare: float, thickness: float,
                  body: Body) -> np.ndarray:
     """One iliac wing (mm): a curved plate flaring outwards from the acetabulum up to the crest (part
-    of an elliptic cone around (side * 45, -5) mm, its radius growing by `flare` mm per mm of height
-    to `radius` mm at the crest), open anteromedially, inside the muscle wall."""
-    x, y, z = _open(axes)
-    dx, dy = side * (x - side * 45.0), y + 5.0
-    r = radius - flare * (crest - z)
-    shell = np.abs(np.hypot(dx, dy / 0.7) - r) - thickness / 2
+    of the elliptic cone of _wing_cone), open anteromedially, inside the muscle wall."""
+    z = _open(axes)[2]
+    dx, dy, reach, r = _wing_cone(axes, side, crest, radius, flare)
+    shell = np.abs(reach - r) - thickness / 2
     angle = np.arctan2(dy, dx)
     wedge = np.maximum(angle - 0.9, -1.75 - angle) * 60.0
     return np.maximum(np.maximum(shell, wedge), np.maximum(z - crest, _wall_field(axes, body) + 4.0))
@@ -1084,8 +1096,9 @@ def _pelvis_parts(pelvis: Pelvis, body: Body) -> list[Part]:
     radius, crest = pelvis.radius, pelvis.crest
     parts = []
     for side in (1.0, -1.0):
-        box = ((side * 45.0 - radius - 10, -5.0 - 0.7 * radius - 10, crest - 200.0),
-               (side * 45.0 + radius + 10, -5.0 + 0.7 * radius + 10, crest + 1.0))
+        (ax, ay), depth = WING_AXIS_MM, WING_DEPTH
+        box = ((side * ax - radius - 10, ay - depth * radius - 10, crest - 200.0),
+               (side * ax + radius + 10, ay + depth * radius + 10, crest + 1.0))
         wing = partial(_iliac_field, side=side, crest=crest, flare=pelvis.flare, body=body)
         parts += [Part(partial(wing, radius=radius - 12.0, thickness=24.0), box, ((0.0, "muscle"),),
                        resolution=(1.5, 1.5, 3.0)),
@@ -1100,8 +1113,8 @@ def _gluteal_field(axes: Axes, side: float, centre: Sequence[float], radii: Sequ
     the iliac wing's cone and lateral to the pelvic sidewall (|x| > sidewall mm), split by thin
     planes where the smooth random field `planes` crosses zero (positive there: left as fat)."""
     x, y, z = _open(axes)
-    r = np.maximum(pelvis.radius - pelvis.flare * (pelvis.crest - z), 0.0)
-    inside_wing = r - np.hypot(side * x - 45.0, (y + 5.0) / 0.7)
+    _, _, reach, r = _wing_cone(axes, side, pelvis.crest, pelvis.radius, pelvis.flare)
+    inside_wing = np.maximum(r, 0.0) - reach
     mass = np.maximum(np.maximum(_ellipsoid((x, y, z), centre, radii), inside_wing), sidewall - side * x)
     mass = np.maximum(mass, z - pelvis.crest)
     return np.maximum(mass, 1.2 - 25.0 * np.abs(field_on(planes, axes)))
@@ -2238,22 +2251,29 @@ def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "p
 
 def _mix_help() -> dict[str, str]:
     """The command line's help for each of Mix's fractions, keyed by field name."""
+    def mm(bounds: Sequence[float]) -> str:
+        return f"{bounds[0]:.0f}-{bounds[1]:.0f}"
+
     texts = {
         "randomise": "fraction of the cases whose image is domain-randomised",
-        "chest": "fraction of the scans reaching up into the chest, 80-250 mm above the liver dome",
-        "slab": "fraction of the scans that are short slabs (50-140 mm) through the upper abdomen",
-        "fatty": "fraction of the cases with a fatty pancreas (15-60 %% of it lobular fat)",
+        "chest": f"fraction of the scans reaching up into the chest, {mm(EXTRA_RANGES['chest'][0])} mm above the "
+                 "liver dome",
+        "slab": f"fraction of the scans that are short slabs ({mm(EXTRA_RANGES['slab'][1])} mm) through the upper "
+                "abdomen",
+        "fatty": f"fraction of the cases with a fatty pancreas ({mm([100 * v for v in FATTY_PANCREAS])} %% of it "
+                 "lobular fat)",
         "metal": "fraction of the cases with metal implants (surgical clips or spinal screws) and their streaks",
         "atrophic": f"fraction of the cases with an atrophic pancreas ({ATROPHIC_PANCREAS[0]:.2f}-"
                     f"{ATROPHIC_PANCREAS[1]:.2f} of the full thickness)",
         "fat_plane": f"fraction of the cases with {PANCREAS_FAT_PLANE_MM[0]:.0f}-{PANCREAS_FAT_PLANE_MM[1]:.0f} mm "
                      "of fat round the pancreas's body and tail that no gut enters",
-        "thin_slab": "fraction of the scans that are thin slabs (20-50 mm) just below the liver dome, mostly "
-                     "above the kidneys",
+        "thin_slab": f"fraction of the scans that are thin slabs ({mm(EXTRA_RANGES['thin slab'][1])} mm) just below "
+                     "the liver dome, mostly above the kidneys",
         "fluid_colon": f"fraction of the cases whose colon holds homogeneous fluid of {FLUID_COLON_HU[0]:.0f}-"
                        f"{FLUID_COLON_HU[1]:.0f} HU instead of mottled faeces",
-        "liver_cut": "fraction of the scans starting 45-110 mm below the liver dome, through the liver's widest "
-                     "part, and running 150-400 mm down",
+        "liver_cut": f"fraction of the scans starting {mm([-v for v in EXTRA_RANGES['liver cut'][0][::-1]])} mm below "
+                     "the liver dome, through the liver's widest part, and running "
+                     f"{mm(EXTRA_RANGES['liver cut'][1])} mm down",
         "pelvis": "fraction of the cases with pelvic organs and hips below the iliac crest: gluteal muscles, "
                   "bladder, rectum, femoral heads and pubic bones",
         "fatty_liver": f"fraction of the cases whose liver fat lowers by {FATTY_LIVER_DROP_HU[0]:.0f}-"
