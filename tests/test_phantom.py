@@ -101,6 +101,33 @@ def test_organ_volumes_and_positions(seed):
     assert abs(canal[0]) < 10 and liver[2] > pancreas[2]
 
 
+def test_the_kidney_label_leaves_out_the_renal_sinus_fat_and_keeps_the_pelvis():
+    """Real references draw the kidney as a C open at the hilum: the sinus fat inside the outline is
+    not kidney; cortex, medulla and the pelvis's urine are."""
+    tissue, labels, _ = anatomy(1)
+    kidney = labels == ph.KIDNEY
+    assert not (tissue[kidney] == ph.TISSUE["fat"]).any()
+    assert (tissue[kidney] == ph.TISSUE["urine"]).any()
+    outline = np.stack([ndimage.binary_fill_holes(ndimage.binary_closing(kidney[:, :, z], iterations=3))
+                        for z in range(kidney.shape[2])], axis=2)
+    sinus = outline & ~kidney & (tissue == ph.TISSUE["fat"])
+    assert sinus.sum() * np.prod(ABDOMEN.spacing) / 1000.0 >= 2.0  # ml, both kidneys
+
+
+def test_the_sinus_labelled_as_before_changes_only_the_kidney_label() -> None:
+    """--kidney-sinus 1 gives back the labels of sets made before the sinus fat was left out: the
+    same image, and the kidney label grown by fat voxels inside the kidney only."""
+    seed = ph.case_seed(1000, 0)
+    grid = ph.Geometry((60, 50, 50), (5.0, 5.0, 5.0), (-150.0, -110.0, -150.0))
+    now, before = (ph.generate(seed, geometry=grid, mix=ph.Mix(kidney_sinus=p)) for p in (0.0, 1.0))
+    assert (now.sinus_labelled, before.sinus_labelled) == (False, True)
+    assert np.array_equal(now.image, before.image)
+    changed = now.labels != before.labels
+    assert changed.any() and (before.labels[changed] == ph.KIDNEY).all() and (now.labels[changed] == 0).all()
+    assert changed.sum() < 0.2 * (before.labels == ph.KIDNEY).sum()
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(kidney_sinus=0.5), lambda p: p.sinus_labelled, seed=6, cases=5)
+
+
 def test_venous_phase_values_and_lesions():
     seed = next(s for s in range(40)
                 if any(p.lesion for p in ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(s)))))
@@ -359,8 +386,8 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     assert [r["case"] for r in rows] == names and [r["index"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
-                            "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu", "metal",
-                            "organs"}
+                            "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
+                            "kidney_sinus_labelled", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

@@ -22,9 +22,13 @@
 # 7. the second set made again with the pelvis and hips below the iliac crest (--pelvis 1), and 160
 #    phantoms of seed 3 with them, half of those scans starting from the liver's widest part
 #    (--liver-cut 0.5), linked with step 6's first set, and step 6's coarse stage fine-tuned on them
-#    (1000 steps at LR 0.001, about 20-30 min); WORK/flare21_c2f.pt: this coarse stage and step 6's
+#    (1000 steps at LR 0.001, about 20-30 min); WORK/fourth_c2f.pt: this coarse stage and step 6's
 #    fine stage;
-# 8. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
+# 8. step 6's first set and step 7's second set made again with the kidney label leaving out the
+#    renal sinus fat (the generator's default since 2026-12-05; steps 1-7 pass --kidney-sinus 1 to
+#    make their sets as they were made), and step 7's fine stage fine-tuned on them (217 steps at
+#    160^3, about 60 min); WORK/flare21_c2f.pt: step 7's coarse stage and this fine stage;
+# 9. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
 #    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
 # PYTHON chooses the interpreter (default python3). Copy WORK/flare21_c2f.pt to weights/ to ship it.
 set -eu
@@ -43,10 +47,12 @@ done
 trained_on="phantom-trained demo weights: 192 synthetic abdomens of training.phantom (seed 1), no real CT"
 trained_on_fluid="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs and colons of fluid among them)"
 trained_on_pelvis="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs and colons of fluid among them; the coarse stage also seed 3, pelvises with hips and scans from the liver's widest part among them)"
+trained_on_sinus="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them; the coarse stage also seed 3, scans from the liver's widest part among them; the fine stage last on kidneys labelled without their sinus fat)"
 trained_on_mixed="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (coarse stage: 192 of seed 1; fine stage: also fine-tuned on 320 of seeds 1 and 2, scans into the chest and short slabs among them)"
 
 step "training phantoms"
-[ -f "$work/train/cases.csv" ] || "$py" -m training.phantom --out "$work/train" --cases 240 --seed 1 --max-side 192 --workers 2
+[ -f "$work/train/cases.csv" ] || "$py" -m training.phantom --out "$work/train" --cases 240 --seed 1 --max-side 192 \
+    --kidney-sinus 1 --workers 2
 for stage in coarse fine; do
     step "$stage stage"
     resume=""
@@ -85,7 +91,7 @@ step "one checkpoint"
 
 step "chest and slab phantoms, and the fine stage fine-tuned on both sets"
 [ -f "$work/train2/cases.csv" ] || "$py" -m training.phantom --out "$work/train2" --cases 160 --seed 2 --max-side 192 \
-    --chest 0.25 --slab 0.25 --workers 2
+    --chest 0.25 --slab 0.25 --kidney-sinus 1 --workers 2
 link_sets "$work/mixed" train:s1 train2:s2
 [ -f "$work/runs/fine160mixed/best.pt" ] || "$py" -m training.train --stage fine --data "$work/mixed" \
     --out "$work/runs/fine160mixed" --init "$work/first_c2f.pt" --config training/configs/demo_fine160.json \
@@ -95,9 +101,9 @@ link_sets "$work/mixed" train:s1 train2:s2
 
 step "the same two sets with half the colons fluid, and both stages fine-tuned on them"
 [ -f "$work/train-fluid/cases.csv" ] || "$py" -m training.phantom --out "$work/train-fluid" --cases 240 --seed 1 \
-    --max-side 192 --fluid-colon 0.5 --workers 2
+    --max-side 192 --fluid-colon 0.5 --kidney-sinus 1 --workers 2
 [ -f "$work/train2-fluid/cases.csv" ] || "$py" -m training.phantom --out "$work/train2-fluid" --cases 160 --seed 2 \
-    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --workers 2
+    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --kidney-sinus 1 --workers 2
 link_sets "$work/mixed-fluid" train-fluid:s1 train2-fluid:s2
 [ -f "$work/runs/coarse-fluid/best.pt" ] || "$py" -m training.train --stage coarse --data "$work/mixed-fluid" \
     --out "$work/runs/coarse-fluid" --init "$work/second_c2f.pt" --config training/configs/demo_coarse.json \
@@ -111,16 +117,28 @@ link_sets "$work/mixed-fluid" train-fluid:s1 train2-fluid:s2
 
 step "pelvises and hips, scans from the liver's widest part, and the coarse stage fine-tuned on them"
 [ -f "$work/train2-pelvis/cases.csv" ] || "$py" -m training.phantom --out "$work/train2-pelvis" --cases 160 --seed 2 \
-    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1 --workers 2
+    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1 --kidney-sinus 1 --workers 2
 [ -f "$work/train3-pelvis/cases.csv" ] || "$py" -m training.phantom --out "$work/train3-pelvis" --cases 160 --seed 3 \
-    --max-side 192 --fluid-colon 0.5 --liver-cut 0.5 --pelvis 1 --workers 2
+    --max-side 192 --fluid-colon 0.5 --liver-cut 0.5 --pelvis 1 --kidney-sinus 1 --workers 2
 # the prefixes name the cases, and so the 5-fold split: those of the run that made the shipped weights
 link_sets "$work/mixed-pelvis" train-fluid:s1 train2-pelvis:s2p train3-pelvis:s4
 [ -f "$work/runs/coarse-pelvis/best.pt" ] || "$py" -m training.train --stage coarse --data "$work/mixed-pelvis" \
     --out "$work/runs/coarse-pelvis" --init "$work/third_c2f.pt" --config training/configs/demo_coarse.json \
     --lr 0.001 --max-steps 1000 --precision auto --trained-on "$trained_on_pelvis"
 "$py" -m inference.checkpoint combine --coarse "$work/runs/coarse-pelvis/best.pt" --fine "$work/third_c2f.pt" \
-    -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_pelvis"
+    -o "$work/fourth_c2f.pt" --half --trained-on "$trained_on_pelvis"
+
+step "kidneys labelled without their sinus fat, and the fine stage fine-tuned on them"
+[ -f "$work/train-sinus/cases.csv" ] || "$py" -m training.phantom --out "$work/train-sinus" --cases 240 --seed 1 \
+    --max-side 192 --fluid-colon 0.5 --workers 2
+[ -f "$work/train2-sinus/cases.csv" ] || "$py" -m training.phantom --out "$work/train2-sinus" --cases 160 --seed 2 \
+    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1 --workers 2
+link_sets "$work/mixed-sinus" train-sinus:s1 train2-sinus:s2p
+[ -f "$work/runs/fine160sinus/best.pt" ] || "$py" -m training.train --stage fine --data "$work/mixed-sinus" \
+    --out "$work/runs/fine160sinus" --init "$work/fourth_c2f.pt" --config training/configs/demo_fine160.json \
+    --lr 0.0001 --max-steps 217 --precision auto --trained-on "$trained_on_sinus"
+"$py" -m inference.checkpoint combine --coarse "$work/fourth_c2f.pt" --fine "$work/runs/fine160sinus/best.pt" \
+    -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_sinus"
 
 step "test phantoms (seed 1000, never trained on)"
 [ -f "$work/test/cases.csv" ] || "$py" -m training.phantom --out "$work/test" --cases 20 --seed 1000 --workers 2

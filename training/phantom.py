@@ -27,7 +27,7 @@ ones; gut fills only the fat left over):
   (right lobe, inferior tip, tapered left lobe across the midline, caudate; shaped by the body wall,
   the diaphragm, the right kidney and the gallbladder fossa), spleen (a crescent against the ribs),
   kidneys (beans with cortex, medullary pyramids, renal sinus fat and pelvis, hilum anteromedial,
-  the left usually higher), pancreas (a thin lobulated tube of elliptic cross-section from the
+  the left usually higher; the sinus fat not labelled), pancreas (a thin lobulated tube of elliptic cross-section from the
   head in the duodenal C-loop, anterior to the IVC, over the aorta to the tail at the splenic hilum);
 * vessels as tubes: aorta, IVC, iliac, renal, mesenteric, portal and splenic vessels (the splenic
   vein along the back of the pancreas), hepatic veins and portal branches inside the liver;
@@ -1293,16 +1293,21 @@ def _kidney_frame(rng: np.random.Generator, side: float, breath: float) -> Frame
                        lobes_mm=1.0)
 
 
-def _kidney_parts(rng: np.random.Generator, frame: Frame) -> list[Part]:
-    """A kidney: cortex (labelled), medulla, sinus fat and pelvis inside it."""
+def _kidney_parts(rng: np.random.Generator, frame: Frame, sinus_labelled: bool = False) -> list[Part]:
+    """A kidney: cortex, medulla, sinus fat and pelvis inside it. The label covers cortex, medulla
+    and pelvis but not the sinus fat, as real references draw the kidney (a C open at the hilum):
+    the last part only unlabels the sinus's fat and paints nothing. sinus_labelled leaves that part
+    out (the label of sets made before 2026-12-05, Mix.kidney_sinus)."""
     box = frame.box(np.negative(KIDNEY_RADII), KIDNEY_RADII, 5.0)
     inside = dict(within=KIDNEY, resolution=(1.5, 1.5, 1.5))
-    return [Part(partial(_kidney_field, frame=frame), box, ((0.0, "kidney cortex"),), label=KIDNEY,
-                 resolution=(1.5, 1.5, 1.5)),
-            Part(partial(_medulla_field, frame=frame, offset=rng.uniform(0, 2 * np.pi)), box,
-                 ((0.0, "kidney medulla"),), **inside),
-            Part(partial(_renal_sinus_field, frame=frame), box, ((0.0, "fat"),), **inside),
-            Part(partial(_renal_pelvis_field, frame=frame), box, ((0.0, "urine"),), **inside)]
+    sinus = partial(_renal_sinus_field, frame=frame)
+    parts = [Part(partial(_kidney_field, frame=frame), box, ((0.0, "kidney cortex"),), label=KIDNEY,
+                  resolution=(1.5, 1.5, 1.5)),
+             Part(partial(_medulla_field, frame=frame, offset=rng.uniform(0, 2 * np.pi)), box,
+                  ((0.0, "kidney medulla"),), **inside),
+             Part(sinus, box, ((0.0, "fat"),), **inside),
+             Part(partial(_renal_pelvis_field, frame=frame), box, ((0.0, "urine"),), **inside)]
+    return parts if sinus_labelled else parts + [Part(sinus, box, (), label=0, into=("fat",), **inside)]
 
 
 def _kidney_hilum(frame: Frame) -> np.ndarray:
@@ -1594,11 +1599,12 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 # ------------------------------------------------------------------------------------ the whole patient
 
 def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0,
-                 pelvic_organs: np.random.Generator | None = None) -> list[Part]:
+                 pelvic_organs: np.random.Generator | None = None, sinus_labelled: bool = False) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
     pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS), where fat_plane_mm > 0,
-    fat that thick around its body and tail that no gut enters (PANCREAS_FAT_PLANE_MM), and with a
-    stream for them, the pelvic organs, hip muscles and hips (_pelvic_organ_parts)."""
+    fat that thick around its body and tail that no gut enters (PANCREAS_FAT_PLANE_MM), with a
+    stream for them, the pelvic organs, hip muscles and hips (_pelvic_organ_parts), and the renal
+    sinus fat labelled kidney where sinus_labelled (_kidney_parts)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
@@ -1630,7 +1636,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
                       spleen.box(np.negative(SPLEEN_RADII), SPLEEN_RADII, 5.0), ((0.0, "spleen"),), label=SPLEEN,
                       resolution=(3.0, 3.0, 3.0)))
     for frame in kidneys:
-        parts += _kidney_parts(rng, frame)
+        parts += _kidney_parts(rng, frame, sinus_labelled)
     parts.append(Part(partial(_lobulated_tube_field, tube=pancreas, lobes=lobes, amplitude=amplitude),
                       _tube_box([pancreas], 2 * amplitude), ((0.0, "pancreas"),), label=PANCREAS,
                       resolution=(0.0, 0.0, 0.0)))
@@ -1977,8 +1983,9 @@ class Phantom:
     pancreas's thickness (ATROPHIC_PANCREAS; 1: a full gland), the kind of metal in it
     (metal_implants; "": none), the thickness of the fat plane round its pancreas
     (PANCREAS_FAT_PLANE_MM; 0: none), the HU of its colon's fluid content (FLUID_COLON_HU;
-    None: mottled faeces), whether it has pelvic organs and hips (_pelvic_organ_parts) and how many
-    HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver)."""
+    None: mottled faeces), whether it has pelvic organs and hips (_pelvic_organ_parts), how many
+    HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver) and whether its kidney
+    label includes the renal sinus fat (_kidney_parts)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -1995,6 +2002,7 @@ class Phantom:
     colon_hu: float | None = None
     pelvis: bool = False
     liver_drop_hu: float = 0.0
+    sinus_labelled: bool = False
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -2021,7 +2029,8 @@ class Mix:
     atrophic, a thinner pancreas (ATROPHIC_PANCREAS); fat_plane, fat round the pancreas's body and tail that the
     gut keeps out of (PANCREAS_FAT_PLANE_MM); fluid_colon, a colon of homogeneous fluid (FLUID_COLON_HU);
     pelvis, the pelvic organs, hip muscles and hips (_pelvic_organ_parts); fatty_liver, a liver
-    darkened by fat (FATTY_LIVER_DROP_HU). Each
+    darkened by fat (FATTY_LIVER_DROP_HU); kidney_sinus, the renal sinus fat labelled kidney as in
+    sets made before 2026-12-05 (_kidney_parts). Each
     is drawn from a stream of its own: a case that does not get a variation is the case of the
     plain set."""
 
@@ -2037,6 +2046,7 @@ class Mix:
     liver_cut: float = 0.0
     pelvis: float = 0.0
     fatty_liver: float = 0.0
+    kidney_sinus: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -2066,14 +2076,16 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     ones, its pancreas fatty, atrophic or in a fat plane, its colon fluid and metal in it with mix's
     probabilities. The anatomy depends only on the seed, on whether the pancreas is atrophic and on
     its fat plane, never on the grid; the labels never on mix.randomise, mix.fatty, mix.metal,
-    mix.fat_plane, mix.fluid_colon, mix.pelvis or mix.fatty_liver."""
+    mix.fat_plane, mix.fluid_colon, mix.pelvis or mix.fatty_liver (mix.kidney_sinus changes only the
+    labels)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis = (
-        _stream(root, k) for k in range(12))
+    anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus = (
+        _stream(root, k) for k in range(13))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
-    parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None)
+    sinus_labelled = bool(sinus.random() < mix.kidney_sinus)
+    parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -2094,7 +2106,8 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
         metal = kind if metal_implants(image, tissue, labels, geometry, implant, kind) else ""
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
-                   fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu)
+                   fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
+                   sinus_labelled)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2212,6 +2225,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "colon_fluid_hu": "none" if phantom.colon_hu is None else f"{phantom.colon_hu:.0f}",
             "pelvis": "true" if phantom.pelvis else "false",
             "liver_fat_drop_hu": f"{phantom.liver_drop_hu:.0f}",
+            "kidney_sinus_labelled": "true" if phantom.sinus_labelled else "false",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2278,6 +2292,8 @@ def _mix_help() -> dict[str, str]:
                   "bladder, rectum, femoral heads and pubic bones",
         "fatty_liver": f"fraction of the cases whose liver fat lowers by {FATTY_LIVER_DROP_HU[0]:.0f}-"
                        f"{FATTY_LIVER_DROP_HU[1]:.0f} HU in every phase",
+        "kidney_sinus": "fraction of the cases whose kidney label includes the renal sinus fat, as in sets made "
+                        "before 2026-12-05 (their images are the same)",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
