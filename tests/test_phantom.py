@@ -116,7 +116,8 @@ def test_the_kidney_label_leaves_out_the_renal_sinus_fat_and_keeps_the_pelvis():
 
 def test_the_sinus_labelled_as_before_changes_only_the_kidney_label() -> None:
     """--kidney-sinus 1 gives back the labels of sets made before the sinus fat was left out: the
-    same image, and the kidney label grown by fat voxels inside the kidney only."""
+    same image (no tumour reaches this case's sinus), and the kidney label grown by fat voxels
+    inside the kidney only."""
     seed = ph.case_seed(1000, 0)
     grid = ph.Geometry((60, 50, 50), (5.0, 5.0, 5.0), (-150.0, -110.0, -150.0))
     now, before = (ph.generate(seed, geometry=grid, mix=ph.Mix(kidney_sinus=p)) for p in (0.0, 1.0))

@@ -27,8 +27,9 @@ ones; gut fills only the fat left over):
   (right lobe, inferior tip, tapered left lobe across the midline, caudate; shaped by the body wall,
   the diaphragm, the right kidney and the gallbladder fossa), spleen (a crescent against the ribs),
   kidneys (beans with cortex, medullary pyramids, renal sinus fat and pelvis, hilum anteromedial,
-  the left usually higher; the sinus fat not labelled), pancreas (a thin lobulated tube of elliptic cross-section from the
-  head in the duodenal C-loop, anterior to the IVC, over the aorta to the tail at the splenic hilum);
+  the left usually higher; the sinus fat not labelled), pancreas (a thin lobulated tube of
+  elliptic cross-section from the head in the duodenal C-loop, anterior to the IVC, over the aorta
+  to the tail at the splenic hilum);
 * vessels as tubes: aorta, IVC, iliac, renal, mesenteric, portal and splenic vessels (the splenic
   vein along the back of the pancreas), hepatic veins and portal branches inside the liver;
 * gut: oesophagus, stomach with an air-fluid level, duodenal C-loop, colon with haustra and mottled
@@ -1297,7 +1298,7 @@ def _kidney_parts(rng: np.random.Generator, frame: Frame, sinus_labelled: bool =
     """A kidney: cortex, medulla, sinus fat and pelvis inside it. The label covers cortex, medulla
     and pelvis but not the sinus fat, as real references draw the kidney (a C open at the hilum):
     the last part only unlabels the sinus's fat and paints nothing. sinus_labelled leaves that part
-    out (the label of sets made before 2026-12-05, Mix.kidney_sinus)."""
+    out (Mix.kidney_sinus)."""
     box = frame.box(np.negative(KIDNEY_RADII), KIDNEY_RADII, 5.0)
     inside = dict(within=KIDNEY, resolution=(1.5, 1.5, 1.5))
     sinus = partial(_renal_sinus_field, frame=frame)
@@ -2076,8 +2077,9 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     ones, its pancreas fatty, atrophic or in a fat plane, its colon fluid and metal in it with mix's
     probabilities. The anatomy depends only on the seed, on whether the pancreas is atrophic and on
     its fat plane, never on the grid; the labels never on mix.randomise, mix.fatty, mix.metal,
-    mix.fat_plane, mix.fluid_colon, mix.pelvis or mix.fatty_liver (mix.kidney_sinus changes only the
-    labels)."""
+    mix.fat_plane, mix.fluid_colon, mix.pelvis or mix.fatty_liver (mix.kidney_sinus changes the
+    labels, and the image only where a kidney tumour reaches into the sinus: it stops at the
+    unlabelled sinus fat)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus = (
         _stream(root, k) for k in range(13))
@@ -2293,7 +2295,7 @@ def _mix_help() -> dict[str, str]:
         "fatty_liver": f"fraction of the cases whose liver fat lowers by {FATTY_LIVER_DROP_HU[0]:.0f}-"
                        f"{FATTY_LIVER_DROP_HU[1]:.0f} HU in every phase",
         "kidney_sinus": "fraction of the cases whose kidney label includes the renal sinus fat, as in sets made "
-                        "before 2026-12-05 (their images are the same)",
+                        "before 2026-12-05",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
