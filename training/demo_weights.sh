@@ -50,9 +50,20 @@ trained_on_pelvis="phantom-trained demo weights: synthetic abdomens of training.
 trained_on_sinus="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them; the coarse stage also seed 3, scans from the liver's widest part among them; the fine stage last on kidneys labelled without their sinus fat)"
 trained_on_mixed="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (coarse stage: 192 of seed 1; fine stage: also fine-tuned on 320 of seeds 1 and 2, scans into the chest and short slabs among them)"
 
+phantom_set() {  # NAME OPTION...: WORK/NAME, phantoms of training.phantom with those options, unless made
+    name="$1"
+    shift
+    [ -f "$work/$name/cases.csv" ] || "$py" -m training.phantom --out "$work/$name" "$@" --workers 2
+}
+train_once() {  # NAME STAGE DATA INIT OPTION...: WORK/runs/NAME, STAGE trained on WORK/DATA from WORK/INIT, unless done
+    name="$1" stage="$2" data="$3" init="$4"
+    shift 4
+    [ -f "$work/runs/$name/best.pt" ] || "$py" -m training.train --stage "$stage" --data "$work/$data" \
+        --out "$work/runs/$name" --init "$work/$init" "$@"
+}
+
 step "training phantoms"
-[ -f "$work/train/cases.csv" ] || "$py" -m training.phantom --out "$work/train" --cases 240 --seed 1 --max-side 192 \
-    --kidney-sinus 1 --workers 2
+phantom_set train --cases 240 --seed 1 --max-side 192 --kidney-sinus 1
 for stage in coarse fine; do
     step "$stage stage"
     resume=""
@@ -77,8 +88,7 @@ finetune() {  # NAME FROM: WORK/runs/NAME from WORK/runs/FROM/best.pt, with the 
     name="$1" from="$2"
     shift 2
     step "fine stage, $name"
-    [ -f "$work/runs/$name/best.pt" ] || "$py" -m training.train --stage fine --data "$work/train" \
-        --out "$work/runs/$name" --init "$work/runs/$from/best.pt" --precision fp32 --trained-on "$trained_on" "$@"
+    train_once "$name" fine train "runs/$from/best.pt" --precision fp32 --trained-on "$trained_on" "$@"
 }
 finetune fine128 fine --input-size 128 --lr 0.0003 --max-steps 53
 finetune fine128b fine128 --config training/configs/demo_fine.json --input-size 128 --lr 0.0003 --max-steps 146
@@ -90,58 +100,46 @@ step "one checkpoint"
     --fine "$work/runs/fine160/best.pt" "$work/runs/fine128c/best.pt" -o "$work/first_c2f.pt" --half --trained-on "$trained_on"
 
 step "chest and slab phantoms, and the fine stage fine-tuned on both sets"
-[ -f "$work/train2/cases.csv" ] || "$py" -m training.phantom --out "$work/train2" --cases 160 --seed 2 --max-side 192 \
-    --chest 0.25 --slab 0.25 --kidney-sinus 1 --workers 2
+phantom_set train2 --cases 160 --seed 2 --max-side 192 --chest 0.25 --slab 0.25 --kidney-sinus 1
 link_sets "$work/mixed" train:s1 train2:s2
-[ -f "$work/runs/fine160mixed/best.pt" ] || "$py" -m training.train --stage fine --data "$work/mixed" \
-    --out "$work/runs/fine160mixed" --init "$work/first_c2f.pt" --config training/configs/demo_fine160.json \
-    --lr 0.0001 --max-steps 250 --precision auto --trained-on "$trained_on_mixed"
+train_once fine160mixed fine mixed first_c2f.pt \
+    --config training/configs/demo_fine160.json --lr 0.0001 --max-steps 250 --precision auto --trained-on "$trained_on_mixed"
 "$py" -m inference.checkpoint combine --coarse "$work/first_c2f.pt" \
     --fine "$work/runs/fine160mixed/best.pt" "$work/first_c2f.pt" -o "$work/second_c2f.pt" --half --trained-on "$trained_on_mixed"
 
 step "the same two sets with half the colons fluid, and both stages fine-tuned on them"
-[ -f "$work/train-fluid/cases.csv" ] || "$py" -m training.phantom --out "$work/train-fluid" --cases 240 --seed 1 \
-    --max-side 192 --fluid-colon 0.5 --kidney-sinus 1 --workers 2
-[ -f "$work/train2-fluid/cases.csv" ] || "$py" -m training.phantom --out "$work/train2-fluid" --cases 160 --seed 2 \
-    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --kidney-sinus 1 --workers 2
+phantom_set train-fluid --cases 240 --seed 1 --max-side 192 --fluid-colon 0.5 --kidney-sinus 1
+phantom_set train2-fluid --cases 160 --seed 2 --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --kidney-sinus 1
 link_sets "$work/mixed-fluid" train-fluid:s1 train2-fluid:s2
-[ -f "$work/runs/coarse-fluid/best.pt" ] || "$py" -m training.train --stage coarse --data "$work/mixed-fluid" \
-    --out "$work/runs/coarse-fluid" --init "$work/second_c2f.pt" --config training/configs/demo_coarse.json \
-    --lr 0.001 --max-steps 1000 --precision auto --trained-on "$trained_on_fluid"
-[ -f "$work/runs/fine160fluid/best.pt" ] || "$py" -m training.train --stage fine --data "$work/mixed-fluid" \
-    --out "$work/runs/fine160fluid" --init "$work/second_c2f.pt" --config training/configs/demo_fine160.json \
-    --lr 0.0001 --max-steps 182 --precision auto --trained-on "$trained_on_fluid"
+train_once coarse-fluid coarse mixed-fluid second_c2f.pt \
+    --config training/configs/demo_coarse.json --lr 0.001 --max-steps 1000 --precision auto --trained-on "$trained_on_fluid"
+train_once fine160fluid fine mixed-fluid second_c2f.pt \
+    --config training/configs/demo_fine160.json --lr 0.0001 --max-steps 182 --precision auto --trained-on "$trained_on_fluid"
 "$py" -m inference.checkpoint combine --coarse "$work/runs/coarse-fluid/best.pt" \
     --fine "$work/runs/fine160fluid/best.pt" "$work/second_c2f.pt" -o "$work/third_c2f.pt" --half \
     --trained-on "$trained_on_fluid"
 
 step "pelvises and hips, scans from the liver's widest part, and the coarse stage fine-tuned on them"
-[ -f "$work/train2-pelvis/cases.csv" ] || "$py" -m training.phantom --out "$work/train2-pelvis" --cases 160 --seed 2 \
-    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1 --kidney-sinus 1 --workers 2
-[ -f "$work/train3-pelvis/cases.csv" ] || "$py" -m training.phantom --out "$work/train3-pelvis" --cases 160 --seed 3 \
-    --max-side 192 --fluid-colon 0.5 --liver-cut 0.5 --pelvis 1 --kidney-sinus 1 --workers 2
+phantom_set train2-pelvis --cases 160 --seed 2 --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1 --kidney-sinus 1
+phantom_set train3-pelvis --cases 160 --seed 3 --max-side 192 --fluid-colon 0.5 --liver-cut 0.5 --pelvis 1 --kidney-sinus 1
 # the prefixes name the cases, and so the 5-fold split: those of the run that made the shipped weights
 link_sets "$work/mixed-pelvis" train-fluid:s1 train2-pelvis:s2p train3-pelvis:s4
-[ -f "$work/runs/coarse-pelvis/best.pt" ] || "$py" -m training.train --stage coarse --data "$work/mixed-pelvis" \
-    --out "$work/runs/coarse-pelvis" --init "$work/third_c2f.pt" --config training/configs/demo_coarse.json \
-    --lr 0.001 --max-steps 1000 --precision auto --trained-on "$trained_on_pelvis"
+train_once coarse-pelvis coarse mixed-pelvis third_c2f.pt \
+    --config training/configs/demo_coarse.json --lr 0.001 --max-steps 1000 --precision auto --trained-on "$trained_on_pelvis"
 "$py" -m inference.checkpoint combine --coarse "$work/runs/coarse-pelvis/best.pt" --fine "$work/third_c2f.pt" \
     -o "$work/fourth_c2f.pt" --half --trained-on "$trained_on_pelvis"
 
 step "kidneys labelled without their sinus fat, and the fine stage fine-tuned on them"
-[ -f "$work/train-sinus/cases.csv" ] || "$py" -m training.phantom --out "$work/train-sinus" --cases 240 --seed 1 \
-    --max-side 192 --fluid-colon 0.5 --workers 2
-[ -f "$work/train2-sinus/cases.csv" ] || "$py" -m training.phantom --out "$work/train2-sinus" --cases 160 --seed 2 \
-    --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1 --workers 2
+phantom_set train-sinus --cases 240 --seed 1 --max-side 192 --fluid-colon 0.5
+phantom_set train2-sinus --cases 160 --seed 2 --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1
 link_sets "$work/mixed-sinus" train-sinus:s1 train2-sinus:s2p
-[ -f "$work/runs/fine160sinus/best.pt" ] || "$py" -m training.train --stage fine --data "$work/mixed-sinus" \
-    --out "$work/runs/fine160sinus" --init "$work/fourth_c2f.pt" --config training/configs/demo_fine160.json \
-    --lr 0.0001 --max-steps 217 --precision auto --trained-on "$trained_on_sinus"
+train_once fine160sinus fine mixed-sinus fourth_c2f.pt \
+    --config training/configs/demo_fine160.json --lr 0.0001 --max-steps 217 --precision auto --trained-on "$trained_on_sinus"
 "$py" -m inference.checkpoint combine --coarse "$work/fourth_c2f.pt" --fine "$work/runs/fine160sinus/best.pt" \
     -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_sinus"
 
 step "test phantoms (seed 1000, never trained on)"
-[ -f "$work/test/cases.csv" ] || "$py" -m training.phantom --out "$work/test" --cases 20 --seed 1000 --workers 2
+phantom_set test --cases 20 --seed 1000
 # predict chooses its own heap (jemalloc beside OpenVINO aborted at exit: docs/pipeline.md)
 LD_PRELOAD= PYTHON="$py" sh predict.sh "$work/test/images" "$work/test/predictions" --weights "$work/flare21_c2f.pt" --report "$work/test/report.json"
 "$py" -m evaluation.score --gt "$work/test/labels" --pred "$work/test/predictions" --out "$work/test-scores" --rules flare21
