@@ -262,6 +262,45 @@ def test_an_atrophic_pancreas_is_thinner_and_leaves_the_other_organs_and_cases()
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(atrophic=0.5), lambda p: p.pancreas_thickness < 1.0, seed=6, cases=5)
 
 
+def test_a_short_pancreatic_head_ends_the_gland_nearer_the_midline_and_keeps_its_body_and_tail():
+    """A short head leaves the gland's body and tail (left of the neck) where they were (the
+    spline through the moved head points shifts them by a voxel at most) and takes away head
+    right of the neck: the gland reaches less far right (patient's right: +x) and less far down;
+    the other organs keep their labels but for what the full head covered; a case of a mixed set
+    drawn with a full head is the plain set's case."""
+    seed = ph.case_seed(5, 0)
+    full = ph.generate(seed, max_side=96)
+    short = ph.generate(seed, max_side=96, mix=ph.Mix(short_head=1.0))
+    assert full.pancreas_head == 1.0 and ph.SHORT_PANCREAS_HEAD[0] <= short.pancreas_head <= ph.SHORT_PANCREAS_HEAD[1]
+    glands = [p.labels == ph.PANCREAS for p in (full, short)]
+    x = (np.arange(full.labels.shape[0]) * full.spacing[0] + full.geometry.origin[0])[:, None, None]
+    body_and_tail = x < ph.PANCREAS_NECK_X - 10.0  # clear of the neck, where the two centre lines part
+    kept = [g & body_and_tail for g in glands]
+    assert 2 * (kept[0] & kept[1]).sum() > 0.97 * (kept[0].sum() + kept[1].sum())
+    right = [np.argwhere(g)[:, 0].max() for g in glands]
+    low = [np.argwhere(g)[:, 2].min() for g in glands]
+    assert (right[0] - right[1]) * full.spacing[0] >= 10.0 and (low[1] - low[0]) * full.spacing[2] >= 10.0
+    assert glands[1].sum() < 0.9 * glands[0].sum()
+    for organ in (ph.LIVER, ph.KIDNEY, ph.SPLEEN):
+        others = [p.labels == organ for p in (full, short)]
+        assert ((others[0] ^ others[1]) & ~glands[0]).sum() <= 0.01 * others[0].sum()
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(short_head=0.5), lambda p: p.pancreas_head < 1.0, seed=6, cases=5)
+
+
+def test_non_contrast_scans_change_the_phase_and_the_image_only():
+    """A case drawn without contrast is the same patient on the same grid, labels identical, in
+    the non-contrast phase (its kidneys far darker than the enhanced scan's); a case of a mixed set
+    not drawn so is the plain set's case."""
+    seed = next(ph.case_seed(7, i) for i in range(10) if ph.generate(ph.case_seed(7, i), max_side=48).phase != "non-contrast")
+    enhanced = ph.generate(seed, max_side=48)
+    plain = ph.generate(seed, max_side=48, mix=ph.Mix(non_contrast=1.0))
+    assert plain.phase == "non-contrast" and plain.geometry == enhanced.geometry
+    assert np.array_equal(plain.labels, enhanced.labels)
+    kidney = enhanced.labels == ph.KIDNEY
+    assert np.median(plain.image[kidney]) < np.median(enhanced.image[kidney]) - 50
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(non_contrast=0.5), lambda p: p.phase == "non-contrast", seed=6, cases=5)
+
+
 def test_a_fat_plane_keeps_the_gut_off_the_pancreas_body_and_tail_and_the_labels_as_they_were():
     """With an 8 mm fat plane no gut lies within 3 mm of the gland's body and tail (left of the
     neck), where without it some does; labels and the tissue beyond the plane are unchanged, and a
@@ -388,7 +427,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
                             "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
-                            "kidney_sinus_labelled", "metal", "organs"}
+                            "kidney_sinus_labelled", "pancreas_head", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

@@ -42,17 +42,19 @@ domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random val
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
 reaching up into the chest, short slabs through the upper abdomen, thin slabs just below the
-liver dome, scans starting at the liver's widest part, fatty or atrophic (thin) pancreases,
-pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid instead of
-faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral heads, pubic
-bones) and metal implants with their streaks (`Mix`); files are written in a storage orientation
-drawn per case (RAS, LPS, LAS or permuted axes).
+liver dome, scans starting at the liver's widest part, fatty, atrophic (thin) or short-headed
+pancreases, pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid
+instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
+heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
+contrast, and metal implants with their streaks (`Mix`); files are written in a storage
+orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
-        [--pelvis P] [--fatty-liver P] [--liver-cut P]
+        [--pelvis P] [--fatty-liver P] [--liver-cut P] [--kidney-sinus P] [--short-head P]
+        [--non-contrast P]
         [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
@@ -148,6 +150,12 @@ FATTY_GRAIN_MM = 3.0
 # volume by about its square: 15-45 ml against the 50-110 ml of a full gland). Common with age, often
 # with fat; a real 3 mm CT's pancreas held 17 ml, 9-15 mm thick.
 ATROPHIC_PANCREAS = (0.45, 0.75)
+# A short pancreatic head (Mix.short_head): the centre line right of the neck (uncinate process and
+# head) drawn this fraction of its length, its thickness scaled by (1 + fraction) / 2, so the gland
+# ends near the midline instead of filling the duodenal C-loop. Glands vary this way; a real 3 mm
+# CT's reference gland reached 21 mm right of the kidneys' centre and 13 mm below it, where full
+# phantom heads reach 26-94 mm and 19-57 mm.
+SHORT_PANCREAS_HEAD = (0.2, 0.6)
 # A fat plane round the pancreas (Mix.fat_plane): fat this thick (mm) around the gland's body and tail,
 # which no gut enters (the duodenum still wraps the head). Without it stomach, colon and small bowel
 # fill the fat up to the gland's surface; a real 3 mm CT's gland lay in a band of fat between the
@@ -244,6 +252,7 @@ PANCREAS_POINTS = ((38.0, 42.0, -38.0), (40.0, 50.0, -18.0), (20.0, 62.0, -4.0),
 PANCREAS_RADII = (9.0, 13.0, 9.0, 8.0, 8.0, 8.5, 7.5)  # in-plane half-thickness (mm)
 PANCREAS_HEIGHT = (1.3, 1.8)  # cross-section height / thickness
 PANCREAS_NECK_X = 12.0  # x (mm) of the neck, in front of the portal confluence: the head lies right of it
+PANCREAS_HEAD_POINTS = slice(0, 2)  # the PANCREAS_POINTS right of the neck (uncinate process, head)
 GUT_TUBE = (  # oesophagus, stomach and duodenum: point (mm), radius (mm)
     ((-8.0, 12.0, 230.0), 7.0), ((-15.0, 18.0, 160.0), 7.0), ((-30.0, 22.0, 115.0), 9.0),
     ((-48.0, 5.0, 98.0), 32.0), ((-64.0, 22.0, 75.0), 36.0), ((-70.0, 45.0, 48.0), 33.0),
@@ -1365,18 +1374,27 @@ def _spleen_frame(rng: np.random.Generator, breath: float) -> Frame:
     return frame
 
 
-def _pancreas(rng: np.random.Generator, breath: float, thickness: float = 1.0) -> tuple[Tube, SmoothField, float]:
+def _pancreas(rng: np.random.Generator, breath: float, thickness: float = 1.0,
+              head: float = 1.0) -> tuple[Tube, SmoothField, float]:
     """The pancreas's centre line and thickness (a tube of elliptic cross-section, taller than
     thick), its lobulation field and amplitude (mm); its thickness and lobulation scaled by
-    `thickness` (an atrophic gland; the random draws are the same)."""
+    `thickness` (an atrophic gland), its head `head` times as long (SHORT_PANCREAS_HEAD; 1: a
+    full head). The random draws are the same whatever the two factors."""
     points = np.asarray(PANCREAS_POINTS) + rng.normal(0.0, 4.0, (len(PANCREAS_POINTS), 3))
     neck = points[2].copy()
     points = neck + (points - neck) * rng.uniform(0.9, 1.1)
     points += rng.normal(0.0, 6.0, 3) + (0.0, 0.0, 0.5 * breath)
     radii = np.asarray(PANCREAS_RADII) * rng.uniform(0.85, 1.15) * rng.uniform(0.9, 1.1, len(PANCREAS_RADII))
-    tube = spline_tube(points, thickness * radii, step=3.0, stretch=(1.0, 1.0, rng.uniform(*PANCREAS_HEIGHT)))
-    lo, hi = _tube_box([tube], 10.0)
-    return tube, draw_field(rng, lo, hi, 5.0), thickness * rng.uniform(1.5, 2.5)
+    stretch = (1.0, 1.0, rng.uniform(*PANCREAS_HEIGHT))
+    full = spline_tube(points, thickness * radii, step=3.0, stretch=stretch)
+    lo, hi = _tube_box([full], 10.0)  # the short head lies inside the full one's box
+    lobes, amplitude = draw_field(rng, lo, hi, 5.0), thickness * rng.uniform(1.5, 2.5)
+    if head == 1.0:
+        return full, lobes, amplitude
+    neck = points[2].copy()
+    points[PANCREAS_HEAD_POINTS] = neck + (points[PANCREAS_HEAD_POINTS] - neck) * head
+    radii[PANCREAS_HEAD_POINTS] *= (1.0 + head) / 2.0
+    return spline_tube(points, thickness * radii, step=3.0, stretch=stretch), lobes, amplitude
 
 
 def _body_and_tail(pancreas: Tube) -> Tube:
@@ -1600,9 +1618,11 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 # ------------------------------------------------------------------------------------ the whole patient
 
 def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0,
-                 pelvic_organs: np.random.Generator | None = None, sinus_labelled: bool = False) -> list[Part]:
+                 pelvic_organs: np.random.Generator | None = None, sinus_labelled: bool = False,
+                 pancreas_head: float = 1.0) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
-    pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS), where fat_plane_mm > 0,
+    pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and its head's length by
+    pancreas_head (SHORT_PANCREAS_HEAD), where fat_plane_mm > 0,
     fat that thick around its body and tail that no gut enters (PANCREAS_FAT_PLANE_MM), with a
     stream for them, the pelvic organs, hip muscles and hips (_pelvic_organ_parts), and the renal
     sinus fat labelled kidney where sinus_labelled (_kidney_parts)."""
@@ -1624,7 +1644,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
         gb_radii = np.asarray(GALLBLADDER[2]) * rng.uniform(0.7, 1.2)
         gallbladder = partial(_gallbladder_field, frame=liver, centre=GALLBLADDER[1], radii=gb_radii)
     spleen = _spleen_frame(rng, breath)
-    pancreas, lobes, amplitude = _pancreas(rng, breath, pancreas_thickness)
+    pancreas, lobes, amplitude = _pancreas(rng, breath, pancreas_thickness, pancreas_head)
 
     parts.append(Part(partial(_liver_field, frame=liver, body=body, diaphragm=diaphragm, spine=spine, kidney=kidneys[0],
                               gallbladder=gallbladder), _lobes_box(liver, LIVER_LOBES), ((0.0, "liver"),),
@@ -1986,7 +2006,8 @@ class Phantom:
     (PANCREAS_FAT_PLANE_MM; 0: none), the HU of its colon's fluid content (FLUID_COLON_HU;
     None: mottled faeces), whether it has pelvic organs and hips (_pelvic_organ_parts), how many
     HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver) and whether its kidney
-    label includes the renal sinus fat (_kidney_parts)."""
+    label includes the renal sinus fat (_kidney_parts), and the factor on its pancreatic head's
+    length (SHORT_PANCREAS_HEAD; 1: a full head)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -2004,6 +2025,7 @@ class Phantom:
     pelvis: bool = False
     liver_drop_hu: float = 0.0
     sinus_labelled: bool = False
+    pancreas_head: float = 1.0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -2018,7 +2040,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
-    metal, atrophy, fat plane, colon, pelvis, liver fat)."""
+    metal, atrophy, fat plane, colon, pelvis, liver fat, kidney sinus, pancreatic head, phase)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -2031,9 +2053,10 @@ class Mix:
     gut keeps out of (PANCREAS_FAT_PLANE_MM); fluid_colon, a colon of homogeneous fluid (FLUID_COLON_HU);
     pelvis, the pelvic organs, hip muscles and hips (_pelvic_organ_parts); fatty_liver, a liver
     darkened by fat (FATTY_LIVER_DROP_HU); kidney_sinus, the renal sinus fat labelled kidney as in
-    sets made before 2026-12-05 (_kidney_parts). Each
-    is drawn from a stream of its own: a case that does not get a variation is the case of the
-    plain set."""
+    sets made before 2026-12-05 (_kidney_parts); short_head, a short pancreatic head
+    (SHORT_PANCREAS_HEAD); non_contrast, a non-contrast scan whatever phase PHASE_PROBABILITIES
+    drew. Each is drawn from a stream of its own: a case that does not get a variation is the
+    case of the plain set."""
 
     randomise: float = 0.0
     chest: float = 0.0
@@ -2048,6 +2071,8 @@ class Mix:
     pelvis: float = 0.0
     fatty_liver: float = 0.0
     kidney_sinus: float = 0.0
+    short_head: float = 0.0
+    non_contrast: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -2073,21 +2098,23 @@ PLAIN = Mix()  # no variations: every case as drawn from SCAN_RANGES, in CT valu
 def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = None, max_side: int | None = None,
              mix: Mix = PLAIN) -> Phantom:
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
-    to max_side voxels per axis; its image domain-randomised and its scan range one of the extra
-    ones, its pancreas fatty, atrophic or in a fat plane, its colon fluid and metal in it with mix's
-    probabilities. The anatomy depends only on the seed, on whether the pancreas is atrophic and on
-    its fat plane, never on the grid; the labels never on mix.randomise, mix.fatty, mix.metal,
-    mix.fat_plane, mix.fluid_colon, mix.pelvis or mix.fatty_liver (mix.kidney_sinus changes the
-    labels, and the image only where a kidney tumour reaches into the sinus: it stops at the
-    unlabelled sinus fat)."""
+    to max_side voxels per axis; its image domain-randomised or without contrast and its scan
+    range one of the extra ones, its pancreas fatty, atrophic, short-headed or in a fat plane, its
+    colon fluid and metal in it with mix's probabilities. The anatomy depends only on the seed, on
+    whether the pancreas is atrophic or short-headed and on its fat plane, never on the grid; the
+    labels never on mix.randomise, mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane,
+    mix.fluid_colon, mix.pelvis or mix.fatty_liver (mix.kidney_sinus changes the labels, and the
+    image only where a kidney tumour reaches into the sinus: it stops at the unlabelled sinus
+    fat)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus = (
-        _stream(root, k) for k in range(13))
+    (anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus, head,
+     unenhanced) = (_stream(root, k) for k in range(15))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
     sinus_labelled = bool(sinus.random() < mix.kidney_sinus)
-    parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled)
+    head_length = float(head.uniform(*SHORT_PANCREAS_HEAD)) if head.random() < mix.short_head else 1.0
+    parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled, head_length)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -2100,6 +2127,8 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     liver_drop_hu = float(steatosis.uniform(*FATTY_LIVER_DROP_HU)) if steatosis.random() < mix.fatty_liver else 0.0
     randomised = bool(look.random() < mix.randomise)
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
+    if unenhanced.random() < mix.non_contrast:
+        phase = PHASES[0]
     image = (randomised_image(tissue, geometry, look) if randomised
              else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu))
     metal = ""
@@ -2109,7 +2138,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
                    fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
-                   sinus_labelled)
+                   sinus_labelled, head_length)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2228,6 +2257,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "pelvis": "true" if phantom.pelvis else "false",
             "liver_fat_drop_hu": f"{phantom.liver_drop_hu:.0f}",
             "kidney_sinus_labelled": "true" if phantom.sinus_labelled else "false",
+            "pancreas_head": f"{phantom.pancreas_head:.2f}",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2296,6 +2326,10 @@ def _mix_help() -> dict[str, str]:
                        f"{FATTY_LIVER_DROP_HU[1]:.0f} HU in every phase",
         "kidney_sinus": "fraction of the cases whose kidney label includes the renal sinus fat, as in sets made "
                         "before 2026-12-05",
+        "non_contrast": "fraction of the cases scanned without contrast, whatever phase they drew (by default "
+                        f"{100 * PHASE_PROBABILITIES[0]:.0f} %% of the cases are)",
+        "short_head": f"fraction of the cases whose pancreatic head is {SHORT_PANCREAS_HEAD[0]:.1f}-"
+                      f"{SHORT_PANCREAS_HEAD[1]:.1f} of its full length, the gland ending near the midline",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
