@@ -252,7 +252,7 @@ PANCREAS_POINTS = ((38.0, 42.0, -38.0), (40.0, 50.0, -18.0), (20.0, 62.0, -4.0),
 PANCREAS_RADII = (9.0, 13.0, 9.0, 8.0, 8.0, 8.5, 7.5)  # in-plane half-thickness (mm)
 PANCREAS_HEIGHT = (1.3, 1.8)  # cross-section height / thickness
 PANCREAS_NECK_X = 12.0  # x (mm) of the neck, in front of the portal confluence: the head lies right of it
-PANCREAS_HEAD_POINTS = slice(0, 2)  # the PANCREAS_POINTS right of the neck (uncinate process, head)
+PANCREAS_NECK_POINT = 2  # index of the neck in PANCREAS_POINTS; those before it are the uncinate process and head
 GUT_TUBE = (  # oesophagus, stomach and duodenum: point (mm), radius (mm)
     ((-8.0, 12.0, 230.0), 7.0), ((-15.0, 18.0, 160.0), 7.0), ((-30.0, 22.0, 115.0), 9.0),
     ((-48.0, 5.0, 98.0), 32.0), ((-64.0, 22.0, 75.0), 36.0), ((-70.0, 45.0, 48.0), 33.0),
@@ -1381,7 +1381,7 @@ def _pancreas(rng: np.random.Generator, breath: float, thickness: float = 1.0,
     `thickness` (an atrophic gland), its head `head` times as long (SHORT_PANCREAS_HEAD; 1: a
     full head). The random draws are the same whatever the two factors."""
     points = np.asarray(PANCREAS_POINTS) + rng.normal(0.0, 4.0, (len(PANCREAS_POINTS), 3))
-    neck = points[2].copy()
+    neck = points[PANCREAS_NECK_POINT].copy()
     points = neck + (points - neck) * rng.uniform(0.9, 1.1)
     points += rng.normal(0.0, 6.0, 3) + (0.0, 0.0, 0.5 * breath)
     radii = np.asarray(PANCREAS_RADII) * rng.uniform(0.85, 1.15) * rng.uniform(0.9, 1.1, len(PANCREAS_RADII))
@@ -1391,9 +1391,10 @@ def _pancreas(rng: np.random.Generator, breath: float, thickness: float = 1.0,
     lobes, amplitude = draw_field(rng, lo, hi, 5.0), thickness * rng.uniform(1.5, 2.5)
     if head == 1.0:
         return full, lobes, amplitude
-    neck = points[2].copy()
-    points[PANCREAS_HEAD_POINTS] = neck + (points[PANCREAS_HEAD_POINTS] - neck) * head
-    radii[PANCREAS_HEAD_POINTS] *= (1.0 + head) / 2.0
+    head_points = slice(0, PANCREAS_NECK_POINT)
+    neck = points[PANCREAS_NECK_POINT]
+    points[head_points] = neck + (points[head_points] - neck) * head
+    radii[head_points] *= (1.0 + head) / 2.0
     return spline_tube(points, thickness * radii, step=3.0, stretch=stretch), lobes, amplitude
 
 
