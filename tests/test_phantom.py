@@ -273,7 +273,7 @@ def test_a_short_pancreatic_head_ends_the_gland_nearer_the_midline_and_keeps_its
     short = ph.generate(seed, max_side=96, mix=ph.Mix(short_head=1.0))
     assert full.pancreas_head == 1.0 and ph.SHORT_PANCREAS_HEAD[0] <= short.pancreas_head <= ph.SHORT_PANCREAS_HEAD[1]
     glands = [p.labels == ph.PANCREAS for p in (full, short)]
-    x = (np.arange(full.labels.shape[0]) * full.spacing[0] + full.geometry.origin[0])[:, None, None]
+    x = full.geometry.axes()[0][:, None, None]
     body_and_tail = x < ph.PANCREAS_NECK_X - 10.0  # clear of the neck, where the two centre lines part
     kept = [g & body_and_tail for g in glands]
     assert 2 * (kept[0] & kept[1]).sum() > 0.97 * (kept[0].sum() + kept[1].sum())
@@ -291,8 +291,8 @@ def test_non_contrast_scans_change_the_phase_and_the_image_only():
     """A case drawn without contrast is the same patient on the same grid, labels identical, in
     the non-contrast phase (its kidneys far darker than the enhanced scan's); a case of a mixed set
     not drawn so is the plain set's case."""
-    seed = next(ph.case_seed(7, i) for i in range(10) if ph.generate(ph.case_seed(7, i), max_side=48).phase != "non-contrast")
-    enhanced = ph.generate(seed, max_side=48)
+    seed, enhanced = next((s, p) for s in (ph.case_seed(7, i) for i in range(10))
+                          if (p := ph.generate(s, max_side=48)).phase != "non-contrast")
     plain = ph.generate(seed, max_side=48, mix=ph.Mix(non_contrast=1.0))
     assert plain.phase == "non-contrast" and plain.geometry == enhanced.geometry
     assert np.array_equal(plain.labels, enhanced.labels)
@@ -311,7 +311,7 @@ def test_a_fat_plane_keeps_the_gut_off_the_pancreas_body_and_tail_and_the_labels
                               geometry)[:2] for mm in (0.0, 8.0)}
     (tissue, labels), (planed, planed_labels) = rendered[0.0], rendered[8.0]
     assert np.array_equal(labels, planed_labels)
-    x = np.arange(geometry.shape[0]) * geometry.spacing[0] + geometry.origin[0]
+    x = geometry.axes()[0]
     gland = (labels == ph.PANCREAS) & (x[:, None, None] < ph.PANCREAS_NECK_X - 10.0)
     near = ndimage.distance_transform_edt(~gland, sampling=geometry.spacing) <= 3.0
     assert np.isin(tissue[near], gut).any() and not np.isin(planed[near], gut).any()

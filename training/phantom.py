@@ -1623,10 +1623,10 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
                  pancreas_head: float = 1.0) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
     pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and its head's length by
-    pancreas_head (SHORT_PANCREAS_HEAD), where fat_plane_mm > 0,
-    fat that thick around its body and tail that no gut enters (PANCREAS_FAT_PLANE_MM), with a
-    stream for them, the pelvic organs, hip muscles and hips (_pelvic_organ_parts), and the renal
-    sinus fat labelled kidney where sinus_labelled (_kidney_parts)."""
+    pancreas_head (SHORT_PANCREAS_HEAD), where fat_plane_mm > 0, fat that thick around its body
+    and tail that no gut enters (PANCREAS_FAT_PLANE_MM), with a stream for them, the pelvic
+    organs, hip muscles and hips (_pelvic_organ_parts), and the renal sinus fat labelled kidney
+    where sinus_labelled (_kidney_parts)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
@@ -2006,8 +2006,8 @@ class Phantom:
     (metal_implants; "": none), the thickness of the fat plane round its pancreas
     (PANCREAS_FAT_PLANE_MM; 0: none), the HU of its colon's fluid content (FLUID_COLON_HU;
     None: mottled faeces), whether it has pelvic organs and hips (_pelvic_organ_parts), how many
-    HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver) and whether its kidney
-    label includes the renal sinus fat (_kidney_parts), and the factor on its pancreatic head's
+    HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver), whether its kidney
+    label includes the renal sinus fat (_kidney_parts) and the factor on its pancreatic head's
     length (SHORT_PANCREAS_HEAD; 1: a full head)."""
 
     image: np.ndarray
