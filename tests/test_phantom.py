@@ -301,6 +301,46 @@ def test_non_contrast_scans_change_the_phase_and_the_image_only():
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(non_contrast=0.5), lambda p: p.phase == "non-contrast", seed=6, cases=5)
 
 
+def test_organs_enhancing_apart_from_the_vessels_change_those_organs_only():
+    """organ_factors set the named tissues' share of their enhancement in place of the case's bolus:
+    at 0 the liver and spleen keep their non-contrast value while the arteries stay enhanced, and
+    tissue away from the four organs is unchanged. Each organ's tissues share one factor within
+    the spread of the common one. A drawn case is the same patient, labels and phase; a
+    non-contrast case has nothing to scale, and undrawn cases are the plain set's."""
+    common, factors = ph.draw_organ_enhancement(np.random.default_rng(3))
+    assert ph.ORGAN_ENHANCEMENT[0] <= common <= ph.ORGAN_ENHANCEMENT[1]
+    assert set(factors) == {name for names in ph.ENHANCING_ORGANS.values() for name in names}
+    assert factors["kidney cortex"] == factors["kidney medulla"]
+    assert all(ph.ORGAN_ENHANCEMENT_SPREAD[0] <= f / common <= ph.ORGAN_ENHANCEMENT_SPREAD[1] for f in factors.values())
+
+    tissue, labels, _ = anatomy(4)
+    usual, apart = (ph.ct_image(tissue, ABDOMEN, "portal-venous", np.random.default_rng(0), organ_factors=f)
+                    for f in (None, dict.fromkeys(factors, 0.0)))
+    for organ, name in ((ph.LIVER, "liver"), (ph.SPLEEN, "spleen")):
+        core = ndimage.binary_erosion((labels == organ) & (tissue == ph.TISSUE[name]), iterations=2)
+        unenhanced = ph.HU_PRIORS[name][0][0]
+        assert abs(np.median(apart[core]) - unenhanced) < 10 < 40 < np.median(usual[core]) - unenhanced, name
+    organs = np.isin(tissue, [ph.TISSUE[name] for name in factors]) | (labels > 0)
+    far = ndimage.distance_transform_edt(~organs) > 6
+    assert (far & (tissue == ph.TISSUE["artery"])).sum() > 100
+    assert np.array_equal(usual[far], apart[far])
+
+    seed, usual_case = next((s, p) for s in (ph.case_seed(7, i) for i in range(10))
+                            if (p := ph.generate(s, max_side=48)).phase != "non-contrast")
+    drawn = ph.generate(seed, max_side=48, mix=ph.Mix(organ_enhancement=1.0))
+    assert usual_case.organ_enhancement is None
+    assert ph.ORGAN_ENHANCEMENT[0] <= drawn.organ_enhancement <= ph.ORGAN_ENHANCEMENT[1]
+    assert np.array_equal(drawn.labels, usual_case.labels) and drawn.phase == usual_case.phase
+    spleen = drawn.labels == ph.SPLEEN
+    assert abs(np.median(drawn.image[spleen]) - np.median(usual_case.image[spleen])) > 1.0
+    unenhanced_cases = [ph.generate(seed, max_side=48, mix=ph.Mix(non_contrast=1.0, organ_enhancement=p))
+                        for p in (0.0, 1.0)]
+    assert unenhanced_cases[1].organ_enhancement is None
+    assert np.array_equal(unenhanced_cases[0].image, unenhanced_cases[1].image)
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(organ_enhancement=0.5), lambda p: p.organ_enhancement is not None,
+                                            seed=6, cases=5)
+
+
 def test_a_fat_plane_keeps_the_gut_off_the_pancreas_body_and_tail_and_the_labels_as_they_were():
     """With an 8 mm fat plane no gut lies within 3 mm of the gland's body and tail (left of the
     neck), where without it some does; labels and the tissue beyond the plane are unchanged, and a
@@ -427,7 +467,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
                             "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
-                            "kidney_sinus_labelled", "pancreas_head", "metal", "organs"}
+                            "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

@@ -46,15 +46,15 @@ liver dome, scans starting at the liver's widest part, fatty, atrophic (thin) or
 pancreases, pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid
 instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
 heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
-contrast, and metal implants with their streaks (`Mix`); files are written in a storage
-orientation drawn per case (RAS, LPS, LAS or permuted axes).
+contrast, organs enhancing apart from the vessels, and metal implants with their streaks (`Mix`);
+files are written in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
         [--pelvis P] [--fatty-liver P] [--liver-cut P] [--kidney-sinus P] [--short-head P]
-        [--non-contrast P]
+        [--non-contrast P] [--organ-enhancement P]
         [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
@@ -68,7 +68,7 @@ import argparse
 import csv
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields, replace
 from functools import partial
 from pathlib import Path
@@ -135,6 +135,16 @@ GUT_SPACE = ("visceral fat", "retroperitoneal fat")  # the stomach, duodenum and
 LESION_DARKER_HU = 20.0  # a tumour is at least this much darker than the liver
 ORAL_CONTRAST = (0.15, (150.0, 350.0))  # probability of positive oral contrast, its HU range
 BOLUS = (0.8, 1.2)  # case factor on every tissue's enhancement
+# Organs enhancing apart from the vessels (Mix.organ_enhancement): the enhancement of the liver, spleen,
+# kidneys and pancreas over their non-contrast value scaled by one factor in ORGAN_ENHANCEMENT for all
+# four, times one in ORGAN_ENHANCEMENT_SPREAD for each, instead of the case's BOLUS (which the vessels
+# keep). Timing, dose and circulation vary this way: a real contrast-enhanced CT's liver held 89 HU and
+# its spleen 80 beside an aorta of 208, where the phantoms' portal-venous liver is 104-126 and spleen
+# 105-135, the spleen rarely below the liver.
+ORGAN_ENHANCEMENT = (0.3, 1.3)
+ORGAN_ENHANCEMENT_SPREAD = (0.8, 1.25)
+ENHANCING_ORGANS = {"liver": ("liver",), "spleen": ("spleen",), "kidney": ("kidney cortex", "kidney medulla"),
+                    "pancreas": ("pancreas",)}
 FINE_TEXTURE_MM, COARSE_TEXTURE_MM = 2.5, 10.0
 NOISE_HU = (5.0, 25.0)  # sd of the image noise
 NOISE_GRAIN_MM = (0.4, 0.9)  # in-plane correlation of the noise (Gaussian sigma)
@@ -1715,13 +1725,29 @@ def draw_geometry(rng: np.random.Generator, max_side: int | None = None, scan: s
 
 # ------------------------------------------------------------------------------------ CT values
 
-def _tissue_values(rng: np.random.Generator, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def draw_organ_enhancement(rng: np.random.Generator) -> tuple[float, dict[str, float]]:
+    """The common factor on the organs' enhancement (ORGAN_ENHANCEMENT) and each enhancing
+    tissue's factor (that times its organ's ORGAN_ENHANCEMENT_SPREAD draw), keyed by tissue name."""
+    common = float(rng.uniform(*ORGAN_ENHANCEMENT))
+    factors = {}
+    for tissues in ENHANCING_ORGANS.values():
+        own = common * float(rng.uniform(*ORGAN_ENHANCEMENT_SPREAD))
+        factors.update((name, own) for name in tissues)
+    return common, factors
+
+
+def _tissue_values(rng: np.random.Generator, phase: str, organ_factors: Mapping[str, float] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per tissue code: this case's mean HU (its prior for the phase, the enhancement scaled by the
-    case's bolus, plus its sd) and its fine and coarse texture amplitudes (HU)."""
+    case's bolus or, for the tissues organ_factors names, by their factor; plus its sd) and its fine
+    and coarse texture amplitudes (HU). rng's draws do not depend on organ_factors."""
     k = PHASES.index(phase)
     means = np.array([p[0] for p in HU_PRIORS.values()])
     sd, fine, coarse = (np.array([p[i] for p in HU_PRIORS.values()]) for i in (1, 2, 3))
-    mean = means[:, 0] + rng.uniform(*BOLUS) * (means[:, k] - means[:, 0]) + rng.normal(0.0, sd)
+    bolus = np.full(len(HU_PRIORS), rng.uniform(*BOLUS))
+    for name, factor in (organ_factors or {}).items():
+        bolus[TISSUE[name]] = factor
+    mean = means[:, 0] + bolus * (means[:, k] - means[:, 0]) + rng.normal(0.0, sd)
     if rng.random() < ORAL_CONTRAST[0]:
         mean[TISSUE["bowel fluid"]] = rng.uniform(*ORAL_CONTRAST[1])
     mean[TISSUE["tumour"]] = min(mean[TISSUE["tumour"]], mean[TISSUE["liver"]] - LESION_DARKER_HU)
@@ -1758,12 +1784,14 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], spacing: Sequence[f
 
 
 def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.Generator,
-             colon_hu: float | None = None, liver_drop_hu: float = 0.0) -> np.ndarray:
+             colon_hu: float | None = None, liver_drop_hu: float = 0.0,
+             organ_factors: Mapping[str, float] | None = None) -> np.ndarray:
     """A CT (float32 HU, x y z) of the tissue codes in a contrast phase: tissue values and texture,
     gas bubbles in faeces and food, reconstruction and slice blur, correlated noise. With colon_hu
     the faeces are instead a homogeneous fluid of that value (FLUID_COLON_TEXTURE_HU, no bubbles);
-    liver_drop_hu lowers the liver (FATTY_LIVER_DROP_HU); rng's draws are the same either way."""
-    mean, fine, coarse = _tissue_values(rng, phase)
+    liver_drop_hu lowers the liver (FATTY_LIVER_DROP_HU); organ_factors scale the named tissues'
+    enhancement instead of the bolus (draw_organ_enhancement); rng's draws are the same either way."""
+    mean, fine, coarse = _tissue_values(rng, phase, organ_factors)
     if liver_drop_hu:
         mean[TISSUE["liver"]] -= liver_drop_hu
         mean[TISSUE["tumour"]] = min(mean[TISSUE["tumour"]], mean[TISSUE["liver"]] - LESION_DARKER_HU)
@@ -2008,7 +2036,8 @@ class Phantom:
     None: mottled faeces), whether it has pelvic organs and hips (_pelvic_organ_parts), how many
     HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver), whether its kidney
     label includes the renal sinus fat (_kidney_parts) and the factor on its pancreatic head's
-    length (SHORT_PANCREAS_HEAD; 1: a full head)."""
+    length (SHORT_PANCREAS_HEAD; 1: a full head) and the common factor on its organs' enhancement
+    (draw_organ_enhancement; None: the case's bolus, as its vessels)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -2027,6 +2056,7 @@ class Phantom:
     liver_drop_hu: float = 0.0
     sinus_labelled: bool = False
     pancreas_head: float = 1.0
+    organ_enhancement: float | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -2041,7 +2071,8 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
-    metal, atrophy, fat plane, colon, pelvis, liver fat, kidney sinus, pancreatic head, phase)."""
+    metal, atrophy, fat plane, colon, pelvis, liver fat, kidney sinus, pancreatic head, phase, organ
+    enhancement)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -2056,7 +2087,8 @@ class Mix:
     darkened by fat (FATTY_LIVER_DROP_HU); kidney_sinus, the renal sinus fat labelled kidney as in
     sets made before 2026-12-05 (_kidney_parts); short_head, a short pancreatic head
     (SHORT_PANCREAS_HEAD); non_contrast, a non-contrast scan whatever phase PHASE_PROBABILITIES
-    drew. Each is drawn from a stream of its own: a case that does not get a variation is the
+    drew; organ_enhancement, organs enhancing apart from the vessels (draw_organ_enhancement). Each
+    is drawn from a stream of its own: a case that does not get a variation is the
     case of the plain set."""
 
     randomise: float = 0.0
@@ -2074,6 +2106,7 @@ class Mix:
     kidney_sinus: float = 0.0
     short_head: float = 0.0
     non_contrast: float = 0.0
+    organ_enhancement: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -2104,12 +2137,12 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     colon fluid and metal in it with mix's probabilities. The anatomy depends only on the seed, on
     whether the pancreas is atrophic or short-headed and on its fat plane, never on the grid; the
     labels never on mix.randomise, mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane,
-    mix.fluid_colon, mix.pelvis or mix.fatty_liver (mix.kidney_sinus changes the labels, and the
+    mix.fluid_colon, mix.pelvis, mix.fatty_liver or mix.organ_enhancement (mix.kidney_sinus changes the labels, and the
     image only where a kidney tumour reaches into the sinus: it stops at the unlabelled sinus
     fat)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     (anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus, head,
-     unenhanced) = (_stream(root, k) for k in range(15))
+     unenhanced, enhancement) = (_stream(root, k) for k in range(16))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
@@ -2130,8 +2163,12 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
     if unenhanced.random() < mix.non_contrast:
         phase = PHASES[0]
+    organ_enhancement, organ_factors = (draw_organ_enhancement(enhancement)
+                                        if enhancement.random() < mix.organ_enhancement else (None, None))
+    if randomised or phase == PHASES[0]:
+        organ_enhancement, organ_factors = None, None  # no enhancement to scale
     image = (randomised_image(tissue, geometry, look) if randomised
-             else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu))
+             else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu, organ_factors))
     metal = ""
     if implant.random() < mix.metal:
         kind = METAL_KINDS[implant.integers(len(METAL_KINDS))]
@@ -2139,7 +2176,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
                    fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
-                   sinus_labelled, head_length)
+                   sinus_labelled, head_length, organ_enhancement)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2259,6 +2296,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "liver_fat_drop_hu": f"{phantom.liver_drop_hu:.0f}",
             "kidney_sinus_labelled": "true" if phantom.sinus_labelled else "false",
             "pancreas_head": f"{phantom.pancreas_head:.2f}",
+            "organ_enhancement": "bolus" if phantom.organ_enhancement is None else f"{phantom.organ_enhancement:.2f}",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2331,6 +2369,10 @@ def _mix_help() -> dict[str, str]:
                         f"{100 * PHASE_PROBABILITIES[0]:.0f} %% of the cases are)",
         "short_head": f"fraction of the cases whose pancreatic head is {SHORT_PANCREAS_HEAD[0]:.1f}-"
                       f"{SHORT_PANCREAS_HEAD[1]:.1f} of its full length, the gland ending near the midline",
+        "organ_enhancement": "fraction of the cases whose liver, spleen, kidneys and pancreas enhance apart from the "
+                             f"vessels: {ORGAN_ENHANCEMENT[0]:.1f}-{ORGAN_ENHANCEMENT[1]:.1f} of their usual "
+                             f"enhancement, each organ x{ORGAN_ENHANCEMENT_SPREAD[0]:.2f}-"
+                             f"{ORGAN_ENHANCEMENT_SPREAD[1]:.2f}",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
