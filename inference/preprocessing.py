@@ -44,9 +44,33 @@ class Normalisation:
         return cls((low, high), zscore)
 
 
-def resize(volume: torch.Tensor, size: tuple[int, int, int] | torch.Size) -> torch.Tensor:
-    """Trilinear resampling of a (batch, channel, x, y, z) tensor to the given spatial size
-    (voxel centres at (i + 0.5) * old / new, i.e. align_corners=False)."""
-    if tuple(volume.shape[2:]) == tuple(size):
+# Stages whose input is anti-aliased when it is shrunk (resize(antialias=True)), in training and
+# inference alike. The fine stage: trilinear sampling of a 0.6-1 mm scan shrunk 2-3x into its crop
+# keeps the scan's full per-voxel noise, which the networks never saw at that voxel size (a
+# sharp-kernel chest CT had its heart labelled liver). The coarse stage stays trilinear: the shipped
+# one was trained so and scored worse on real CT fed averaged inputs (docs/pipeline.md).
+ANTIALIASED_STAGES = ("fine",)
+
+
+def resize(volume: torch.Tensor, size: tuple[int, int, int] | torch.Size, antialias: bool = False) -> torch.Tensor:
+    """A (batch, channel, x, y, z) tensor resampled trilinearly to the given spatial size (voxel
+    centres at (i + 0.5) * old / new, i.e. align_corners=False). With antialias, an axis shrunk by
+    a factor r >= 2 is first averaged over blocks of floor(r) voxels, so that a fine scan's noise
+    and texture do not alias into the coarser grid, and the blocks are then sampled trilinearly
+    at those same centres (the plain resize's geometry; a partial last block, averaged on its own,
+    moves the outermost samples by less than half an input voxel)."""
+    size = tuple(int(n) for n in size)
+    shape = tuple(volume.shape[2:])
+    if shape == size:
         return volume
-    return F.interpolate(volume, size=tuple(size), mode="trilinear", align_corners=False)
+    blocks = tuple(max(1, old // new) for old, new in zip(shape, size))
+    if not antialias or blocks == (1, 1, 1):
+        return F.interpolate(volume, size=size, mode="trilinear", align_corners=False)
+    pooled = F.avg_pool3d(volume, blocks, stride=blocks, ceil_mode=True)  # a partial last block: its own mean
+    axes = []
+    for old, new, block, n_pooled in zip(shape, size, blocks, pooled.shape[2:]):
+        centres = (torch.arange(new, dtype=torch.float32, device=volume.device) + 0.5) * (old / new)
+        axes.append(2.0 * centres / (block * n_pooled) - 1.0)  # grid_sample's [-1, 1] over the pooled extent
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    grid = torch.stack([z, y, x], dim=-1)[None].expand(volume.shape[0], -1, -1, -1, -1).to(volume.dtype)
+    return F.grid_sample(pooled, grid, mode="bilinear", padding_mode="border", align_corners=False)

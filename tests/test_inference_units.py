@@ -181,6 +181,18 @@ def test_normalise_and_resize():
     assert resize(x, (8, 8, 8)) is x
 
 
+def test_antialiased_shrinking_averages_noise_away_and_keeps_the_voxel_centres():
+    noise = torch.randn(1, 1, 256, 256, 16, generator=torch.Generator().manual_seed(0))
+    sampled, averaged = resize(noise, (64, 64, 32)), resize(noise, (64, 64, 32), antialias=True)
+    assert averaged.shape == sampled.shape == (1, 1, 64, 64, 32)
+    # 4x smaller in-plane: trilinear samples blend 2 x 2 voxels (sd 0.5), the blocks 16 (sd 0.25)
+    assert float(averaged.std()) < 0.6 * float(sampled.std())
+    ramp = torch.arange(300, dtype=torch.float32).reshape(1, 1, 300, 1, 1).expand(1, 1, 300, 2, 2)
+    centres = (torch.arange(70) + 0.5) * 300 / 70 - 0.5  # align_corners=False, in input voxels (blocks of 4)
+    assert float((resize(ramp, (70, 2, 2), antialias=True)[0, 0, :, 0, 0] - centres).abs().max()) < 1e-3
+    growing = torch.randn(1, 1, 6, 6, 6)  # nothing shrinks: plain trilinear
+    assert torch.equal(resize(growing, (12, 6, 9), antialias=True), resize(growing, (12, 6, 9)))
+
 def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
     models = random_models(**tiny_networks)
     models.normalisation["fine"] = Normalisation((-200.0, 250.0), zscore=False)
