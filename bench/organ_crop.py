@@ -62,8 +62,10 @@ def labelled_cases(root: Path) -> tuple[list[Case], list[str]]:
     not exist where the image is missing), and the names of the images without one."""
     images_dir, labels_dir = find_layout(root)
     images = {case_name(p.name, image=True): p for p in nifti_files(images_dir)}
-    cases = [Case(case_name(p.name), images.get(case_name(p.name), images_dir / f"{case_name(p.name)}{CHANNEL}.nii.gz"), p)
-             for p in nifti_files(labels_dir)]
+    cases = []
+    for label in nifti_files(labels_dir):
+        name = case_name(label.name)
+        cases.append(Case(name, images.get(name, images_dir / f"{name}{CHANNEL}.nii.gz"), label))
     return cases, sorted(set(images) - {c.name for c in cases})
 
 

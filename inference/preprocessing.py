@@ -48,7 +48,8 @@ class Normalisation:
 # inference alike. The fine stage: trilinear sampling of a 0.6-1 mm scan shrunk 2-3x into its crop
 # keeps the scan's full per-voxel noise, which the networks never saw at that voxel size (a
 # sharp-kernel chest CT had its heart labelled liver). The coarse stage stays trilinear: the shipped
-# one was trained so and scored worse on real CT fed averaged inputs (docs/pipeline.md).
+# one was trained so, and averaging its input too cost the full-length real CT's liver 0.029
+# (docs/pipeline.md).
 ANTIALIASED_STAGES = ("fine",)
 
 
