@@ -56,7 +56,8 @@ def cache_folder(root: Path, config: TrainConfig) -> Path:
     """The stage's folder in the cache, named by everything that changes what is cached."""
     fine = config.stage == "fine"
     key = json.dumps([CACHE_FORMAT, config.stage, cache_size(config), config.margin_mm[1] if fine else 0,
-                      fine and Postprocessing.from_dict(config.postprocessing).edge_padding])
+                      fine and Postprocessing.from_dict(config.postprocessing).edge_padding,
+                      config.stage in ANTIALIASED_STAGES])
     return Path(root) / f"{config.stage}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
