@@ -138,11 +138,25 @@ def prepared(source: Path, sizes: dict[str, tuple[int, int, int]] | None, device
     return models, weights, backend
 
 
+def recorded_arguments(argv: list[str]) -> list[str]:
+    """The arguments as a benchmark's docs record them: without the work folder (`--out DIR`),
+    which says nothing about the numbers and would put one machine's paths into the docs."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            kept.append(arg)
+    return kept
+
+
 def header(module: str, argv: list[str] | None, device: torch.device, weights: Path, models: Models,
            precision: str, backend: str, probe_s: dict[str, float] | None = None) -> dict:
     """What a benchmark's result says first: its command, the date, the machine and software, and
     what ran (weights, their sizes, precision and OpenVINO's probe that chose it, backend)."""
-    return {"command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
+    return {"command": f"python -m {module} " + " ".join(recorded_arguments(argv if argv is not None else sys.argv[1:])),
             "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

@@ -30,6 +30,7 @@ def test_benchmark_times_each_stage_of_each_case_and_writes_its_section(tmp_path
     assert set(warm["dsc_vs_fp32"]) == {"liver", "kidney", "spleen", "pancreas"}  # bf16 against fp32
     text = docs.read_text()
     assert "kept" in text and "<!-- submission-cpu-torch:start -->" in text and "phantom_64x56x24_0000.nii.gz" in text
+    assert str(out) not in text and "--write-docs" in text  # the command, without the work folder
     assert "Yardstick" in capsys.readouterr().out
 
 
