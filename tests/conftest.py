@@ -1,3 +1,4 @@
+import signal
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,12 @@ from inference.checkpoint import random_models, save
 from inference.networks import CoarseConfig, FineConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-ct"
+
+# A suite started in the background (`cmd &` in a shell without job control) inherits SIGINT
+# ignored, and so would every process the tests start, which the Ctrl-C tests rely on receiving
+# it. A handler, unlike an ignored signal, is reset to the default in the processes started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
