@@ -53,7 +53,7 @@ from inference.defaults import DEFAULT_WEIGHTS
 from inference.imageio import read_ct
 from inference.pipeline import Segmenter, choose_precision
 from inference.postprocessing import keep_largest_components, labels_at_size
-from inference.preprocessing import ANTIALIASED_STAGES, resize
+from inference.preprocessing import resize_for_stage
 
 METHODS = ("coarse-to-fine", "sliding window")
 GAUSSIAN_SIGMA = 1 / 8  # of the window side (nnU-Net)
@@ -128,7 +128,7 @@ def sliding_window_labels(segmenter: Segmenter, ct: np.ndarray, spacing: tuple[f
     size = resampled_size(ct.shape, spacing, target_spacing)
     volume = torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)).to(segmenter.device)[None, None]
     normalisation = models.normalisation["fine"]
-    normalised = normalisation(resize(volume, size, antialias="fine" in ANTIALIASED_STAGES))
+    normalised = normalisation(resize_for_stage(volume, size, "fine"))
     pad_value = float(normalised.min())  # the lowest HU of the window, as air is
     seconds["resample and normalise"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -47,7 +47,7 @@ from inference.postprocessing import (
     organ_box,
     organ_region,
 )
-from inference.preprocessing import ANTIALIASED_STAGES, resize
+from inference.preprocessing import resize_for_stage
 
 Spacing = tuple[float, float, float]
 STAGES = {  # the stages of a case, timed one by one (Result.seconds), and what each does
@@ -124,7 +124,7 @@ class Segmenter:
         """The stage's float32 logits for a (1, 1, x, y, z) HU tensor: resampled to the input
         size (anti-aliased for ANTIALIASED_STAGES) and normalised as the checkpoint says."""
         return self.forward(stage, self.models.normalisation[stage](
-            resize(volume, self.models.network(stage).config.input_size, antialias=stage in ANTIALIASED_STAGES)))
+            resize_for_stage(volume, self.models.network(stage).config.input_size, stage)))
 
     def forward(self, stage: str, x: torch.Tensor) -> torch.Tensor:
         """The stage's network alone: float32 logits (1, organs, x, y, z) of a normalised input

@@ -75,3 +75,9 @@ def resize(volume: torch.Tensor, size: tuple[int, int, int] | torch.Size, antial
     x, y, z = torch.meshgrid(*axes, indexing="ij")
     grid = torch.stack([z, y, x], dim=-1)[None].expand(volume.shape[0], -1, -1, -1, -1).to(volume.dtype)
     return F.grid_sample(pooled, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def resize_for_stage(volume: torch.Tensor, size: tuple[int, int, int] | torch.Size, stage: str) -> torch.Tensor:
+    """resize for the input of a stage ("coarse" or "fine"): anti-aliased where the stage is one of
+    ANTIALIASED_STAGES, the one rule training and inference share."""
+    return resize(volume, size, antialias=stage in ANTIALIASED_STAGES)

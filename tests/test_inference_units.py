@@ -193,6 +193,7 @@ def test_antialiased_shrinking_averages_noise_away_and_keeps_the_voxel_centres()
     growing = torch.randn(1, 1, 6, 6, 6)  # nothing shrinks: plain trilinear
     assert torch.equal(resize(growing, (12, 6, 9), antialias=True), resize(growing, (12, 6, 9)))
 
+
 def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
     models = random_models(**tiny_networks)
     models.normalisation["fine"] = Normalisation((-200.0, 250.0), zscore=False)

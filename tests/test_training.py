@@ -132,7 +132,6 @@ def test_the_fine_cache_continues_an_organ_cut_by_the_scan_past_its_edge(tmp_pat
         config, postprocessing={**config.postprocessing, "edge_padding": not edge_padding}))
 
 
-
 def test_cache_folder_changes_with_the_stages_anti_aliasing(tmp_path, monkeypatch):
     """A cache resampled with plain trilinear sampling is never reused once the stage's input is
     anti-aliased (or the other way round)."""
@@ -142,6 +141,7 @@ def test_cache_folder_changes_with_the_stages_anti_aliasing(tmp_path, monkeypatc
     monkeypatch.setattr(training.cache, "ANTIALIASED_STAGES", ("coarse", "fine"))
     assert cache_folder(tmp_path, coarse) != before[0]
     assert cache_folder(tmp_path, fine) == before[1]  # its own sampling did not change
+
 
 def test_fine_crops_keep_the_organs_and_brightness_moves_each_organ():
     labels = np.zeros((40, 40, 40), np.uint8)

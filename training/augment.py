@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.preprocessing import ANTIALIASED_STAGES, Normalisation, resize
+from inference.preprocessing import Normalisation, resize_for_stage
 from training.cache import Sample, resize_labels
 from training.config import TrainConfig
 
@@ -59,7 +59,7 @@ def example(sample: Sample, config: TrainConfig, normalisation: Normalisation, n
         box = coarse_window(sample.image.shape, config.coarse_crop, rng)
     image = torch.from_numpy(np.asarray(sample.image[box], dtype=np.float32))[None, None]
     labels = torch.from_numpy(np.ascontiguousarray(sample.labels[box]))[None, None]
-    image = resize(image, config.input_size, antialias=config.stage in ANTIALIASED_STAGES)
+    image = resize_for_stage(image, config.input_size, config.stage)
     labels = resize_labels(labels, config.input_size)
     image = shift_brightness(image, labels, config.organ_hu_shift, config.global_hu_shift, n_labels, rng)
     return normalisation(image)[0], labels[0, 0]

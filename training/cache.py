@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from flare_common.errors import InputError, describe_error
 from inference.postprocessing import NO_PADDING, Padding, Postprocessing, organ_box, organ_region
-from inference.preprocessing import ANTIALIASED_STAGES, resize
+from inference.preprocessing import ANTIALIASED_STAGES, resize_for_stage
 from training.config import TrainConfig
 from training.data import Case, read_case
 
@@ -94,7 +94,7 @@ def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path)
         region, padding = found
         size = cache_size(config)
         image = torch.from_numpy(np.pad(ct.data[region], padding, mode="edge"))[None, None]
-        image = resize(image, size, antialias=config.stage in ANTIALIASED_STAGES)
+        image = resize_for_stage(image, size, config.stage)
         image = image[0, 0].round().clamp(*HU_RANGE).to(torch.int16).numpy()
         cropped = resize_labels(torch.from_numpy(np.pad(truth[region], padding, mode="edge"))[None, None], size)[0, 0].numpy()
         start = [r.start - p[0] for r, p in zip(region, padding)]
