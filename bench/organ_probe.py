@@ -1,7 +1,7 @@
 """What the networks need to find an organ in a labelled CT: the organ painted over, as a probe.
 
     python -m bench.organ_probe --ct CT --labels REF [--weights W] [--organ 4] [--hu 45 100]
-        [--grow 0 1] [--noise 10] [--seed 0] [--json FILE]
+        [--grow 0 1] [--noise 10] [--clefts R] [--seed 0] [--json FILE]
 
 Segments the CT with the checkpoint (both stages, fp32, eager PyTorch on the CPU) as it is, then
 once for every pair of --hu and --grow with the organ's reference voxels, grown by that many voxels
@@ -9,6 +9,11 @@ once for every pair of --hu and --grow with the organ's reference voxels, grown 
 each variant's DSC per organ against the reference (a Markdown table; --json writes the rows).
 If a lean gland painted at the reference place is found and the real one is not, its look is
 what the networks miss; if neither is, what surrounds it, or its shape and size.
+
+--clefts R adds a variant with the organ's clefts filled in: the unlabelled voxels inside its
+closing by a disk of R voxels in each axial slice (fissures, the porta, fat between lobes) painted
+with the organ's own median and sd. If the organ is found whole only so, the networks end it at
+its clefts.
 """
 from __future__ import annotations
 
@@ -41,10 +46,19 @@ def painted(ct: np.ndarray, mask: np.ndarray, hu: float, noise: float, rng: np.r
     return out
 
 
+def clefts(reference: np.ndarray, organ: int, radius: int) -> np.ndarray:
+    """The unlabelled voxels inside the organ's closing by a disk of radius voxels in each axial slice
+    (reference: labels, x y z), bool."""
+    r = np.arange(-radius, radius + 1)
+    disk = (r[:, None] ** 2 + r[None, :] ** 2 <= radius ** 2)[:, :, None]
+    return ndimage.binary_closing(reference == organ, structure=disk) & (reference == 0)
+
+
 def probe(segmenter: Segmenter, ct: np.ndarray, spacing: tuple[float, float, float], reference: np.ndarray,
-          organ: int, hus: list[float], grows: list[int], noise: float, seed: int) -> list[dict]:
-    """One row per variant (the CT as it is first): its name, the organ's painted voxels and the
-    DSC of every organ of the reference."""
+          organ: int, hus: list[float], grows: list[int], noise: float, seed: int,
+          cleft_radius: int | None = None) -> list[dict]:
+    """One row per variant (the CT as it is first; the organ's clefts filled last, with cleft_radius):
+    its name, the painted voxels and the DSC of every organ of the reference."""
     rng = np.random.default_rng(seed)
     organs = sorted(int(k) for k in np.unique(reference) if k)
     variants = [("as it is", ct.astype(np.float32), 0)]
@@ -52,6 +66,10 @@ def probe(segmenter: Segmenter, ct: np.ndarray, spacing: tuple[float, float, flo
     for grow in grows:
         mask = ndimage.binary_dilation(organ_mask, iterations=grow) if grow else organ_mask
         variants += [(f"{hu:g} HU, grown {grow}", painted(ct, mask, hu, noise, rng), int(mask.sum())) for hu in hus]
+    if cleft_radius:
+        mask, own = clefts(reference, organ, cleft_radius), ct[organ_mask].astype(np.float32)
+        variants.append((f"clefts ({cleft_radius} voxels) filled", painted(ct, mask, float(np.median(own)),
+                                                                          float(own.std()), rng), int(mask.sum())))
     rows = []
     for name, image, voxels in variants:
         labels = segmenter(image, spacing).labels
@@ -66,10 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, required=True, help="its reference labels (FLARE21 numbering)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
     parser.add_argument("--organ", type=int, default=4, help="label to paint over (default %(default)s: pancreas)")
-    parser.add_argument("--hu", type=float, nargs="+", default=[45.0, 100.0],
-                        help="values to paint (default: 45 lean non-contrast, 100 enhanced)")
+    parser.add_argument("--hu", type=float, nargs="*", default=[45.0, 100.0],
+                        help="values to paint (default: 45 lean non-contrast, 100 enhanced; none: no painted variant)")
     parser.add_argument("--grow", type=int, nargs="+", default=[0, 1], help="dilations in voxels (default 0 1)")
     parser.add_argument("--noise", type=float, default=10.0, help="sd of the painted values, HU (default %(default)s)")
+    parser.add_argument("--clefts", type=int, metavar="R",
+                        help="also fill the organ's clefts: unlabelled voxels in its closing by a disk of R voxels per "
+                        "axial slice, painted with its own median and sd")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args(argv)
@@ -90,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_grad_enabled(False)
     segmenter = Segmenter(load(args.weights), torch.device("cpu"), "fp32")
-    rows = probe(segmenter, ct.data, ct.spacing, reference, args.organ, args.hu, args.grow, args.noise, args.seed)
+    rows = probe(segmenter, ct.data, ct.spacing, reference, args.organ, args.hu, args.grow, args.noise, args.seed,
+                 args.clefts)
     print(markdown_table(list(rows[0]), [[str(value) for value in row.values()] for row in rows]))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

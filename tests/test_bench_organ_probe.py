@@ -25,3 +25,15 @@ def test_labels_without_the_organ_or_of_another_shape_are_refused_naming_the_fil
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith(f"error: {tmp_path / name}: ") and problem in err
         assert len(err.splitlines()) == 1
+
+
+def test_clefts_are_the_unlabelled_voxels_the_organs_slices_close_over():
+    """A fissure cut into an organ is a cleft; a neighbour's voxels and the open outside are not."""
+    labels = np.zeros((30, 30, 4), np.uint8)
+    labels[5:25, 5:25] = 1
+    labels[14:16, 5:18] = 0  # a 2-voxel fissure from one edge into the organ
+    labels[5:25, 25:28] = 3  # another organ beside it
+    found = organ_probe.clefts(labels, 1, 4)
+    assert found[14:16, 8:18].all()  # the fissure, but for its mouth
+    assert not found[labels != 0].any() and not found[:3].any() and not found[27:].any()
+    assert found.sum() <= 2 * 13 * 4

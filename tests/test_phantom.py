@@ -467,7 +467,8 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
                             "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
-                            "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "metal", "organs"}
+                            "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "liver_fissures", "metal",
+                            "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2
@@ -519,3 +520,20 @@ def test_cli_usage_errors_exit_2(argv):
 def test_no_torch_import():
     code = "import sys, training.phantom; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+
+
+def test_liver_fissures_take_fat_clefts_out_of_the_liver_only() -> None:
+    """--liver-fissures cuts fat-filled clefts into the liver: a few per cent of its voxels become
+    unlabelled fat, every other label and the image away from the liver stay the plain case's;
+    undrawn cases are the plain set's."""
+    seed = ph.case_seed(2, 3)
+    plain, cleft = (ph.generate(seed, max_side=128, mix=ph.Mix(liver_fissures=p)) for p in (0.0, 1.0))
+    assert (plain.liver_fissures, cleft.liver_fissures) == (False, True)
+    liver = plain.labels == ph.LIVER
+    taken = liver & (cleft.labels != ph.LIVER)
+    assert 0.002 < taken.sum() / liver.sum() < 0.05
+    assert not cleft.labels[taken].any() and np.array_equal(cleft.labels[~taken], plain.labels[~taken])
+    assert np.median(cleft.image[taken]) < np.median(plain.image[liver]) - 60  # fat, blurred by the grid
+    far = ndimage.distance_transform_edt(~liver) > 6
+    assert np.array_equal(cleft.image[far], plain.image[far])
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(liver_fissures=0.5), lambda p: p.liver_fissures, seed=6, cases=5)

@@ -46,7 +46,8 @@ liver dome, scans starting at the liver's widest part, fatty, atrophic (thin) or
 pancreases, pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid
 instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
 heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
-contrast, organs enhancing apart from the vessels, and metal implants with their streaks (`Mix`);
+contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, and metal implants
+with their streaks (`Mix`);
 files are written in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
@@ -54,7 +55,7 @@ Command line:
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
         [--pelvis P] [--fatty-liver P] [--liver-cut P] [--kidney-sinus P] [--short-head P]
-        [--non-contrast P] [--organ-enhancement P]
+        [--non-contrast P] [--organ-enhancement P] [--liver-fissures P]
         [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
@@ -241,6 +242,20 @@ LIVER_LOBES = (  # liver frame: centre, half-axes (mm), taper (thinning towards 
     ((-18.0, -28.0, 0.0), (20.0, 22.0, 32.0), 0.0),  # caudate lobe
 )
 GALLBLADDER = (0.65, (-10.0, 40.0, -45.0), (16.0, 18.0, 38.0))  # probability, centre (liver frame), half-axes
+# Liver fissures (Mix.liver_fissures): fat-filled clefts that the liver label leaves out, in the liver's
+# frame (mm). The umbilical fissure (ligamentum teres) cuts in from the front and the inferior edge
+# towards the porta, between the left lobe's lateral and medial parts: a sheet at x (mm), turned by
+# +-ANGLE_DEG about the vertical, reaching back to y and up to z, WIDTH_MM thick. The fissure of the
+# ligamentum venosum separates the caudate lobe from the left lobe (a coronal sheet over the x and z
+# ranges, at y), and the porta hepatis holds fat round the portal vein's entry (an ellipsoid of
+# these half-axes); each present with its probability, all waved by a smooth field of WAVE_MM.
+# A real 3 mm CT's liver showed such clefts, 1-2 voxels of fat, and phantom-trained weights ended
+# the liver at them, leaving out its left lobe.
+UMBILICAL_FISSURE = {"x": (-65.0, -35.0), "angle_deg": 35.0, "y": (0.0, 25.0), "z": (-15.0, 45.0)}
+VENOSUM_FISSURE = (0.7, {"x": (-70.0, -5.0), "y": (-12.0, 0.0), "z": (-30.0, 40.0)})
+PORTA_FAT = (0.7, (-10.0, 12.0, -30.0), ((10.0, 18.0), (6.0, 12.0), (8.0, 14.0)))
+FISSURE_WIDTH_MM = (1.5, 6.0)
+FISSURE_WAVE_MM = 4.0
 PORTAL_BRANCHES = (  # liver frame: polylines from the porta hepatis, radii at their ends (mm)
     (((-10.0, 12.0, -30.0), (25.0, 0.0, -20.0), (60.0, -12.0, -10.0), (90.0, -20.0, -5.0)), (6.0, 3.0)),
     (((25.0, 0.0, -20.0), (45.0, 30.0, 0.0), (70.0, 45.0, 5.0)), (4.5, 2.5)),
@@ -1360,6 +1375,50 @@ def _liver_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spi
     return f + _lobulation(axes, frame)
 
 
+@dataclass(frozen=True)
+class Fissures:
+    """One liver's fissures (UMBILICAL_FISSURE, VENOSUM_FISSURE, PORTA_FAT) in its frame (mm): the
+    umbilical sheet's point, unit normal, back edge (y) and top (z); the venosum sheet's y, or None;
+    the porta's fat half-axes, or None; the sheets' widths, and the field waving them."""
+
+    umbilical: tuple[np.ndarray, np.ndarray, float, float]
+    venosum_y: float | None
+    porta_radii: np.ndarray | None
+    widths: tuple[float, float]
+    wave: SmoothField
+
+
+def _draw_fissures(rng: np.random.Generator, liver: Frame) -> Fissures:
+    """Random fissures for this liver (see UMBILICAL_FISSURE)."""
+    u = UMBILICAL_FISSURE
+    angle = np.radians(rng.uniform(-u["angle_deg"], u["angle_deg"]))
+    umbilical = (np.array([rng.uniform(*u["x"]), 0.0, 0.0]), np.array([np.cos(angle), np.sin(angle), 0.0]),
+                 float(rng.uniform(*u["y"])), float(rng.uniform(*u["z"])))
+    venosum_y = float(rng.uniform(*VENOSUM_FISSURE[1]["y"])) if rng.random() < VENOSUM_FISSURE[0] else None
+    porta = np.array([rng.uniform(*r) for r in PORTA_FAT[2]]) if rng.random() < PORTA_FAT[0] else None
+    widths = (float(rng.uniform(*FISSURE_WIDTH_MM)), float(rng.uniform(*FISSURE_WIDTH_MM)))
+    lo, hi = liver.centre - 170.0, liver.centre + 170.0
+    return Fissures(umbilical, venosum_y, porta, widths, draw_field(rng, lo, hi, 30.0))
+
+
+def _fissure_field(axes: Axes, frame: Frame, fissures: Fissures) -> np.ndarray:
+    """The liver's fissures (mm, negative inside): the union of its sheets and the porta's fat."""
+    q = _local(axes, frame)
+    wave = FISSURE_WAVE_MM * field_on(fissures.wave, axes)
+    point, normal, back, top = fissures.umbilical
+    along = sum((qi - pi) * ni for qi, pi, ni in zip(q, point, normal)) + wave
+    f = np.maximum(np.maximum(np.abs(along) - fissures.widths[0] / 2, back - q[1]), q[2] - top)
+    if fissures.venosum_y is not None:
+        v = VENOSUM_FISSURE[1]
+        sheet = np.abs(q[1] - fissures.venosum_y + 0.3 * (q[0] - v["x"][1]) + wave) - fissures.widths[1] / 2
+        span = np.maximum(np.abs(q[0] - np.mean(v["x"])) - np.ptp(v["x"]) / 2,
+                          np.abs(q[2] - np.mean(v["z"])) - np.ptp(v["z"]) / 2)
+        f = np.minimum(f, np.maximum(sheet, span))
+    if fissures.porta_radii is not None:
+        f = np.minimum(f, _ellipsoid(q, PORTA_FAT[1], fissures.porta_radii) + wave)
+    return f
+
+
 def _spleen_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spine: Spine) -> np.ndarray:
     """The spleen (mm): a crescent, its concave hilum facing the body's centre, against the wall."""
     q = _local(axes, frame)
@@ -1630,13 +1689,13 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 
 def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0,
                  pelvic_organs: np.random.Generator | None = None, sinus_labelled: bool = False,
-                 pancreas_head: float = 1.0) -> list[Part]:
+                 pancreas_head: float = 1.0, fissures: np.random.Generator | None = None) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
     pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and its head's length by
     pancreas_head (SHORT_PANCREAS_HEAD), where fat_plane_mm > 0, fat that thick around its body
     and tail that no gut enters (PANCREAS_FAT_PLANE_MM), with a stream for them, the pelvic
     organs, hip muscles and hips (_pelvic_organ_parts), and the renal sinus fat labelled kidney
-    where sinus_labelled (_kidney_parts)."""
+    where sinus_labelled (_kidney_parts), and with a stream for them, the liver's fissures (_draw_fissures)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
@@ -1660,6 +1719,10 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     parts.append(Part(partial(_liver_field, frame=liver, body=body, diaphragm=diaphragm, spine=spine, kidney=kidneys[0],
                               gallbladder=gallbladder), _lobes_box(liver, LIVER_LOBES), ((0.0, "liver"),),
                       label=LIVER, resolution=(3.0, 3.0, 3.0)))
+    if fissures is not None:
+        parts.append(Part(partial(_fissure_field, frame=liver, fissures=_draw_fissures(fissures, liver)),
+                          _lobes_box(liver, LIVER_LOBES), ((0.0, "fat"),), label=0, within=LIVER,
+                          resolution=(1.0, 1.0, 1.0)))
     if gallbladder is not None:
         gb_centre = liver.to_world([GALLBLADDER[1]])[0]
         parts.append(Part(gallbladder, _box(gb_centre, 60.0), ((0.0, "gut wall"), (2.0, "bile")), label=0,
@@ -2037,7 +2100,8 @@ class Phantom:
     HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver), whether its kidney
     label includes the renal sinus fat (_kidney_parts) and the factor on its pancreatic head's
     length (SHORT_PANCREAS_HEAD; 1: a full head) and the common factor on its organs' enhancement
-    (draw_organ_enhancement; None: the case's bolus, as its vessels)."""
+    (draw_organ_enhancement; None: the case's bolus, as its vessels) and whether its liver has fat-filled
+    fissures (UMBILICAL_FISSURE)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -2057,6 +2121,7 @@ class Phantom:
     sinus_labelled: bool = False
     pancreas_head: float = 1.0
     organ_enhancement: float | None = None
+    liver_fissures: bool = False
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -2087,7 +2152,8 @@ class Mix:
     darkened by fat (FATTY_LIVER_DROP_HU); kidney_sinus, the renal sinus fat labelled kidney as in
     sets made before 2026-12-05 (_kidney_parts); short_head, a short pancreatic head
     (SHORT_PANCREAS_HEAD); non_contrast, a non-contrast scan whatever phase PHASE_PROBABILITIES
-    drew; organ_enhancement, organs enhancing apart from the vessels (draw_organ_enhancement). Each
+    drew; organ_enhancement, organs enhancing apart from the vessels (draw_organ_enhancement);
+    liver_fissures, fat-filled fissures in the liver (UMBILICAL_FISSURE). Each
     is drawn from a stream of its own: a case that does not get a variation is the
     case of the plain set."""
 
@@ -2107,6 +2173,7 @@ class Mix:
     short_head: float = 0.0
     non_contrast: float = 0.0
     organ_enhancement: float = 0.0
+    liver_fissures: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -2135,20 +2202,22 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     to max_side voxels per axis; its image domain-randomised or without contrast and its scan
     range one of the extra ones, its pancreas fatty, atrophic, short-headed or in a fat plane, its
     colon fluid and metal in it with mix's probabilities. The anatomy depends only on the seed, on
-    whether the pancreas is atrophic or short-headed and on its fat plane, never on the grid; the
+    whether the pancreas is atrophic or short-headed, on its fat plane and on the liver's fissures, never on the grid; the
     labels never on mix.randomise, mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane,
     mix.fluid_colon, mix.pelvis, mix.fatty_liver or mix.organ_enhancement (mix.kidney_sinus changes the labels, and the
     image only where a kidney tumour reaches into the sinus: it stops at the unlabelled sinus
     fat)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     (anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus, head,
-     unenhanced, enhancement) = (_stream(root, k) for k in range(16))
+     unenhanced, enhancement, fissured) = (_stream(root, k) for k in range(17))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
     sinus_labelled = bool(sinus.random() < mix.kidney_sinus)
     head_length = float(head.uniform(*SHORT_PANCREAS_HEAD)) if head.random() < mix.short_head else 1.0
-    parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled, head_length)
+    fissures = bool(fissured.random() < mix.liver_fissures)
+    parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled, head_length,
+                         fissured if fissures else None)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -2176,7 +2245,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
                    fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
-                   sinus_labelled, head_length, organ_enhancement)
+                   sinus_labelled, head_length, organ_enhancement, fissures)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2297,6 +2366,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "kidney_sinus_labelled": "true" if phantom.sinus_labelled else "false",
             "pancreas_head": f"{phantom.pancreas_head:.2f}",
             "organ_enhancement": "bolus" if phantom.organ_enhancement is None else f"{phantom.organ_enhancement:.2f}",
+            "liver_fissures": "true" if phantom.liver_fissures else "false",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2373,6 +2443,9 @@ def _mix_help() -> dict[str, str]:
                              f"vessels: {ORGAN_ENHANCEMENT[0]:.1f}-{ORGAN_ENHANCEMENT[1]:.1f} of their usual "
                              f"enhancement, each organ x{ORGAN_ENHANCEMENT_SPREAD[0]:.2f}-"
                              f"{ORGAN_ENHANCEMENT_SPREAD[1]:.2f}",
+        "liver_fissures": "fraction of the cases whose liver has fat-filled fissures left out of its label: the "
+                          f"umbilical fissure, {FISSURE_WIDTH_MM[0]:.1f}-{FISSURE_WIDTH_MM[1]:.0f} mm, and often the "
+                          "ligamentum venosum's and fat in the porta hepatis",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
