@@ -46,9 +46,8 @@ liver dome, scans starting at the liver's widest part, fatty, atrophic (thin) or
 pancreases, pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid
 instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
 heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
-contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, and metal implants
-with their streaks (`Mix`);
-files are written in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
+contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, and metal
+implants with their streaks (`Mix`); files are written in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
@@ -235,6 +234,7 @@ SPINE_TO_BACK_MM = 85.0  # from the vertebral bodies' centre line to the back of
 RETROPERITONEUM = ((-100.0, -50.0), (35.0, 55.0), 400.0)  # the peritoneum's back: y = a(z) - x^2 / b (mm),
 # a(z) linear from a[0] at z[0] to a[1] at z[1] (thinner below the kidneys)
 LIVER_CENTRE = (55.0, 15.0, 75.0)
+LIVER_REACH_MM = 170.0  # half the side of the box the liver's displacement and lobulation fields cover
 LIVER_LOBES = (  # liver frame: centre, half-axes (mm), taper (thinning towards -x, per half-axis)
     ((25.0, -5.0, 5.0), (80.0, 90.0, 80.0), 0.0),  # right lobe
     ((50.0, 0.0, -55.0), (38.0, 45.0, 45.0), 0.0),  # inferior tip of the right lobe
@@ -1397,7 +1397,7 @@ def _draw_fissures(rng: np.random.Generator, liver: Frame) -> Fissures:
     venosum_y = float(rng.uniform(*VENOSUM_FISSURE[1]["y"])) if rng.random() < VENOSUM_FISSURE[0] else None
     porta = np.array([rng.uniform(*r) for r in PORTA_FAT[2]]) if rng.random() < PORTA_FAT[0] else None
     widths = (float(rng.uniform(*FISSURE_WIDTH_MM)), float(rng.uniform(*FISSURE_WIDTH_MM)))
-    lo, hi = liver.centre - 170.0, liver.centre + 170.0
+    lo, hi = liver.centre - LIVER_REACH_MM, liver.centre + LIVER_REACH_MM
     return Fissures(umbilical, venosum_y, porta, widths, draw_field(rng, lo, hi, 30.0))
 
 
@@ -1707,7 +1707,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
         parts += _pelvic_organ_parts(pelvic_organs, body, spine, pelvis)
 
     kidneys = [_kidney_frame(rng, side, breath) for side in (1.0, -1.0)]
-    liver = _draw_frame(rng, np.asarray(LIVER_CENTRE) + (0.0, 0.0, breath), np.eye(3), 170.0, angle_deg=6.0,
+    liver = _draw_frame(rng, np.asarray(LIVER_CENTRE) + (0.0, 0.0, breath), np.eye(3), LIVER_REACH_MM, angle_deg=6.0,
                         warp_mm=7.0, lobe_step=25.0, lobes_mm=3.0)
     gallbladder = None
     if rng.random() < GALLBLADDER[0]:
