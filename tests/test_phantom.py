@@ -467,8 +467,8 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     assert set(rows[0]) == {"case", "seed", "index", "phase", "randomised", "lesions", "shape", "spacing",
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
                             "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
-                            "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "liver_fissures", "metal",
-                            "organs"}
+                            "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "liver_fissures", "arms",
+                            "long_left_lobe", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2
@@ -537,3 +537,61 @@ def test_liver_fissures_take_fat_clefts_out_of_the_liver_only() -> None:
     far = ndimage.distance_transform_edt(~liver) > 6
     assert np.array_equal(cleft.image[far], plain.image[far])
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(liver_fissures=0.5), lambda p: p.liver_fissures, seed=6, cases=5)
+
+
+def test_arms_lie_beside_the_body_in_air_and_darken_a_band_across_it() -> None:
+    """--arms adds both arms (skin, fat, muscle, a bone) where the plain case has air, well out from
+    the midline, and darkens the body in a band between them; labels stay, undrawn cases are the
+    plain set's."""
+    seed = ph.case_seed(2, 5)
+    plain, armed = (ph.generate(seed, max_side=128, mix=ph.Mix(arms=p)) for p in (0.0, 1.0))
+    assert (plain.arms, armed.arms) == (False, True)
+    assert np.array_equal(plain.labels, armed.labels)
+    grown = (plain.image < -900) & (armed.image > -200)
+    x = plain.geometry.axes()[0]
+    for side in (x > 0, x < 0):
+        arm = grown[side]
+        assert arm.sum() > 1000 and (armed.image[side][arm] > 500).any()  # soft tissue round a bone
+    assert np.abs(x[np.nonzero(grown)[0]]).min() > 100.0
+    liver = plain.labels == ph.LIVER
+    assert (armed.image - plain.image)[liver].mean() < -3.0
+    outside = ndimage.label(plain.image < -900)[0]
+    outside = outside == outside[0, 0, 0]  # the air round the body (not the lungs)
+    still_air = ~ndimage.binary_dilation(~outside | grown, iterations=3)  # beyond any tissue's blur
+    assert np.array_equal(armed.image[still_air], plain.image[still_air])
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(arms=0.5), lambda p: p.arms, seed=6, cases=5)
+
+
+def test_arm_shadow_darkens_the_body_along_the_line_through_the_arms() -> None:
+    """The shadow is shadow_hu deep on the line through both arms' bones, fades across it over
+    shadow_width mm and leaves air alone."""
+    geometry = ph.Geometry((64, 64, 3), (5.0, 5.0, 5.0), (-157.5, -157.5, 0.0))
+    arms = replace(ph.draw_arms(np.random.default_rng(0)), y=(20.0, 20.0), offset=((0.0, 0.0), (0.0, 0.0)),
+                   shadow_hu=30.0, shadow_width=15.0, shadow_noise=0.0)
+    tissue = np.full(geometry.shape, ph.TISSUE["muscle"], np.uint8)
+    tissue[:8] = ph.TISSUE["air"]
+    image = np.zeros(geometry.shape, np.float32)
+    ph.arm_shadow(image, tissue, geometry, arms, np.random.default_rng(1))
+    y = geometry.axes()[1]
+    on, off = int(np.argmin(np.abs(y - 20.0))), int(np.argmin(np.abs(y - 80.0)))
+    assert np.allclose(image[8:, on], -30.0, atol=1.0) and np.abs(image[8:, off]).max() < 0.01
+    assert not image[:8].any()
+
+
+def test_a_long_left_lobe_adds_liver_in_front_and_below_only() -> None:
+    """--long-left-lobe adds liver (a tongue of the left lobe) in front of the spine, mostly left of
+    the liver's centre and reaching lower than the plain left lobe; the plain liver stays liver, every
+    other label stays; undrawn cases are the plain set's."""
+    seed = ph.case_seed(2, 5)
+    plain, long = (ph.generate(seed, max_side=128, mix=ph.Mix(long_left_lobe=p)) for p in (0.0, 1.0))
+    assert (plain.long_left_lobe, long.long_left_lobe) == (False, True)
+    liver = plain.labels == ph.LIVER
+    assert (long.labels[liver] == ph.LIVER).all()
+    added = (long.labels == ph.LIVER) & ~liver
+    assert added.sum() > 0.01 * liver.sum()
+    assert np.array_equal(long.labels[~added], plain.labels[~added])
+    x, y, z = (a[np.nonzero(added)[k]] for k, a in enumerate(plain.geometry.axes()))
+    assert y.min() > 10.0 and np.median(x) < ph.LIVER_CENTRE[0] - 25.0
+    left_lobe = liver & (plain.geometry.axes()[0] < 0.0)[:, None, None]
+    assert z.min() < plain.geometry.axes()[2][np.nonzero(left_lobe.any(axis=(0, 1)))[0].min()]
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(long_left_lobe=0.5), lambda p: p.long_left_lobe, seed=6, cases=5)

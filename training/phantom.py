@@ -46,15 +46,17 @@ liver dome, scans starting at the liver's widest part, fatty, atrophic (thin) or
 pancreases, pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid
 instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
 heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
-contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, and metal
-implants with their streaks (`Mix`); files are written in a storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
+contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, arms beside
+the body with the dark band their rays leave across it, long left lobes, and metal implants with
+their streaks (`Mix`); files are written in a storage orientation drawn per case (RAS, LPS, LAS or
+permuted axes).
 
 Command line:
 
     python -m training.phantom --out DIR --cases N --seed S [--max-side N] [--randomise P] [--chest P] [--slab P]
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
         [--pelvis P] [--fatty-liver P] [--liver-cut P] [--kidney-sinus P] [--short-head P]
-        [--non-contrast P] [--organ-enhancement P] [--liver-fissures P]
+        [--non-contrast P] [--organ-enhancement P] [--liver-fissures P] [--arms P] [--long-left-lobe P]
         [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
@@ -241,6 +243,11 @@ LIVER_LOBES = (  # liver frame: centre, half-axes (mm), taper (thinning towards 
     ((-70.0, 35.0, 15.0), (75.0, 32.0, 36.0), 0.6),  # left lobe across the midline
     ((-18.0, -28.0, 0.0), (20.0, 22.0, 32.0), 0.0),  # caudate lobe
 )
+# A long left lobe (Mix.long_left_lobe): one more lobe joined to the left lobe, reaching down in front
+# of the stomach under the anterior abdominal wall (liver frame: centre and half-axes ranges, mm). Left
+# lobes vary this way; a real 3 mm CT's left lobe reached 80-90 mm below the phantoms' liver centre,
+# down to the renal hilum, where the phantoms' left lobe ends about 20 mm below it.
+LEFT_LOBE_TONGUE = (((-75.0, -35.0), (50.0, 60.0), (-70.0, -40.0)), ((25.0, 45.0), (10.0, 16.0), (25.0, 45.0)))
 GALLBLADDER = (0.65, (-10.0, 40.0, -45.0), (16.0, 18.0, 38.0))  # probability, centre (liver frame), half-axes
 # Liver fissures (Mix.liver_fissures): fat-filled clefts that the liver label leaves out, in the liver's
 # frame (mm). The umbilical fissure (ligamentum teres) cuts in from the front and the inferior edge
@@ -322,6 +329,28 @@ LUNG_VESSEL_STEP_MM = (7.0, 11.0)  # feature size of the fields whose zero curve
 LUNG_VESSEL_RADIUS_MM = (1.2, 2.5)
 LESIONS = (0.3, 1.0, 0.35, 0.5)  # P(case has lesions), mean extra liver lesions, P(kidney lesion), P(cyst)
 LESION_RADIUS_MM = (2.5, 20.0)
+# Arms beside the body (Mix.arms), as in scans of patients who do not raise them (trauma, PET/CT, the
+# frail): each arm a column of skin, fat and muscle round its bone (the humerus above the elbow, the
+# radius and ulna below), ARM_GAP_MM from the trunk, its centre at ARM_Y_MM (patient frame), painted
+# only into air. In every axial slice the rays through both arms leave a band of darker, noisier
+# tissue across the body between them (photon starvation and beam hardening; ARM_SHADOW_*). A real
+# contrast-enhanced CT's liver and spleen were 25-30 HU darker and noisier in the band between its
+# arms (63-79 HU against 88-102 in front of it), and phantom-trained weights left that part of the
+# liver out and took the spleen there for a kidney.
+ARM_Y_MM = (-40.0, 15.0)
+ARM_GAP_MM = (-5.0, 25.0)
+ARM_RADII_MM = ((30.0, 45.0), (35.0, 50.0))  # the upper arm's half-axes across (x) and front to back (y)
+FOREARM_SCALE = (0.65, 0.85)  # the forearm's half-axes as a share of the upper arm's
+ELBOW_Z_MM = (-90.0, 40.0)
+ARM_FAT_MM = (3.0, 20.0)
+HUMERUS_RADIUS_MM = (9.0, 13.0)
+FOREARM_BONE_RADIUS_MM = (5.0, 7.5)  # the radius and the ulna, side by side
+BONE_CORTEX_MM = (2.5, 4.0)  # cortical shell round fatty marrow
+BONE_OFFSET_MM = 8.0  # the bone's centre within this of the arm's
+ARM_SHADOW_HU = (10.0, 45.0)  # depth of the dark band on the line through both arms' bones
+ARM_SHADOW_WIDTH_MM = (10.0, 30.0)  # its sd across that line
+ARM_SHADOW_NOISE_HU = (5.0, 25.0)  # sd of the extra noise on that line
+ARM_SHADOW_GRAIN_MM = (2.0, 8.0)  # the extra noise's correlation along the band (Gaussian sigma; 0.5 mm across)
 BIG_MM = 1000.0  # the field value far from a structure
 
 
@@ -744,6 +773,100 @@ def _table_part(rng: np.random.Generator, body: Body) -> list[Part]:
     field = partial(_table_field, y_top=y_top, thickness=thickness, curvature=curvature, half_width=half_width)
     box = ((-half_width, y_top - thickness - 1, -600.0), (half_width, y_top + half_width ** 2 * curvature, 600.0))
     return [Part(field, box, ((0.0, "table"),), resolution=(1.0, 0.5, 50.0), into=("air",))]
+
+
+# ------------------------------------------------------------------------------------ arms
+
+@dataclass(frozen=True)
+class Arms:
+    """Both arms hanging beside the trunk, per side (+1 right, -1 left; indexed 0, 1): the centre's y
+    (mm), the gap (mm) to the trunk at the widest, the upper arm's half-axes (x, y mm), the forearm's
+    scale, the skin and fat (mm) over the muscle, the bones' radius and cortex (mm) and the bones'
+    offset (x, y mm) from the arm's centre; the elbow's height z (mm) and the shadow between the
+    arms (ARM_SHADOW_*: depth HU, width mm, noise HU, grain mm)."""
+
+    y: tuple[float, float]
+    gap: tuple[float, float]
+    radii: tuple[tuple[float, float], tuple[float, float]]
+    forearm: float
+    skin: float
+    fat: float
+    humerus: float
+    forearm_bone: float
+    cortex: float
+    offset: tuple[tuple[float, float], tuple[float, float]]
+    elbow: float
+    shadow_hu: float
+    shadow_width: float
+    shadow_noise: float
+    shadow_grain: float
+
+
+SIDES = (1.0, -1.0)
+
+
+def draw_arms(rng: np.random.Generator) -> Arms:
+    """Arms beside the body within ARM_*'s ranges, and their shadow."""
+    def pair(bounds: Sequence[float]) -> tuple[float, float]:
+        return float(rng.uniform(*bounds)), float(rng.uniform(*bounds))
+
+    y = float(rng.uniform(*ARM_Y_MM))
+    radii = tuple((float(rng.uniform(*ARM_RADII_MM[0])), float(rng.uniform(*ARM_RADII_MM[1]))) for _ in SIDES)
+    offset = tuple(tuple(float(v) for v in rng.uniform(-BONE_OFFSET_MM, BONE_OFFSET_MM, 2)) for _ in SIDES)
+    return Arms((y + float(rng.normal(0.0, 4.0)), y + float(rng.normal(0.0, 4.0))), pair(ARM_GAP_MM), radii,
+                float(rng.uniform(*FOREARM_SCALE)), float(rng.uniform(1.5, 2.5)), float(rng.uniform(*ARM_FAT_MM)),
+                float(rng.uniform(*HUMERUS_RADIUS_MM)), float(rng.uniform(*FOREARM_BONE_RADIUS_MM)),
+                float(rng.uniform(*BONE_CORTEX_MM)), offset, float(rng.uniform(*ELBOW_Z_MM)),
+                float(rng.uniform(*ARM_SHADOW_HU)), float(rng.uniform(*ARM_SHADOW_WIDTH_MM)),
+                float(rng.uniform(*ARM_SHADOW_NOISE_HU)), float(rng.uniform(*ARM_SHADOW_GRAIN_MM)))
+
+
+def _arm_section(arms: Arms, body: Body, k: int, z: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Side k's arm at heights z (mm): centre x, y and half-axes rx, ry (mm), each (1, 1, nz); the
+    forearm (below the elbow, blended over 30 mm) narrower, the arm against the trunk's widest
+    point plus its gap."""
+    side = SIDES[k]
+    t = np.float32(0.0 if side > 0 else np.pi)
+    trunk = body.a * _shape_scale(body, t, z) + body.fat + body.skin
+    scale = np.interp(z, (arms.elbow - 15.0, arms.elbow + 15.0), (arms.forearm, 1.0)).astype(np.float32)
+    rx, ry = (r * scale for r in arms.radii[k])
+    x = side * (trunk + arms.gap[k] + rx)
+    return tuple(v[None, None, :] for v in (x, np.full_like(x, arms.y[k]), rx, ry))
+
+
+def _arm_field(axes: Axes, arms: Arms, body: Body, k: int) -> np.ndarray:
+    """Side k's arm (mm)."""
+    x, y, _ = _open(axes)
+    cx, cy, rx, ry = _arm_section(arms, body, k, axes[2])
+    return _ellipse(x - cx, y - cy, rx, ry)
+
+
+def _arm_bones_field(axes: Axes, arms: Arms, body: Body, k: int) -> np.ndarray:
+    """Side k's bones (mm): the humerus above the elbow, the radius and ulna side by side below it."""
+    x, y, z = _open(axes)
+    cx, cy, _, _ = _arm_section(arms, body, k, axes[2])
+    bx, by = cx + arms.offset[k][0], cy + arms.offset[k][1]
+    humerus = np.maximum(np.hypot(x - bx, y - by) - arms.humerus, arms.elbow - z)
+    spread = 1.5 * arms.forearm_bone
+    forearm = np.minimum(np.hypot(x - bx - spread, y - by), np.hypot(x - bx + spread, y - by)) - arms.forearm_bone
+    return np.minimum(humerus, np.maximum(forearm, z - arms.elbow))
+
+
+def _arm_parts(arms: Arms, body: Body) -> list[Part]:
+    """Both arms beside the trunk: skin, fat and muscle painted into air only, the bones (cortex,
+    fatty marrow) into the arms' muscle."""
+    parts = []
+    for k, side in enumerate(SIDES):
+        reach = max(arms.radii[k])
+        x_far = body.a * 1.3 + body.fat + body.skin + arms.gap[k] + 2 * reach + 5.0
+        lo, hi = sorted((side * 100.0, side * x_far))
+        box = ((lo, arms.y[k] - reach - 5.0, -600.0), (hi, arms.y[k] + reach + 5.0, 600.0))
+        parts += [Part(partial(_arm_field, arms=arms, body=body, k=k), box,
+                       ((0.0, "skin"), (arms.skin, "fat"), (arms.skin + arms.fat, "muscle")),
+                       resolution=(1.5, 1.5, 8.0), into=("air",)),
+                  Part(partial(_arm_bones_field, arms=arms, body=body, k=k), box,
+                       ((0.0, "cortical bone"), (arms.cortex, "fat")), resolution=(1.0, 1.0, 4.0), into=("muscle",))]
+    return parts
 
 
 # ------------------------------------------------------------------------------------ chest
@@ -1357,12 +1480,12 @@ def _gallbladder_field(axes: Axes, frame: Frame, centre: np.ndarray, radii: np.n
 
 
 def _liver_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spine: Spine, kidney: Frame,
-                 gallbladder: Field | None) -> np.ndarray:
-    """The liver (mm): its lobes smoothly joined, inside the body wall, under the diaphragm, off the
-    spine, with the impressions of the right kidney and the gallbladder."""
+                 gallbladder: Field | None, lobes: Sequence[tuple] = LIVER_LOBES) -> np.ndarray:
+    """The liver (mm): its lobes (LIVER_LOBES' form) smoothly joined, inside the body wall, under the
+    diaphragm, off the spine, with the impressions of the right kidney and the gallbladder."""
     q = _local(axes, frame)
     f = None
-    for centre, radii, taper in LIVER_LOBES:
+    for centre, radii, taper in lobes:
         lobe = _ellipsoid(q, centre, radii, taper)
         f = lobe if f is None else _smin(f, lobe, 12.0)
     x, y, z = _open(axes)
@@ -1689,13 +1812,15 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 
 def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0,
                  pelvic_organs: np.random.Generator | None = None, sinus_labelled: bool = False,
-                 pancreas_head: float = 1.0, fissures: np.random.Generator | None = None) -> list[Part]:
+                 pancreas_head: float = 1.0, fissures: np.random.Generator | None = None,
+                 arms: Arms | None = None, tongue: np.random.Generator | None = None) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
     pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and its head's length by
     pancreas_head (SHORT_PANCREAS_HEAD), where fat_plane_mm > 0, fat that thick around its body
     and tail that no gut enters (PANCREAS_FAT_PLANE_MM), with a stream for them, the pelvic
     organs, hip muscles and hips (_pelvic_organ_parts), and the renal sinus fat labelled kidney
-    where sinus_labelled (_kidney_parts), and with a stream for them, the liver's fissures (_draw_fissures)."""
+    where sinus_labelled (_kidney_parts), and with a stream for them, the liver's fissures (_draw_fissures)
+    and a long left lobe (LEFT_LOBE_TONGUE); arms, if given, beside the trunk (_arm_parts)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
@@ -1716,12 +1841,16 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     spleen = _spleen_frame(rng, breath)
     pancreas, lobes, amplitude = _pancreas(rng, breath, pancreas_thickness, pancreas_head)
 
+    liver_lobes = LIVER_LOBES
+    if tongue is not None:
+        liver_lobes += ((tuple(tongue.uniform(*r) for r in LEFT_LOBE_TONGUE[0]),
+                   tuple(tongue.uniform(*r) for r in LEFT_LOBE_TONGUE[1]), 0.0),)
     parts.append(Part(partial(_liver_field, frame=liver, body=body, diaphragm=diaphragm, spine=spine, kidney=kidneys[0],
-                              gallbladder=gallbladder), _lobes_box(liver, LIVER_LOBES), ((0.0, "liver"),),
+                              gallbladder=gallbladder, lobes=liver_lobes), _lobes_box(liver, liver_lobes), ((0.0, "liver"),),
                       label=LIVER, resolution=(3.0, 3.0, 3.0)))
     if fissures is not None:
         parts.append(Part(partial(_fissure_field, frame=liver, fissures=_draw_fissures(fissures, liver)),
-                          _lobes_box(liver, LIVER_LOBES), ((0.0, "fat"),), label=0, within=LIVER,
+                          _lobes_box(liver, liver_lobes), ((0.0, "fat"),), label=0, within=LIVER,
                           resolution=(1.0, 1.0, 1.0)))
     if gallbladder is not None:
         gb_centre = liver.to_world([GALLBLADDER[1]])[0]
@@ -1743,7 +1872,8 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     parts += _vessel_parts(rng, spine, liver, spleen, kidneys, pancreas)
     parts += _lesion_parts(rng, liver, kidneys)
     parts += _gut_parts(rng, body)
-    return parts + _upper_chest_parts(rng, body, spine)
+    parts += _upper_chest_parts(rng, body, spine)
+    return parts + _arm_parts(arms, body) if arms is not None else parts
 
 
 # ------------------------------------------------------------------------------------ scan geometry
@@ -2062,6 +2192,31 @@ def metal_implants(image: np.ndarray, tissue: np.ndarray, labels: np.ndarray, ge
     return True
 
 
+def arm_shadow(image: np.ndarray, tissue: np.ndarray, geometry: Geometry, arms: Arms,
+               rng: np.random.Generator) -> None:
+    """The rays through both arms in each axial slice (photon starvation, beam hardening): the
+    image (float32 HU, x y z) made arms.shadow_hu darker, with extra noise of sd arms.shadow_noise
+    correlated along the band over arms.shadow_grain mm, in a Gaussian band of sd arms.shadow_width
+    mm round the line through both arms' bones; in the body only (tissue not air), in place."""
+    x, y, _ = geometry.axes()
+    (y_right, y_left) = (arms.y[k] + arms.offset[k][1] for k in range(2))
+    slope = (y_right - y_left) / 400.0  # the line through both bones, 200 mm either side of the midline
+    across = (y[None, :] - 0.5 * (y_right + y_left) - slope * x[:, None]) / np.hypot(1.0, slope)
+    band = np.exp(-0.5 * (across / arms.shadow_width) ** 2).astype(np.float32)
+    rows = np.nonzero(band.max(axis=0) > 0.01)[0]
+    if not len(rows):
+        return
+    block = (slice(None), slice(int(rows[0]), int(rows[-1]) + 1))
+    sx, sy, _ = geometry.spacing
+    noise = rng.standard_normal((len(x), block[1].stop - block[1].start, image.shape[2]), dtype=np.float32)
+    noise = ndimage.gaussian_filter(noise, (arms.shadow_grain / sx, 0.5 / sy, 0.0), truncate=3.0)
+    noise *= arms.shadow_noise / max(float(noise.std()), 1e-6)
+    noise -= arms.shadow_hu
+    noise *= band[block][:, :, None]
+    noise *= tissue[block] != TISSUE["air"]
+    image[block] += noise
+
+
 def randomised_image(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> np.ndarray:
     """A domain-randomised image (float32, x y z) of the tissue codes: every tissue a random mean
     and texture in RANDOM_HU, a multiplicative smooth bias field, a random resolution (blur,
@@ -2100,8 +2255,9 @@ class Phantom:
     HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver), whether its kidney
     label includes the renal sinus fat (_kidney_parts) and the factor on its pancreatic head's
     length (SHORT_PANCREAS_HEAD; 1: a full head) and the common factor on its organs' enhancement
-    (draw_organ_enhancement; None: the case's bolus, as its vessels) and whether its liver has fat-filled
-    fissures (UMBILICAL_FISSURE)."""
+    (draw_organ_enhancement; None: the case's bolus, as its vessels), whether its liver has fat-filled
+    fissures (UMBILICAL_FISSURE), whether its arms lie beside the body (Arms) and whether its left
+    lobe is long (LEFT_LOBE_TONGUE)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -2122,6 +2278,8 @@ class Phantom:
     pancreas_head: float = 1.0
     organ_enhancement: float | None = None
     liver_fissures: bool = False
+    arms: bool = False
+    long_left_lobe: bool = False
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -2137,7 +2295,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
     metal, atrophy, fat plane, colon, pelvis, liver fat, kidney sinus, pancreatic head, phase, organ
-    enhancement)."""
+    enhancement, liver fissures, arms, left lobe)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -2153,7 +2311,9 @@ class Mix:
     sets made before 2026-12-05 (_kidney_parts); short_head, a short pancreatic head
     (SHORT_PANCREAS_HEAD); non_contrast, a non-contrast scan whatever phase PHASE_PROBABILITIES
     drew; organ_enhancement, organs enhancing apart from the vessels (draw_organ_enhancement);
-    liver_fissures, fat-filled fissures in the liver (UMBILICAL_FISSURE). Each
+    liver_fissures, fat-filled fissures in the liver (UMBILICAL_FISSURE); arms, the arms beside the
+    body and their shadow across it (Arms, arm_shadow); long_left_lobe, a left lobe reaching down in
+    front of the stomach (LEFT_LOBE_TONGUE). Each
     is drawn from a stream of its own: a case that does not get a variation is the
     case of the plain set."""
 
@@ -2174,6 +2334,8 @@ class Mix:
     non_contrast: float = 0.0
     organ_enhancement: float = 0.0
     liver_fissures: float = 0.0
+    arms: float = 0.0
+    long_left_lobe: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -2201,23 +2363,26 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
     to max_side voxels per axis; its image domain-randomised or without contrast and its scan
     range one of the extra ones, its pancreas fatty, atrophic, short-headed or in a fat plane, its
-    colon fluid and metal in it with mix's probabilities. The anatomy depends only on the seed, on
-    whether the pancreas is atrophic or short-headed, on its fat plane and on the liver's fissures, never on the grid; the
-    labels never on mix.randomise, mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane,
-    mix.fluid_colon, mix.pelvis, mix.fatty_liver or mix.organ_enhancement (mix.kidney_sinus changes the labels, and the
-    image only where a kidney tumour reaches into the sinus: it stops at the unlabelled sinus
+    colon fluid, its arms beside it and metal in it with mix's probabilities. The anatomy depends
+    only on the seed, on whether the pancreas is atrophic or short-headed, on its fat plane, on the
+    liver's fissures, on its left lobe and on the arms, never on the grid; the labels never on mix.randomise,
+    mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane, mix.fluid_colon, mix.pelvis,
+    mix.fatty_liver, mix.organ_enhancement or mix.arms (mix.kidney_sinus changes the labels, and
+    the image only where a kidney tumour reaches into the sinus: it stops at the unlabelled sinus
     fat)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     (anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus, head,
-     unenhanced, enhancement, fissured) = (_stream(root, k) for k in range(17))
+     unenhanced, enhancement, fissured, armed, lobed) = (_stream(root, k) for k in range(19))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
     sinus_labelled = bool(sinus.random() < mix.kidney_sinus)
     head_length = float(head.uniform(*SHORT_PANCREAS_HEAD)) if head.random() < mix.short_head else 1.0
     fissures = bool(fissured.random() < mix.liver_fissures)
+    arms = draw_arms(armed) if armed.random() < mix.arms else None
+    long_left_lobe = bool(lobed.random() < mix.long_left_lobe)
     parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled, head_length,
-                         fissured if fissures else None)
+                         fissured if fissures else None, arms, lobed if long_left_lobe else None)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -2238,6 +2403,8 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
         organ_enhancement, organ_factors = None, None  # no enhancement to scale
     image = (randomised_image(tissue, geometry, look) if randomised
              else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu, organ_factors))
+    if arms is not None and not randomised:
+        arm_shadow(image, tissue, geometry, arms, armed)
     metal = ""
     if implant.random() < mix.metal:
         kind = METAL_KINDS[implant.integers(len(METAL_KINDS))]
@@ -2245,7 +2412,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
                    fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
-                   sinus_labelled, head_length, organ_enhancement, fissures)
+                   sinus_labelled, head_length, organ_enhancement, fissures, arms is not None, long_left_lobe)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2367,6 +2534,8 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "pancreas_head": f"{phantom.pancreas_head:.2f}",
             "organ_enhancement": "bolus" if phantom.organ_enhancement is None else f"{phantom.organ_enhancement:.2f}",
             "liver_fissures": "true" if phantom.liver_fissures else "false",
+            "arms": "true" if phantom.arms else "false",
+            "long_left_lobe": "true" if phantom.long_left_lobe else "false",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2446,6 +2615,9 @@ def _mix_help() -> dict[str, str]:
         "liver_fissures": "fraction of the cases whose liver has fat-filled fissures left out of its label: the "
                           f"umbilical fissure, {FISSURE_WIDTH_MM[0]:.1f}-{FISSURE_WIDTH_MM[1]:.0f} mm, and often the "
                           "ligamentum venosum's and fat in the porta hepatis",
+        "arms": "fraction of the cases whose arms lie beside the body, with the darker, noisier band their "
+                f"rays leave across it ({ARM_SHADOW_HU[0]:.0f}-{ARM_SHADOW_HU[1]:.0f} HU)",
+        "long_left_lobe": "fraction of the cases whose liver's left lobe reaches down in front of the stomach",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
