@@ -31,8 +31,12 @@
 # 9. step 8's second set made again with fat-filled fissures in every liver (--liver-fissures 1; the
 #    other labels and the images away from the livers are the same), and step 8's fine stage
 #    fine-tuned on it beside step 8's first set (243 steps at 160^3, about 60 min);
-#    WORK/flare21_c2f.pt: step 7's coarse stage and this fine stage;
-# 10. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
+#    WORK/sixth_c2f.pt: step 7's coarse stage and this fine stage;
+# 10. step 9's second set made again with the arms beside the body in half the cases and a long left
+#    lobe in half (--arms 0.5 --long-left-lobe 0.5; the other cases are the same), and step 9's fine
+#    stage fine-tuned on it beside step 8's first set (213 steps at 160^3, about 60 min);
+#    WORK/flare21_c2f.pt: step 7's coarse stage and the mean of this fine-tune and step 9's fine stage;
+# 11. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
 #    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
 # PYTHON chooses the interpreter (default python3). Copy WORK/flare21_c2f.pt to weights/ to ship it.
 set -eu
@@ -53,6 +57,7 @@ trained_on_fluid="phantom-trained demo weights: synthetic abdomens of training.p
 trained_on_pelvis="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs and colons of fluid among them; the coarse stage also seed 3, pelvises with hips and scans from the liver's widest part among them)"
 trained_on_sinus="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them; the coarse stage also seed 3, scans from the liver's widest part among them; the fine stage last on kidneys labelled without their sinus fat)"
 trained_on_fissures="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them; the coarse stage also seed 3, scans from the liver's widest part among them; the fine stage last on kidneys labelled without their sinus fat, then on livers with fat-filled fissures)"
+trained_on_arms="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them; the coarse stage also seed 3, scans from the liver's widest part among them; the fine stage last on kidneys labelled without their sinus fat, then on livers with fat-filled fissures, then also on long left lobes and arms beside the body)"
 trained_on_mixed="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (coarse stage: 192 of seed 1; fine stage: also fine-tuned on 320 of seeds 1 and 2, scans into the chest and short slabs among them)"
 
 phantom_set() {  # NAME OPTION...: WORK/NAME, phantoms of training.phantom with those options, unless made
@@ -149,7 +154,16 @@ link_sets "$work/mixed-fissures" train-sinus:s1 train2-fissures:s2p
 train_once fine160fissures fine mixed-fissures fifth_c2f.pt \
     --config training/configs/demo_fine160.json --lr 0.0001 --max-steps 243 --precision auto --trained-on "$trained_on_fissures"
 "$py" -m inference.checkpoint combine --coarse "$work/fifth_c2f.pt" --fine "$work/runs/fine160fissures/best.pt" \
-    -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_fissures"
+    -o "$work/sixth_c2f.pt" --half --trained-on "$trained_on_fissures"
+
+step "arms beside the body and long left lobes, and the fine stage fine-tuned on them"
+phantom_set train2-arms --cases 160 --seed 2 --max-side 192 --chest 0.25 --slab 0.25 --fluid-colon 0.5 --pelvis 1 --liver-fissures 1 \
+    --arms 0.5 --long-left-lobe 0.5
+link_sets "$work/mixed-arms" train-sinus:s1 train2-arms:s2p
+train_once fine160arms fine mixed-arms sixth_c2f.pt \
+    --config training/configs/demo_fine160.json --lr 0.0001 --max-steps 213 --precision auto --trained-on "$trained_on_arms"
+"$py" -m inference.checkpoint combine --coarse "$work/sixth_c2f.pt" --fine "$work/runs/fine160arms/best.pt" "$work/sixth_c2f.pt" \
+    -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_arms"
 
 step "test phantoms (seed 1000, never trained on)"
 phantom_set test --cases 20 --seed 1000
