@@ -272,6 +272,7 @@ def run(args: argparse.Namespace, config: TrainConfig, world: World) -> int:
         trainer.epoch()
     trainer.bar.close()
     trainer.log(f"done: {trainer.state['step']} steps; checkpoints in {args.out} (best.pt, last.pt), log.csv, curve.png")
+    barrier(world)  # no process tears the group down while another still writes or talks to it
     return 0
 
 
