@@ -1844,7 +1844,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     liver_lobes = LIVER_LOBES
     if tongue is not None:
         liver_lobes += ((tuple(tongue.uniform(*r) for r in LEFT_LOBE_TONGUE[0]),
-                   tuple(tongue.uniform(*r) for r in LEFT_LOBE_TONGUE[1]), 0.0),)
+                         tuple(tongue.uniform(*r) for r in LEFT_LOBE_TONGUE[1]), 0.0),)
     parts.append(Part(partial(_liver_field, frame=liver, body=body, diaphragm=diaphragm, spine=spine, kidney=kidneys[0],
                               gallbladder=gallbladder, lobes=liver_lobes), _lobes_box(liver, liver_lobes), ((0.0, "liver"),),
                       label=LIVER, resolution=(3.0, 3.0, 3.0)))
@@ -1873,7 +1873,9 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     parts += _lesion_parts(rng, liver, kidneys)
     parts += _gut_parts(rng, body)
     parts += _upper_chest_parts(rng, body, spine)
-    return parts + _arm_parts(arms, body) if arms is not None else parts
+    if arms is not None:
+        parts += _arm_parts(arms, body)
+    return parts
 
 
 # ------------------------------------------------------------------------------------ scan geometry
@@ -2208,13 +2210,13 @@ def arm_shadow(image: np.ndarray, tissue: np.ndarray, geometry: Geometry, arms: 
         return
     block = (slice(None), slice(int(rows[0]), int(rows[-1]) + 1))
     sx, sy, _ = geometry.spacing
-    noise = rng.standard_normal((len(x), block[1].stop - block[1].start, image.shape[2]), dtype=np.float32)
-    noise = ndimage.gaussian_filter(noise, (arms.shadow_grain / sx, 0.5 / sy, 0.0), truncate=3.0)
-    noise *= arms.shadow_noise / max(float(noise.std()), 1e-6)
-    noise -= arms.shadow_hu
-    noise *= band[block][:, :, None]
-    noise *= tissue[block] != TISSUE["air"]
-    image[block] += noise
+    shadow = rng.standard_normal((len(x), block[1].stop - block[1].start, image.shape[2]), dtype=np.float32)
+    shadow = ndimage.gaussian_filter(shadow, (arms.shadow_grain / sx, 0.5 / sy, 0.0), truncate=3.0)
+    shadow *= arms.shadow_noise / max(float(shadow.std()), 1e-6)  # the noise, then the darkening
+    shadow -= arms.shadow_hu
+    shadow *= band[block][:, :, None]
+    shadow *= tissue[block] != TISSUE["air"]
+    image[block] += shadow
 
 
 def randomised_image(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> np.ndarray:
