@@ -402,6 +402,31 @@ def test_a_fluid_colon_is_homogeneous_and_changes_nothing_else():
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(fluid_colon=0.5), lambda p: p.colon_hu is not None, seed=6, cases=5)
 
 
+def test_a_full_stomach_is_as_dense_as_drawn_and_changes_nothing_else():
+    """With stomach_hu the gastric content takes that value (its texture and gas bubbles kept), the
+    rest of the image is unchanged beyond the reconstruction's blur; the labels do not change, and
+    a case of a mixed set drawn without food is the plain set's case."""
+    geometry = ph.Geometry((100, 80, 60), (2.0, 2.0, 2.0), (-100.0, -60.0, -100.0))
+    tissue = ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(4))), geometry)[0]
+    content = tissue == ph.TISSUE["gastric content"]
+    core = ndimage.binary_erosion(content, iterations=3)
+    assert core.sum() > 500
+    usual, fed = (ph.ct_image(tissue, geometry, "non-contrast", np.random.default_rng(7), stomach_hu=hu)
+                  for hu in (None, 55.0))
+    solid = core & (ndimage.distance_transform_edt(usual > -500) > 2)  # the food, away from its gas bubbles
+    prior = ph._tissue_values(np.random.default_rng(7), "non-contrast", None)[0][ph.TISSUE["gastric content"]]
+    assert abs(np.median(fed[solid] - usual[solid]) - (55.0 - prior)) < 3.0  # the food raised to 55 HU
+    assert np.array_equal(usual[core] < -500, fed[core] < -500)
+    far = ndimage.distance_transform_edt(~content) > 6
+    assert np.array_equal(fed[far], usual[far])
+    seed = ph.case_seed(5, 0)
+    plain, drawn = (ph.generate(seed, max_side=48, mix=ph.Mix(full_stomach=p)) for p in (0.0, 1.0))
+    assert plain.stomach_hu is None and ph.FULL_STOMACH_HU[0] <= drawn.stomach_hu <= ph.FULL_STOMACH_HU[1]
+    assert np.array_equal(plain.labels, drawn.labels) and plain.phase == drawn.phase
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(full_stomach=0.5), lambda p: p.stomach_hu is not None, seed=6,
+                                            cases=5)
+
+
 @pytest.mark.parametrize("index, kind", [(1, "spinal screws"), (3, "clips")])
 def test_metal_implants_streak_only_their_slices_and_keep_the_labels(index, kind):
     """Metal saturates outside the organs, streaks change only the slices that hold metal (and the
@@ -468,7 +493,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
                             "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
                             "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "liver_fissures", "arms",
-                            "long_left_lobe", "metal", "organs"}
+                            "long_left_lobe", "stomach_food_hu", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

@@ -47,9 +47,9 @@ pancreases, pancreases in a plane of fat that the gut keeps out of, colons of ho
 instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
 heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
 contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, arms beside
-the body with the dark band their rays leave across it, long left lobes, and metal implants with
-their streaks (`Mix`); files are written in a storage orientation drawn per case (RAS, LPS, LAS or
-permuted axes).
+the body with the dark band their rays leave across it, long left lobes, stomachs full of food as
+dense as the organs, and metal implants with their streaks (`Mix`); files are written in a
+storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
@@ -57,7 +57,7 @@ Command line:
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
         [--pelvis P] [--fatty-liver P] [--liver-cut P] [--kidney-sinus P] [--short-head P]
         [--non-contrast P] [--organ-enhancement P] [--liver-fissures P] [--arms P] [--long-left-lobe P]
-        [--prefix phantom] [--start I]
+        [--full-stomach P] [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -183,6 +183,10 @@ FLUID_COLON_TEXTURE_HU = 4.0
 # phase (lesions kept LESION_DARKER_HU darker still). Common in adults; a real non-contrast CT's liver
 # was 47 HU where the phantoms' prior is 60 +- 4.
 FATTY_LIVER_DROP_HU = (5.0, 40.0)
+# A stomach full of food (Mix.full_stomach): its content this dense (HU) instead of the gastric
+# content's prior, with the same texture and gas bubbles. A real non-contrast CT's stomach held food
+# of 35-45 HU (sd 30) beside a spleen of 41 HU, which weights fine-tuned further took for spleen.
+FULL_STOMACH_HU = (30.0, 65.0)
 
 # Metal implants (Mix.metal) and the streaks they cast: surgical clips by the gallbladder's fossa, or
 # pedicle screws with rods in 1-3 vertebrae. Metal saturates the stored range; around it, in each
@@ -1980,16 +1984,19 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], spacing: Sequence[f
 
 def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.Generator,
              colon_hu: float | None = None, liver_drop_hu: float = 0.0,
-             organ_factors: Mapping[str, float] | None = None) -> np.ndarray:
+             organ_factors: Mapping[str, float] | None = None, stomach_hu: float | None = None) -> np.ndarray:
     """A CT (float32 HU, x y z) of the tissue codes in a contrast phase: tissue values and texture,
     gas bubbles in faeces and food, reconstruction and slice blur, correlated noise. With colon_hu
     the faeces are instead a homogeneous fluid of that value (FLUID_COLON_TEXTURE_HU, no bubbles);
     liver_drop_hu lowers the liver (FATTY_LIVER_DROP_HU); organ_factors scale the named tissues'
-    enhancement instead of the bolus (draw_organ_enhancement); rng's draws are the same either way."""
+    enhancement instead of the bolus (draw_organ_enhancement); stomach_hu sets the gastric content's
+    value (FULL_STOMACH_HU); rng's draws are the same either way."""
     mean, fine, coarse = _tissue_values(rng, phase, organ_factors)
     if liver_drop_hu:
         mean[TISSUE["liver"]] -= liver_drop_hu
         mean[TISSUE["tumour"]] = min(mean[TISSUE["tumour"]], mean[TISSUE["liver"]] - LESION_DARKER_HU)
+    if stomach_hu is not None:
+        mean[TISSUE["gastric content"]] = stomach_hu
     mottled = MOTTLED
     if colon_hu is not None:
         mean[TISSUE["faeces"]], fine[TISSUE["faeces"]] = colon_hu, FLUID_COLON_TEXTURE_HU
@@ -2282,6 +2289,7 @@ class Phantom:
     liver_fissures: bool = False
     arms: bool = False
     long_left_lobe: bool = False
+    stomach_hu: float | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -2297,7 +2305,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
     metal, atrophy, fat plane, colon, pelvis, liver fat, kidney sinus, pancreatic head, phase, organ
-    enhancement, liver fissures, arms, left lobe)."""
+    enhancement, liver fissures, arms, left lobe, stomach)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -2315,7 +2323,8 @@ class Mix:
     drew; organ_enhancement, organs enhancing apart from the vessels (draw_organ_enhancement);
     liver_fissures, fat-filled fissures in the liver (UMBILICAL_FISSURE); arms, the arms beside the
     body and their shadow across it (Arms, arm_shadow); long_left_lobe, a left lobe reaching down in
-    front of the stomach (LEFT_LOBE_TONGUE). Each
+    front of the stomach (LEFT_LOBE_TONGUE); full_stomach, food as dense as the organs in the stomach
+    (FULL_STOMACH_HU). Each
     is drawn from a stream of its own: a case that does not get a variation is the
     case of the plain set."""
 
@@ -2338,6 +2347,7 @@ class Mix:
     liver_fissures: float = 0.0
     arms: float = 0.0
     long_left_lobe: float = 0.0
+    full_stomach: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -2369,12 +2379,12 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     only on the seed, on whether the pancreas is atrophic or short-headed, on its fat plane, on the
     liver's fissures, on its left lobe and on the arms, never on the grid; the labels never on mix.randomise,
     mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane, mix.fluid_colon, mix.pelvis,
-    mix.fatty_liver, mix.organ_enhancement or mix.arms (mix.kidney_sinus changes the labels, and
+    mix.fatty_liver, mix.organ_enhancement, mix.arms or mix.full_stomach (mix.kidney_sinus changes the labels, and
     the image only where a kidney tumour reaches into the sinus: it stops at the unlabelled sinus
     fat)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     (anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus, head,
-     unenhanced, enhancement, fissured, armed, lobed) = (_stream(root, k) for k in range(19))
+     unenhanced, enhancement, fissured, armed, lobed, fed) = (_stream(root, k) for k in range(20))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
@@ -2395,6 +2405,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
         fatty_infiltration(tissue, labels, geometry, fat, fatty)
     colon_hu = float(colon.uniform(*FLUID_COLON_HU)) if colon.random() < mix.fluid_colon else None
     liver_drop_hu = float(steatosis.uniform(*FATTY_LIVER_DROP_HU)) if steatosis.random() < mix.fatty_liver else 0.0
+    stomach_hu = float(fed.uniform(*FULL_STOMACH_HU)) if fed.random() < mix.full_stomach else None
     randomised = bool(look.random() < mix.randomise)
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
     if unenhanced.random() < mix.non_contrast:
@@ -2404,7 +2415,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     if randomised or phase == PHASES[0]:
         organ_enhancement, organ_factors = None, None  # no enhancement to scale
     image = (randomised_image(tissue, geometry, look) if randomised
-             else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu, organ_factors))
+             else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu, organ_factors, stomach_hu))
     if arms is not None and not randomised:
         arm_shadow(image, tissue, geometry, arms, armed)
     metal = ""
@@ -2414,7 +2425,8 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
                    fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
-                   sinus_labelled, head_length, organ_enhancement, fissures, arms is not None, long_left_lobe)
+                   sinus_labelled, head_length, organ_enhancement, fissures, arms is not None, long_left_lobe,
+                   None if randomised else stomach_hu)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2538,6 +2550,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "liver_fissures": "true" if phantom.liver_fissures else "false",
             "arms": "true" if phantom.arms else "false",
             "long_left_lobe": "true" if phantom.long_left_lobe else "false",
+            "stomach_food_hu": "none" if phantom.stomach_hu is None else f"{phantom.stomach_hu:.0f}",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2620,6 +2633,8 @@ def _mix_help() -> dict[str, str]:
         "arms": "fraction of the cases whose arms lie beside the body, with the darker, noisier band their "
                 f"rays leave across it ({ARM_SHADOW_HU[0]:.0f}-{ARM_SHADOW_HU[1]:.0f} HU)",
         "long_left_lobe": "fraction of the cases whose liver's left lobe reaches down in front of the stomach",
+        "full_stomach": f"fraction of the cases whose stomach is full of food of {FULL_STOMACH_HU[0]:.0f}-"
+                        f"{FULL_STOMACH_HU[1]:.0f} HU, as dense as the organs beside it",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
