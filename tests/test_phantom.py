@@ -403,9 +403,9 @@ def test_a_fluid_colon_is_homogeneous_and_changes_nothing_else():
 
 
 def test_a_full_stomach_is_as_dense_as_drawn_and_changes_nothing_else():
-    """With stomach_hu the gastric content takes that value (its texture and gas bubbles kept), the
-    rest of the image is unchanged beyond the reconstruction's blur; the labels do not change, and
-    a case of a mixed set drawn without food is the plain set's case."""
+    """With stomach_hu the gastric content is food of that value without gas bubbles (the gas above
+    its fluid level kept), the rest of the image is unchanged beyond the reconstruction's blur; the
+    labels do not change, and a case of a mixed set drawn without food is the plain set's case."""
     geometry = ph.Geometry((100, 80, 60), (2.0, 2.0, 2.0), (-100.0, -60.0, -100.0))
     tissue = ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(4))), geometry)[0]
     content = tissue == ph.TISSUE["gastric content"]
@@ -413,10 +413,8 @@ def test_a_full_stomach_is_as_dense_as_drawn_and_changes_nothing_else():
     assert core.sum() > 500
     usual, fed = (ph.ct_image(tissue, geometry, "non-contrast", np.random.default_rng(7), stomach_hu=hu)
                   for hu in (None, 55.0))
-    solid = core & (ndimage.distance_transform_edt(usual > -500) > 2)  # the food, away from its gas bubbles
-    prior = ph._tissue_values(np.random.default_rng(7), "non-contrast", None)[0][ph.TISSUE["gastric content"]]
-    assert abs(np.median(fed[solid] - usual[solid]) - (55.0 - prior)) < 3.0  # the food raised to 55 HU
-    assert np.array_equal(usual[core] < -500, fed[core] < -500)
+    assert (usual[core] < -500).mean() > 0.02 and not (fed[core] < -500).any()  # the bubbles gone
+    assert abs(np.median(fed[core]) - 55.0) < 3.0 and np.std(fed[core]) < np.std(usual[core])
     far = ndimage.distance_transform_edt(~content) > 6
     assert np.array_equal(fed[far], usual[far])
     seed = ph.case_seed(5, 0)

@@ -47,8 +47,8 @@ pancreases, pancreases in a plane of fat that the gut keeps out of, colons of ho
 instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
 heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
 contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, arms beside
-the body with the dark band their rays leave across it, long left lobes, stomachs full of food as
-dense as the organs, and metal implants with their streaks (`Mix`); files are written in a
+the body with the dark band their rays leave across it, long left lobes, stomachs full of smooth
+food as dense as the organs, and metal implants with their streaks (`Mix`); files are written in a
 storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
@@ -183,10 +183,12 @@ FLUID_COLON_TEXTURE_HU = 4.0
 # phase (lesions kept LESION_DARKER_HU darker still). Common in adults; a real non-contrast CT's liver
 # was 47 HU where the phantoms' prior is 60 +- 4.
 FATTY_LIVER_DROP_HU = (5.0, 40.0)
-# A stomach full of food (Mix.full_stomach): its content this dense (HU) instead of the gastric
-# content's prior, with the same texture and gas bubbles. A real non-contrast CT's stomach held food
-# of 35-45 HU (sd 30) beside a spleen of 41 HU, which weights fine-tuned further took for spleen.
+# A stomach full of food (Mix.full_stomach): its content this dense (HU), with this fine texture (sd,
+# HU) and no gas bubbles, instead of the gastric content's prior (its gas above the fluid level kept).
+# A real non-contrast CT's stomach held food of 35-45 HU (sd 30 with the noise), hardly a bubble in
+# it, beside a spleen of 41 HU, which weights fine-tuned further took for spleen.
 FULL_STOMACH_HU = (30.0, 65.0)
+FULL_STOMACH_TEXTURE_HU = 15.0
 
 # Metal implants (Mix.metal) and the streaks they cast: surgical clips by the gallbladder's fossa, or
 # pedicle screws with rods in 1-3 vertebrae. Metal saturates the stored range; around it, in each
@@ -1989,18 +1991,18 @@ def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.
     gas bubbles in faeces and food, reconstruction and slice blur, correlated noise. With colon_hu
     the faeces are instead a homogeneous fluid of that value (FLUID_COLON_TEXTURE_HU, no bubbles);
     liver_drop_hu lowers the liver (FATTY_LIVER_DROP_HU); organ_factors scale the named tissues'
-    enhancement instead of the bolus (draw_organ_enhancement); stomach_hu sets the gastric content's
-    value (FULL_STOMACH_HU); rng's draws are the same either way."""
+    enhancement instead of the bolus (draw_organ_enhancement); with stomach_hu the gastric content is
+    food of that value (FULL_STOMACH_TEXTURE_HU, no bubbles); rng's draws are the same either way."""
     mean, fine, coarse = _tissue_values(rng, phase, organ_factors)
     if liver_drop_hu:
         mean[TISSUE["liver"]] -= liver_drop_hu
         mean[TISSUE["tumour"]] = min(mean[TISSUE["tumour"]], mean[TISSUE["liver"]] - LESION_DARKER_HU)
     if stomach_hu is not None:
-        mean[TISSUE["gastric content"]] = stomach_hu
-    mottled = MOTTLED
+        mean[TISSUE["gastric content"]], fine[TISSUE["gastric content"]] = stomach_hu, FULL_STOMACH_TEXTURE_HU
     if colon_hu is not None:
         mean[TISSUE["faeces"]], fine[TISSUE["faeces"]] = colon_hu, FLUID_COLON_TEXTURE_HU
-        mottled = tuple(name for name in MOTTLED if name != "faeces")
+    homogeneous = {"faeces": colon_hu, "gastric content": stomach_hu}  # set: filled without bubbles
+    mottled = tuple(name for name in MOTTLED if homogeneous[name] is None)
     texture = _texture(rng, geometry, FINE_TEXTURE_MM)
     image = mean[tissue]
     image += fine[tissue] * texture
@@ -2323,8 +2325,8 @@ class Mix:
     drew; organ_enhancement, organs enhancing apart from the vessels (draw_organ_enhancement);
     liver_fissures, fat-filled fissures in the liver (UMBILICAL_FISSURE); arms, the arms beside the
     body and their shadow across it (Arms, arm_shadow); long_left_lobe, a left lobe reaching down in
-    front of the stomach (LEFT_LOBE_TONGUE); full_stomach, food as dense as the organs in the stomach
-    (FULL_STOMACH_HU). Each
+    front of the stomach (LEFT_LOBE_TONGUE); full_stomach, smooth food as dense as the organs in the
+    stomach (FULL_STOMACH_HU). Each
     is drawn from a stream of its own: a case that does not get a variation is the
     case of the plain set."""
 
@@ -2634,7 +2636,7 @@ def _mix_help() -> dict[str, str]:
                 f"rays leave across it ({ARM_SHADOW_HU[0]:.0f}-{ARM_SHADOW_HU[1]:.0f} HU)",
         "long_left_lobe": "fraction of the cases whose liver's left lobe reaches down in front of the stomach",
         "full_stomach": f"fraction of the cases whose stomach is full of food of {FULL_STOMACH_HU[0]:.0f}-"
-                        f"{FULL_STOMACH_HU[1]:.0f} HU, as dense as the organs beside it",
+                        f"{FULL_STOMACH_HU[1]:.0f} HU without gas bubbles, as dense as the organs beside it",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
