@@ -1997,12 +1997,11 @@ def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.
     if liver_drop_hu:
         mean[TISSUE["liver"]] -= liver_drop_hu
         mean[TISSUE["tumour"]] = min(mean[TISSUE["tumour"]], mean[TISSUE["liver"]] - LESION_DARKER_HU)
-    if stomach_hu is not None:
-        mean[TISSUE["gastric content"]], fine[TISSUE["gastric content"]] = stomach_hu, FULL_STOMACH_TEXTURE_HU
-    if colon_hu is not None:
-        mean[TISSUE["faeces"]], fine[TISSUE["faeces"]] = colon_hu, FLUID_COLON_TEXTURE_HU
-    homogeneous = {"faeces": colon_hu, "gastric content": stomach_hu}  # set: filled without bubbles
-    mottled = tuple(name for name in MOTTLED if homogeneous[name] is None)
+    fills = {"faeces": (colon_hu, FLUID_COLON_TEXTURE_HU), "gastric content": (stomach_hu, FULL_STOMACH_TEXTURE_HU)}
+    for name, (hu, texture_hu) in fills.items():  # a value given: that homogeneous fill, without bubbles
+        if hu is not None:
+            mean[TISSUE[name]], fine[TISSUE[name]] = hu, texture_hu
+    mottled = tuple(name for name in MOTTLED if fills[name][0] is None)
     texture = _texture(rng, geometry, FINE_TEXTURE_MM)
     image = mean[tissue]
     image += fine[tissue] * texture
