@@ -491,7 +491,7 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
                             "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
                             "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "liver_fissures", "arms",
-                            "long_left_lobe", "stomach_food_hu", "metal", "organs"}
+                            "long_left_lobe", "stomach_food_hu", "large_spleen", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2
@@ -618,3 +618,27 @@ def test_a_long_left_lobe_adds_liver_in_front_and_below_only() -> None:
     left_lobe = liver & (plain.geometry.axes()[0] < 0.0)[:, None, None]
     assert z.min() < plain.geometry.axes()[2][np.nonzero(left_lobe.any(axis=(0, 1)))[0].min()]
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(long_left_lobe=0.5), lambda p: p.long_left_lobe, seed=6, cases=5)
+
+
+def test_a_large_spleen_fills_the_back_of_the_left_upper_abdomen_above_a_lower_left_kidney() -> None:
+    """--large-spleen grows the spleen and makes it bulkier (its back nearer the spine), pushes the
+    left kidney down whole (the same shape, lower) and leaves the right kidney alone; undrawn cases
+    are the plain set's."""
+    seed = ph.case_seed(5, 2)
+    plain, large = (ph.generate(seed, max_side=128, mix=ph.Mix(large_spleen=p)) for p in (0.0, 1.0))
+    assert (plain.large_spleen, large.large_spleen) == (False, True)
+    assert plain.geometry == large.geometry
+    x, y, z = plain.geometry.axes()
+    spleens = [p.labels == ph.SPLEEN for p in (plain, large)]
+    assert spleens[1].sum() > 1.5 * spleens[0].sum()
+    medial = [x[np.nonzero(s.any(axis=(1, 2)))[0]].max() for s in spleens]  # x < 0 is the left
+    assert medial[1] > medial[0] + 5.0
+    left, right = (x < 0)[:, None, None], (x > 0)[:, None, None]
+    kidneys = [(p.labels == ph.KIDNEY) & left for p in (plain, large)]
+    tops = [z[np.nonzero(k.any(axis=(0, 1)))[0]].max() for k in kidneys]
+    step = z[1] - z[0]
+    low, high = ph.LARGE_SPLEEN_KIDNEY_DROP_MM
+    assert low - 2 * step <= tops[0] - tops[1] <= high + 2 * step
+    assert abs(int(kidneys[1].sum()) - int(kidneys[0].sum())) < 0.1 * kidneys[0].sum()
+    assert np.array_equal((plain.labels == ph.KIDNEY) & right, (large.labels == ph.KIDNEY) & right)
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(large_spleen=0.5), lambda p: p.large_spleen, seed=6, cases=5)

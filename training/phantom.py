@@ -282,6 +282,15 @@ HEPATIC_VEINS = (  # liver frame: from the IVC near the dome into the liver
 )
 SPLEEN_CENTRE = (-88.0, -30.0, 55.0)
 SPLEEN_RADII = (26.0, 52.0, 62.0)  # thickness, width, length
+SPLENOMEGALY = (0.08, 1.35)  # probability and size factor of a large spleen in any case
+# A large, bulky spleen (Mix.large_spleen): grown by a size factor, its hilum's hollow made shallower
+# (moved out by this share of its thickness) so that its back reaches in towards the spine, and the left
+# kidney pushed down below it (mm). A real contrast-enhanced slab's spleen held 249 ml within 40 mm,
+# filling the back of the left upper abdomen above the kidney, where the phantoms' left kidney's upper
+# pole lies; weights trained on them labelled that part of the spleen kidney.
+LARGE_SPLEEN_SIZE = (1.3, 1.6)
+LARGE_SPLEEN_HOLLOW = (0.2, 0.7)
+LARGE_SPLEEN_KIDNEY_DROP_MM = (10.0, 30.0)
 KIDNEY_CENTRE = {+1: (72.0, -5.0, -20.0), -1: (-72.0, -5.0, -5.0)}  # by side: +1 right, -1 left
 KIDNEY_RADII = (30.0, 22.0, 55.0)  # towards the hilum, thickness, length
 KIDNEY_CORTEX_MM = 6.0
@@ -1548,12 +1557,14 @@ def _fissure_field(axes: Axes, frame: Frame, fissures: Fissures) -> np.ndarray:
     return f
 
 
-def _spleen_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spine: Spine) -> np.ndarray:
-    """The spleen (mm): a crescent, its concave hilum facing the body's centre, against the wall."""
+def _spleen_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spine: Spine,
+                  hollow: float = 0.0) -> np.ndarray:
+    """The spleen (mm): a crescent, its concave hilum facing the body's centre, against the wall; the
+    hilum's hollow moved out by `hollow` times its thickness (shallower: a bulkier spleen)."""
     q = _local(axes, frame)
     t, w, length = SPLEEN_RADII
     f = _smax(_ellipsoid(q, (0.0, 0.0, 0.0), SPLEEN_RADII),
-              -_ellipsoid(q, (-1.4 * t, 0.0, 0.0), (1.1 * t, 0.85 * w, 0.8 * length)), 6.0)
+              -_ellipsoid(q, (-(1.4 + hollow) * t, 0.0, 0.0), (1.1 * t, 0.85 * w, 0.8 * length)), 6.0)
     x, y, z = _open(axes)
     f = _smax(f, _cavity_field(axes, body) + 1.0, 4.0)
     f = np.maximum(f, z - _diaphragm_z(diaphragm, x, y))
@@ -1566,10 +1577,20 @@ def _spleen_frame(rng: np.random.Generator, breath: float) -> Frame:
     centre = np.asarray(SPLEEN_CENTRE) + (0.0, 0.0, 0.7 * breath)
     frame = _draw_frame(rng, centre, _basis_from(outward, (0.1, -0.5, 1.0)), 110.0, size_sd=0.08,
                         lobe_step=14.0, lobes_mm=3.0)
-    if rng.random() < 0.08:  # splenomegaly
-        return Frame(frame.centre, frame.rotation, frame.size * 1.35, frame.warp, frame.warp_mm, frame.lobes,
-                     frame.lobes_mm)
+    if rng.random() < SPLENOMEGALY[0]:
+        return replace(frame, size=frame.size * SPLENOMEGALY[1])
     return frame
+
+
+def _grow_spleen(rng: np.random.Generator, spleen: Frame, left_kidney: Frame) -> tuple[Frame, float, Frame]:
+    """A large spleen (LARGE_SPLEEN_*): the spleen's frame grown, its hilum's hollow (as
+    _spleen_field takes it) and the left kidney's frame pushed down below it."""
+    grown = replace(spleen, size=spleen.size * rng.uniform(*LARGE_SPLEEN_SIZE))
+    drop = np.array([0.0, 0.0, rng.uniform(*LARGE_SPLEEN_KIDNEY_DROP_MM)])
+    kidney = replace(left_kidney, centre=left_kidney.centre - drop,  # the same kidney, lower
+                     warp=replace(left_kidney.warp, lo=tuple(np.subtract(left_kidney.warp.lo, drop))),
+                     lobes=replace(left_kidney.lobes, lo=tuple(np.subtract(left_kidney.lobes.lo, drop))))
+    return grown, float(rng.uniform(*LARGE_SPLEEN_HOLLOW)), kidney
 
 
 def _pancreas(rng: np.random.Generator, breath: float, thickness: float = 1.0,
@@ -1602,7 +1623,13 @@ def _body_and_tail(pancreas: Tube) -> Tube:
     return Tube(pancreas.points[start:], pancreas.radii[start:], pancreas.stretch)
 
 
-def _splenic_vein(pancreas: Tube, confluence: np.ndarray, spleen: Frame) -> Tube:
+def _spleen_hilum(spleen: Frame, hollow: float, along: float) -> np.ndarray:
+    """A point (mm) of the splenic hilum, in the hollow of a spleen drawn with `hollow`
+    (_spleen_field), `along` times the spleen's half-length above its centre."""
+    return spleen.to_world([[-(0.9 + hollow) * SPLEEN_RADII[0], 0.0, along * SPLEEN_RADII[2]]])[0]
+
+
+def _splenic_vein(pancreas: Tube, confluence: np.ndarray, spleen: Frame, hollow: float) -> Tube:
     """The splenic vein: from the splenic hilum along the back of the pancreas to the confluence."""
     p = pancreas.points
     tangent = np.gradient(p[:, :2], axis=0)
@@ -1611,7 +1638,7 @@ def _splenic_vein(pancreas: Tube, confluence: np.ndarray, spleen: Frame) -> Tube
     behind = p.copy()
     behind[:, :2] += normal * (pancreas.radii[:, None] + 4.0)
     start = int(np.argmin(np.abs(p[:, 0] - confluence[0])))
-    hilum = spleen.to_world([[-0.9 * SPLEEN_RADII[0], 0.0, -0.2 * SPLEEN_RADII[2]]])[0]
+    hilum = _spleen_hilum(spleen, hollow, -0.2)
     path = np.concatenate([[confluence], behind[start + 2::4], [hilum]])
     return spline_tube(path, np.linspace(5.0, 4.0, len(path)), step=4.0)
 
@@ -1681,14 +1708,15 @@ def _renal_vessels(kidneys: Sequence[Frame], aorta: Tube, ivc: Tube) -> tuple[li
     return veins, arteries
 
 
-def _mesenteric_vessels(aorta: Tube, confluence: np.ndarray, spleen: Frame) -> tuple[Tube, Tube, Tube]:
+def _mesenteric_vessels(aorta: Tube, confluence: np.ndarray, spleen: Frame,
+                        hollow: float) -> tuple[Tube, Tube, Tube]:
     """The superior mesenteric artery and vein and the (tortuous) splenic artery from the celiac trunk."""
     smv = spline_tube([confluence + (4.0, 4.0, -130.0), confluence + (4.0, 6.0, -60.0), confluence], [5.0, 5.5, 6.5])
     sma_root = _nearest(aorta, confluence[2] - 5.0) + (3.0, 9.0, 0.0)
     sma = spline_tube([sma_root, sma_root + (3.0, 20.0, -20.0), sma_root + (6.0, 26.0, -60.0),
                        sma_root + (8.0, 26.0, -130.0)], [4.5, 4.0, 3.5, 3.0])
     celiac = _nearest(aorta, confluence[2] + 25.0) + (0.0, 8.0, 0.0)
-    spleen_hilum = spleen.to_world([[-0.9 * SPLEEN_RADII[0], 0.0, 0.1 * SPLEEN_RADII[2]]])[0]
+    spleen_hilum = _spleen_hilum(spleen, hollow, 0.1)
     wiggle = np.linspace(celiac, spleen_hilum, 12) + (0.0, 0.0, 10.0)
     wiggle[1:-1, 1] += 8.0 * np.sin(np.linspace(0, 5 * np.pi, 12))[1:-1]
     splenic = spline_tube(np.concatenate([[celiac], [celiac + (0, 14, 2)], wiggle[1:]]), [3.5] + [2.8] * 12)
@@ -1696,16 +1724,17 @@ def _mesenteric_vessels(aorta: Tube, confluence: np.ndarray, spleen: Frame) -> t
 
 
 def _vessel_parts(rng: np.random.Generator, spine: Spine, liver: Frame, spleen: Frame, kidneys: list[Frame],
-                  pancreas: Tube) -> list[Part]:
+                  pancreas: Tube, spleen_hollow: float = 0.0) -> list[Part]:
     """Aorta and branches, IVC and tributaries, portal system, hepatic veins (labels cleared, except
-    inside the liver, whose label the intrahepatic vessels keep)."""
+    inside the liver, whose label the intrahepatic vessels keep); the splenic vessels end in the
+    hilum of a spleen drawn with spleen_hollow (_spleen_field)."""
     aorta, iliac_arteries, spine_front = _aorta(spine, rng)
     ivc, iliac_veins = _ivc(spine_front, spine, liver, rng)
     neck = _body_and_tail(pancreas).points[0]
     confluence = neck + (-4.0, -14.0, -2.0)  # of the splenic and superior mesenteric veins, behind the neck
     porta = liver.to_world([PORTAL_BRANCHES[0][0][0]])[0]
     portal = spline_tube([confluence, 0.5 * (confluence + porta) + (5.0, 0.0, 0.0), porta], [7.0, 7.0, 6.5])
-    sma, smv, splenic_artery = _mesenteric_vessels(aorta, confluence, spleen)
+    sma, smv, splenic_artery = _mesenteric_vessels(aorta, confluence, spleen, spleen_hollow)
     renal_veins, renal_arteries = _renal_vessels(kidneys, aorta, ivc)
     intrahepatic = [spline_tube(liver.to_world(path), np.linspace(*radii, len(path)))
                     for path, radii in PORTAL_BRANCHES + HEPATIC_VEINS]
@@ -1713,7 +1742,7 @@ def _vessel_parts(rng: np.random.Generator, spine: Spine, liver: Frame, spleen: 
     return [tube_part([aorta, *iliac_arteries, sma, splenic_artery], artery, label=0),
             tube_part([ivc, *iliac_veins], vein, label=0),
             tube_part(renal_veins, vein), tube_part(renal_arteries, artery),
-            tube_part([portal, smv, _splenic_vein(pancreas, confluence, spleen)], portal_vein, label=0),
+            tube_part([portal, smv, _splenic_vein(pancreas, confluence, spleen, spleen_hollow)], portal_vein, label=0),
             tube_part(intrahepatic[:len(PORTAL_BRANCHES)], portal_vein, within=LIVER),
             tube_part(intrahepatic[len(PORTAL_BRANCHES):], vein, within=LIVER)]
 
@@ -1819,14 +1848,16 @@ def _level_field(axes: Axes, level: float) -> np.ndarray:
 def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_plane_mm: float = 0.0,
                  pelvic_organs: np.random.Generator | None = None, sinus_labelled: bool = False,
                  pancreas_head: float = 1.0, fissures: np.random.Generator | None = None,
-                 arms: Arms | None = None, tongue: np.random.Generator | None = None) -> list[Part]:
+                 arms: Arms | None = None, tongue: np.random.Generator | None = None,
+                 spleen_growth: np.random.Generator | None = None) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
     pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and its head's length by
     pancreas_head (SHORT_PANCREAS_HEAD), where fat_plane_mm > 0, fat that thick around its body
     and tail that no gut enters (PANCREAS_FAT_PLANE_MM), with a stream for them, the pelvic
     organs, hip muscles and hips (_pelvic_organ_parts), and the renal sinus fat labelled kidney
     where sinus_labelled (_kidney_parts), and with a stream for them, the liver's fissures (_draw_fissures)
-    and a long left lobe (LEFT_LOBE_TONGUE); arms, if given, beside the trunk (_arm_parts)."""
+    and a long left lobe (LEFT_LOBE_TONGUE), and a large spleen with the left kidney below it
+    (_grow_spleen); arms, if given, beside the trunk (_arm_parts)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
@@ -1844,8 +1875,10 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     if rng.random() < GALLBLADDER[0]:
         gb_radii = np.asarray(GALLBLADDER[2]) * rng.uniform(0.7, 1.2)
         gallbladder = partial(_gallbladder_field, frame=liver, centre=GALLBLADDER[1], radii=gb_radii)
-    spleen = _spleen_frame(rng, breath)
+    spleen, hollow = _spleen_frame(rng, breath), 0.0
     pancreas, lobes, amplitude = _pancreas(rng, breath, pancreas_thickness, pancreas_head)
+    if spleen_growth is not None:
+        spleen, hollow, kidneys[1] = _grow_spleen(spleen_growth, spleen, kidneys[1])
 
     liver_lobes = LIVER_LOBES
     if tongue is not None:
@@ -1862,7 +1895,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
         gb_centre = liver.to_world([GALLBLADDER[1]])[0]
         parts.append(Part(gallbladder, _box(gb_centre, 60.0), ((0.0, "gut wall"), (2.0, "bile")), label=0,
                           resolution=(1.5, 1.5, 1.5)))
-    parts.append(Part(partial(_spleen_field, frame=spleen, body=body, diaphragm=diaphragm, spine=spine),
+    parts.append(Part(partial(_spleen_field, frame=spleen, body=body, diaphragm=diaphragm, spine=spine, hollow=hollow),
                       spleen.box(np.negative(SPLEEN_RADII), SPLEEN_RADII, 5.0), ((0.0, "spleen"),), label=SPLEEN,
                       resolution=(3.0, 3.0, 3.0)))
     for frame in kidneys:
@@ -1875,7 +1908,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
         parts.append(Part(partial(_lobulated_tube_field, tube=body_and_tail, lobes=lobes, amplitude=amplitude,
                                   grow=fat_plane_mm), _tube_box([body_and_tail], 2 * amplitude + fat_plane_mm),
                           ((0.0, "fat"),), into=GUT_SPACE, resolution=(0.0, 0.0, 0.0)))
-    parts += _vessel_parts(rng, spine, liver, spleen, kidneys, pancreas)
+    parts += _vessel_parts(rng, spine, liver, spleen, kidneys, pancreas, hollow)
     parts += _lesion_parts(rng, liver, kidneys)
     parts += _gut_parts(rng, body)
     parts += _upper_chest_parts(rng, body, spine)
@@ -2266,8 +2299,9 @@ class Phantom:
     label includes the renal sinus fat (_kidney_parts) and the factor on its pancreatic head's
     length (SHORT_PANCREAS_HEAD; 1: a full head) and the common factor on its organs' enhancement
     (draw_organ_enhancement; None: the case's bolus, as its vessels), whether its liver has fat-filled
-    fissures (UMBILICAL_FISSURE), whether its arms lie beside the body (Arms) and whether its left
-    lobe is long (LEFT_LOBE_TONGUE)."""
+    fissures (UMBILICAL_FISSURE), whether its arms lie beside the body (Arms), whether its left
+    lobe is long (LEFT_LOBE_TONGUE), the HU of its stomach's food (FULL_STOMACH_HU; None: the usual
+    content) and whether its spleen is large (LARGE_SPLEEN_SIZE)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -2291,6 +2325,7 @@ class Phantom:
     arms: bool = False
     long_left_lobe: bool = False
     stomach_hu: float | None = None
+    large_spleen: bool = False
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -2306,7 +2341,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
     metal, atrophy, fat plane, colon, pelvis, liver fat, kidney sinus, pancreatic head, phase, organ
-    enhancement, liver fissures, arms, left lobe, stomach)."""
+    enhancement, liver fissures, arms, left lobe, stomach, spleen)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -2325,7 +2360,8 @@ class Mix:
     liver_fissures, fat-filled fissures in the liver (UMBILICAL_FISSURE); arms, the arms beside the
     body and their shadow across it (Arms, arm_shadow); long_left_lobe, a left lobe reaching down in
     front of the stomach (LEFT_LOBE_TONGUE); full_stomach, smooth food as dense as the organs in the
-    stomach (FULL_STOMACH_HU). Each
+    stomach (FULL_STOMACH_HU); large_spleen, a large, bulky spleen with the left kidney below it
+    (LARGE_SPLEEN_SIZE). Each
     is drawn from a stream of its own: a case that does not get a variation is the
     case of the plain set."""
 
@@ -2349,6 +2385,7 @@ class Mix:
     arms: float = 0.0
     long_left_lobe: float = 0.0
     full_stomach: float = 0.0
+    large_spleen: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -2376,16 +2413,16 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
     to max_side voxels per axis; its image domain-randomised or without contrast and its scan
     range one of the extra ones, its pancreas fatty, atrophic, short-headed or in a fat plane, its
-    colon fluid, its arms beside it and metal in it with mix's probabilities. The anatomy depends
-    only on the seed, on whether the pancreas is atrophic or short-headed, on its fat plane, on the
-    liver's fissures, on its left lobe and on the arms, never on the grid; the labels never on mix.randomise,
-    mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane, mix.fluid_colon, mix.pelvis,
-    mix.fatty_liver, mix.organ_enhancement, mix.arms or mix.full_stomach (mix.kidney_sinus changes the labels, and
-    the image only where a kidney tumour reaches into the sinus: it stops at the unlabelled sinus
-    fat)."""
+    colon fluid, its spleen large, its arms beside it and metal in it with mix's probabilities. The
+    anatomy depends only on the seed, on whether the pancreas is atrophic or short-headed, on its fat
+    plane, on the liver's fissures, on its left lobe, on its spleen's size and on the arms, never on
+    the grid; the labels never on mix.randomise, mix.non_contrast, mix.fatty, mix.metal,
+    mix.fat_plane, mix.fluid_colon, mix.pelvis, mix.fatty_liver, mix.organ_enhancement, mix.arms or
+    mix.full_stomach (mix.kidney_sinus changes the labels, and the image only where a kidney tumour
+    reaches into the sinus: it stops at the unlabelled sinus fat)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     (anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus, head,
-     unenhanced, enhancement, fissured, armed, lobed, fed) = (_stream(root, k) for k in range(20))
+     unenhanced, enhancement, fissured, armed, lobed, fed, grown) = (_stream(root, k) for k in range(21))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
@@ -2394,8 +2431,10 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     fissures = bool(fissured.random() < mix.liver_fissures)
     arms = draw_arms(armed) if armed.random() < mix.arms else None
     long_left_lobe = bool(lobed.random() < mix.long_left_lobe)
+    large_spleen = bool(grown.random() < mix.large_spleen)
     parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled, head_length,
-                         fissured if fissures else None, arms, lobed if long_left_lobe else None)
+                         fissured if fissures else None, arms, lobed if long_left_lobe else None,
+                         grown if large_spleen else None)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -2427,7 +2466,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
                    fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
                    sinus_labelled, head_length, organ_enhancement, fissures, arms is not None, long_left_lobe,
-                   None if randomised else stomach_hu)
+                   None if randomised else stomach_hu, large_spleen)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2552,6 +2591,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "arms": "true" if phantom.arms else "false",
             "long_left_lobe": "true" if phantom.long_left_lobe else "false",
             "stomach_food_hu": "none" if phantom.stomach_hu is None else f"{phantom.stomach_hu:.0f}",
+            "large_spleen": "true" if phantom.large_spleen else "false",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2636,6 +2676,9 @@ def _mix_help() -> dict[str, str]:
         "long_left_lobe": "fraction of the cases whose liver's left lobe reaches down in front of the stomach",
         "full_stomach": f"fraction of the cases whose stomach is full of food of {FULL_STOMACH_HU[0]:.0f}-"
                         f"{FULL_STOMACH_HU[1]:.0f} HU without gas bubbles, as dense as the organs beside it",
+        "large_spleen": f"fraction of the cases whose spleen is large and bulky (x{LARGE_SPLEEN_SIZE[0]:.1f}-"
+                        f"{LARGE_SPLEEN_SIZE[1]:.1f}), reaching back in towards the spine, the left kidney "
+                        f"{LARGE_SPLEEN_KIDNEY_DROP_MM[0]:.0f}-{LARGE_SPLEEN_KIDNEY_DROP_MM[1]:.0f} mm lower",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
