@@ -628,7 +628,7 @@ def test_a_large_spleen_fills_the_back_of_the_left_upper_abdomen_above_a_lower_l
     plain, large = (ph.generate(seed, max_side=128, mix=ph.Mix(large_spleen=p)) for p in (0.0, 1.0))
     assert (plain.large_spleen, large.large_spleen) == (False, True)
     assert plain.geometry == large.geometry
-    x, y, z = plain.geometry.axes()
+    x, _, z = plain.geometry.axes()
     spleens = [p.labels == ph.SPLEEN for p in (plain, large)]
     assert spleens[1].sum() > 1.5 * spleens[0].sum()
     medial = [x[np.nonzero(s.any(axis=(1, 2)))[0]].max() for s in spleens]  # x < 0 is the left

@@ -1380,6 +1380,12 @@ class Frame:
         """World points (n, 3) mm of points (n, 3) in the organ's local (unscaled) coordinates."""
         return self.centre + (np.asarray(local, float) * self.size) @ self.rotation.T
 
+    def moved(self, offset: Sequence[float]) -> Frame:
+        """The same organ, shape and texture, moved by offset (mm): its warp and lobulation fields move with it."""
+        return replace(self, centre=self.centre + offset,
+                       warp=replace(self.warp, lo=tuple(np.add(self.warp.lo, offset))),
+                       lobes=replace(self.lobes, lo=tuple(np.add(self.lobes.lo, offset))))
+
     def box(self, lo: Sequence[float], hi: Sequence[float], margin: float) -> tuple:
         """The world box (mm) around the local box lo..hi, plus the warp, lobulation and margin mm."""
         corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1).T
@@ -1558,7 +1564,7 @@ def _fissure_field(axes: Axes, frame: Frame, fissures: Fissures) -> np.ndarray:
 
 
 def _spleen_field(axes: Axes, frame: Frame, body: Body, diaphragm: Diaphragm, spine: Spine,
-                  hollow: float = 0.0) -> np.ndarray:
+                  hollow: float) -> np.ndarray:
     """The spleen (mm): a crescent, its concave hilum facing the body's centre, against the wall; the
     hilum's hollow moved out by `hollow` times its thickness (shallower: a bulkier spleen)."""
     q = _local(axes, frame)
@@ -1586,10 +1592,7 @@ def _grow_spleen(rng: np.random.Generator, spleen: Frame, left_kidney: Frame) ->
     """A large spleen (LARGE_SPLEEN_*): the spleen's frame grown, its hilum's hollow (as
     _spleen_field takes it) and the left kidney's frame pushed down below it."""
     grown = replace(spleen, size=spleen.size * rng.uniform(*LARGE_SPLEEN_SIZE))
-    drop = np.array([0.0, 0.0, rng.uniform(*LARGE_SPLEEN_KIDNEY_DROP_MM)])
-    kidney = replace(left_kidney, centre=left_kidney.centre - drop,  # the same kidney, lower
-                     warp=replace(left_kidney.warp, lo=tuple(np.subtract(left_kidney.warp.lo, drop))),
-                     lobes=replace(left_kidney.lobes, lo=tuple(np.subtract(left_kidney.lobes.lo, drop))))
+    kidney = left_kidney.moved((0.0, 0.0, -rng.uniform(*LARGE_SPLEEN_KIDNEY_DROP_MM)))
     return grown, float(rng.uniform(*LARGE_SPLEEN_HOLLOW)), kidney
 
 
@@ -1724,7 +1727,7 @@ def _mesenteric_vessels(aorta: Tube, confluence: np.ndarray, spleen: Frame,
 
 
 def _vessel_parts(rng: np.random.Generator, spine: Spine, liver: Frame, spleen: Frame, kidneys: list[Frame],
-                  pancreas: Tube, spleen_hollow: float = 0.0) -> list[Part]:
+                  pancreas: Tube, spleen_hollow: float) -> list[Part]:
     """Aorta and branches, IVC and tributaries, portal system, hepatic veins (labels cleared, except
     inside the liver, whose label the intrahepatic vessels keep); the splenic vessels end in the
     hilum of a spleen drawn with spleen_hollow (_spleen_field)."""
