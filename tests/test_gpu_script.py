@@ -1,0 +1,44 @@
+"""bench/gpu_train.sh runs on a machine lent for minutes: its default mix of phantom variations must
+parse as training.phantom options, and hold every variation the shipped weights' fine stage last
+met (training/demo_weights.sh), so that a GPU run starts from no less than the CPU one did."""
+import re
+import shlex
+from pathlib import Path
+
+from training import phantom
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_mix() -> list[str]:
+    """The options of `mix="${MIX:-...}"` in bench/gpu_train.sh."""
+    text = (ROOT / "bench" / "gpu_train.sh").read_text().replace("\\\n", " ")
+    match = re.search(r'^mix="\$\{MIX:-(.*?)\}"$', text, re.MULTILINE)
+    assert match, "bench/gpu_train.sh has no mix=\"${MIX:-...}\" line"
+    return shlex.split(match.group(1))
+
+
+def last_fine_set() -> list[str]:
+    """The options of the last training set training/demo_weights.sh makes (the shipped fine stage's
+    last fine-tune), without the set's name."""
+    text = (ROOT / "training" / "demo_weights.sh").read_text().replace("\\\n", " ")
+    sets = [shlex.split(line)[2:] for line in text.splitlines() if line.startswith("phantom_set ")]
+    training_sets = [options for options in sets if "1000" not in options]  # the test set's seed
+    return training_sets[-1]
+
+
+def option_names(options: list[str]) -> set[str]:
+    return {o for o in options if o.startswith("--")}
+
+
+def test_the_default_mix_parses_as_phantom_options():
+    args = phantom._parser().parse_args(["--out", "x", "--cases", "1", *default_mix()])
+    drawn = {name: value for name, value in vars(args).items() if isinstance(value, float) and value > 0}
+    assert len(drawn) >= 10, drawn
+    assert all(0 < value <= 1 for value in drawn.values()), drawn
+
+
+def test_the_default_mix_holds_every_variation_of_the_shipped_fine_stage():
+    per_set = {"--cases", "--seed", "--max-side"}
+    missing = option_names(last_fine_set()) - per_set - option_names(default_mix())
+    assert not missing, f"bench/gpu_train.sh's default mix lacks {sorted(missing)}"
