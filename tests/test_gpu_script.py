@@ -22,9 +22,8 @@ def last_fine_set() -> list[str]:
     """The options of the last training set training/demo_weights.sh makes (the shipped fine stage's
     last fine-tune), without the set's name."""
     text = (ROOT / "training" / "demo_weights.sh").read_text().replace("\\\n", " ")
-    sets = [shlex.split(line)[2:] for line in text.splitlines() if line.startswith("phantom_set ")]
-    training_sets = [options for options in sets if "1000" not in options]  # the test set's seed
-    return training_sets[-1]
+    sets = [shlex.split(line)[1:] for line in text.splitlines() if line.startswith("phantom_set ")]
+    return [options for name, *options in sets if name != "test"][-1]
 
 
 def option_names(options: list[str]) -> set[str]:
