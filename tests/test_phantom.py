@@ -402,6 +402,33 @@ def test_a_fluid_colon_is_homogeneous_and_changes_nothing_else():
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(fluid_colon=0.5), lambda p: p.colon_hu is not None, seed=6, cases=5)
 
 
+def test_a_darker_liver_region_lowers_the_drawn_share_of_the_parenchyma_and_nothing_else():
+    """liver_region_offset lowers the asked-for share of the liver's parenchyma by the drop (fading at
+    its edge), never a vessel or anything outside the liver; through ct_image the rest of the image
+    is unchanged beyond the reconstruction's blur; the labels do not change, and a case of a mixed set
+    drawn without a region is the plain set's case."""
+    geometry = ph.Geometry((100, 80, 60), (2.0, 2.0, 2.0), (-100.0, -60.0, -100.0))
+    tissue = ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(4))), geometry)[0]
+    liver = tissue == ph.TISSUE["liver"]
+    offset = ph.liver_region_offset(tissue, geometry, np.random.default_rng(3), 30.0, 0.25)
+    assert not offset[~liver].any() and offset.min() == -30.0 and offset.max() == 0.0
+    assert 0.25 <= (offset[liver] == -30.0).mean() <= 0.26  # the share at the full drop, then a fade
+    assert 0.26 < (offset[liver] < 0).mean() < 0.6
+    usual, darker = (ph.ct_image(tissue, geometry, "portal-venous", np.random.default_rng(7), hu_offset=o)
+                     for o in (None, offset))
+    region = ndimage.binary_erosion(offset == -30.0, iterations=2)
+    assert region.sum() > 200 and abs(np.median(darker[region] - usual[region]) + 30.0) < 1.0
+    far = ndimage.distance_transform_edt(offset == 0) > 6
+    assert np.array_equal(darker[far], usual[far])
+    seed = ph.case_seed(5, 0)
+    plain, drawn = (ph.generate(seed, max_side=48, mix=ph.Mix(liver_region=p)) for p in (0.0, 1.0))
+    assert plain.liver_region_hu == 0.0 and ph.LIVER_REGION_HU[0] <= drawn.liver_region_hu <= ph.LIVER_REGION_HU[1]
+    assert np.array_equal(plain.labels, drawn.labels) and plain.phase == drawn.phase
+    assert not np.array_equal(plain.image, drawn.image)
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(liver_region=0.5), lambda p: p.liver_region_hu > 0, seed=6,
+                                            cases=5)
+
+
 def test_a_full_stomach_is_as_dense_as_drawn_and_changes_nothing_else():
     """With stomach_hu the gastric content is food of that value without gas bubbles (the gas above
     its fluid level kept), the rest of the image is unchanged beyond the reconstruction's blur; the
@@ -491,7 +518,8 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
                             "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
                             "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "liver_fissures", "arms",
-                            "long_left_lobe", "stomach_food_hu", "large_spleen", "metal", "organs"}
+                            "long_left_lobe", "stomach_food_hu", "large_spleen", "liver_region_hu", "metal",
+                            "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

@@ -48,7 +48,8 @@ instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, 
 heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
 contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, arms beside
 the body with the dark band their rays leave across it, long left lobes, stomachs full of smooth
-food as dense as the organs, and metal implants with their streaks (`Mix`); files are written in a
+food as dense as the organs, large spleens, livers with a darker region, and metal implants with
+their streaks (`Mix`); files are written in a
 storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
@@ -57,7 +58,7 @@ Command line:
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
         [--pelvis P] [--fatty-liver P] [--liver-cut P] [--kidney-sinus P] [--short-head P]
         [--non-contrast P] [--organ-enhancement P] [--liver-fissures P] [--arms P] [--long-left-lobe P]
-        [--full-stomach P] [--prefix phantom] [--start I]
+        [--full-stomach P] [--large-spleen P] [--liver-region P] [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -189,6 +190,15 @@ FATTY_LIVER_DROP_HU = (5.0, 40.0)
 # it, beside a spleen of 41 HU, which weights fine-tuned further took for spleen.
 FULL_STOMACH_HU = (30.0, 65.0)
 FULL_STOMACH_TEXTURE_HU = 15.0
+# A darker region of the liver (Mix.liver_region): uneven enhancement or focal fat, a share of the
+# parenchyma (where a smooth random field with control points every LIVER_REGION_STEP_MM is lowest)
+# lowered by this many HU, fading over the field's next LIVER_REGION_FADE of its sd; the label kept. A
+# real contrast-enhanced CT's liver held such a region at the back of its right lobe (65 HU against
+# 94), which phantom-trained weights left out of the liver.
+LIVER_REGION_HU = (15.0, 40.0)
+LIVER_REGION_SHARE = (0.15, 0.4)
+LIVER_REGION_STEP_MM = 40.0
+LIVER_REGION_FADE = 0.3
 
 # Metal implants (Mix.metal) and the streaks they cast: surgical clips by the gallbladder's fossa, or
 # pedicle screws with rods in 1-3 vertebrae. Metal saturates the stored range; around it, in each
@@ -2022,13 +2032,15 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], spacing: Sequence[f
 
 def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.Generator,
              colon_hu: float | None = None, liver_drop_hu: float = 0.0,
-             organ_factors: Mapping[str, float] | None = None, stomach_hu: float | None = None) -> np.ndarray:
+             organ_factors: Mapping[str, float] | None = None, stomach_hu: float | None = None,
+             hu_offset: np.ndarray | None = None) -> np.ndarray:
     """A CT (float32 HU, x y z) of the tissue codes in a contrast phase: tissue values and texture,
     gas bubbles in faeces and food, reconstruction and slice blur, correlated noise. With colon_hu
     the faeces are instead a homogeneous fluid of that value (FLUID_COLON_TEXTURE_HU, no bubbles);
     liver_drop_hu lowers the liver (FATTY_LIVER_DROP_HU); organ_factors scale the named tissues'
     enhancement instead of the bolus (draw_organ_enhancement); with stomach_hu the gastric content is
-    food of that value (FULL_STOMACH_TEXTURE_HU, no bubbles); rng's draws are the same either way."""
+    food of that value (FULL_STOMACH_TEXTURE_HU, no bubbles); hu_offset (HU, the tissue's shape) is
+    added before the blur (liver_region_offset); rng's draws are the same either way."""
     mean, fine, coarse = _tissue_values(rng, phase, organ_factors)
     if liver_drop_hu:
         mean[TISSUE["liver"]] -= liver_drop_hu
@@ -2044,6 +2056,8 @@ def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.
     image[_tissue_mask(mottled)[tissue] & (texture > MOTTLE_THRESHOLD)] = mean[TISSUE["gas"]]
     del texture
     image += coarse[tissue] * _texture(rng, geometry, COARSE_TEXTURE_MM)
+    if hu_offset is not None:
+        image += hu_offset
     blur = rng.uniform(*BLUR_MM)
     image = _blur(image, geometry.spacing, (blur, blur, rng.uniform(*SLICE_BLUR) * geometry.spacing[2]))
     image += _noise(rng, image.shape, geometry.spacing, rng.uniform(*NOISE_HU), rng.uniform(*NOISE_GRAIN_MM))
@@ -2065,6 +2079,27 @@ def fatty_infiltration(tissue: np.ndarray, labels: np.ndarray, geometry: Geometr
     gland = present[box] & (block == TISSUE["pancreas"])
     if gland.any():
         block[gland & (lobules < np.quantile(lobules[gland], fraction))] = TISSUE["visceral fat"]
+
+
+def liver_region_offset(tissue: np.ndarray, geometry: Geometry, rng: np.random.Generator, drop_hu: float,
+                        share: float) -> np.ndarray:
+    """HU to add to a CT of the tissue codes (x y z) for a darker region of the liver: -drop_hu over
+    `share` of the liver's parenchyma where a smooth random field (LIVER_REGION_STEP_MM) is lowest,
+    fading to 0 over the field's next LIVER_REGION_FADE sd; 0 elsewhere (vessels and lesions too)."""
+    offset = np.zeros(tissue.shape, np.float32)
+    liver = tissue == TISSUE["liver"]
+    if not liver.any():
+        return offset
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(liver))
+    axes = tuple(a[b] for a, b in zip(geometry.axes(), box))
+    field = field_on(draw_field(rng, [a[0] for a in axes], [a[-1] for a in axes], LIVER_REGION_STEP_MM), axes)
+    inside = liver[box]
+    values = field[inside]
+    threshold = np.quantile(values, share)
+    fade = LIVER_REGION_FADE * float(values.std()) + 1e-6
+    weight = np.clip((threshold + fade - field) / fade, 0.0, 1.0)
+    offset[box] = np.where(inside, -drop_hu * weight, 0.0)
+    return offset
 
 
 def _clip_tubes(tissue: np.ndarray, labels: np.ndarray, geometry: Geometry, rng: np.random.Generator) -> list[Tube]:
@@ -2304,7 +2339,8 @@ class Phantom:
     (draw_organ_enhancement; None: the case's bolus, as its vessels), whether its liver has fat-filled
     fissures (UMBILICAL_FISSURE), whether its arms lie beside the body (Arms), whether its left
     lobe is long (LEFT_LOBE_TONGUE), the HU of its stomach's food (FULL_STOMACH_HU; None: the usual
-    content) and whether its spleen is large (LARGE_SPLEEN_SIZE)."""
+    content), whether its spleen is large (LARGE_SPLEEN_SIZE) and how many HU a region of its liver
+    is darker (LIVER_REGION_HU; 0: none)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -2329,6 +2365,7 @@ class Phantom:
     long_left_lobe: bool = False
     stomach_hu: float | None = None
     large_spleen: bool = False
+    liver_region_hu: float = 0.0
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -2344,7 +2381,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
     metal, atrophy, fat plane, colon, pelvis, liver fat, kidney sinus, pancreatic head, phase, organ
-    enhancement, liver fissures, arms, left lobe, stomach, spleen)."""
+    enhancement, liver fissures, arms, left lobe, stomach, spleen, liver region)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -2364,7 +2401,7 @@ class Mix:
     body and their shadow across it (Arms, arm_shadow); long_left_lobe, a left lobe reaching down in
     front of the stomach (LEFT_LOBE_TONGUE); full_stomach, smooth food as dense as the organs in the
     stomach (FULL_STOMACH_HU); large_spleen, a large, bulky spleen with the left kidney below it
-    (LARGE_SPLEEN_SIZE). Each
+    (LARGE_SPLEEN_SIZE); liver_region, a darker region of the liver (liver_region_offset). Each
     is drawn from a stream of its own: a case that does not get a variation is the
     case of the plain set."""
 
@@ -2389,6 +2426,7 @@ class Mix:
     long_left_lobe: float = 0.0
     full_stomach: float = 0.0
     large_spleen: float = 0.0
+    liver_region: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -2416,16 +2454,17 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     """The phantom of a seed: its anatomy, on `geometry` (default: one drawn from the seed), capped
     to max_side voxels per axis; its image domain-randomised or without contrast and its scan
     range one of the extra ones, its pancreas fatty, atrophic, short-headed or in a fat plane, its
-    colon fluid, its spleen large, its arms beside it and metal in it with mix's probabilities. The
-    anatomy depends only on the seed, on whether the pancreas is atrophic or short-headed, on its fat
-    plane, on the liver's fissures, on its left lobe, on its spleen's size and on the arms, never on
-    the grid; the labels never on mix.randomise, mix.non_contrast, mix.fatty, mix.metal,
-    mix.fat_plane, mix.fluid_colon, mix.pelvis, mix.fatty_liver, mix.organ_enhancement, mix.arms or
-    mix.full_stomach (mix.kidney_sinus changes the labels, and the image only where a kidney tumour
-    reaches into the sinus: it stops at the unlabelled sinus fat)."""
+    colon fluid, its spleen large, its liver with a darker region, its arms beside it and metal in it
+    with mix's probabilities. The anatomy depends only on the seed, on whether the pancreas is
+    atrophic or short-headed, on its fat plane, on the liver's fissures, on its left lobe, on its
+    spleen's size and on the arms, never on the grid; the labels never on mix.randomise,
+    mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane, mix.fluid_colon, mix.pelvis,
+    mix.fatty_liver, mix.organ_enhancement, mix.arms, mix.full_stomach or mix.liver_region
+    (mix.kidney_sinus changes the labels, and the image only where a kidney tumour reaches into the
+    sinus: it stops at the unlabelled sinus fat)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     (anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus, head,
-     unenhanced, enhancement, fissured, armed, lobed, fed, grown) = (_stream(root, k) for k in range(21))
+     unenhanced, enhancement, fissured, armed, lobed, fed, grown, patched) = (_stream(root, k) for k in range(22))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
@@ -2449,6 +2488,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     colon_hu = float(colon.uniform(*FLUID_COLON_HU)) if colon.random() < mix.fluid_colon else None
     liver_drop_hu = float(steatosis.uniform(*FATTY_LIVER_DROP_HU)) if steatosis.random() < mix.fatty_liver else 0.0
     stomach_hu = float(fed.uniform(*FULL_STOMACH_HU)) if fed.random() < mix.full_stomach else None
+    region_hu = float(patched.uniform(*LIVER_REGION_HU)) if patched.random() < mix.liver_region else 0.0
     randomised = bool(look.random() < mix.randomise)
     phase = PHASES[look.choice(len(PHASES), p=PHASE_PROBABILITIES)]
     if unenhanced.random() < mix.non_contrast:
@@ -2457,8 +2497,13 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
                                         if enhancement.random() < mix.organ_enhancement else (None, None))
     if randomised or phase == PHASES[0]:
         organ_enhancement, organ_factors = None, None  # no enhancement to scale
+    if randomised:
+        region_hu = 0.0  # no CT values to lower
+    offset = (liver_region_offset(tissue, geometry, patched, region_hu, float(patched.uniform(*LIVER_REGION_SHARE)))
+              if region_hu else None)
     image = (randomised_image(tissue, geometry, look) if randomised
-             else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu, organ_factors, stomach_hu))
+             else ct_image(tissue, geometry, phase, look, colon_hu, liver_drop_hu, organ_factors, stomach_hu, offset))
+    del offset
     if arms is not None and not randomised:
         arm_shadow(image, tissue, geometry, arms, armed)
     metal = ""
@@ -2469,7 +2514,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
                    fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
                    sinus_labelled, head_length, organ_enhancement, fissures, arms is not None, long_left_lobe,
-                   None if randomised else stomach_hu, large_spleen)
+                   None if randomised else stomach_hu, large_spleen, region_hu)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
@@ -2595,6 +2640,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "long_left_lobe": "true" if phantom.long_left_lobe else "false",
             "stomach_food_hu": "none" if phantom.stomach_hu is None else f"{phantom.stomach_hu:.0f}",
             "large_spleen": "true" if phantom.large_spleen else "false",
+            "liver_region_hu": f"{phantom.liver_region_hu:.0f}",
             "metal": phantom.metal or "none",
             "organs": " ".join(present)}
 
@@ -2682,6 +2728,9 @@ def _mix_help() -> dict[str, str]:
         "large_spleen": f"fraction of the cases whose spleen is large and bulky (x{LARGE_SPLEEN_SIZE[0]:.1f}-"
                         f"{LARGE_SPLEEN_SIZE[1]:.1f}), reaching back in towards the spine, the left kidney "
                         f"{LARGE_SPLEEN_KIDNEY_DROP_MM[0]:.0f}-{LARGE_SPLEEN_KIDNEY_DROP_MM[1]:.0f} mm lower",
+        "liver_region": f"fraction of the cases whose liver has a region {LIVER_REGION_HU[0]:.0f}-"
+                        f"{LIVER_REGION_HU[1]:.0f} HU darker ({100 * LIVER_REGION_SHARE[0]:.0f}-"
+                        f"{100 * LIVER_REGION_SHARE[1]:.0f} %% of it: uneven enhancement or focal fat), its label kept",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
