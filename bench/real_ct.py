@@ -264,13 +264,18 @@ def prepare(folders: dict[Source, Path], work: Path) -> tuple[list[str], list[st
     return written, notes
 
 
+def ml_per_voxel(image: nib.spatialimages.SpatialImage) -> float:
+    """The volume of one of an image's voxels in ml."""
+    return float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+
+
 def above_liver_ml(path: Path) -> dict[str, float]:
     """Organ volumes (ml) more than ABOVE_LIVER_MM above the top of the liver in a label file."""
     image = nib.as_closest_canonical(nib.load(path))
     labels = np.asarray(image.dataobj)
     liver_z = np.nonzero((labels == FLARE21["liver"]).any(axis=(0, 1)))[0]
     top = liver_z.max() + int(ABOVE_LIVER_MM / image.header.get_zooms()[2]) + 1 if len(liver_z) else 0
-    ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+    ml = ml_per_voxel(image)
     return {name: round(float((labels[..., top:] == label).sum()) * ml, 1) for name, label in FLARE21.items()}
 
 
@@ -279,7 +284,7 @@ def components_ml(path: Path) -> dict[str, list[float]]:
     their volumes in ml, largest first."""
     image = nib.load(path)
     labels = np.asarray(image.dataobj)
-    ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
+    ml = ml_per_voxel(image)
     volumes = {}
     for name, label in FLARE21.items():
         components, count = ndimage.label(labels == label, structure=np.ones((3, 3, 3), bool))
@@ -311,9 +316,8 @@ def evaluate(work: Path, weights: Path, cases: list[str], names: dict[int, str] 
         structures = work / "structures" / f"{name}.nii.gz"
         if names is not None and structures.exists():
             image = nib.load(pred / f"{name}.nii.gz")
-            voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000.0
             row["errors_ml"] = errors_ml(np.asarray(nib.load(structures).dataobj), np.asarray(image.dataobj),
-                                         voxel_ml, names)
+                                         ml_per_voxel(image), names)
         rows.append(row)
     return rows
 

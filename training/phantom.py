@@ -2064,6 +2064,15 @@ def ct_image(tissue: np.ndarray, geometry: Geometry, phase: str, rng: np.random.
     return image
 
 
+def _field_in_box(mask: np.ndarray, geometry: Geometry, rng: np.random.Generator,
+                  step: float) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    """The bounding box (voxel slices) of a non-empty mask (x y z) and a smooth random field with
+    control points every step mm on the grid inside it."""
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mask))
+    axes = tuple(a[b] for a, b in zip(geometry.axes(), box))
+    return box, field_on(draw_field(rng, [a[0] for a in axes], [a[-1] for a in axes], step), axes)
+
+
 def fatty_infiltration(tissue: np.ndarray, labels: np.ndarray, geometry: Geometry, rng: np.random.Generator,
                        fraction: float) -> None:
     """Replace `fraction` of the pancreas's parenchyma (tissue codes, x y z) by visceral fat, in
@@ -2072,9 +2081,7 @@ def fatty_infiltration(tissue: np.ndarray, labels: np.ndarray, geometry: Geometr
     present = labels == PANCREAS
     if not present.any():
         return
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(present))
-    axes = tuple(a[b] for a, b in zip(geometry.axes(), box))
-    lobules = field_on(draw_field(rng, [a[0] for a in axes], [a[-1] for a in axes], FATTY_GRAIN_MM), axes)
+    box, lobules = _field_in_box(present, geometry, rng, FATTY_GRAIN_MM)
     block = tissue[box]  # a view: painted in place
     gland = present[box] & (block == TISSUE["pancreas"])
     if gland.any():
@@ -2090,9 +2097,7 @@ def liver_region_offset(tissue: np.ndarray, geometry: Geometry, rng: np.random.G
     liver = tissue == TISSUE["liver"]
     if not liver.any():
         return offset
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(liver))
-    axes = tuple(a[b] for a, b in zip(geometry.axes(), box))
-    field = field_on(draw_field(rng, [a[0] for a in axes], [a[-1] for a in axes], LIVER_REGION_STEP_MM), axes)
+    box, field = _field_in_box(liver, geometry, rng, LIVER_REGION_STEP_MM)
     inside = liver[box]
     values = field[inside]
     threshold = np.quantile(values, share)
