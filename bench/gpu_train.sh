@@ -5,8 +5,8 @@
 # 1. TRAIN_CASES phantoms (default 200, seed 1, at most 256 voxels per axis, with the variations
 #    of MIX: by default every variation the shipped weights' fine stage was trained on, in one set,
 #    and the generator's others that a short CPU fine-tune could not balance against the rest
-#    (thin slabs, fatty and atrophic glands, full stomachs, large spleens) or has not yet tried
-#    (darker liver regions)), and two test sets of
+#    (thin slabs, fatty and atrophic glands, full stomachs, large spleens); not darker liver regions,
+#    which taught the liver to take in the darker bowel beside it (docs/training.md)), and two test sets of
 #    TEST_CASES (default 10) full-size phantoms none of them was trained on: plain ones (seed 1000)
 #    and ones with large spleens (seed 1100, --large-spleen 1: where the shipped weights label
 #    the spleen's back kidney, as on real contrast-enhanced CT), written by all CPU cores;
@@ -29,8 +29,7 @@ coarse_size="$1"
 fine_size="$2"
 cores="$(nproc)"
 mix="${MIX:---chest 0.15 --slab 0.15 --thin-slab 0.1 --liver-cut 0.1 --fluid-colon 0.5 --pelvis 0.3 --liver-fissures 0.5 \
---arms 0.3 --long-left-lobe 0.3 --fatty 0.15 --atrophic 0.1 --full-stomach 0.2 --large-spleen 0.2 \
---liver-region 0.2}"
+--arms 0.3 --long-left-lobe 0.3 --fatty 0.15 --atrophic 0.1 --full-stomach 0.2 --large-spleen 0.2}"
 export PYTHONUNBUFFERED=1
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
