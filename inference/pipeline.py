@@ -120,11 +120,15 @@ class Segmenter:
         net = copy.deepcopy(net).to(self.device).eval()
         return net.half() if self.precision == "fp16" else net
 
+    def _input(self, stage: str, volume: torch.Tensor) -> torch.Tensor:
+        """The stage's network input for a (1, 1, x, y, z) HU tensor: resampled to the input size
+        (anti-aliased for ANTIALIASED_STAGES) and normalised as the checkpoint says."""
+        return self.models.normalisation[stage](
+            resize_for_stage(volume, self.models.network(stage).config.input_size, stage))
+
     def _logits(self, stage: str, volume: torch.Tensor) -> torch.Tensor:
-        """The stage's float32 logits for a (1, 1, x, y, z) HU tensor: resampled to the input
-        size (anti-aliased for ANTIALIASED_STAGES) and normalised as the checkpoint says."""
-        return self.forward(stage, self.models.normalisation[stage](
-            resize_for_stage(volume, self.models.network(stage).config.input_size, stage)))
+        """The stage's float32 logits for a (1, 1, x, y, z) HU tensor."""
+        return self.forward(stage, self._input(stage, volume))
 
     def forward(self, stage: str, x: torch.Tensor) -> torch.Tensor:
         """The stage's network alone: float32 logits (1, organs, x, y, z) of a normalised input
@@ -186,8 +190,10 @@ class Segmenter:
                 crop = F.pad(crop, [n for p in reversed(result.padding) for n in p], mode="replicate")
         with self._stage(result, "fine"):
             size = crop.shape[2:]
-            logits = self._logits("fine", crop)
-            del crop
+            x = self._input("fine", crop)
+            del crop  # the crop at the CT's resolution (up to the whole CT in float32) is not kept beside the network's memory
+            logits = self.forward("fine", x)
+            del x
         with self._stage(result, "logits back"):
             inside = tuple(slice(lo, n - hi) for (lo, hi), n in zip(result.padding, size))
             fine = np.ascontiguousarray(labels_at_size(logits, size).cpu().numpy()[inside])
