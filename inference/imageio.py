@@ -23,6 +23,7 @@ MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB 
 MAX_SIDE = 8192
 FILL_HU = -1024.0  # value given to NaN and -inf voxels (air); +inf becomes HU_MAX
 HU_MAX = 3071.0
+AIR_BELOW_HU = -500.0  # a CT in HU has voxels below this (air around the body, bowel gas, lung)
 _RAS = axcodes2ornt(("R", "A", "S"))
 
 
@@ -32,8 +33,9 @@ class CT:
 
     data: float32 HU, axes (x, y, z) RAS+; spacing: mm along those axes; image: the file as read
     (its header and affine are copied to the output); orientation: the nibabel orientation that
-    maps the stored axes to canonical ones; warnings: what was repaired on the way in; reorient_s: the
-    seconds spent turning the stored voxels into canonical float32 (a benchmark's stage).
+    maps the stored axes to canonical ones; warnings: what was repaired on the way in and what looks
+    wrong (values that are not HU); reorient_s: the seconds spent turning the stored voxels into
+    canonical float32 (a benchmark's stage).
     """
 
     data: np.ndarray
@@ -97,7 +99,21 @@ def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
         if bad.any():
             warnings.append(f"{int(bad.sum())} NaN/inf voxels set to {FILL_HU:g} HU (+inf to {HU_MAX:g})")
             np.nan_to_num(canonical, copy=False, nan=FILL_HU, posinf=HU_MAX, neginf=FILL_HU)
+    if problem := unit_problem(canonical):
+        warnings.append(problem)
     return CT(canonical, tuple(spacing), image, orientation, warnings, time.perf_counter() - start)
+
+
+def unit_problem(hu: np.ndarray) -> str | None:
+    """None when a CT's values look like Hounsfield units; else a one-line warning. A scan in HU
+    holds air (about -1000 HU) around the body or in the bowel; with no voxel below AIR_BELOW_HU
+    the values are most likely raw stored numbers whose rescale was lost on conversion (DICOM's
+    intercept, usually -1024, shifts air to 0) or not CT at all, and the networks, which read HU,
+    will label them wrongly. The image is segmented as it is."""
+    if hu.size == 0 or (lowest := float(hu.min())) < AIR_BELOW_HU:
+        return None
+    return (f"no voxel below {AIR_BELOW_HU:g} HU (the lowest is {lowest:g}): not Hounsfield units? a CT has air "
+            f"near -1000 HU; raw values whose rescale was lost (air near 0) give wrong labels")
 
 
 def _stored_voxels(image: nib.spatialimages.SpatialImage) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from flare_common.errors import InputError
 from flare_common.nifti import output_name
 from inference.checkpoint import UNTRAINED, CheckpointError, average, combine, load, main, random_models, save
-from inference.imageio import read_ct
+from inference.imageio import read_ct, unit_problem
 from inference.postprocessing import (
     Postprocessing,
     keep_largest_components,
@@ -286,3 +286,16 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path, capsys):
         load(tmp_path / "evil.pt")
     assert "weights_only" not in str(caught.value) and "\n" not in str(caught.value)
     assert "code ran" not in capsys.readouterr().out
+
+
+def test_read_ct_warns_when_the_values_are_not_hounsfield_units(tmp_path):
+    """Air (about -1000 HU) is in every CT; a conversion that lost DICOM's rescale intercept
+    leaves it near 0, and the networks would read the scan as bone and contrast."""
+    hu = np.full((8, 8, 8), -1000, np.int16)
+    hu[2:6, 2:6, 2:6] = 40
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), str(tmp_path / "hu.nii.gz"))
+    nib.save(nib.Nifti1Image((hu + 1024).astype(np.uint16), np.eye(4)), str(tmp_path / "raw.nii.gz"))
+    assert read_ct(tmp_path / "hu.nii.gz").warnings == []
+    raw = read_ct(tmp_path / "raw.nii.gz")
+    assert raw.warnings == [unit_problem(raw.data)] and "the lowest is 24" in raw.warnings[0]
+    np.testing.assert_array_equal(raw.data, hu + 1024.0)  # segmented as it is, only warned about

@@ -276,3 +276,15 @@ def test_a_crop_at_the_scans_edge_continues_past_it_only_where_an_organ_is_cut(e
     assert result.padding == (((0, 0), (0, 0), (0, 5)) if edge_padding else ((0, 0),) * 3)  # 20 mm at 4 mm
     assert result.box[2].stop == shape[2] and result.labels.shape == shape
     assert dice(result.labels == 1, organ) > 0.97 and (result.labels[:, :, -1] == 1).sum() > 0.9 * organ[:, :, -1].sum()
+
+
+def test_values_that_are_not_hounsfield_units_are_segmented_with_a_warning(tmp_path, weights, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    img = nib.load(synthetic_ct(inputs, "hu_0000.nii.gz"))
+    raw = (np.asarray(img.dataobj).astype(np.int32) + 1024).clip(0, None).astype(np.uint16)  # the intercept lost
+    nib.save(nib.Nifti1Image(raw, img.affine), str(inputs / "raw_0000.nii.gz"))
+    assert run(inputs, tmp_path / "out", weights) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hu.nii.gz", "raw.nii.gz"]
+    warned = [line for line in capsys.readouterr().err.splitlines() if "not Hounsfield units" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: raw_0000.nii.gz: no voxel below -500 HU")
