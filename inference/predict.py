@@ -388,6 +388,8 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     backend, networks = _backend(args.backend, args.weights, models, device, args.precision, ahead)
     if networks is not None:
         precision = networks.precision
+        for stage in networks.stages:  # OpenVINO holds its own copy of these weights: PyTorch's is let go
+            models.network(stage).to("meta")
     heap = choose_heap(args.heap, device.type, backend)
     if heap == "kept" and not keep_freed_memory():
         heap = "system"
