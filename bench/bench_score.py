@@ -8,9 +8,13 @@ scores the same files
   1. with the official loop (bench/official_loop.py: get_fdata, uint8 copy, surface-distance per organ),
   2. with `python -m evaluation.score --workers 1`, and
   3. with `python -m evaluation.score --workers <cores>`,
-each in its own process, end to end (process start, reading, scoring, writing). Peak memory is
-the largest sum of resident memory over the process tree, sampled every 10 ms. It checks that
-all three give the same numbers and prints a Markdown table for docs/benchmarks.md.
+each in its own process, end to end (process start, reading, scoring, writing), the three taking
+turns --repeats times (default 3): a run's seconds are the median of its repeats, with their
+range beside it, so that one slow moment of a shared machine moves no ratio. Peak memory is the
+largest sum of resident memory over the process tree, sampled every 10 ms in one more run of
+each, apart from the timed ones (the sampler's share of a core would slow a scorer that uses
+both cores of a 2-core machine). It checks that all three give the same numbers and prints a
+Markdown table for docs/benchmarks.md.
 
 Two prediction qualities are measured: "good" (small errors, NSD at 1 mm around 0.85, like the
 FLARE21 winners) and "poor" (larger errors, NSD around 0.45), since the cost of the surface
@@ -54,10 +58,30 @@ def make_cases(folder: Path, n: int, shape, spacing, quality: str, seed: int = 0
         save_labels(degraded(gt, spacing, rng, shift_mm, scale, island=False), spacing, folder / "pred" / name)
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak resident MB of its whole process tree)."""
+def _started(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _finished(proc: subprocess.Popen, cmd: list[str]) -> None:
+    """Wait for the command; RuntimeError with its stderr's tail when it failed (exit code 1:
+    cases with problems, still a finished run)."""
+    _, err = proc.communicate()
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd)} failed: {err.decode()[-2000:]}")
+
+
+def run_timed(cmd: list[str]) -> float:
+    """Run a command; its wall seconds. Nothing else runs beside it: the memory sampler of
+    run_peak takes a share of a core, which on a 2-core machine slows a command that uses both."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = _started(cmd)
+    _finished(proc, cmd)
+    return time.perf_counter() - start
+
+
+def run_peak(cmd: list[str]) -> float:
+    """Run a command; the peak resident MB of its whole process tree (sampled every 10 ms)."""
+    proc = _started(cmd)
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         try:
@@ -66,10 +90,8 @@ def run_measured(cmd: list[str]) -> tuple[float, float]:
         except psutil.Error:
             pass
         time.sleep(0.01)
-    wall = time.perf_counter() - start
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, peak / 2**20
+    _finished(proc, cmd)
+    return peak / 2**20
 
 
 OFFICIAL_SNIPPET = """
@@ -109,11 +131,16 @@ def bench(quality: str, args, work: Path) -> list[dict]:
         runs.append((f"evaluation.score --workers {workers}", folder / f"scores_w{workers}" / "metrics.csv",
                      [py, "-m", "evaluation.score", "--gt", str(folder / "gt"), "--pred", str(folder / "pred"),
                       "--out", str(folder / f"scores_w{workers}"), "--workers", str(workers)]))
+    walls: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    for _ in range(args.repeats):  # the runs take turns: a slow spell of the machine falls on all of them
+        for label, _, cmd in runs:
+            walls[label].append(run_timed(cmd))
     rows = []
     for label, metrics_csv, cmd in runs:
-        wall, peak = run_measured(cmd)
-        rows.append({"quality": quality, "run": label, "seconds": wall, "per_case_s": wall / args.cases,
-                     "peak_MB": peak,
+        wall = float(np.median(walls[label]))
+        rows.append({"quality": quality, "run": label, "seconds": wall,
+                     "range_s": f"{min(walls[label]):.3g}-{max(walls[label]):.3g}", "per_case_s": wall / args.cases,
+                     "peak_MB": run_peak(cmd),
                      "max_abs_diff": max_difference(official_out, metrics_csv) if metrics_csv else 0.0})
     nsd = pd.read_csv(runs[1][1]).filter(like="NSD").to_numpy().mean()
     for row in rows:
@@ -135,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 2.5))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quality", choices=sorted(QUALITIES), nargs="+", default=["good", "poor"])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each command, taking turns (default 3)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the cases (default: a temporary one)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         rows = [row for q in args.quality for row in bench(q, args, work)]
@@ -144,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{psutil.virtual_memory().total / 2**30:.0f} GiB; python {platform.python_version()}, "
           f"numpy {np.__version__}")
-    print(f"{args.cases} cases of {tuple(args.shape)} voxels at {tuple(args.spacing)} mm, FLARE21 rules\n")
+    print(f"{args.cases} cases of {tuple(args.shape)} voxels at {tuple(args.spacing)} mm, FLARE21 rules; "
+          f"medians of {args.repeats} runs each, taking turns\n")
     print(markdown(table))
     return 0
 
