@@ -99,9 +99,10 @@ def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
         if bad.any():
             warnings.append(f"{int(bad.sum())} NaN/inf voxels set to {FILL_HU:g} HU (+inf to {HU_MAX:g})")
             np.nan_to_num(canonical, copy=False, nan=FILL_HU, posinf=HU_MAX, neginf=FILL_HU)
+    seconds = time.perf_counter() - start
     if problem := unit_problem(canonical):
         warnings.append(problem)
-    return CT(canonical, tuple(spacing), image, orientation, warnings, time.perf_counter() - start)
+    return CT(canonical, tuple(spacing), image, orientation, warnings, seconds)
 
 
 def unit_problem(hu: np.ndarray) -> str | None:
