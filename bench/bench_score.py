@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -37,6 +38,7 @@ import pandas as pd
 import psutil
 
 from bench.record import markdown_table
+from evaluation.sampler import ProcessTree, Sampler
 from evaluation.synthetic import degraded, phantom_labels, save_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,18 +82,16 @@ def run_timed(cmd: list[str]) -> float:
 
 
 def run_peak(cmd: list[str]) -> float:
-    """Run a command; the peak resident MB of its whole process tree (sampled every 10 ms)."""
+    """Run a command; the peak resident MB of its whole process tree, sampled every 10 ms by the
+    efficiency harness's own sampler (evaluation.sampler)."""
     proc = _started(cmd)
-    root, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree))
-        except psutil.Error:
-            pass
-        time.sleep(0.01)
-    _finished(proc, cmd)
-    return peak / 2**20
+    tree = ProcessTree(proc.pid)
+    sampler = Sampler(tree=lambda: tree, interval_s=0.01).start()
+    try:
+        _finished(proc, cmd)
+    finally:
+        samples = sampler.stop()
+    return max((s["ram_tree_mb"] for s in samples if not math.isnan(s["ram_tree_mb"])), default=0.0)
 
 
 OFFICIAL_SNIPPET = """
