@@ -28,6 +28,8 @@ set -- ${SIZES:-160 192}
 coarse_size="$1"
 fine_size="$2"
 cores="$(nproc)"
+loaders=$((cores / 2 - 1))  # data loading processes per stage, both stages training at once
+[ "$loaders" -ge 0 ] || loaders=0
 mix="${MIX:---chest 0.15 --slab 0.15 --thin-slab 0.1 --liver-cut 0.1 --fluid-colon 0.5 --pelvis 0.3 --liver-fissures 0.5 \
 --arms 0.3 --long-left-lobe 0.3 --fatty 0.15 --atrophic 0.1 --full-stomach 0.2 --large-spleen 0.2}"
 export PYTHONUNBUFFERED=1
@@ -55,7 +57,7 @@ for stage in coarse fine; do
     [ "$stage" = fine ] && size="$fine_size"
     "$py" -m training.train --stage "$stage" --data "$work/train" --out "$work/runs/$stage" --device "$device" \
         --input-size "$size" --batch-size 4 --micro-batch 2 --lr 0.001 --epochs 1000 --max-minutes "$minutes" \
-        --val-cases 10 --val-every 1000 --workers $((cores / 2 - 1)) \
+        --val-cases 10 --val-every 1000 --workers "$loaders" \
         --trained-on "phantom-trained weights at the paper's sizes: synthetic abdomens of training.phantom only (seed 1, training.phantom $mix), no real CT" \
         > "$out/train-$stage.log" 2>&1 &
 done

@@ -143,7 +143,7 @@ class CaseProcesses:
     def kill(self) -> int:
         """SIGKILL every process of the case, in rounds until none is left, and reap the adopted
         ones; returns how many processes were killed (the case's own process included)."""
-        killed: set[int] = set()
+        killed = {p.pid for p in self.processes(search_session=True)}  # the group's SIGKILL takes most of them
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)

@@ -216,7 +216,7 @@ def fake_run(tmp_path_factory):
     """One harness run over cases that behave as their names say. The timeout is far above what
     any case needs even on a loaded machine: timeouts are tested apart (hang_run)."""
     root = tmp_path_factory.mktemp("efficiency")
-    inputs = _cases(root / "inputs", ("normal", "slow", "crash", "nothing", "wrongshape", "memory", "daemon"))
+    inputs = _cases(root / "inputs", ("normal", "slow", "crash", "nothing", "wrongshape", "memory", "daemon", "child"))
     command = (f"FAKE_PIDS={root / 'daemon.pid'} FAKE_TIMES={root / 'times.txt'} {sys.executable} "
                f"{FAKES / 'submission.py'} {{inputs}} {{outputs}}")
     code = main(["--inputs", str(inputs), "--out", str(root / "out"), "--command", command, "--timeout", "300",
@@ -231,7 +231,7 @@ def test_fake_submissions_are_recorded_and_the_run_goes_on(fake_run):
     assert list(table.reset_index().columns[:8]) == OFFICIAL_COLUMNS
     assert table["Status"].to_dict() == {
         "normal.nii.gz": "ok", "slow.nii.gz": "ok", "crash.nii.gz": "crashed", "nothing.nii.gz": "no-output",
-        "wrongshape.nii.gz": "no-output", "memory.nii.gz": "ok", "daemon.nii.gz": "ok"}
+        "wrongshape.nii.gz": "no-output", "memory.nii.gz": "ok", "daemon.nii.gz": "ok", "child.nii.gz": "ok"}
     own_times = dict(line.split() for line in (root / "times.txt").read_text().splitlines())
     for mode, seconds in own_times.items():  # the harness's Time covers the whole run of the process
         assert table.loc[f"{mode}.nii.gz", "Time"] >= float(seconds)
@@ -245,7 +245,7 @@ def test_fake_submissions_are_recorded_and_the_run_goes_on(fake_run):
     assert not table["Penalised"].any()  # FLARE21 has no stuck values
     assert table["BaselineRAM_MB"].gt(0).all() and table["Machine"].str.match("idle|busy: ").all()
     assert sorted(p.name for p in (root / "out" / "predictions").iterdir()) == [
-        "daemon.nii.gz", "memory.nii.gz", "normal.nii.gz", "slow.nii.gz"]
+        "child.nii.gz", "daemon.nii.gz", "memory.nii.gz", "normal.nii.gz", "slow.nii.gz"]
     samples = pd.read_csv(root / "out" / "samples" / "slow.csv")
     assert len(samples) >= 20 and samples["t_s"].is_monotonic_increasing
     summary = json.loads((root / "out" / "efficiency.json").read_text())
@@ -258,6 +258,16 @@ def test_a_double_forked_daemon_is_killed_when_the_case_ends(fake_run):
     assert _gone(daemon)
     assert "1 process(es) still running at the exit were killed" in table.loc["daemon.nii.gz", "Detail"]
     assert table.loc["daemon.nii.gz", "Status"] == "ok"
+
+
+def test_a_child_left_in_the_process_group_is_killed_and_counted(fake_run):
+    """The case's process group is killed at once when its process exits; what was still running
+    in it is counted all the same (the submission left it behind)."""
+    _, table, root = fake_run
+    child = int((root / "daemon.pid.child").read_text())
+    assert _gone(child)
+    assert "1 process(es) still running at the exit were killed" in table.loc["child.nii.gz", "Detail"]
+    assert table.loc["child.nii.gz", "Status"] == "ok"
 
 
 @pytest.fixture(scope="module")

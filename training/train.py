@@ -160,14 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input-size", type=int, nargs="+", metavar="N",
                         help="network input size: N or X Y Z (default: the recipe's, 160 coarse, 192 fine)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    parser.add_argument("--max-minutes", type=float, help="stop after the steps that fit in this time (the LR schedule follows)")
-    parser.add_argument("--batch-size", type=int, help="cases per optimiser step over all processes")
-    parser.add_argument("--micro-batch", type=int, help="cases per forward pass (gradients accumulate)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (default: none, the epochs decide)")
+    parser.add_argument("--max-minutes", type=float,
+                        help="stop after the steps that fit in this time (the LR schedule follows; default: no limit)")
+    parser.add_argument("--batch-size", type=int, help="cases per optimiser step over all processes (default: the recipe's, 16)")
+    parser.add_argument("--micro-batch", type=int, help="cases per forward pass (gradients accumulate; default 2)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the recipe's, 0.01)")
-    parser.add_argument("--fold", help="held-out fold 0..folds-1, or 'all' to train on every case (no validation)")
+    parser.add_argument("--fold", help="held-out fold 0..folds-1, or 'all' to train on every case (no validation; default 0)")
     parser.add_argument("--seed", type=int, help="seed of the split, sampling and initialisation (default: the recipe's)")
-    parser.add_argument("--val-cases", type=int, help="validate on at most this many held-out cases")
+    parser.add_argument("--val-cases", type=int, help="validate on at most this many held-out cases (default: all of them)")
     parser.add_argument("--val-every", type=int, metavar="N",
                         help="validate every N epochs and at the end (default: the recipe's, 1)")
     parser.add_argument("--pathological", type=Path,
