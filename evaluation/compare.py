@@ -22,23 +22,33 @@ from evaluation.rules import RULES, Rules
 from evaluation.run import case_means
 from evaluation.usage import OFFICIAL_COLUMNS
 from flare_common import cli
-from flare_common.files import write_atomic
+from flare_common.errors import describe_error
+from flare_common.files import file_problem, write_atomic
 
 
-def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(metrics.csv, results.csv or None) of a result folder."""
+def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, Rules]:
+    """(metrics.csv, results.csv or None, the year its columns are) of a result folder;
+    ValueError naming the file for one that is missing, unreadable or of no FLARE year."""
     for metrics in (folder / "accuracy" / "metrics.csv", folder / "metrics.csv"):
         if metrics.is_file():
             results = folder / "results.csv"
-            return pd.read_csv(metrics), pd.read_csv(results) if results.is_file() else None
-    raise FileNotFoundError(f"{folder}: no metrics.csv (from evaluation.run or evaluation.score)")
+            try:
+                table, usage = pd.read_csv(metrics), pd.read_csv(results) if results.is_file() else None
+            except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+                raise ValueError(f"{folder}: unreadable CSV ({describe_error(exc)})") from exc
+            rules = rules_of(table)
+            if rules is None:
+                raise ValueError(f"{metrics}: its columns match no FLARE year")
+            return table, usage, rules
+    raise ValueError(f"{folder}: no metrics.csv (from evaluation.run or evaluation.score)")
 
 
-def rules_of(metrics: pd.DataFrame) -> Rules:
+def rules_of(metrics: pd.DataFrame) -> Rules | None:
+    """The year whose official columns metrics.csv has, None if none."""
     for rules in RULES.values():
         if list(metrics.columns[1:]) == rules.metric_columns():
             return rules
-    raise ValueError("metrics.csv columns match no FLARE year")
+    return None
 
 
 def _number(value: float) -> float | None:
@@ -142,12 +152,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="how many cases to list in each of the fell and rose lists (default 5)")
     parser.add_argument("--out", type=Path, metavar="FILE.json", help="write the comparison as JSON here (default: none)")
     args = parser.parse_args(argv)
+    problem = file_problem(args.out) if args.out else None
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     try:
-        (before, usage_before), (after, usage_after) = load(args.before), load(args.after)
-        rules = rules_of(before)
-        if rules is not rules_of(after):
-            raise ValueError("the two folders were scored under different rules")
-    except (FileNotFoundError, ValueError) as exc:
+        (before, usage_before, rules), (after, usage_after, rules_after) = load(args.before), load(args.after)
+        if rules is not rules_after:
+            raise ValueError(f"{args.before} and {args.after} were scored under different rules "
+                             f"({rules.name}, {rules_after.name})")
+    except ValueError as exc:
         parser.error(str(exc))
     result = compare(before, after, rules, args.top, usage_before, usage_after)
     if args.out:

@@ -58,7 +58,7 @@ from evaluation.usage import (
 )
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
-from flare_common.files import write_atomic
+from flare_common.files import folder_problem, write_atomic
 from flare_common.nifti import nifti_files, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
@@ -86,8 +86,8 @@ class Submission:
                     *self.docker_args,
                     "-v", f"{inputs.resolve()}/:/workspace/inputs/:ro", "-v", f"{outputs.resolve()}/:/workspace/outputs/",
                     self.image, "/bin/bash", "-c", "sh predict.sh"]
-        command = self.command.format(inputs=shlex.quote(str(inputs)), outputs=shlex.quote(str(outputs)))
-        return ["/bin/sh", "-c", command]
+        command = self.command.replace("{inputs}", shlex.quote(str(inputs))).replace("{outputs}", shlex.quote(str(outputs)))
+        return ["/bin/sh", "-c", command]  # any other braces are the shell's (${VAR:-x}, awk '{print}')
 
     def tree(self, proc: subprocess.Popen, name: str, processes: CaseProcesses) -> ProcessTree | None:
         """The processes doing the work: the command's (its tree and adopted orphans), or the
@@ -206,8 +206,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--image", metavar="NAME", help="Docker image to run, e.g. team:latest (this or --command)")
     how.add_argument("--command", metavar="CMD",
-                     help='local command with {inputs} and {outputs} placeholders, e.g. "sh predict.sh {inputs} '
-                          '{outputs}" (this or --image)')
+                     help='local command with {inputs} and {outputs} placeholders (replaced by the quoted folders; '
+                          'other braces are left to the shell), e.g. "sh predict.sh {inputs} {outputs}" (this or --image)')
     parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES,
                         help="which year's limits, stuck values and docker options (default %(default)s)")
     parser.add_argument("--gpu", type=gpu_choice, default=GPU_AUTO, metavar="auto|N|none",
@@ -274,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = nifti_files(args.inputs)
     if not cases:
         parser.error(f"--inputs {args.inputs}: no .nii.gz or .nii files")
+    problem = folder_problem(args.out)
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     rules = get_rules(args.rules)
     for sub in ("samples", "predictions", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)

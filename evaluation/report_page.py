@@ -8,12 +8,14 @@ tree and machine, DSC per organ, NSD per organ. Links are relative to the run's 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import pandas as pd
 
 from evaluation import pages
 from evaluation.rules import Rules
 from evaluation.usage import OFFICIAL_COLUMNS, is_failed
+from flare_common.nifti import case_stem
 
 EFFICIENCY_COLUMNS = ["Name", "Status", *OFFICIAL_COLUMNS[1:], "MeasuredTime", "StableMaxGPU_Mem", "PlainMaxGPU_Mem",
                       "Detail"]
@@ -22,7 +24,7 @@ TREE_COLUMNS = ["Name", "Status", "MaxGPU_Mem_Tree", "MaxCPU_Tree", "MaxRAM_Tree
 
 
 def _stem(name: str) -> str:
-    return name.removesuffix(".nii.gz")
+    return case_stem(Path(name))
 
 
 def log_href(name: str) -> str:

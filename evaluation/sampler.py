@@ -125,6 +125,7 @@ class Sampler:
         self._t0 = 0.0
 
     def start(self) -> Sampler:
+        self._cpu = SystemCpu()  # the reference of the first sample's CPU figures
         self._t0 = time.perf_counter()
         self._thread.start()
         return self
@@ -149,10 +150,10 @@ class Sampler:
         }
 
     def _run(self) -> None:
-        tick = 0
-        while not self._stop.is_set():
+        """A sample at the end of each interval from the start: the first one's CPU figures then
+        cover a whole interval (taken at once, the system CPU's few ticks since the reference
+        read as 100 % by the organisers' formula)."""
+        tick = 1
+        while not self._stop.wait(max(0.0, self._t0 + tick * self.interval_s - time.perf_counter())):
             self.samples.append(self.sample())
             tick += 1
-            delay = self._t0 + tick * self.interval_s - time.perf_counter()
-            if delay > 0:
-                self._stop.wait(delay)

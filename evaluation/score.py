@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
-from flare_common.files import write_atomic
+from flare_common.files import folder_problem, write_atomic
 from flare_common.nifti import case_stem, is_nifti, nifti_files
 
 AFFINE_TOLERANCE_MM = 1e-3
@@ -68,10 +69,15 @@ def rules_mismatch(present: set[int], rules: Rules) -> str | None:
     best = min(RULES.values(), key=fit)
     if fit(best) >= fit(rules):
         return None
+    unknown = sorted(present - {o.label for o in rules.organs})
     absent = [o.name for o in rules.organs if o.in_mean and o.label not in present]
-    return (f"the ground truth holds labels {', '.join(map(str, sorted(present)))} only: {len(absent)} of the "
-            f"{rules.name} organs in the mean ({', '.join(absent)}) are absent from every case and score 1.0 where "
-            f"the prediction has none either; these labels fit --rules {best.name} (wrong --rules?)")
+    reasons = [f"{', '.join(map(str, unknown))} {'is not a' if len(unknown) == 1 else 'are not'} {rules.name} "
+               f"label{'' if len(unknown) == 1 else 's'} (ignored)"] if unknown else []
+    if absent:
+        reasons.append(f"{len(absent)} of the {rules.name} organs in the mean ({', '.join(absent)}) are absent from "
+                       f"every case and score 1.0 where the prediction has none either")
+    return (f"the ground truth holds labels {', '.join(map(str, sorted(present)))} only: {'; '.join(reasons)}; "
+            f"these labels fit --rules {best.name} (wrong --rules?)")
 
 
 def _unexpected_labels(runs: LabelRuns, rules: Rules) -> list[int]:
@@ -152,19 +158,37 @@ def _score_safely(gt_file: Path, pred_file: Path | None, rules: str, fix_slab: b
 
 
 def _score_all(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool, workers: int) -> list[CaseResult]:
-    """Score every (ground truth, prediction) pair, in parallel processes when workers > 1."""
+    """Score every (ground truth, prediction) pair, in parallel processes when workers > 1. A
+    worker process that dies (e.g. killed for memory) breaks the pool and every case it had not
+    returned yet: those are scored again one at a time, each in a process of its own, so that only
+    a case that kills its process fails."""
     progress = dict(total=len(jobs), desc="scoring", unit="case", file=sys.stderr, disable=None)
     if workers <= 1:
         return [_score_safely(g, p, rules, fix_slab) for g, p in tqdm(jobs, **progress)]
-    results = []
+    results = _in_pool(jobs, rules, fix_slab, workers, progress)
+    lost = [i for i, r in enumerate(results) if isinstance(r, BrokenProcessPool)]
+    if lost:
+        print(f"a scoring process died: scoring {len(lost)} case(s) again one at a time", file=sys.stderr)
+    for i in lost:
+        results[i] = _in_pool([jobs[i]], rules, fix_slab, 1, {"disable": True})[0]
+        if isinstance(results[i], BrokenProcessPool):
+            results[i] = BrokenProcessPool("its process died scoring it alone (killed, e.g. for lack of memory)")
+    return [_failed(gt_file, rules, r) if isinstance(r, BaseException) else r for (gt_file, _), r in zip(jobs, results)]
+
+
+def _in_pool(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool, workers: int,
+             progress: dict) -> list[CaseResult | BaseException]:
+    """Each job's result from a pool of worker processes, or the exception its future raised
+    (BrokenProcessPool for every case not returned when a worker died)."""
+    results: list[CaseResult | BaseException] = []
     with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupt) as pool:
         futures = [pool.submit(_score_safely, g, p, rules, fix_slab) for g, p in jobs]
         try:
-            for (gt_file, _), future in zip(jobs, tqdm(futures, **progress)):
+            for future in tqdm(futures, **progress):
                 try:
                     results.append(future.result())
-                except Exception as exc:  # the worker process died (e.g. killed for memory)
-                    results.append(_failed(gt_file, rules, exc))
+                except Exception as exc:  # the worker process died
+                    results.append(exc)
         except KeyboardInterrupt:  # Ctrl-C: the workers finish their case, nothing else starts
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -243,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     gt_files = nifti_files(args.gt)
     if not gt_files:
         parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out}: exists and is not a folder")
+    problem = folder_problem(args.out)
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     rules = get_rules(args.rules)
-    args.out.mkdir(parents=True, exist_ok=True)
 
     jobs = [(g, find_prediction(args.pred, g)) for g in gt_files]
     results = _score_all(jobs, args.rules, args.fix_slab, min(args.workers, len(jobs)))

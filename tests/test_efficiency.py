@@ -139,6 +139,7 @@ def test_sampler_records_real_times_and_the_fake_gpu():
     assert samples["gpu_used_mb"].tolist()[:5] == [1000, 2000, 4000, 4000, 1500]
     intervals = np.diff(samples["t_s"])
     assert np.all(intervals > 0) and abs(np.median(intervals) - 0.05) < 0.02
+    assert samples["t_s"].iloc[0] >= 0.045  # the first sample's CPU figures cover a whole interval, not a few ticks
     assert samples["ram_used_mb"].gt(0).all() and samples["cpu_used_pct"].between(0, 100).all()
     assert samples["gpu_tree_mb"].isna().all()  # no process attached
 
@@ -305,6 +306,16 @@ def test_docker_command_has_the_safe_defaults(tmp_path):
     assert f"{(tmp_path / 'in').resolve()}/:/workspace/inputs/:ro" in argv
     assert argv[-4:] == ["team:latest", "/bin/bash", "-c", "sh predict.sh"]
     assert "CUDA_VISIBLE_DEVICES" not in text
+
+
+def test_a_local_command_keeps_the_shells_own_braces(tmp_path):
+    """Only {inputs} and {outputs} are placeholders: ${VAR:-x}, awk programs and shell functions
+    reach the shell as written, and the folders are quoted."""
+    command = 'f() { cat; }; ls {inputs} | awk \'{print $1}\' > "${TMPDIR:-/tmp}/x"; sh predict.sh {inputs} {outputs}'
+    argv = Submission(command=command).argv(tmp_path / "in put", tmp_path / "out", "unused")
+    assert argv[:2] == ["/bin/sh", "-c"]
+    expected = command.replace("{inputs}", f"'{tmp_path / 'in put'}'").replace("{outputs}", str(tmp_path / "out"))
+    assert argv[2] == expected and "{print $1}" in argv[2] and "${TMPDIR:-/tmp}" in argv[2]
 
 
 def test_docker_command_without_a_gpu_has_no_gpus_option(tmp_path):

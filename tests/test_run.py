@@ -232,6 +232,23 @@ def test_every_ground_truth_without_an_input_is_a_problem(data, tmp_path):
     assert no_input == ["synthetic_001.nii.gz", "synthetic_002.nii.gz"]
 
 
+def test_an_uncompressed_ground_truth_joins_its_case(data, tmp_path):
+    """A ground truth stored as <case>.nii is the same case as the submission's <case>.nii.gz."""
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    nib.save(nib.load(data / "gt" / "synthetic_000.nii.gz"), gt / "synthetic_000.nii")
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(data / "images" / "synthetic_000_0000.nii.gz", one)
+    code = run.main(["--inputs", str(one), "--gt", str(gt), "--out", str(tmp_path / "out"), "--rules", "flare22",
+                     "--command", COPY % (data / "gt"), "--baseline", "0", "--interval", "0.02"])
+    assert code == 0
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert results["Name"].tolist() == ["synthetic_000.nii"] and results["Status"].tolist() == ["ok"]
+    assert results["DSC_mean"].tolist() == [1.0] and results["Time"].iloc[0] < 3600
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["problems"] == []
+
+
 @pytest.mark.parametrize("year", ["flare21", "flare22", "flare23"])
 def test_a_fast_crashing_team_ranks_below_a_correct_one(data, tmp_path, year):
     """The crashing team's cases take milliseconds: every efficiency figure of theirs is the best."""
@@ -246,6 +263,20 @@ def test_a_fast_crashing_team_ranks_below_a_correct_one(data, tmp_path, year):
     assert (table.set_index("team").loc["crashes", [c for c in table if c.startswith("rank_")]] == 2).all()
 
 
+def test_run_refuses_ground_truth_and_output_problems_before_the_submission_runs(tmp_path, monkeypatch, capsys):
+    """An empty --gt folder or an --out that cannot be made ends at once (exit 2), not after
+    hours of efficiency measurement."""
+    monkeypatch.setattr(run.efficiency, "main", lambda argv: pytest.fail("the submission ran"))
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "case.nii.gz").write_bytes(b"")  # a ground truth (not read before the run)
+    for gt, out, message in ((tmp_path / "gt", tmp_path / "out", "no .nii.gz or .nii files"),
+                             (tmp_path, tmp_path / "afile" / "out", "cannot create the folder")):
+        with pytest.raises(SystemExit) as stopped:
+            run.main(["--inputs", str(tmp_path), "--gt", str(gt), "--out", str(out), "--command", "true {inputs} {outputs}"])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_run_passes_every_efficiency_option_on(tmp_path, monkeypatch):
     """flare-run takes flare-efficiency's options (--memory included) and hands them on."""
     class Handed(Exception):
@@ -256,6 +287,7 @@ def test_run_passes_every_efficiency_option_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run.efficiency, "main", efficiency_main)
     (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "case.nii.gz").write_bytes(b"")  # a ground truth is looked for before the run starts
     with pytest.raises(Handed) as handed:
         run.main(["--inputs", str(tmp_path), "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "out"),
                   "--command", "sh predict.sh {inputs} {outputs}", "--memory", "12g", "--gpu", "1", "--timeout", "60",

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import nibabel as nib
@@ -95,6 +96,26 @@ def test_flare23_columns_and_lesion_outside_organ_mean(tmp_path):
     means = [summary["organs"][o.name]["DSC"]["mean"] for o in get_rules("flare23").organs if o.in_mean]
     assert len(means) == 13
     assert summary["mean_over_organs"]["DSC"] == pytest.approx(np.mean(means))
+
+
+def _killed_on_case_1(original, gt_file, *args):
+    """score_files, except that the process scoring case_1 is killed (as for lack of memory)."""
+    if gt_file.name == "case_1.nii.gz":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(gt_file, *args)
+
+
+def test_a_worker_killed_on_one_case_costs_only_that_case(tmp_path, monkeypatch, capsys):
+    """A dead worker breaks the process pool and every case it had not returned: those are scored
+    again one at a time, so only the case that kills its process goes unscored."""
+    gt, pred, out = make_set(tmp_path, n=6)
+    from evaluation import score
+    monkeypatch.setattr(score, "score_files", functools.partial(_killed_on_case_1, score.score_files))
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "2"]) == 1
+    rows = {r["Name"]: r for r in read_csv(out / "metrics.csv")}
+    assert [name for name, row in rows.items() if row["DSC_1"] == ""] == ["case_1.nii.gz"]
+    problems = json.loads((out / "summary.json").read_text())["problems"]
+    assert [p["case"] for p in problems] == ["case_1.nii.gz"] and "process died" in problems[0]["problem"]
 
 
 def test_bad_cases_are_reported_and_the_rest_scored(tmp_path, capsys):
@@ -271,3 +292,5 @@ def test_rules_mismatch_only_when_another_year_fits_better():
     assert rules_mismatch(flare22_labels, RULES["flare23"]) is None  # no lesion: not counted in the mean
     assert rules_mismatch(flare22_labels - {7, 8}, RULES["flare22"]) is None  # no adrenals: nothing fits better
     assert rules_mismatch(set(), RULES["flare22"]) is None
+    unknown = rules_mismatch({1, 2, 3, 4, 14}, RULES["flare21"])  # says why, and no empty list of absent organs
+    assert "14 is not a flare21 label (ignored)" in unknown and "()" not in unknown and "flare23" in unknown
