@@ -65,10 +65,11 @@ def output_name(path: Path) -> str:
 
 
 def volume_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """The 3D shape of an image (a 4D image with a single volume counts as 3D); InputError otherwise."""
+    """The 3D shape of an image (one with more axes of length 1 after the third, a 4D image with a
+    single volume say, counts as 3D); InputError otherwise."""
     shape = tuple(int(s) for s in image_shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
     if len(shape) != 3:
         raise InputError(f"expected a 3D volume, got shape {tuple(image_shape)}")
     return shape

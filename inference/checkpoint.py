@@ -39,7 +39,7 @@ from flare_common import cli
 from flare_common.errors import describe_error
 from flare_common.labels import label_names
 from inference.defaults import WEIGHTS_HELP
-from inference.networks import OUTPUT_ACTIVATION, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
+from inference.networks import OUTPUT_ACTIVATION, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig, input_size_problem
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 
@@ -154,7 +154,14 @@ def _models(path: Path, payload: dict, device: torch.device | str) -> Models:
         config = _config(config_cls, entry["config"], f"{path}: {stage}")
         if config.out_channels != len(labels):
             raise CheckpointError(f"{path}: {stage} network has {config.out_channels} outputs for {len(labels)} labels")
-        net = cls(config)
+        if config.in_channels != 1:
+            raise CheckpointError(f"{path}: {stage} network takes {config.in_channels} input channels, not the CT's 1")
+        if problem := input_size_problem(config.input_size):
+            raise CheckpointError(f"{path}: {stage} network: {problem}")
+        try:
+            net = cls(config)
+        except (RuntimeError, ValueError) as exc:  # widths PyTorch cannot build layers of
+            raise CheckpointError(f"{path}: {stage} network cannot be built from its config ({describe_error(exc)})") from None
         try:
             net.load_state_dict(entry["state_dict"], strict=True)
         except RuntimeError as exc:

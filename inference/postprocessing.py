@@ -62,7 +62,8 @@ class Postprocessing:
         if not isinstance(edge_padding, bool):
             raise ValueError(f"invalid post-processing values {raw}")
         post = cls(float(raw["min_component_mm3"]), kept, float(raw["box_margin_mm"]), not_above, edge_padding)
-        if (post.min_component_mm3 < 0 or post.box_margin_mm < 0 or any(v < 1 for v in kept.values())
+        if (not (0 <= post.min_component_mm3 < np.inf and 0 <= post.box_margin_mm < np.inf)  # NaN fails too
+                or any(v < 1 for v in kept.values())
                 or any(k == v or v in not_above for k, v in not_above.items())):
             raise ValueError(f"invalid post-processing values {raw}")
         return post

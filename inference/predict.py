@@ -17,6 +17,7 @@ failed (the others are still written), 2 usage error (paths, weights, device), 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -70,22 +71,24 @@ class Progress:
         if name not in STAGES:
             return
         text = f"[{self.index}/{self.total}] {self.case}: {STAGES[name]}"
-        if self.bar is not None:
-            self.bar.set_description_str(text)
-        else:
-            print(text, file=self.stream, flush=True)
+        with contextlib.suppress(OSError):  # a closed stream (a pipe's reader gone) loses the line, not the case
+            if self.bar is not None:
+                self.bar.set_description_str(text)
+            else:
+                print(text, file=self.stream, flush=True)
 
     def done(self) -> None:
         if self.bar is not None:
             self.bar.update(1)
 
     def message(self, line: str, stream: TextIO | None = None) -> None:
-        """A line of output that does not break the bar."""
+        """A line of output that does not break the bar (lost, not raised, where the stream is closed)."""
         stream = stream or self.stream
-        if self.bar is not None:
-            self.bar.write(line, file=stream)
-        else:
-            print(line, file=stream, flush=True)
+        with contextlib.suppress(OSError):
+            if self.bar is not None:
+                self.bar.write(line, file=stream)
+            else:
+                print(line, file=stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -141,7 +144,14 @@ def _backend(requested: str, weights: Path, models, device: torch.device, precis
             raise UsageError(f"--backend openvino: {problem}")
         print(f"notice: networks run by PyTorch ({problem})", file=sys.stderr)
         return "torch", None
-    networks = openvino_runtime.compile_networks(weights, models, precision, ahead)
+    try:
+        networks = openvino_runtime.compile_networks(weights, models, precision, ahead)
+    except Exception as exc:  # a damaged export (e.g. a truncated .bin) or one this OpenVINO cannot compile
+        problem = f"its export beside {weights.name} does not compile ({describe_error(exc)})"
+        if requested == "openvino":
+            raise UsageError(f"--backend openvino: {problem}") from exc
+        print(f"notice: networks run by PyTorch (OpenVINO: {problem})", file=sys.stderr)
+        return "torch", None
     if precision not in ("auto", networks.precision):
         print(f"notice: this CPU has no bf16 instructions: OpenVINO runs the networks in {networks.precision}",
               file=sys.stderr)
@@ -192,15 +202,21 @@ class Reader:
 
 def _output_clashes(inputs: list[Path], output: Path) -> dict[Path, str]:
     """Inputs that cannot be written: another input before them writes the same output name, or
-    their output would overwrite them."""
+    their output would overwrite an input (themselves or another: scan.nii's output scan.nii.gz
+    beside an input scan.nii.gz)."""
     clashes, seen = {}, set()
+    resolved = {path.resolve() for path in inputs}
     for path in inputs:
         name = output_name(path)
-        if name in seen:
-            clashes[path] = f"another input already writes {name}"
-        elif (output / name).resolve() == path.resolve():
+        target = (output / name).resolve()
+        if target == path.resolve():
             clashes[path] = f"its output {name} would overwrite it: choose another -o"
-        seen.add(name)
+        elif target in resolved:
+            clashes[path] = f"its output {name} would overwrite the input {name}: choose another -o"
+        elif name in seen:
+            clashes[path] = f"another input already writes {name}"
+        else:
+            seen.add(name)
     return clashes
 
 
@@ -334,10 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     if checked.skipped:
         print(f"notice: --continue: {len(checked.skipped)} case(s) already written to {args.output}: skipped",
               file=sys.stderr)
+    cases: list[dict] = [{"input": p.name, "output": output_name(p), "status": "skipped"} for p in checked.skipped]
     if not checked.inputs:
         print(f"notice: every case is already written to {args.output}: nothing to do", file=sys.stderr)
+        if args.report:  # this run's report, not an earlier run's left in place
+            write_atomic(args.report, json.dumps({"cases": cases, "failed": 0}, indent=2) + "\n")
         return 0
-    cases: list[dict] = [{"input": p.name, "output": output_name(p), "status": "skipped"} for p in checked.skipped]
     try:
         return _segment_all(args, checked.inputs, cases, started_s)
     except UsageError as exc:

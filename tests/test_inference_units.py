@@ -221,6 +221,13 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
         (lambda p: p["postprocessing"].update(not_above={"4": 6}), r"labels \[6\] not in"),
         (lambda p: p.pop("postprocessing"), "missing or malformed"),
         (lambda p: p.pop("coarse"), "holds no coarse network"),
+        (lambda p: p["fine"]["config"].update(input_size=[32, 32]), r"fine network: input size \(32, 32\)"),
+        (lambda p: p["coarse"]["config"].update(input_size=[40, 40, 40]), "each a multiple of 16"),
+        (lambda p: p["coarse"]["config"].update(input_size=[16, 16, 16]), "not all 16"),
+        (lambda p: p["coarse"]["config"].update(in_channels=2), "2 input channels"),
+        (lambda p: p["coarse"]["config"].update(widths=[-4, 8, 8, 8, 8]), "cannot be built"),
+        (lambda p: p["postprocessing"].update(box_margin_mm=float("inf")), "invalid post-processing"),
+        (lambda p: p["postprocessing"].update(min_component_mm3=float("nan")), "invalid post-processing"),
     ]:
         payload = torch.load(tmp_path / "w.pt", weights_only=True)
         change(payload)

@@ -137,6 +137,26 @@ def test_auto_uses_the_export_only_when_it_was_made_from_this_checkpoint(tmp_pat
     assert "exported from another checkpoint" in capsys.readouterr().err
 
 
+def test_a_damaged_export_falls_back_to_pytorch_or_is_a_usage_error(tmp_path, exported, scans, capsys):
+    """A truncated .bin passes the manifest's checks but does not compile: auto runs PyTorch and
+    says why, --backend openvino ends with one line (exit 2); no traceback, nothing half-written."""
+    damaged = Path(shutil.copy(exported, tmp_path / "damaged.pt"))
+    shutil.copytree(openvino_runtime.folder_for(exported), openvino_runtime.folder_for(damaged))
+    with open(openvino_runtime.folder_for(damaged) / "fine.bin", "r+b") as f:
+        f.truncate(100)
+    report = tmp_path / "r.json"
+    capsys.readouterr()
+    assert predict_main(["-i", str(scans), "-o", str(tmp_path / "a"), "--weights", str(damaged),
+                         "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["backend"] == "torch"
+    assert "does not compile" in capsys.readouterr().err
+    assert predict_main(["-i", str(scans), "-o", str(tmp_path / "b"), "--weights", str(damaged),
+                         "--backend", "openvino"]) == 2
+    err = capsys.readouterr().err
+    assert "--backend openvino: its export beside damaged.pt does not compile" in err and "Traceback" not in err
+    assert not list((tmp_path / "b").iterdir())
+
+
 def test_openvino_asked_for_without_an_export_is_a_usage_error(tmp_path, weights, scans, capsys):
     code = predict_main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(weights),
                          "--backend", "openvino"])

@@ -125,14 +125,16 @@ def test_bad_inputs_fail_alone(tmp_path, weights, capsys):
     data[0, 0, :] = np.nan
     nib.save(nib.Nifti1Image(data, img.affine), str(inputs / "nan_0000.nii.gz"))  # float storage with NaN
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., None], img.affine), str(inputs / "single_0000.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., None, None], img.affine), str(inputs / "five_0000.nii.gz"))
     assert run(inputs, outputs, weights) == 1
     written = sorted(p.name for p in outputs.iterdir())
-    assert written == ["good.nii.gz", "nan.nii.gz", "single.nii.gz"]  # nothing partial, nothing else
+    assert written == ["five.nii.gz", "good.nii.gz", "nan.nii.gz", "single.nii.gz"]  # nothing partial, nothing else
     assert nib.load(outputs / "single.nii.gz").shape == img.shape + (1,)
+    assert nib.load(outputs / "five.nii.gz").shape == img.shape + (1, 1)  # one volume, more axes of length 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 3 and all(re.match(r"error: (corrupt|flat|series)_0000\.nii\.gz: ", e) for e in errors)
-    assert "warning: nan_0000.nii.gz:" in err and "3 of 6 case(s) written" in err
+    assert "warning: nan_0000.nii.gz:" in err and "4 of 7 case(s) written" in err
 
 
 def test_coarse_stage_finding_nothing_gives_an_empty_mask(tmp_path, blind_weights, capsys):

@@ -153,8 +153,10 @@ def test_a_single_file_and_continue(tmp_path, scans, weights, capsys):
     statuses = {case["input"]: case["status"] for case in json.loads(report.read_text())["cases"]}
     assert statuses == {"alpha_0000.nii.gz": "ok", "beta_0000.nii.gz": "skipped"}
 
-    assert main(["-i", str(scans), "-o", str(out), "--weights", str(weights), "--continue"]) == 0
+    assert main(["-i", str(scans), "-o", str(out), "--weights", str(weights), "--continue", "--report", str(report)]) == 0
     assert "nothing to do" in capsys.readouterr().err
+    statuses = {case["input"]: case["status"] for case in json.loads(report.read_text())["cases"]}
+    assert statuses == {"alpha_0000.nii.gz": "skipped", "beta_0000.nii.gz": "skipped"}  # this run's, not the last
 
 
 def test_an_input_is_never_overwritten_by_its_output(tmp_path, weights, capsys):
@@ -163,6 +165,32 @@ def test_an_input_is_never_overwritten_by_its_output(tmp_path, weights, capsys):
     assert main(["-i", str(tmp_path / "plain.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 1
     assert "would overwrite it" in capsys.readouterr().err
     assert (tmp_path / "plain.nii.gz").read_bytes() == before
+
+
+def test_no_input_is_overwritten_by_another_inputs_output(tmp_path, weights, capsys):
+    """scan.nii's output is scan.nii.gz: beside an input of that name, in the same folder, neither
+    is segmented and both inputs stay as they were."""
+    synthetic_ct(tmp_path, "scan.nii.gz")
+    nib.save(nib.load(tmp_path / "scan.nii.gz"), tmp_path / "scan.nii")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert main(["-i", str(tmp_path), "-o", str(tmp_path), "--weights", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "scan.nii: its output scan.nii.gz would overwrite the input scan.nii.gz" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_closed_stdout_loses_the_summary_line_not_the_case(tmp_path, scans, weights, monkeypatch):
+    """stdout a pipe whose reader has gone: the case is written and reported written."""
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    report = tmp_path / "r.json"
+    assert main(["-i", str(scans / "alpha_0000.nii.gz"), "-o", str(tmp_path / "out"), "--weights", str(weights),
+                 "--report", str(report)]) == 0
+    assert (tmp_path / "out" / "alpha.nii.gz").is_file()
+    assert [c["status"] for c in json.loads(report.read_text())["cases"]] == ["ok"]
 
 
 def test_the_reader_reads_one_case_ahead_and_a_bad_file_fails_alone(tmp_path, scans):

@@ -68,7 +68,13 @@ def test_config_file_and_command_line_override_and_bad_values_are_named(tmp_path
     assert config.network_config().widths == (4, 8, 8, 16, 16) and config.network_config().input_size == (64, 64, 64)
     for values, message in [({"learning_rate": 1}, "unknown field"), ({"input_size": [60, 64, 64]}, "multiple of 16"),
                             ({"fold": 7}, "fold 7"), ({"network": {"depth": 3}}, "network"),
-                            ({"stage": "coarse"}, "written for stage")]:
+                            ({"stage": "coarse"}, "written for stage"), ({"input_size": [16, 16, 16]}, "not all 16"),
+                            ({"input_size": 64}, "input_size: 64 is not a list of 3 numbers"),
+                            ({"lr": "0.01"}, "lr: '0.01' is not a number"), ({"epochs": 2.5}, "not a whole number"),
+                            ({"network": None}, "not a JSON object"), ({"margin_mm": [5]}, "list of 2 numbers"),
+                            ({"pathological_repeats": 0}, "pathological_repeats 0"), ({"folds": 1}, "folds 1"),
+                            ({"seed": -1}, "seed"), ({"lr_milestones": [0.9, 0.5]}, "increasing"),
+                            ({"lr_gamma": 0}, "lr_gamma"), ({"organ_hu_shift": -5}, "HU shifts")]:
         with pytest.raises(ConfigError, match=message):
             load_config("fine", config_file(tmp_path, values), {})
     (tmp_path / "broken.json").write_text("{lr: 1")

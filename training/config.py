@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from inference.networks import CoarseConfig, FineConfig
+from inference.networks import CoarseConfig, FineConfig, input_size_problem
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 
@@ -94,6 +94,30 @@ def _as_field(value, default):
     return value
 
 
+OPTIONAL_FIELDS = {"max_steps": int, "max_minutes": float, "fold": int, "val_cases": int}  # None or this type
+
+
+def _type_problem(name: str, value, default) -> str | None:
+    """Why a field's value is not of the field's type (a number for a float, a list of numbers
+    for a tuple), None when it is."""
+    if name in OPTIONAL_FIELDS and value is None:
+        return None
+    kind = OPTIONAL_FIELDS.get(name, type(default))
+
+    def number(v, whole: bool = False) -> bool:
+        return isinstance(v, int if whole else (int, float)) and not isinstance(v, bool)
+
+    if kind is tuple:  # of the default's length, but for the milestones
+        n = None if name == "lr_milestones" else len(default)
+        ok = isinstance(value, tuple) and all(number(v) for v in value) and n in (None, len(value))
+        wanted = f"a list of {n or 'any number of'} numbers"
+    elif kind in (int, float):
+        ok, wanted = number(value, whole=kind is int), "a whole number" if kind is int else "a number"
+    else:
+        ok, wanted = isinstance(value, kind), f"a {'JSON object' if kind is dict else kind.__name__}"
+    return None if ok else f"{name}: {value!r} is not {wanted}"
+
+
 def with_overrides(config: TrainConfig, overrides: dict, where: str) -> TrainConfig:
     """The config with the given fields replaced; ConfigError naming the unknown field or bad value."""
     known = {f.name for f in fields(TrainConfig)}
@@ -101,6 +125,9 @@ def with_overrides(config: TrainConfig, overrides: dict, where: str) -> TrainCon
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     values = {k: _as_field(v, getattr(config, k)) for k, v in overrides.items()}
+    problems = [p for k, v in values.items() if (p := _type_problem(k, v, getattr(config, k)))]
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
     return check(replace(config, **values), where)
 
 
@@ -123,8 +150,8 @@ def load_config(stage: str, path: Path | None, overrides: dict) -> TrainConfig:
 def check(config: TrainConfig, where: str) -> TrainConfig:
     """Refuse values that cannot work, with the field's name."""
     problems = []
-    if len(config.input_size) != 3 or any(s % 16 or s < 16 for s in config.input_size):
-        problems.append(f"input_size {config.input_size}: three sides, each a multiple of 16")
+    if problem := input_size_problem(config.input_size):
+        problems.append(problem)
     if config.batch_size < 1 or config.micro_batch < 1:
         problems.append("batch_size and micro_batch must be at least 1")
     if config.epochs < 1 or (config.max_steps is not None and config.max_steps < 1):
@@ -141,6 +168,19 @@ def check(config: TrainConfig, where: str) -> TrainConfig:
         problems.append(f"margin_mm {config.margin_mm}: 0 <= low <= high")
     if config.cache_scale < 1:
         problems.append(f"cache_scale {config.cache_scale}: at least 1")
+    if config.folds < 2:
+        problems.append(f"folds {config.folds}: at least 2 (fold null trains on every case)")
+    if config.seed < 0 or (config.val_cases is not None and config.val_cases < 0):
+        problems.append("seed and val_cases must be 0 or more")
+    if config.pathological_repeats < 1:
+        problems.append(f"pathological_repeats {config.pathological_repeats}: at least 1 (1: lesions not favoured)")
+    if not (config.lr > 0 and 0 < config.lr_gamma <= 1 and config.weight_decay >= 0 and 0 <= config.dropout < 1):
+        problems.append("lr > 0, 0 < lr_gamma <= 1, weight_decay >= 0 and 0 <= dropout < 1")
+    if list(config.lr_milestones) != sorted(config.lr_milestones) or not all(0 < m < 1 for m in config.lr_milestones):
+        problems.append(f"lr_milestones {config.lr_milestones}: increasing fractions of the run, each in (0, 1)")
+    if min(config.organ_hu_shift, config.global_hu_shift, config.dice_weight, config.focal_weight,
+           config.focal_alpha, config.focal_gamma) < 0:
+        problems.append("the HU shifts and the loss's weights, alpha and gamma must be 0 or more")
     try:
         Normalisation.from_dict(config.normalisation)
         Postprocessing.from_dict(config.postprocessing)
