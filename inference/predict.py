@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -337,7 +338,26 @@ def _process_age_s() -> float:
         return max(0.0, time.time() - psutil.Process().create_time())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`docker stop`, a harness's timeout): the run stops as at Ctrl-C, the case being
+    written leaving no file, with the shell's exit code for SIGTERM."""
+
+    EXIT_CODE = 143
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     started_s = _process_age_s()
     args = build_parser().parse_args(argv)
     try:
@@ -361,11 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         written = sum(c["status"] == "ok" for c in cases)
-        print(f"\ninterrupted: {written} case(s) written to {args.output}; run again with --continue to skip them",
+        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{how}: {written} case(s) written to {args.output}; run again with --continue to skip them",
               file=sys.stderr)
-        return cli.INTERRUPTED
+        return Terminated.EXIT_CODE if isinstance(exc, Terminated) else cli.INTERRUPTED
 
 
 def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict], started_s: float = 0.0) -> int:

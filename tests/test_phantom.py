@@ -531,6 +531,10 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
     assert np.array_equal(np.asarray(nib.load(out / "images" / "phantom_0002_0000.nii.gz").dataobj),
                           np.asarray(nib.load(again / "images" / "p_0002_0000.nii.gz").dataobj))
     assert read_rows(again / "cases.csv")[0] == {**rows[2], "case": "p_0002"}
+    # another set into the same folder: refused (training would read both, cases.csv list one), nothing written
+    with pytest.raises(SystemExit) as refused:
+        ph.main(["--out", str(again), "--cases", "1", "--seed", "6", "--max-side", "40", "--prefix", "p"])
+    assert refused.value.code == 2 and sorted(p.name for p in (again / "labels").iterdir()) == ["p_0002.nii.gz"]
 
 
 def test_cli_preview_writes_png(tmp_path):

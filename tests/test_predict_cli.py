@@ -221,9 +221,10 @@ def test_an_interrupted_write_leaves_no_file(tmp_path, scans, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_exits_130_with_one_line_and_no_partial_file(tmp_path, scans, weights):
-    """SIGINT during the second case: the first stays written, nothing else is, one line (no
-    traceback), exit code 130; --continue then does the rest."""
+@pytest.mark.parametrize(("stop", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_ends_with_one_line_and_no_partial_file(tmp_path, scans, weights, stop, code, word):
+    """SIGINT (Ctrl-C) or SIGTERM (docker stop) during the second case: the first stays written,
+    nothing else is, one line (no traceback), exit code 130 or 143; --continue then does the rest."""
     slow = tmp_path / "slow.pt"  # the paper's widths at 96^3: seconds per stage on a CPU, time to interrupt
     save(slow, random_models(coarse=CoarseConfig(input_size=(96, 96, 96)), fine=FineConfig(input_size=(96, 96, 96))))
     out = tmp_path / "out"
@@ -234,12 +235,12 @@ def test_ctrl_c_exits_130_with_one_line_and_no_partial_file(tmp_path, scans, wei
     for line in proc.stderr:
         seen.append(line)
         if line.startswith("[2/2] beta_0000.nii.gz: coarse stage"):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop)
             break
     _, rest = proc.communicate(timeout=600)
     err = "".join(seen) + rest
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and err.rstrip().splitlines()[-1].startswith("interrupted: 1 case(s) written")
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1].startswith(f"{word}: 1 case(s) written")
     assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz"]
     assert nib.load(out / "alpha.nii.gz").shape == nib.load(scans / "alpha_0000.nii.gz").shape
 

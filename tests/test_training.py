@@ -176,8 +176,15 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
     assert log[0].startswith("epoch,step,lr,train_loss") and "dsc_pancreas" in log[0] and len(log) == 3
     # resume: two more epochs continue from the saved state
     assert train(data, out / "coarse", "coarse", {**TINY, "epochs": 4}, "--resume") == 0
-    assert len((out / "coarse" / "log.csv").read_text().splitlines()) == 5
+    rows = (out / "coarse" / "log.csv").read_text().splitlines()
+    assert len(rows) == 5 and float(rows[1].split(",")[2]) == 0.01  # the LR the epoch's steps ran at
     assert "resuming after epoch 2" in capsys.readouterr().err
+    # a resume with another recipe than the run's (only the schedule may change) is refused by name,
+    # and the run's records stay as they were
+    recorded = (out / "coarse" / "config.json").read_bytes()
+    assert train(data, out / "coarse", "coarse", {**TINY, "epochs": 6, "lr": 0.02}, "--resume") == 2
+    assert "the run was made with lr 0.01, not 0.02" in capsys.readouterr().err
+    assert (out / "coarse" / "config.json").read_bytes() == recorded
 
     assert train(data, out / "fine", "fine", TINY_FINE, "--input-size", "48", "32", "32") == 0
     fine = load(out / "fine" / "best.pt", stages=("fine",))

@@ -82,6 +82,15 @@ def any_process(flag: bool, world: World) -> bool:
     return bool(tensor)
 
 
+def gathered(items: list[str], world: World) -> list[str]:
+    """Every process's items, in rank order, in every process (the items themselves in one)."""
+    if world.size == 1:
+        return list(items)
+    every: list[list[str] | None] = [None] * world.size
+    dist.all_gather_object(every, list(items))
+    return [item for part in every for item in (part or [])]
+
+
 def from_main(value: float, world: World) -> float:
     """The main process's value of a number, in every process (so that all decide alike)."""
     if world.size == 1:

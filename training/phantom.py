@@ -84,6 +84,7 @@ from scipy.interpolate import CubicSpline
 
 from flare_common import cli
 from flare_common.errors import InputError
+from flare_common.nifti import case_stem
 from training.data import PATHOLOGICAL_LIST
 
 # ------------------------------------------------------------------------------------ labels, tissues, CT values
@@ -2658,6 +2659,16 @@ def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | N
     return _case_row(phantom, case, seed, index)
 
 
+def other_cases(out: Path, names: set[str]) -> list[str]:
+    """The cases in out/images and out/labels that are not among `names` (another set's)."""
+    found = set()
+    for folder, suffix in ((out / "images", "_0000"), (out / "labels", "")):
+        for path in folder.glob("*.nii*") if folder.is_dir() else ():
+            stem = case_stem(path)
+            found.add(stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem)
+    return sorted(found - names)
+
+
 def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "phantom",
               max_side: int | None = None, mix: Mix = PLAIN, workers: int = 1) -> list[dict[str, str]]:
     """Write cases start..start+cases-1 of seed (with mix's variations) as FLARE-layout pairs under
@@ -2797,6 +2808,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if others := other_cases(args.out, {f"{args.prefix}_{i:04d}" for i in range(args.start, args.start + args.cases)}):
+        parser.error(f"--out {args.out}: holds {len(others)} case(s) of another set ({', '.join(others[:3])}"
+                     f"{', ...' if len(others) > 3 else ''}), which this set's cases.csv and pathological.txt would "
+                     "not list but training would read: choose an empty folder")
     rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, mix, args.workers)
     print(f"wrote {len(rows)} phantom(s) ({sum(r['randomised'] == 'true' for r in rows)} randomised) to "
           f"{args.out}/images and {args.out}/labels, listed in {args.out}/cases.csv, "

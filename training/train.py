@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from evaluation.report import csv_text
 from flare_common import cli
+from flare_common.errors import describe_error
 from flare_common.files import write_atomic
 from inference.checkpoint import FLARE21_LABELS, CheckpointError, Models, load, save
 from inference.networks import CoarseUNet, EfficientSegNet
@@ -44,7 +45,7 @@ from training import cache
 from training.augment import example
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import PATHOLOGICAL_LIST, Case, DataError, check_headers, find_cases, read_case_list, split
-from training.distributed import World, any_process, barrier, from_main, mean_over_processes, start, stop
+from training.distributed import World, any_process, barrier, from_main, gathered, mean_over_processes, start, stop
 from training.loss import dice_focal_loss
 from training.precision import choose_training_precision
 from training.validation import score
@@ -52,6 +53,8 @@ from training.validation import score
 NETWORKS = {"coarse": CoarseUNet, "fine": EfficientSegNet}
 MAX_SKIPPED_STEPS = 20  # consecutive steps with a non-finite loss or gradient before a run stops
 BUDGET_PLANNING_STEPS = 20  # steps timed before a time budget (max_minutes) fixes the run's length
+SCHEDULE_FIELDS = ("epochs", "max_steps", "max_minutes")  # the recipe's fields that set the run's length
+RESUME_MAY_CHANGE = {*SCHEDULE_FIELDS, "val_every", "val_cases"}  # the fields a --resume may change
 
 
 class TrainingDiverged(Exception):
@@ -256,8 +259,9 @@ def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World) -
     root = args.cache or args.out.parent / "cache"
     workers = args.workers if args.workers is not None else cache.default_workers()
     problems = cache.prepare(cases, config, FLARE21_LABELS, root, workers if world.size == 1 else 1, (world.rank, world.size))
-    if any_process(bool(problems), world):
-        raise DataError(problems or [f"{args.data}: another process found problems"])
+    problems = gathered(problems, world)  # each process preprocesses its share: the main one reports all
+    if problems:
+        raise DataError(problems)
     barrier(world)
     return train_cases, val_cases[: config.val_cases], pathological, root
 
@@ -277,6 +281,16 @@ def run(args: argparse.Namespace, config: TrainConfig, world: World) -> int:
     return 0
 
 
+def _recorded(path: Path) -> dict | None:
+    """A run's JSON record (config.json, split.json), lists as tuples as in the recipe; None if
+    there is none (what a resume.pt made before it held them is checked against)."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()} if isinstance(raw, dict) else None
+
+
 class Trainer:
     """One stage's training run: the network, its optimiser and schedule, the data, the state
     that --resume restores, and what happens at the end of each epoch."""
@@ -291,12 +305,8 @@ class Trainer:
             self.log(f"notice: {len(names)} case(s) have no organ and give the fine stage nothing to learn: "
                      f"{', '.join(names[:10])}")
         order = [i for i, s in enumerate(samples) for _ in range(config.pathological_repeats if s.name in pathological else 1)]
-        if world.main:
-            args.out.mkdir(parents=True, exist_ok=True)
-            write_atomic(args.out / "config.json", config.to_json() + "\n")
-            write_atomic(args.out / "split.json", json.dumps({"train": [c.name for c in train_cases],
-                                                              "validation": [c.name for c in val_cases],
-                                                              "pathological": sorted(pathological)}, indent=1) + "\n")
+        self.split = {"train": [c.name for c in train_cases], "validation": [c.name for c in val_cases],
+                      "pathological": sorted(pathological)}
         torch.manual_seed(config.seed)
         self.net = NETWORKS[config.stage](config.network_config()).to(world.device)
         if start is not None:  # --init: these weights instead of the random initialisation
@@ -322,44 +332,92 @@ class Trainer:
         workers = args.workers if args.workers is not None else (4 if world.device.type == "cuda" else 0)
         self.loader = DataLoader(self.examples, batch_size=micro, sampler=self.sampler, num_workers=workers,
                                  worker_init_fn=_worker_init, pin_memory=world.device.type == "cuda")
-        self.state = {"step": 0, "epoch": 0, "best": -math.inf, "history": []}
+        # what --resume restores besides the weights and the optimiser: train_seconds, the time the run
+        # has trained so far (a time budget covers the whole run); budget_planned, whether that budget
+        # has fixed the run's length yet
+        self.state = {"step": 0, "epoch": 0, "best": -math.inf, "history": [], "train_seconds": 0.0,
+                      "budget_planned": False, "initialised_from": args.init.name if args.init else None}
         if args.resume:
             self.restore()
+        if world.main:  # after the restore: a refused resume leaves the run's records as they were
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_atomic(args.out / "config.json", config.to_json() + "\n")
+            write_atomic(args.out / "split.json", json.dumps(self.split, indent=1) + "\n")
         self.trained_on = args.trained_on or f"{len(train_cases)} training case(s) of {args.data.resolve().name}"
         self.bar = tqdm(total=self.total_steps, initial=self.state["step"], desc=f"training ({config.stage})",
                         unit="step", disable=None if world.main else True)
-        self.first_step, self.started = self.state["step"], time.perf_counter()
+        self.first_step, self.started, self.seconds_before = self.state["step"], time.perf_counter(), self.state["train_seconds"]
         self.skipped = 0  # consecutive steps skipped for a non-finite loss or gradient
+        self.last_lr = config.lr  # the LR the last optimiser step ran at
 
     def restore(self) -> None:
-        saved = torch.load(self.args.out / "resume.pt", map_location=self.world.device, weights_only=True)
-        self.net.load_state_dict(saved["net"])
-        self.optimiser.load_state_dict(saved["optimiser"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
+        """Continue the run in OUT from its resume.pt: weights, optimiser, schedule, random state,
+        history and the run's length. DataError naming the file where it cannot be read, was made
+        with another recipe (only the fields of RESUME_MAY_CHANGE may differ) or on other cases."""
+        path = self.args.out / "resume.pt"
+        try:
+            saved = torch.load(path, map_location=self.world.device, weights_only=True)
+        except Exception as exc:  # truncated, not a torch file, ...
+            raise DataError([f"{path}: unreadable ({describe_error(exc)[:200]}): start a new run"]) from None
+        recipe, now = saved.get("config") or _recorded(self.args.out / "config.json"), asdict(self.config)
+        if recipe is not None:
+            changed = [k for k in now if k not in RESUME_MAY_CHANGE and recipe.get(k) != now[k]]
+            if changed:
+                raise DataError([f"{path}: the run was made with {', '.join(f'{k} {recipe.get(k)!r}' for k in changed)}, "
+                                 f"not {', '.join(repr(now[k]) for k in changed)}: resume with the same recipe "
+                                 f"(only {', '.join(sorted(RESUME_MAY_CHANGE))} may change), or start a new run"])
+        split = saved.get("split") or _recorded(self.args.out / "split.json")
+        if split is not None and list(split.get("train", ())) != self.split["train"]:
+            raise DataError([f"{path}: the run trained on other cases (another --data or fold): resume with the same "
+                             "data, or start a new run"])
+        try:
+            self.net.load_state_dict(saved["net"])
+            self.optimiser.load_state_dict(saved["optimiser"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+            self.scaler.load_state_dict(saved["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise DataError([f"{path}: does not fit this run's network ({describe_error(exc)[:200]})"]) from None
         torch.set_rng_state(saved["rng"].cpu())
-        self.state = {k: saved[k] for k in self.state}
+        if self.world.device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), self.world.device)
+        self.state = {k: saved.get(k, default) for k, default in self.state.items()}
+        if recipe is not None and "total_steps" in saved and all(recipe.get(k) == now[k] for k in SCHEDULE_FIELDS):
+            self.total_steps = saved["total_steps"]  # as the run planned it (a time budget may have cut it)
+        else:
+            self.state["budget_planned"] = False  # a changed schedule: the run's length is planned again
         self.log(f"resuming after epoch {self.state['epoch']} (step {self.state['step']} of {self.total_steps})")
 
     def save_resume(self) -> None:
+        self.state["train_seconds"] = self.seconds_before + time.perf_counter() - self.started
+        cuda_rng = torch.cuda.get_rng_state(self.world.device) if self.world.device.type == "cuda" else None
         tmp = self.args.out / "resume.pt.partial"
         torch.save({"net": self.net.state_dict(), "optimiser": self.optimiser.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                    "rng": torch.get_rng_state(), **self.state}, tmp)
+                    "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "config": asdict(self.config),
+                    "split": self.split, "total_steps": self.total_steps, **self.state}, tmp)
         tmp.replace(self.args.out / "resume.pt")
 
-    def fit_time_budget(self) -> None:
-        """With max_minutes: once BUDGET_PLANNING_STEPS steps are timed, cut the run to the steps
-        that fit (the step decay follows the new length)."""
+    def fit_time_budget(self, at_epoch_end: bool = False) -> None:
+        """With max_minutes (the whole run's training time, resumed runs included): once
+        BUDGET_PLANNING_STEPS steps are timed, cut the run to the steps that fit; at each epoch's end
+        cut it again by what the steps cost with the epochs' ends (validation, checkpoints) so far.
+        The step decay follows the new length; the run is never lengthened."""
         done = self.state["step"] - self.first_step
-        if self.config.max_minutes is None or done != BUDGET_PLANNING_STEPS:
+        if self.config.max_minutes is None or done < 1:
+            return
+        if not (self.state["budget_planned"] if at_epoch_end else
+                not self.state["budget_planned"] and done == BUDGET_PLANNING_STEPS):
             return
         elapsed = time.perf_counter() - self.started
-        fitting = self.state["step"] + int((self.config.max_minutes * 60 - elapsed) / (elapsed / done))
-        self.total_steps = int(from_main(float(min(self.total_steps, max(fitting, self.state["step"] + 1))), self.world))
-        self.bar.total = self.total_steps
-        self.log(f"\ntime budget {self.config.max_minutes:g} min: {elapsed / done:.2f} s per step, "
-                 f"{self.total_steps} steps in all")
+        remaining = self.config.max_minutes * 60 - self.seconds_before - elapsed
+        fitting = self.state["step"] + max(0, int(remaining / (elapsed / done)))
+        least = self.state["step"] + (0 if at_epoch_end else 1)
+        total = int(from_main(float(min(self.total_steps, max(fitting, least))), self.world))
+        self.state["budget_planned"] = True
+        if total != self.total_steps:
+            self.total_steps = self.bar.total = total
+            self.log(f"\ntime budget {self.config.max_minutes:g} min: {elapsed / done:.2f} s per step, "
+                     f"{self.total_steps} steps in all")
 
     def optimiser_step(self, losses: list[float]) -> None:
         """Apply the accumulated gradients, unless a loss or a gradient of this step was not finite
@@ -380,6 +438,7 @@ class Trainer:
         if self.skipped >= MAX_SKIPPED_STEPS:
             raise TrainingDiverged(f"the loss or its gradients were not finite in {self.skipped} steps in a row (at step "
                                    f"{self.state['step']}): try a lower --lr or --precision fp32")
+        self.last_lr = self.optimiser.param_groups[0]["lr"]
         with warnings.catch_warnings():  # a skipped step still counts in the schedule
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
             self.scheduler.step()
@@ -397,14 +456,15 @@ class Trainer:
         for k, (images, labels) in enumerate(self.loader):
             images = images.to(self.world.device, non_blocking=True)
             labels = labels.to(self.world.device, non_blocking=True)
-            # a step is `accumulation` micro-batches, or what is left at the end of the epoch
-            last = len(pending) + 1 == self.accumulation or k + 1 == batches
+            if not pending:  # a step is `accumulation` micro-batches, or what is left at the end of the epoch
+                step_size = min(self.accumulation, batches - k)
+            last = len(pending) + 1 == step_size
             with self.model.no_sync() if self.world.size > 1 and not last else nullcontext():
                 with torch.autocast(self.world.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                     logits = self.model(images)
                 loss = dice_focal_loss(logits, labels, self.config.dice_weight, self.config.focal_weight,
                                        self.config.focal_alpha, self.config.focal_gamma)
-                self.scaler.scale(loss / self.accumulation).backward()
+                self.scaler.scale(loss / step_size).backward()
             pending.append(float(loss.detach()))
             if not last:
                 continue
@@ -417,7 +477,8 @@ class Trainer:
             self.fit_time_budget()
             if self.state["step"] >= self.total_steps:
                 break
-        row = {"epoch": epoch + 1, "step": self.state["step"], "lr": self.scheduler.get_last_lr()[0],
+        self.fit_time_budget(at_epoch_end=True)
+        row = {"epoch": epoch + 1, "step": self.state["step"], "lr": self.last_lr,
                "train_loss": mean_over_processes(float(np.mean(losses)) if losses else math.nan, self.world),
                "seconds": time.perf_counter() - started}
         self.state["epoch"] = epoch + 1
@@ -438,7 +499,7 @@ class Trainer:
                      + ", ".join(f"{k[4:]} {v:.3f}" for k, v in row.items() if k.startswith("dsc_")))
         self.state["history"].append(row)
         record = {"data": self.args.data.resolve().name, "trained_on": self.trained_on, "steps": self.state["step"],
-                  "initialised_from": self.args.init.name if self.args.init else None,
+                  "initialised_from": self.state["initialised_from"],
                   "epochs": row["epoch"], "precision": self.precision, "device": self.world.device.type,
                   "processes": self.world.size, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "config": asdict(config), "validation": {k: v for k, v in row.items() if k.startswith(("dsc_", "nsd_"))}}
