@@ -39,6 +39,9 @@ def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, Rules]:
             rules = rules_of(table)
             if rules is None:
                 raise ValueError(f"{metrics}: its columns match no FLARE year")
+            columns = ["Name", *rules.metric_columns()]
+            if usage is not None and set(columns) <= set(usage.columns):  # evaluation.run's: failed cases as scored
+                table = usage[columns]  # there (FLARE22's stuck cases 0), not as the scorer saw their outputs
             return table, usage, rules
     raise ValueError(f"{folder}: no metrics.csv (from evaluation.run or evaluation.score)")
 

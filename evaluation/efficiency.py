@@ -2,7 +2,7 @@
 
     flare-efficiency --inputs DIR --out DIR (--image NAME | --command CMD)   (or python -m evaluation.efficiency)
         [--rules flare21|flare22|flare23] [--gpu auto|N|none] [--interval 0.1] [--timeout S]
-        [--failures penalised|official] [--baseline 1] [--busy-cpu 10]
+        [--failures official|penalised] [--baseline 1] [--busy-cpu 10]
 
 Each case is copied alone into a fresh inputs folder and the submission is started once for it:
 `--image` runs the organisers' `docker container run --gpus "device=N" --rm -v ...:/workspace/inputs/
@@ -222,9 +222,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", default="28g", metavar="SIZE",
                         help="container memory limit, docker's --memory (default %(default)s)")
     parser.add_argument("--failures", choices=FAILURE_POLICIES, default=DEFAULT_FAILURE_POLICY,
-                        help="penalised (default): every failed case (timeout, crash, no valid output) gets the year's "
-                             "stuck values where it has them and ranks last; official: only timeouts get them and "
-                             "failed cases rank by their measured values, as the official scripts did")
+                        help="official (default, as the organisers' scripts did): only timeouts get the year's stuck "
+                             "values where it has them and failed cases rank by their measured values; penalised: "
+                             "every failed case (timeout, crash, no valid output) gets them and ranks last")
     parser.add_argument("--baseline", type=float, default=1.0, metavar="S",
                         help="seconds to watch the machine before each case (idle check; default 1, 0: off)")
     parser.add_argument("--busy-cpu", type=float, default=BUSY_CPU_PCT, metavar="PCT",

@@ -102,9 +102,13 @@ def _failed_or_missing(frame: pd.DataFrame, cases: list[str]) -> int:
     return int(status.reindex(cases).map(is_failed).sum())  # a missing case reads NaN: failed
 
 
+SCORE_DECIMALS = 9  # scores are means of ranks: equal ones may differ in the last bits by the order of summing
+
+
 def _positions(scores: np.ndarray) -> np.ndarray:
-    """Places from scores (lower is better), ties sharing the better place; along the last axis."""
-    return rankdata(scores, method="min", axis=-1).astype(int)
+    """Places from scores (lower is better), ties sharing the better place; along the last axis.
+    Scores equal to SCORE_DECIMALS decimals tie (1.1 and 1.0999999999999999 are one score)."""
+    return rankdata(np.round(scores, SCORE_DECIMALS), method="min", axis=-1).astype(int)
 
 
 def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float], ties: str = DEFAULT_TIES,
@@ -132,7 +136,7 @@ def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float], tie
         pairs = {team: _tiers(per_case[team], cases, column, policy) for team in teams}
         values = np.column_stack([pairs[t][0] for t in teams])
         tiers = np.column_stack([pairs[t][1] for t in teams])
-        if not (tiers == MEASURED).any():
+        if (tiers == NOT_MEASURED).all():  # failed cases still rank (last, or by their values)
             left_out.append(metric)
             notices.append(f"{metric}: measured for no team (e.g. no NVML): left out of the ranking, "
                            "the other metrics' weights renormalised")

@@ -2,7 +2,7 @@
 
     flare-run --inputs IMAGES --gt LABELS --out DIR (--image NAME | --command CMD)   (or python -m evaluation.run)
         [--name TEAM] [--rules flare21|flare22|flare23] [--gpu auto|N|none] [--interval 0.1] [--timeout S]
-        [--memory 28g] [--failures penalised|official] [--baseline 1] [--busy-cpu 10]
+        [--memory 28g] [--failures official|penalised] [--baseline 1] [--busy-cpu 10]
 
 Writes DIR/efficiency/ (evaluation.efficiency), DIR/accuracy/ (evaluation.score on the
 predictions the runs produced; a case without a valid output is scored as empty), and

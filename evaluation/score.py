@@ -3,7 +3,8 @@
     flare-score --gt GT_DIR --pred PRED_DIR --out OUT_DIR [--rules flare21]   (or python -m evaluation.score)
 
 Writes OUT_DIR/metrics.csv (one row per ground-truth case, the year's official columns),
-OUT_DIR/summary.json and OUT_DIR/summary.csv, and prints a summary. Warns when the ground
+OUT_DIR/summary.json and OUT_DIR/summary.csv (per-case values rounded as the year's official
+files are, unless --round says otherwise), and prints a summary. Warns when the ground
 truth's labels fit another year's rules better (e.g. FLARE21 labels scored with --rules flare22,
 where the organs absent from both files score 1.0). Exit code: 0 every case scored cleanly, 1
 results written but some cases had problems, 2 usage error, 130 interrupted.
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m evaluation.score",
                         "Score FLARE predictions: per-case DSC and NSD exactly as the organisers compute them.", [
                             "flare-score --gt labels/ --pred predictions/ --out scores/",
-                            "flare-score --gt FLARE22/labels --pred out/ --out scores/ --rules flare22 --round 4",
+                            "flare-score --gt FLARE22/labels --pred out/ --out scores/ --rules flare22 --round none",
                             "flare-synthetic -o try && flare-score --gt try/gt --pred try/pred --out try/scores"])
     parser.add_argument("--gt", required=True, type=Path, metavar="DIR",
                         help="folder of ground-truth <case>.nii.gz files (required)")
@@ -248,12 +249,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which year's organs, tolerances and columns (default %(default)s)")
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
                         help="cases scored in parallel (default: CPU cores, at most 8)")
-    parser.add_argument("--round", type=int, default=None, metavar="DIGITS",
-                        help="round per-case values as the official files do (e.g. 4; default: unrounded)")
+    parser.add_argument("--round", type=_rounding, default="official", metavar="DIGITS",
+                        help="decimals per-case values are rounded to: 'official' rounds as that year's official "
+                             "files do (FLARE22 and 23: 4; FLARE21: not rounded), 'none' never, or a number "
+                             "(default %(default)s)")
     parser.add_argument("--fix-slab", action="store_true",
                         help="include the top ground-truth slice in the aorta/IVC/oesophagus slab "
                              "(default: left out, as the official scripts do)")
     return parser
+
+
+def _rounding(text: str) -> str | int | None:
+    """--round's value: "official", None for "none", or a number of decimals."""
+    if text in ("official", "none"):
+        return None if text == "none" else text
+    try:
+        digits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: 'official', 'none' or a number of decimals") from None
+    if digits < 0:
+        raise argparse.ArgumentTypeError(f"{text}: at least 0 decimals")
+    return digits
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     if mismatch:
         warnings.insert(0, {"case": "all cases", "warning": mismatch})
 
-    metrics = metrics_rows(results, rules.metric_columns(), args.round)
+    metrics = metrics_rows(results, rules.metric_columns(), rules.official_round if args.round == "official" else args.round)
     summary = summarise(metrics, rules)
     write_atomic(args.out / "metrics.csv", csv_text(metrics, ["Name", *rules.metric_columns()]))
     write_atomic(args.out / "summary.csv", csv_text(summary, SUMMARY_COLUMNS))

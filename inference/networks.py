@@ -13,7 +13,6 @@ default widths both have exactly the authors' parameter counts.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -116,19 +115,24 @@ def _has_spread(x: torch.Tensor) -> bool:
     return x.shape[2:].numel() > 1
 
 
+def _bad_sides(sides) -> bool:
+    """Whether the networks cannot take these spatial sides: each must be a multiple of 16, and the
+    bottom feature map (sides / 16) must have more than one voxel for instance norm to be defined.
+    (Arithmetic only: the sides may be a traced tensor's, when a network is exported.)"""
+    return any(s % SIDE_MULTIPLE for s in sides) or torch.Size([s // SIDE_MULTIPLE for s in sides]).numel() < 2
+
+
 def input_size_problem(size) -> str | None:
-    """Why the networks cannot take inputs of this (x, y, z) size, None when they can: three whole
-    sides, each a positive multiple of 16, and the bottom feature map (sides / 16) more than one
-    voxel, for instance norm to be defined."""
-    if (len(size) != 3 or any(not isinstance(s, int) or s < SIDE_MULTIPLE or s % SIDE_MULTIPLE for s in size)
-            or math.prod(s // SIDE_MULTIPLE for s in size) < 2):
+    """Why the networks cannot take inputs of this (x, y, z) size (a checkpoint's or a recipe's),
+    None when they can: three positive whole sides that _bad_sides accepts."""
+    if len(size) != 3 or any(not isinstance(s, int) or s < 1 for s in size) or _bad_sides(size):
         return f"input size {tuple(size)}: three sides, each a multiple of {SIDE_MULTIPLE}, not all {SIDE_MULTIPLE}"
     return None
 
 
 def _check_input(x: torch.Tensor, in_channels: int) -> None:
-    """Refuse tensors the networks cannot take (input_size_problem, and the channels)."""
-    if x.dim() != 5 or x.shape[1] != in_channels or input_size_problem(tuple(x.shape[2:])):
+    """Refuse tensors the networks cannot take (_bad_sides, and the channels)."""
+    if x.dim() != 5 or x.shape[1] != in_channels or _bad_sides(x.shape[2:]):
         raise ValueError(f"expected a (batch, {in_channels}, x, y, z) tensor with sides divisible by "
                          f"{SIDE_MULTIPLE}, not all 16, got {tuple(x.shape)}")
 

@@ -251,7 +251,9 @@ def segment_case(path: Path, read: tuple[CT, float, float], out_dir: Path, segme
         "input": path.name, "output": output_name(path), "status": "ok",
         "shape": list(ct.image.shape), "spacing_mm": [round(s, 4) for s in ct.spacing],
         "organs_found": [name for label, name in segmenter.models.labels.items() if (result.labels == label).any()],
+        "canonical_shape": list(ct.data.shape),  # the crop's frame: x y z in RAS+, as spacing_mm
         "crop": [[s.start, s.stop] for s in result.box] if result.box else None,
+        "crop_padding": [list(p) for p in result.padding] if result.box else None,
         "seconds": seconds, "warnings": result.warnings, **result.cuda_memory(),
     }
 

@@ -53,11 +53,11 @@ def contest(draw):
 
 @settings(max_examples=150, deadline=None)
 @given(contest(), st.sampled_from(sorted(RULES)), st.sampled_from(rank.TIES))
-def test_a_fast_failing_team_never_outranks_a_correct_one(teams, year, ties):
+def test_a_fast_failing_team_never_outranks_a_correct_one_when_failures_are_penalised(teams, year, ties):
     correct, failing, others = teams
     per_case = {"correct": _frame(correct), "failing": _frame(failing),
                 **{f"other{i}": _frame(o) for i, o in enumerate(others)}}
-    ranking = rank.rank_teams(per_case, RULES[year].efficiency.rank_weights, ties=ties)
+    ranking = rank.rank_teams(per_case, RULES[year].efficiency.rank_weights, ties=ties, policy="penalised")
     table = ranking.table.set_index("team")
     assert table.loc["failing", "score"] > table.loc["correct", "score"]
     assert table.loc["failing", "position"] > table.loc["correct", "position"]
@@ -67,10 +67,35 @@ def test_the_official_policy_ranks_failed_cases_by_their_values():
     """The documented difference: under the official policy a fast crash can win on time."""
     correct = pd.DataFrame({"Name": ["c0"], "Status": ["ok"], "DSC_mean": [0.9], "NSD_mean": [0.9], "Time": [100.0]})
     crashed = correct.assign(Status="crashed", Time=0.1)
-    official = rank.rank_teams({"correct": correct, "crashed": crashed}, {"Time": 1}, policy="official")
+    official = rank.rank_teams({"correct": correct, "crashed": crashed}, {"Time": 1})  # the default
     assert official.table["team"].tolist() == ["crashed", "correct"]
-    penalised = rank.rank_teams({"correct": correct, "crashed": crashed}, {"Time": 1})
+    penalised = rank.rank_teams({"correct": correct, "crashed": crashed}, {"Time": 1}, policy="penalised")
     assert penalised.table["team"].tolist() == ["correct", "crashed"]
+
+
+def test_equal_scores_summed_in_another_order_tie():
+    """Mean ranks 1.0 / 1.2 / 1.1 against 1.2 / 1.1 / 1.0: the same score (1.1), one place, however
+    the floating-point sums round."""
+    def team(losses):
+        frame = {"Name": [f"c{i}" for i in range(10)], "Status": ["ok"] * 10}
+        for metric, (start, lost) in zip(("DSC_mean", "NSD_mean", "Time"), losses):
+            worse = np.zeros(10, bool)
+            worse[start:start + lost] = True
+            frame[metric] = np.where(worse, 0.6 if metric == "Time" else 0.4, 0.5)
+        return pd.DataFrame(frame)
+
+    a, b = team([(0, 0), (0, 2), (0, 1)]), team([(2, 2), (2, 1), (0, 0)])
+    table = rank.rank_teams({"a": a, "b": b}, {"DSC": 1, "NSD": 1, "Time": 1}).table.set_index("team")
+    assert sorted(table[["rank_DSC", "rank_NSD", "rank_Time"]].loc["a"]) == sorted(
+        table[["rank_DSC", "rank_NSD", "rank_Time"]].loc["b"])
+    assert table.loc["a", "position"] == table.loc["b", "position"] == 1
+
+
+def test_teams_that_failed_every_case_tie_rather_than_stop_the_ranking():
+    failed = pd.DataFrame({"Name": ["c0"], "Status": ["crashed"], "DSC_mean": [0.0], "NSD_mean": [0.0],
+                           "Time": [math.nan]})
+    table = rank.rank_teams({"a": failed, "b": failed.assign(Status="timeout")}, {"DSC": 1, "Time": 1}).table
+    assert table["position"].tolist() == [1, 1]
 
 
 @pytest.mark.parametrize("ties", rank.TIES)

@@ -27,7 +27,7 @@ def report(tmp_path_factory) -> Path:
     command = 'case "$(ls {inputs})" in synthetic_001*) exit 3;; esac; ' + COPY % (root / "data" / "pred")
     assert run.main(["--inputs", str(root / "data" / "images"), "--gt", str(root / "data" / "gt"),
                      "--out", str(root / "out"), "--name", "Team Aurora", "--rules", "flare22", "--command", command,
-                     "--baseline", "0", "--interval", "0.02"]) == 1
+                     "--baseline", "0", "--interval", "0.02", "--failures", "penalised"]) == 1
     return root / "out" / "report.html"
 
 

@@ -132,14 +132,14 @@ def test_rank_weights_of_flare22():
     assert equal.table["position"].tolist() == [1, 1]
 
 
-def test_missing_values_tie_and_rank_after_measured_and_before_failed():
+def test_missing_values_tie_and_rank_after_measured_and_before_failed_when_failures_are_penalised():
     per_case = {"measured": _team([0.9], [10.0], gpu=[5000.0]), "unmeasured1": _team([0.9], [10.0]),
                 "unmeasured2": _team([0.9], [10.0]),
                 "crashed": _team([0.9], [10.0], status=["crashed"], gpu=[29_491_200.0])}
-    ranking = rank.rank_teams(per_case, {"MaxGPU_Mem": 1}, ties="average")
+    ranking = rank.rank_teams(per_case, {"MaxGPU_Mem": 1}, ties="average", policy="penalised")
     gpu = ranking.per_case["MaxGPU_Mem"].loc["c0"]
     assert gpu.to_dict() == {"measured": 1.0, "unmeasured1": 2.5, "unmeasured2": 2.5, "crashed": 4.0}
-    gpu = rank.rank_teams(per_case, {"MaxGPU_Mem": 1}).per_case["MaxGPU_Mem"].loc["c0"]
+    gpu = rank.rank_teams(per_case, {"MaxGPU_Mem": 1}, policy="penalised").per_case["MaxGPU_Mem"].loc["c0"]
     assert gpu.to_dict() == {"measured": 1, "unmeasured1": 2, "unmeasured2": 2, "crashed": 4}
     nobody = rank.rank_teams({"a": _team([0.9], [10.0]), "b": _team([0.8], [9.0])}, {"DSC": 1, "MaxGPU_Mem": 1})
     assert nobody.left_out == ["MaxGPU_Mem"] and list(nobody.weights) == ["DSC"]
@@ -201,7 +201,7 @@ def test_a_failed_case_scores_zero_under_flare22(data, tmp_path):
                 + COPY % (data / "gt"))
     code = run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(tmp_path / "out"),
                      "--command", hang_one, "--rules", "flare22", "--timeout", "2", "--interval", "0.05",
-                     "--baseline", "0"])
+                     "--baseline", "0", "--failures", "penalised"])
     assert code == 1
     results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("Name")
     stuck = results.loc["synthetic_001.nii.gz"]
@@ -214,6 +214,8 @@ def test_a_failed_case_scores_zero_under_flare22(data, tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["failed_cases_scored_0"] == ["synthetic_001.nii.gz", "synthetic_002.nii.gz"]
     assert summary["organs"]["liver"]["DSC"]["min"] == 0 and summary["failures"] == "penalised"
+    metrics, _, _ = compare.load(tmp_path / "out")  # compare reads the cases as the run scored them
+    assert metrics.set_index("Name").loc["synthetic_001.nii.gz", "Esophagus_DSC"] == 0  # 1 as the scorer saw it
 
 
 def test_every_ground_truth_without_an_input_is_a_problem(data, tmp_path):
@@ -250,13 +252,14 @@ def test_an_uncompressed_ground_truth_joins_its_case(data, tmp_path):
 
 
 @pytest.mark.parametrize("year", ["flare21", "flare22", "flare23"])
-def test_a_fast_crashing_team_ranks_below_a_correct_one(data, tmp_path, year):
+def test_a_fast_crashing_team_ranks_below_a_correct_one_when_failures_are_penalised(data, tmp_path, year):
     """The crashing team's cases take milliseconds: every efficiency figure of theirs is the best."""
     folders = []
     for team, command in (("crashes", "exit 3 # {inputs} {outputs}"), ("correct", COPY % (data / "pred"))):
         folders.append(tmp_path / team)
         run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(folders[-1]),
-                  "--command", command, "--rules", year, "--baseline", "0", "--interval", "0.02"])
+                  "--command", command, "--rules", year, "--baseline", "0", "--interval", "0.02",
+                  "--failures", "penalised"])
     assert rank.main([*map(str, folders), "--out", str(tmp_path / "r.csv"), "--bootstrap", "0"]) == 0
     table = pd.read_csv(tmp_path / "r.csv")
     assert table["team"].tolist() == ["correct", "crashes"] and table["position"].tolist() == [1, 2]

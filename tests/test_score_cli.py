@@ -50,19 +50,26 @@ def test_real_ct_reproduces_official_scores(real_ct, tmp_path, year):
     pred.mkdir()
     shutil.copy(real_ct / f"ts_abdomen_ref_{year}.nii.gz", gt / "ts_abdomen.nii.gz")
     shutil.copy(real_ct / f"ts_abdomen_fast_{year}.nii.gz", pred / "ts_abdomen.nii.gz")
-    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "out"), "--rules", year]) == 0
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "out"), "--rules", year,
+                 "--round", "none"]) == 0
     ours = read_csv(tmp_path / "out" / "metrics.csv")
-    official = read_csv(real_ct / f"official_scores_{year}.csv")
+    official = read_csv(real_ct / f"official_scores_{year}.csv")  # FLARE22's with its rounding switched off
     assert list(ours[0]) == list(official[0])  # the exact official columns, in order
     for column in get_rules(year).metric_columns():
         assert float(ours[0][column]) == pytest.approx(float(official[0][column]), abs=1e-12), column
 
-    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "r4"), "--rules", year,
-                 "--round", "4"]) == 0
+    # by default, rounded as that year's official files are (FLARE22: 4 decimals; FLARE21: not at all)
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "r4"), "--rules", year]) == 0
     rounded = read_csv(tmp_path / "r4" / "metrics.csv")[0]
+    digits = get_rules(year).official_round
+    assert digits == (4 if year == "flare22" else None)
     for column in get_rules(year).metric_columns():  # digit for digit, integers where official has them
         cell = official[0][column]
-        assert rounded[column] == str(round(int(cell) if cell.isdigit() else float(cell), 4)), column
+        value = int(cell) if cell.isdigit() else float(cell)
+        if digits is None:
+            assert float(rounded[column]) == pytest.approx(value, abs=1e-12), column
+        else:
+            assert rounded[column] == str(round(value, digits)), column
 
 
 def test_synthetic_set_outputs(tmp_path, capsys):
