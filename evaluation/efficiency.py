@@ -2,13 +2,14 @@
 
     flare-efficiency --inputs DIR --out DIR (--image NAME | --command CMD)   (or python -m evaluation.efficiency)
         [--rules flare21|flare22|flare23] [--gpu auto|N|none] [--interval 0.1] [--timeout S]
-        [--failures official|penalised] [--baseline 1] [--busy-cpu 10]
+        [--failures official|penalised] [--baseline 1] [--busy-cpu 10] [--isolated] [--memory SIZE]
 
 Each case is copied alone into a fresh inputs folder and the submission is started once for it:
 `--image` runs the organisers' `docker container run --gpus "device=N" --rm -v ...:/workspace/inputs/
--v ...:/workspace/outputs/ IMAGE /bin/bash -c "sh predict.sh"`, with a unique container name, no
-network, read-only inputs and a memory limit (without `--gpus` under `--gpu none`, the CPU mode,
-which `--gpu auto` chooses when NVML sees no GPU); `--command` runs a local shell command whose
+-v ...:/workspace/outputs/ IMAGE /bin/bash -c "sh predict.sh"` with the year's options (FLARE23:
+`--shm-size=28gb -m 28G`) and a unique container name (without `--gpus` under `--gpu none`, the
+CPU mode, which `--gpu auto` chooses when NVML sees no GPU); `--isolated` adds what the organisers
+did not: no network, read-only inputs, no new privileges; `--command` runs a local shell command whose
 `{inputs}` and `{outputs}` are replaced by the folders. While it runs, evaluation/sampler.py
 samples GPU memory (NVML), CPU and RAM; before it starts, the machine is watched for a moment
 (the idle check, evaluation/baseline.py) and the case is marked busy when it was not idle. Every
@@ -74,18 +75,19 @@ class Submission:
     command: str | None = None
     docker: str = "docker"
     gpu: int | None = 0  # the GPU given to the container; None: none (CPU mode, no --gpus)
-    memory: str = "28g"
+    memory: str | None = None  # docker's --memory, after the year's options (None: theirs alone)
+    isolated: bool = False  # no network, read-only inputs, no new privileges (the organisers had none of these)
     docker_args: tuple[str, ...] = ()
 
     def argv(self, inputs: Path, outputs: Path, name: str) -> list[str]:
         """The command line for one case; `name` is the container name (unique per run)."""
         if self.image:
             gpus = [] if self.gpu is None else ["--gpus", f"device={self.gpu}"]
-            return [self.docker, "container", "run", *gpus, "--name", name, "--rm",
-                    "--network", "none", "--memory", self.memory, "--security-opt", "no-new-privileges",
-                    *self.docker_args,
-                    "-v", f"{inputs.resolve()}/:/workspace/inputs/:ro", "-v", f"{outputs.resolve()}/:/workspace/outputs/",
-                    self.image, "/bin/bash", "-c", "sh predict.sh"]
+            isolation = ["--network", "none", "--security-opt", "no-new-privileges"] if self.isolated else []
+            memory = ["--memory", self.memory] if self.memory else []
+            return [self.docker, "container", "run", *gpus, "--name", name, "--rm", *isolation, *self.docker_args,
+                    *memory, "-v", f"{inputs.resolve()}/:/workspace/inputs/" + (":ro" if self.isolated else ""),
+                    "-v", f"{outputs.resolve()}/:/workspace/outputs/", self.image, "/bin/bash", "-c", "sh predict.sh"]
         command = self.command.replace("{inputs}", shlex.quote(str(inputs))).replace("{outputs}", shlex.quote(str(outputs)))
         return ["/bin/sh", "-c", command]  # any other braces are the shell's (${VAR:-x}, awk '{print}')
 
@@ -219,8 +221,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, metavar="S",
                         help="seconds before a case is killed (default %(default)g)")
     parser.add_argument("--docker", default="docker", metavar="PATH", help="docker binary (default %(default)s)")
-    parser.add_argument("--memory", default="28g", metavar="SIZE",
-                        help="container memory limit, docker's --memory (default %(default)s)")
+    parser.add_argument("--memory", metavar="SIZE",
+                        help="container memory limit, docker's --memory (default: the year's, FLARE23's 28G; none before)")
+    parser.add_argument("--isolated", action="store_true",
+                        help="run the image without network, with read-only inputs and no new privileges (safer for "
+                             "images you do not trust; the organisers ran them without these: default off)")
     parser.add_argument("--failures", choices=FAILURE_POLICIES, default=DEFAULT_FAILURE_POLICY,
                         help="official (default, as the organisers' scripts did): only timeouts get the year's stuck "
                              "values where it has them and failed cases rank by their measured values; penalised: "
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("samples", "predictions", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     gpu_index, gpu = choose_gpu(args.gpu)
-    submission = Submission(args.image, args.command, args.docker, gpu_index, args.memory,
+    submission = Submission(args.image, args.command, args.docker, gpu_index, args.memory, args.isolated,
                             rules.efficiency.docker_args)
 
     rows = []

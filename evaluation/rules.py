@@ -103,7 +103,7 @@ RULES: dict[str, Rules] = {
         column_style="blocked",
         efficiency=EfficiencyRules(
             gpu_max="plain", rank_weights={"DSC": 1, "NSD": 1, "Time": 1, "AUC_GPU_Time": 1},
-            docker_args=("--shm-size=28gb",)),
+            docker_args=("--shm-size=28gb", "-m", "28G")),
     ),
 }
 

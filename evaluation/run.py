@@ -2,7 +2,7 @@
 
     flare-run --inputs IMAGES --gt LABELS --out DIR (--image NAME | --command CMD)   (or python -m evaluation.run)
         [--name TEAM] [--rules flare21|flare22|flare23] [--gpu auto|N|none] [--interval 0.1] [--timeout S]
-        [--memory 28g] [--failures official|penalised] [--baseline 1] [--busy-cpu 10]
+        [--memory SIZE] [--isolated] [--failures official|penalised] [--baseline 1] [--busy-cpu 10]
 
 Writes DIR/efficiency/ (evaluation.efficiency), DIR/accuracy/ (evaluation.score on the
 predictions the runs produced; a case without a valid output is scored as empty), and
@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     how_args = ["--image", args.image] if args.image else ["--command", args.command]
     efficiency_code = efficiency.main(["--inputs", str(args.inputs), "--out", str(args.out / "efficiency"), *how_args,
                                        "--rules", args.rules, "--gpu", str(args.gpu), "--interval", str(args.interval),
-                                       "--timeout", str(args.timeout), "--docker", args.docker, "--memory", args.memory,
+                                       "--timeout", str(args.timeout), "--docker", args.docker,
+                                       *(["--memory", args.memory] if args.memory else []),
+                                       *(["--isolated"] if args.isolated else []),
                                        "--failures", args.failures, "--baseline", str(args.baseline),
                                        "--busy-cpu", str(args.busy_cpu)])
     score_code = score.main(["--gt", str(args.gt), "--pred", str(args.out / "efficiency" / "predictions"),
