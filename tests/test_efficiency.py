@@ -326,6 +326,16 @@ def test_docker_command_is_the_organisers_by_default_and_isolated_on_request(tmp
     assert isolated.index("-m 28G") < isolated.index("--memory 12g")  # the one asked for comes last and wins
 
 
+def test_a_local_command_keeps_the_shells_own_braces(tmp_path):
+    """Only {inputs} and {outputs} are placeholders: ${VAR:-x}, awk programs and shell functions
+    reach the shell as written, and the folders are quoted."""
+    command = 'f() { cat; }; ls {inputs} | awk \'{print $1}\' > "${TMPDIR:-/tmp}/x"; sh predict.sh {inputs} {outputs}'
+    argv = Submission(command=command).argv(tmp_path / "in put", tmp_path / "out", "unused")
+    assert argv[:2] == ["/bin/sh", "-c"]
+    expected = command.replace("{inputs}", f"'{tmp_path / 'in put'}'").replace("{outputs}", str(tmp_path / "out"))
+    assert argv[2] == expected and "{print $1}" in argv[2] and "${TMPDIR:-/tmp}" in argv[2]
+
+
 def test_docker_command_without_a_gpu_has_no_gpus_option(tmp_path):
     """The CPU mode (--gpu none): a daemon without NVIDIA's runtime refuses any --gpus."""
     argv = Submission(image="team:latest", gpu=None).argv(tmp_path / "in", tmp_path / "out", "flare-eval-abc")
