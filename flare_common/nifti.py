@@ -13,6 +13,7 @@ Names: a case's image is <case>_0000.nii.gz (or any .nii/.nii.gz), its label map
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,14 +119,21 @@ def affine_problems(affine: np.ndarray | None) -> list[str]:
 @contextmanager
 def nibabel_messages() -> Iterator[list[str]]:
     """Collect what nibabel logs (e.g. "pixdim[1,2,3] should be non-zero; setting 0 dims to 1") and
-    the Python warnings it issues, instead of letting them reach stderr without the file's name;
-    yields the list of messages (filled when the block ends)."""
+    the Python warnings issued in this thread, instead of letting them reach stderr without the
+    file's name; yields the list of messages (filled as they come). Another thread's log records
+    and warnings in the meantime (the main thread segmenting while a reader thread reads) go where
+    they would have gone."""
     logger = nib.imageglobals.logger
     messages: list[str] = []
+    owner = threading.get_ident()
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
+            if record.thread == owner:
+                messages.append(record.getMessage())
+            else:
+                for handler in handlers:
+                    handler.handle(record)
 
     collect, handlers, propagate = Collect(), list(logger.handlers), logger.propagate
     for handler in handlers:
@@ -133,12 +141,18 @@ def nibabel_messages() -> Iterator[list[str]]:
     logger.addHandler(collect)
     logger.propagate = False
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():  # restores the filters and showwarning when the block ends
             warnings.simplefilter("always")
-            try:
-                yield messages
-            finally:
-                messages += [str(w.message) for w in caught]
+            shown = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None) -> None:
+                if threading.get_ident() == owner:
+                    messages.append(str(message))
+                else:
+                    shown(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            yield messages
     finally:
         logger.removeHandler(collect)
         for handler in handlers:

@@ -249,3 +249,43 @@ def test_predict_refuses_broken_geometry_with_one_line_per_case(tmp_path, tiny_n
     assert re.match(r"error: pixdim0_0000\.nii\.gz: voxel spacing \(pixdim\) 0 x 4 x 8 mm", errors[1])
     assert "warning: repaired_0000.nii.gz: nibabel: sform_code 99 not valid; setting to 0" in err
     assert spy.records == []
+
+
+@pytest.mark.filterwarnings("ignore:the main thread's warning")
+def test_messages_of_another_thread_are_not_collected_for_the_file_being_read():
+    """A reader thread collects nibabel's messages for its file; a warning or a nibabel log record
+    of the main thread in the meantime is not that file's, and a log record goes where it would."""
+    import threading
+    import warnings
+
+    from flare_common.nifti import nibabel_messages
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record.getMessage())
+
+    kept: list[str] = []
+    logger, keep = nib.imageglobals.logger, Keep()
+    logger.addHandler(keep)
+    inside, done, caught = threading.Event(), threading.Event(), {}
+
+    def reader() -> None:
+        with nibabel_messages() as messages:
+            warnings.warn("the reader's own warning", UserWarning, stacklevel=1)
+            logger.error("the reader's own record")
+            inside.set()
+            done.wait(10)
+        caught["reader"] = list(messages)
+
+    thread = threading.Thread(target=reader)
+    try:
+        thread.start()
+        assert inside.wait(10)
+        warnings.warn("the main thread's warning", UserWarning, stacklevel=1)
+        logger.error("the main thread's record")
+    finally:
+        done.set()
+        thread.join(10)
+        logger.removeHandler(keep)
+    assert caught["reader"] == ["the reader's own warning", "the reader's own record"]
+    assert kept == ["the main thread's record"]
