@@ -23,6 +23,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -352,6 +353,8 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        return _main(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _main(argv)
