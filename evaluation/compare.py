@@ -23,7 +23,7 @@ from evaluation.run import case_means
 from evaluation.usage import OFFICIAL_COLUMNS
 from flare_common import cli
 from flare_common.errors import describe_error
-from flare_common.files import file_problem, write_atomic
+from flare_common.files import write_atomic
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, Rules]:
@@ -155,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="how many cases to list in each of the fell and rose lists (default 5)")
     parser.add_argument("--out", type=Path, metavar="FILE.json", help="write the comparison as JSON here (default: none)")
     args = parser.parse_args(argv)
-    problem = file_problem(args.out) if args.out else None
-    if problem:
-        parser.error(f"--out {args.out}: {problem}")
+    cli.refuse_unwritable(parser, "--out", args.out, folder=False)
     try:
         (before, usage_before, rules), (after, usage_after, rules_after) = load(args.before), load(args.after)
         if rules is not rules_after:

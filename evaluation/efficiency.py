@@ -59,7 +59,7 @@ from evaluation.usage import (
 )
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
-from flare_common.files import folder_problem, write_atomic
+from flare_common.files import write_atomic
 from flare_common.nifti import nifti_files, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
@@ -279,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = nifti_files(args.inputs)
     if not cases:
         parser.error(f"--inputs {args.inputs}: no .nii.gz or .nii files")
-    problem = folder_problem(args.out)
-    if problem:
-        parser.error(f"--out {args.out}: {problem}")
+    cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     rules = get_rules(args.rules)
     for sub in ("samples", "predictions", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)

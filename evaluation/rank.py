@@ -33,7 +33,7 @@ from evaluation import pages
 from evaluation.rules import RULES, get_rules
 from evaluation.usage import DEFAULT_FAILURE_POLICY, FAILURE_POLICIES, is_failed
 from flare_common import cli
-from flare_common.files import file_problem, write_atomic
+from flare_common.files import write_atomic
 
 HIGHER_IS_BETTER = {"DSC", "NSD"}
 COLUMN = {"DSC": "DSC_mean", "NSD": "NSD_mean"}  # other metrics are results.csv columns of their name
@@ -277,10 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need at least two team folders")
     if args.bootstrap < 0:
         parser.error("--bootstrap must be 0 or more")
-    for flag, path in (("--out", args.out), ("--html", args.html)):
-        problem = file_problem(path) if path else None
-        if problem:
-            parser.error(f"{flag} {path}: {problem}")
+    cli.refuse_unwritable(parser, "--out", args.out, folder=False)
+    cli.refuse_unwritable(parser, "--html", args.html, folder=False)
     try:
         teams = [load_team(f, args.name[i] if args.name else None) for i, f in enumerate(args.folders)]
         year, policy = check_teams(teams, args.rules)

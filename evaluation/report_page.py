@@ -8,7 +8,6 @@ tree and machine, DSC per organ, NSD per organ. Links are relative to the run's 
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import pandas as pd
 
@@ -23,13 +22,9 @@ TREE_COLUMNS = ["Name", "Status", "MaxGPU_Mem_Tree", "MaxCPU_Tree", "MaxRAM_Tree
                 "Machine", "BaselineCPU_pct", "BaselineRAM_MB", "BaselineGPU_MB"]
 
 
-def _stem(name: str) -> str:
-    return case_stem(Path(name))
-
-
 def log_href(name: str) -> str:
     """The log of a case, relative to the run's folder."""
-    return f"efficiency/logs/{_stem(name)}.log"
+    return f"efficiency/logs/{case_stem(name)}.log"
 
 
 def _organ_header(organ) -> str:

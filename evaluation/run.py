@@ -35,7 +35,7 @@ from evaluation.rules import Rules, get_rules  # noqa: E402
 from evaluation.sampler import COLUMNS  # noqa: E402
 from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, is_failed  # noqa: E402
 from flare_common import cli  # noqa: E402
-from flare_common.files import folder_problem, write_atomic  # noqa: E402
+from flare_common.files import write_atomic  # noqa: E402
 from flare_common.nifti import case_stem, nifti_files  # noqa: E402
 
 SLOWEST_PLOTTED = 3
@@ -51,16 +51,11 @@ def case_means(metrics: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     })
 
 
-def _stem(name: str) -> str:
-    """A case's name without its NIfTI suffix (case.nii.gz and case.nii are one case)."""
-    return case_stem(Path(name))
-
-
 def named_as_ground_truth(usage: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """The efficiency rows with each case named as its ground truth's file (efficiency names an
     output <case>.nii.gz; a ground truth may be <case>.nii), so that the two join on the case."""
-    by_stem = {_stem(name): name for name in metrics["Name"]}
-    return usage.assign(Name=[by_stem.get(_stem(name), name) for name in usage["Name"]])
+    by_stem = {case_stem(name): name for name in metrics["Name"]}  # case.nii.gz and case.nii are one case
+    return usage.assign(Name=[by_stem.get(case_stem(name), name) for name in usage["Name"]])
 
 
 def join_results(metrics: pd.DataFrame, usage: pd.DataFrame, rules: Rules) -> pd.DataFrame:
@@ -86,7 +81,7 @@ def plot_time(usage: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(usage)), 4))
     colours = ["tab:blue" if s == "ok" else "tab:red" for s in usage["Status"]]
     ax.bar(range(len(usage)), usage["MeasuredTime"], color=colours)
-    ax.set_xticks(range(len(usage)), [_stem(n) for n in usage["Name"]], rotation=90, fontsize=7)
+    ax.set_xticks(range(len(usage)), [case_stem(n) for n in usage["Name"]], rotation=90, fontsize=7)
     ax.set_ylabel("measured wall time per case (s)")
     ax.set_title("Time per case as measured (red: failed)")
     fig.tight_layout()
@@ -99,7 +94,7 @@ def plot_memory(usage: pd.DataFrame, samples_dir: Path, path: Path) -> None:
     fig, (gpu_ax, ram_ax) = plt.subplots(1, 2, figsize=(11, 4))
     measured = usage["MaxGPU_Mem"].notna().any()
     for name in usage.sort_values("MeasuredTime", ascending=False)["Name"].head(SLOWEST_PLOTTED):
-        samples = pd.read_csv(samples_dir / f"{_stem(name)}.csv")
+        samples = pd.read_csv(samples_dir / f"{case_stem(name)}.csv")
         if measured:
             gpu_ax.plot(samples["t_s"], samples["gpu_used_mb"], marker=".", label=name)
         ram_ax.plot(samples["t_s"], samples["ram_used_mb"], marker=".", label=name)
@@ -156,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--gt {args.gt}: not a folder")
     if not nifti_files(args.gt):
         parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
-    problem = folder_problem(args.out)
-    if problem:
-        parser.error(f"--out {args.out}: {problem}")
+    cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     team = args.name or args.out.resolve().name
     rules = get_rules(args.rules)
     how_args = ["--image", args.image] if args.image else ["--command", args.command]

@@ -121,7 +121,7 @@ class Sampler:
         self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
-        self._cpu = SystemCpu()
+        self._cpu: SystemCpu | None = None
         self._t0 = 0.0
 
     def start(self) -> Sampler:

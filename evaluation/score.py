@@ -30,7 +30,7 @@ from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
-from flare_common.files import folder_problem, write_atomic
+from flare_common.files import write_atomic
 from flare_common.nifti import case_stem, is_nifti, nifti_files
 
 AFFINE_TOLERANCE_MM = 1e-3
@@ -283,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     gt_files = nifti_files(args.gt)
     if not gt_files:
         parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
-    problem = folder_problem(args.out)
-    if problem:
-        parser.error(f"--out {args.out}: {problem}")
+    cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     rules = get_rules(args.rules)
 
     jobs = [(g, find_prediction(args.pred, g)) for g in gt_files]

@@ -12,9 +12,11 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from flare_common import __version__
+from flare_common.files import file_problem, folder_problem
 
 DISTRIBUTION = "flare21-c2f"  # the name pip knows the project by (pyproject.toml)
 INTERRUPTED = 130  # the shell's exit code for a process ended by SIGINT
@@ -40,6 +42,14 @@ def parser(module_prog: str, description: str, examples: list[str]) -> argparse.
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(result)
     return result
+
+
+def refuse_unwritable(parser: argparse.ArgumentParser, flag: str, path: Path | None, folder: bool) -> None:
+    """A usage error (exit 2, one line) where a command's output `path` (a folder, or a file) cannot
+    be written; its folder is created where it can be. Nothing for no path (an optional output)."""
+    problem = None if path is None else folder_problem(path) if folder else file_problem(path)
+    if problem:
+        parser.error(f"{flag} {path}: {problem}")
 
 
 def add_version(target: argparse.ArgumentParser) -> None:

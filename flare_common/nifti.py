@@ -50,8 +50,9 @@ def nifti_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p))
 
 
-def case_stem(path: Path) -> str:
-    """The file name without its NIfTI suffix."""
+def case_stem(path: Path | str) -> str:
+    """The file name (of a path, or a name) without its NIfTI suffix."""
+    path = Path(path)
     for suffix in NIFTI_SUFFIXES:
         if path.name.endswith(suffix):
             return path.name[: -len(suffix)]

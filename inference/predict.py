@@ -141,18 +141,15 @@ def _backend(requested: str, weights: Path, models, device: torch.device, precis
     problem = openvino_runtime.available(weights, models)
     if requested == "openvino" and not possible:
         problem = f"it runs on the CPU in fp32 or bf16, not on {device.type} in {precision}"
+    if not problem:
+        try:
+            networks = openvino_runtime.compile_networks(weights, models, precision, ahead)
+        except Exception as exc:  # a damaged export (e.g. a truncated .bin) or one this OpenVINO cannot compile
+            problem = f"its export beside {weights.name} does not compile ({describe_error(exc)})"
     if problem:
         if requested == "openvino":
             raise UsageError(f"--backend openvino: {problem}")
         print(f"notice: networks run by PyTorch ({problem})", file=sys.stderr)
-        return "torch", None
-    try:
-        networks = openvino_runtime.compile_networks(weights, models, precision, ahead)
-    except Exception as exc:  # a damaged export (e.g. a truncated .bin) or one this OpenVINO cannot compile
-        problem = f"its export beside {weights.name} does not compile ({describe_error(exc)})"
-        if requested == "openvino":
-            raise UsageError(f"--backend openvino: {problem}") from exc
-        print(f"notice: networks run by PyTorch (OpenVINO: {problem})", file=sys.stderr)
         return "torch", None
     if precision not in ("auto", networks.precision):
         print(f"notice: this CPU has no bf16 instructions: OpenVINO runs the networks in {networks.precision}",
