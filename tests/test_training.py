@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -304,3 +305,35 @@ def test_two_processes_with_torchrun(data, tmp_path):
     row = (out / "log.csv").read_text().splitlines()[1].split(",")
     assert int(row[1]) == math.ceil(examples / 2) and math.isfinite(float(row[3]))  # one example per process per step
     assert load(out / "best.pt", stages=("coarse",)).coarse is not None
+
+
+def test_a_time_budget_covers_the_whole_run_across_a_resume(data, tmp_path, monkeypatch, capsys):
+    """--max-minutes: after BUDGET_PLANNING_STEPS timed steps the run is cut to the steps that fit;
+    a run interrupted and resumed keeps that length and the time it has already trained (a clock
+    that advances 10 s per step: 60 s fit 6 steps)."""
+    import training.train as train_module
+
+    clock = [0.0]
+    step = train_module.Trainer.optimiser_step
+
+    def timed_step(self, losses):
+        clock[0] += 10.0
+        step(self, losses)
+        if stop_at[0] is not None and self.state["step"] == stop_at[0]:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(train_module.Trainer, "optimiser_step", timed_step)
+    monkeypatch.setattr(train_module, "BUDGET_PLANNING_STEPS", 2)
+    # 4 training cases (5 examples with a lesion case x3) in steps of 2: 3 steps an epoch, 30 planned
+    budget = {**TINY, "epochs": 10, "val_cases": 0, "max_minutes": 1.0}
+    stop_at = [4]  # interrupted in the second epoch, after the first epoch's resume state
+    assert train(data, tmp_path / "run", "coarse", budget) == 130
+    assert "time budget 1 min: 10.00 s per step, 6 steps in all" in capsys.readouterr().err
+    stop_at = [None]
+    assert train(data, tmp_path / "run", "coarse", budget, "--resume") == 0
+    assert "resuming after epoch 1 (step 3 of 6)" in capsys.readouterr().err
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in rows[1:]] == [["1", "3"], ["2", "6"]]
+    lrs = [float(row.split(",")[2]) for row in rows[1:]]
+    assert lrs[0] == 0.01 and lrs[1] < 0.01  # the step decay fitted to 6 steps, not restarted
