@@ -3,6 +3,7 @@ parse as training.phantom options, and hold every variation the shipped weights'
 met (training/demo_weights.sh), so that a GPU run starts from no less than the CPU one did."""
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 from training import phantom
@@ -41,3 +42,12 @@ def test_the_default_mix_holds_every_variation_of_the_shipped_fine_stage():
     per_set = {"--cases", "--seed", "--max-side"}
     missing = option_names(last_fine_set()) - per_set - option_names(default_mix())
     assert not missing, f"bench/gpu_train.sh's default mix lacks {sorted(missing)}"
+
+
+def test_every_shell_script_of_bench_parses():
+    """`sh -n` on each: a syntax error found on the GPU machine costs the time it is lent for."""
+    scripts = sorted((ROOT / "bench").glob("*.sh"))
+    assert {"gpu_train.sh", "gpu_session.sh", "phantom_tests.sh"} <= {s.name for s in scripts}
+    for script in scripts:
+        done = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{script.name}: {done.stderr}"
