@@ -1,12 +1,13 @@
 # FLARE submission image: `docker run --gpus all -v in:/workspace/inputs -v out:/workspace/outputs flare:latest`
 # runs predict.sh on every CT in /workspace/inputs. Needs weights/flare21_c2f.pt in the build context.
 #
-# `docker build -t flare .` builds the GPU submission. torch comes from PyTorch's CUDA 12.9 index,
+# `docker build -t flare .` builds the GPU submission. torch comes from PyTorch's CUDA 12.6 index,
 # not PyPI: PyPI's Linux torch 2.13 is built for CUDA 13.0, which needs an NVIDIA driver >= 580,
 # newer than many organisers' machines; a CUDA 12 build runs on drivers >= 525 through CUDA's
 # minor-version compatibility. The wheels bring their own CUDA libraries and cuDNN, so the base
 # image is CUDA's smallest, and NVIDIA_DISABLE_REQUIRE stops the container toolkit from refusing
-# drivers older than the base image's CUDA 12.9.
+# drivers older than the base image's CUDA 12.6. PyTorch 2.13's one CUDA 12 build is for 12.6
+# (its CUDA support matrix: 12.6 and 13.0 stable, 13.2 experimental; no 12.8 or 12.9 wheels).
 #
 # The build arguments make the same file build a CPU image (docs/container.md):
 #   BASE_IMAGE    the image to start from: any Debian or Ubuntu with python3 >= 3.10 in apt
@@ -17,7 +18,7 @@
 #   CA_CERTS      a CA bundle of the build context for pip to trust (behind a TLS-intercepting proxy)
 # e.g. docker build -t flare:cpu --build-arg BASE_IMAGE=debian:bookworm-slim \
 #        --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu --build-arg TORCH_CUDA=none .
-ARG BASE_IMAGE=nvidia/cuda:12.9.1-base-ubuntu24.04
+ARG BASE_IMAGE=nvidia/cuda:12.6.3-base-ubuntu24.04
 
 FROM ${BASE_IMAGE} AS python
 
@@ -36,7 +37,7 @@ RUN apt-get update \
 # context for it (a torch wheel, a CA bundle) never becomes a layer of the image: only /opt/venv is.
 FROM python AS venv
 
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu129
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
 ARG TORCH_WHEELS=
 ARG TORCH_CUDA=12
 ARG CA_CERTS=
