@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from inference.checkpoint import load
+from inference.networks import CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
 from training import phantom
 from training.augment import fine_window, shift_brightness
 from training.cache import Sample, build, cache_folder
@@ -23,7 +24,7 @@ from training.cache import load as load_cache
 from training.config import ConfigError, default_config, load_config
 from training.data import Case, DataError, find_cases, split
 from training.loss import dice_focal_loss, one_hot
-from training.train import lr_factor, main
+from training.train import lr_factor, main, unused_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"network": {"widths": [4, 8, 8, 16, 16]}, "batch_size": 2, "micro_batch": 1, "epochs": 2,
@@ -290,13 +291,16 @@ def test_flare21_and_nnunet_layouts(data, tmp_path, layout):
     assert [c.name for c in find_cases(tmp_path)] == [c.name for c in find_cases(data)]
 
 
-def test_two_processes_with_torchrun(data, tmp_path):
-    """DistributedDataParallel over gloo: two CPU processes train a few steps, rank 0 writes."""
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
+def test_two_processes_with_torchrun(data, tmp_path, stage):
+    """DistributedDataParallel over gloo: two CPU processes train a few steps, rank 0 writes. The
+    fine network at 32^3 leaves two pyramid levels of its context block unused (pooled to one voxel)."""
     out = tmp_path / "ddp"
     out.mkdir()
+    recipe = {**(TINY if stage == "coarse" else TINY_FINE), "epochs": 1}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "training.train", "--stage", "coarse", "--data", str(data), "--out", str(out),
-                           "--config", str(config_file(tmp_path, {**TINY, "epochs": 1})), "--precision", "fp32"],
+                           "-m", "training.train", "--stage", stage, "--data", str(data), "--out", str(out),
+                           "--config", str(config_file(tmp_path, recipe)), "--precision", "fp32"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 process(es)" in done.stderr and done.stderr.count("epoch 1:") == 1  # rank 0 alone logs
@@ -304,7 +308,15 @@ def test_two_processes_with_torchrun(data, tmp_path):
     examples = len(split_["train"]) + 2 * len(set(split_["train"]) & set(split_["pathological"]))  # lesions x3
     row = (out / "log.csv").read_text().splitlines()[1].split(",")
     assert int(row[1]) == math.ceil(examples / 2) and math.isfinite(float(row[3]))  # one example per process per step
-    assert load(out / "best.pt", stages=("coarse",)).coarse is not None
+    assert load(out / "best.pt", stages=(stage,)).network(stage) is not None
+
+
+def test_unused_parameters_are_found_without_computing():
+    fine = EfficientSegNet(FineConfig(widths=(4, 8, 8, 16, 16), context_width=8, input_size=(32, 32, 32)))
+    assert unused_parameters(fine, (32, 32, 32)) == ["context.pyramid.1.0.weight", "context.pyramid.2.0.weight"]
+    assert unused_parameters(fine, (128, 32, 32)) == []  # one side long enough keeps every level
+    assert unused_parameters(CoarseUNet(CoarseConfig(widths=(4, 8, 8, 16, 16))), (32, 32, 32)) == []
+    assert all(p.device.type == "cpu" for p in fine.parameters())  # the network itself is untouched
 
 
 def test_a_time_budget_covers_the_whole_run_across_a_resume(data, tmp_path, monkeypatch, capsys):
@@ -337,3 +349,15 @@ def test_a_time_budget_covers_the_whole_run_across_a_resume(data, tmp_path, monk
     assert [row.split(",")[:2] for row in rows[1:]] == [["1", "3"], ["2", "6"]]
     lrs = [float(row.split(",")[2]) for row in rows[1:]]
     assert lrs[0] == 0.01 and lrs[1] < 0.01  # the step decay fitted to 6 steps, not restarted
+
+
+def test_a_run_without_fp16_resumes_where_the_gradient_scaler_is_on(data, tmp_path, monkeypatch):
+    """A CPU or fp32 run saves an empty scaler state; resumed on a GPU in fp16 (here: a scaler
+    that is on, on the CPU) its scaler starts afresh instead of refusing the resume."""
+    import training.train as train_module
+
+    assert train(data, tmp_path / "run", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 0
+    scaler = torch.amp.GradScaler
+    monkeypatch.setattr(train_module.torch.amp, "GradScaler", lambda device, enabled: scaler("cpu", enabled=True))
+    assert train(data, tmp_path / "run", "coarse", {**TINY, "epochs": 2, "val_cases": 0}, "--resume") == 0
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 3

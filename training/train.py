@@ -16,6 +16,7 @@ config.json (the full recipe used) and split.json. Exit code 0: trained; 2: usag
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import re
@@ -109,6 +110,16 @@ def initial_weights(path: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
     if found != expected:
         raise DataError([f"{path}: its {config.stage} network has other widths than this run's"])
     return {k: v.float() for k, v in net.state_dict().items()}
+
+
+def unused_parameters(net: torch.nn.Module, input_size: tuple[int, int, int]) -> list[str]:
+    """The parameters a forward and backward pass at this input size (x, y, z voxels) leaves without
+    a gradient, found on a copy on the meta device (shapes only: no memory, no arithmetic). The
+    fine network's context block skips a pyramid level that pools to a single voxel (inputs under
+    128 a side); DistributedDataParallel must be told, or it waits for that gradient forever."""
+    probe = copy.deepcopy(net).to("meta").train()
+    probe(torch.zeros(2, 1, *input_size, device="meta")).sum().backward()
+    return [name for name, p in probe.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def gradients_finite(net: torch.nn.Module) -> bool:
@@ -318,7 +329,8 @@ class Trainer:
                  f"lesion cases x{config.pathological_repeats}), {len(val_cases)} for validation; input "
                  f"{'x'.join(map(str, config.input_size))}; {world.size} process(es) on {world.device.type}; "
                  f"precision {self.precision}{measured}")
-        self.model = (DistributedDataParallel(self.net, device_ids=[world.device] if world.device.type == "cuda" else None)
+        self.model = (DistributedDataParallel(self.net, device_ids=[world.device] if world.device.type == "cuda" else None,
+                                              find_unused_parameters=bool(unused_parameters(self.net, config.input_size)))
                       if world.size > 1 else self.net)
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=config.betas,
                                           weight_decay=config.weight_decay)
@@ -356,7 +368,8 @@ class Trainer:
         with another recipe (only the fields of RESUME_MAY_CHANGE may differ) or on other cases."""
         path = self.args.out / "resume.pt"
         try:
-            saved = torch.load(path, map_location=self.world.device, weights_only=True)
+            # on the CPU: loading puts each tensor where its parameter is, and Adam's step counts stay on the CPU
+            saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated, not a torch file, ...
             raise DataError([f"{path}: unreadable ({describe_error(exc)[:200]}): start a new run"]) from None
         recipe, now = saved.get("config") or _recorded(self.args.out / "config.json"), asdict(self.config)
@@ -374,7 +387,8 @@ class Trainer:
             self.net.load_state_dict(saved["net"])
             self.optimiser.load_state_dict(saved["optimiser"])
             self.scheduler.load_state_dict(saved["scheduler"])
-            self.scaler.load_state_dict(saved["scaler"])
+            if saved["scaler"]:  # empty from a run without fp16: this run's scaler starts afresh
+                self.scaler.load_state_dict(saved["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise DataError([f"{path}: does not fit this run's network ({describe_error(exc)[:200]})"]) from None
         torch.set_rng_state(saved["rng"].cpu())
