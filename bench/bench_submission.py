@@ -187,9 +187,16 @@ def yardstick(device: torch.device, repeats: int) -> dict[str, float]:
     return seconds
 
 
+def nvml_gpu(device: torch.device) -> GpuMemory | None:
+    """NVML's reader of the GPU torch calls `device`, found by its UUID (CUDA numbers the GPUs
+    fastest first unless CUDA_DEVICE_ORDER says otherwise, NVML by PCI bus)."""
+    uuid = "GPU-" + str(torch.cuda.get_device_properties(device).uuid).removeprefix("GPU-")
+    return GpuMemory.open(uuid=uuid, quiet=True) or GpuMemory.open(device.index or 0)
+
+
 def cold(cases: list[Path], weights: Path, device: torch.device, precision: str, backend: str, out: Path) -> list[dict]:
     """Each case through the efficiency harness: wall time, peak RSS, NVML peak, stage times."""
-    gpu = GpuMemory.open(device.index or 0) if device.type == "cuda" else None
+    gpu = nvml_gpu(device) if device.type == "cuda" else None
     for folder in ("predictions", "logs", "reports"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     os.environ["PYTHON"] = sys.executable  # predict.sh runs this interpreter
@@ -199,7 +206,8 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
         command = (f"sh {shlex.quote(str(ROOT / 'predict.sh'))} {{inputs}} {{outputs}} "
                    f"--weights {shlex.quote(str(weights))} --device {device.type} --precision {precision} --backend {backend} "
                    f"--report {shlex.quote(str(report))}")
-        row, _ = run_case(case, Submission(command=command, gpu=None if gpu is None else gpu.index), out,
+        index = (gpu.index if gpu else device.index or 0) if device.type == "cuda" else None
+        row, _ = run_case(case, Submission(command=command, gpu=index, gpu_uuid=gpu.uuid if gpu else ""), out,
                           get_rules("flare22").efficiency, gpu, interval_s=0.05, timeout_s=TIMEOUT_S)
         if row["Status"] != "ok":
             raise RuntimeError(f"{case.name}: {row['Status']}: {row['Detail']}")

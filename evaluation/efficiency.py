@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -74,7 +75,8 @@ class Submission:
     image: str | None = None
     command: str | None = None
     docker: str = "docker"
-    gpu: int | None = 0  # the GPU given to the container; None: none (CPU mode, no --gpus)
+    gpu: int | None = 0  # the GPU given to the container (NVML's index); None: none (CPU mode, no --gpus)
+    gpu_uuid: str = ""  # that GPU's UUID where NVML gave it: a command is shown that card by it
     memory: str | None = None  # docker's --memory, after the year's options (None: theirs alone)
     isolated: bool = False  # no network, read-only inputs, no new privileges (the organisers had none of these)
     docker_args: tuple[str, ...] = ()
@@ -90,6 +92,16 @@ class Submission:
                     "-v", f"{outputs.resolve()}/:/workspace/outputs/", self.image, "/bin/bash", "-c", "sh predict.sh"]
         command = self.command.replace("{inputs}", shlex.quote(str(inputs))).replace("{outputs}", shlex.quote(str(outputs)))
         return ["/bin/sh", "-c", command]  # any other braces are the shell's (${VAR:-x}, awk '{print}')
+
+    def env(self) -> dict[str, str] | None:
+        """The environment a command runs in: this one, with CUDA shown only the GPU that is
+        sampled (by UUID, else by NVML's index in PCI bus order, which is NVML's; none under
+        --gpu none), as a container given `--gpus device=N` sees that GPU alone. None for an
+        image (docker's own environment)."""
+        if self.image:
+            return None
+        visible = "" if self.gpu is None else (self.gpu_uuid or str(self.gpu))
+        return {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible}
 
     def tree(self, proc: subprocess.Popen, name: str, processes: CaseProcesses) -> ProcessTree | None:
         """The processes doing the work: the command's (its tree and adopted orphans), or the
@@ -154,7 +166,7 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
     sampler = Sampler(gpu, tree=lambda: attached[0], interval_s=interval_s).start()
     start = time.perf_counter()
     with open(log, "w") as log_file:
-        proc = subprocess.Popen(submission.argv(inputs, outputs, container), stdout=log_file,
+        proc = subprocess.Popen(submission.argv(inputs, outputs, container), stdout=log_file, env=submission.env(),
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         processes.attach(proc)
         timed_out, next_attach = False, start
@@ -213,7 +225,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES,
                         help="which year's limits, stuck values and docker options (default %(default)s)")
     parser.add_argument("--gpu", type=gpu_choice, default=GPU_AUTO, metavar="auto|N|none",
-                        help="GPU index for the container and NVML; none: no GPU (the image runs without --gpus, "
+                        help="GPU index (nvidia-smi's) for the container or the command (which sees only that "
+                             "GPU) and NVML; none: no GPU (the image runs without --gpus, the command sees none, "
                              "GPU memory is not measured); auto: GPU 0 when NVML sees one, else none, with a notice "
                              "(default %(default)s)")
     parser.add_argument("--interval", type=float, default=0.1, metavar="S",
@@ -284,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("samples", "predictions", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     gpu_index, gpu = choose_gpu(args.gpu)
-    submission = Submission(args.image, args.command, args.docker, gpu_index, args.memory, args.isolated,
-                            rules.efficiency.docker_args)
+    submission = Submission(args.image, args.command, args.docker, gpu_index, gpu.uuid if gpu else "", args.memory,
+                            args.isolated, rules.efficiency.docker_args)
 
     rows = []
     try:

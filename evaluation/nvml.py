@@ -16,27 +16,34 @@ from flare_common.units import MB
 class GpuMemory:
     """Reads one GPU's memory through NVML; `used_mb()` is total - free, as the organisers' sampler."""
 
-    index: int
+    index: int  # NVML's index (nvidia-smi's, and Docker's --gpus device=N), not necessarily CUDA's
     handle: object
     name: str
     total_mb: float
+    uuid: str = ""  # "GPU-..." (CUDA_VISIBLE_DEVICES takes it: the same card whatever CUDA's order)
 
     @classmethod
-    def open(cls, index: int = 0, quiet: bool = False) -> GpuMemory | None:
-        """NVML handle of GPU `index`, or None (with a one-line notice on stderr) when unavailable."""
+    def open(cls, index: int = 0, quiet: bool = False, uuid: str | None = None) -> GpuMemory | None:
+        """NVML handle of GPU `index` (or of the GPU with this UUID), or None (with a one-line
+        notice on stderr) when unavailable."""
         try:
             import pynvml
 
             pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            if uuid:
+                handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+                index = pynvml.nvmlDeviceGetIndex(handle)
+            else:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             name = pynvml.nvmlDeviceGetName(handle)
             total = pynvml.nvmlDeviceGetMemoryInfo(handle).total / MB
+            found = pynvml.nvmlDeviceGetUUID(handle)
         except Exception as exc:  # ImportError, NVMLError_LibraryNotFound, invalid index, ...
             if not quiet:
-                print(f"notice: no NVML for GPU {index} ({type(exc).__name__}: {exc}); GPU memory is not measured",
+                print(f"notice: no NVML for GPU {uuid or index} ({type(exc).__name__}: {exc}); GPU memory is not measured",
                       file=sys.stderr)
             return None
-        return cls(index, handle, name.decode() if isinstance(name, bytes) else str(name), total)
+        return cls(index, handle, _text(name), total, _text(found))
 
     def used_mb(self) -> float:
         """Device-wide used memory in MB: total - free (includes every process and the CUDA contexts)."""
@@ -68,3 +75,8 @@ class GpuMemory:
             return len(pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle))
         except Exception:
             return None
+
+
+def _text(value: bytes | str) -> str:
+    """NVML's strings: bytes in older bindings, str in newer ones."""
+    return value.decode() if isinstance(value, bytes) else str(value)

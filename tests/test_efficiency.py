@@ -126,6 +126,7 @@ class FakeGpu:
     """A GPU whose used memory follows a known series, one value per call."""
 
     name = "fake GPU"
+    uuid = ""
 
     def __init__(self, series):
         self.series, self.calls = list(series), 0
@@ -334,6 +335,26 @@ def test_a_local_command_keeps_the_shells_own_braces(tmp_path):
     assert argv[:2] == ["/bin/sh", "-c"]
     expected = command.replace("{inputs}", f"'{tmp_path / 'in put'}'").replace("{outputs}", str(tmp_path / "out"))
     assert argv[2] == expected and "{print $1}" in argv[2] and "${TMPDIR:-/tmp}" in argv[2]
+
+
+@pytest.mark.parametrize("gpu_args,nvml,visible", [
+    (["--gpu", "1"], "uuid", "GPU-fake-1"),  # the sampled card by its UUID, whatever CUDA's order
+    (["--gpu", "1"], None, "1"),  # no NVML: nvidia-smi's index, with CUDA told to count as it does
+    (["--gpu", "none"], "uuid", ""),  # no GPU, as a container without --gpus
+])
+def test_a_local_command_sees_only_the_sampled_gpu(tmp_path, monkeypatch, gpu_args, nvml, visible):
+    inputs = _cases(tmp_path / "inputs", ("normal",))
+    seen = tmp_path / "seen.txt"
+    gpu = FakeGpu([1000.0])
+    gpu.uuid = "GPU-fake-1"
+    monkeypatch.setattr("evaluation.efficiency.GpuMemory.open", lambda index=0, quiet=False: gpu if nvml else None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # the caller's own choice is replaced
+    command = (f'printf "%s|%s" "$CUDA_VISIBLE_DEVICES" "$CUDA_DEVICE_ORDER" > {seen}; {sys.executable} '
+               f"{FAKES / 'submission.py'} {{inputs}} {{outputs}}")
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", command, "--baseline", "0",
+                 *gpu_args]) == 0
+    assert seen.read_text() == f"{visible}|PCI_BUS_ID"
+    assert Submission(image="team:latest").env() is None  # docker's --gpus chooses for a container
 
 
 def test_docker_command_without_a_gpu_has_no_gpus_option(tmp_path):

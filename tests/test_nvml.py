@@ -15,6 +15,9 @@ def fake_pynvml(total_mb: float, free_mb: float, fail: Exception | None = None) 
 
     module.nvmlInit = init
     module.nvmlDeviceGetHandleByIndex = lambda index: ("gpu", index)
+    module.nvmlDeviceGetHandleByUUID = lambda uuid: ("gpu", int(uuid.removeprefix("GPU-fake-")))
+    module.nvmlDeviceGetIndex = lambda handle: handle[1]
+    module.nvmlDeviceGetUUID = lambda handle: f"GPU-fake-{handle[1]}".encode()
     module.nvmlDeviceGetName = lambda handle: b"Fake GPU"
     module.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(total=total_mb * MB, free=free_mb * MB)
     module.nvmlDeviceGetComputeRunningProcesses = lambda handle: [
@@ -26,7 +29,7 @@ def fake_pynvml(total_mb: float, free_mb: float, fail: Exception | None = None) 
 def test_used_memory_is_total_minus_free(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(16384, 15000))
     gpu = GpuMemory.open(1)
-    assert gpu.name == "Fake GPU" and gpu.index == 1 and gpu.total_mb == 16384
+    assert gpu.name == "Fake GPU" and gpu.index == 1 and gpu.total_mb == 16384 and gpu.uuid == "GPU-fake-1"
     assert gpu.used_mb() == 1384
     assert gpu.process_used_mb([10, 11, 12]) == 750  # only the submission's own processes
     assert gpu.process_used_mb([12]) == 0
@@ -37,3 +40,10 @@ def test_no_nvml_gives_none_and_one_notice(monkeypatch, capsys):
     assert GpuMemory.open(0) is None
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "driver not loaded" in err and "not measured" in err
+
+
+def test_a_gpu_found_by_uuid_has_nvmls_index(monkeypatch):
+    """CUDA and NVML may number the GPUs differently: the UUID names the same card in both."""
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(16384, 15000))
+    gpu = GpuMemory.open(uuid="GPU-fake-3")
+    assert gpu.index == 3 and gpu.uuid == "GPU-fake-3"
