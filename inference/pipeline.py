@@ -104,12 +104,16 @@ class Segmenter:
     updating its own networks and build a Segmenter for each validation). `on_stage`, when
     given, is called with each stage's name (a key of STAGES) as the stage starts. `compiled`
     maps stages to compiled versions of their networks (inference.openvino_runtime: fp32 or bf16,
-    `precision`, on the CPU), which then run instead of eager PyTorch."""
+    `precision`, on the CPU), which then run instead of eager PyTorch. fp32 on CUDA sets PyTorch's
+    convolutions and matrix products to IEEE float32 for the whole process (cuDNN runs float32
+    convolutions in TF32 by default on Ampere and later GPUs)."""
 
     def __init__(self, models: Models, device: torch.device, precision: str,
                  on_stage: Callable[[str], None] | None = None,
                  compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
         self.models, self.device, self.precision, self.on_stage = models, device, precision, on_stage
+        if device.type == "cuda" and precision == "fp32":  # IEEE float32, not cuDNN's default TF32 for convolutions
+            torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "ieee"
         self.compiled = compiled or {}
         if self.compiled and (precision == "auto" or not openvino_runtime.runs_on(device.type, precision)):
             raise ValueError("compiled networks run in fp32 or bf16 on the CPU")
