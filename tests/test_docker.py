@@ -41,10 +41,12 @@ def dockerfile_args() -> dict[str, str]:
 
 def test_the_default_build_is_the_cuda_12_gpu_image():
     """`docker build -t flare .` must stay the GPU submission: CUDA base, torch from PyTorch's CUDA
-    12 index (PyPI's Linux torch 2.13 needs CUDA 13 drivers, >= 580), checked for CUDA 12."""
+    12 index (PyPI's Linux torch 2.13 needs CUDA 13 drivers, >= 580), checked for CUDA 12. torch
+    2.13's one CUDA 12 build is for 12.6 (its CUDA support matrix: 12.6 and 13.0, 13.2
+    experimental): an index of another CUDA 12 holds no torch 2.13, and the build would fail."""
     args = dockerfile_args()
-    assert args["BASE_IMAGE"].startswith("nvidia/cuda:12.")
-    assert re.fullmatch(r"https://download\.pytorch\.org/whl/cu12\d", args["TORCH_INDEX"])
+    assert args["BASE_IMAGE"].startswith("nvidia/cuda:12.6.")
+    assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cu126"
     assert args["TORCH_WHEELS"] == args["CA_CERTS"] == "" and args["TORCH_CUDA"] == "12"
     text = (ROOT / "Dockerfile").read_text()
     assert '--index-url "$TORCH_INDEX" "$torch"' in text and "torch=\"$(grep '^torch==' " in text
