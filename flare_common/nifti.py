@@ -46,8 +46,10 @@ def is_nifti(path: Path) -> bool:
 
 
 def nifti_files(folder: Path) -> list[Path]:
-    """The .nii/.nii.gz files of a folder (not its subfolders), sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p))
+    """The .nii/.nii.gz files of a folder (not its subfolders), sorted by name; hidden files (a
+    name starting with '.', such as the '._' files macOS writes beside each file on other disks)
+    are not images."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
 
 
 def case_stem(path: Path | str) -> str:

@@ -169,11 +169,14 @@ def test_bad_cases_are_reported_and_the_rest_scored(tmp_path, capsys):
 
 
 def test_storage_variants_are_read_as_labels(tmp_path):
-    """float32 labels, a 4D file with one volume, and labels stored with a scale factor."""
+    """float32 labels with float noise (0.99999994 for 1), a 4D file with one volume, and labels
+    stored with a scale factor."""
     gt, pred, out = make_set(tmp_path, n=3)
     images = [nib.load(pred / f"case_{i}.nii.gz") for i in range(3)]
     labels = [np.asarray(img.dataobj) for img in images]
-    nib.save(nib.Nifti1Image(labels[0].astype(np.float32), images[0].affine), str(pred / "case_0.nii.gz"))
+    noisy = labels[0].astype(np.float32) * np.float32(0.99999994)
+    assert not (noisy == np.round(noisy)).all()
+    nib.save(nib.Nifti1Image(noisy, images[0].affine), str(pred / "case_0.nii.gz"))
     nib.save(nib.Nifti1Image(labels[1].astype(np.int16)[..., None], images[1].affine), str(pred / "case_1.nii.gz"))
     halved = nib.Nifti1Image((labels[2] // 2).astype(np.uint8), images[2].affine)
     halved.header.set_slope_inter(2.0, 0.0)  # stored 0, 1, 2 mean labels 0, 2, 4
@@ -182,7 +185,8 @@ def test_storage_variants_are_read_as_labels(tmp_path):
 
     assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1"]) == 0
     rows = read_csv(out / "metrics.csv")
-    assert 0.8 < float(rows[0]["DSC_1"]) < 1 and 0.8 < float(rows[1]["DSC_1"]) < 1
+    assert 0.8 < float(rows[0]["DSC_1"]) < 1 and float(rows[0]["DSC_4"]) > 0.5  # rounded, not truncated to 0 and 3
+    assert 0.8 < float(rows[1]["DSC_1"]) < 1
     assert [float(rows[2][f"DSC_{k}"]) for k in (1, 2, 3, 4)] == [1.0, 1.0, 1.0, 1.0]
 
 

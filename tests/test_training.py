@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from inference.checkpoint import load
+from inference.checkpoint import FLARE21_LABELS, load
 from inference.networks import CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
 from training import phantom
 from training.augment import fine_window, shift_brightness
 from training.cache import Sample, build, cache_folder
 from training.cache import load as load_cache
 from training.config import ConfigError, default_config, load_config
-from training.data import Case, DataError, find_cases, split
+from training.data import PATHOLOGICAL_LIST, Case, DataError, dataset_json_problems, find_cases, read_case, read_case_list, split
 from training.loss import dice_focal_loss, one_hot
 from training.train import lr_factor, main, unused_parameters
 
@@ -289,6 +289,46 @@ def test_flare21_and_nnunet_layouts(data, tmp_path, layout):
     shutil.copytree(data / "images", tmp_path / layout[0])
     shutil.copytree(data / "labels", tmp_path / layout[1])
     assert [c.name for c in find_cases(tmp_path)] == [c.name for c in find_cases(data)]
+
+
+def test_nnunet_dataset_json_must_number_the_organs_as_the_networks_do(data, tmp_path):
+    shutil.copytree(data / "images", tmp_path / "imagesTr")
+    shutil.copytree(data / "labels", tmp_path / "labelsTr")
+    listing = tmp_path / "dataset.json"
+    listing.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "kidneys": 2, "spleen": 3, "Pancreas": 4}}))
+    assert dataset_json_problems(tmp_path, FLARE21_LABELS) == []  # v2, plural and capitals
+    listing.write_text(json.dumps({"labels": {"0": "background", "1": "liver", "2": "kidney", "3": "spleen", "4": "pancreas"}}))
+    assert dataset_json_problems(tmp_path, FLARE21_LABELS) == []  # v1
+    listing.write_text(json.dumps({"labels": {"background": 0, "spleen": 1, "kidney": 2, "liver": 3, "pancreas": 4}}))
+    [problem] = dataset_json_problems(tmp_path, FLARE21_LABELS)
+    assert problem.startswith(f"{listing}: labels 1 spleen, 3 liver are not the networks' numbering")
+    assert train(tmp_path, tmp_path / "run", "coarse", TINY) == 2  # refused before anything is read
+
+
+def test_real_data_quirks_are_read_as_a_team_means_them(data, tmp_path, capsys):
+    """Float label maps with float noise, a case whose own name ends in _0000, a pathological
+    list with a byte-order mark and folders, macOS's '._' files, and an image with NaN voxels
+    (trained on, with a notice naming the file)."""
+    root = tmp_path / "real"
+    shutil.copytree(data, root)
+    cases = find_cases(root)
+    label = nib.load(cases[0].label)
+    noisy = np.asarray(label.dataobj).astype(np.float32) * np.float32(0.99999994)
+    nib.save(nib.Nifti1Image(noisy, label.affine), str(cases[0].label))
+    assert np.array_equal(read_case(cases[0], FLARE21_LABELS)[1], read_case(find_cases(data)[0], FLARE21_LABELS)[1])
+    image = nib.load(cases[1].image)
+    holes = np.asarray(image.dataobj).astype(np.float32)
+    holes[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(holes, image.affine), str(cases[1].image))
+    cases[2].label.rename(cases[2].label.with_name(cases[2].image.name))  # image and labels named alike, x_0000
+    (root / "images" / f"._{cases[0].image.name}").write_bytes(b"\x00\x05\x16\x07")
+    (root / "labels" / f"._{cases[0].label.name}").write_bytes(b"\x00\x05\x16\x07")
+    (root / PATHOLOGICAL_LIST).write_text(f"\ufeff{cases[3].name}\nTrainingImg/{cases[4].image.name}\n", encoding="utf-8")
+    found = find_cases(root)
+    assert [c.name for c in found] == sorted([*(c.name for c in cases if c is not cases[2]), f"{cases[2].name}_0000"])
+    assert read_case_list(root / PATHOLOGICAL_LIST, found) == {cases[3].name, cases[4].name}
+    assert train(root, tmp_path / "run", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 0
+    assert f"notice: {cases[1].image}: 1 NaN/inf voxels set to" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stage", ["coarse", "fine"])

@@ -15,13 +15,14 @@ import hashlib
 import json
 import math
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from flare_common.errors import InputError, describe_error
@@ -68,10 +69,14 @@ def _source(case: Case) -> list[int]:
 
 def resize_labels(labels: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     """Nearest-neighbour resampling of a (batch, 1, x, y, z) uint8 label tensor (voxel centres
-    as in preprocessing.resize)."""
+    as in preprocessing.resize): the labels at the source voxels F.interpolate's "nearest-exact"
+    picks (its float32 arithmetic), gathered without a float copy of the volume."""
     if tuple(labels.shape[2:]) == tuple(size):
         return labels
-    return F.interpolate(labels.float(), size=tuple(size), mode="nearest-exact").to(torch.uint8)
+    index = [torch.clamp(((torch.arange(n, dtype=torch.float32, device=labels.device) + 0.5)
+                          * (torch.tensor(float(m)) / n)).floor().long(), max=m - 1)
+             for m, n in zip(labels.shape[2:], size)]
+    return labels[:, :, index[0][:, None, None], index[1][None, :, None], index[2][None, None, :]]
 
 
 def region_of(labels: np.ndarray, spacing: tuple[float, float, float], config: TrainConfig
@@ -85,18 +90,20 @@ def region_of(labels: np.ndarray, spacing: tuple[float, float, float], config: T
                         Postprocessing.from_dict(config.postprocessing).edge_padding)
 
 
-def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> None:
-    """Read, check and cache one case (InputError naming the file when it is unusable)."""
+def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> list[str]:
+    """Read, check and cache one case; returns what reading its image warned of (NaN voxels
+    repaired, values that do not look like HU, nibabel's header repairs), each naming the file.
+    InputError naming the file when the case is unusable."""
     ct, truth = read_case(case, labels)
     found = region_of(truth, ct.spacing, config)
     meta = {"source": _source(case), "organs": None, "spacing": None}
     if found is not None:
         region, padding = found
         size = cache_size(config)
-        image = torch.from_numpy(np.pad(ct.data[region], padding, mode="edge"))[None, None]
+        image = torch.from_numpy(_padded(ct.data[region], padding))[None, None]
         image = resize_for_stage(image, size, config.stage)
         image = image[0, 0].round().clamp(*HU_RANGE).to(torch.int16).numpy()
-        cropped = resize_labels(torch.from_numpy(np.pad(truth[region], padding, mode="edge"))[None, None], size)[0, 0].numpy()
+        cropped = resize_labels(torch.from_numpy(_padded(truth[region], padding))[None, None], size)[0, 0].numpy()
         start = [r.start - p[0] for r, p in zip(region, padding)]
         extent = [r.stop - r.start + sum(p) for r, p in zip(region, padding)]
         scale = [c / n for c, n in zip(size, extent)]
@@ -107,6 +114,13 @@ def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path)
         np.save(folder / f"{case.name}.image.npy", image)
         np.save(folder / f"{case.name}.labels.npy", cropped)
     (folder / f"{case.name}.json").write_text(json.dumps(meta))
+    return [f"{case.image}: {warning}" for warning in ct.warnings]
+
+
+def _padded(volume: np.ndarray, padding: Padding) -> np.ndarray:
+    """The volume continued past its edges by its edge values ((before, after) voxels per axis);
+    the volume itself, not a copy, where there is nothing to add."""
+    return np.pad(volume, padding, mode="edge") if any(any(p) for p in padding) else volume
 
 
 def _is_current(case: Case, folder: Path) -> bool:
@@ -114,40 +128,55 @@ def _is_current(case: Case, folder: Path) -> bool:
     return meta.is_file() and json.loads(meta.read_text()).get("source") == _source(case)
 
 
-def _build_safely(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> str | None:
-    """build() in a worker: the problem as one line, or None."""
+def _build_safely(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> tuple[str | None, list[str]]:
+    """build() in a worker: (the problem as one line or None, the warnings)."""
     torch.set_num_threads(1)
     try:
-        build(case, config, labels, folder)
+        return None, build(case, config, labels, folder)
     except InputError as exc:
-        return str(exc)
+        return str(exc), []
     except Exception as exc:  # a broken file must not hide the problems of the others
-        return f"{case.image}: {describe_error(exc)}"
-    return None
+        return f"{case.image}: {describe_error(exc)}", []
 
 
 def prepare(cases: list[Case], config: TrainConfig, labels: dict[int, str], root: Path,
             workers: int = 1, share: tuple[int, int] = (0, 1)) -> list[str]:
     """Cache every case not yet cached (this process's share of them: (rank, world size));
-    returns the problems found, one line each."""
+    returns the problems found, one line each. What reading a case warned of is printed as a
+    notice as the case is done. A worker process that dies (killed for lack of memory) is a
+    problem naming the cases it left undone."""
     folder = cache_folder(root, config)
     folder.mkdir(parents=True, exist_ok=True)
     todo = [c for c in cases[share[0]::share[1]] if not _is_current(c, folder)]
     if not todo:
         return []
     bar = tqdm(total=len(todo), desc=f"preprocessing ({config.stage})", unit="case", disable=None)
-    problems = []
+    problems: list[str | None] = []
+
+    def done(problem: str | None, warnings: list[str]) -> None:
+        for warning in warnings:
+            tqdm.write(f"notice: {warning}", file=sys.stderr)
+        problems.append(problem)
+        bar.update()
+
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            futures = [pool.submit(_build_safely, c, config, labels, folder) for c in todo]
-            for future in futures:
-                problems.append(future.result())
-                bar.update()
+            futures = [(c, pool.submit(_build_safely, c, config, labels, folder)) for c in todo]
+            lost = []
+            for case, future in futures:
+                try:
+                    done(*future.result())
+                except BrokenProcessPool:
+                    lost.append(case.name)
+                    bar.update()
+            if lost:
+                problems.append(f"{folder}: a preprocessing process died (killed, e.g. for lack of memory) with "
+                                f"{len(lost)} case(s) not cached ({', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}): "
+                                f"run again with fewer --workers (cached cases are kept)")
     else:
         threads = torch.get_num_threads()
         for case in todo:
-            problems.append(_build_safely(case, config, labels, folder))
-            bar.update()
+            done(*_build_safely(case, config, labels, folder))
         torch.set_num_threads(threads)
     bar.close()
     return [p for p in problems if p]

@@ -2,12 +2,14 @@
 
 Three layouts are read, each as an images folder and a labels folder under the data root:
 FLARE21 (`TrainingImg/`, `TrainingMask/`), FLARE22 and the phantom generator (`images/`,
-`labels/`) and nnU-Net (`imagesTr/`, `labelsTr/`). An image `<case>_0000.nii.gz` (or
-`<case>.nii.gz`) pairs with the label map `<case>.nii.gz`. Every problem of every case is found
+`labels/`) and nnU-Net (`imagesTr/`, `labelsTr/`, with its dataset.json's label numbering
+checked). An image `<case>_0000.nii.gz` (or `<case>.nii.gz`) pairs with the label map
+`<case>.nii.gz`, or with a label map of its own name. Every problem of every case is found
 before training starts, each on one line naming the file; one problem refuses the whole run.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,14 +72,15 @@ def find_cases(root: Path) -> list[Case]:
     """The image/label pairs of a data root, sorted by name; DataError listing every missing
     pair and name clash, or an empty folder."""
     images_dir, labels_dir = find_layout(root)
+    labels = {case_name(p.name): p for p in nifti_files(labels_dir)}
     images: dict[str, Path] = {}
     problems = []
     for path in nifti_files(images_dir):
-        name = case_name(path.name, image=True)
+        name = case_name(path.name)  # the label's own name first (a case named x_0000), else without _0000
+        name = name if name in labels else case_name(path.name, image=True)
         if name in images:
             problems.append(f"{path}: same case as {images[name].name}")
         images[name] = path
-    labels = {case_name(p.name): p for p in nifti_files(labels_dir)}
     problems += [f"{images[n]}: no label map {labels_dir / (n + '.nii.gz')}" for n in sorted(set(images) - set(labels))]
     problems += [f"{labels[n]}: no image {images_dir / (n + '_0000.nii.gz')}" for n in sorted(set(labels) - set(images))]
     if not images and not labels:
@@ -85,6 +88,39 @@ def find_cases(root: Path) -> list[Case]:
     if problems:
         raise DataError(problems)
     return [Case(name, images[name], labels[name]) for name in sorted(images)]
+
+
+def dataset_json_problems(root: Path, labels: dict[int, str]) -> list[str]:
+    """Where a data root has nnU-Net's dataset.json, its label numbering must be the networks'
+    (`labels`, e.g. 1 liver, 2 kidney, 3 spleen, 4 pancreas): another numbering would train one
+    organ as another without any other sign. nnU-Net v2 writes {"liver": 1, ...}, v1 {"1": "liver",
+    ...}; names compare without case and a plural's s ("kidneys")."""
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        return []
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8-sig")).get("labels")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        return [f"{path}: unreadable ({describe_error(exc)})"]
+    if not isinstance(listed, dict):
+        return []  # no label table to compare
+    if all(str(key).isdigit() for key in listed):  # v1: value -> name
+        numbering = {int(key): str(name) for key, name in listed.items()}
+    else:  # v2: name -> value (a list: a region of several labels, which the recipe does not train)
+        numbering = {value: str(name) for name, value in listed.items() if isinstance(value, int)}
+        if len(numbering) < len(listed):
+            return [f"{path}: labels given as regions (lists of values): the recipe trains one value per organ"]
+
+    def same(a: str, b: str) -> bool:
+        return a.strip().lower().removesuffix("s") == b.strip().lower().removesuffix("s")
+
+    wanted = {0: "background", **labels}
+    wrong = [f"{value} {name}" for value, name in sorted(numbering.items())
+             if value not in wanted or (value != 0 and not same(name, wanted[value]))]
+    if not wrong:
+        return []
+    return [f"{path}: labels {', '.join(wrong)} are not the networks' numbering "
+            f"({', '.join(f'{k} {v}' for k, v in labels.items())}): relabel the maps to it"]
 
 
 def check_headers(case: Case) -> list[str]:
@@ -131,20 +167,22 @@ def read_case(case: Case, labels: dict[int, str]) -> tuple[CT, np.ndarray]:
 
 def read_case_list(path: Path, cases: list[Case]) -> set[str]:
     """Names listed in a text file, one per line ('#' starts a comment; a name may carry its
-    .nii.gz suffix, or be its image's name); DataError for names that are not training cases."""
+    .nii.gz suffix and folders, or be its image's name); DataError for names that are not
+    training cases."""
     try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise DataError([f"{path}: cannot read ({exc.strerror})"]) from None
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is no part of a name
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError([f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})"]) from None
     known = {c.name for c in cases}
     names = set()
     for line in lines:
-        name = case_name(line.split("#")[0].strip())
+        name = case_name(Path(line.split("#")[0].strip()).name)  # a path's file name
         if name:  # a case's name, or its image's
             names.add(name if name in known else case_name(name, image=True))
     unknown = sorted(names - known)
-    if unknown:
-        raise DataError([f"{path}: not training cases: {', '.join(unknown[:10])}" + (" ..." if len(unknown) > 10 else "")])
+    if unknown:  # ascii(): a name's invisible characters shown
+        raise DataError([f"{path}: not training cases: {', '.join(map(ascii, unknown[:10]))}"
+                         + (" ..." if len(unknown) > 10 else "")])
     return names
 
 

@@ -45,7 +45,16 @@ from inference.preprocessing import Normalisation
 from training import cache
 from training.augment import example
 from training.config import ConfigError, TrainConfig, load_config
-from training.data import PATHOLOGICAL_LIST, Case, DataError, check_headers, find_cases, read_case_list, split
+from training.data import (
+    PATHOLOGICAL_LIST,
+    Case,
+    DataError,
+    check_headers,
+    dataset_json_problems,
+    find_cases,
+    read_case_list,
+    split,
+)
 from training.distributed import World, any_process, barrier, from_main, gathered, mean_over_processes, start, stop
 from training.loss import dice_focal_loss
 from training.precision import choose_training_precision
@@ -257,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World) -> tuple[list[Case], list[Case], set[str], Path]:
     """Find and check every case, split them and cache them; DataError lists every problem."""
     cases = find_cases(args.data)
-    problems = [p for case in cases for p in check_headers(case)]
+    problems = dataset_json_problems(args.data, FLARE21_LABELS) + [p for case in cases for p in check_headers(case)]
     if problems:
         raise DataError(problems)
     pathological: set[str] = set()
