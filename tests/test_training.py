@@ -328,7 +328,11 @@ def test_real_data_quirks_are_read_as_a_team_means_them(data, tmp_path, capsys):
     assert [c.name for c in found] == sorted([*(c.name for c in cases if c is not cases[2]), f"{cases[2].name}_0000"])
     assert read_case_list(root / PATHOLOGICAL_LIST, found) == {cases[3].name, cases[4].name}
     assert train(root, tmp_path / "run", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 0
-    assert f"notice: {cases[1].image}: 1 NaN/inf voxels set to" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"notice: {cases[1].image}: 1 NaN/inf voxels set to" in err and "lesion case(s) x3" in err
+    (root / PATHOLOGICAL_LIST).unlink()
+    assert train(root, tmp_path / "run2", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 0
+    assert "no lesion case list (pathological.txt or --pathological): none sampled more often" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stage", ["coarse", "fine"])

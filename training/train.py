@@ -334,8 +334,10 @@ class Trainer:
         self.precision, measured = choose_training_precision(args.precision, self.net, config, world.device)
         if args.precision == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
             self.precision = "bf16" if from_main(float(self.precision == "bf16"), world) else "fp32"
-        self.log(f"{config.stage} stage: {len(train_cases)} training case(s) ({len(order)} examples per epoch with "
-                 f"lesion cases x{config.pathological_repeats}), {len(val_cases)} for validation; input "
+        lesions = (f"{len(pathological & {c.name for c in train_cases})} lesion case(s) x{config.pathological_repeats}"
+                   if pathological else f"no lesion case list ({PATHOLOGICAL_LIST} or --pathological): none sampled more often")
+        self.log(f"{config.stage} stage: {len(train_cases)} training case(s) ({len(order)} examples per epoch, "
+                 f"{lesions}), {len(val_cases)} for validation; input "
                  f"{'x'.join(map(str, config.input_size))}; {world.size} process(es) on {world.device.type}; "
                  f"precision {self.precision}{measured}")
         self.model = (DistributedDataParallel(self.net, device_ids=[world.device] if world.device.type == "cuda" else None,
