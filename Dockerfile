@@ -7,7 +7,9 @@
 # minor-version compatibility. The wheels bring their own CUDA libraries and cuDNN, so the base
 # image is CUDA's smallest, and NVIDIA_DISABLE_REQUIRE stops the container toolkit from refusing
 # drivers older than the base image's CUDA 12.6. PyTorch 2.13's one CUDA 12 build is for 12.6
-# (its CUDA support matrix: 12.6 and 13.0 stable, 13.2 experimental; no 12.8 or 12.9 wheels).
+# (its CUDA support matrix: 12.6 and 13.0 stable, 13.2 experimental; no 12.8 or 12.9 wheels). The
+# CUDA 12.6 build has kernels up to Hopper: for Blackwell GPUs build with
+#   --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 --build-arg TORCH_CUDA=13 (driver >= 580).
 #
 # The build arguments make the same file build a CPU image (docs/container.md):
 #   BASE_IMAGE    the image to start from: any Debian or Ubuntu with python3 >= 3.10 in apt

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from bench.record import cpu_description, publish
-from evaluation.efficiency import Submission, run_case
+from evaluation.efficiency import Submission, command_gpus, run_case
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
 from evaluation.rules import get_rules
@@ -207,7 +207,7 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
                    f"--weights {shlex.quote(str(weights))} --device {device.type} --precision {precision} --backend {backend} "
                    f"--report {shlex.quote(str(report))}")
         index = (gpu.index if gpu else device.index or 0) if device.type == "cuda" else None
-        row, _ = run_case(case, Submission(command=command, gpu=index, gpu_uuid=gpu.uuid if gpu else ""), out,
+        row, _ = run_case(case, Submission(command=command, gpu=index, cuda_visible=command_gpus(index, index, gpu)), out,
                           get_rules("flare22").efficiency, gpu, interval_s=0.05, timeout_s=TIMEOUT_S)
         if row["Status"] != "ok":
             raise RuntimeError(f"{case.name}: {row['Status']}: {row['Detail']}")

@@ -76,7 +76,7 @@ class Submission:
     command: str | None = None
     docker: str = "docker"
     gpu: int | None = 0  # the GPU given to the container (NVML's index); None: none (CPU mode, no --gpus)
-    gpu_uuid: str = ""  # that GPU's UUID where NVML gave it: a command is shown that card by it
+    cuda_visible: str | None = None  # CUDA_VISIBLE_DEVICES for a command (None: the caller's environment as it is)
     memory: str | None = None  # docker's --memory, after the year's options (None: theirs alone)
     isolated: bool = False  # no network, read-only inputs, no new privileges (the organisers had none of these)
     docker_args: tuple[str, ...] = ()
@@ -94,14 +94,13 @@ class Submission:
         return ["/bin/sh", "-c", command]  # any other braces are the shell's (${VAR:-x}, awk '{print}')
 
     def env(self) -> dict[str, str] | None:
-        """The environment a command runs in: this one, with CUDA shown only the GPU that is
-        sampled (by UUID, else by NVML's index in PCI bus order, which is NVML's; none under
-        --gpu none), as a container given `--gpus device=N` sees that GPU alone. None for an
-        image (docker's own environment)."""
-        if self.image:
+        """The environment a command runs in: this one with CUDA_VISIBLE_DEVICES set to
+        `cuda_visible` (an index counted in PCI bus order, NVML's), or None to leave it as it is
+        (and for an image: docker's --gpus chooses)."""
+        if self.image or self.cuda_visible is None:
             return None
-        visible = "" if self.gpu is None else (self.gpu_uuid or str(self.gpu))
-        return {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": visible}
+        order = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"} if self.cuda_visible.isdigit() else {}
+        return {**os.environ, "CUDA_VISIBLE_DEVICES": self.cuda_visible, **order}
 
     def tree(self, proc: subprocess.Popen, name: str, processes: CaseProcesses) -> ProcessTree | None:
         """The processes doing the work: the command's (its tree and adopted orphans), or the
@@ -227,8 +226,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", type=gpu_choice, default=GPU_AUTO, metavar="auto|N|none",
                         help="GPU index (nvidia-smi's) for the container or the command (which sees only that "
                              "GPU) and NVML; none: no GPU (the image runs without --gpus, the command sees none, "
-                             "GPU memory is not measured); auto: GPU 0 when NVML sees one, else none, with a notice "
-                             "(default %(default)s)")
+                             "GPU memory is not measured); auto: the first GPU CUDA_VISIBLE_DEVICES names (a UUID, "
+                             "or an index taken as nvidia-smi's), else GPU 0, when NVML sees it; else none, with a "
+                             "notice, and a command's environment left as it is (default %(default)s)")
     parser.add_argument("--interval", type=float, default=0.1, metavar="S",
                         help="sampling interval in s (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=3600.0, metavar="S",
@@ -267,13 +267,30 @@ def choose_gpu(choice: int | str, open_gpu: Callable[..., GpuMemory | None] | No
     if choice == GPU_NONE:
         return None, None
     if choice == GPU_AUTO:
-        gpu = open_gpu(0, quiet=True)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        first = "0" if visible is None else visible.split(",")[0].strip()
+        if first.startswith(("GPU-", "MIG-")):
+            gpu = open_gpu(uuid=first, quiet=True)
+        else:
+            gpu = open_gpu(int(first), quiet=True) if first.isdigit() else None
         if gpu is None:
-            print("notice: no GPU visible (NVML finds no GPU 0): running without a GPU (--gpu none), GPU memory "
-                  "is not measured", file=sys.stderr)
+            print(f"notice: no GPU visible (NVML finds no GPU {first or 'at all: CUDA_VISIBLE_DEVICES is empty'}): "
+                  "running without a GPU (--gpu none), GPU memory is not measured", file=sys.stderr)
             return None, None
-        return 0, gpu
+        return gpu.index, gpu
     return choice, open_gpu(choice)
+
+
+def command_gpus(choice: int | str | None, index: int | None, gpu: GpuMemory | None) -> str | None:
+    """CUDA_VISIBLE_DEVICES for a local command: the sampled GPU alone, by UUID where NVML gives
+    it (CUDA numbers GPUs fastest first, NVML by bus), so that the command runs on the GPU that is
+    sampled, as a container given `--gpus device=N` does; none under --gpu none; the caller's
+    environment as it is where auto found no GPU."""
+    if choice == GPU_NONE:
+        return ""
+    if gpu is not None:
+        return gpu.uuid or str(gpu.index)
+    return None if index is None else str(index)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("samples", "predictions", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     gpu_index, gpu = choose_gpu(args.gpu)
-    submission = Submission(args.image, args.command, args.docker, gpu_index, gpu.uuid if gpu else "", args.memory,
-                            args.isolated, rules.efficiency.docker_args)
+    submission = Submission(args.image, args.command, args.docker, gpu_index, command_gpus(args.gpu, gpu_index, gpu),
+                            args.memory, args.isolated, rules.efficiency.docker_args)
 
     rows = []
     try:

@@ -25,6 +25,7 @@ Weights may be stored as float16 (`--half`, half the size); they are loaded as f
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import pickle
@@ -234,19 +235,26 @@ def describe(path: Path, models: Models) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.parser("python -m inference.checkpoint", __doc__.split("\n")[0], [
-        "flare-checkpoint check weights/flare21_c2f.pt",
-        "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half",
-        "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/b/best.pt runs/a/best.pt -o avg.pt",
-        "flare-checkpoint random -o untrained.pt --seed 1",
-        "flare-checkpoint export-openvino weights/flare21_c2f.pt"])
+    examples = {
+        "check": ["flare-checkpoint check weights/flare21_c2f.pt"],
+        "combine": ["flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half",
+                    "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/b/best.pt runs/a/best.pt -o avg.pt"],
+        "random": ["flare-checkpoint random -o untrained.pt --seed 1"],
+        "export-openvino": ["flare-checkpoint export-openvino weights/flare21_c2f.pt"]}
+    parser = cli.parser("python -m inference.checkpoint", __doc__.split("\n")[0], [e for v in examples.values() for e in v])
     sub = parser.add_subparsers(dest="command", required=True, metavar="{check,random,combine,export-openvino}")
-    check = sub.add_parser("check", help="validate a checkpoint and print what it holds as JSON")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary, epilog="examples:\n" + "\n".join(
+            f"  {line}" for line in examples[name]), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    check = command("check", "validate a checkpoint and print what it holds as JSON")
     check.add_argument("path", type=Path, help="the checkpoint")
-    rand = sub.add_parser("random", help="write randomly initialised (untrained) weights")
+    rand = command("random", "write randomly initialised (untrained) weights")
     rand.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
     rand.add_argument("--seed", type=int, default=0, help="random seed of the weights (default %(default)s)")
-    join = sub.add_parser("combine", help="one checkpoint from the coarse stage of one and the fine stage of another")
+    join = command("combine", "one checkpoint from the coarse stage of one and the fine stage of another (or the "
+                              "mean of several fine stages)")
     join.add_argument("--coarse", type=Path, required=True, help="checkpoint holding the coarse stage (required)")
     join.add_argument("--fine", type=Path, nargs="+", required=True, metavar="FINE",
                       help="checkpoint holding the fine stage (required); several: their fine networks' weights "
@@ -254,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     join.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
     join.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; default float32)")
     join.add_argument("--trained-on", help="what the weights were trained on (default: from the two checkpoints)")
-    export = sub.add_parser("export-openvino", help="export both networks to OpenVINO beside the checkpoint "
-                                                    "(<name>.openvino/), which predict then uses on the CPU")
+    export = command("export-openvino", "export both networks to OpenVINO beside the checkpoint (<name>.openvino/), "
+                                        "which predict then uses on the CPU")
     export.add_argument("path", type=Path, help="the checkpoint")
     args = parser.parse_args(argv)
     try:

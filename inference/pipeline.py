@@ -113,7 +113,9 @@ class Segmenter:
                  compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
         self.models, self.device, self.precision, self.on_stage = models, device, precision, on_stage
         if device.type == "cuda" and precision == "fp32":  # IEEE float32, not cuDNN's default TF32 for convolutions
-            torch.backends.cudnn.conv.fp32_precision = torch.backends.cuda.matmul.fp32_precision = "ieee"
+            # the flags that set cuDNN's convolutions and RNNs alike (setting only the convolutions' new
+            # fp32_precision leaves a mix that makes every later read of allow_tf32 raise)
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         self.compiled = compiled or {}
         if self.compiled and (precision == "auto" or not openvino_runtime.runs_on(device.type, precision)):
             raise ValueError("compiled networks run in fp32 or bf16 on the CPU")

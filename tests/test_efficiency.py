@@ -126,6 +126,7 @@ class FakeGpu:
     """A GPU whose used memory follows a known series, one value per call."""
 
     name = "fake GPU"
+    index = 0
     uuid = ""
 
     def __init__(self, series):
@@ -337,24 +338,39 @@ def test_a_local_command_keeps_the_shells_own_braces(tmp_path):
     assert argv[2] == expected and "{print $1}" in argv[2] and "${TMPDIR:-/tmp}" in argv[2]
 
 
-@pytest.mark.parametrize("gpu_args,nvml,visible", [
-    (["--gpu", "1"], "uuid", "GPU-fake-1"),  # the sampled card by its UUID, whatever CUDA's order
-    (["--gpu", "1"], None, "1"),  # no NVML: nvidia-smi's index, with CUDA told to count as it does
-    (["--gpu", "none"], "uuid", ""),  # no GPU, as a container without --gpus
+@pytest.mark.parametrize("gpu_args,caller,nvml,seen", [
+    (["--gpu", "1"], "0", True, "GPU-fake-1|"),  # the sampled card by its UUID, whatever CUDA's order
+    (["--gpu", "1"], "0", False, "1|PCI_BUS_ID"),  # no NVML: nvidia-smi's index, CUDA told to count as it does
+    (["--gpu", "none"], "0", True, "|"),  # no GPU, as a container without --gpus
+    ([], "GPU-fake-3", True, "GPU-fake-3|"),  # auto: the GPU the caller chose, sampled
+    ([], "2", True, "GPU-fake-2|"),
+    ([], None, True, "GPU-fake-0|"),
+    ([], "0", False, "0|"),  # auto without NVML: the caller's environment as it is
 ])
-def test_a_local_command_sees_only_the_sampled_gpu(tmp_path, monkeypatch, gpu_args, nvml, visible):
+def test_a_local_command_sees_only_the_sampled_gpu(tmp_path, monkeypatch, gpu_args, caller, nvml, seen):
     inputs = _cases(tmp_path / "inputs", ("normal",))
-    seen = tmp_path / "seen.txt"
-    gpu = FakeGpu([1000.0])
-    gpu.uuid = "GPU-fake-1"
-    monkeypatch.setattr("evaluation.efficiency.GpuMemory.open", lambda index=0, quiet=False: gpu if nvml else None)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # the caller's own choice is replaced
-    command = (f'printf "%s|%s" "$CUDA_VISIBLE_DEVICES" "$CUDA_DEVICE_ORDER" > {seen}; {sys.executable} '
+    seen_file = tmp_path / "seen.txt"
+
+    def open_gpu(index=0, quiet=False, uuid=None):
+        if not nvml:
+            return None
+        gpu = FakeGpu([1000.0])
+        gpu.index = int(uuid.removeprefix("GPU-fake-")) if uuid else index
+        gpu.uuid = f"GPU-fake-{gpu.index}"
+        return gpu
+
+    monkeypatch.setattr("evaluation.efficiency.GpuMemory.open", open_gpu)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    if caller is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", caller)
+    command = (f'printf "%s|%s" "$CUDA_VISIBLE_DEVICES" "$CUDA_DEVICE_ORDER" > {seen_file}; {sys.executable} '
                f"{FAKES / 'submission.py'} {{inputs}} {{outputs}}")
     assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", command, "--baseline", "0",
                  *gpu_args]) == 0
-    assert seen.read_text() == f"{visible}|PCI_BUS_ID"
-    assert Submission(image="team:latest").env() is None  # docker's --gpus chooses for a container
+    assert seen_file.read_text() == seen
+    assert Submission(image="team:latest", cuda_visible="GPU-x").env() is None  # docker's --gpus chooses for a container
 
 
 def test_docker_command_without_a_gpu_has_no_gpus_option(tmp_path):
@@ -376,7 +392,8 @@ def test_gpu_option_takes_an_index_auto_or_none(capsys):
     assert "auto or none" in capsys.readouterr().err
 
 
-def test_auto_takes_gpu_0_when_nvml_sees_it_else_none_with_a_notice(capsys):
+def test_auto_takes_gpu_0_when_nvml_sees_it_else_none_with_a_notice(capsys, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     seen = []
 
     def nvml(index, quiet=False):
@@ -406,7 +423,7 @@ def test_gpus_option_given_to_docker(tmp_path, monkeypatch, gpu_args, nvml_sees_
     docker.chmod(0o755)
     monkeypatch.setenv("FAKE_DOCKER_LOG", str(tmp_path / "docker.log"))
     monkeypatch.setattr("evaluation.efficiency.GpuMemory.open",
-                        lambda index=0, quiet=False: FakeGpu([1000.0]) if nvml_sees_a_gpu else None)
+                        lambda index=0, quiet=False, uuid=None: FakeGpu([1000.0]) if nvml_sees_a_gpu else None)
     assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--image", "team:latest", "--docker",
                  str(docker), "--baseline", "0", *gpu_args]) == 0
     calls = [json.loads(line) for line in (tmp_path / "docker.log").read_text().splitlines()]

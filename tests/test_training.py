@@ -19,7 +19,7 @@ from inference.checkpoint import FLARE21_LABELS, load
 from inference.networks import CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
 from training import phantom
 from training.augment import fine_window, shift_brightness
-from training.cache import Sample, build, cache_folder
+from training.cache import Sample, build, cache_folder, resize_labels
 from training.cache import load as load_cache
 from training.config import ConfigError, default_config, load_config
 from training.data import PATHOLOGICAL_LIST, Case, DataError, dataset_json_problems, find_cases, read_case, read_case_list, split
@@ -291,6 +291,25 @@ def test_flare21_and_nnunet_layouts(data, tmp_path, layout):
     assert [c.name for c in find_cases(tmp_path)] == [c.name for c in find_cases(data)]
 
 
+def test_labels_are_resampled_as_nearest_exact_interpolation_picks():
+    rng = np.random.default_rng(5)
+    pairs = [((2, 3, 5), (41, 3, 2)), ((1, 7, 9), (4, 1, 9))]
+    pairs += [(tuple(int(x) for x in rng.integers(1, 60, 3)), tuple(int(x) for x in rng.integers(1, 60, 3))) for _ in range(40)]
+    for shape, size in pairs:
+        labels = torch.from_numpy(rng.integers(0, 5, shape, dtype=np.uint8))[None, None]
+        expected = torch.nn.functional.interpolate(labels.float(), size=size, mode="nearest-exact").to(torch.uint8)
+        assert torch.equal(resize_labels(labels, size), expected), (shape, size)
+
+
+def test_cases_named_like_images_still_pair_by_the_channel_suffix(tmp_path):
+    """nnU-Net's cases p and p_0000: images p_0000 and p_0000_0000, labels p and p_0000."""
+    for folder, names in (("imagesTr", ("p_0000", "p_0000_0000")), ("labelsTr", ("p", "p_0000"))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / f"{name}.nii.gz").write_bytes(b"")
+    assert [(c.name, c.image.name) for c in find_cases(tmp_path)] == [("p", "p_0000.nii.gz"), ("p_0000", "p_0000_0000.nii.gz")]
+
+
 def test_nnunet_dataset_json_must_number_the_organs_as_the_networks_do(data, tmp_path):
     shutil.copytree(data / "images", tmp_path / "imagesTr")
     shutil.copytree(data / "labels", tmp_path / "labelsTr")
@@ -302,6 +321,14 @@ def test_nnunet_dataset_json_must_number_the_organs_as_the_networks_do(data, tmp
     listing.write_text(json.dumps({"labels": {"background": 0, "spleen": 1, "kidney": 2, "liver": 3, "pancreas": 4}}))
     [problem] = dataset_json_problems(tmp_path, FLARE21_LABELS)
     assert problem.startswith(f"{listing}: labels 1 spleen, 3 liver are not the networks' numbering")
+    listing.write_text(json.dumps({"labels": {"background": "0", "liver": 1.0, "kidney": "2", "spleen": 3, "pancreas": 4}}))
+    assert dataset_json_problems(tmp_path, FLARE21_LABELS) == []  # whole numbers however written
+    for labels, message in (({"background": 0, "organs": [1, 2, 3, 4]}, "regions"),
+                            ({"background": 0, "liver": 1, "Liver": 1}, "not understood"),
+                            ({"0": "background", "liver": 1}, "not understood")):
+        listing.write_text(json.dumps({"labels": labels}))
+        assert message in dataset_json_problems(tmp_path, FLARE21_LABELS)[0]
+    listing.write_text(json.dumps({"labels": {"background": 0, "spleen": 1, "kidney": 2, "liver": 3, "pancreas": 4}}))
     assert train(tmp_path, tmp_path / "run", "coarse", TINY) == 2  # refused before anything is read
 
 

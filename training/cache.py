@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from flare_common.errors import InputError, describe_error
@@ -70,13 +71,18 @@ def _source(case: Case) -> list[int]:
 def resize_labels(labels: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
     """Nearest-neighbour resampling of a (batch, 1, x, y, z) uint8 label tensor (voxel centres
     as in preprocessing.resize): the labels at the source voxels F.interpolate's "nearest-exact"
-    picks (its float32 arithmetic), gathered without a float copy of the volume."""
+    picks, gathered without a float copy of the volume."""
     if tuple(labels.shape[2:]) == tuple(size):
         return labels
-    index = [torch.clamp(((torch.arange(n, dtype=torch.float32, device=labels.device) + 0.5)
-                          * (torch.tensor(float(m)) / n)).floor().long(), max=m - 1)
-             for m, n in zip(labels.shape[2:], size)]
+    index = [_source_voxels(m, n, labels.device) for m, n in zip(labels.shape[2:], size)]
     return labels[:, :, index[0][:, None, None], index[1][None, :, None], index[2][None, None, :]]
+
+
+def _source_voxels(m: int, n: int, device: torch.device) -> torch.Tensor:
+    """For each of n output voxels along an axis of m, the source voxel "nearest-exact" takes:
+    F.interpolate's own choice, read off a resampled ramp of the voxel indices."""
+    ramp = torch.arange(m, dtype=torch.float32, device=device).view(1, 1, m, 1, 1)
+    return F.interpolate(ramp, size=(n, 1, 1), mode="nearest-exact").view(n).long()
 
 
 def region_of(labels: np.ndarray, spacing: tuple[float, float, float], config: TrainConfig

@@ -76,8 +76,8 @@ def find_cases(root: Path) -> list[Case]:
     images: dict[str, Path] = {}
     problems = []
     for path in nifti_files(images_dir):
-        name = case_name(path.name)  # the label's own name first (a case named x_0000), else without _0000
-        name = name if name in labels else case_name(path.name, image=True)
+        name = case_name(path.name, image=True)  # without _0000; else a label map of the image's own name
+        name = case_name(path.name) if name not in labels and case_name(path.name) in labels else name
         if name in images:
             problems.append(f"{path}: same case as {images[name].name}")
         images[name] = path
@@ -104,12 +104,13 @@ def dataset_json_problems(root: Path, labels: dict[int, str]) -> list[str]:
         return [f"{path}: unreadable ({describe_error(exc)})"]
     if not isinstance(listed, dict):
         return []  # no label table to compare
-    if all(str(key).isdigit() for key in listed):  # v1: value -> name
-        numbering = {int(key): str(name) for key, name in listed.items()}
-    else:  # v2: name -> value (a list: a region of several labels, which the recipe does not train)
-        numbering = {value: str(name) for name, value in listed.items() if isinstance(value, int)}
-        if len(numbering) < len(listed):
-            return [f"{path}: labels given as regions (lists of values): the recipe trains one value per organ"]
+    pairs = ([(key, name) for key, name in listed.items()] if all(_whole(key) is not None for key in listed)
+             else [(value, name) for name, value in listed.items()])  # v1: value -> name; v2: name -> value
+    if any(isinstance(value, list) for value, _ in pairs):
+        return [f"{path}: labels given as regions (lists of values): the recipe trains one value per organ"]
+    numbering = {_whole(value): str(name) for value, name in pairs}
+    if None in numbering or len(numbering) < len(pairs):
+        return [f"{path}: its \"labels\" are not one whole number per name: not understood"]
 
     def same(a: str, b: str) -> bool:
         return a.strip().lower().removesuffix("s") == b.strip().lower().removesuffix("s")
@@ -121,6 +122,19 @@ def dataset_json_problems(root: Path, labels: dict[int, str]) -> list[str]:
         return []
     return [f"{path}: labels {', '.join(wrong)} are not the networks' numbering "
             f"({', '.join(f'{k} {v}' for k, v in labels.items())}): relabel the maps to it"]
+
+
+def _whole(value: object) -> int | None:
+    """A label value written as a whole number (1, 1.0 or "1"), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def check_headers(case: Case) -> list[str]:

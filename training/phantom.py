@@ -2725,8 +2725,8 @@ def _mix_help() -> dict[str, str]:
                        f"{FATTY_LIVER_DROP_HU[1]:.0f} HU in every phase",
         "kidney_sinus": "fraction of the cases whose kidney label includes the renal sinus fat, as in sets made "
                         "before 2026-12-05",
-        "non_contrast": "fraction of the cases scanned without contrast, whatever phase they drew (by default "
-                        f"{100 * PHASE_PROBABILITIES[0]:.0f} %% of the cases are)",
+        "non_contrast": "fraction of the cases scanned without contrast whatever phase they drew, on top of the "
+                        f"{100 * PHASE_PROBABILITIES[0]:.0f} %% whose drawn phase is non-contrast already",
         "short_head": f"fraction of the cases whose pancreatic head is {SHORT_PANCREAS_HEAD[0]:.1f}-"
                       f"{SHORT_PANCREAS_HEAD[1]:.1f} of its full length, the gland ending near the midline",
         "organ_enhancement": "fraction of the cases whose liver, spleen, kidneys and pancreas enhance apart from the "
