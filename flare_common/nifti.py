@@ -110,6 +110,29 @@ def header_problems(header) -> list[str]:
     return problems
 
 
+FORMS_APART_MM = 0.1  # an sform and a qform placing a corner voxel further apart than this disagree
+
+
+def header_doubts(header, shape: tuple[int, ...]) -> list[str]:
+    """What in a usable NIfTI header may place the voxels other than its maker meant, one line
+    each: spatial units other than mm (the spacing is read as mm all the same, as the organisers'
+    scripts read it), and an sform and a qform in use that put the volume's corners more than
+    FORMS_APART_MM apart (the sform is used, as nibabel and the organisers' scripts use it)."""
+    if not hasattr(header, "get_xyzt_units") or not hasattr(header, "get_qform"):
+        return []  # not a NIfTI header
+    doubts = []
+    unit = header.get_xyzt_units()[0]
+    if unit in ("meter", "micron"):
+        doubts.append(f"spatial units '{unit}' in the header: the spacing is read as mm, as the organisers' scripts read it")
+    (sform, s_code), (qform, q_code) = header.get_sform(coded=True), header.get_qform(coded=True)
+    if s_code and q_code and sform is not None and qform is not None:
+        corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+        apart = float(np.linalg.norm((corners @ sform.T - corners @ qform.T)[:, :3], axis=1).max())
+        if apart > FORMS_APART_MM:
+            doubts.append(f"the sform and the qform place the voxels up to {apart:.3g} mm apart: the sform is used")
+    return doubts
+
+
 def affine_problems(affine: np.ndarray | None) -> list[str]:
     """What makes a 4x4 voxel-to-world affine unusable: non-finite values, or voxel sizes (the
     lengths of its first three columns) outside SPACING_RANGE_MM."""

@@ -17,7 +17,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from flare_common.errors import InputError, describe_error
-from flare_common.nifti import affine_problems, gzip_compress, nifti_image, volume_shape
+from flare_common.nifti import affine_problems, gzip_compress, header_doubts, nifti_image, volume_shape
 
 MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
 MAX_SIDE = 8192
@@ -102,6 +102,7 @@ def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
     seconds = time.perf_counter() - start
     if problem := unit_problem(canonical):
         warnings.append(problem)
+    warnings += header_doubts(image.header, shape)
     return CT(canonical, tuple(spacing), image, orientation, warnings, seconds)
 
 

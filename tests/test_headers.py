@@ -289,3 +289,25 @@ def test_messages_of_another_thread_are_not_collected_for_the_file_being_read():
         logger.removeHandler(keep)
     assert caught["reader"] == ["the reader's own warning", "the reader's own record"]
     assert kept == ["the main thread's record"]
+
+
+def test_headers_that_may_misplace_the_voxels_are_read_with_a_warning(tmp_path):
+    """Spatial units other than mm (read as mm, as the organisers' scripts do), and an sform and a
+    qform that disagree (the sform used): a warning each; a sound header gives none."""
+    data = np.full((20, 20, 10), -1000, np.int16)
+    data[5:15, 5:15, 2:8] = 40
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    sound = nib.Nifti1Image(data, affine)
+    nib.save(sound, str(tmp_path / "sound.nii.gz"))
+    assert read_ct(tmp_path / "sound.nii.gz").warnings == []
+    odd = nib.Nifti1Image(data, affine)
+    odd.header.set_xyzt_units("micron")
+    shifted = affine.copy()
+    shifted[0, 3] = 100.0
+    odd.set_qform(shifted, code=1)
+    odd.set_sform(affine, code=1)
+    nib.save(odd, str(tmp_path / "odd.nii.gz"))
+    ct = read_ct(tmp_path / "odd.nii.gz")
+    assert ct.warnings == ["spatial units 'micron' in the header: the spacing is read as mm, as the organisers' scripts read it",
+                           "the sform and the qform place the voxels up to 100 mm apart: the sform is used"]
+    assert np.allclose(ct.spacing, (0.8, 0.8, 2.5))
