@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from flare_common import cli
-from training.phantom import Geometry, case_seed, centred, draw_anatomy, generate, render, save
+from training.phantom import Geometry, case_seed, centred, draw_anatomy, generate, other_cases, render, save
 
 ISLAND_RADIUS_MM = 10.0  # the false-positive ball
 ISLAND_GRID = 64  # cells per axis (at most) of the coarse grid the island's place is chosen on
@@ -125,11 +125,18 @@ def save_labels(labels: np.ndarray, spacing: tuple[float, float, float], path: P
     nib.save(img, str(path))
 
 
+FOLDERS = ("images", "gt", "pred")  # under -o: CTs, ground truth, degraded predictions
+
+
+def case_name(index: int) -> str:
+    return f"synthetic_{index:03d}"
+
+
 def write_case(out: Path, seed: int, index: int, geometry: Geometry | None = None,
                max_side: int | None = DEFAULT_MAX_SIDE) -> None:
     """Write case synthetic_<index> of `seed` (its phantom on `geometry`, or on a drawn scan geometry
     capped to max_side voxels per axis) to out/images, out/gt and out/pred."""
-    case = f"synthetic_{index:03d}"
+    case = case_name(index)
     seed_sequence = case_seed(seed, index)
     phantom = generate(seed_sequence, geometry=geometry, max_side=None if geometry else max_side)
     _, gt_path = save(phantom, out / "images", out / "gt", case)
@@ -164,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--shape and --spacing must be positive")
     if args.max_side < 8:
         parser.error("--max-side must be at least 8")
+    for folder in (args.out, *(args.out / sub for sub in FOLDERS)):
+        cli.refuse_unwritable(parser, "-o", folder, folder=True)
+    if others := other_cases(args.out, {case_name(i) for i in range(args.cases)}, FOLDERS[1:]):
+        parser.error(f"-o {args.out}: holds {len(others)} case(s) of another set ({', '.join(others[:3])}"
+                     f"{' ...' if len(others) > 3 else ''}): choose an empty folder")
     geometry = centred(tuple(args.shape), tuple(args.spacing)) if args.shape else None
     began = time.perf_counter()
     for i in range(args.cases):

@@ -572,6 +572,25 @@ def test_cli_usage_errors_exit_2(argv):
     assert exc.value.code == 2
 
 
+def test_outputs_that_cannot_be_written_are_usage_errors(tmp_path, capsys):
+    """Before any phantom is made: an --out that is a file, a preview without an image suffix or
+    onto a folder, and a synthetic set into a folder holding another set's cases."""
+    from evaluation import synthetic
+
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "folder").mkdir()
+    for argv, message in ((["--out", str(tmp_path / "afile"), "--cases", "1"], "exists and is not a folder"),
+                          (["--preview", str(tmp_path / "noext")], "name a .png"),
+                          (["--preview", str(tmp_path / "folder")], "name a .png")):
+        with pytest.raises(SystemExit) as exc:
+            ph.main(argv)
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert synthetic.main(["-o", str(tmp_path / "s"), "--cases", "2", "--max-side", "32"]) in (0, None)
+    with pytest.raises(SystemExit) as exc:
+        synthetic.main(["-o", str(tmp_path / "s"), "--cases", "1", "--seed", "9", "--max-side", "32"])
+    assert exc.value.code == 2 and "holds 1 case(s) of another set (synthetic_001)" in capsys.readouterr().err
+
+
 def test_no_torch_import():
     code = "import sys, training.phantom; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0

@@ -2659,10 +2659,13 @@ def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | N
     return _case_row(phantom, case, seed, index)
 
 
-def other_cases(out: Path, names: set[str]) -> list[str]:
-    """The cases in out/images and out/labels that are not among `names` (another set's)."""
+PREVIEW_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what --preview writes, by the name's suffix
+
+
+def other_cases(out: Path, names: set[str], label_folders: tuple[str, ...] = ("labels",)) -> list[str]:
+    """The cases in out/images and the label folders that are not among `names` (another set's)."""
     found = set()
-    for folder, suffix in ((out / "images", "_0000"), (out / "labels", "")):
+    for folder, suffix in ((out / "images", "_0000"), *((out / name, "") for name in label_folders)):
         for path in folder.glob("*.nii*") if folder.is_dir() else ():
             stem = case_stem(path)
             found.add(stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem)
@@ -2798,6 +2801,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{', '.join(options[:-1])} and {options[-1]} must lie in [0, 1], {' plus '.join(extras)} at most 1")
     began = time.perf_counter()
     if args.preview is not None:
+        if args.preview.suffix.lower() not in PREVIEW_FORMATS:
+            parser.error(f"--preview {args.preview}: name a {', '.join(PREVIEW_FORMATS)} file")
+        cli.refuse_unwritable(parser, "--preview", args.preview, folder=False)
         try:
             preview(args.preview, args.seed, args.cases or 3, args.start, args.max_side, args.real, mix)
         except InputError as exc:
@@ -2808,6 +2814,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    for folder in (args.out, args.out / "images", args.out / "labels"):
+        cli.refuse_unwritable(parser, "--out", folder, folder=True)
     if others := other_cases(args.out, {f"{args.prefix}_{i:04d}" for i in range(args.start, args.start + args.cases)}):
         parser.error(f"--out {args.out}: holds {len(others)} case(s) of another set ({', '.join(others[:3])}"
                      f"{', ...' if len(others) > 3 else ''}), which this set's cases.csv and pathological.txt would "
