@@ -15,7 +15,7 @@
 #    join with cat) before anything else runs;
 # 4. unless TEST_CASES is 0: bench/phantom_tests.sh with it on the GPU, TEST_CASES (default 10)
 #    full-size test phantoms a set (OUT/phantom_tests.md). With TEST_CASES=0 the tests are left to
-#    the CPU once the checkpoint is back: about 8 min of device time in all with MINUTES=5
+#    the CPU once the checkpoint is back: about 8 min of GPU time in all with MINUTES=5
 #    (docs/training.md, "The GPU script").
 # Writes OUT/summary.md (the training logs' last rows, and the tests' tables), OUT/train-*.log and
 # OUT/curve-*.png. PYTHON chooses the interpreter (default python3); a dry run on a CPU:

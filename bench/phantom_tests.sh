@@ -6,7 +6,7 @@
 # Each set is segmented with both weights through predict.sh (one process per set and weights) and
 # scored with the FLARE21 rules; OUT/phantom_tests.md holds the four summary tables. CASES phantoms
 # a set (default 10), DEVICE (default auto), PYTHON the interpreter (default python3). On a GPU
-# machine bench/gpu_train.sh runs it after training; where device time is short, the checkpoint
+# machine bench/gpu_train.sh runs it after training; where GPU time is short, the checkpoint
 # comes back and this runs on the CPU instead (about 15 s a case and weights on 2 cores). Exit
 # code: 0 when every set was segmented and scored with both weights, 1 when any failed, 2 usage.
 set -u
