@@ -197,6 +197,8 @@ def nvml_gpu(device: torch.device) -> GpuMemory | None:
 def cold(cases: list[Path], weights: Path, device: torch.device, precision: str, backend: str, out: Path) -> list[dict]:
     """Each case through the efficiency harness: wall time, peak RSS, NVML peak, stage times."""
     gpu = nvml_gpu(device) if device.type == "cuda" else None
+    index = (gpu.index if gpu else device.index or 0) if device.type == "cuda" else None
+    visible = command_gpus(index, gpu)
     for folder in ("predictions", "logs", "reports"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     os.environ["PYTHON"] = sys.executable  # predict.sh runs this interpreter
@@ -206,8 +208,7 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
         command = (f"sh {shlex.quote(str(ROOT / 'predict.sh'))} {{inputs}} {{outputs}} "
                    f"--weights {shlex.quote(str(weights))} --device {device.type} --precision {precision} --backend {backend} "
                    f"--report {shlex.quote(str(report))}")
-        index = (gpu.index if gpu else device.index or 0) if device.type == "cuda" else None
-        row, _ = run_case(case, Submission(command=command, gpu=index, cuda_visible=command_gpus(index, index, gpu)), out,
+        row, _ = run_case(case, Submission(command=command, gpu=index, cuda_visible=visible), out,
                           get_rules("flare22").efficiency, gpu, interval_s=0.05, timeout_s=TIMEOUT_S)
         if row["Status"] != "ok":
             raise RuntimeError(f"{case.name}: {row['Status']}: {row['Detail']}")

@@ -281,12 +281,12 @@ def choose_gpu(choice: int | str, open_gpu: Callable[..., GpuMemory | None] | No
     return choice, open_gpu(choice)
 
 
-def command_gpus(choice: int | str | None, index: int | None, gpu: GpuMemory | None) -> str | None:
+def command_gpus(index: int | None, gpu: GpuMemory | None, hide: bool = False) -> str | None:
     """CUDA_VISIBLE_DEVICES for a local command: the sampled GPU alone, by UUID where NVML gives
     it (CUDA numbers GPUs fastest first, NVML by bus), so that the command runs on the GPU that is
-    sampled, as a container given `--gpus device=N` does; none under --gpu none; the caller's
-    environment as it is where auto found no GPU."""
-    if choice == GPU_NONE:
+    sampled, as a container given `--gpus device=N` does; none with `hide` (--gpu none); the
+    caller's environment as it is (None) where there is no GPU index."""
+    if hide:
         return ""
     if gpu is not None:
         return gpu.uuid or str(gpu.index)
@@ -314,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("samples", "predictions", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
     gpu_index, gpu = choose_gpu(args.gpu)
-    submission = Submission(args.image, args.command, args.docker, gpu_index, command_gpus(args.gpu, gpu_index, gpu),
-                            args.memory, args.isolated, rules.efficiency.docker_args)
+    submission = Submission(args.image, args.command, args.docker, gpu_index,
+                            command_gpus(gpu_index, gpu, hide=args.gpu == GPU_NONE), args.memory, args.isolated,
+                            rules.efficiency.docker_args)
 
     rows = []
     try:

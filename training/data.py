@@ -76,8 +76,8 @@ def find_cases(root: Path) -> list[Case]:
     images: dict[str, Path] = {}
     problems = []
     for path in nifti_files(images_dir):
-        name = case_name(path.name, image=True)  # without _0000; else a label map of the image's own name
-        name = case_name(path.name) if name not in labels and case_name(path.name) in labels else name
+        stripped, own = case_name(path.name, image=True), case_name(path.name)  # without _0000, else its own name
+        name = own if stripped not in labels and own in labels else stripped
         if name in images:
             problems.append(f"{path}: same case as {images[name].name}")
         images[name] = path

@@ -84,8 +84,8 @@ from scipy.interpolate import CubicSpline
 
 from flare_common import cli
 from flare_common.errors import InputError
-from flare_common.nifti import case_stem
-from training.data import PATHOLOGICAL_LIST
+from flare_common.nifti import nifti_files
+from training.data import PATHOLOGICAL_LIST, case_name
 
 # ------------------------------------------------------------------------------------ labels, tissues, CT values
 
@@ -2665,10 +2665,8 @@ PREVIEW_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what --preview wr
 def other_cases(out: Path, names: set[str], label_folders: tuple[str, ...] = ("labels",)) -> list[str]:
     """The cases in out/images and the label folders that are not among `names` (another set's)."""
     found = set()
-    for folder, suffix in ((out / "images", "_0000"), *((out / name, "") for name in label_folders)):
-        for path in folder.glob("*.nii*") if folder.is_dir() else ():
-            stem = case_stem(path)
-            found.add(stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem)
+    for folder, image in ((out / "images", True), *((out / name, False) for name in label_folders)):
+        found.update(case_name(path.name, image) for path in (nifti_files(folder) if folder.is_dir() else ()))
     return sorted(found - names)
 
 
