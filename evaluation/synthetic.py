@@ -174,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (args.out, *(args.out / sub for sub in FOLDERS)):
         cli.refuse_unwritable(parser, "-o", folder, folder=True)
     if others := other_cases(args.out, {case_name(i) for i in range(args.cases)}, FOLDERS[1:]):
-        parser.error(f"-o {args.out}: holds {len(others)} case(s) of another set ({', '.join(others[:3])}"
-                     f"{' ...' if len(others) > 3 else ''}): choose an empty folder")
+        parser.error(f"-o {args.out}: {others}: choose an empty folder")
     geometry = centred(tuple(args.shape), tuple(args.spacing)) if args.shape else None
     began = time.perf_counter()
     for i in range(args.cases):

@@ -24,6 +24,7 @@ MAX_SIDE = 8192
 FILL_HU = -1024.0  # value given to NaN and -inf voxels (air); +inf becomes HU_MAX
 HU_MAX = 3071.0
 AIR_BELOW_HU = -500.0  # a CT in HU has voxels below this (air around the body, bowel gas, lung)
+MIN_SLICES = 3  # fewer voxels than this along an axis: an image, not a volume (the networks see volumes)
 _RAS = axcodes2ornt(("R", "A", "S"))
 
 
@@ -102,6 +103,8 @@ def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
     seconds = time.perf_counter() - start
     if problem := unit_problem(canonical):
         warnings.append(problem)
+    if problem := thin_problem(canonical.shape):
+        warnings.append(problem)
     warnings += header_doubts(image.header, shape)
     return CT(canonical, tuple(spacing), image, orientation, warnings, seconds)
 
@@ -116,6 +119,16 @@ def unit_problem(hu: np.ndarray) -> str | None:
         return None
     return (f"no voxel below {AIR_BELOW_HU:g} HU (the lowest is {lowest:g}): not Hounsfield units? a CT has air "
             f"near -1000 HU; raw values whose rescale was lost (air near 0) give wrong labels")
+
+
+def thin_problem(shape: tuple[int, int, int]) -> str | None:
+    """None for a volume; a one-line warning where an axis (x, y, z of the canonical grid) has
+    fewer than MIN_SLICES voxels: the networks were trained on volumes (the thinnest training
+    scans are slabs of 20 mm), and an image a slice or two thick is segmented as it is."""
+    thin = [f"{n} voxel(s) along {axis}" for axis, n in zip("xyz", shape) if n < MIN_SLICES]
+    if not thin:
+        return None
+    return f"{' and '.join(thin)}: a slice, not a volume; the networks segment volumes, its labels are unreliable"
 
 
 def _stored_voxels(image: nib.spatialimages.SpatialImage) -> np.ndarray:

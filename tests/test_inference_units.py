@@ -306,3 +306,15 @@ def test_read_ct_warns_when_the_values_are_not_hounsfield_units(tmp_path):
     raw = read_ct(tmp_path / "raw.nii.gz")
     assert raw.warnings == [unit_problem(raw.data)] and "the lowest is 24" in raw.warnings[0]
     np.testing.assert_array_equal(raw.data, hu + 1024.0)  # segmented as it is, only warned about
+
+
+def test_read_ct_warns_of_a_slice_that_is_not_a_volume(tmp_path):
+    """One axial slice exported as NIfTI is read (and segmented) as it is, with a warning naming
+    the axis; two-voxel-thin is as thin; three slices are a (thin) volume."""
+    for slices, warned in ((1, True), (2, True), (3, False)):
+        hu = np.full((8, 8, slices), -1000, np.int16)
+        nib.save(nib.Nifti1Image(hu, np.diag([0.8, 0.8, 5.0, 1.0])), str(tmp_path / "s.nii.gz"))
+        ct = read_ct(tmp_path / "s.nii.gz")
+        assert ct.data.shape == (8, 8, slices)
+        assert ct.warnings == ([f"{slices} voxel(s) along z: a slice, not a volume; the networks segment volumes, "
+                                "its labels are unreliable"] if warned else [])

@@ -150,18 +150,20 @@ def test_venous_phase_values_and_lesions():
 
 
 def test_extra_scan_ranges_change_only_the_z_range():
-    """A case drawn into the chest, slab or liver-cut range keeps its anatomy, in-plane grid and
-    look; the chest scan starts above the heart's lower part, the slab is short, the liver cut starts
-    in the liver; a case of a mixed set that is not drawn into one is the plain set's case."""
+    """A case drawn into the chest, slab, liver-cut or lower-abdomen range keeps its anatomy, in-plane
+    grid and look; the chest scan starts above the heart's lower part, the slab is short, the liver
+    cut starts in the liver, the lower abdomen below the spleen; a case of a mixed set that is not
+    drawn into one is the plain set's case."""
     seed = ph.case_seed(6, 1)
     plain = ph.generate(seed, max_side=48)
     chest = ph.generate(seed, max_side=48, mix=ph.Mix(chest=1.0))
     slab = ph.generate(seed, max_side=48, mix=ph.Mix(slab=1.0))
     thin = ph.generate(seed, max_side=48, mix=ph.Mix(thin_slab=1.0))
     cut = ph.generate(seed, max_side=48, mix=ph.Mix(liver_cut=1.0))
-    assert (plain.scan in ph.SCAN_RANGES, chest.scan, slab.scan, thin.scan, cut.scan) == (
-        True, "chest", "slab", "thin slab", "liver cut")
-    for other in (chest, slab, thin, cut):
+    lower = ph.generate(seed, max_side=48, mix=ph.Mix(lower_abdomen=1.0))
+    assert (plain.scan in ph.SCAN_RANGES, chest.scan, slab.scan, thin.scan, cut.scan, lower.scan) == (
+        True, "chest", "slab", "thin slab", "liver cut", "lower abdomen")
+    for other in (chest, slab, thin, cut, lower):
         assert other.geometry.spacing[:2] == plain.geometry.spacing[:2]
         assert other.geometry.origin[:2] == plain.geometry.origin[:2] and other.phase == plain.phase
     top = [g.origin[2] + (g.shape[2] - 1) * g.spacing[2] for g in (plain.geometry, chest.geometry)]
@@ -172,6 +174,10 @@ def test_extra_scan_ranges_change_only_the_z_range():
     low, high = (ph.DOME_MM + mm for mm in ph.EXTRA_RANGES["liver cut"][0])
     assert low - cut.geometry.spacing[2] <= cut_top <= high + cut.geometry.spacing[2]
     assert (cut.labels[:, :, -1] == ph.LIVER).sum() > (cut.labels[:, :, -1] == ph.SPLEEN).sum()
+    lower_top = lower.geometry.origin[2] + (lower.geometry.shape[2] - 1) * lower.geometry.spacing[2]
+    assert lower_top <= ph.DOME_MM + ph.EXTRA_RANGES["lower abdomen"][0][1] + lower.geometry.spacing[2]
+    assert not (lower.labels == ph.SPLEEN).any()
+    assert (lower.labels == ph.LIVER).sum() < 0.1 * (plain.labels == ph.LIVER).sum()
     top = chest.image[:, :, -1]
     assert (top < -600).mean() > 0.1 and (top > 150).any()  # lungs; ribs and contrast-filled vessels
     assert not chest.labels[:, :, -1].any()
@@ -208,11 +214,13 @@ def test_pelvic_organs_change_only_the_pelvis() -> None:
 
 
 def test_extra_ranges_are_drawn_in_order_with_their_fractions() -> None:
-    """One uniform draw picks chest, slab, thin slab, liver cut or none by the mix's fractions, in
-    that order, so adding a later fraction leaves the earlier ranges' cases of a set as they were."""
-    mix = ph.Mix(chest=0.2, slab=0.25, thin_slab=0.1, liver_cut=0.15)
-    assert [mix.extra_range(u) for u in (0.0, 0.19, 0.2, 0.44, 0.45, 0.54, 0.56, 0.69, 0.71, 0.99)] == [
-        "chest", "chest", "slab", "slab", "thin slab", "thin slab", "liver cut", "liver cut", None, None]
+    """One uniform draw picks chest, slab, thin slab, liver cut, lower abdomen or none by the mix's
+    fractions, in that order, so adding a later fraction leaves the earlier ranges' cases of a set
+    as they were."""
+    mix = ph.Mix(chest=0.2, slab=0.25, thin_slab=0.1, liver_cut=0.15, lower_abdomen=0.2)
+    assert [mix.extra_range(u) for u in (0.0, 0.19, 0.2, 0.44, 0.45, 0.54, 0.56, 0.69, 0.71, 0.89, 0.91)] == [
+        "chest", "chest", "slab", "slab", "thin slab", "thin slab", "liver cut", "liver cut", "lower abdomen",
+        "lower abdomen", None]
     assert ph.Mix(chest=0.2, slab=0.25).extra_range(0.5) is None
 
 

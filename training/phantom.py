@@ -42,7 +42,8 @@ domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random val
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
 reaching up into the chest, short slabs through the upper abdomen, thin slabs just below the
-liver dome, scans starting at the liver's widest part, fatty, atrophic (thin) or short-headed
+liver dome, scans starting at the liver's widest part, scans of the lower abdomen starting below
+the spleen, fatty, atrophic (thin) or short-headed
 pancreases, pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid
 instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
 heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
@@ -58,7 +59,7 @@ Command line:
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
         [--pelvis P] [--fatty-liver P] [--liver-cut P] [--kidney-sinus P] [--short-head P]
         [--non-contrast P] [--organ-enhancement P] [--liver-fissures P] [--arms P] [--long-left-lobe P]
-        [--full-stomach P] [--large-spleen P] [--liver-region P] [--prefix phantom] [--start I]
+        [--full-stomach P] [--large-spleen P] [--liver-region P] [--lower-abdomen P] [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
@@ -236,12 +237,15 @@ DOME_MM = 140.0  # nominal z of the right diaphragm dome
 SCAN_RANGES = {"lung bases down": (0.65, (5.0, 50.0), (250.0, 450.0)),  # lung bases to the pelvis
                "upper abdomen": (0.20, (-5.0, 40.0), (150.0, 250.0)),
                "below the dome": (0.15, (-50.0, -10.0), (180.0, 400.0))}  # starting below the liver dome
-# Ranges a set may mix in (Mix.chest, Mix.slab, Mix.thin_slab, Mix.liver_cut), drawn from a stream of their own:
-# top (mm) and coverage (mm).
+# Ranges a set may mix in (Mix.chest, Mix.slab, Mix.thin_slab, Mix.liver_cut, Mix.lower_abdomen), drawn from a
+# stream of their own: top (mm) and coverage (mm). New ranges go last (Mix.extra_range keeps sets as they were).
 EXTRA_RANGES = {"chest": ((80.0, 250.0), (250.0, 600.0)),  # from the upper chest (heart, lungs) down
                 "slab": ((-70.0, 10.0), (50.0, 140.0)),  # a short slab through the upper abdomen
                 "thin slab": ((-60.0, 0.0), (20.0, 50.0)),  # a few slices below the dome, often above the kidneys
-                "liver cut": ((-110.0, -45.0), (150.0, 400.0))}  # from the liver's widest part down
+                "liver cut": ((-110.0, -45.0), (150.0, 400.0)),  # from the liver's widest part down
+                # below the spleen, through the liver's lowest part or below it (the liver ends 110-210 mm
+                # below the dome, the kidneys 190-230 mm), down into the pelvis: an abdomen-pelvis scan's lower part
+                "lower abdomen": ((-210.0, -110.0), (150.0, 350.0))}
 FOV_CENTRE_MM = ((0.0, 8.0), (0.0, 25.0))  # x: normal (mean, sd); y: uniform (low, high)
 ABDOMEN_CENTRE_MM = (0.0, 15.0, 10.0)  # the middle of the organs' region in the patient frame
 ORIENTATIONS = (("R", "A", "S"), ("L", "P", "S"), ("L", "A", "S"), ("S", "L", "P"), ("P", "S", "R"))
@@ -2394,7 +2398,8 @@ def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
 @dataclass(frozen=True)
 class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
-    (randomised_image); chest, slab, thin_slab and liver_cut, scans of EXTRA_RANGES' ranges of those names; fatty, a
+    (randomised_image); chest, slab, thin_slab, liver_cut and lower_abdomen, scans of EXTRA_RANGES' ranges of
+    those names; fatty, a
     fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
     atrophic, a thinner pancreas (ATROPHIC_PANCREAS); fat_plane, fat round the pancreas's body and tail that the
     gut keeps out of (PANCREAS_FAT_PLANE_MM); fluid_colon, a colon of homogeneous fluid (FLUID_COLON_HU);
@@ -2433,13 +2438,14 @@ class Mix:
     full_stomach: float = 0.0
     large_spleen: float = 0.0
     liver_region: float = 0.0
+    lower_abdomen: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
-            raise ValueError(f"fractions must lie in [0, 1], chest + slab + thin slab + liver cut at most 1: {self}")
+            raise ValueError(f"fractions must lie in [0, 1], {' + '.join(EXTRA_RANGES)} at most 1: {self}")
 
     def _extra_fractions(self) -> list[tuple[str, float]]:
-        """(EXTRA_RANGES name, fraction) in EXTRA_RANGES' order (chest, slab, thin slab, liver cut)."""
+        """(EXTRA_RANGES name, fraction) in EXTRA_RANGES' order."""
         return [(name, getattr(self, name.replace(" ", "_"))) for name in EXTRA_RANGES]
 
     def extra_range(self, u: float) -> str | None:
@@ -2662,12 +2668,16 @@ def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | N
 PREVIEW_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what --preview writes, by the name's suffix
 
 
-def other_cases(out: Path, names: set[str], label_folders: tuple[str, ...] = ("labels",)) -> list[str]:
-    """The cases in out/images and the label folders that are not among `names` (another set's)."""
+def other_cases(out: Path, names: set[str], label_folders: tuple[str, ...] = ("labels",)) -> str:
+    """Where out/images or the label folders hold cases not among `names` (another set's), what a
+    usage error says of them ("holds 2 case(s) of another set (a, b)"); else ""."""
     found = set()
     for folder, image in ((out / "images", True), *((out / name, False) for name in label_folders)):
         found.update(case_name(path.name, image) for path in (nifti_files(folder) if folder.is_dir() else ()))
-    return sorted(found - names)
+    others = sorted(found - names)
+    if not others:
+        return ""
+    return f"holds {len(others)} case(s) of another set ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
 
 
 def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "phantom",
@@ -2748,6 +2758,10 @@ def _mix_help() -> dict[str, str]:
         "liver_region": f"fraction of the cases whose liver has a region {LIVER_REGION_HU[0]:.0f}-"
                         f"{LIVER_REGION_HU[1]:.0f} HU darker ({100 * LIVER_REGION_SHARE[0]:.0f}-"
                         f"{100 * LIVER_REGION_SHARE[1]:.0f} %% of it: uneven enhancement or focal fat), its label kept",
+        "lower_abdomen": f"fraction of the scans starting {mm([-v for v in EXTRA_RANGES['lower abdomen'][0][::-1]])} "
+                         "mm below the liver dome, below the spleen and through the liver's lowest part or below "
+                         f"it, and running {mm(EXTRA_RANGES['lower abdomen'][1])} mm down (with --pelvis, into the "
+                         "pelvis and hips)",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 
@@ -2815,9 +2829,8 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (args.out, args.out / "images", args.out / "labels"):
         cli.refuse_unwritable(parser, "--out", folder, folder=True)
     if others := other_cases(args.out, {f"{args.prefix}_{i:04d}" for i in range(args.start, args.start + args.cases)}):
-        parser.error(f"--out {args.out}: holds {len(others)} case(s) of another set ({', '.join(others[:3])}"
-                     f"{', ...' if len(others) > 3 else ''}), which this set's cases.csv and pathological.txt would "
-                     "not list but training would read: choose an empty folder")
+        parser.error(f"--out {args.out}: {others}, which this set's cases.csv and pathological.txt would not list "
+                     "but training would read: choose an empty folder")
     rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, mix, args.workers)
     print(f"wrote {len(rows)} phantom(s) ({sum(r['randomised'] == 'true' for r in rows)} randomised) to "
           f"{args.out}/images and {args.out}/labels, listed in {args.out}/cases.csv, "
