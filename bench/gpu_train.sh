@@ -31,7 +31,7 @@ fine_size="$2"
 cores="$(nproc)"
 loaders=$((cores / 2 - 1))  # data loading processes per stage, both stages training at once
 [ "$loaders" -ge 0 ] || loaders=0
-mix="${MIX:---chest 0.15 --slab 0.15 --thin-slab 0.1 --liver-cut 0.1 --lower-abdomen 0.05 --fluid-colon 0.5 --pelvis 0.3 --liver-fissures 0.5 \
+mix="${MIX:---chest 0.15 --slab 0.15 --thin-slab 0.1 --liver-cut 0.1 --lower-abdomen 0.05 --non-contrast 0.1 --fluid-colon 0.5 --pelvis 0.3 --liver-fissures 0.5 \
 --arms 0.3 --long-left-lobe 0.3 --fatty 0.15 --atrophic 0.1 --full-stomach 0.2 --large-spleen 0.2}"
 export PYTHONUNBUFFERED=1
 root="$(cd "$(dirname "$0")/.." && pwd)"

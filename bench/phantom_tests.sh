@@ -1,10 +1,12 @@
 #!/bin/sh
-# A checkpoint against the shipped weights on two sets of full-size test phantoms no weights were
-# trained on: plain ones (seed 1000) and ones with large spleens (seed 1100, --large-spleen 1:
-# where the shipped weights label the spleen's back kidney, as on real contrast-enhanced CT):
+# A checkpoint against the shipped weights on three sets of full-size test phantoms no weights were
+# trained on: plain ones (seed 1000), ones with large spleens (seed 1100, --large-spleen 1:
+# where the shipped weights label the spleen's back kidney, as on real contrast-enhanced CT) and
+# scans of the lower abdomen into the hips (seed 1100, --lower-abdomen 1 --pelvis 1: where the
+# shipped weights label liver and spleen that are not there, as on real CT):
 #   sh bench/phantom_tests.sh WEIGHTS OUT
 # Each set is segmented with both weights through predict.sh (one process per set and weights) and
-# scored with the FLARE21 rules; OUT/phantom_tests.md holds the four summary tables. CASES phantoms
+# scored with the FLARE21 rules; OUT/phantom_tests.md holds the six summary tables. CASES phantoms
 # a set (default 10), DEVICE (default auto), PYTHON the interpreter (default python3). On a GPU
 # machine bench/gpu_train.sh runs it after training; where GPU time is short, the checkpoint
 # comes back and this runs on the CPU instead (about 15 s a case and weights on 2 cores). Exit
@@ -28,9 +30,11 @@ status=0
 "$py" -m training.phantom --out "$work/test" --cases "$cases" --seed 1000 --workers "$(nproc)" || exit 2
 "$py" -m training.phantom --out "$work/test-spleen" --cases "$cases" --seed 1100 --large-spleen 1 \
     --workers "$(nproc)" || exit 2
+"$py" -m training.phantom --out "$work/test-lower" --cases "$cases" --seed 1100 --lower-abdomen 1 --pelvis 1 \
+    --workers "$(nproc)" || exit 2
 (
     echo "# $(basename "$weights") against the shipped weights, $cases test phantoms a set ($(date -u +%F))"
-    for set in test test-spleen; do
+    for set in test test-spleen test-lower; do
         for name in checkpoint shipped; do
             w="$weights"
             [ "$name" = shipped ] && w="weights/flare21_c2f.pt"

@@ -35,8 +35,14 @@
 # 10. step 9's second set made again with the arms beside the body in half the cases and a long left
 #    lobe in half (--arms 0.5 --long-left-lobe 0.5; the other cases are the same), and step 9's fine
 #    stage fine-tuned on it beside step 8's first set (213 steps at 160^3, about 60 min);
-#    WORK/flare21_c2f.pt: step 7's coarse stage and the mean of this fine-tune and step 9's fine stage;
-# 11. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
+#    WORK/seventh_c2f.pt: step 7's coarse stage and the mean of this fine-tune and step 9's fine stage;
+# 11. 160 phantoms of seed 9, half of them scans of the lower abdomen (--lower-abdomen 0.5, with
+#    pelvises), linked with step 8's first set and step 10's second, and both stages of step 10
+#    fine-tuned on them (the coarse stage 252 steps, about 25 min; the fine stage 82 steps at 160^3,
+#    about 50 min; fp32); then 160 of seed 10 added, 70 % of them lower-abdomen scans and 30 % more
+#    without contrast, and that coarse stage fine-tuned once more (300 steps, about 25 min);
+#    WORK/flare21_c2f.pt: the last coarse stage and the mean of this fine-tune and step 10's fine stage;
+# 12. 20 test phantoms from a seed never used in training (full size: 512 x 512 in-plane), segmented
 #    with predict.sh and scored with the FLARE21 rules into WORK/test-scores.
 # PYTHON chooses the interpreter (default python3). Copy WORK/flare21_c2f.pt to weights/ to ship it.
 set -eu
@@ -58,6 +64,7 @@ trained_on_pelvis="phantom-trained demo weights: synthetic abdomens of training.
 trained_on_sinus="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them; the coarse stage also seed 3, scans from the liver's widest part among them; the fine stage last on kidneys labelled without their sinus fat)"
 trained_on_fissures="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them; the coarse stage also seed 3, scans from the liver's widest part among them; the fine stage last on kidneys labelled without their sinus fat, then on livers with fat-filled fissures)"
 trained_on_arms="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them; the coarse stage also seed 3, scans from the liver's widest part among them; the fine stage last on kidneys labelled without their sinus fat, then on livers with fat-filled fissures, then also on long left lobes and arms beside the body)"
+trained_on_lower="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (both stages: seeds 1 and 2, scans into the chest, short slabs, colons of fluid and pelvises with hips among them, and seed 9, scans of the lower abdomen into the hips among them; the coarse stage also seed 3, scans from the liver's widest part among them, and seed 10, more scans of the lower abdomen and without contrast; the fine stage also on kidneys labelled without their sinus fat, livers with fat-filled fissures, long left lobes and arms beside the body)"
 trained_on_mixed="phantom-trained demo weights: synthetic abdomens of training.phantom only, no real CT (coarse stage: 192 of seed 1; fine stage: also fine-tuned on 320 of seeds 1 and 2, scans into the chest and short slabs among them)"
 
 phantom_set() {  # NAME OPTION...: WORK/NAME, phantoms of training.phantom with those options, unless made
@@ -163,7 +170,25 @@ link_sets "$work/mixed-arms" train-sinus:s1 train2-arms:s2p
 train_once fine160arms fine mixed-arms sixth_c2f.pt \
     --config training/configs/demo_fine160.json --lr 0.0001 --max-steps 213 --precision auto --trained-on "$trained_on_arms"
 "$py" -m inference.checkpoint combine --coarse "$work/sixth_c2f.pt" --fine "$work/runs/fine160arms/best.pt" "$work/sixth_c2f.pt" \
-    -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_arms"
+    -o "$work/seventh_c2f.pt" --half --trained-on "$trained_on_arms"
+
+step "scans of the lower abdomen, and both stages fine-tuned on them"
+phantom_set train9-lower --cases 160 --seed 9 --max-side 192 --lower-abdomen 0.5 --pelvis 1 --fluid-colon 0.5 \
+    --liver-fissures 0.5 --arms 0.3 --long-left-lobe 0.3
+link_sets "$work/mixed-lower" train-sinus:s1 train2-arms:s2p train9-lower:s9
+train_once coarse-lower coarse mixed-lower seventh_c2f.pt \
+    --config training/configs/demo_coarse.json --lr 0.001 --max-steps 252 --precision fp32 --seed 13 --trained-on "$trained_on_lower"
+train_once fine160lower fine mixed-lower seventh_c2f.pt \
+    --config training/configs/demo_fine160.json --lr 0.0003 --max-steps 82 --precision fp32 --seed 13 --trained-on "$trained_on_lower"
+phantom_set train10-lower --cases 160 --seed 10 --max-side 192 --lower-abdomen 0.7 --pelvis 1 --non-contrast 0.3 \
+    --fluid-colon 0.5 --liver-fissures 0.5 --arms 0.3
+link_sets "$work/mixed-lower2" train-sinus:s1 train2-arms:s2p train9-lower:s9 train10-lower:s10
+"$py" -m inference.checkpoint combine --coarse "$work/runs/coarse-lower/best.pt" --fine "$work/seventh_c2f.pt" \
+    -o "$work/eighth_c2f.pt" --half --trained-on "$trained_on_lower"  # the second run starts from its float16 weights
+train_once coarse-lower2 coarse mixed-lower2 eighth_c2f.pt \
+    --config training/configs/demo_coarse.json --lr 0.001 --max-steps 300 --precision fp32 --seed 14 --trained-on "$trained_on_lower"
+"$py" -m inference.checkpoint combine --coarse "$work/runs/coarse-lower2/best.pt" \
+    --fine "$work/runs/fine160lower/best.pt" "$work/seventh_c2f.pt" -o "$work/flare21_c2f.pt" --half --trained-on "$trained_on_lower"
 
 step "test phantoms (seed 1000, never trained on)"
 phantom_set test --cases 20 --seed 1000
