@@ -41,17 +41,16 @@ drawn around its prior (`HU_PRIORS`), texture, blur and spatially correlated noi
 domain-randomised mode (as SynthSeg does for MRI) every tissue gets a random value instead, with a
 bias field, a random resolution, noise and gamma. The labels do not depend on the mode. Scan
 geometries (`draw_geometry`) vary spacing, field of view and z range; a set may mix in scans
-reaching up into the chest, short slabs through the upper abdomen, thin slabs just below the
-liver dome, scans starting at the liver's widest part, scans of the lower abdomen starting below
-the spleen, fatty, atrophic (thin) or short-headed
-pancreases, pancreases in a plane of fat that the gut keeps out of, colons of homogeneous fluid
-instead of faeces, fatty livers, the pelvis and hips (gluteal muscles, bladder, rectum, femoral
-heads, pubic bones), kidneys labelled with their sinus fat as in earlier sets, more scans without
-contrast, organs enhancing apart from the vessels, fat-filled fissures in the liver, arms beside
-the body with the dark band their rays leave across it, long left lobes, stomachs full of smooth
-food as dense as the organs, large spleens, livers with a darker region, and metal implants with
-their streaks (`Mix`); files are written in a
-storage orientation drawn per case (RAS, LPS, LAS or permuted axes).
+reaching up into the chest, short slabs through the upper abdomen, thin slabs just below the liver
+dome, scans starting at the liver's widest part, scans of the lower abdomen starting below the
+spleen, fatty, atrophic (thin) or short-headed pancreases, pancreases in a plane of fat that the
+gut keeps out of, colons of homogeneous fluid instead of faeces, fatty livers, the pelvis and hips
+(gluteal muscles, bladder, rectum, femoral heads, pubic bones), kidneys labelled with their sinus
+fat as in earlier sets, more scans without contrast, organs enhancing apart from the vessels,
+fat-filled fissures in the liver, arms beside the body with the dark band their rays leave across it,
+long left lobes, stomachs full of smooth food as dense as the organs, large spleens, livers with a
+darker region, and metal implants with their streaks (`Mix`); files are written in a storage
+orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Command line:
 
@@ -2399,8 +2398,7 @@ def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
 class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
     (randomised_image); chest, slab, thin_slab, liver_cut and lower_abdomen, scans of EXTRA_RANGES' ranges of
-    those names; fatty, a
-    fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
+    those names; fatty, a fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
     atrophic, a thinner pancreas (ATROPHIC_PANCREAS); fat_plane, fat round the pancreas's body and tail that the
     gut keeps out of (PANCREAS_FAT_PLANE_MM); fluid_colon, a colon of homogeneous fluid (FLUID_COLON_HU);
     pelvis, the pelvic organs, hip muscles and hips (_pelvic_organ_parts); fatty_liver, a liver
