@@ -95,8 +95,8 @@ class Submission:
 
     def env(self) -> dict[str, str] | None:
         """The environment a command runs in: this one with CUDA_VISIBLE_DEVICES set to
-        `cuda_visible` (an index counted in PCI bus order, NVML's), or None to leave it as it is
-        (and for an image: docker's --gpus chooses)."""
+        `cuda_visible` (a GPU's UUID, an index counted in PCI bus order as NVML counts, or "" for
+        none), or None to leave it as it is (and for an image: docker's --gpus chooses)."""
         if self.image or self.cuda_visible is None:
             return None
         order = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"} if self.cuda_visible.isdigit() else {}

@@ -2655,10 +2655,15 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "organs": " ".join(present)}
 
 
+def set_case_name(prefix: str, index: int) -> str:
+    """The name of case `index` of a set written with `prefix` (its label file's name without .nii.gz)."""
+    return f"{prefix}_{index:04d}"
+
+
 def _write_case(out: Path, seed: int, index: int, prefix: str, max_side: int | None, mix: Mix) -> dict[str, str]:
     """Generate and write case `index` of seed; its cases.csv row."""
     phantom = generate(case_seed(seed, index), max_side=max_side, mix=mix)
-    case = f"{prefix}_{index:04d}"
+    case = set_case_name(prefix, index)
     save(phantom, out / "images", out / "labels", case)
     return _case_row(phantom, case, seed, index)
 
@@ -2826,7 +2831,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     for folder in (args.out, args.out / "images", args.out / "labels"):
         cli.refuse_unwritable(parser, "--out", folder, folder=True)
-    if others := other_cases(args.out, {f"{args.prefix}_{i:04d}" for i in range(args.start, args.start + args.cases)}):
+    if others := other_cases(args.out, {set_case_name(args.prefix, i) for i in range(args.start, args.start + args.cases)}):
         parser.error(f"--out {args.out}: {others}, which this set's cases.csv and pathological.txt would not list "
                      "but training would read: choose an empty folder")
     rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, mix, args.workers)
