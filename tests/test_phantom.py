@@ -196,9 +196,10 @@ def test_extra_scan_ranges_change_only_the_z_range():
 
 
 def test_pelvic_organs_change_only_the_pelvis() -> None:
-    """--pelvis adds the hips, hip muscles, bladder and rectum below the iliac crest (at L4, never
+    """--pelvis adds the hips, hip muscles, bladder and rectum below the iliac crest (beside L5, never
     above z = -60 mm): the image above is the plain case's voxel for voxel, the labels are
-    unchanged, bone and urine appear low in the scan; undrawn cases are the plain set's."""
+    unchanged, bone and urine appear low in the scan, the body is wider there; undrawn cases are
+    the plain set's."""
     seed = ph.case_seed(8, 0)
     grid = ph.Geometry((40, 40, 50), (9.0, 9.0, 6.0), (-175.5, -170.0, -300.0))
     plain, pelvis = (ph.generate(seed, geometry=grid, mix=ph.Mix(pelvis=p)) for p in (0.0, 1.0))
@@ -210,7 +211,21 @@ def test_pelvic_organs_change_only_the_pelvis() -> None:
     assert (pelvis.image[:, :, low] > 200).sum() > 1.25 * (plain.image[:, :, low] > 200).sum()  # the hips
     changed = np.abs(pelvis.image - plain.image) > 30
     assert changed[:, :, low].mean() > 0.02
+    hips = ph.Geometry((100, 4, 3), (4.5, 6.0, 10.0), (-225.0, -30.0, -260.0))  # a band across the hips
+    widths = [(ph.generate(seed, geometry=hips, mix=ph.Mix(pelvis=p)).image > -500).sum() for p in (0.0, 1.0)]
+    assert widths[1] > 1.04 * widths[0]
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(pelvis=0.5), lambda p: p.pelvis, seed=6, cases=5)
+
+
+def test_the_spine_ends_at_the_coccyx() -> None:
+    """The vertebral column runs down through the sacrum and ends at the coccyx, about 7 vertebral
+    pitches below z0 (at most about 300 mm below L1/L2): no vertebra continues past the hips."""
+    grid = ph.Geometry((10, 13, 40), (6.0, 6.0, 8.0), (-30.0, -78.0, -400.0))  # round x = 0, in front of the table
+    z = grid.origin[2] + grid.spacing[2] * np.arange(grid.shape[2])
+    for case in range(3):
+        bone = (ph.generate(ph.case_seed(8, case), geometry=grid).image > 300).any(axis=(0, 1))
+        assert bone[(z > -180.0) & (z < -120.0)].mean() > 0.6  # L5 and the sacrum, a disc in some slices
+        assert not bone[z < -310.0].any()
 
 
 def test_extra_ranges_are_drawn_in_order_with_their_fractions() -> None:
@@ -396,7 +411,7 @@ def test_a_fluid_colon_is_homogeneous_and_changes_nothing_else():
     tissue = ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(4))), geometry)[0]
     faeces = tissue == ph.TISSUE["faeces"]
     core = ndimage.binary_erosion(faeces, iterations=3)
-    assert core.sum() > 500
+    assert core.sum() > 300
     mottled, fluid = (ph.ct_image(tissue, geometry, "non-contrast", np.random.default_rng(7), colon_hu=hu)
                       for hu in (None, 20.0))
     assert abs(np.median(fluid[core]) - 20.0) < 5.0 and np.std(fluid[core]) < 0.5 * np.std(mottled[core])
@@ -549,6 +564,22 @@ def test_cli_preview_writes_png(tmp_path):
     png = tmp_path / "preview.png"
     assert ph.main(["--preview", str(png), "--cases", "1", "--max-side", "48"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_preview_shows_the_hips_of_a_scan_that_runs_into_the_pelvis():
+    """Where a scan runs 80 mm or more below its organs, the second axial plane is the one with the
+    most bone down there (the hips) instead of the kidneys' largest section."""
+    labels = np.zeros((8, 8, 40), np.uint8)
+    labels[2:5, 2:5, 30:] = ph.LIVER
+    labels[2:4, 2:4, 32] = ph.KIDNEY
+    image = np.full(labels.shape, -100.0, np.float32)
+    image[1:7, 1:7, 5] = 900.0
+    image[3, 3, 25] = 900.0
+    into_pelvis = ph.preview_planes(image, labels, (1.0, 1.0, 4.0))  # 120 mm below the organs
+    assert [v[0] for v in into_pelvis] == ["axial, liver level", "axial, pelvis level", "coronal"]
+    assert np.array_equal(into_pelvis[1][1], image[:, :, 5])
+    short = ph.preview_planes(image, labels, (1.0, 1.0, 2.0))  # 60 mm below them
+    assert short[1][0] == "axial, kidney level" and np.array_equal(short[1][2], labels[:, :, 32])
 
 
 def test_cli_preview_sets_a_real_ct_beside_the_phantoms(tmp_path, capsys):

@@ -20,8 +20,9 @@ ones; gut fills only the fat left over):
   spine, psoas (growing towards the pelvis) and quadratus lumborum, fat behind the peritoneum, the
   table under the flattened back;
 * skeleton: vertebral bodies (cortical shell, cancellous core) stacked along z with discs between,
-  arches, canal, spinous and transverse processes, a lumbar lordosis and a sacrum tilted back; ribs
-  7-12 as flat tubes in the body wall, falling anteriorly, with costal cartilages; iliac wings;
+  arches, canal, spinous and transverse processes, a lumbar lordosis and a fused sacrum tilted back,
+  widest at its alae, ending at the coccyx; ribs 7-12 as flat tubes in the body wall, falling
+  anteriorly, with costal cartilages; iliac wings from the sacrum's side to the anterior spines;
 * chest: lung bases above two diaphragm domes (the right higher), the heart on the central tendon;
 * organs, each with its own random pose, size, smooth displacement field and lobulation: liver
   (right lobe, inferior tip, tapered left lobe across the midline, caudate; shaped by the body wall,
@@ -253,6 +254,11 @@ ORIENTATION_P = (0.3, 0.35, 0.2, 0.1, 0.05)
 # ------------------------------------------------------------------------------------ anatomy (patient frame, mm)
 
 SPINE_TO_BACK_MM = 85.0  # from the vertebral bodies' centre line to the back of the muscle wall
+# With the pelvic organs the trunk widens below the iliac crest to the hips: by a fraction of its
+# width drawn from HIP_GAIN, reached HIP_RAMP_MM below the crest (the greater trochanters' level).
+HIP_GAIN = (0.06, 0.2)
+HIP_RAMP_MM = 80.0
+SACRUM_LEVELS = (-4.0, -7.0)  # the sacrum's top (the L5/S1 disc) and the coccyx's tip, in vertebral pitches from z0
 RETROPERITONEUM = ((-100.0, -50.0), (35.0, 55.0), 400.0)  # the peritoneum's back: y = a(z) - x^2 / b (mm),
 # a(z) linear from a[0] at z[0] to a[1] at z[1] (thinner below the kidneys)
 LIVER_CENTRE = (55.0, 15.0, 75.0)
@@ -679,7 +685,8 @@ class Body:
     centred at (0, yc), its radius scaled by 1 + sum_m cos[m](z) cos(m t) + sin[m](z) sin(m t) (t: the
     elliptic angle; coefficients linear in z between knots). Outside it lie fat * (1 + fat_tilt *
     sin t) mm of fat and skin mm of skin, the back flattened at y = back; inside it muscle mm of
-    muscle, plus rectus mm over the rectus bellies."""
+    muscle, plus rectus mm over the rectus bellies. Below z = hip_z the width grows towards the
+    hips, by hip_gain from HIP_RAMP_MM below it down (0: no hips; only with the pelvic organs)."""
 
     a: float
     b: float
@@ -693,6 +700,8 @@ class Body:
     muscle: float
     rectus: float
     back: float
+    hip_z: float = 0.0
+    hip_gain: float = 0.0
 
 
 def _shape_scale(body: Body, t: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -702,6 +711,9 @@ def _shape_scale(body: Body, t: np.ndarray, z: np.ndarray) -> np.ndarray:
         cm = np.interp(z, body.knots, body.cos[:, m]).astype(np.float32)
         sm = np.interp(z, body.knots, body.sin[:, m]).astype(np.float32)
         scale = scale + cm * np.cos(m * t) + sm * np.sin(m * t)
+    if body.hip_gain:
+        ramp = np.clip((body.hip_z - z) / HIP_RAMP_MM, 0.0, 1.0).astype(np.float32)
+        scale = scale * (1.0 + body.hip_gain * ramp * ramp * (3.0 - 2.0 * ramp) * np.cos(t) ** 2)
     return scale
 
 
@@ -1089,10 +1101,11 @@ def _spine_y(spine: Spine, z: np.ndarray | float) -> np.ndarray:
 
 
 def _vertebra_size(spine: Spine, z: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """Half-width and half-depth (mm) of the vertebral bodies: larger down to the sacrum."""
-    levels = spine.z0 + spine.pitch * np.array([-6.0, -4.6, -2.0, 0.0, 3.0, 8.0])
-    return (np.interp(z, levels, (42.0, 26.0, 25.0, 22.0, 19.0, 16.0)),
-            np.interp(z, levels, (16.0, 17.0, 17.0, 16.0, 14.0, 13.0)))
+    """Half-width and half-depth (mm) of the vertebral bodies: larger down to L5, the sacrum widest
+    at its alae (S1) and narrowing to the coccyx."""
+    levels = spine.z0 + spine.pitch * np.array([SACRUM_LEVELS[1], -5.1, -4.6, -2.0, 0.0, 3.0, 8.0])
+    return (np.interp(z, levels, (12.0, 46.0, 26.0, 25.0, 22.0, 19.0, 16.0)),
+            np.interp(z, levels, (7.0, 15.0, 17.0, 17.0, 16.0, 14.0, 13.0)))
 
 
 def _level_z(spine: Spine, z: np.ndarray) -> np.ndarray:
@@ -1123,8 +1136,11 @@ def _spine_zone(axes: Axes, spine: Spine) -> np.ndarray:
 
 
 def _vertebral_bodies_field(axes: Axes, spine: Spine) -> np.ndarray:
-    """Vertebral bodies (mm): the cross-section cut into levels by the discs."""
-    height = np.abs(_level_z(spine, axes[2])) - (spine.pitch - spine.disc) / 2
+    """Vertebral bodies (mm): the cross-section cut into levels by the discs, down to the sacrum,
+    whose vertebrae are fused."""
+    z = axes[2]
+    height = np.abs(_level_z(spine, z)) - (spine.pitch - spine.disc) / 2
+    height = np.where(z < spine.z0 + (SACRUM_LEVELS[0] - 0.5) * spine.pitch, -spine.disc, height)
     return _smax(_vertebral_section(axes, spine), height.astype(np.float32)[None, None, :], 1.5)
 
 
@@ -1177,8 +1193,9 @@ def _spine_parts(spine: Spine) -> list[Part]:
     """Discs, vertebral bodies, arches, canal and processes."""
     bone = ((0.0, "cortical bone"), (1.5, "cancellous bone"))
     fine = (1.0, 1.0, 1.0)
-    column_box = ((-48.0, -70.0, -600.0), (48.0, 40.0, 600.0))
-    canal_box = ((-22.0, -80.0, -600.0), (22.0, 0.0, 600.0))
+    tip = spine.z0 + SACRUM_LEVELS[1] * spine.pitch
+    column_box = ((-50.0, -70.0, tip), (50.0, 40.0, 600.0))
+    canal_box = ((-22.0, -80.0, tip), (22.0, 0.0, 600.0))
     spinous, transverse = _process_tubes(spine)
     return [Part(partial(_vertebral_section, spine=spine), column_box, ((0.0, "disc"),), resolution=fine),
             Part(partial(_vertebral_bodies_field, spine=spine), column_box, bone, resolution=fine),
@@ -1235,8 +1252,19 @@ def _above(part: Part, floor: float | None) -> Part:
     return replace(part, box=((lo[0], lo[1], max(lo[2], floor)), hi))
 
 
-WING_AXIS_MM = (45.0, -5.0)  # the iliac wing's elliptic cone: its axis at x = +-45 mm, y = -5 mm
-WING_DEPTH = 0.7  # the cone's depth (y) over its width (x)
+PELVIS_CREST_LEVEL = -3.5  # the iliac crest's mean height, in vertebral pitches from z0 (beside L5)
+# The iliac wing: an arc of an elliptic cone around a vertical axis in front of it, at x = +-5 mm,
+# y = 55 mm, from the posterior superior iliac spine by the sacrum (angle WING_ARC_RAD[0] about the
+# axis, 0 pointing outwards, positive forwards) to the anterior superior spine (WING_ARC_RAD[1]),
+# bulging backwards and outwards, the iliac fossa facing forwards and inwards.
+WING_AXIS_MM = (5.0, 55.0)
+WING_DEPTH = 0.95  # the cone's depth (y) over its width (x)
+WING_ARC_RAD = (-1.3, -0.1)
+WING_HEIGHT_MM = 100.0  # from the crest down to the acetabulum's roof
+# The gluteal muscles reach GLUTEAL_ABOVE_CREST_MM above the iliac crest, outside the wing, their
+# top a dome falling away from their centre line (a paraboloid of this radius of curvature, mm).
+GLUTEAL_ABOVE_CREST_MM = 10.0
+GLUTEAL_DOME_MM = 70.0
 
 
 def _wing_cone(axes: Axes, side: float, crest: float, radius: float, flare: float
@@ -1257,7 +1285,7 @@ def _iliac_field(axes: Axes, side: float, crest: float, radius: float, flare: fl
     dx, dy, reach, r = _wing_cone(axes, side, crest, radius, flare)
     shell = np.abs(reach - r) - thickness / 2
     angle = np.arctan2(dy, dx)
-    wedge = np.maximum(angle - 0.9, -1.75 - angle) * 60.0
+    wedge = np.maximum(angle - WING_ARC_RAD[1], WING_ARC_RAD[0] - angle) * 60.0
     return np.maximum(np.maximum(shell, wedge), np.maximum(z - crest, _wall_field(axes, body) + 4.0))
 
 
@@ -1273,9 +1301,9 @@ class Pelvis:
 
 
 def _draw_pelvis(rng: np.random.Generator, spine: Spine) -> Pelvis:
-    """The iliac crest at L4 and the wings' size."""
-    crest = spine.z0 - 3.5 * spine.pitch + rng.normal(0.0, 8.0)
-    return Pelvis(crest, rng.uniform(80.0, 95.0), rng.uniform(0.3, 0.4), rng.uniform(6.0, 9.0))
+    """The iliac crest beside L5 (PELVIS_CREST_LEVEL) and the wings' size."""
+    crest = spine.z0 + PELVIS_CREST_LEVEL * spine.pitch + rng.normal(0.0, 8.0)
+    return Pelvis(crest, rng.uniform(105.0, 120.0), rng.uniform(0.3, 0.4), rng.uniform(6.0, 9.0))
 
 
 def _pelvis_parts(pelvis: Pelvis, body: Body) -> list[Part]:
@@ -1284,7 +1312,7 @@ def _pelvis_parts(pelvis: Pelvis, body: Body) -> list[Part]:
     parts = []
     for side in (1.0, -1.0):
         (ax, ay), depth = WING_AXIS_MM, WING_DEPTH
-        box = ((side * ax - radius - 10, ay - depth * radius - 10, crest - 200.0),
+        box = ((side * ax - radius - 10, ay - depth * radius - 10, crest - WING_HEIGHT_MM),
                (side * ax + radius + 10, ay + depth * radius + 10, crest + 1.0))
         wing = partial(_iliac_field, side=side, crest=crest, flare=pelvis.flare, body=body)
         parts += [Part(partial(wing, radius=radius - 12.0, thickness=24.0), box, ((0.0, "muscle"),),
@@ -1296,14 +1324,16 @@ def _pelvis_parts(pelvis: Pelvis, body: Body) -> list[Part]:
 
 def _gluteal_field(axes: Axes, side: float, centre: Sequence[float], radii: Sequence[float], pelvis: Pelvis,
                    sidewall: float, planes: SmoothField) -> np.ndarray:
-    """One side's gluteal and hip muscles (mm): an ellipsoid of muscle below the iliac crest, outside
-    the iliac wing's cone and lateral to the pelvic sidewall (|x| > sidewall mm), split by thin
-    planes where the smooth random field `planes` crosses zero (positive there: left as fat)."""
+    """One side's gluteal and hip muscles (mm): an ellipsoid of muscle under a dome just above the
+    iliac crest, outside the iliac wing's cone and lateral to the pelvic sidewall (|x| > sidewall
+    mm), split by thin planes where the smooth random field `planes` crosses zero (positive there:
+    left as fat)."""
     x, y, z = _open(axes)
     _, _, reach, r = _wing_cone(axes, side, pelvis.crest, pelvis.radius, pelvis.flare)
     inside_wing = np.maximum(r, 0.0) - reach
     mass = np.maximum(np.maximum(_ellipsoid((x, y, z), centre, radii), inside_wing), sidewall - side * x)
-    mass = np.maximum(mass, z - pelvis.crest)
+    dome = ((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2.0 * GLUTEAL_DOME_MM)
+    mass = np.maximum(mass, z - pelvis.crest - GLUTEAL_ABOVE_CREST_MM + dome)
     return np.maximum(mass, 1.2 - 25.0 * np.abs(field_on(planes, axes)))
 
 
@@ -1332,17 +1362,17 @@ def _pelvic_organ_parts(rng: np.random.Generator, body: Body, spine: Spine, pelv
     front = body.yc + body.b - body.muscle
     parts = []
     for side in (1.0, -1.0):
-        centre = (side * body.a * rng.uniform(0.55, 0.7), body.yc - body.b * rng.uniform(0.4, 0.6),
-                  pelvis.crest - rng.uniform(60.0, 90.0))
-        radii = (body.a * rng.uniform(0.4, 0.5), body.b * rng.uniform(0.5, 0.65), rng.uniform(110.0, 150.0))
+        centre = (side * body.a * rng.uniform(0.55, 0.7), body.yc - body.b * rng.uniform(0.35, 0.55),
+                  pelvis.crest - rng.uniform(45.0, 75.0))
+        radii = (body.a * rng.uniform(0.5, 0.65), body.b * rng.uniform(0.6, 0.8), rng.uniform(110.0, 150.0))
         lo, hi = _box(centre, radii)
         planes = draw_field(rng, lo, hi, 30.0)
         parts.append(Part(partial(_gluteal_field, side=side, centre=centre, radii=radii, pelvis=pelvis,
                                   sidewall=head_x - rng.uniform(25.0, 40.0), planes=planes), (lo, hi),
                           ((0.0, "muscle"),), into=GUT_SPACE, resolution=(1.5, 1.5, 3.0)))
 
-    bladder_r = np.array([rng.uniform(30.0, 55.0), rng.uniform(25.0, 45.0), rng.uniform(25.0, 50.0)])
-    bladder_c = (rng.normal(0.0, 8.0), front - bladder_r[1] - rng.uniform(12.0, 30.0), head_z + rng.uniform(0.0, 25.0))
+    bladder_r = np.array([rng.uniform(30.0, 65.0), rng.uniform(25.0, 50.0), rng.uniform(25.0, 55.0)])
+    bladder_c = (rng.normal(0.0, 8.0), front - bladder_r[1] - rng.uniform(8.0, 25.0), head_z + rng.uniform(0.0, 30.0))
     parts.append(Part(partial(_ellipsoid_field, centre=bladder_c, radii=bladder_r),
                       _box(bladder_c, bladder_r + 5.0), ((0.0, "gut wall"), (GUT_WALL_MM, "urine")),
                       into=(*GUT_SPACE, "muscle"), resolution=(1.5, 1.5, 1.5)))
@@ -1876,6 +1906,9 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     and a long left lobe (LEFT_LOBE_TONGUE), and a large spleen with the left kidney below it
     (_grow_spleen); arms, if given, beside the trunk (_arm_parts)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
+    if pelvic_organs is not None:
+        body = replace(body, hip_z=spine.z0 + PELVIS_CREST_LEVEL * spine.pitch,
+                       hip_gain=float(pelvic_organs.uniform(*HIP_GAIN)))
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
     parts = _table_part(rng, body) + _body_parts(body, diaphragm) + _chest_parts(rng, body, diaphragm)
@@ -2550,22 +2583,34 @@ WINDOW_HU = (-160.0, 240.0)
 LABEL_COLOURS = {LIVER: "red", KIDNEY: "gold", SPLEEN: "deepskyblue", PANCREAS: "lime"}
 
 
+PELVIS_VIEW_MM = 80.0  # a preview shows the hips where the scan runs this far below the organs
+
+
 def _display(plane: np.ndarray) -> np.ndarray:
     """A (x, y) or (x, z) plane as an image in radiological view: patient's right on the left,
     anterior or superior at the top."""
     return plane[::-1, ::-1].T
 
 
-def _views(image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]
+def preview_planes(image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float]
            ) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     """Axial planes at the liver's and the kidneys' largest sections (or, where the CT holds metal,
-    at its largest section instead of the kidneys') and a coronal plane through the kidneys of a
-    canonical (x, y, z) CT in HU, its labels and spacing (mm): (title, image, labels, pixel aspect)."""
+    at its largest section instead of the kidneys'; where it runs PELVIS_VIEW_MM or more below the
+    organs, at the largest section of bone there: the hips) and a coronal plane through the
+    kidneys of a canonical (x, y, z) CT in HU, its labels and spacing (mm): (title, image, labels,
+    pixel aspect)."""
     sx, sy, sz = spacing
     views = []
     metal = (image >= METAL_HU - 1).sum(axis=(0, 1))
-    for name, area in (("liver", (labels == LIVER).sum(axis=(0, 1))),
-                       ("metal", metal) if metal.any() else ("kidney", (labels == KIDNEY).sum(axis=(0, 1)))):
+    organs = np.flatnonzero(labels.any(axis=(0, 1)))
+    below = organs[0] if len(organs) else 0
+    if metal.any():
+        second = ("metal", metal)
+    elif below * sz >= PELVIS_VIEW_MM:
+        second = ("pelvis", np.where(np.arange(labels.shape[2]) < below, (image > 300).sum(axis=(0, 1)), 0))
+    else:
+        second = ("kidney", (labels == KIDNEY).sum(axis=(0, 1)))
+    for name, area in (("liver", (labels == LIVER).sum(axis=(0, 1))), second):
         k = int(area.argmax()) if area.any() else labels.shape[2] // 2
         views.append((f"axial, {name} level", image[:, :, k], labels[:, :, k], sy / sx))
     kidney = np.argwhere(labels == KIDNEY)
@@ -2614,7 +2659,8 @@ def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side:
     FigureCanvasAgg(fig)
     for subfigure, (title, image, labels, spacing) in zip(fig.subfigures(len(rows), 1, squeeze=False)[:, 0], rows):
         subfigure.suptitle(title, fontsize=9)
-        for ax, (view, plane, plane_labels, aspect) in zip(subfigure.subplots(1, 3), _views(image, labels, spacing)):
+        planes = preview_planes(image, labels, spacing)
+        for ax, (view, plane, plane_labels, aspect) in zip(subfigure.subplots(1, 3), planes):
             ax.imshow(_display(plane), cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect)
             for organ, colour in LABEL_COLOURS.items():
                 mask = _display(plane_labels == organ)
