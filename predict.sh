@@ -11,6 +11,13 @@ export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 if [ -z "${PYTHON:-}" ] && [ -x "$here/.venv/bin/python" ]; then
     PYTHON="$here/.venv/bin/python"
 fi
+case "${1:-}" in
+    -h|--help)
+        echo "usage: sh predict.sh [INPUTS [OUTPUTS [OPTIONS]]]  (INPUTS default /workspace/inputs, OUTPUTS /workspace/outputs)"
+        echo "INPUTS and OUTPUTS become -i and -o of python -m inference.predict, whose OPTIONS follow:"
+        echo
+        exec "${PYTHON:-python3}" -m inference.predict --help;;
+esac
 inputs="${1:-/workspace/inputs}"
 outputs="${2:-/workspace/outputs}"
 if [ "$#" -ge 2 ]; then shift 2; else shift "$#"; fi

@@ -190,6 +190,18 @@ def test_predict_sh(tmp_path, weights):
     assert done.stderr.rstrip().endswith("1 of 1 case(s) written to out")
 
 
+def test_predict_sh_help_shows_its_own_usage_and_the_options(tmp_path):
+    """`sh predict.sh --help` names the script's own arguments, then the options it passes on;
+    nothing is read or written."""
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["sh", str(ROOT / "predict.sh"), "--help"], env=env, capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: sh predict.sh [INPUTS [OUTPUTS [OPTIONS]]]")
+    assert "--weights" in done.stdout and "--device" in done.stdout
+    assert not any(tmp_path.iterdir())
+
+
 def test_hadolint_finds_no_errors():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     done = subprocess.run([hadolint, "--failure-threshold", "error", str(ROOT / "Dockerfile")],
