@@ -1300,9 +1300,14 @@ class Pelvis:
     thickness: float
 
 
+def _mean_crest(spine: Spine) -> float:
+    """z (mm) of the iliac crest before its case-to-case scatter: beside L5 (PELVIS_CREST_LEVEL)."""
+    return spine.z0 + PELVIS_CREST_LEVEL * spine.pitch
+
+
 def _draw_pelvis(rng: np.random.Generator, spine: Spine) -> Pelvis:
-    """The iliac crest beside L5 (PELVIS_CREST_LEVEL) and the wings' size."""
-    crest = spine.z0 + PELVIS_CREST_LEVEL * spine.pitch + rng.normal(0.0, 8.0)
+    """The iliac crest beside L5 (_mean_crest, scattered) and the wings' size."""
+    crest = _mean_crest(spine) + rng.normal(0.0, 8.0)
     return Pelvis(crest, rng.uniform(105.0, 120.0), rng.uniform(0.3, 0.4), rng.uniform(6.0, 9.0))
 
 
@@ -1907,7 +1912,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     (_grow_spleen); arms, if given, beside the trunk (_arm_parts)."""
     body, spine = _draw_body(rng), _draw_spine(rng)
     if pelvic_organs is not None:
-        body = replace(body, hip_z=spine.z0 + PELVIS_CREST_LEVEL * spine.pitch,
+        body = replace(body, hip_z=_mean_crest(spine),
                        hip_gain=float(pelvic_organs.uniform(*HIP_GAIN)))
     diaphragm = _draw_diaphragm(rng, spine)
     breath = diaphragm.right[2] - DOME_MM
