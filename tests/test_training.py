@@ -17,8 +17,9 @@ import torch
 
 from inference.checkpoint import FLARE21_LABELS, load
 from inference.networks import CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
+from inference.preprocessing import Normalisation
 from training import phantom
-from training.augment import fine_window, shift_brightness
+from training.augment import example, fine_window, shift_brightness
 from training.cache import Sample, build, cache_folder, resize_labels
 from training.cache import load as load_cache
 from training.config import ConfigError, default_config, load_config
@@ -167,6 +168,22 @@ def test_fine_crops_keep_the_organs_and_brightness_moves_each_organ():
     shifted = shift_brightness(image, lab, 50.0, 0.0, 4, np.random.default_rng(1))
     values = [float(shifted[lab == k].unique()) for k in (0, 1, 3)]
     assert values[0] == 0 and 0 < abs(values[1]) <= 50 and 0 < abs(values[2]) <= 50 and values[1] != values[2]
+
+
+def test_a_pair_from_a_read_only_cache_is_its_own_copy(recwarn):
+    """The cache is memory-mapped read-only; a coarse crop can be the whole cached volume, and
+    the pair must not share (or warn about) the read-only buffer."""
+    labels = np.zeros((16, 16, 16), np.uint8)
+    labels[4:12, 4:12, 4:12] = 1
+    image = np.full((16, 16, 16), 40, np.int16)
+    labels.flags.writeable = image.flags.writeable = False
+    sample = Sample("case", image, labels, (2.0, 2.0, 2.0), ((4, 12), (4, 12), (4, 12)))
+    config = dataclasses.replace(default_config("coarse"), input_size=(16, 16, 16), coarse_crop=(1.0, 1.0))
+    x, y = example(sample, config, Normalisation(), 4, np.random.default_rng(0))
+    assert tuple(x.shape) == (1, 16, 16, 16) and torch.equal(y, torch.from_numpy(labels.copy()))
+    y[0, 0, 0] = 2  # writable, and not the cache's memory
+    assert labels[0, 0, 0] == 0
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
 
 
 def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):

@@ -58,7 +58,7 @@ def example(sample: Sample, config: TrainConfig, normalisation: Normalisation, n
     else:
         box = coarse_window(sample.image.shape, config.coarse_crop, rng)
     image = torch.from_numpy(np.asarray(sample.image[box], dtype=np.float32))[None, None]
-    labels = torch.from_numpy(np.ascontiguousarray(sample.labels[box]))[None, None]
+    labels = torch.from_numpy(np.array(sample.labels[box]))[None, None]  # a copy: the cache is read-only
     image = resize_for_stage(image, config.input_size, config.stage)
     labels = resize_labels(labels, config.input_size)
     image = shift_brightness(image, labels, config.organ_hu_shift, config.global_hu_shift, n_labels, rng)
