@@ -10,7 +10,9 @@
 #    all CPU cores;
 # 2. the coarse and the fine stage trained at the same time on the GPU (fp16 mixed precision,
 #    the paper's recipe with batch 4 and LR 0.001), each stopped after MINUTES (default 7) of
-#    wall time, validation only at the end;
+#    wall time, validation only at the end; from a random initialisation, or with INIT from that
+#    checkpoint's two stages (e.g. INIT=weights/flare21_c2f.pt LR=0.0003: the shipped weights
+#    fine-tuned at the paper's sizes; LR sets the learning rate);
 # 3. one float16 checkpoint from both, written to OUT in parts under 16 MB (OUT/gpu_c2f.pt.part-*;
 #    join with cat) before anything else runs;
 # 4. unless TEST_CASES is 0: bench/phantom_tests.sh with it on the GPU, TEST_CASES (default 10)
@@ -25,6 +27,14 @@ out="${1:?usage: sh bench/gpu_train.sh OUT}"
 py="${PYTHON:-python3}"
 device="${DEVICE:-cuda}"
 minutes="${MINUTES:-7}"
+lr="${LR:-0.001}"
+init=""
+from="from a random initialisation"
+if [ -n "${INIT:-}" ]; then
+    init="$(cd "$(dirname "$INIT")" && pwd)/$(basename "$INIT")" || exit 2
+    [ -f "$init" ] || { echo "INIT: $INIT: no such checkpoint" >&2; exit 2; }
+    from="fine-tuned from $(basename "$init")"
+fi
 set -- ${SIZES:-160 192}
 coarse_size="$1"
 fine_size="$2"
@@ -54,9 +64,9 @@ for stage in coarse fine; do
     size="$coarse_size"
     [ "$stage" = fine ] && size="$fine_size"
     "$py" -m training.train --stage "$stage" --data "$work/train" --out "$work/runs/$stage" --device "$device" \
-        --input-size "$size" --batch-size 4 --micro-batch 2 --lr 0.001 --epochs 1000 --max-minutes "$minutes" \
-        --val-cases 10 --val-every 1000 --workers "$loaders" \
-        --trained-on "phantom-trained weights at the paper's sizes: synthetic abdomens of training.phantom only (seed 1, training.phantom $mix), no real CT" \
+        --input-size "$size" --batch-size 4 --micro-batch 2 --lr "$lr" --epochs 1000 --max-minutes "$minutes" \
+        --val-cases 10 --val-every 1000 --workers "$loaders" ${init:+--init "$init"} \
+        --trained-on "phantom-trained weights at the paper's sizes, $from: synthetic abdomens of training.phantom only (seed 1, training.phantom $mix), no real CT" \
         > "$out/train-$stage.log" 2>&1 &
 done
 wait
@@ -70,7 +80,7 @@ step "checkpoint"
 split -b 15m "$work/gpu_c2f.pt" "$out/gpu_c2f.pt.part-"
 
 {
-    echo "# GPU training at ${coarse_size}^3 / ${fine_size}^3, $minutes min per stage ($(date -u +%F))"
+    echo "# GPU training at ${coarse_size}^3 / ${fine_size}^3, $minutes min per stage, LR $lr, $from ($(date -u +%F))"
     for stage in coarse fine; do
         echo "## training log, $stage (last rows)"
         tail -n 2 "$work/runs/$stage/log.csv"

@@ -51,3 +51,14 @@ def test_every_shell_script_of_bench_parses():
     for script in scripts:
         done = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
         assert done.returncode == 0, f"{script.name}: {done.stderr}"
+
+
+def test_a_missing_init_checkpoint_stops_the_gpu_script_before_any_work(tmp_path):
+    """INIT names the checkpoint both stages start from: a wrong path must cost seconds, not the
+    minutes of phantoms and caches before training would find it."""
+    env = {"PATH": "/usr/bin:/bin", "INIT": str(tmp_path / "nothing.pt"), "PYTHON": "false"}
+    done = subprocess.run(["sh", str(ROOT / "bench" / "gpu_train.sh"), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "nothing.pt: no such checkpoint" in done.stderr
+    assert not (tmp_path / "out").exists()
