@@ -4,7 +4,7 @@
 
 Variants: fp32, fp32 with channels-last-3d memory format, and bf16 autocast. Each is timed after
 one warm-up pass (median of --repeats), under torch.inference_mode, with randomly initialised
-weights (fixed seed) on a CT-like input (a phantom CT from training/phantom.py on a 400 mm cube
+weights (fixed seed) on a CT-like input (a phantom CT from training/phantom/ on a 400 mm cube
 centred on the abdomen, clipped to [-325, 325] HU and z-scored as the pipeline does). The
 difference of each variant to fp32 is the largest absolute logit difference and the fraction of
 voxel-organ decisions (sigmoid > 0.5) that change.

@@ -2,7 +2,7 @@
 
     python -m bench.bench_score [--cases 4] [--shape 512 512 200] [--spacing 0.8 0.8 2.5]
 
-Makes synthetic 4-organ cases (FLARE21 labels: phantom anatomy from training/phantom.py on a grid
+Makes synthetic 4-organ cases (FLARE21 labels: phantom anatomy from training/phantom/ on a grid
 of the given size centred on the abdomen, predictions from evaluation.synthetic.degraded), then
 scores the same files
   1. with the official loop (bench/official_loop.py: get_fdata, uint8 copy, surface-distance per organ),

@@ -5,7 +5,7 @@
         [--backend auto|torch|openvino] [--repeats 2] [--out DIR] [--write-docs]
 
 On one device:
-1. inputs: a phantom CT (training/phantom.py) of each --shapes (x y z voxels) at 0.8 x 0.8 x 2.5 mm
+1. inputs: a phantom CT (training/phantom/) of each --shapes (x y z voxels) at 0.8 x 0.8 x 2.5 mm
    centred on the abdomen, and the real CT beside the checkout (REAL_CT) when it is there;
 2. weights: the checkpoint with its networks' input sizes set to --sizes, by default the paper's
    (coarse 160^3, fine 192^3), so that the networks do the paper's work whatever size the weights

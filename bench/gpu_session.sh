@@ -2,7 +2,7 @@
 # Every GPU measurement of the submission and of the efficiency harness in one run, for a machine
 # with an NVIDIA GPU that is held for a short time:
 #   sh bench/gpu_session.sh OUT [EXTRA]
-# 1. two phantom CTs (CASES; training/phantom.py through evaluation.synthetic) of 512x512x200 at
+# 1. two phantom CTs (CASES; training/phantom/ through evaluation.synthetic) of 512x512x200 at
 #    0.8 x 0.8 x 2.5 mm centred on the abdomen, with their ground truth, plus the CTs in EXTRA/images
 #    with ground truth in EXTRA/gt (optional, e.g. a real CT);
 # 2. bench.bench_submission with the shipped weights at the paper's sizes: the authors' networks'

@@ -6,7 +6,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from training import phantom
+from training.phantom import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def option_names(options: list[str]) -> set[str]:
 
 
 def test_the_default_mix_parses_as_phantom_options():
-    args = phantom._parser().parse_args(["--out", "x", "--cases", "1", *default_mix()])
+    args = command_line._parser().parse_args(["--out", "x", "--cases", "1", *default_mix()])
     drawn = {name: value for name, value in vars(args).items() if isinstance(value, float) and value > 0}
     assert len(drawn) >= 10, drawn
     assert all(0 < value <= 1 for value in drawn.values()), drawn

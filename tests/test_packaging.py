@@ -36,6 +36,18 @@ def test_pyproject_installs_every_command():
     assert all(callable(getattr(commands, name.removeprefix("flare-"))) for name in commands.COMMANDS)
 
 
+def test_every_package_folder_is_installed():
+    """setuptools installs only the packages pyproject.toml lists, not their subpackages: a folder
+    with an __init__.py left off would be missing from `pip install .` (and from the image), while
+    every test run from the checkout still passes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        listed = set(read_configuration(ROOT / "pyproject.toml")["tool"]["setuptools"]["packages"])
+    tops = {name.split(".")[0] for name in listed}
+    found = {".".join(init.parent.relative_to(ROOT).parts) for top in tops for init in (ROOT / top).rglob("__init__.py")}
+    assert found == listed
+
+
 def test_the_base_and_the_evaluation_extra_bring_no_torch():
     meta = project()
     base, extras = meta["dependencies"], meta["optional_dependencies"]

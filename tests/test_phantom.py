@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage
 
 from training import phantom as ph
+from training.phantom import atlas, body, ct, priors
 
 SMALL = 64  # max_side of the quick phantoms
 # The whole abdomen, lung bases to pelvis, on a coarse grid: for volumes and positions.
@@ -257,7 +258,7 @@ def test_a_fatty_pancreas_is_darker_and_keeps_its_label_and_everything_else():
     seed = ph.case_seed(5, 0)
     lean = ph.generate(seed, max_side=64)
     fatty = ph.generate(seed, max_side=64, mix=ph.Mix(fatty=1.0))
-    assert lean.fatty == 0.0 and ph.FATTY_PANCREAS[0] <= fatty.fatty <= ph.FATTY_PANCREAS[1]
+    assert lean.fatty == 0.0 and priors.FATTY_PANCREAS[0] <= fatty.fatty <= priors.FATTY_PANCREAS[1]
     assert np.array_equal(lean.labels, fatty.labels) and lean.phase == fatty.phase
     gland = lean.labels == ph.PANCREAS
     assert np.median(fatty.image[gland]) < np.median(lean.image[gland]) - 40
@@ -274,7 +275,8 @@ def test_an_atrophic_pancreas_is_thinner_and_leaves_the_other_organs_and_cases()
     seed = ph.case_seed(5, 0)
     full = ph.generate(seed, max_side=96)
     thin = ph.generate(seed, max_side=96, mix=ph.Mix(atrophic=1.0))
-    assert full.pancreas_thickness == 1.0 and ph.ATROPHIC_PANCREAS[0] <= thin.pancreas_thickness <= ph.ATROPHIC_PANCREAS[1]
+    assert full.pancreas_thickness == 1.0
+    assert priors.ATROPHIC_PANCREAS[0] <= thin.pancreas_thickness <= priors.ATROPHIC_PANCREAS[1]
     glands = [p.labels == ph.PANCREAS for p in (full, thin)]
     ratio = glands[1].sum() / glands[0].sum()
     assert 0.5 * thin.pancreas_thickness ** 2 < ratio < 1.5 * thin.pancreas_thickness
@@ -294,10 +296,10 @@ def test_a_short_pancreatic_head_ends_the_gland_nearer_the_midline_and_keeps_its
     seed = ph.case_seed(5, 0)
     full = ph.generate(seed, max_side=96)
     short = ph.generate(seed, max_side=96, mix=ph.Mix(short_head=1.0))
-    assert full.pancreas_head == 1.0 and ph.SHORT_PANCREAS_HEAD[0] <= short.pancreas_head <= ph.SHORT_PANCREAS_HEAD[1]
+    assert full.pancreas_head == 1.0 and priors.SHORT_PANCREAS_HEAD[0] <= short.pancreas_head <= priors.SHORT_PANCREAS_HEAD[1]
     glands = [p.labels == ph.PANCREAS for p in (full, short)]
     x = full.geometry.axes()[0][:, None, None]
-    body_and_tail = x < ph.PANCREAS_NECK_X - 10.0  # clear of the neck, where the two centre lines part
+    body_and_tail = x < atlas.PANCREAS_NECK_X - 10.0  # clear of the neck, where the two centre lines part
     kept = [g & body_and_tail for g in glands]
     assert 2 * (kept[0] & kept[1]).sum() > 0.97 * (kept[0].sum() + kept[1].sum())
     right = [np.argwhere(g)[:, 0].max() for g in glands]
@@ -330,11 +332,11 @@ def test_organs_enhancing_apart_from_the_vessels_change_those_organs_only():
     tissue away from the four organs is unchanged. Each organ's tissues share one factor within
     the spread of the common one. A drawn case is the same patient, labels and phase; a
     non-contrast case has nothing to scale, and undrawn cases are the plain set's."""
-    common, factors = ph.draw_organ_enhancement(np.random.default_rng(3))
-    assert ph.ORGAN_ENHANCEMENT[0] <= common <= ph.ORGAN_ENHANCEMENT[1]
-    assert set(factors) == {name for names in ph.ENHANCING_ORGANS.values() for name in names}
+    common, factors = ct.draw_organ_enhancement(np.random.default_rng(3))
+    assert priors.ORGAN_ENHANCEMENT[0] <= common <= priors.ORGAN_ENHANCEMENT[1]
+    assert set(factors) == {name for names in priors.ENHANCING_ORGANS.values() for name in names}
     assert factors["kidney cortex"] == factors["kidney medulla"]
-    assert all(ph.ORGAN_ENHANCEMENT_SPREAD[0] <= f / common <= ph.ORGAN_ENHANCEMENT_SPREAD[1] for f in factors.values())
+    assert all(priors.ORGAN_ENHANCEMENT_SPREAD[0] <= f / common <= priors.ORGAN_ENHANCEMENT_SPREAD[1] for f in factors.values())
 
     tissue, labels, _ = anatomy(4)
     usual, apart = (ph.ct_image(tissue, ABDOMEN, "portal-venous", np.random.default_rng(0), organ_factors=f)
@@ -352,7 +354,7 @@ def test_organs_enhancing_apart_from_the_vessels_change_those_organs_only():
                             if (p := ph.generate(s, max_side=48)).phase != "non-contrast")
     drawn = ph.generate(seed, max_side=48, mix=ph.Mix(organ_enhancement=1.0))
     assert usual_case.organ_enhancement is None
-    assert ph.ORGAN_ENHANCEMENT[0] <= drawn.organ_enhancement <= ph.ORGAN_ENHANCEMENT[1]
+    assert priors.ORGAN_ENHANCEMENT[0] <= drawn.organ_enhancement <= priors.ORGAN_ENHANCEMENT[1]
     assert np.array_equal(drawn.labels, usual_case.labels) and drawn.phase == usual_case.phase
     spleen = drawn.labels == ph.SPLEEN
     assert abs(np.median(drawn.image[spleen]) - np.median(usual_case.image[spleen])) > 1.0
@@ -375,7 +377,7 @@ def test_a_fat_plane_keeps_the_gut_off_the_pancreas_body_and_tail_and_the_labels
     (tissue, labels), (planed, planed_labels) = rendered[0.0], rendered[8.0]
     assert np.array_equal(labels, planed_labels)
     x = geometry.axes()[0]
-    gland = (labels == ph.PANCREAS) & (x[:, None, None] < ph.PANCREAS_NECK_X - 10.0)
+    gland = (labels == ph.PANCREAS) & (x[:, None, None] < atlas.PANCREAS_NECK_X - 10.0)
     near = ndimage.distance_transform_edt(~gland, sampling=geometry.spacing) <= 3.0
     assert np.isin(tissue[near], gut).any() and not np.isin(planed[near], gut).any()
     far = ndimage.distance_transform_edt(labels != ph.PANCREAS, sampling=geometry.spacing) > 30.0
@@ -398,7 +400,7 @@ def test_a_fatty_liver_is_darker_by_the_drop_and_changes_nothing_else():
     assert np.array_equal(lean[far], fatty[far])
     seed = ph.case_seed(5, 0)
     plain, drawn = (ph.generate(seed, max_side=48, mix=ph.Mix(fatty_liver=p)) for p in (0.0, 1.0))
-    assert plain.liver_drop_hu == 0.0 and ph.FATTY_LIVER_DROP_HU[0] <= drawn.liver_drop_hu <= ph.FATTY_LIVER_DROP_HU[1]
+    assert plain.liver_drop_hu == 0.0 and priors.FATTY_LIVER_DROP_HU[0] <= drawn.liver_drop_hu <= priors.FATTY_LIVER_DROP_HU[1]
     assert np.array_equal(plain.labels, drawn.labels) and plain.phase == drawn.phase
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(fatty_liver=0.5), lambda p: p.liver_drop_hu > 0.0, seed=6, cases=5)
 
@@ -420,7 +422,7 @@ def test_a_fluid_colon_is_homogeneous_and_changes_nothing_else():
     assert np.array_equal(fluid[far], mottled[far])
     seed = ph.case_seed(5, 0)
     plain, drawn = (ph.generate(seed, max_side=48, mix=ph.Mix(fluid_colon=p)) for p in (0.0, 1.0))
-    assert plain.colon_hu is None and ph.FLUID_COLON_HU[0] <= drawn.colon_hu <= ph.FLUID_COLON_HU[1]
+    assert plain.colon_hu is None and priors.FLUID_COLON_HU[0] <= drawn.colon_hu <= priors.FLUID_COLON_HU[1]
     assert np.array_equal(plain.labels, drawn.labels) and plain.phase == drawn.phase
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(fluid_colon=0.5), lambda p: p.colon_hu is not None, seed=6, cases=5)
 
@@ -433,7 +435,7 @@ def test_a_darker_liver_region_lowers_the_drawn_share_of_the_parenchyma_and_noth
     geometry = ph.Geometry((100, 80, 60), (2.0, 2.0, 2.0), (-100.0, -60.0, -100.0))
     tissue = ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(4))), geometry)[0]
     liver = tissue == ph.TISSUE["liver"]
-    offset = ph.liver_region_offset(tissue, geometry, np.random.default_rng(3), 30.0, 0.25)
+    offset = ct.liver_region_offset(tissue, geometry, np.random.default_rng(3), 30.0, 0.25)
     assert not offset[~liver].any() and offset.min() == -30.0 and offset.max() == 0.0
     assert 0.25 <= (offset[liver] == -30.0).mean() <= 0.26  # the share at the full drop, then a fade
     assert 0.26 < (offset[liver] < 0).mean() < 0.6
@@ -445,7 +447,7 @@ def test_a_darker_liver_region_lowers_the_drawn_share_of_the_parenchyma_and_noth
     assert np.array_equal(darker[far], usual[far])
     seed = ph.case_seed(5, 0)
     plain, drawn = (ph.generate(seed, max_side=48, mix=ph.Mix(liver_region=p)) for p in (0.0, 1.0))
-    assert plain.liver_region_hu == 0.0 and ph.LIVER_REGION_HU[0] <= drawn.liver_region_hu <= ph.LIVER_REGION_HU[1]
+    assert plain.liver_region_hu == 0.0 and priors.LIVER_REGION_HU[0] <= drawn.liver_region_hu <= priors.LIVER_REGION_HU[1]
     assert np.array_equal(plain.labels, drawn.labels) and plain.phase == drawn.phase
     assert not np.array_equal(plain.image, drawn.image)
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(liver_region=0.5), lambda p: p.liver_region_hu > 0, seed=6,
@@ -469,7 +471,7 @@ def test_a_full_stomach_is_as_dense_as_drawn_and_changes_nothing_else():
     assert np.array_equal(fed[far], usual[far])
     seed = ph.case_seed(5, 0)
     plain, drawn = (ph.generate(seed, max_side=48, mix=ph.Mix(full_stomach=p)) for p in (0.0, 1.0))
-    assert plain.stomach_hu is None and ph.FULL_STOMACH_HU[0] <= drawn.stomach_hu <= ph.FULL_STOMACH_HU[1]
+    assert plain.stomach_hu is None and priors.FULL_STOMACH_HU[0] <= drawn.stomach_hu <= priors.FULL_STOMACH_HU[1]
     assert np.array_equal(plain.labels, drawn.labels) and plain.phase == drawn.phase
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(full_stomach=0.5), lambda p: p.stomach_hu is not None, seed=6,
                                             cases=5)
@@ -485,7 +487,7 @@ def test_metal_implants_streak_only_their_slices_and_keep_the_labels(index, kind
     metal = ph.generate(seed, max_side=96, mix=ph.Mix(metal=1.0))
     assert plain.metal == "" and metal.metal == kind
     assert np.array_equal(plain.labels, metal.labels) and plain.phase == metal.phase
-    bright = metal.image >= ph.METAL_HU - 1
+    bright = metal.image >= priors.METAL_HU - 1
     assert bright.any() and not metal.labels[bright].any()
     with_metal = np.nonzero(bright.any(axis=(0, 1)))[0]
     changed = np.nonzero((metal.image != plain.image).any(axis=(0, 1)))[0]
@@ -501,7 +503,7 @@ def test_randomised_mode_same_labels_other_intensities():
     assert not ct.randomised and dr.randomised
     assert np.array_equal(ct.labels, dr.labels) and ct.geometry == dr.geometry
     assert not np.allclose(ct.image, dr.image)
-    assert ph.RANDOM_HU[0] - 1 <= dr.image.min() and dr.image.max() <= ph.RANDOM_HU[1] + 1
+    assert priors.RANDOM_HU[0] - 1 <= dr.image.min() and dr.image.max() <= priors.RANDOM_HU[1] + 1
 
 
 @pytest.mark.parametrize("orientation", [("L", "P", "S"), ("S", "L", "P")])
@@ -679,12 +681,12 @@ def test_arm_shadow_darkens_the_body_along_the_line_through_the_arms() -> None:
     """The shadow is shadow_hu deep on the line through both arms' bones, fades across it over
     shadow_width mm and leaves air alone."""
     geometry = ph.Geometry((64, 64, 3), (5.0, 5.0, 5.0), (-157.5, -157.5, 0.0))
-    arms = replace(ph.draw_arms(np.random.default_rng(0)), y=(20.0, 20.0), offset=((0.0, 0.0), (0.0, 0.0)),
+    arms = replace(body.draw_arms(np.random.default_rng(0)), y=(20.0, 20.0), offset=((0.0, 0.0), (0.0, 0.0)),
                    shadow_hu=30.0, shadow_width=15.0, shadow_noise=0.0)
     tissue = np.full(geometry.shape, ph.TISSUE["muscle"], np.uint8)
     tissue[:8] = ph.TISSUE["air"]
     image = np.zeros(geometry.shape, np.float32)
-    ph.arm_shadow(image, tissue, geometry, arms, np.random.default_rng(1))
+    ct.arm_shadow(image, tissue, geometry, arms, np.random.default_rng(1))
     y = geometry.axes()[1]
     on, off = int(np.argmin(np.abs(y - 20.0))), int(np.argmin(np.abs(y - 80.0)))
     assert np.allclose(image[8:, on], -30.0, atol=1.0) and np.abs(image[8:, off]).max() < 0.01
@@ -704,7 +706,7 @@ def test_a_long_left_lobe_adds_liver_in_front_and_below_only() -> None:
     assert added.sum() > 0.01 * liver.sum()
     assert np.array_equal(long.labels[~added], plain.labels[~added])
     x, y, z = (a[np.nonzero(added)[k]] for k, a in enumerate(plain.geometry.axes()))
-    assert y.min() > 10.0 and np.median(x) < ph.LIVER_CENTRE[0] - 25.0
+    assert y.min() > 10.0 and np.median(x) < atlas.LIVER_CENTRE[0] - 25.0
     left_lobe = liver & (plain.geometry.axes()[0] < 0.0)[:, None, None]
     assert z.min() < plain.geometry.axes()[2][np.nonzero(left_lobe.any(axis=(0, 1)))[0].min()]
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(long_left_lobe=0.5), lambda p: p.long_left_lobe, seed=6, cases=5)
@@ -727,7 +729,7 @@ def test_a_large_spleen_fills_the_back_of_the_left_upper_abdomen_above_a_lower_l
     kidneys = [(p.labels == ph.KIDNEY) & left for p in (plain, large)]
     tops = [z[np.nonzero(k.any(axis=(0, 1)))[0]].max() for k in kidneys]
     step = z[1] - z[0]
-    low, high = ph.LARGE_SPLEEN_KIDNEY_DROP_MM
+    low, high = atlas.LARGE_SPLEEN_KIDNEY_DROP_MM
     assert low - 2 * step <= tops[0] - tops[1] <= high + 2 * step
     assert abs(int(kidneys[1].sum()) - int(kidneys[0].sum())) < 0.1 * kidneys[0].sum()
     assert np.array_equal((plain.labels == ph.KIDNEY) & right, (large.labels == ph.KIDNEY) & right)
