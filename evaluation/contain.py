@@ -27,7 +27,6 @@ import psutil
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 KILL_ROUNDS = 50  # rounds of "find, kill" until nothing is left (processes forking while being killed)
-REAP_WAIT_S = 5.0
 
 
 def _prctl():

@@ -27,7 +27,6 @@ EXTRA_COLUMNS = ["Status", "Detail", "Penalised", "MeasuredTime", "StableMaxGPU_
                  "MaxGPU_Mem_Tree", "MaxCPU_Tree", "MaxRAM_Tree", "Samples", "MeanInterval_s",
                  "Machine", "BaselineCPU_pct", "BaselineRAM_MB", "BaselineGPU_MB"]
 FAILED = ("timeout", "crashed", "no-output", "no-input")  # no-input: a ground truth without an image (run)
-STATUSES = ("ok", *FAILED)
 FAILURE_POLICIES = ("penalised", "official")
 DEFAULT_FAILURE_POLICY = "official"  # the organisers' behaviour by default (their rules)
 

@@ -9,7 +9,5 @@ z and y; here the kernels mean what the paper means.)
 """
 from __future__ import annotations
 
-SPATIAL_AXES = ("x", "y", "z")
-SLICE_AXIS = 2  # index of z among the spatial axes
 IN_PLANE_KERNEL = (3, 3, 1)  # axial 3x3, one slice
 THROUGH_PLANE_KERNEL = (1, 1, 3)  # across three slices
