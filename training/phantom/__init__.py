@@ -54,7 +54,7 @@ darker region, and metal implants with their streaks (`Mix`); files are written 
 orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Modules, in the order they build on each other: `priors` (labels, tissues, CT values), `scan`
-(grids), `atlas` (shared positions and sizes), `fields` (distance fields, parts, painting, tubes),
+(grids), `atlas` (the anatomy's positions and sizes), `fields` (distance fields, parts, painting, tubes),
 `body`, `skeleton`, `muscles`, `chest`, `organs`, `vessels`, `gut` (the structures), `anatomy` (one
 patient), `metal` and `ct` (the image), `generator` (`generate`, `Mix`, `save`), `preview`, `sets`
 (sets on disk) and `command_line`. This package re-exports what callers use.
@@ -70,7 +70,8 @@ Command line:
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
 and DIR/cases.csv for cases NNNN = I .. I+N-1; case NNNN depends only on (S, NNNN) (`case_seed`).
---preview renders axial and coronal slices of a few cases instead. Exit code 0, or 2 on usage errors."""
+--preview renders axial and coronal slices of a few cases instead. Exit code 0, or 2 on usage errors.
+"""
 from training.phantom.anatomy import draw_anatomy
 from training.phantom.command_line import main
 from training.phantom.ct import ct_image, randomised_image
