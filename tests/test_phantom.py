@@ -240,6 +240,30 @@ def test_extra_ranges_are_drawn_in_order_with_their_fractions() -> None:
     assert ph.Mix(chest=0.2, slab=0.25).extra_range(0.5) is None
 
 
+def test_a_kidney_of_parenchyma_alone_leaves_out_the_pelvis_and_nothing_else():
+    """--kidney-parenchyma 1 labels the kidney as its cortex and medulla only: the renal pelvis's
+    urine leaves the label as the sinus fat did, the image stays the same (no tumour reaches this
+    case's hilum), and the cases that do not draw it are the plain set's."""
+    geometry = ph.Geometry((60, 50, 50), (5.0, 5.0, 5.0), (-150.0, -110.0, -150.0))
+    rendered = [ph.render(ph.draw_anatomy(np.random.default_rng(np.random.SeedSequence(1)), pelvis_labelled=kept),
+                          geometry)[:2] for kept in (True, False)]
+    (tissue, with_pelvis), (same_tissue, parenchyma) = rendered
+    assert np.array_equal(tissue, same_tissue)
+    assert not (tissue[parenchyma == ph.KIDNEY] == ph.TISSUE["urine"]).any()
+    removed = (with_pelvis == ph.KIDNEY) & (parenchyma != ph.KIDNEY)
+    assert not ((parenchyma == ph.KIDNEY) & (with_pelvis != ph.KIDNEY)).any()
+    # the urine, and a renal vessel painted over it afterwards
+    assert removed.any() and (tissue[removed] == ph.TISSUE["urine"]).mean() > 0.95
+    seed = ph.case_seed(1000, 0)
+    now, parenchymal = (ph.generate(seed, geometry=geometry, mix=ph.Mix(kidney_parenchyma=p)) for p in (0.0, 1.0))
+    assert (now.pelvis_labelled, parenchymal.pelvis_labelled) == (True, False)
+    assert np.array_equal(now.image, parenchymal.image)
+    changed = now.labels != parenchymal.labels
+    assert changed.any() and (now.labels[changed] == ph.KIDNEY).all() and (parenchymal.labels[changed] == 0).all()
+    assert_undrawn_cases_are_the_plain_sets(ph.Mix(kidney_parenchyma=0.5), lambda p: not p.pelvis_labelled, seed=6,
+                                            cases=5)
+
+
 def assert_undrawn_cases_are_the_plain_sets(mix: ph.Mix, varied, seed: int, cases: int) -> None:
     """Of a set made with a mix, some cases get the variation (varied(phantom) is true) and some
     do not; those that do not are the plain set's cases, image and labels."""
@@ -543,8 +567,8 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
                             "orientation", "scan", "fatty_pancreas", "pancreas_thickness",
                             "pancreas_fat_plane_mm", "colon_fluid_hu", "pelvis", "liver_fat_drop_hu",
                             "kidney_sinus_labelled", "pancreas_head", "organ_enhancement", "liver_fissures", "arms",
-                            "long_left_lobe", "stomach_food_hu", "large_spleen", "liver_region_hu", "metal",
-                            "organs"}
+                            "long_left_lobe", "stomach_food_hu", "large_spleen", "liver_region_hu",
+                            "kidney_pelvis_labelled", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
 
     again = tmp_path / "one"  # case 2 alone is the same case 2

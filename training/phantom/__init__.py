@@ -50,7 +50,8 @@ gut keeps out of, colons of homogeneous fluid instead of faeces, fatty livers, t
 fat as in earlier sets, more scans without contrast, organs enhancing apart from the vessels,
 fat-filled fissures in the liver, arms beside the body with the dark band their rays leave across it,
 long left lobes, stomachs full of smooth food as dense as the organs, large spleens, livers with a
-darker region, and metal implants with their streaks (`Mix`); files are written in a storage
+darker region, kidneys labelled as their parenchyma alone (the renal pelvis's urine left out too),
+and metal implants with their streaks (`Mix`); files are written in a storage
 orientation drawn per case (RAS, LPS, LAS or permuted axes).
 
 Modules, in the order they build on each other: `priors` (labels, tissues, CT values), `scan`
@@ -65,7 +66,8 @@ Command line:
         [--thin-slab P] [--fatty P] [--atrophic P] [--metal P] [--fat-plane P] [--fluid-colon P]
         [--pelvis P] [--fatty-liver P] [--liver-cut P] [--kidney-sinus P] [--short-head P]
         [--non-contrast P] [--organ-enhancement P] [--liver-fissures P] [--arms P] [--long-left-lobe P]
-        [--full-stomach P] [--large-spleen P] [--liver-region P] [--lower-abdomen P] [--prefix phantom] [--start I]
+        [--full-stomach P] [--large-spleen P] [--liver-region P] [--lower-abdomen P] [--kidney-parenchyma P]
+        [--prefix phantom] [--start I]
     python -m training.phantom --preview PNG [--cases 3] [--seed S] [--start I] [--max-side N] [--chest P] ...
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)

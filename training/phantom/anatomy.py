@@ -55,7 +55,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
                  pelvic_organs: np.random.Generator | None = None, sinus_labelled: bool = False,
                  pancreas_head: float = 1.0, fissures: np.random.Generator | None = None,
                  arms: Arms | None = None, tongue: np.random.Generator | None = None,
-                 spleen_growth: np.random.Generator | None = None) -> list[Part]:
+                 spleen_growth: np.random.Generator | None = None, pelvis_labelled: bool = True) -> list[Part]:
     """One patient's anatomy as parts in painting order (depends only on the random stream), the
     pancreas's thickness scaled by pancreas_thickness (ATROPHIC_PANCREAS) and its head's length by
     pancreas_head (SHORT_PANCREAS_HEAD), where fat_plane_mm > 0, fat that thick around its body
@@ -63,7 +63,8 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
     organs, hip muscles and hips (pelvic_organ_parts), and the renal sinus fat labelled kidney
     where sinus_labelled (kidney_parts), and with a stream for them, the liver's fissures (draw_fissures)
     and a long left lobe (LEFT_LOBE_TONGUE), and a large spleen with the left kidney below it
-    (grow_spleen); arms, if given, beside the trunk (arm_parts)."""
+    (grow_spleen); arms, if given, beside the trunk (arm_parts); the renal pelvis's urine left out
+    of the kidney label without pelvis_labelled (kidney_parts)."""
     body, spine = draw_body(rng), draw_spine(rng)
     if pelvic_organs is not None:
         body = replace(body, hip_z=mean_crest(spine),
@@ -108,7 +109,7 @@ def draw_anatomy(rng: np.random.Generator, pancreas_thickness: float = 1.0, fat_
                       spleen.box(np.negative(SPLEEN_RADII), SPLEEN_RADII, 5.0), ((0.0, "spleen"),), label=SPLEEN,
                       resolution=(3.0, 3.0, 3.0)))
     for frame in kidneys:
-        parts += kidney_parts(rng, frame, sinus_labelled)
+        parts += kidney_parts(rng, frame, sinus_labelled, pelvis_labelled)
     parts.append(Part(partial(lobulated_tube_field, tube=pancreas, lobes=lobes, amplitude=amplitude),
                       tube_box([pancreas], 2 * amplitude), ((0.0, "pancreas"),), label=PANCREAS,
                       resolution=(0.0, 0.0, 0.0)))

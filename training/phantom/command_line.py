@@ -90,6 +90,8 @@ def _mix_help() -> dict[str, str]:
                          "mm below the liver dome, below the spleen and through the liver's lowest part or below "
                          f"it, and running {mm(EXTRA_RANGES['lower abdomen'][1])} mm down (with --pelvis, into the "
                          "pelvis and hips)",
+        "kidney_parenchyma": "fraction of the cases whose kidney label is the parenchyma alone: the renal pelvis's "
+                             "urine left out as well as the sinus fat, the whole hilum open",
     }
     return {f.name: texts[f.name] for f in fields(Mix)}
 

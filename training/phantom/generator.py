@@ -58,7 +58,8 @@ class Phantom:
     fissures (UMBILICAL_FISSURE), whether its arms lie beside the body (Arms), whether its left
     lobe is long (LEFT_LOBE_TONGUE), the HU of its stomach's food (FULL_STOMACH_HU; None: the usual
     content), whether its spleen is large (LARGE_SPLEEN_SIZE) and how many HU a region of its liver
-    is darker (LIVER_REGION_HU; 0: none)."""
+    is darker (LIVER_REGION_HU; 0: none), and whether its kidney label keeps the renal pelvis's urine
+    (kidney_parts; False: the parenchyma alone)."""
 
     image: np.ndarray
     labels: np.ndarray
@@ -84,6 +85,7 @@ class Phantom:
     stomach_hu: float | None = None
     large_spleen: bool = False
     liver_region_hu: float = 0.0
+    pelvis_labelled: bool = True
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -99,7 +101,7 @@ def case_seed(seed: int, index: int) -> np.random.SeedSequence:
 def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     """Independent random stream k of a seed (anatomy, geometry, appearance, storage, extent, fat,
     metal, atrophy, fat plane, colon, pelvis, liver fat, kidney sinus, pancreatic head, phase, organ
-    enhancement, liver fissures, arms, left lobe, stomach, spleen, liver region)."""
+    enhancement, liver fissures, arms, left lobe, stomach, spleen, liver region, kidney parenchyma)."""
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
@@ -119,8 +121,9 @@ class Mix:
     body and their shadow across it (Arms, arm_shadow); long_left_lobe, a left lobe reaching down in
     front of the stomach (LEFT_LOBE_TONGUE); full_stomach, smooth food as dense as the organs in the
     stomach (FULL_STOMACH_HU); large_spleen, a large, bulky spleen with the left kidney below it
-    (LARGE_SPLEEN_SIZE); liver_region, a darker region of the liver (liver_region_offset). Each
-    is drawn from a stream of its own: a case that does not get a variation is the
+    (LARGE_SPLEEN_SIZE); liver_region, a darker region of the liver (liver_region_offset);
+    kidney_parenchyma, a kidney label of the parenchyma alone, the renal pelvis's urine left out
+    with the sinus fat (kidney_parts). Each is drawn from a stream of its own: a case that does not get a variation is the
     case of the plain set."""
 
     randomise: float = 0.0
@@ -146,6 +149,7 @@ class Mix:
     large_spleen: float = 0.0
     liver_region: float = 0.0
     lower_abdomen: float = 0.0
+    kidney_parenchyma: float = 0.0
 
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
@@ -180,10 +184,11 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     mix.non_contrast, mix.fatty, mix.metal, mix.fat_plane, mix.fluid_colon, mix.pelvis,
     mix.fatty_liver, mix.organ_enhancement, mix.arms, mix.full_stomach or mix.liver_region
     (mix.kidney_sinus changes the labels, and the image only where a kidney tumour reaches into the
-    sinus: it stops at the unlabelled sinus fat)."""
+    sinus: it stops at the unlabelled sinus fat; mix.kidney_parenchyma likewise, at the unlabelled
+    urine)."""
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     (anatomy, scan, look, storage, extent, fat, implant, atrophy, plane, colon, pelvic, steatosis, sinus, head,
-     unenhanced, enhancement, fissured, armed, lobed, fed, grown, patched) = (_stream(root, k) for k in range(22))
+     unenhanced, enhancement, fissured, armed, lobed, fed, grown, patched, parenchymal) = (_stream(root, k) for k in range(23))
     thickness = float(atrophy.uniform(*ATROPHIC_PANCREAS)) if atrophy.random() < mix.atrophic else 1.0
     fat_plane_mm = float(plane.uniform(*PANCREAS_FAT_PLANE_MM)) if plane.random() < mix.fat_plane else 0.0
     pelvis = bool(pelvic.random() < mix.pelvis)
@@ -193,9 +198,10 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     arms = draw_arms(armed) if armed.random() < mix.arms else None
     long_left_lobe = bool(lobed.random() < mix.long_left_lobe)
     large_spleen = bool(grown.random() < mix.large_spleen)
+    pelvis_labelled = not parenchymal.random() < mix.kidney_parenchyma
     parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled, head_length,
                          fissured if fissures else None, arms, lobed if long_left_lobe else None,
-                         grown if large_spleen else None)
+                         grown if large_spleen else None, pelvis_labelled)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -233,7 +239,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
                    fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
                    sinus_labelled, head_length, organ_enhancement, fissures, arms is not None, long_left_lobe,
-                   None if randomised else stomach_hu, large_spleen, region_hu)
+                   None if randomised else stomach_hu, large_spleen, region_hu, pelvis_labelled)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:

@@ -164,11 +164,13 @@ def kidney_frame(rng: np.random.Generator, side: float, breath: float) -> Frame:
                        lobes_mm=1.0)
 
 
-def kidney_parts(rng: np.random.Generator, frame: Frame, sinus_labelled: bool = False) -> list[Part]:
+def kidney_parts(rng: np.random.Generator, frame: Frame, sinus_labelled: bool = False,
+                 pelvis_labelled: bool = True) -> list[Part]:
     """A kidney: cortex, medulla, sinus fat and pelvis inside it. The label covers cortex, medulla
     and pelvis but not the sinus fat, as real references draw the kidney (a C open at the hilum):
-    the last part only unlabels the sinus's fat and paints nothing. sinus_labelled leaves that part
-    out (Mix.kidney_sinus)."""
+    the part after the pelvis only unlabels the sinus's fat and paints nothing. sinus_labelled
+    leaves that part out (Mix.kidney_sinus); without pelvis_labelled a last one unlabels the
+    pelvis's urine too, so that the label is the parenchyma alone (Mix.parenchyma)."""
     box = frame.box(np.negative(KIDNEY_RADII), KIDNEY_RADII, 5.0)
     inside = dict(within=KIDNEY, resolution=(1.5, 1.5, 1.5))
     sinus = partial(_renal_sinus_field, frame=frame)
@@ -178,7 +180,11 @@ def kidney_parts(rng: np.random.Generator, frame: Frame, sinus_labelled: bool = 
                   ((0.0, "kidney medulla"),), **inside),
              Part(sinus, box, ((0.0, "fat"),), **inside),
              Part(partial(_renal_pelvis_field, frame=frame), box, ((0.0, "urine"),), **inside)]
-    return parts if sinus_labelled else parts + [Part(sinus, box, (), label=0, into=("fat",), **inside)]
+    if not sinus_labelled:
+        parts.append(Part(sinus, box, (), label=0, into=("fat",), **inside))
+    if not pelvis_labelled:
+        parts.append(Part(partial(_renal_pelvis_field, frame=frame), box, (), label=0, into=("urine",), **inside))
+    return parts
 
 
 def kidney_hilum(frame: Frame) -> np.ndarray:

@@ -28,6 +28,7 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
             "pelvis": "true" if phantom.pelvis else "false",
             "liver_fat_drop_hu": f"{phantom.liver_drop_hu:.0f}",
             "kidney_sinus_labelled": "true" if phantom.sinus_labelled else "false",
+            "kidney_pelvis_labelled": "true" if phantom.pelvis_labelled else "false",
             "pancreas_head": f"{phantom.pancreas_head:.2f}",
             "organ_enhancement": "bolus" if phantom.organ_enhancement is None else f"{phantom.organ_enhancement:.2f}",
             "liver_fissures": "true" if phantom.liver_fissures else "false",
