@@ -123,8 +123,8 @@ class Mix:
     stomach (FULL_STOMACH_HU); large_spleen, a large, bulky spleen with the left kidney below it
     (LARGE_SPLEEN_SIZE); liver_region, a darker region of the liver (liver_region_offset);
     kidney_parenchyma, a kidney label of the parenchyma alone, the renal pelvis's urine left out
-    with the sinus fat (kidney_parts). Each is drawn from a stream of its own: a case that does not get a variation is the
-    case of the plain set."""
+    with the sinus fat (kidney_parts). Each is drawn from a stream of its own: a case that does
+    not get a variation is the case of the plain set."""
 
     randomise: float = 0.0
     chest: float = 0.0
@@ -198,7 +198,7 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     arms = draw_arms(armed) if armed.random() < mix.arms else None
     long_left_lobe = bool(lobed.random() < mix.long_left_lobe)
     large_spleen = bool(grown.random() < mix.large_spleen)
-    pelvis_labelled = not parenchymal.random() < mix.kidney_parenchyma
+    pelvis_labelled = bool(parenchymal.random() >= mix.kidney_parenchyma)
     parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled, head_length,
                          fissured if fissures else None, arms, lobed if long_left_lobe else None,
                          grown if large_spleen else None, pelvis_labelled)
