@@ -31,8 +31,8 @@ lr="${LR:-0.001}"
 init=""
 from="from a random initialisation"
 if [ -n "${INIT:-}" ]; then
-    init="$(cd "$(dirname "$INIT")" && pwd)/$(basename "$INIT")" || exit 2
-    [ -f "$init" ] || { echo "INIT: $INIT: no such checkpoint" >&2; exit 2; }
+    [ -f "$INIT" ] || { echo "INIT: $INIT: no such checkpoint" >&2; exit 2; }
+    init="$(cd "$(dirname "$INIT")" && pwd)/$(basename "$INIT")"
     from="fine-tuned from $(basename "$init")"
 fi
 set -- ${SIZES:-160 192}

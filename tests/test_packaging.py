@@ -21,11 +21,16 @@ def names(requirements: list[str]) -> set[str]:
     return {Requirement(r).name.lower() for r in requirements}
 
 
-def project() -> dict:
-    """pyproject.toml's [project] with its dynamic fields expanded, as setuptools builds it."""
+def configuration() -> dict:
+    """pyproject.toml with its dynamic fields expanded, as setuptools builds it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reading optional-dependencies from files is "beta" to setuptools
-        return read_configuration(ROOT / "pyproject.toml")["project"]
+        return read_configuration(ROOT / "pyproject.toml")
+
+
+def project() -> dict:
+    """pyproject.toml's [project], as setuptools builds it."""
+    return configuration()["project"]
 
 
 def test_pyproject_installs_every_command():
@@ -40,9 +45,7 @@ def test_every_package_folder_is_installed():
     """setuptools installs only the packages pyproject.toml lists, not their subpackages: a folder
     with an __init__.py left off would be missing from `pip install .` (and from the image), while
     every test run from the checkout still passes."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        listed = set(read_configuration(ROOT / "pyproject.toml")["tool"]["setuptools"]["packages"])
+    listed = set(configuration()["tool"]["setuptools"]["packages"])
     tops = {name.split(".")[0] for name in listed}
     found = {".".join(init.parent.relative_to(ROOT).parts) for top in tops for init in (ROOT / top).rglob("__init__.py")}
     assert found == listed

@@ -170,20 +170,21 @@ def kidney_parts(rng: np.random.Generator, frame: Frame, sinus_labelled: bool = 
     and pelvis but not the sinus fat, as real references draw the kidney (a C open at the hilum):
     the part after the pelvis only unlabels the sinus's fat and paints nothing. sinus_labelled
     leaves that part out (Mix.kidney_sinus); without pelvis_labelled a last one unlabels the
-    pelvis's urine too, so that the label is the parenchyma alone (Mix.parenchyma)."""
+    pelvis's urine too, so that the label is the parenchyma alone (Mix.kidney_parenchyma)."""
     box = frame.box(np.negative(KIDNEY_RADII), KIDNEY_RADII, 5.0)
     inside = dict(within=KIDNEY, resolution=(1.5, 1.5, 1.5))
     sinus = partial(_renal_sinus_field, frame=frame)
+    pelvis = partial(_renal_pelvis_field, frame=frame)
     parts = [Part(partial(_kidney_field, frame=frame), box, ((0.0, "kidney cortex"),), label=KIDNEY,
                   resolution=(1.5, 1.5, 1.5)),
              Part(partial(_medulla_field, frame=frame, offset=rng.uniform(0, 2 * np.pi)), box,
                   ((0.0, "kidney medulla"),), **inside),
              Part(sinus, box, ((0.0, "fat"),), **inside),
-             Part(partial(_renal_pelvis_field, frame=frame), box, ((0.0, "urine"),), **inside)]
+             Part(pelvis, box, ((0.0, "urine"),), **inside)]
     if not sinus_labelled:
         parts.append(Part(sinus, box, (), label=0, into=("fat",), **inside))
     if not pelvis_labelled:
-        parts.append(Part(partial(_renal_pelvis_field, frame=frame), box, (), label=0, into=("urine",), **inside))
+        parts.append(Part(pelvis, box, (), label=0, into=("urine",), **inside))
     return parts
 
 
