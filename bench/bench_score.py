@@ -5,7 +5,9 @@
 Makes synthetic 4-organ cases (FLARE21 labels: phantom anatomy from training/phantom/ on a grid
 of the given size centred on the abdomen, predictions from evaluation.synthetic.degraded), then
 scores the same files
-  1. with the official loop (bench/official_loop.py: get_fdata, uint8 copy, surface-distance per organ),
+  1. with the official loop (bench/official_loop.py: get_fdata's float64, then the year's casts,
+     OFFICIAL_CASTS, here FLARE21's: the ground truth to uint8, the prediction left as floats;
+     surface-distance per organ),
   2. with `python -m evaluation.score --workers 1`, and
   3. with `python -m evaluation.score --workers <cores>`,
 each in its own process, end to end (process start, reading, scoring, writing), the three taking

@@ -1,8 +1,8 @@
 """The organisers' scoring loop, run with DeepMind's surface-distance: the baseline and test oracle.
 
-This follows the official FLARE evaluation scripts step by step (float read with get_fdata, a
-uint8 copy, one full-volume mask per organ, surface-distance per organ) so that the project's
-scorer can be checked against it and timed against it. It needs the `surface-distance` package
+This follows the official FLARE evaluation scripts step by step (float read with get_fdata, each
+year's cast: OFFICIAL_CASTS; one full-volume mask per organ, surface-distance per organ) so that
+the project's scorer can be checked against it and timed against it. It needs the `surface-distance` package
 (requirements-dev.txt), which still uses `np.Inf`; on NumPy 2 that name is restored here.
 """
 from __future__ import annotations
@@ -18,6 +18,11 @@ if not hasattr(np, "Inf"):  # surface-distance 0.1 uses the NumPy 1 alias
 import surface_distance as sd  # noqa: E402
 
 from evaluation.rules import Rules  # noqa: E402
+
+# (ground truth, prediction) casts of the float64 volumes get_fdata returns, as each year's script
+# has them: FLARE21 np.uint8(gt) and the prediction left as floats; FLARE22 np.uint8 of both;
+# FLARE23 .astype(np.int8) of both. None: not cast.
+OFFICIAL_CASTS = {"flare21": (np.uint8, None), "flare22": (np.uint8, np.uint8), "flare23": (np.int8, np.int8)}
 
 
 def official_dice(gt: np.ndarray, pred: np.ndarray) -> float:
@@ -47,7 +52,7 @@ def official_case(gt: np.ndarray, pred: np.ndarray, spacing, rules: Rules,
                 z = np.where(gt_i)[2]
                 top = z.max() + 1 if fix_slab else z.max()
                 gt_i, pred_i = gt[:, :, z.min():top] == i, pred[:, :, z.min():top] == i
-                if gt_i.size == 0:  # one-slice GT: the official script stops with a ValueError here
+                if gt_i.size == 0:  # one-slice GT: the official script stops here (ValueError); NaN instead
                     out[i] = (float("nan"), float("nan"))
                     continue
             dsc = official_dice(gt_i, pred_i)
@@ -58,10 +63,15 @@ def official_case(gt: np.ndarray, pred: np.ndarray, spacing, rules: Rules,
     return out
 
 
+def official_read(path: Path, cast) -> np.ndarray:
+    """A label map as an official script reads it: get_fdata's float64, then `cast` (None: none)."""
+    data = nib.load(path).get_fdata()
+    return data if cast is None else data.astype(cast)
+
+
 def official_files(gt_file: Path, pred_file: Path, rules: Rules) -> dict[int, tuple[float, float]]:
-    """Score a file pair as the official script does: float64 read, uint8 cast, GT spacing."""
-    gt_img = nib.load(gt_file)
-    spacing = gt_img.header.get_zooms()
-    gt = np.uint8(gt_img.get_fdata())
-    pred = np.uint8(nib.load(pred_file).get_fdata())
-    return official_case(gt, pred, spacing, rules)
+    """Score a file pair as that year's official script does: float64 read, the year's casts
+    (OFFICIAL_CASTS), the ground truth's spacing (get_zooms()[:3], as FLARE23; the same for 3D)."""
+    gt_cast, pred_cast = OFFICIAL_CASTS[rules.name]
+    spacing = nib.load(gt_file).header.get_zooms()[:3]
+    return official_case(official_read(gt_file, gt_cast), official_read(pred_file, pred_cast), spacing, rules)

@@ -4,7 +4,8 @@ The official figures are system-wide (RAM used, CPU utilisation, GPU memory used
 that is not idle they measure the other work too. Before each case the harness watches the
 machine for a moment (`measure`): system CPU utilisation over the window (the organisers' formula,
 %), mean RAM used (MB), mean GPU memory used (MB) and the number of processes computing on the GPU.
-`busy_reasons` says why the machine counts as busy (empty when idle).
+`busy_reasons` says why the machine counts as busy (empty when idle). A reading that fails (NVML
+after the GPU is lost, say) counts as not measured (NaN, None), with one notice (sampler.Readings).
 """
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import math
 import time
 from dataclasses import dataclass
 
-import psutil
+import numpy as np
 
-from evaluation.sampler import SystemCpu
-from flare_common.units import MB
+from evaluation.sampler import Readings, SystemCpu, used_ram_mb
 
 BUSY_CPU_PCT = 10.0  # default: system CPU utilisation above this before a case marks it busy
 
@@ -32,24 +32,33 @@ class Baseline:
     seconds: float
 
 
-def measure(gpu=None, seconds: float = 1.0, interval_s: float = 0.1) -> Baseline:
+def measure(gpu=None, seconds: float = 1.0, interval_s: float = 0.1, readings: Readings | None = None) -> Baseline:
     """Watch the machine for `seconds` (RAM and GPU sampled every interval_s, CPU over the window);
-    seconds <= 0 measures nothing (all NaN)."""
+    seconds <= 0 measures nothing (all NaN). Failing readings count as not measured (`readings`)."""
     if seconds <= 0:
         return Baseline(math.nan, math.nan, math.nan, None, 0.0)
+    take = (readings or Readings()).take
     cpu = SystemCpu()
     ram, used = [], []
     start = time.perf_counter()
     while True:
-        ram.append(psutil.virtual_memory().used / MB)
+        ram.append(take("system RAM", used_ram_mb))
         if gpu is not None:
-            used.append(gpu.used_mb())
+            used.append(take("GPU memory (NVML)", gpu.used_mb))
         left = start + seconds - time.perf_counter()
         if left <= 0:
             break
         time.sleep(min(interval_s, left))
-    return Baseline(cpu.used_pct(), sum(ram) / len(ram), sum(used) / len(used) if used else math.nan,
-                    gpu.process_count() if gpu is not None else None, time.perf_counter() - start)
+    return Baseline(take("system CPU", cpu.used_pct), finite_mean(ram), finite_mean(used),
+                    take("GPU processes (NVML)", gpu.process_count, default=None) if gpu is not None else None,
+                    time.perf_counter() - start)
+
+
+def finite_mean(values: list[float]) -> float:
+    """The mean of the finite values; NaN when there is none."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
 
 
 def busy_reasons(baseline: Baseline, cpu_threshold_pct: float = BUSY_CPU_PCT) -> list[str]:

@@ -12,12 +12,12 @@ cases that stopped succeeding never read as a faster submission. Exit code 0; 2 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from evaluation.report import json_number
 from evaluation.rules import RULES, Rules
 from evaluation.run import case_means
 from evaluation.usage import OFFICIAL_COLUMNS
@@ -54,10 +54,6 @@ def rules_of(metrics: pd.DataFrame) -> Rules | None:
     return None
 
 
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
-
-
 def status_changes(usage_before: pd.DataFrame, usage_after: pd.DataFrame) -> list[dict]:
     """Cases whose Status differs between the runs (a case absent from one run reads "absent")."""
     joined = usage_before[["Name", "Status"]].merge(usage_after[["Name", "Status"]], on="Name", how="outer",
@@ -79,7 +75,7 @@ def efficiency_changes(usage_before: pd.DataFrame, usage_after: pd.DataFrame) ->
     result = {"cases_ok_in_both": len(ok), "figures": {}}
     b_rows, a_rows = usage_before.set_index("Name").loc[ok], usage_after.set_index("Name").loc[ok]
     for column in OFFICIAL_COLUMNS[1:]:
-        b, a = (_number(rows[column].mean()) if len(ok) else None for rows in (b_rows, a_rows))
+        b, a = (json_number(rows[column].mean()) if len(ok) else None for rows in (b_rows, a_rows))
         change = None if b is None or a is None else a - b
         verdict = None if change is None else "better" if change < 0 else "worse" if change > 0 else "same"
         result["figures"][column] = {"before": b, "after": a, "change": change, "verdict": verdict}
@@ -96,7 +92,8 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, rules: Rules, top: int,
         row = {"organ": organ.name}
         for metric, column in (("DSC", rules.dsc_column(organ)), ("NSD", rules.nsd_column(organ))):
             b, a = before[column].mean(), after[column].mean()
-            row.update({f"{metric}_before": _number(b), f"{metric}_after": _number(a), f"{metric}_change": _number(a - b)})
+            row.update({f"{metric}_before": json_number(b), f"{metric}_after": json_number(a),
+                        f"{metric}_change": json_number(a - b)})
         organs.append(row)
     cases = case_means(before, rules).merge(case_means(after, rules), on="Name", suffixes=("_before", "_after"))
     cases["DSC_change"] = cases["DSC_mean_after"] - cases["DSC_mean_before"]

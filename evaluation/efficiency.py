@@ -16,9 +16,16 @@ samples GPU memory (NVML), CPU and RAM; before it starts, the machine is watched
 process the case leaves running, double-forked daemons included, is killed when it ends or times
 out (evaluation/contain.py). Writes OUT/efficiency.csv (official columns, then
 Status, Detail and extras), OUT/samples/<case>.csv (every sample), OUT/efficiency.json (the
-rows and the set-level verdict), OUT/predictions/ (the outputs) and OUT/logs/ (what each run
-printed). Exit code 0: every case ok; 1: some case timed out, crashed or gave no valid output;
-2: usage error; 130: interrupted (the running case's processes are killed first).
+rows, the set-level verdict and its problems), OUT/predictions/ (this run's valid outputs: a
+case's output of an earlier run into the same OUT is removed before the case runs, and those of
+cases not in INPUTS at the start) and OUT/logs/ (what each run printed). The two result files are
+written again after every case, so an interrupted run keeps its finished cases. A GPU reading that
+fails (NVML after the GPU is lost) is recorded as not measured, with one notice; an error of the
+harness itself on one case makes it a failed case (status error) and the run goes on.
+Exit code 0: every case ok, no limit of the year failed and every reading worked; 1: some case
+timed out, crashed, gave no valid output or met an error, a limit of the year was not met, or a
+reading failed (each listed: "problem: ..." on stderr); 2: usage error; 130: interrupted (the
+running case's processes are killed first).
 """
 from __future__ import annotations
 
@@ -48,14 +55,16 @@ from evaluation.contain import CaseProcesses, subreaper
 from evaluation.imageio import read_labels
 from evaluation.nvml import GpuMemory
 from evaluation.rules import DEFAULT_RULES, RULES, EfficiencyRules, get_rules
-from evaluation.sampler import COLUMNS, ProcessTree, Sampler
+from evaluation.sampler import COLUMNS, ProcessTree, Readings, Sampler
 from evaluation.usage import (
     DEFAULT_FAILURE_POLICY,
     EXTRA_COLUMNS,
     FAILURE_POLICIES,
+    HARNESS_ERROR,
     OFFICIAL_COLUMNS,
     case_figures,
     is_failed,
+    limit_problems,
     set_verdict,
 )
 from flare_common import cli
@@ -143,13 +152,16 @@ def _check_output(output: Path, case: Path) -> tuple[str, str]:
 
 def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRules, gpu: GpuMemory | None,
              interval_s: float, timeout_s: float, policy: str = DEFAULT_FAILURE_POLICY, baseline_s: float = 1.0,
-             busy_cpu_pct: float = BUSY_CPU_PCT) -> tuple[dict, pd.DataFrame]:
+             busy_cpu_pct: float = BUSY_CPU_PCT, readings: Readings | None = None) -> tuple[dict, pd.DataFrame]:
     """Run the submission on one case in fresh folders, sampled; returns its row and its samples.
 
-    The machine is watched for baseline_s seconds first (the idle check). The case ends when the
-    started process exits (or is killed at the timeout); whatever it leaves running is killed
-    then and counted in Detail."""
+    The case's output of an earlier run is removed from OUT/predictions first. The machine is
+    watched for baseline_s seconds (the idle check). The case ends when the started process exits
+    (or is killed at the timeout); whatever it leaves running is killed then and counted in
+    Detail. Failing readings are NaN, counted in `readings`."""
     name = output_name(case)
+    (out / "predictions" / name).unlink(missing_ok=True)  # never scored on an earlier run's output
+    readings = readings or Readings()
     work = out / "work" / name.removesuffix(".nii.gz")
     shutil.rmtree(work, ignore_errors=True)
     inputs, outputs = work / "inputs", work / "outputs"
@@ -158,33 +170,36 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
     shutil.copy2(case, inputs / case.name)
     container = f"flare-eval-{uuid.uuid4().hex[:12]}"
     log = out / "logs" / f"{name.removesuffix('.nii.gz')}.log"
-    base = baseline.measure(gpu, baseline_s, interval_s)
+    base = baseline.measure(gpu, baseline_s, interval_s, readings)
     busy = baseline.busy_reasons(base, busy_cpu_pct)
     attached: list[ProcessTree | None] = [None]
     processes = CaseProcesses()
-    sampler = Sampler(gpu, tree=lambda: attached[0], interval_s=interval_s).start()
+    sampler = Sampler(gpu, tree=lambda: attached[0], interval_s=interval_s, readings=readings).start()
     start = time.perf_counter()
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(submission.argv(inputs, outputs, container), stdout=log_file, env=submission.env(),
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        processes.attach(proc)
-        timed_out, next_attach = False, start
-        try:
-            while proc.poll() is None:
-                if attached[0] is None and time.perf_counter() >= next_attach:
-                    attached[0] = submission.tree(proc, container, processes)
-                    next_attach = time.perf_counter() + ATTACH_RETRY_S
-                if time.perf_counter() - start > timeout_s:
-                    timed_out = True
-                    submission.kill(proc, container, processes)
-                    break
-                time.sleep(0.02)
-        except BaseException:  # Ctrl-C: the case runs in its own session, so it must be stopped here
-            submission.kill(proc, container, processes)
-            sampler.stop()
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-    wall = time.perf_counter() - start
+    try:
+        with open(log, "w") as log_file:
+            proc = subprocess.Popen(submission.argv(inputs, outputs, container), stdout=log_file, env=submission.env(),
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            processes.attach(proc)
+            timed_out, next_attach = False, start
+            try:
+                while proc.poll() is None:
+                    if attached[0] is None and time.perf_counter() >= next_attach:
+                        attached[0] = submission.tree(proc, container, processes)
+                        next_attach = time.perf_counter() + ATTACH_RETRY_S
+                    if time.perf_counter() - start > timeout_s:
+                        timed_out = True
+                        submission.kill(proc, container, processes)
+                        break
+                    time.sleep(0.02)
+            except BaseException:  # Ctrl-C or an error: the case runs in its own session, so it is stopped here
+                submission.kill(proc, container, processes)
+                raise
+        wall = time.perf_counter() - start
+    except BaseException:
+        sampler.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     samples = pd.DataFrame(sampler.stop(), columns=list(COLUMNS))
     left_behind = 0 if timed_out else (processes.kill() if processes.processes(search_session=True) else 0)
     processes.reap()  # orphans that ended by themselves
@@ -249,6 +264,25 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"system CPU %% before a case above which it is marked busy (default {BUSY_CPU_PCT:g})")
 
 
+def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Path]:
+    """The cases of --inputs, after refusing (parser.error: exit 2, the parser's own usage line)
+    a bad --inputs and the options of add_run_arguments that argparse alone cannot check."""
+    if not args.inputs.is_dir():
+        parser.error(f"--inputs {args.inputs}: not a folder")
+    if args.command and ("{inputs}" not in args.command or "{outputs}" not in args.command):
+        parser.error("--command needs the {inputs} and {outputs} placeholders")
+    if args.interval <= 0 or args.timeout <= 0:
+        parser.error("--interval and --timeout must be positive")
+    if args.baseline < 0:
+        parser.error("--baseline must be 0 or more")
+    if args.image and shutil.which(args.docker) is None:
+        parser.error(f"--docker {args.docker}: not found")
+    cases = nifti_files(args.inputs)
+    if not cases:
+        parser.error(f"--inputs {args.inputs}: no .nii.gz or .nii files")
+    return cases
+
+
 def gpu_choice(text: str) -> int | str:
     """The value of --gpu: a GPU index, "auto" or "none"."""
     if text in (GPU_AUTO, GPU_NONE):
@@ -293,40 +327,80 @@ def command_gpus(index: int | None, gpu: GpuMemory | None, hide: bool = False) -
     return None if index is None else str(index)
 
 
+def harness_error_row(case: Path, exc: Exception, rules: EfficiencyRules, policy: str) -> dict:
+    """The row of a case the harness itself failed on: status error, nothing measured."""
+    empty = pd.DataFrame(columns=list(COLUMNS), dtype=float)
+    return case_figures(output_name(case), empty, math.nan, HARNESS_ERROR,
+                        f"the harness failed on this case ({describe_error(exc)})", rules, policy)
+
+
+def stale_predictions(predictions: Path, cases: list[Path]) -> list[Path]:
+    """The files in OUT/predictions that are no output of these cases (an earlier run's)."""
+    expected = {output_name(case) for case in cases}
+    return sorted(p for p in predictions.iterdir() if p.is_file() and p.name not in expected)
+
+
+def reading_problems(failed: dict[str, str]) -> list[str]:
+    """One line per kind of reading that failed during the run (sampler.Readings.failed)."""
+    return [f"reading {what} failed ({error}): not measured (NaN) from then on, where it failed"
+            for what, error in failed.items()]
+
+
+def write_results(out: Path, rows: list[dict], head: dict, rules: EfficiencyRules) -> dict:
+    """Write OUT/efficiency.csv and OUT/efficiency.json for the cases run so far; returns the
+    JSON's content (`head`, the counts, the verdict, the problems of the whole run: limits not
+    met and failed readings, and the rows)."""
+    table = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS + EXTRA_COLUMNS)
+    verdict = set_verdict(table, rules)
+    write_atomic(out / "efficiency.csv", table.to_csv(index=False))
+    summary = {**head, "cases": len(rows), "not_ok": int(table["Status"].map(is_failed).sum()),
+               "busy_cases": [r["Name"] for r in rows if r["Machine"].startswith("busy")], "verdict": verdict,
+               "problems": limit_problems(verdict) + reading_problems(head.get("failed_readings", {})),
+               "rows": json.loads(table.to_json(orient="records"))}
+    write_atomic(out / "efficiency.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.inputs.is_dir():
-        parser.error(f"--inputs {args.inputs}: not a folder")
-    if args.command and ("{inputs}" not in args.command or "{outputs}" not in args.command):
-        parser.error("--command needs the {inputs} and {outputs} placeholders")
-    if args.interval <= 0 or args.timeout <= 0:
-        parser.error("--interval and --timeout must be positive")
-    if args.baseline < 0:
-        parser.error("--baseline must be 0 or more")
-    if args.image and shutil.which(args.docker) is None:
-        parser.error(f"--docker {args.docker}: not found")
-    cases = nifti_files(args.inputs)
-    if not cases:
-        parser.error(f"--inputs {args.inputs}: no .nii.gz or .nii files")
+    cases = check_run_arguments(parser, args)
     cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     rules = get_rules(args.rules)
     for sub in ("samples", "predictions", "logs"):
         (args.out / sub).mkdir(parents=True, exist_ok=True)
+    stale = stale_predictions(args.out / "predictions", cases)
+    for path in stale:
+        path.unlink()
+    if stale:
+        print(f"notice: removed {len(stale)} output(s) of an earlier run from {args.out / 'predictions'} (cases not in "
+              "--inputs)", file=sys.stderr)
     gpu_index, gpu = choose_gpu(args.gpu)
     submission = Submission(args.image, args.command, args.docker, gpu_index,
                             command_gpus(gpu_index, gpu, hide=args.gpu == GPU_NONE), args.memory, args.isolated,
                             rules.efficiency.docker_args)
+    readings = Readings()
+    head = {"rules": rules.name, "submission": args.image or args.command, "gpu_index": gpu_index,
+            "gpu": gpu.name if gpu else None, "interval_s": args.interval, "timeout_s": args.timeout,
+            "failures": args.failures, "baseline_s": args.baseline, "busy_cpu_pct": args.busy_cpu,
+            "cases_planned": len(cases), "failed_readings": readings.failed}
 
-    rows = []
+    rows: list[dict] = []
+    summary: dict = {}
     try:
         with subreaper():
             for case in tqdm(cases, desc="running", unit="case", file=sys.stderr, disable=None):
-                row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval, args.timeout,
-                                        args.failures, args.baseline, args.busy_cpu)
+                try:
+                    row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval,
+                                            args.timeout, args.failures, args.baseline, args.busy_cpu, readings)
+                except Exception as exc:  # the harness's own failure on this case: the others still run
+                    (args.out / "predictions" / output_name(case)).unlink(missing_ok=True)
+                    row, samples = harness_error_row(case, exc, rules.efficiency, args.failures), pd.DataFrame(
+                        columns=list(COLUMNS))
                 stem = row["Name"].removesuffix(".nii.gz")
                 write_atomic(args.out / "samples" / f"{stem}.csv", samples.to_csv(index=False))
                 rows.append(row)
+                summary = write_results(args.out, rows, head, rules.efficiency)
                 print(_case_line(row), flush=True)
                 if row["Machine"].startswith("busy"):
                     print(f"warning: {row['Name']}: the machine was not idle before the start ({row['Machine'][6:]}): the "
@@ -335,28 +409,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # a finished run, an error or Ctrl-C: the per-case folders go
         shutil.rmtree(args.out / "work", ignore_errors=True)
 
-    table = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS + EXTRA_COLUMNS)
-    verdict = set_verdict(table, rules.efficiency)
-    write_atomic(args.out / "efficiency.csv", table.to_csv(index=False))
-    summary = {"rules": rules.name, "submission": args.image or args.command, "gpu_index": gpu_index,
-               "gpu": gpu.name if gpu else None,
-               "interval_s": args.interval, "timeout_s": args.timeout, "failures": args.failures,
-               "baseline_s": args.baseline, "busy_cpu_pct": args.busy_cpu, "cases": len(rows),
-               "not_ok": int(table["Status"].map(is_failed).sum()),
-               "busy_cases": table.loc[table["Machine"].str.startswith("busy"), "Name"].tolist(), "verdict": verdict,
-               "rows": json.loads(table.to_json(orient="records"))}
-    write_atomic(args.out / "efficiency.json", json.dumps(summary, indent=2) + "\n")
-    for check in verdict["checks"]:
+    for check in summary["verdict"]["checks"]:
         mark = {True: "ok  ", False: "FAIL", None: "n/a "}[check["passed"]]
         source = "" if check["source"] == "both" else f" ({check['source']})"
         print(f"{mark} {check['limit']}{source}: {check['value']}")
-    return 0 if summary["not_ok"] == 0 else 1
+    for problem in summary["problems"]:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 0 if summary["not_ok"] == 0 and not summary["problems"] else 1
 
 
 def _case_line(row: dict) -> str:
     """The one line printed per case."""
     gpu_text = "GPU n/a" if math.isnan(row["MaxGPU_Mem"]) else f"GPU {row['MaxGPU_Mem']:.0f} MB"
-    time_text = f"{row['Time']:.1f} s"
+    time_text = "time n/a" if math.isnan(row["Time"]) else f"{row['Time']:.1f} s"
     if row["Penalised"]:
         time_text += f" (penalty; measured {row['MeasuredTime']:.1f} s)"
     return (f"{row['Name']}: {row['Status']}, {time_text}, {gpu_text}, RAM {row['MaxRAM']:.0f} MB"

@@ -11,7 +11,8 @@ aorta, IVC and oesophagus is taken along the third axis, as the official scripts
 Semantics are those of the official scripts (docs/scoring.md): both empty -> DSC 1, NSD 1; only
 one empty -> 0, 0; DSC below the year's floor -> NSD 0; the slab is the official
 `[z_min:z_max]`, which leaves out the top ground-truth slice unless `fix_slab=True`. An empty slab
-gives NaN, NaN, as the official script did.
+(a one-slice ground truth) gives NaN, NaN, with a note; the official script stops there with a
+ValueError (surface-distance on an empty volume).
 """
 from __future__ import annotations
 

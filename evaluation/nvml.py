@@ -6,8 +6,12 @@ then record NaN, never a zero that looks measured.
 """
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import psutil
 
 from flare_common.units import MB
 
@@ -46,7 +50,8 @@ class GpuMemory:
         return cls(index, handle, _text(name), total, _text(found))
 
     def used_mb(self) -> float:
-        """Device-wide used memory in MB: total - free (includes every process and the CUDA contexts)."""
+        """Device-wide used memory in MB: total - free (includes every process and the CUDA contexts).
+        Raises NVML's error when the query fails (the GPU lost): the sampler records NaN then."""
         import pynvml
 
         info = pynvml.nvmlDeviceGetMemoryInfo(self.handle)
@@ -54,18 +59,15 @@ class GpuMemory:
 
     def process_used_mb(self, pids: list[int]) -> float:
         """GPU memory (MB) NVML attributes to the given processes; NaN when NVML cannot say
-        (query failed, or memory not reported, as inside some containers)."""
+        (query failed, memory not reported, or the PIDs it lists are not this machine's: see
+        tree_used_mb)."""
         import pynvml
 
         try:
             running = pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
         except Exception:
             return float("nan")
-        wanted = set(pids)
-        used = [p.usedGpuMemory for p in running if p.pid in wanted]
-        if any(u is None for u in used):
-            return float("nan")
-        return sum(used) / MB
+        return tree_used_mb([(p.pid, p.usedGpuMemory) for p in running], pids, psutil.pid_exists)
 
     def process_count(self) -> int | None:
         """How many processes NVML lists as computing on this GPU; None when NVML cannot say."""
@@ -75,6 +77,21 @@ class GpuMemory:
             return len(pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle))
         except Exception:
             return None
+
+
+def tree_used_mb(running: list[tuple[int, int | None]], pids: list[int], pid_exists: Callable[[int], bool]) -> float:
+    """GPU memory (MB) of the processes `pids` from NVML's (pid, bytes used) list. NaN when that
+    cannot be said: memory not reported (None), or none of `pids` listed while some listed PID is
+    not a process here (NVML gives the host's PIDs; inside a PID namespace, a container, they are
+    not this machine's, so the submission's use may hide behind them). 0.0 when every listed
+    process is another one seen here (the submission uses no GPU memory)."""
+    wanted = set(pids)
+    used = [u for pid, u in running if pid in wanted]
+    if any(u is None for u in used):
+        return math.nan
+    if not used and not all(pid_exists(pid) for pid, _ in running):
+        return math.nan
+    return sum(used) / MB
 
 
 def _text(value: bytes | str) -> str:

@@ -9,7 +9,10 @@ and every metric of the year (FLARE21: DSC, NSD, time, max GPU memory; FLARE22: 
 and the GPU and CPU areas at half weight; FLARE23: DSC, NSD, time, GPU area) the teams are
 ranked, 1 = best, in three tiers: measured values first, then values not measured (NaN on a case
 that ran), then failed cases and cases missing from a team's folder (under the "official"
-failure policy, failed cases are ranked by their values instead). Ties share the minimum rank
+failure policy, failed cases are ranked by their values instead, except those given the year's
+stuck values, Penalised: those always rank in the failed tier, as a penalty is no measurement;
+FLARE22's stuck GPU area would otherwise be the only finite value where NVML measured nothing, and
+win). Ties share the minimum rank
 (challengeR's default; `--ties average` gives the mean). Each team's ranks are averaged over all
 cases per metric, then over the metrics with the year's weights (a metric no team has measured is
 left out, with a notice), and teams are placed by that score (ties share the better place). The
@@ -40,6 +43,7 @@ COLUMN = {"DSC": "DSC_mean", "NSD": "NSD_mean"}  # other metrics are results.csv
 TIES = ("min", "average")
 DEFAULT_TIES = "min"
 MEASURED, NOT_MEASURED, FAILED = 0, 1, 2  # tiers, best first
+OFFICIAL_NOTE = "; official policy: failed cases by value, except those given the year's stuck values"
 
 
 class RankError(Exception):
@@ -87,11 +91,18 @@ def _tiers(frame: pd.DataFrame, cases: list[str], column: str, policy: str) -> t
     present = np.asarray([c in indexed.index for c in cases])
     status = indexed["Status"].reindex(cases) if "Status" in indexed else pd.Series("ok", index=cases)
     failed = status.map(is_failed).to_numpy(dtype=bool) & present
+    stuck = indexed["Penalised"].reindex(cases).map(is_true).to_numpy(dtype=bool) if "Penalised" in indexed \
+        else np.zeros(len(cases), bool)
     tiers = np.where(np.isfinite(values), MEASURED, NOT_MEASURED)
     if policy == "penalised":
         tiers = np.where(failed, FAILED, tiers)
-    tiers = np.where(present, tiers, FAILED)
+    tiers = np.where(stuck | ~present, FAILED, tiers)  # a penalty is no measurement, under either policy
     return values, tiers
+
+
+def is_true(value) -> bool:
+    """A results.csv flag read back by pandas (True, "True", 1) as a bool; NaN and others are False."""
+    return str(value) in ("True", "1", "1.0")
 
 
 def _failed_or_missing(frame: pd.DataFrame, cases: list[str]) -> int:
@@ -127,7 +138,8 @@ def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float], tie
                            + ", ".join(missing))
         failed = frame.loc[frame.get("Status", pd.Series("ok", index=frame.index)).map(is_failed), "Name"].tolist()
         if failed:
-            how = "ranked last" if policy == "penalised" else "ranked by their values (official policy)"
+            how = ("ranked last" if policy == "penalised" else
+                   "ranked by their values (official policy), those given the year's stuck values last")
             notices.append(f"{team}: {len(failed)} failed case(s), {how}: {', '.join(sorted(failed))}")
     ranks: dict[str, pd.DataFrame] = {}
     left_out = []
@@ -244,7 +256,7 @@ def leaderboard_html(board: pd.DataFrame, ranking: Ranking, year: str, policy: s
     weights = ", ".join(f"{m} x{w:g}" for m, w in ranking.weights.items())
     body = (f"<h1>Leaderboard ({html.escape(year)})</h1>"
             f"<p>Ranked per case and metric (ties: {ranking.ties}; not measured after measured; failed and "
-            f"missing cases last{' only by value: official policy' if policy == 'official' else ''}), mean rank "
+            f"missing cases last{OFFICIAL_NOTE if policy == 'official' else ''}), mean rank "
             f"over cases per metric, weighted mean over metrics ({html.escape(weights)}); lower score is better. "
             + (f"Stability: {samples} bootstrap samples of the cases; kept_position is how often a team kept its "
                f"place; mean Kendall's tau to the ranking {pages.number(tau, 3) or 'undefined'}." if samples else "")

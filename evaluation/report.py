@@ -15,6 +15,7 @@ import numpy as np
 from evaluation.rules import Rules
 
 MEAN_OVER_ORGANS = "mean over organs"
+ALL_CASES = "all cases"  # the case named by a problem or warning of the whole set, not of one case
 STATS = ("mean", "std", "median", "min")
 
 
@@ -59,8 +60,14 @@ def summarise(metrics: list[dict], rules: Rules) -> list[dict]:
 SUMMARY_COLUMNS = ["organ", "metric", "column", *STATS, "n"]
 
 
-def _json_number(value: float) -> float | None:
-    return None if math.isnan(value) else value
+def json_number(value: float | None) -> float | None:
+    """A number for JSON: a plain float, None (null) for NaN or None."""
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def cases_with_problems(problems: list[dict[str, str]]) -> int:
+    """How many cases the problems name (a problem of the whole set, ALL_CASES, names none)."""
+    return len({p["case"] for p in problems} - {ALL_CASES})
 
 
 def summary_json(summary: list[dict], rules: Rules, n_cases: int,
@@ -69,12 +76,12 @@ def summary_json(summary: list[dict], rules: Rules, n_cases: int,
     organs: dict[str, dict] = {}
     for row in summary:
         organs.setdefault(row["organ"], {})[row["metric"]] = {
-            **{k: _json_number(row[k]) for k in STATS}, "n": row["n"]}
+            **{k: json_number(row[k]) for k in STATS}, "n": row["n"]}
     overall = organs.pop(MEAN_OVER_ORGANS)
     doc = {
         "rules": rules.name,
         "cases": n_cases,
-        "cases_with_problems": len({p["case"] for p in problems}),
+        "cases_with_problems": cases_with_problems(problems),
         "organs": organs,
         "mean_over_organs": {metric: s["mean"] for metric, s in overall.items()},
         "problems": problems,

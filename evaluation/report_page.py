@@ -12,7 +12,7 @@ import html
 import pandas as pd
 
 from evaluation import pages
-from evaluation.rules import Rules
+from evaluation.rules import Organ, Rules
 from evaluation.usage import OFFICIAL_COLUMNS, is_failed
 from flare_common.nifti import case_stem
 
@@ -27,7 +27,9 @@ def log_href(name: str) -> str:
     return f"efficiency/logs/{case_stem(name)}.log"
 
 
-def _organ_header(organ) -> str:
+def organ_header(organ: Organ) -> str:
+    """An organ's name in table headers and plots: the organisers' key (Liver, RK, ...), or its
+    name where the key is a bare label number (FLARE21: 1 -> liver)."""
     return organ.key if len(organ.key) > 1 else organ.name
 
 
@@ -69,8 +71,8 @@ def report_html(summary: dict, results: pd.DataFrame, organ_table: pd.DataFrame,
     organs = list(rules.organs)
     dsc = results[["Name", "DSC_mean", *[rules.dsc_column(o) for o in organs]]]
     nsd = results[["Name", "NSD_mean", *[rules.nsd_column(o) for o in organs]]]
-    dsc_names = {rules.dsc_column(o): f"{_organ_header(o)} DSC" for o in organs}
-    nsd_names = {rules.nsd_column(o): f"{_organ_header(o)} NSD" for o in organs}
+    dsc_names = {rules.dsc_column(o): f"{organ_header(o)} DSC" for o in organs}
+    nsd_names = {rules.nsd_column(o): f"{organ_header(o)} NSD" for o in organs}
     mean_dsc, mean_nsd = pages.number(summary["mean_dsc"]), pages.number(summary["mean_nsd"])
     body = f"""<h1>{html.escape(team)}: FLARE evaluation ({html.escape(summary['rules'])})</h1>
 <p>{summary['cases']} case(s), {summary['not_ok']} failed; mean DSC {mean_dsc or 'n/a'}, mean NSD {mean_nsd or 'n/a'};

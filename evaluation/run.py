@@ -11,9 +11,12 @@ the case's mean DSC and NSD over organs; a ground truth without an input image i
 status no-input), DIR/summary.json (with the team's name, the rules year, the failure policy and
 every problem), PNG plots and DIR/report.html. Where the year gives stuck cases fixed values
 (FLARE22), a case that gets them (every failed case; only timeouts with `--failures official`)
-also gets DSC 0 and NSD 0 for every organ in results.csv and the summaries.
-Exit code: 0 every case ran and scored cleanly, 1 otherwise (every problem is listed), 2 usage
-error, 130 interrupted.
+also gets DSC 0 and NSD 0 for every organ in results.csv and the summaries: the accuracy table
+printed at the end is that one, as in results.csv and summary.json, while DIR/accuracy/ keeps the
+scores of the outputs as written (the table printed says so when they differ).
+Exit code: 0 every case ran and scored cleanly and no limit of the year failed; 1 otherwise (every
+problem is listed: failed cases, limits not met, failed readings, the scorer's problems); 2 usage
+error (before anything runs); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -29,8 +32,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from evaluation import efficiency, score  # noqa: E402
-from evaluation.report import SUMMARY_COLUMNS, summarise, summary_json  # noqa: E402
-from evaluation.report_page import report_html  # noqa: E402
+from evaluation.report import (  # noqa: E402
+    ALL_CASES,
+    SUMMARY_COLUMNS,
+    cases_with_problems,
+    json_number,
+    summarise,
+    summary_json,
+)
+from evaluation.report_page import organ_header, report_html  # noqa: E402
 from evaluation.rules import Rules, get_rules  # noqa: E402
 from evaluation.sampler import COLUMNS  # noqa: E402
 from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, is_failed  # noqa: E402
@@ -68,7 +78,7 @@ def plot_accuracy(metrics: pd.DataFrame, rules: Rules, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(max(8, len(rules.organs) * 1.1), 4.5), sharey=True)
     for ax, metric, column in ((axes[0], "DSC", rules.dsc_column), (axes[1], "NSD", rules.nsd_column)):
         data = [metrics[column(o)].dropna().to_numpy() for o in rules.organs]
-        ax.boxplot(data, tick_labels=[o.key if len(o.key) > 1 else o.name for o in rules.organs])
+        ax.boxplot(data, tick_labels=[organ_header(o) for o in rules.organs])
         ax.set_title(f"{metric} per organ ({len(metrics)} cases)")
         ax.tick_params(axis="x", rotation=45)
         ax.set_ylim(-0.02, 1.02)
@@ -120,14 +130,17 @@ def missing_inputs(metrics: pd.DataFrame, usage: pd.DataFrame, rules: Rules, pol
     return pd.DataFrame(rows, columns=OFFICIAL_COLUMNS + EXTRA_COLUMNS)
 
 
-def run_problems(usage: pd.DataFrame, metrics: pd.DataFrame, scored: dict) -> list[dict[str, str]]:
-    """Every problem of the run, one per case and cause: failed cases (efficiency), inputs without
-    a ground truth, then the scorer's problems."""
-    problems = [{"case": r.Name, "source": "efficiency", "problem": f"{r.Status}: {r.Detail}"}
-                for r in usage.itertuples() if is_failed(r.Status)]
+def run_problems(usage: pd.DataFrame, metrics: pd.DataFrame, scored: list[dict[str, str]],
+                 whole_run: list[str]) -> list[dict[str, str]]:
+    """Every problem of the run, one per case and cause: those of the whole efficiency run
+    (`whole_run`: the year's limits not met, failed readings; case ALL_CASES), failed cases
+    (efficiency), inputs without a ground truth, then the scorer's problems (`scored`)."""
+    problems = [{"case": ALL_CASES, "source": "efficiency (all cases)", "problem": text} for text in whole_run]
+    problems += [{"case": r.Name, "source": "efficiency", "problem": f"{r.Status}: {r.Detail}"}
+                 for r in usage.itertuples() if is_failed(r.Status)]
     problems += [{"case": name, "source": "input", "problem": "input image has no ground truth: not scored"}
                  for name in sorted(set(usage["Name"]) - set(metrics["Name"]))]
-    problems += [{"source": "accuracy", **p} for p in scored["problems"]]
+    problems += [{"source": "accuracy", **p} for p in scored]
     return problems
 
 
@@ -147,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the team's name in the report and the ranking (default: the --out folder's name)")
     efficiency.add_run_arguments(parser)
     args = parser.parse_args(argv)
+    efficiency.check_run_arguments(parser, args)  # refused here, with flare-run's usage, not efficiency's
     if not args.gt.is_dir():
         parser.error(f"--gt {args.gt}: not a folder")
     if not nifti_files(args.gt):
@@ -162,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                                        *(["--isolated"] if args.isolated else []),
                                        "--failures", args.failures, "--baseline", str(args.baseline),
                                        "--busy-cpu", str(args.busy_cpu)])
-    score_code = score.main(["--gt", str(args.gt), "--pred", str(args.out / "efficiency" / "predictions"),
-                             "--out", str(args.out / "accuracy"), "--rules", args.rules])
+    scored = score.score_folders(nifti_files(args.gt), args.out / "efficiency" / "predictions",
+                                 args.out / "accuracy", rules)
 
     metrics = pd.read_csv(args.out / "accuracy" / "metrics.csv")
     usage = pd.read_csv(args.out / "efficiency" / "efficiency.csv", dtype={"Detail": str, "Machine": str})
@@ -177,22 +191,20 @@ def main(argv: list[str] | None = None) -> int:
     results = join_results(metrics, usage, rules)
     organ_rows = summarise(metrics.to_dict("records"), rules)
     accuracy = json.loads(summary_json(organ_rows, rules, len(metrics), [], []))
-    scored = json.loads((args.out / "accuracy" / "summary.json").read_text())
     effort = json.loads((args.out / "efficiency" / "efficiency.json").read_text())
     scored_usage = usage[usage["Name"].isin(metrics["Name"])]
-    problems = run_problems(usage, metrics, scored)
-    for item in (p for p in problems if p["source"] != "accuracy"):  # the scorer printed its own
-        print(f"problem: {item['case']}: {item['problem']}", file=sys.stderr)
+    problems = run_problems(usage, metrics, scored.problems, effort.get("problems", []))
+    scored_0 = sorted(set(penalised) & set(metrics["Name"]))
     summary = {
         "team": team, "rules": rules.name, "failures": args.failures, "submission": args.image or args.command,
         "cases": len(results), "not_ok": int(scored_usage["Status"].map(is_failed).sum()),
-        "mean_dsc": _nan_to_none(results["DSC_mean"].mean()), "mean_nsd": _nan_to_none(results["NSD_mean"].mean()),
-        "mean_time_s": _nan_to_none(scored_usage["Time"].mean()),
+        "mean_dsc": json_number(results["DSC_mean"].mean()), "mean_nsd": json_number(results["NSD_mean"].mean()),
+        "mean_time_s": json_number(scored_usage["Time"].mean()),
         "mean_over_organs": accuracy["mean_over_organs"], "organs": accuracy["organs"],
-        "efficiency_means": {c: _nan_to_none(scored_usage[c].mean()) for c in OFFICIAL_COLUMNS[1:]},
+        "efficiency_means": {c: json_number(scored_usage[c].mean()) for c in OFFICIAL_COLUMNS[1:]},
         "verdict": effort["verdict"], "busy_cases": effort.get("busy_cases", []),
-        "cases_with_problems": len({p["case"] for p in problems}), "problems": problems,
-        "accuracy_warnings": scored["warnings"], "failed_cases_scored_0": sorted(set(penalised) & set(metrics["Name"])),
+        "cases_with_problems": cases_with_problems(problems), "problems": problems,
+        "accuracy_warnings": scored.warnings, "failed_cases_scored_0": scored_0,
     }
     write_atomic(args.out / "results.csv", results.to_csv(index=False))
     write_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -201,12 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     plot_memory(usage[usage["Status"] != "no-input"], args.out / "efficiency" / "samples", args.out / "memory.png")
     organ_table = pd.DataFrame(organ_rows, columns=SUMMARY_COLUMNS)
     write_atomic(args.out / "report.html", report_html(summary, results, organ_table, rules))
+    print(accuracy_title(rules, scored_0))
+    score.print_summary(organ_rows, len(metrics), problems, scored.warnings, args.out)
     print(f"report: {args.out / 'report.html'}")
-    return 0 if efficiency_code == 0 and score_code == 0 and not problems else 1
+    return 0 if efficiency_code == 0 and not problems else 1
 
 
-def _nan_to_none(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+def accuracy_title(rules: Rules, scored_0: list[str]) -> str:
+    """The line over the accuracy table flare-run prints: which numbers it shows."""
+    if not scored_0:
+        return "accuracy (as in results.csv, summary.json and accuracy/):"
+    return (f"accuracy with the {rules.name} rule for stuck cases ({len(scored_0)} case(s) scored 0), as in results.csv "
+            "and summary.json (accuracy/ holds the scores of the outputs as written):")
 
 
 if __name__ == "__main__":

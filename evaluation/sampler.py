@@ -14,18 +14,26 @@ with its real time. Columns (units):
     ram_tree_mb     resident memory of the process tree (MB)
 
 GPU columns are NaN without NVML; tree columns are NaN while no process is attached and once
-every process of the tree has ended.
+every process of the tree has ended. A reading that fails (NVML after the GPU is lost, say) is NaN
+in that sample and the others go on (`Readings`: one notice per kind of reading). `stop()` takes
+one more sample when the last one is half an interval old or more, so that a case shorter than one
+interval has a sample too (its figures measured, never "not measured" for being fast).
 """
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import psutil
 
+from flare_common.errors import describe_error
 from flare_common.units import MB
+
+T = TypeVar("T")
 
 CPU_CAP_PCT = 100.0 * (psutil.cpu_count() or 1)  # all cores busy
 COLUMNS = ("t_s", "gpu_used_mb", "gpu_tree_mb", "cpu_used_pct", "cpu_tree_pct", "ram_used_mb", "ram_tree_mb")
@@ -47,6 +55,29 @@ class SystemCpu:
         user, system, idle = (a - b for a, b in zip(now, self._before))
         self._before = now
         return 100.0 - 100.0 * idle / (user + system + idle + 0.1)
+
+
+class Readings:
+    """Readings that may fail (NVML after an Xid error, the process table): a failing one gives its
+    default (NaN) and the first failure of each kind says so on stderr, once for all the cases
+    that share this object. `failed` maps each kind that failed to its first error."""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def take(self, what: str, read: Callable[..., T], *args, default: T = math.nan) -> T:
+        """read(*args), or `default` when it raises."""
+        try:
+            return read(*args)
+        except Exception as exc:  # any failure of one reading: the others, and later samples, go on
+            with self._lock:
+                first = what not in self.failed
+                self.failed.setdefault(what, describe_error(exc))
+            if first:
+                print(f"notice: reading {what} failed ({describe_error(exc)}): recorded as not measured (NaN) "
+                      "where it fails", file=sys.stderr, flush=True)
+            return default
 
 
 class ProcessTree:
@@ -113,11 +144,14 @@ class Sampler:
     """Samples in a background thread from `start()` to `stop()`; `samples` is a list of dicts.
 
     gpu: an object with used_mb() and process_used_mb(pids) (evaluation.nvml.GpuMemory), or None;
-    tree: returns the ProcessTree to measure (None until the submission's process exists).
+    tree: returns the ProcessTree to measure (None until the submission's process exists);
+    readings: where failed readings are counted (a new Readings by default).
     """
 
-    def __init__(self, gpu=None, tree: Callable[[], ProcessTree | None] = lambda: None, interval_s: float = 0.1):
+    def __init__(self, gpu=None, tree: Callable[[], ProcessTree | None] = lambda: None, interval_s: float = 0.1,
+                 readings: Readings | None = None):
         self.gpu, self.tree, self.interval_s = gpu, tree, interval_s
+        self.readings = readings or Readings()
         self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
@@ -131,21 +165,28 @@ class Sampler:
         return self
 
     def stop(self) -> list[dict[str, float]]:
+        """Stop sampling; one last sample now when the last one is half an interval old or more
+        (or there is none); returns the samples."""
         self._stop.set()
         self._thread.join()
+        if needs_final_sample([s["t_s"] for s in self.samples], time.perf_counter() - self._t0, self.interval_s):
+            self.samples.append(self.sample())
         return self.samples
 
     def sample(self) -> dict[str, float]:
-        """One sample now."""
-        tree = self.tree()
-        pids, tree_ram, tree_cpu = tree.sample() if tree else ([], math.nan, math.nan)
+        """One sample now; a reading that fails is NaN (see Readings)."""
+        take = self.readings.take
+        tree = take("the process tree", self.tree, default=None)
+        pids, tree_ram, tree_cpu = (take("the process tree", tree.sample, default=([], math.nan, math.nan))
+                                    if tree else ([], math.nan, math.nan))
         return {
             "t_s": time.perf_counter() - self._t0,
-            "gpu_used_mb": self.gpu.used_mb() if self.gpu else math.nan,
-            "gpu_tree_mb": self.gpu.process_used_mb(pids) if self.gpu and pids else math.nan,
-            "cpu_used_pct": self._cpu.used_pct(),
+            "gpu_used_mb": take("GPU memory (NVML)", self.gpu.used_mb) if self.gpu else math.nan,
+            "gpu_tree_mb": take("GPU memory of the processes (NVML)", self.gpu.process_used_mb, pids)
+                           if self.gpu and pids else math.nan,
+            "cpu_used_pct": take("system CPU", self._cpu.used_pct),
             "cpu_tree_pct": tree_cpu,
-            "ram_used_mb": psutil.virtual_memory().used / MB,
+            "ram_used_mb": take("system RAM", used_ram_mb),
             "ram_tree_mb": tree_ram,
         }
 
@@ -157,3 +198,15 @@ class Sampler:
         while not self._stop.wait(max(0.0, self._t0 + tick * self.interval_s - time.perf_counter())):
             self.samples.append(self.sample())
             tick += 1
+
+
+def used_ram_mb() -> float:
+    """System RAM in use (MB), psutil.virtual_memory().used: the organisers' figure."""
+    return psutil.virtual_memory().used / MB
+
+
+def needs_final_sample(times_s: list[float], now_s: float, interval_s: float) -> bool:
+    """Whether stopping at now_s (s since the start) takes one more sample: when there is none, or
+    the last is at least half an interval old (a younger one already stands for the end: a sample
+    taken a few ms after it would read the organisers' CPU formula over a few clock ticks)."""
+    return not times_s or now_s - times_s[-1] >= interval_s / 2

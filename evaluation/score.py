@@ -26,14 +26,15 @@ from tqdm import tqdm
 
 from evaluation.imageio import LabelVolume, read_labels
 from evaluation.metrics import LabelRuns, label_runs, score_case
-from evaluation.report import SUMMARY_COLUMNS, csv_text, summarise, summary_json
+from evaluation.report import ALL_CASES, SUMMARY_COLUMNS, cases_with_problems, csv_text, summarise, summary_json
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import case_stem, is_nifti, nifti_files
+from flare_common.nifti import case_stem, nifti_files
 
 AFFINE_TOLERANCE_MM = 1e-3
+DEFAULT_WORKERS = min(os.cpu_count() or 1, 8)  # cases scored in parallel processes
 
 
 @dataclass
@@ -47,12 +48,34 @@ class CaseResult:
     labels: tuple[int, ...] = ()  # the label values (not 0) in the ground truth
 
 
+def prediction_files(pred_dir: Path, gt_file: Path) -> list[Path]:
+    """The predictions there are for a ground-truth file, the one scored first: the same name,
+    then the same stem with the other NIfTI suffix."""
+    names = dict.fromkeys((gt_file.name, case_stem(gt_file) + ".nii.gz", case_stem(gt_file) + ".nii"))
+    return [pred_dir / name for name in names if (pred_dir / name).is_file()]
+
+
 def find_prediction(pred_dir: Path, gt_file: Path) -> Path | None:
-    """The prediction for a ground-truth file: same name, or same stem with the other NIfTI suffix."""
-    for name in (gt_file.name, case_stem(gt_file) + ".nii.gz", case_stem(gt_file) + ".nii"):
-        if (pred_dir / name).is_file():
-            return pred_dir / name
-    return None
+    """The prediction scored for a ground-truth file (see prediction_files), None if there is none."""
+    found = prediction_files(pred_dir, gt_file)
+    return found[0] if found else None
+
+
+def prediction_warnings(pred_dir: Path, gt_files: list[Path]) -> list[dict[str, str]]:
+    """Warnings about the prediction folder: a case with two predictions (<case>.nii.gz and
+    <case>.nii: one is scored, the other ignored) and predictions without a ground truth (NIfTI
+    files as flare_common.nifti.nifti_files counts them: hidden files such as macOS's '._' ones
+    are no predictions)."""
+    warnings = []
+    for gt_file in gt_files:
+        found = prediction_files(pred_dir, gt_file)
+        if len(found) > 1:
+            warnings.append({"case": gt_file.name, "warning": f"predictions {', '.join(p.name for p in found)} all "
+                             f"exist: {found[0].name} scored, the other{'s' if len(found) > 2 else ''} ignored"})
+    known = {case_stem(g) for g in gt_files}
+    warnings += [{"case": p.name, "warning": "prediction has no ground truth: ignored"}
+                 for p in nifti_files(pred_dir) if case_stem(p) not in known]
+    return warnings
 
 
 def rules_mismatch(present: set[int], rules: Rules) -> str | None:
@@ -104,7 +127,7 @@ def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult
         result.problems.append(f"{problem}: scored as empty")
         empty = np.zeros(gt.data.shape, dtype=np.uint8)
         return empty, label_runs(empty)
-    result.warnings += [f"prediction {pred_file.name}: nibabel: {m}" for m in pred.messages]
+    result.warnings += [f"prediction {pred_file.name}: {m.source}: {m}" for m in pred.messages]
     affine_diff = float(np.abs(pred.affine - gt.affine).max())
     if not affine_diff <= AFFINE_TOLERANCE_MM:  # NaN differs too
         result.warnings.append(
@@ -126,7 +149,7 @@ def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab
     except InputError as exc:
         result.problems.append(f"ground truth {gt_file.name}: {exc}: not scored")
         return result
-    result.warnings += [f"ground truth {gt_file.name}: nibabel: {m}" for m in gt.messages]
+    result.warnings += [f"ground truth {gt_file.name}: {m.source}: {m}" for m in gt.messages]
     gt_runs = label_runs(gt.data)
     result.labels = gt_runs.present()
     extra = _unexpected_labels(gt_runs, rules)
@@ -201,8 +224,16 @@ def _ignore_interrupt() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def official_round(value: float | int, digits: int) -> float | int:
+    """value rounded to `digits` decimals as the official scripts' round() of a NumPy float64
+    rounds (NumPy's: scaled, rounded half to even, scaled back), which differs from Python's
+    round of a float on some ties (0.06425 -> 0.0642, where Python gives 0.0643). An int (a value
+    set by a rule, 0 or 1) stays that int, as their round leaves it."""
+    return value if isinstance(value, int) else float(np.round(np.float64(value), digits))
+
+
 def metrics_rows(results: list[CaseResult], columns: list[str], round_digits: int | None) -> list[dict]:
-    """The rows of metrics.csv: Name and the official columns, rounded as asked.
+    """The rows of metrics.csv: Name and the official columns, rounded as asked (official_round).
 
     As in the official pandas files, a column holds integers only when every value in it was set
     by a rule (the ints 0 and 1); otherwise all its values are floats.
@@ -212,11 +243,13 @@ def metrics_rows(results: list[CaseResult], columns: list[str], round_digits: in
         as_int = all(type(row[column]) is int for row in rows)
         for row in rows:
             value = row[column] if as_int else float(row[column])
-            row[column] = value if round_digits is None or math.isnan(value) else round(value, round_digits)
+            row[column] = value if round_digits is None or math.isnan(value) else official_round(value, round_digits)
     return rows
 
 
-def _print_summary(summary: list[dict], n_cases: int, problems: list, warnings: list, out: Path) -> None:
+def print_summary(summary: list[dict], n_cases: int, problems: list, warnings: list, out: Path) -> None:
+    """The accuracy table (mean ± std per organ) and a count line on stdout; every problem and
+    warning on stderr, one line each."""
     by_organ: dict[str, dict[str, dict]] = {}
     for row in summary:
         by_organ.setdefault(row["organ"], {})[row["metric"]] = row
@@ -225,7 +258,7 @@ def _print_summary(summary: list[dict], n_cases: int, problems: list, warnings: 
         cells = [f"{m['mean']:.4f}" + (f" ± {m['std']:.4f}" if np.isfinite(m["std"]) else "")
                  for m in (metrics["DSC"], metrics["NSD"])]
         print(f"{organ:<22}{cells[0]:>17}{cells[1]:>17}")
-    print(f"{n_cases} case(s) scored; {len({p['case'] for p in problems})} with problems, "
+    print(f"{n_cases} case(s) scored; {cases_with_problems(problems)} with problems, "
           f"{len(warnings)} warning(s); results in {out}")
     for item in problems:
         print(f"problem: {item['case']}: {item['problem']}", file=sys.stderr)
@@ -247,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for metrics.csv and the summaries (required)")
     parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES,
                         help="which year's organs, tolerances and columns (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help="cases scored in parallel (default: CPU cores, at most 8)")
     parser.add_argument("--round", type=_rounding, default="official", metavar="DIGITS",
                         help="decimals per-case values are rounded to: 'official' rounds as that year's official "
@@ -272,6 +305,39 @@ def _rounding(text: str) -> str | int | None:
     return digits
 
 
+@dataclass
+class Scored:
+    """What score_folders wrote: the per-organ summary rows, the number of cases, the problems and
+    warnings (dicts with case and problem / warning)."""
+
+    summary: list[dict]
+    cases: int
+    problems: list[dict[str, str]]
+    warnings: list[dict[str, str]]
+
+
+def score_folders(gt_files: list[Path], pred_dir: Path, out: Path, rules: Rules, workers: int = DEFAULT_WORKERS,
+                  round_to: str | int | None = "official", fix_slab: bool = False) -> Scored:
+    """Score every ground-truth file against its prediction in pred_dir and write
+    OUT/metrics.csv, summary.csv and summary.json (OUT is created); prints nothing. round_to:
+    "official" (the year's rounding), None (none) or a number of decimals."""
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(g, find_prediction(pred_dir, g)) for g in gt_files]
+    results = _score_all(jobs, rules.name, fix_slab, min(workers, len(jobs)))
+    problems = [{"case": r.name, "problem": p} for r in results for p in r.problems]
+    warnings = [{"case": r.name, "warning": w} for r in results for w in r.warnings]
+    warnings += prediction_warnings(pred_dir, gt_files)
+    mismatch = rules_mismatch({v for r in results for v in r.labels}, rules)
+    if mismatch:
+        warnings.insert(0, {"case": ALL_CASES, "warning": mismatch})
+    metrics = metrics_rows(results, rules.metric_columns(), rules.official_round if round_to == "official" else round_to)
+    summary = summarise(metrics, rules)
+    write_atomic(out / "metrics.csv", csv_text(metrics, ["Name", *rules.metric_columns()]))
+    write_atomic(out / "summary.csv", csv_text(summary, SUMMARY_COLUMNS))
+    write_atomic(out / "summary.json", summary_json(summary, rules, len(results), problems, warnings))
+    return Scored(summary, len(results), problems, warnings)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -284,27 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     if not gt_files:
         parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
     cli.refuse_unwritable(parser, "--out", args.out, folder=True)
-    rules = get_rules(args.rules)
-
-    jobs = [(g, find_prediction(args.pred, g)) for g in gt_files]
-    results = _score_all(jobs, args.rules, args.fix_slab, min(args.workers, len(jobs)))
-
-    known = {case_stem(g) for g in gt_files}
-    stray = sorted(p.name for p in args.pred.iterdir() if is_nifti(p) and case_stem(p) not in known)
-    problems = [{"case": r.name, "problem": p} for r in results for p in r.problems]
-    warnings = [{"case": r.name, "warning": w} for r in results for w in r.warnings]
-    warnings += [{"case": name, "warning": "prediction has no ground truth: ignored"} for name in stray]
-    mismatch = rules_mismatch({v for r in results for v in r.labels}, rules)
-    if mismatch:
-        warnings.insert(0, {"case": "all cases", "warning": mismatch})
-
-    metrics = metrics_rows(results, rules.metric_columns(), rules.official_round if args.round == "official" else args.round)
-    summary = summarise(metrics, rules)
-    write_atomic(args.out / "metrics.csv", csv_text(metrics, ["Name", *rules.metric_columns()]))
-    write_atomic(args.out / "summary.csv", csv_text(summary, SUMMARY_COLUMNS))
-    write_atomic(args.out / "summary.json", summary_json(summary, rules, len(results), problems, warnings))
-    _print_summary(summary, len(results), problems, warnings, args.out)
-    return 1 if problems else 0
+    scored = score_folders(gt_files, args.pred, args.out, get_rules(args.rules), args.workers, args.round,
+                           args.fix_slab)
+    print_summary(scored.summary, scored.cases, scored.problems, scored.warnings, args.out)
+    return 1 if scored.problems else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Failed cases (FAILED statuses): under the "official" policy (the default, as the
 scripts did) only a timeout gets the year's stuck values where the year defines them (FLARE22)
 and failed cases are ranked by what was measured; under "penalised" every failed case gets them
 and ranks last on every metric (evaluation.rank), so that a fast crash never beats a case that
-worked.
+worked. A case the harness itself failed on (status "error") is failed, never given stuck values.
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ EXTRA_COLUMNS = ["Status", "Detail", "Penalised", "MeasuredTime", "StableMaxGPU_
                  "MaxGPU_Mem_Tree", "MaxCPU_Tree", "MaxRAM_Tree", "Samples", "MeanInterval_s",
                  "Machine", "BaselineCPU_pct", "BaselineRAM_MB", "BaselineGPU_MB"]
 FAILED = ("timeout", "crashed", "no-output", "no-input")  # no-input: a ground truth without an image (run)
+HARNESS_ERROR = "error"  # the harness itself failed on the case (not the submission's doing): failed, never penalised
 FAILURE_POLICIES = ("penalised", "official")
+VALID_OUTPUTS = "every case produces a valid output"  # the set-level check on the failed cases
 DEFAULT_FAILURE_POLICY = "official"  # the organisers' behaviour by default (their rules)
 
 
@@ -150,7 +152,7 @@ def set_verdict(table: pd.DataFrame, rules: EfficiencyRules) -> dict:
                                        "system-wide (official)"))
             checks.append(_limit_check(f"{what} at most {bound:g} MB", plain_max(table[tree]), bound, "process tree"))
     failed_cases = int(table["Status"].map(is_failed).sum()) if n else 0
-    checks.append({"limit": "every case produces a valid output", "source": "both",
+    checks.append({"limit": VALID_OUTPUTS, "source": "both",
                    "value": f"{failed_cases} case(s) did not", "passed": failed_cases == 0})
 
     def passed(source: str) -> bool:
@@ -158,3 +160,10 @@ def set_verdict(table: pd.DataFrame, rules: EfficiencyRules) -> dict:
 
     return {"passed": passed("system-wide (official)"), "passed_process_tree": passed("process tree"),
             "checks": checks}
+
+
+def limit_problems(verdict: dict) -> list[str]:
+    """One line per failed check of set_verdict's verdict, for the run's problems; the check that
+    every case produces a valid output is left out (each failed case is a problem of its own)."""
+    return [f"limit not met: {c['limit']}" + ("" if c["source"] == "both" else f" ({c['source']})") + f": {c['value']}"
+            for c in verdict["checks"] if c["passed"] is False and c["limit"] != VALID_OUTPUTS]

@@ -19,7 +19,7 @@ import pytest
 from evaluation.baseline import Baseline, busy_reasons, measure
 from evaluation.efficiency import Submission, build_parser, choose_gpu, gpu_choice, main
 from evaluation.rules import get_rules
-from evaluation.sampler import ProcessTree, Sampler
+from evaluation.sampler import ProcessTree, Sampler, needs_final_sample
 from evaluation.usage import OFFICIAL_COLUMNS, area, case_figures, plain_max, set_verdict, stable_max
 
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -486,3 +486,137 @@ def test_ctrl_c_stops_the_running_case_and_exits_130(tmp_path):
         time.sleep(0.1)
     assert all(_gone(pid) for pid in pids)  # the script, its child and its double-forked daemon
     assert not (tmp_path / "out" / "work").exists()
+
+
+def test_a_rerun_into_the_same_out_never_keeps_an_earlier_runs_output(tmp_path, capsys):
+    """A case that now crashes must be scored as missing, not on the output of the run before; an
+    output of a case no longer among the inputs goes too (with a notice)."""
+    inputs = _cases(tmp_path / "inputs", ("normal",))
+    out = tmp_path / "out"
+    works = f"{sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
+    assert main(["--inputs", str(inputs), "--out", str(out), "--command", works, "--baseline", "0"]) == 0
+    assert (out / "predictions" / "normal.nii.gz").is_file()
+    (out / "predictions" / "gone.nii.gz").write_bytes(b"an output of a case not in this run")
+    capsys.readouterr()
+    assert main(["--inputs", str(inputs), "--out", str(out), "--command", "exit 3 # {inputs} {outputs}",
+                 "--baseline", "0"]) == 1
+    assert list((out / "predictions").iterdir()) == []
+    assert "removed 1 output(s) of an earlier run" in capsys.readouterr().err
+
+
+class FlakyGpu(FakeGpu):
+    """A GPU whose NVML readings fail from the nth on (an Xid error: the GPU is lost)."""
+
+    def __init__(self, works_for: int):
+        super().__init__([1000.0])
+        self.works_for = works_for
+
+    def used_mb(self):
+        if self.calls >= self.works_for:
+            raise RuntimeError("NVMLError_GpuIsLost: GPU is lost")
+        return super().used_mb()
+
+    def process_count(self):
+        if self.calls >= self.works_for:
+            raise RuntimeError("NVMLError_GpuIsLost: GPU is lost")
+        return 0
+
+
+def test_failing_gpu_readings_are_not_measured_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    gpu = FlakyGpu(works_for=3)
+    monkeypatch.setattr("evaluation.efficiency.choose_gpu", lambda choice, open_gpu=None: (0, gpu))
+    inputs = _cases(tmp_path / "inputs", ("normal", "slow"))
+    command = f"{sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", command,
+                 "--baseline", "0.2", "--interval", "0.05"]) == 1  # done, with problems: the failed readings
+    table = pd.read_csv(tmp_path / "out" / "efficiency.csv").set_index("Name")
+    assert table["Status"].eq("ok").all() and math.isnan(table.loc["slow.nii.gz", "BaselineGPU_MB"])
+    slow = pd.read_csv(tmp_path / "out" / "samples" / "slow.csv")
+    assert len(slow) >= 20 and slow["gpu_used_mb"].isna().all() and slow["ram_used_mb"].gt(0).all()  # still sampled
+    err = capsys.readouterr().err.splitlines()
+    notices = [line for line in err if "GpuIsLost" in line and line.startswith("notice: ")]
+    assert len(notices) == 2 and all(line.startswith("notice: reading GPU") for line in notices)  # memory, processes
+    summary = json.loads((tmp_path / "out" / "efficiency.json").read_text())
+    assert set(summary["failed_readings"]) == {"GPU memory (NVML)", "GPU processes (NVML)"}
+    assert len(summary["problems"]) == 2 and all(f"problem: {p}" in err for p in summary["problems"])
+    never = measure(FlakyGpu(works_for=0), seconds=0.1, interval_s=0.05)
+    assert math.isnan(never.gpu_mb) and never.gpu_processes is None and never.ram_mb > 0
+
+
+def test_a_sampler_outlives_a_failing_reading():
+    sampler = Sampler(FlakyGpu(works_for=2), interval_s=0.05).start()
+    time.sleep(0.4)
+    samples = pd.DataFrame(sampler.stop())
+    assert len(samples) >= 5 and samples["gpu_used_mb"].tolist()[:2] == [1000.0, 1000.0]
+    assert samples["gpu_used_mb"].iloc[2:].isna().all() and samples["ram_used_mb"].gt(0).all()
+    assert set(sampler.readings.failed) == {"GPU memory (NVML)"}
+
+
+def test_an_error_of_the_harness_on_one_case_fails_that_case_only(tmp_path, monkeypatch):
+    import evaluation.efficiency as efficiency
+
+    real = efficiency._check_output
+
+    def breaks_on_slow(output, case):
+        if case.name.startswith("slow"):
+            raise OSError(28, "No space left on device")
+        return real(output, case)
+
+    monkeypatch.setattr(efficiency, "_check_output", breaks_on_slow)
+    inputs = _cases(tmp_path / "inputs", ("normal", "slow"))
+    command = f"{sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", command,
+                 "--baseline", "0"]) == 1
+    table = pd.read_csv(tmp_path / "out" / "efficiency.csv").set_index("Name")
+    assert table["Status"].to_dict() == {"normal.nii.gz": "ok", "slow.nii.gz": "error"}
+    assert "No space left on device" in table.loc["slow.nii.gz", "Detail"]
+    assert [p.name for p in (tmp_path / "out" / "predictions").iterdir()] == ["normal.nii.gz"]
+    assert pd.read_csv(tmp_path / "out" / "samples" / "slow.csv").empty
+
+
+def test_an_interrupted_run_keeps_its_finished_cases(tmp_path, monkeypatch):
+    import evaluation.efficiency as efficiency
+
+    real = efficiency.run_case
+
+    def interrupted_on_slow(case, *args):
+        if case.name.startswith("slow"):
+            raise KeyboardInterrupt
+        return real(case, *args)
+
+    monkeypatch.setattr(efficiency, "run_case", interrupted_on_slow)
+    inputs = _cases(tmp_path / "inputs", ("normal", "slow"))
+    command = f"{sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", command, "--baseline", "0"])
+    assert pd.read_csv(tmp_path / "out" / "efficiency.csv")["Name"].tolist() == ["normal.nii.gz"]
+    summary = json.loads((tmp_path / "out" / "efficiency.json").read_text())
+    assert summary["cases"] == 1 and summary["cases_planned"] == 2
+
+
+def test_a_failed_limit_of_the_year_is_a_problem_and_exit_code_1(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    flare21 = get_rules("flare21")
+    tight = dataclasses.replace(flare21, efficiency=dataclasses.replace(flare21.efficiency, set_time_s=1))
+    monkeypatch.setattr("evaluation.efficiency.get_rules", lambda name: tight)
+    inputs = _cases(tmp_path / "inputs", ("normal",))
+    command = f"{sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", command,
+                 "--baseline", "0"]) == 1
+    problems = json.loads((tmp_path / "out" / "efficiency.json").read_text())["problems"]
+    assert len(problems) == 1 and problems[0].startswith("limit not met: 100 cases within 0.000277778 h: ")
+    assert f"problem: {problems[0]}" in capsys.readouterr().err
+
+
+def test_a_case_shorter_than_one_interval_is_measured():
+    """The sampler's first sample comes one interval after the start: a final one at the stop
+    gives a fast case its figures (NaN would rank it after every measured case)."""
+    sampler = Sampler(interval_s=30.0).start()
+    time.sleep(0.05)
+    samples = pd.DataFrame(sampler.stop())
+    assert len(samples) == 1 and 0.05 <= samples["t_s"].iloc[0] < 30
+    row = case_figures("a.nii.gz", samples, 0.05, "ok", "", get_rules("flare22").efficiency)
+    assert row["MaxRAM"] > 0 and row["AUC_RAM_Time"] > 0 and math.isfinite(row["AUC_CPU_Time"])
+    assert needs_final_sample([], 0.001, 0.1) and needs_final_sample([0.1, 0.2], 0.26, 0.1)
+    assert not needs_final_sample([0.1, 0.2], 0.24, 0.1)  # a sample 40 ms old stands for the end

@@ -1,13 +1,14 @@
 """Per-case scores follow the official scripts of each year."""
 import math
 
+import nibabel as nib
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import find_objects
 
-from bench.official_loop import official_case
+from bench.official_loop import official_case, official_files
 from evaluation.metrics import flat_nonzero, label_runs, score_case
 from evaluation.rules import RULES, get_rules
 from evaluation.synthetic import case_pair, degraded
@@ -173,3 +174,15 @@ def test_flat_nonzero_equals_numpy(dtype):
     for n in (0, 1, 7, 8, 9, 1001):
         values = ((rng.random(n) < 0.2) * rng.integers(1, 5, n)).astype(dtype)
         np.testing.assert_array_equal(flat_nonzero(values), np.flatnonzero(values))
+
+
+def test_the_official_loop_reads_files_with_each_years_casts(tmp_path):
+    """FLARE21 leaves the prediction as get_fdata's floats (1.5 is no label there), FLARE22 casts
+    it to uint8 (1.5 becomes liver) and FLARE23 to int8."""
+    gt = np.zeros((8, 8, 6), np.uint8)
+    gt[2:6, 2:6, 1:5] = 1
+    nib.save(nib.Nifti1Image(gt, np.eye(4)), str(tmp_path / "gt.nii.gz"))
+    nib.save(nib.Nifti1Image(gt * np.float32(1.5), np.eye(4)), str(tmp_path / "pred.nii.gz"))  # stored as floats
+    scores = {year: official_files(tmp_path / "gt.nii.gz", tmp_path / "pred.nii.gz", get_rules(year))[1]
+              for year in ("flare21", "flare22", "flare23")}
+    assert scores == {"flare21": (0.0, 0.0), "flare22": (1.0, 1.0), "flare23": (1.0, 1.0)}

@@ -1,8 +1,9 @@
 """GPU memory through NVML, with a fake NVML at the boundary (no GPU here)."""
+import math
 import sys
 import types
 
-from evaluation.nvml import GpuMemory
+from evaluation.nvml import GpuMemory, tree_used_mb
 from flare_common.units import MB
 
 
@@ -28,6 +29,7 @@ def fake_pynvml(total_mb: float, free_mb: float, fail: Exception | None = None) 
 
 def test_used_memory_is_total_minus_free(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(16384, 15000))
+    monkeypatch.setattr("evaluation.nvml.psutil.pid_exists", lambda pid: True)  # NVML's PIDs are processes here
     gpu = GpuMemory.open(1)
     assert gpu.name == "Fake GPU" and gpu.index == 1 and gpu.total_mb == 16384 and gpu.uuid == "GPU-fake-1"
     assert gpu.used_mb() == 1384
@@ -47,3 +49,17 @@ def test_a_gpu_found_by_uuid_has_nvmls_index(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(16384, 15000))
     gpu = GpuMemory.open(uuid="GPU-fake-3")
     assert gpu.index == 3 and gpu.uuid == "GPU-fake-3"
+
+
+def test_gpu_memory_of_the_tree_is_not_measured_when_nvmls_pids_are_not_this_machines(monkeypatch):
+    """Inside a PID namespace (a container) NVML lists the host's PIDs: none matches the tree's, and
+    0 MB would look measured."""
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(16384, 15000))
+    monkeypatch.setattr("evaluation.nvml.psutil.pid_exists", lambda pid: False)
+    assert math.isnan(GpuMemory.open(0).process_used_mb([12]))
+    assert GpuMemory.open(0).process_used_mb([10]) == 500  # a PID that matches is the submission's
+    seen_here = {10, 11}.__contains__
+    assert tree_used_mb([(10, 500 * MB), (11, 250 * MB)], [12], seen_here) == 0.0  # others' processes, all seen
+    assert math.isnan(tree_used_mb([(10, 500 * MB), (4242424, 9 * 2**30)], [12], seen_here))
+    assert tree_used_mb([], [12], seen_here) == 0.0  # nobody computes on the GPU
+    assert math.isnan(tree_used_mb([(12, None)], [12], seen_here))  # memory not reported

@@ -106,3 +106,22 @@ def test_case_ranks_follow_challenger(ties):
     ranks = rank.case_ranks(values, tiers, higher_is_better=True, ties=ties)
     expected = [3, 1, 1, 4, 4, 6] if ties == "min" else [3, 1.5, 1.5, 4.5, 4.5, 6]
     assert ranks.tolist() == expected
+
+
+@pytest.mark.parametrize("policy", rank.FAILURE_POLICIES)
+def test_a_case_given_the_stuck_values_ranks_last_under_either_policy(policy):
+    """FLARE22 without NVML: every GPU area is NaN except the stuck value a timeout gets, which as
+    the only finite value would rank first under the official policy."""
+    stuck = 3600 * (10240 - 2048)
+    hung = pd.DataFrame({"Name": ["c1", "c2"], "Status": ["ok", "timeout"], "Penalised": [False, True],
+                         "DSC_mean": [0.9, 0.0], "NSD_mean": [0.9, 0.0], "Time": [10.0, 3600.0],
+                         "AUC_GPU_Time": [math.nan, stuck], "AUC_CPU_Time": [500.0, 360000.0]})
+    worked = hung.assign(Status="ok", Penalised=False, DSC_mean=0.9, NSD_mean=0.9, Time=10.0, AUC_GPU_Time=math.nan,
+                         AUC_CPU_Time=500.0)
+    ranking = rank.rank_teams({"hung": hung, "worked": worked}, RULES["flare22"].efficiency.rank_weights,
+                              policy=policy)
+    assert ranking.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "worked": 1}
+    assert ranking.table["team"].tolist() == ["worked", "hung"]
+    as_read_back = hung.assign(Penalised=["False", "True"])  # a results.csv column read back with NaN elsewhere
+    again = rank.rank_teams({"hung": as_read_back, "worked": worked}, {"AUC_GPU_Time": 1}, policy=policy)
+    assert again.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "worked": 1}

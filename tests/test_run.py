@@ -196,13 +196,20 @@ def test_compare_puts_status_changes_first_and_never_calls_failures_faster(runs,
     assert "stopped succeeding are not compared: that is no progress" in printed
 
 
-def test_a_failed_case_scores_zero_under_flare22(data, tmp_path):
+def test_a_failed_case_scores_zero_under_flare22(data, tmp_path, capsys):
     hang_one = ('case "$(ls {inputs})" in synthetic_001*) sleep 30;; synthetic_002*) exit 3;; esac; '
                 + COPY % (data / "gt"))
     code = run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(tmp_path / "out"),
                      "--command", hang_one, "--rules", "flare22", "--timeout", "2", "--interval", "0.05",
                      "--baseline", "0", "--failures", "penalised"])
     assert code == 1
+    printed = capsys.readouterr().out.split("accuracy with the flare22 rule for stuck cases (2 case(s) scored 0)")
+    assert len(printed) == 2, "the table flare-run prints is the one of results.csv, and says so"
+    organs = json.loads((tmp_path / "out" / "summary.json").read_text())["organs"]
+    esophagus = next(line for line in printed[1].splitlines() if line.startswith("esophagus")).split()
+    assert float(esophagus[1]) == pytest.approx(organs["esophagus"]["DSC"]["mean"], abs=5e-5) == pytest.approx(1 / 3)
+    scorer = json.loads((tmp_path / "out" / "accuracy" / "summary.json").read_text())["organs"]
+    assert scorer["esophagus"]["DSC"]["mean"] == 1  # accuracy/: the outputs as written (absent from both)
     results = pd.read_csv(tmp_path / "out" / "results.csv").set_index("Name")
     stuck = results.loc["synthetic_001.nii.gz"]
     assert stuck["Status"] == "timeout" and stuck["Time"] == 3600 and stuck["AUC_CPU_Time"] == 360000
@@ -291,6 +298,7 @@ def test_run_passes_every_efficiency_option_on(tmp_path, monkeypatch):
     monkeypatch.setattr(run.efficiency, "main", efficiency_main)
     (tmp_path / "gt").mkdir()
     (tmp_path / "gt" / "case.nii.gz").write_bytes(b"")  # a ground truth is looked for before the run starts
+    (tmp_path / "case_0000.nii.gz").write_bytes(b"")  # and an input image
     with pytest.raises(Handed) as handed:
         run.main(["--inputs", str(tmp_path), "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "out"),
                   "--command", "sh predict.sh {inputs} {outputs}", "--memory", "12g", "--gpu", "1", "--timeout", "60",
@@ -301,3 +309,47 @@ def test_run_passes_every_efficiency_option_on(tmp_path, monkeypatch):
         "--memory": "12g", "--gpu": "1", "--failures": "official", "--baseline": "0.0", "--busy-cpu": "50.0",
         "--rules": "flare22"}
     assert float(given["--timeout"]) == 60 and given["--command"] == "sh predict.sh {inputs} {outputs}"
+
+
+def test_usage_errors_name_flare_runs_own_usage(data, tmp_path, capsys):
+    for bad in (["--command", "no placeholders"], ["--command", "x {inputs} {outputs}", "--interval", "0"],
+                ["--inputs", str(tmp_path / "none"), "--command", "x {inputs} {outputs}"]):
+        with pytest.raises(SystemExit) as stopped:
+            run.main(["--inputs", str(data / "images"), "--gt", str(data / "gt"), "--out", str(tmp_path / "out"), *bad])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and "usage: python -m evaluation.run" in err and "evaluation.efficiency" not in err
+    assert not (tmp_path / "out" / "efficiency").exists()
+
+
+def test_a_failed_limit_of_the_year_is_a_problem_of_the_run(data, tmp_path, monkeypatch):
+    import dataclasses
+
+    flare21 = run.get_rules("flare21")
+    tight = dataclasses.replace(flare21, efficiency=dataclasses.replace(flare21.efficiency, set_time_s=1))
+    monkeypatch.setattr("evaluation.efficiency.get_rules", lambda name: tight)
+    monkeypatch.setattr("evaluation.run.get_rules", lambda name: tight)
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(data / "images" / "synthetic_000_0000.nii.gz", one)
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    shutil.copy(data / "gt" / "synthetic_000.nii.gz", gt)
+    assert run.main(["--inputs", str(one), "--gt", str(gt), "--out", str(tmp_path / "out"), "--baseline", "0",
+                     "--command", COPY % (data / "gt")]) == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["verdict"]["passed"] is False and summary["cases_with_problems"] == 0
+    assert [(p["case"], p["source"]) for p in summary["problems"]] == [("all cases", "efficiency (all cases)")]
+    assert summary["problems"][0]["problem"].startswith("limit not met: 100 cases within")
+    problems = (tmp_path / "out" / "report.html").read_text().split("<h2>Problems</h2>")[1].split("<h2>")[0]
+    assert "limit not met: 100 cases within" in problems and "none" not in problems
+
+
+def test_one_nan_to_null_rule_and_one_organ_header_rule():
+    from evaluation import report, report_page
+
+    assert run.json_number is report.json_number is compare.json_number
+    assert report.json_number(float("nan")) is None and report.json_number(None) is None
+    assert type(report.json_number(np.float64(0.5))) is float
+    assert run.organ_header is report_page.organ_header
+    headers = [report_page.organ_header(o) for o in run.get_rules("flare21").organs][:1]
+    assert headers + [report_page.organ_header(run.get_rules("flare22").organs[1])] == ["liver", "RK"]

@@ -305,3 +305,31 @@ def test_rules_mismatch_only_when_another_year_fits_better():
     assert rules_mismatch(set(), RULES["flare22"]) is None
     unknown = rules_mismatch({1, 2, 3, 4, 14}, RULES["flare21"])  # says why, and no empty list of absent organs
     assert "14 is not a flare21 label (ignored)" in unknown and "()" not in unknown and "flare23" in unknown
+
+
+def test_per_case_values_are_rounded_as_numpy_rounds_like_the_official_scripts(tmp_path):
+    """The official scripts round a NumPy float64 (NumPy's rounding): on the tie 0.06425 that gives
+    0.0642, where Python's round of a float gives 0.0643."""
+    from evaluation.score import CaseResult, metrics_rows, official_round
+
+    assert round(0.06425, 4) == 0.0643 and official_round(0.06425, 4) == round(np.float64(0.06425), 4) == 0.0642
+    columns = get_rules("flare22").metric_columns()
+    result = CaseResult("x.nii.gz", dict.fromkeys(columns, 1))
+    result.values["Liver_DSC"] = 2 * 257 / 8000  # a liver of 4000 voxels, predicted with 257 of them
+    assert metrics_rows([result], columns, 4)[0]["Liver_DSC"] == 0.0642
+    assert metrics_rows([result], columns, None)[0]["Liver_DSC"] == 0.06425
+
+
+def test_hidden_files_are_no_predictions_and_two_predictions_of_a_case_are_warned_about(tmp_path, capsys):
+    gt, pred, out = make_set(tmp_path, n=2)
+    (pred / "._case_0.nii.gz").write_bytes(b"\x00\x05\x16\x07")  # what macOS writes beside a file
+    (pred / "._stray.nii.gz").write_bytes(b"\x00\x05\x16\x07")
+    g, _ = synthetic_case(1)
+    save_labels(g, SPACING, pred / "case_1.nii")  # a second prediction of case_1, perfect: not scored
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1"]) == 0
+    warnings = json.loads((out / "summary.json").read_text())["warnings"]
+    assert [w for w in warnings if "no ground truth" in w["warning"]] == []
+    assert warnings == [{"case": "case_1.nii.gz", "warning": "predictions case_1.nii.gz, case_1.nii all exist: "
+                                                             "case_1.nii.gz scored, the other ignored"}]
+    assert float(read_csv(out / "metrics.csv")[1]["DSC_1"]) < 1.0  # the one of the ground truth's name
+    assert "case_1.nii.gz scored, the other ignored" in capsys.readouterr().err
