@@ -24,10 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from flare_common import cli
-from flare_common.nifti import nifti_files
+from flare_common.nifti import CHANNEL_SUFFIX, nifti_files
 from training.data import (
     AFFINE_TOLERANCE_MM,
-    CHANNEL,
     PATHOLOGICAL_LIST,
     Case,
     DataError,
@@ -65,7 +64,7 @@ def labelled_cases(root: Path) -> tuple[list[Case], list[str]]:
     cases = []
     for label in nifti_files(labels_dir):
         name = case_name(label.name)
-        cases.append(Case(name, images.get(name, images_dir / f"{name}{CHANNEL}.nii.gz"), label))
+        cases.append(Case(name, images.get(name, images_dir / f"{name}{CHANNEL_SUFFIX}.nii.gz"), label))
     return cases, sorted(set(images) - {c.name for c in cases})
 
 
@@ -84,7 +83,7 @@ def crop_case(case: Case, box_labels: Path, organ: int, margin_mm: tuple[float, 
     box = crop_box(np.asarray(source.dataobj) == organ, spacing, margin_mm, rng)
     if box is None:
         return False
-    nib.save(image.slicer[box], out / "images" / f"{case.name}{CHANNEL}.nii.gz")
+    nib.save(image.slicer[box], out / "images" / f"{case.name}{CHANNEL_SUFFIX}.nii.gz")
     nib.save(labels.slicer[box], out / "labels" / f"{case.name}.nii.gz")
     return True
 

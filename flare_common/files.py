@@ -3,21 +3,43 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden name beside path, unique to this process and call, for writing path's new content."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextmanager
+def atomic_output(path: Path, mode: str = "wb", fsync: bool = False) -> Iterator[IO]:
+    """A new file to write path's content into ("wb" or "w"): renamed onto path when the block
+    ends without an error, removed when it raises, so readers see the old file or the complete
+    new one, never a part (and a reader holding the old one open or memory-mapped keeps it).
+    fsync: the data reaches the disk before the rename. The file gets the ordinary permissions
+    of a new file (0666 less the umask)."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        with open(tmp, mode.replace("w", "x"), **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write text to path so that readers see either the old file or the complete new one.
-    The file gets the ordinary permissions of a new file (0666 less the umask)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write text to path so that readers see either the old file or the complete new one."""
+    with atomic_output(path, "w") as f:
+        f.write(text)
 
 
 def _probe(folder: Path) -> str | None:

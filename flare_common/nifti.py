@@ -4,20 +4,28 @@ Every NIfTI file the project reads (the scorer's label maps, the submission's CT
 is opened through `nifti_image`, which checks the header as stored, before nibabel repairs it
 (nibabel silently turns a pixdim of 0 into 1 mm and passes NaN geometry on): a voxel spacing that
 is zero, negative, not finite or outside SPACING_RANGE_MM, and non-finite quaternion, offset or
-sform values in use, make the file unusable (InputError). nibabel's own messages are captured, to
-be reported with the case's name, and a gzip stream is read to its end so that its CRC and length
-are checked (nibabel stops at the data's last byte).
+sform values in use, make the file unusable (InputError). nibabel's own messages and the warnings
+of reading are captured, to be reported with the case's name and their source. Whether a file is
+gzip-compressed is read from its first bytes, not its name, and a gzip stream is read to its end so
+that its CRC and length are checked (nibabel stops at the data's last byte); bytes after the
+stream that are not gzip data are noted, not refused (nibabel reads such files).
 
-Names: a case's image is <case>_0000.nii.gz (or any .nii/.nii.gz), its label map <case>.nii.gz.
+Names: a case's image is <case>_0000.nii.gz (or any .nii/.nii.gz; CHANNEL_SUFFIX), its label map
+<case>.nii.gz.
 """
 from __future__ import annotations
 
+import io
 import logging
+import os
+import re
+import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import nibabel as nib
 import numpy as np
@@ -25,15 +33,20 @@ from nibabel.fileholders import FileHolder
 
 from flare_common.errors import InputError
 
-try:  # ISA-L's gzip (the isal package): the same format and errors, 2x faster inflate, 5x faster deflate
+try:  # ISA-L's gzip and zlib (the isal package): the same formats and errors, 2x faster inflate, 5x faster deflate
     from isal import igzip as gzip
+    from isal import isal_zlib as zlib
 except ImportError:
     import gzip
+    import zlib
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SPACING_RANGE_MM = (0.05, 50.0)  # a voxel side outside this is a broken header, not a scan
 _HEADER_SIZES = {348: nib.Nifti1Image, 540: nib.Nifti2Image}
-_DRAIN_CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+CHANNEL_SUFFIX = "_0000"  # a case's CT is <case>_0000.nii.gz: the suffix of its one channel (FLARE, nnU-Net)
+_COMPRESSED_CHUNK = 1 << 16  # gzip data inflated per call: small pieces inflate fastest (they stay in cache)
+_INFLATED_CHUNK = 1 << 22
 
 
 def gzip_compress(data: bytes, level: int = 1) -> bytes:
@@ -65,7 +78,7 @@ def output_name(path: Path) -> str:
     """FLARE naming of a case's label map: <case>_0000.nii.gz -> <case>.nii.gz; other NIfTI
     names keep their stem."""
     stem = case_stem(path)
-    return (stem[: -len("_0000")] if stem.endswith("_0000") else stem) + ".nii.gz"
+    return (stem[: -len(CHANNEL_SUFFIX)] if stem.endswith(CHANNEL_SUFFIX) else stem) + ".nii.gz"
 
 
 def volume_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -142,63 +155,229 @@ def affine_problems(affine: np.ndarray | None) -> list[str]:
     return [problem] if problem else []
 
 
-@contextmanager
-def nibabel_messages() -> Iterator[list[str]]:
-    """Collect what nibabel logs (e.g. "pixdim[1,2,3] should be non-zero; setting 0 dims to 1") and
-    the Python warnings issued in this thread, instead of letting them reach stderr without the
-    file's name; yields the list of messages (filled as they come). Another thread's log records
-    and warnings in the meantime (the main thread segmenting while a reader thread reads) go where
-    they would have gone."""
+class Message(str):
+    """A message about a file being read (its text), with its source: the package that logged or
+    warned it ("nibabel", "numpy", ...) or "gzip" for what the file's compression showed."""
+
+    source: str
+
+    def __new__(cls, text: str, source: str) -> Message:
+        message = super().__new__(cls, text)
+        message.source = source
+        return message
+
+
+_collecting = threading.local()  # .messages: the list the thread's nibabel_messages block fills
+_NUMPY_FLOAT_ERROR = re.compile(r"(overflow|underflow|invalid value|divide by zero) encountered in ")
+
+
+def _collector() -> list[Message] | None:
+    """The list the current thread collects messages in, None where it collects none."""
+    return getattr(_collecting, "messages", None)
+
+
+class _LogRouter(logging.Filter):
+    """On nibabel's logger: a record logged by a thread that collects goes to its collector (and
+    nowhere else); every other record passes on as it would."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        messages = _collector()
+        if messages is None:
+            return True
+        messages.append(Message(record.getMessage(), record.name.split(".")[0]))
+        return False
+
+
+class _WarningRouter:
+    """warnings.showwarning's stand-in: a warning shown in a thread that collects goes to its
+    collector; every other one to the showwarning it replaced."""
+
+    def __init__(self, shown: Callable) -> None:
+        self.shown = shown
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        messages = _collector()
+        if messages is None:
+            self.shown(message, category, filename, lineno, file, line)
+            return
+        text = str(message)
+        messages.append(Message(text, _warning_source(text, category)))
+        _forget(text, category, filename, lineno)
+
+
+def _warning_source(text: str, category: type[Warning]) -> str:
+    """The package a warning comes from: its category's, else numpy for numpy's floating-point
+    errors (raised inside numpy's C code, they name the Python line that called it), else the
+    package of the code that issued it."""
+    package = category.__module__.split(".")[0]
+    if package != "builtins":
+        return package
+    if _NUMPY_FLOAT_ERROR.match(text):
+        return "numpy"
+    frame = sys._getframe(2)  # above _WarningRouter.__call__
+    while frame is not None and frame.f_globals.get("__name__") in ("warnings", __name__):
+        frame = frame.f_back
+    return frame.f_globals.get("__name__", "python").split(".")[0] if frame is not None else "python"
+
+
+def _forget(text: str, category: type[Warning], filename: str, lineno: int) -> None:
+    """Let the next file's reading collect the same warning again: the filters' "default" and
+    "module" actions show a warning once per place and "once" once in all, by entries in the
+    issuing module's __warningregistry__ and in warnings.onceregistry, which are dropped here."""
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_filename, frame.f_lineno) != (filename, lineno):
+        frame = frame.f_back
+    registry = frame.f_globals.get("__warningregistry__") if frame is not None else None
+    if isinstance(registry, dict):
+        registry.pop((text, category, lineno), None)
+        registry.pop((text, category, 0), None)
+    warnings.onceregistry.pop((text, category), None)
+
+
+def _route() -> None:
+    """Install the routers of nibabel's log records and of warnings: once, and again where
+    warnings.showwarning was replaced since (catch_warnings replaces it in its block). The
+    warning filters are never changed: they are the process's, and not safe to change from
+    another thread than the one that set them."""
+    if not isinstance(warnings.showwarning, _WarningRouter):
+        warnings.showwarning = _WarningRouter(warnings.showwarning)
     logger = nib.imageglobals.logger
-    messages: list[str] = []
-    owner = threading.get_ident()
+    if not any(isinstance(f, _LogRouter) for f in logger.filters):
+        logger.addFilter(_LogRouter())
 
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.thread == owner:
-                messages.append(record.getMessage())
-            else:
-                for handler in handlers:
-                    handler.handle(record)
 
-    collect, handlers, propagate = Collect(), list(logger.handlers), logger.propagate
-    for handler in handlers:
-        logger.removeHandler(handler)
-    logger.addHandler(collect)
-    logger.propagate = False
-    try:
-        with warnings.catch_warnings():  # restores the filters and showwarning when the block ends
-            warnings.simplefilter("always")
-            shown = warnings.showwarning
-
-            def show(message, category, filename, lineno, file=None, line=None) -> None:
-                if threading.get_ident() == owner:
-                    messages.append(str(message))
-                else:
-                    shown(message, category, filename, lineno, file, line)
-
-            warnings.showwarning = show
-            yield messages
-    finally:
-        logger.removeHandler(collect)
-        for handler in handlers:
-            logger.addHandler(handler)
-        logger.propagate = propagate
+_route()  # at import, in the importing (main) thread: a reader thread then finds them in place
 
 
 @contextmanager
-def nifti_image(path: Path) -> Iterator[tuple[nib.spatialimages.SpatialImage, list[str]]]:
-    """Open a NIfTI-1/2 file (.nii or .nii.gz) whose stored header has sound geometry; yields (image,
-    nibabel's messages). Read the data inside the block: the file is closed after it, a gzip stream
-    having been read to its end first, so a bad CRC or length raises there. InputError for a
-    refused header; nibabel, gzip and zlib errors pass through for the caller to report."""
-    opener = gzip.open if path.name.endswith(".gz") else open  # ISA-L's where installed
-    with opener(path, "rb") as stream, nibabel_messages() as messages:
+def nibabel_messages() -> Iterator[list[Message]]:
+    """Collect what nibabel logs (e.g. "pixdim[1,2,3] should be non-zero; setting 0 dims to 1") and
+    the Python warnings shown in this thread while the block runs, instead of letting them reach
+    stderr without the file's name; yields the list of messages (filled as they come), each with
+    its source. Another thread's log records and warnings in the meantime (the main thread
+    segmenting while a reader thread reads) go where they would have gone. The process's warning
+    filters decide which warnings are shown, as they would without the block; one shown once per
+    place is collected for every file that raises it."""
+    _route()
+    messages: list[Message] = []
+    outer = _collector()
+    _collecting.messages = messages
+    try:
+        yield messages
+    finally:
+        _collecting.messages = outer
+
+
+class GzipMembers(io.RawIOBase):
+    """The content of a gzip file, read forward (seeking back starts again from the top), member
+    after member as gzip reads a file of several, inflated by ISA-L where installed. Each member's
+    CRC and length are checked as it ends. Bytes after the last member that are not gzip data
+    (what a copy or an upload appended) end the content: `trailing` counts them, after the stream
+    has been read to its end (gzip's padding of zero bytes is not counted)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close(), as the stream it serves is)
+        self._restart()
+
+    def _restart(self) -> None:
+        self._file.seek(0)
+        self._inflate, self._pending, self._position, self._ended, self.trailing = _inflater(), b"", 0, False, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+    def readinto(self, buffer) -> int:
+        """Fill `buffer` with the next bytes of the content (fewer only at its end); EOFError where
+        the file ends inside a member."""
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view) and not self._ended:
+            if not self._pending:
+                self._pending = self._file.read(_COMPRESSED_CHUNK)
+                if not self._pending:
+                    raise EOFError("the file ends inside the gzip stream (truncated)")
+            out = self._inflate.decompress(self._pending, min(len(view) - filled, _INFLATED_CHUNK))
+            self._pending = self._inflate.unconsumed_tail
+            view[filled:filled + len(out)] = out
+            filled += len(out)
+            if self._inflate.eof:
+                self._after_member(self._inflate.unused_data)
+        self._position += filled
+        return filled
+
+    def _after_member(self, rest: bytes) -> None:
+        """A member ended with `rest` read after it: another member starts, or the content ends."""
+        rest = rest.lstrip(b"\0")
+        while len(rest) < len(GZIP_MAGIC) and (more := self._file.read(_COMPRESSED_CHUNK)):
+            rest = (rest + more).lstrip(b"\0")
+        if rest.startswith(GZIP_MAGIC):
+            self._inflate, self._pending = _inflater(), rest
+            return
+        self._ended = True
+        if rest:
+            self.trailing = len(rest) + os.fstat(self._file.fileno()).st_size - self._file.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence not in (io.SEEK_SET, io.SEEK_CUR):
+            raise io.UnsupportedOperation("a gzip stream seeks from its start or its position only")
+        target = offset if whence == io.SEEK_SET else self._position + offset
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        if target < self._position:
+            self._restart()
+        skip = bytearray(min(_INFLATED_CHUNK, max(target - self._position, 0)))
+        while self._position < target and self.readinto(memoryview(skip)[:target - self._position]):
+            pass
+        return self._position
+
+
+def _inflater():
+    """A decompressor of one gzip member (wbits 31: the gzip header and trailer are checked)."""
+    return zlib.decompressobj(31)
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether a file starts with gzip's magic bytes (what it holds, whatever its name says)."""
+    with open(path, "rb") as f:
+        return f.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
+def _open(path: Path, messages: list[Message]) -> IO[bytes]:
+    """The file's content as a seekable binary stream, inflated where the file is gzip data (known
+    from its first bytes, not its name: a name that says otherwise is noted in `messages`)."""
+    compressed, named = is_gzip(path), path.name.endswith(".gz")
+    if compressed != named:
+        messages.append(Message("gzip-compressed, though its name does not end in .gz" if compressed
+                                else "not gzip-compressed, though its name ends in .gz", "gzip"))
+    return io.BufferedReader(GzipMembers(path), _INFLATED_CHUNK) if compressed else open(path, "rb")
+
+
+@contextmanager
+def nifti_image(path: Path) -> Iterator[tuple[nib.spatialimages.SpatialImage, list[Message]]]:
+    """Open a NIfTI-1/2 file (.nii or .nii.gz; gzip-compressed or not whatever its name says) whose
+    stored header has sound geometry; yields (image, the messages of reading it: nibabel's, and
+    gzip's about the file). Read the data inside the block: the file is closed after it, a gzip
+    stream having been read to its end first, so a bad CRC or length raises there, and bytes after
+    the stream are noted (not refused: nibabel reads such files). InputError for a refused header;
+    nibabel, gzip and zlib errors pass through for the caller to report."""
+    with nibabel_messages() as messages, _open(path, messages) as stream:
         start = stream.read(4)
         size = int.from_bytes(start, "little") if len(start) == 4 else 0
         klass = _HEADER_SIZES.get(size) or _HEADER_SIZES.get(int.from_bytes(start, "big") if len(start) == 4 else 0)
         if klass is None:
-            raise InputError("not a NIfTI-1 or NIfTI-2 file")
+            naming = [str(m) for m in messages if m.source == "gzip"]
+            raise InputError("not a NIfTI-1 or NIfTI-2 file" + (f" ({naming[0]})" if naming else ""))
         stream.seek(0)
         problems = header_problems(klass.header_class.from_fileobj(stream, check=False))
         if problems:
@@ -210,5 +389,10 @@ def nifti_image(path: Path) -> Iterator[tuple[nib.spatialimages.SpatialImage, li
         if problems:
             raise InputError("; ".join(problems))
         yield image, messages
-        while stream.read(_DRAIN_CHUNK):  # to the end: gzip checks the CRC and length there
-            pass
+        raw = getattr(stream, "raw", None)
+        if isinstance(raw, GzipMembers):
+            while stream.read(_INFLATED_CHUNK):  # to the end: gzip checks each member's CRC and length there
+                pass
+            if raw.trailing:
+                messages.append(Message(f"{raw.trailing} byte(s) after the end of the gzip stream, not gzip data: "
+                                        "ignored", "gzip"))

@@ -11,8 +11,9 @@ A checkpoint is a `torch.save`d dict of plain types and tensors only, so it load
     labels            {"1": "liver", ...}: output channel k is label k + 1
     output_activation "sigmoid" (see inference/networks.py)
     postprocessing    {"min_component_mm3": 1000, "components_kept": {"2": 2}, "box_margin_mm": 20,
-                       "not_above": {"2": 1, "3": 1, "4": 1}}  (inference.postprocessing.Postprocessing;
-                      checkpoints without not_above get its default)
+                       "not_above": {"2": 1, "3": 1, "4": 1}, "edge_padding": true}
+                      (inference.postprocessing.Postprocessing; checkpoints without not_above or
+                      edge_padding get its defaults)
     trained_on        free text: what the weights were trained on ("untrained: ..." for random ones)
 
 Weights may be stored as float16 (`--half`, half the size); they are loaded as float32.
@@ -38,6 +39,7 @@ import torch
 
 from flare_common import cli
 from flare_common.errors import describe_error
+from flare_common.files import atomic_output
 from flare_common.labels import label_names
 from inference.defaults import WEIGHTS_HELP
 from inference.networks import OUTPUT_ACTIVATION, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig, input_size_problem
@@ -45,8 +47,8 @@ from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 
 FORMAT = "flare-coarse-to-fine/2"
-STAGES = ("coarse", "fine")
-NETWORKS = {"coarse": (CoarseUNet, CoarseConfig), "fine": (EfficientSegNet, FineConfig)}
+NETWORKS = {"coarse": (CoarseUNet, CoarseConfig), "fine": (EfficientSegNet, FineConfig)}  # per stage: network, config
+NETWORK_STAGES = tuple(NETWORKS)  # the two networks a checkpoint holds, in the order they run
 FLARE21_LABELS = label_names("flare21")
 UNTRAINED = "untrained: randomly initialised weights (for tests and demos; segmentations are meaningless)"
 
@@ -65,7 +67,7 @@ class Models:
     fine: EfficientSegNet | None
     labels: dict[int, str] = field(default_factory=lambda: dict(FLARE21_LABELS))
     normalisation: dict[str, Normalisation] = field(
-        default_factory=lambda: {stage: Normalisation() for stage in STAGES})
+        default_factory=lambda: {stage: Normalisation() for stage in NETWORK_STAGES})
     post: Postprocessing = field(default_factory=Postprocessing)
     trained_on: str = ""
     training: dict[str, dict] = field(default_factory=dict)
@@ -75,12 +77,13 @@ class Models:
 
     def stages(self) -> list[str]:
         """The stages this checkpoint holds."""
-        return [stage for stage in STAGES if self.network(stage) is not None]
+        return [stage for stage in NETWORK_STAGES if self.network(stage) is not None]
 
 
 def save(path: Path, models: Models, half: bool = False) -> None:
-    """Write a checkpoint (atomically: a temporary file, then a rename); `half` stores the
-    weights as float16."""
+    """Write a checkpoint atomically (flare_common.files.atomic_output: nothing is left where the
+    write fails, and an existing checkpoint stays whole); `half` stores the weights as float16.
+    OSError where it cannot be written."""
     payload = {"format": FORMAT, "labels": {str(k): v for k, v in models.labels.items()},
                "output_activation": OUTPUT_ACTIVATION, "postprocessing": models.post.to_dict(),
                "trained_on": models.trained_on}
@@ -94,9 +97,8 @@ def save(path: Path, models: Models, half: bool = False) -> None:
                           "training": models.training.get(stage, {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_output(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def _config(cls, raw: dict, where: str):
@@ -107,7 +109,7 @@ def _config(cls, raw: dict, where: str):
         raise CheckpointError(f"{where}: invalid network config ({exc})") from None
 
 
-def load(path: Path, device: torch.device | str = "cpu", stages: tuple[str, ...] = STAGES) -> Models:
+def load(path: Path, device: torch.device | str = "cpu", stages: tuple[str, ...] = NETWORK_STAGES) -> Models:
     """Load and check a checkpoint that holds at least the given stages; CheckpointError with
     a one-line reason when it is unusable."""
     path = Path(path)
@@ -147,7 +149,7 @@ def _models(path: Path, payload: dict, device: torch.device | str) -> Models:
     if unknown := sorted(post.labels() - set(labels)):
         raise CheckpointError(f"{path}: the post-processing names labels {unknown} not in {sorted(labels)}")
     models = Models(None, None, labels, {}, post, str(payload.get("trained_on", "")), {})
-    for stage in STAGES:
+    for stage in NETWORK_STAGES:
         if stage not in payload:
             continue
         cls, config_cls = NETWORKS[stage]
@@ -272,7 +274,12 @@ def main(argv: list[str] | None = None) -> int:
 
             if not openvino_runtime.installed():
                 raise CheckpointError("OpenVINO is not installed (pip install openvino)")
-            folder = openvino_runtime.export(args.path, load(args.path))
+            models = load(args.path)
+            try:
+                folder = openvino_runtime.export(args.path, models)
+            except (RuntimeError, ValueError) as exc:  # OpenVINO could not convert or write it (OSError: below)
+                print(f"error: {_written(args)}: not exported ({describe_error(exc)})", file=sys.stderr)
+                return 1
             print(f"wrote {folder}")
         elif args.command == "random":
             save(args.out, random_models(seed=args.seed))
@@ -289,7 +296,19 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder: nothing half-written is left
+        print(f"error: {_written(args)}: {exc.strerror or describe_error(exc)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _written(args: argparse.Namespace) -> Path:
+    """What a command writes: the checkpoint, or for export-openvino the export beside it."""
+    if args.command == "export-openvino":
+        from inference import openvino_runtime
+
+        return openvino_runtime.folder_for(args.path)
+    return getattr(args, "out", None) or args.path
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ resampled: a label map mapped back with `from_canonical` lies exactly on the inp
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from flare_common.errors import InputError, describe_error
+from flare_common.files import atomic_output
 from flare_common.nifti import affine_problems, gzip_compress, header_doubts, nifti_image, volume_shape
 
 MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
@@ -33,7 +33,7 @@ class CT:
     """A CT in canonical orientation.
 
     data: float32 HU, axes (x, y, z) RAS+; spacing: mm along those axes; image: the file as read
-    (its header and affine are copied to the output); orientation: the nibabel orientation that
+    (its geometry is the output's: labels_image); orientation: the nibabel orientation that
     maps the stored axes to canonical ones; warnings: what was repaired on the way in and what looks
     wrong (values that are not HU); reorient_s: the seconds spent turning the stored voxels into
     canonical float32 (a benchmark's stage).
@@ -56,9 +56,9 @@ def read_ct(path: Path) -> CT:
     """Read a CT file (3D, or 4D with one volume) into canonical orientation; InputError if unusable.
 
     The stored header's geometry is checked before nibabel repairs it, and a gzip stream's CRC and
-    length are checked (flare_common.nifti.nifti_image); what nibabel says is kept in the CT's
-    warnings ("nibabel: ..."). The file is closed on return: `CT.image` serves its header, affine
-    and shape, the voxels are in `CT.data`."""
+    length are checked (flare_common.nifti.nifti_image); what reading it said is kept in the CT's
+    warnings, each after its source ("nibabel: ...", "numpy: ...", "gzip: ..."). The file is closed
+    on return: `CT.image` serves its header, affine and shape, the voxels are in `CT.data`."""
     try:
         with nifti_image(Path(path)) as (image, messages):
             ct = to_canonical(image)
@@ -66,7 +66,7 @@ def read_ct(path: Path) -> CT:
         raise
     except Exception as exc:
         raise InputError(f"unreadable ({describe_error(exc)})") from None
-    ct.warnings[:0] = [f"nibabel: {m}" for m in messages]
+    ct.warnings[:0] = [f"{m.source}: {m}" for m in messages]
     return ct
 
 
@@ -142,29 +142,34 @@ def _stored_voxels(image: nib.spatialimages.SpatialImage) -> np.ndarray:
 
 
 def labels_image(labels: np.ndarray, ct: CT) -> nib.spatialimages.SpatialImage:
-    """uint8 labels on the input's grid as an image with the input's header, only the data type
-    and scaling changed."""
-    header = ct.image.header.copy()
+    """uint8 labels on the input's grid as an image: the input's geometry (shape and axis order,
+    affine, qform and sform with their codes, zooms, units), none of what described its values or
+    the scan (label_header)."""
+    # the input's own affine, which is the header's: nibabel then leaves the header's codes alone
+    return type(ct.image)(labels.astype(np.uint8, copy=False).reshape(ct.image.shape), ct.image.affine,
+                          header=label_header(ct.image.header))
+
+
+def label_header(header):
+    """A copy of a CT's NIfTI header for its label map: uint8 unscaled, display range 0 (none),
+    intent NIFTI_INTENT_LABEL, no description, auxiliary file or extensions (a CT's carry its
+    window, and often the patient's name or the scanner's notes)."""
+    header = header.copy()
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1.0, 0.0)
-    # the input's own affine, which is the header's: nibabel then leaves the header's codes alone
-    return type(ct.image)(labels.astype(np.uint8, copy=False).reshape(ct.image.shape), ct.image.affine, header=header)
+    header["cal_min"] = header["cal_max"] = 0
+    header.set_intent("label")
+    header["descrip"] = header["aux_file"] = b""
+    header.extensions.clear()
+    return header
 
 
 def write_labels(labels: np.ndarray, ct: CT, path: Path) -> None:
-    """Write uint8 labels (input grid) with the input's header (labels_image); atomically:
-    bytes go to <path>.partial, which is then renamed (and removed if anything, Ctrl-C included,
-    stops the write)."""
+    """Write uint8 labels (input grid) as labels_image, gzip-compressed for a .gz name; atomically
+    (flare_common.files.atomic_output: a hidden temporary file beside it, synced to the disk and
+    renamed, removed if anything, Ctrl-C included, stops the write)."""
     data = labels_image(labels, ct).to_bytes()
     if path.name.endswith(".gz"):
         data = gzip_compress(data)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_output(path, "wb", fsync=True) as f:
+        f.write(data)

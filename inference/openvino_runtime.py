@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from flare_common.files import temporary_name
+
 if TYPE_CHECKING:  # torch is imported where it is used: compile_ahead runs beside `import torch`
     import torch
 
@@ -82,14 +84,25 @@ def _openvino():
 def export(weights: Path, models: Models) -> Path:
     """Trace each network at its input size into OpenVINO's IR beside the checkpoint (replacing
     an older export); the folder. The weights are kept in float32 so the export computes what
-    the checkpoint does."""
+    the checkpoint does. The export is made in a hidden folder beside it and moved in whole
+    (replace_folder): a failed export leaves the older one as it was, and nothing else."""
+    folder = folder_for(weights)
+    building = temporary_name(folder)
+    try:
+        building.mkdir(parents=True)
+        _write_export(weights, models, building)
+        replace_folder(building, folder)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return folder
+
+
+def _write_export(weights: Path, models: Models, folder: Path) -> None:
+    """Each network's IR and the manifest, written into `folder`."""
     import torch
 
     ov = _openvino()
-    folder = folder_for(weights)
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     sizes = {}
     for stage in models.stages():
         net = models.network(stage)  # as loaded: float32, on the CPU, in eval mode
@@ -99,14 +112,28 @@ def export(weights: Path, models: Models) -> Path:
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's, inside OpenVINO's converter
             shape = (1, net.config.in_channels, *size)
             model = ov.convert_model(net, example_input=torch.zeros(shape), input=[shape])  # static: compiled once
-        ov.save_model(model, partial / f"{stage}.xml", compress_to_fp16=False)
+        ov.save_model(model, folder / f"{stage}.xml", compress_to_fp16=False)
         sizes[stage] = list(size)
     manifest = {"checkpoint": Path(weights).name, "sha256": checksum(weights), "input_sizes": sizes,
                 "openvino": ov.get_version()}
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.replace(folder)
-    return folder
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def replace_folder(new: Path, folder: Path) -> None:
+    """Move the complete folder `new` to `folder`, an older one there set aside by a rename first
+    and removed only once the new one is in place: at every moment one whole export is there but
+    for the instant between the two renames (and the older one comes back if the second fails)."""
+    old = temporary_name(folder) if folder.exists() else None
+    if old is not None:
+        folder.replace(old)
+    try:
+        new.replace(folder)
+    except BaseException:
+        if old is not None:
+            old.replace(folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def available(weights: Path, models: Models) -> str | None:

@@ -6,10 +6,14 @@
 2. the organs' bounding box on the original grid plus a margin (20 mm) on every side;
 3. fine: that crop (original HU; where the organs reach the scan's edge, continued past it by
    the margin, repeating the edge voxels) resampled to the fine input size (192^3), normalised
-   on the crop, the fine network, its logits resampled back to the crop;
-4. post-processing: labels from the logits, largest components again, pasted into an empty volume.
+   on the crop, the fine network;
+4. post-processing: labels from the fine logits at the crop's size, decided on the network's
+   grid and carried to the crop's voxels, only the voxels between two labels getting their
+   logits resampled (postprocessing.labels_at_size: no float map of the crop's size), then the
+   largest components again, pasted into an empty volume.
 
-Each case's stages (STAGES) are timed one by one in Result.seconds.
+Each case's stages (STAGES; not the checkpoint's two networks, inference.checkpoint.NETWORK_STAGES)
+are timed one by one in Result.seconds.
 
     >>> segmenter = Segmenter(load("weights/flare21_c2f.pt"), torch.device("cpu"), "fp32")
     >>> labels_img, result = segmenter.segment(nib.load("case_0000.nii.gz"))   # any orientation
@@ -55,7 +59,7 @@ STAGES = {  # the stages of a case, timed one by one (Result.seconds), and what 
     "components": "the coarse labels' largest components and the organs' box plus the margin",
     "crop": "the box cut from the CT onto the device",
     "fine": "the crop resampled to the fine size, normalised, the fine network",
-    "logits back": "the fine logits resampled to the crop and turned into labels",
+    "logits back": "the fine logits turned into labels at the crop's size (labels_at_size)",
     "paste": "the fine labels' largest components pasted into the empty volume",
 }
 
@@ -247,7 +251,8 @@ class Segmenter:
 
     def segment(self, image: nib.spatialimages.SpatialImage) -> tuple[nib.spatialimages.SpatialImage, Result]:
         """A nibabel CT image (any storage orientation) in, its label image out: uint8 on exactly
-        the input's grid and header (InputError for an unusable image)."""
+        the input's grid, with its geometry (inference.imageio.labels_image; InputError for an
+        unusable image)."""
         ct = to_canonical(image)
         labels, result = self.segment_ct(ct)
         return labels_image(labels, ct), result

@@ -5,14 +5,17 @@
                   [--heap auto|kept|system] [--report FILE.json] [--continue]
 
 INPUTS is a folder or a single file. Each <case>_0000.nii.gz (or any other .nii/.nii.gz) becomes
-OUTPUTS/<case>.nii.gz: uint8 labels on exactly the input's grid and header. The arguments are
-checked before torch is imported and the weights are loaded: a missing input, an output folder or
-report that cannot be written, an input without NIfTI files or a missing weights file end the
-run at once with one line and exit code 2. One line per case on stdout; on stderr every problem
-(one line each) and the progress: each stage of each case (a bar on a terminal, plain lines
-elsewhere). Exit code: 0 every case written (or already there with --continue), 1 some cases
-failed (the others are still written), 2 usage error (paths, weights, device), 130 interrupted
-(Ctrl-C: the case being written leaves no file; --continue resumes).
+OUTPUTS/<case>.nii.gz: uint8 labels on exactly the input's grid (its geometry; the header's
+description, display range and extensions are the CT's, not copied: inference.imageio.label_header).
+The arguments are checked before torch is imported and the weights are loaded: a missing input, an
+output folder or report that cannot be written, an input without NIfTI files or a missing weights
+file end the run at once with one line and exit code 2. One line per case on stdout; on stderr
+every problem (one line each) and the progress: each stage of each case (a bar on a terminal,
+plain lines elsewhere). The report (--report) is rewritten after each case, so a stopped run's
+report holds every finished case. Exit code: 0 every case written (or already there with
+--continue), 1 some cases failed (the others are still written) or the report could not be
+written, 2 usage error (paths, weights, device), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM,
+as `docker stop` sends): in both the case being written leaves no file, and --continue resumes.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +39,8 @@ from tqdm import tqdm
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import file_problem, folder_problem, write_atomic
-from flare_common.nifti import is_nifti, output_name
+from flare_common.labels import label_names
+from flare_common.nifti import is_nifti, nifti_files, output_name
 from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, WEIGHTS_HELP
 from inference.heap import HEAPS, choose_heap, keep_freed_memory
 
@@ -46,8 +51,13 @@ if TYPE_CHECKING:
     from inference.openvino_runtime import Networks
     from inference.pipeline import Segmenter
 
-STAGES = {"read": "reading", "coarse": "coarse stage", "fine": "fine stage", "paste": "post-processing",
-          "write": "writing"}  # the stages the progress names (the pipeline's others are timed, not announced)
+PROGRESS = {  # what the progress says as each step of a case starts: reading and writing, and every
+    "read": "reading",  # stage of inference.pipeline.STAGES (a test checks that none is missing)
+    "coarse": "coarse stage", "components": "coarse stage",
+    "crop": "fine stage", "fine": "fine stage",
+    "logits back": "post-processing", "paste": "post-processing",
+    "write": "writing",
+}
 
 
 class UsageError(Exception):
@@ -60,19 +70,22 @@ class Progress:
 
     def __init__(self, total: int, stream: TextIO | None = None):
         stream = stream or sys.stderr
-        self.total, self.stream, self.index, self.case = total, stream, 0, ""
+        self.total, self.stream, self.index, self.case, self.said = total, stream, 0, "", ""
         tty = hasattr(stream, "isatty") and stream.isatty()
         self.bar = tqdm(total=total, file=stream, unit="case", dynamic_ncols=True) if tty else None
 
     def start(self, case: str) -> None:
-        self.index, self.case = self.index + 1, case
+        self.index, self.case, self.said = self.index + 1, case, ""
         self.stage("read")
 
     def stage(self, name: str) -> None:
-        """A stage of the current case starts: announced if it is a key of STAGES."""
-        if name not in STAGES:
+        """A step of the current case starts (a key of PROGRESS; another name is said as it is):
+        announced where what it is called differs from the step before it."""
+        words = PROGRESS.get(name, name)
+        if words == self.said:
             return
-        text = f"[{self.index}/{self.total}] {self.case}: {STAGES[name]}"
+        self.said = words
+        text = f"[{self.index}/{self.total}] {self.case}: {words}"
         with contextlib.suppress(OSError):  # a closed stream (a pipe's reader gone) loses the line, not the case
             if self.bar is not None:
                 self.bar.set_description_str(text)
@@ -100,11 +113,45 @@ class Progress:
 @dataclass
 class Plan:
     """The checked arguments: the inputs to segment, those whose output already exists (skipped
-    with --continue) and the non-NIfTI files of the input folder (ignored)."""
+    with --continue), the files of the input folder that are not images (ignored: hidden or not
+    NIfTI) and the inputs that cannot be written (clashes: input -> why; they fail)."""
 
     inputs: list[Path]
     skipped: list[Path]
     ignored: list[str]
+    clashes: dict[Path, str]
+
+
+class Report:
+    """The --report file (nothing without one): the run's facts, every case's entry and the count
+    of failed cases, rewritten whole and atomically after each case and when the run ends or is
+    stopped, so that a stopped run's report holds every finished case ("complete" says whether the
+    run ended; "stopped", how it was stopped). A write that fails is said once, in one line
+    (`say`), and the run goes on; `problem` is then why."""
+
+    def __init__(self, path: Path | None, cases: list[dict]):
+        self.path, self.cases, self.facts = path, cases, {}
+        self.problem: str | None = None
+        self.say: Callable[[str], None] = _to_stderr
+
+    def write(self, complete: bool = False, stopped: str | None = None) -> None:
+        """Write the report as it stands (`complete` at the run's end, `stopped` when stopped)."""
+        if self.path is None:
+            return
+        failed = sum(case["status"] == "failed" for case in self.cases)
+        document = {**self.facts, "cases": self.cases, "failed": failed, "complete": complete}
+        if stopped:
+            document["stopped"] = stopped
+        try:
+            write_atomic(self.path, json.dumps(document, indent=2) + "\n")
+        except OSError as exc:  # a full disk, say: the cases go on, the run's exit code says so
+            if self.problem is None:
+                self.problem = exc.strerror or describe_error(exc)
+                self.say(f"error: --report {self.path}: {self.problem}")
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _device(requested: str) -> torch.device:
@@ -264,9 +311,9 @@ def _summary_line(case: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    labels = ", ".join(f"{label} {name}" for label, name in label_names("flare21").items())
     parser = cli.parser("python -m inference.predict",
-                        "Segment abdominal CTs (FLARE21 labels: 1 liver, 2 kidney, 3 spleen, 4 pancreas) with the "
-                        "coarse-to-fine pipeline.", [
+                        f"Segment abdominal CTs (FLARE21 labels: {labels}) with the coarse-to-fine pipeline.", [
                             "flare-predict -i scans/ -o labels/                 # every CT of a folder",
                             "flare-predict -i scans/case_0000.nii.gz -o labels/  # one file",
                             "flare-predict -i scans/ -o labels/ --continue --report labels/report.json",
@@ -301,17 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 def plan(args: argparse.Namespace) -> Plan:
     """Check the paths before anything heavy (torch, the weights) is loaded; UsageError if unusable.
     Creates the output folder (and the report's folder)."""
-    if args.input.is_file():
-        if not is_nifti(args.input):
-            raise UsageError(f"-i {args.input}: not a .nii.gz or .nii file")
-        files, folder_files = [args.input], []
-    elif args.input.is_dir():
-        folder_files = sorted(p for p in args.input.iterdir() if p.is_file())
-        files = [p for p in folder_files if is_nifti(p)]
-        if not files:
-            raise UsageError(f"-i {args.input}: no .nii.gz or .nii files in this folder")
-    else:
-        raise UsageError(f"-i {args.input}: no such file or folder")
+    files, ignored = _inputs(args.input)
     if not args.weights.is_file():
         raise UsageError(f"--weights {args.weights}: weights file not found; {WEIGHTS_HELP}")
     problem = folder_problem(args.output)
@@ -321,21 +358,56 @@ def plan(args: argparse.Namespace) -> Plan:
         problem = file_problem(args.report)
         if problem:
             raise UsageError(f"--report {args.report}: {problem}")
-    ignored = [p.name for p in folder_files if not is_nifti(p)]
-    skipped = [p for p in files if args.resume and (args.output / output_name(p)).is_file()]
-    return Plan([p for p in files if p not in skipped], skipped, ignored)
+    clashes = _output_clashes(files, args.output)
+    skipped = [p for p in files if args.resume and _already_written(p, args.output, clashes)]
+    return Plan([p for p in files if p not in skipped], skipped, ignored, clashes)
 
 
-def _process_age_s() -> float:
+def _inputs(path: Path) -> tuple[list[Path], list[str]]:
+    """The CTs `-i` names (a file, or a folder's NIfTI files: flare_common.nifti.nifti_files) and
+    the names of the folder's other files (hidden ones, such as macOS's ._ files, or not NIfTI)."""
+    if path.is_file():
+        if not is_nifti(path):
+            raise UsageError(f"-i {path}: not a .nii.gz or .nii file")
+        return [path], []
+    if not path.is_dir():
+        raise UsageError(f"-i {path}: no such file or folder")
+    files = nifti_files(path)
+    ignored = sorted(p.name for p in path.iterdir() if p.is_file() and p not in files)
+    if not files:
+        hidden = [name for name in ignored if name.startswith(".") and is_nifti(Path(name))]
+        raise UsageError(f"-i {path}: no .nii.gz or .nii files in this folder"
+                         + (f" (hidden files are not images: {', '.join(hidden)})" if hidden else ""))
+    return files, ignored
+
+
+def _already_written(path: Path, output: Path, clashes: dict[Path, str]) -> bool:
+    """Whether --continue skips an input: its output exists and no clash involves that output
+    name (an input claiming it as well, or an input lying there: that file is no output)."""
+    name = output_name(path)
+    contested = path in clashes or any(output_name(other) == name for other in clashes)
+    return not contested and (output / name).is_file()
+
+
+PROC_STAT = Path("/proc/self/stat")  # Linux's record of this process, its start time included
+
+
+def _process_age_s(stat: Path | None = None) -> float | None:
     """Seconds since this process started (the interpreter's start-up and the first imports), to
-    the kernel's clock tick on Linux (psutil's create_time is only good to a second there)."""
+    the kernel's clock tick from Linux's `stat` (PROC_STAT; psutil's create_time is only good to a
+    second there); where that cannot tell, psutil's where it is installed (the submission does not
+    need it), else None: the figure feeds one report field, never the run."""
     try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        ticks = int((stat or PROC_STAT).read_text().rsplit(")", 1)[1].split()[19])
         return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
         import psutil
 
         return max(0.0, time.time() - psutil.Process().create_time())
+    except Exception:  # not installed, or it cannot tell either: the report says null
+        return None
 
 
 class Terminated(KeyboardInterrupt):
@@ -368,41 +440,44 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if checked.ignored:
-        print(f"notice: ignoring {len(checked.ignored)} non-NIfTI file(s): {', '.join(checked.ignored)}", file=sys.stderr)
+        print(f"notice: ignoring {len(checked.ignored)} file(s) that are hidden or not NIfTI: {', '.join(checked.ignored)}",
+              file=sys.stderr)
     if checked.skipped:
         print(f"notice: --continue: {len(checked.skipped)} case(s) already written to {args.output}: skipped",
               file=sys.stderr)
     cases: list[dict] = [{"input": p.name, "output": output_name(p), "status": "skipped"} for p in checked.skipped]
+    report = Report(args.report, cases)
     if not checked.inputs:
         print(f"notice: every case is already written to {args.output}: nothing to do", file=sys.stderr)
-        if args.report:  # this run's report, not an earlier run's left in place
-            write_atomic(args.report, json.dumps({"cases": cases, "failed": 0}, indent=2) + "\n")
-        return 0
+        report.write(complete=True)  # this run's report, not an earlier run's left in place
+        return 1 if report.problem else 0
     try:
-        return _segment_all(args, checked.inputs, cases, started_s)
+        code = _segment_all(args, checked, report, started_s)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        report.write(stopped="terminated" if terminated else "interrupted")
         written = sum(c["status"] == "ok" for c in cases)
-        how = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"\n{how}: {written} case(s) written to {args.output}; run again with --continue to skip them",
-              file=sys.stderr)
-        return Terminated.EXIT_CODE if isinstance(exc, Terminated) else cli.INTERRUPTED
+        print(f"\n{'terminated' if terminated else 'interrupted'}: {written} case(s) written to {args.output}; "
+              "run again with --continue to skip them", file=sys.stderr)
+        return Terminated.EXIT_CODE if terminated else cli.INTERRUPTED
+    return 1 if report.problem else code
 
 
-def _segment_all(args: argparse.Namespace, inputs: list[Path], cases: list[dict], started_s: float = 0.0) -> int:
-    """Segment every input (each case's entry appended to `cases` when it ends), reading them
-    ahead from the start; the exit code. `started_s`: how long the process ran before main."""
-    clashes = _output_clashes(inputs, args.output)
-    with Reader([p for p in inputs if p not in clashes]) as reader:  # reading starts now, beside the imports
-        return _run(args, inputs, cases, started_s, reader, clashes)
+def _segment_all(args: argparse.Namespace, checked: Plan, report: Report, started_s: float | None = None) -> int:
+    """Segment every input (each case's entry appended to the report's cases when it ends),
+    reading them ahead from the start; 1 where a case failed, else 0. `started_s`: how long the
+    process ran before main."""
+    with Reader([p for p in checked.inputs if p not in checked.clashes]) as reader:  # reading starts now
+        return _run(args, checked.inputs, report, started_s, reader, checked.clashes)
 
 
-def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], started_s: float, reader: Reader,
+def _run(args: argparse.Namespace, inputs: list[Path], report: Report, started_s: float | None, reader: Reader,
          clashes: dict[Path, str]) -> int:
     """Load the weights, segment the inputs `reader` reads (those in `clashes` fail), write the
-    report; the exit code."""
+    report after each case and at the end; 1 where a case failed, else 0."""
     start = time.perf_counter()
     from inference import openvino_runtime  # without torch: compiling starts before torch is imported
 
@@ -438,39 +513,48 @@ def _run(args: argparse.Namespace, inputs: list[Path], cases: list[dict], starte
     segmenter = Segmenter(models, device, precision, on_stage=progress.stage,
                           compiled=networks.stages if networks else None)
     startup["model_load"] = time.perf_counter() - start
+    report.facts = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+                    "device_type": device.type, "precision": precision, "backend": backend, "heap": heap,
+                    "torch": torch.__version__, "precision_probe_s": networks.probe_s if networks else {},
+                    "weights": str(args.weights), "trained_on": models.trained_on, "startup_s": startup}
+    report.say = progress.message
     try:
         for path in inputs:
-            progress.start(path.name)
-            try:
-                if path in clashes:
-                    raise InputError(clashes[path])
-                case = segment_case(path, reader.get(path), args.output, segmenter, progress)
-                progress.message(_summary_line(case), sys.stdout)
-                for warning in case["warnings"]:
-                    progress.message(f"warning: {path.name}: {warning}")
-            except Exception as exc:  # one case never stops the others
-                reason = str(exc) if isinstance(exc, InputError) else describe_error(exc)
-                progress.message(f"error: {path.name}: {reason}")
-                case = {"input": path.name, "output": None, "status": "failed", "error": reason}
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            cases.append(case)
+            report.cases.append(_case(path, args.output, segmenter, reader, clashes, progress))
             progress.done()
+            report.write()
     finally:
         progress.close()
+        report.say = _to_stderr
 
-    failed, written = sum(c["status"] == "failed" for c in cases), sum(c["status"] == "ok" for c in cases)
-    if args.report:
-        report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                  "device_type": device.type, "precision": precision, "backend": backend, "heap": heap,
-                  "torch": torch.__version__,
-                  "precision_probe_s": networks.probe_s if networks else {},
-                  "weights": str(args.weights), "trained_on": models.trained_on,
-                  "startup_s": startup, "cases": cases, "failed": failed}
-        write_atomic(args.report, json.dumps(report, indent=2) + "\n")
+    failed, written = sum(c["status"] == "failed" for c in report.cases), sum(c["status"] == "ok" for c in report.cases)
+    report.write(complete=True)
     print(f"{written} of {len(inputs)} case(s) written to {args.output}" + (f"; {failed} failed" if failed else ""),
           file=sys.stderr)
     return 1 if failed else 0
+
+
+def _case(path: Path, output: Path, segmenter: Segmenter, reader: Reader, clashes: dict[Path, str],
+          progress: Progress) -> dict:
+    """One case segmented and written, or failed (one line on stderr): its report entry. Any error
+    of the case is its own: the next case runs."""
+    progress.start(path.name)
+    try:
+        if path in clashes:
+            raise InputError(clashes[path])
+        case = segment_case(path, reader.get(path), output, segmenter, progress)
+    except Exception as exc:  # one case never stops the others
+        reason = str(exc) if isinstance(exc, InputError) else describe_error(exc)
+        progress.message(f"error: {path.name}: {reason}")
+        if segmenter.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        return {"input": path.name, "output": None, "status": "failed", "error": reason}
+    progress.message(_summary_line(case), sys.stdout)
+    for warning in case["warnings"]:
+        progress.message(f"warning: {path.name}: {warning}")
+    return case
 
 
 if __name__ == "__main__":

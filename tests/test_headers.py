@@ -311,3 +311,93 @@ def test_headers_that_may_misplace_the_voxels_are_read_with_a_warning(tmp_path):
     assert ct.warnings == ["spatial units 'micron' in the header: the spacing is read as mm, as the organisers' scripts read it",
                            "the sform and the qform place the voxels up to 100 mm apart: the sform is used"]
     assert np.allclose(ct.spacing, (0.8, 0.8, 2.5))
+
+
+def test_reading_in_a_thread_leaves_the_warning_filters_of_the_others_alone():
+    """Filters are the process's: one the main thread adds while a reader thread collects (as
+    `import torch` adds some beside the first read) is still there when the reading ends."""
+    import threading
+    import warnings
+
+    from flare_common.nifti import nibabel_messages
+
+    inside, done = threading.Event(), threading.Event()
+
+    def reader() -> None:
+        with nibabel_messages():
+            inside.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=reader)
+    with warnings.catch_warnings():
+        thread.start()
+        try:
+            assert inside.wait(10)
+            before = list(warnings.filters)
+            warnings.filterwarnings("ignore", message="added by the main thread meanwhile")
+        finally:
+            done.set()
+            thread.join(10)
+        added = [f for f in warnings.filters if f[1] is not None and f[1].pattern == "added by the main thread meanwhile"]
+        assert len(added) == 1 and [f for f in warnings.filters if f not in added] == before
+
+
+def complex_ct(folder: Path, name: str) -> Path:
+    """A CT stored as complex64: reading it draws numpy's ComplexWarning (the imaginary part is dropped)."""
+    data = np.full((8, 8, 6), -1000, np.complex64)
+    path = folder / name
+    nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.8, 2.5, 1])), str(path))
+    return path
+
+
+def test_warnings_are_named_by_their_source_and_collected_for_every_file(tmp_path):
+    """numpy's warnings are numpy's, not nibabel's; a warning the filters show once per place
+    (the default) is still collected for each file that raises it."""
+    first, second = complex_ct(tmp_path, "a_0000.nii.gz"), complex_ct(tmp_path, "b_0000.nii.gz")
+    cast = "numpy: Casting complex values to real discards the imaginary part"
+    assert [w for w in read_ct(first).warnings if w.startswith("numpy: Casting")] == [cast]
+    assert [w for w in read_ct(second).warnings if w.startswith("numpy: Casting")] == [cast]
+    header = nib.Nifti1Header(header_bytes([])[:348], check=False)
+    header["scl_slope"] = 1e38  # the int16 voxels times 1e38 overflow float32: numpy says so
+    raw = bytes(header.binaryblock) + header_bytes([])[348:]
+    huge = read_ct(write(tmp_path, raw, "huge_0000.nii.gz"))
+    assert "numpy: overflow encountered in cast" in huge.warnings, huge.warnings
+
+
+def nifti_bytes() -> bytes:
+    return nib.Nifti1Image(DATA, AFFINE).to_bytes()
+
+
+@pytest.mark.parametrize(("name", "content", "warning"), [
+    ("junk.nii.gz", lambda raw: gzip.compress(raw) + b"JUNKJUNK", "gzip: 8 byte(s) after the end of the gzip stream"),
+    ("padded.nii.gz", lambda raw: gzip.compress(raw) + bytes(512), None),
+    ("two_members.nii.gz", lambda raw: gzip.compress(raw[:200]) + gzip.compress(raw[200:]), None),
+    ("compressed.nii", lambda raw: gzip.compress(raw), "gzip: gzip-compressed, though its name does not end in .gz"),
+    ("plain.nii.gz", lambda raw: raw, "gzip: not gzip-compressed, though its name ends in .gz"),
+])
+def test_the_content_decides_whether_a_file_is_gzip_and_trailing_bytes_are_a_warning(tmp_path, name, content, warning):
+    """What nibabel reads is read: trailing bytes after a complete stream (a warning), zero padding
+    and several members (as gzip reads them), a gzip file named .nii and a plain one named .nii.gz
+    (a warning each); the scorer's reader reads the same data."""
+    path = tmp_path / name
+    path.write_bytes(content(nifti_bytes()))
+    ct = read_ct(path)
+    np.testing.assert_array_equal(ct.from_canonical(ct.data), DATA.astype(np.float32))
+    gzip_warnings = [w for w in ct.warnings if w.startswith("gzip: ")]
+    assert gzip_warnings == ([] if warning is None else [next(w for w in gzip_warnings if w.startswith(warning))])
+    np.testing.assert_array_equal(read_labels(path).data, DATA)
+
+
+def test_a_stream_cut_inside_or_a_bad_crc_is_still_refused_with_its_reason(tmp_path):
+    stream = gzip.compress(nifti_bytes())
+    (tmp_path / "cut.nii.gz").write_bytes(stream[:-20])
+    with pytest.raises(InputError, match="ends inside the gzip stream"):
+        read_ct(tmp_path / "cut.nii.gz")
+    bad_crc = bytearray(stream)
+    bad_crc[-8] ^= 0xFF
+    (tmp_path / "crc.nii.gz").write_bytes(bytes(bad_crc))
+    with pytest.raises(InputError, match="unreadable"):
+        read_ct(tmp_path / "crc.nii.gz")
+    (tmp_path / "cut_junk.nii.gz").write_bytes(stream[:-20] + b"JUNK")
+    with pytest.raises(InputError):
+        read_ct(tmp_path / "cut_junk.nii.gz")

@@ -318,3 +318,97 @@ def test_read_ct_warns_of_a_slice_that_is_not_a_volume(tmp_path):
         assert ct.data.shape == (8, 8, slices)
         assert ct.warnings == ([f"{slices} voxel(s) along z: a slice, not a volume; the networks segment volumes, "
                                 "its labels are unreliable"] if warned else [])
+
+
+def _disk_fills_after(written: int):
+    """A torch.save that writes `written` bytes of the checkpoint, then finds the disk full."""
+    def save(payload, f):
+        f.write(b"\0" * written)
+        raise OSError(28, "No space left on device")
+    return save
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_nothing_and_one_line(tmp_path, tiny_networks, monkeypatch, capsys):
+    """A full disk: no half checkpoint, no temporary file, the older checkpoint untouched; the
+    command says so in one line naming the file, exit code 1, no traceback."""
+    out = tmp_path / "w.pt"
+    save(out, random_models(**tiny_networks))
+    before = out.read_bytes()
+    monkeypatch.setattr(torch, "save", _disk_fills_after(1000))
+    with pytest.raises(OSError, match="No space"):
+        save(out, random_models(**tiny_networks, seed=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"] and out.read_bytes() == before
+    assert main(["random", "-o", str(tmp_path / "new.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {tmp_path / 'new.pt'}: No space left on device"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+
+
+def test_an_export_replaces_the_older_one_whole_and_a_failed_one_leaves_it(tmp_path, tiny_networks, monkeypatch,
+                                                                          capsys):
+    """The older export stays whole until the new one is complete and moved in (and comes back
+    where moving fails); nothing half-made is left beside the weights."""
+    from inference import openvino_runtime
+
+    weights = tmp_path / "w.pt"
+    save(weights, random_models(**tiny_networks))
+    folder = openvino_runtime.folder_for(weights)
+    folder.mkdir()
+    (folder / "manifest.json").write_text("the older export")
+
+    def fake_export(path, models, into):
+        (into / "manifest.json").write_text("the new export")
+
+    monkeypatch.setattr(openvino_runtime, "_write_export", fake_export)
+    real_replace, moves = Path.replace, []
+
+    def failing_move_in(self, target):
+        moves.append((self.name, Path(target).name))
+        if Path(target) == folder and len(moves) == 2:  # the new export moving in: the disk fails
+            raise OSError(5, "Input/output error")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", failing_move_in)
+    with pytest.raises(OSError):
+        openvino_runtime.export(weights, load(weights))
+    assert (folder / "manifest.json").read_text() == "the older export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.openvino", "w.pt"]
+    monkeypatch.setattr(Path, "replace", real_replace)
+    assert openvino_runtime.export(weights, load(weights)) == folder
+    assert (folder / "manifest.json").read_text() == "the new export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.openvino", "w.pt"]
+
+    def full_disk(path, models, into):
+        (into / "coarse.bin").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(openvino_runtime, "_write_export", full_disk)
+    monkeypatch.setattr(openvino_runtime, "installed", lambda: True)
+    assert main(["export-openvino", str(weights)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {folder}: No space left on device"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.openvino", "w.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]
+
+
+def test_the_channel_suffix_is_one_constant():
+    from flare_common.nifti import CHANNEL_SUFFIX
+
+    assert CHANNEL_SUFFIX == "_0000"
+    assert output_name(Path(f"case{CHANNEL_SUFFIX}.nii.gz")) == "case.nii.gz"
+
+
+def test_the_checkpoint_docstring_shows_every_post_processing_field():
+    import inference.checkpoint as checkpoint
+
+    for key in Postprocessing().to_dict():
+        assert f'"{key}"' in checkpoint.__doc__, key
+
+
+def test_the_checkpoint_s_networks_and_the_pipeline_s_timed_stages_are_named_apart():
+    import inference.checkpoint as checkpoint
+    import inference.pipeline as pipeline
+
+    assert checkpoint.NETWORK_STAGES == tuple(checkpoint.NETWORKS) == ("coarse", "fine")
+    assert set(checkpoint.NETWORK_STAGES) < set(pipeline.STAGES)
+    assert "logits back" in pipeline.STAGES and "resampled back" not in pipeline.__doc__
+    assert "labels_at_size" in pipeline.__doc__

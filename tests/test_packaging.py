@@ -105,3 +105,38 @@ def test_the_quick_start_installs_what_it_runs():
     command = readme_command("## Quick start")
     assert command.startswith('python3 -m venv .venv && .venv/bin/pip install -q -e ".[submission]" && ')
     assert "PYTHON=" not in command  # predict.sh finds the checkout's .venv itself
+
+
+def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves `path` (relative to the build context) out of the context, by the
+    rules of .dockerignore: `**` any number of folders, `*` and `?` within one name, `!` takes a
+    path back in, the last pattern that matches the path or a folder above it decides."""
+    def regex(pattern: str) -> re.Pattern:
+        parts = re.split(r"(\*\*/|\*\*|\*|\?)", pattern.strip("/"))
+        tokens = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+        return re.compile("".join(tokens.get(part, re.escape(part)) for part in parts) + "$")
+
+    folders = path.split("/")
+    prefixes = ["/".join(folders[:i]) for i in range(1, len(folders) + 1)]
+    excluded = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if any(regex(pattern.lstrip("!")).match(prefix) for prefix in prefixes):
+            excluded = not negated
+    return excluded
+
+
+def test_the_image_gets_no_half_written_file_at_any_depth():
+    """What an interrupted or failed write leaves (a checkpoint's or label map's hidden temporary
+    file, an OpenVINO export being built or set aside, an older version's .partial) stays out of
+    the build context, in weights/ as at the top; the weights and the code go in."""
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    left_out = ["weights/flare21_c2f.pt.partial", "weights/.flare21_c2f.pt.4242.0a1b2c3d.tmp",
+                "weights/flare21_c2f.openvino.partial/coarse.bin", "weights/.flare21_c2f.openvino.77.ffff0000.tmp/fine.xml",
+                "weights/flare21_c2f.openvino/coarse.xml", "x.partial", ".report.json.1.abcdef01.tmp",
+                "inference/__pycache__/predict.cpython-311.pyc", "training/train.py", "tests/conftest.py"]
+    kept = ["weights/flare21_c2f.pt", "weights/README.md", "inference/predict.py", "flare_common/nifti.py",
+            "predict.sh", "requirements.txt", ".ci/build/torch.whl"]
+    assert [p for p in left_out if not dockerignore_excludes(p, patterns)] == []
+    assert [p for p in kept if dockerignore_excludes(p, patterns)] == []

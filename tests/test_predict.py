@@ -1,4 +1,5 @@
 """The submission end to end on the CPU: predict CLI, predict.sh, outputs, bad inputs, the Dockerfile."""
+import gzip
 import json
 import os
 import re
@@ -43,14 +44,38 @@ def run(inputs: Path, outputs: Path, weights: Path, *extra: str) -> int:
 
 
 def assert_same_grid(output: Path, source: Path):
+    """The output on the source's grid with its geometry, and a label map's header: none of what
+    described the CT's values or the scan."""
     out, src = nib.load(output), nib.load(source)
     assert out.shape == src.shape
     np.testing.assert_array_equal(out.affine, src.affine)
     assert out.get_data_dtype() == np.uint8
-    for key in ("qform_code", "sform_code", "pixdim", "dim", "xyzt_units", "descrip"):
+    for key in ("qform_code", "sform_code", "pixdim", "dim", "xyzt_units", "quatern_b", "quatern_c", "quatern_d",
+                "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z"):
         np.testing.assert_array_equal(out.header[key], src.header[key], err_msg=key)
+    assert (out.header["cal_min"], out.header["cal_max"], out.header.get_intent()[0]) == (0, 0, "label")
+    assert out.header["descrip"] == b"" and out.header["aux_file"] == b"" and not out.header.extensions
     values = np.unique(np.asarray(out.dataobj))
     assert set(values.tolist()) <= {0, 1, 2, 3, 4}
+
+
+def test_a_label_map_keeps_the_cts_geometry_and_nothing_that_described_the_scan(tmp_path, weights):
+    """A CT whose header holds a display window, an intent, the patient's name (descrip, aux_file,
+    an extension) and both forms with their codes: its label map keeps the geometry only."""
+    ct = nib.load(synthetic_ct(tmp_path, "named_0000.nii.gz"))
+    header = ct.header.copy()
+    header["descrip"], header["aux_file"] = b"PatientName=Doe^Jane", b"scanner.txt"
+    header["cal_min"], header["cal_max"] = -160, 240
+    header.set_intent("estimate", name="HU")
+    header.set_xyzt_units("mm", "sec")
+    header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"PatientName=Doe^Jane"))
+    named = nib.Nifti1Image(np.asarray(ct.dataobj), ct.affine, header=header)
+    named.set_qform(ct.affine, code=1)
+    named.set_sform(ct.affine, code=2)
+    nib.save(named, str(tmp_path / "named_0000.nii.gz"))
+    assert run(tmp_path / "named_0000.nii.gz", tmp_path / "out", weights) == 0
+    assert_same_grid(tmp_path / "out" / "named.nii.gz", tmp_path / "named_0000.nii.gz")
+    assert b"Doe" not in gzip.decompress((tmp_path / "out" / "named.nii.gz").read_bytes())
 
 
 def test_synthetic_and_real_cases(tmp_path, weights, real_ct, capsys):

@@ -203,7 +203,7 @@ def test_the_reader_reads_one_case_ahead_and_a_bad_file_fails_alone(tmp_path, sc
         np.testing.assert_array_equal(ct.data, read_ct(paths[0]).data)
         assert read_s >= ct.reorient_s >= 0 and waited >= 0
         assert set(reader.pending) == {1}  # the next one is under way, and only it
-        with pytest.raises(InputError, match="unreadable"):
+        with pytest.raises(InputError, match=r"not a NIfTI-1 or NIfTI-2 file \(not gzip-compressed, though its name"):
             reader.get(bad)
         assert reader.get(paths[2])[0].data.shape == read_ct(paths[2]).data.shape
         assert not reader.pending
@@ -249,3 +249,178 @@ def test_ctrl_c_or_sigterm_ends_with_one_line_and_no_partial_file(tmp_path, scan
     assert done.returncode == 0, done.stderr
     assert "1 case(s) already written" in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz", "beta.nii.gz"]
+
+
+def test_hidden_files_are_not_cases(tmp_path, scans, weights, capsys):
+    """macOS's ._<name> files beside each case (on a disk it copied to) are ignored with the
+    notice, not segmented; a folder of hidden files only has no images."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for source in scans.iterdir():
+        (inputs / source.name).write_bytes(source.read_bytes())
+        (inputs / f"._{source.name}").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--weights", str(weights)]) == 0
+    err = capsys.readouterr().err
+    notice = next(line for line in err.splitlines() if line.startswith("notice: ignoring"))
+    assert "._alpha_0000.nii.gz" in notice and "._beta_0000.nii.gz" in notice and "notes.txt" in notice
+    assert "[1/2] alpha_0000.nii.gz: reading" in err and "error" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["alpha.nii.gz", "beta.nii.gz"]
+
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "._case_0000.nii.gz").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    assert main(["-i", str(hidden), "-o", str(tmp_path / "out2"), "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "no .nii.gz or .nii files" in err[0] and "._case_0000.nii.gz" in err[0]
+
+
+def test_continue_never_skips_an_output_whose_name_is_contested(tmp_path, weights, capsys):
+    """--continue: an 'output' that is an input is no output, and an output two inputs claim
+    (a.nii and a.nii.gz) may be either's: neither is skipped; the clashing input fails."""
+    folder = tmp_path / "d"
+    folder.mkdir()
+    synthetic_ct(folder, "scan.nii.gz")
+    before = (folder / "scan.nii.gz").read_bytes()
+    assert main(["-i", str(folder), "-o", str(folder), "--weights", str(weights), "--continue"]) == 1
+    err = capsys.readouterr().err
+    assert "error: scan.nii.gz: its output scan.nii.gz would overwrite it" in err and "nothing to do" not in err
+    assert (folder / "scan.nii.gz").read_bytes() == before
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    synthetic_ct(inputs, "a.nii.gz")
+    nib.save(nib.load(inputs / "a.nii.gz"), inputs / "a.nii")
+    out.mkdir()
+    (out / "a.nii.gz").write_bytes(b"an earlier run's output, of a.nii or of a.nii.gz")
+    assert main(["-i", str(inputs), "-o", str(out), "--weights", str(weights), "--continue"]) == 1
+    err = capsys.readouterr().err
+    assert "already written" not in err and "error: a.nii.gz: another input already writes a.nii.gz" in err
+    assert nib.load(out / "a.nii.gz").shape == nib.load(inputs / "a.nii").shape  # a.nii segmented again
+
+
+def _second_case_stops(monkeypatch, stop: type[BaseException]) -> None:
+    """segment_case raises `stop` on its second call (as Ctrl-C or SIGTERM would there)."""
+    import inference.predict as predict
+
+    calls, real = [], predict.segment_case
+
+    def segment_case(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise stop
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "segment_case", segment_case)
+
+
+@pytest.mark.parametrize(("stop", "code", "word"), [(KeyboardInterrupt, 130, "interrupted"),
+                                                     ("Terminated", 143, "terminated")])
+def test_a_stopped_run_s_report_holds_every_finished_case(tmp_path, scans, weights, monkeypatch, capsys, stop, code,
+                                                         word):
+    import inference.predict as predict
+
+    _second_case_stops(monkeypatch, predict.Terminated if stop == "Terminated" else stop)
+    report = tmp_path / "report.json"
+    assert main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(weights), "--report", str(report)]) == code
+    assert capsys.readouterr().err.rstrip().splitlines()[-1].startswith(f"{word}: 1 case(s) written")
+    written = json.loads(report.read_text())
+    assert [(c["input"], c["status"]) for c in written["cases"]] == [("alpha_0000.nii.gz", "ok")]
+    assert written["cases"][0]["seconds"]["total"] > 0 and written["device_type"] == "cpu"
+    assert (written["complete"], written["stopped"], written["failed"]) == (False, word, 0)
+
+
+def test_the_report_is_rewritten_after_each_case(tmp_path, scans, weights, monkeypatch):
+    import inference.predict as predict
+
+    seen, real = [], predict.write_atomic
+
+    def write_atomic(path, text):
+        seen.append(json.loads(text))
+        real(path, text)
+
+    monkeypatch.setattr(predict, "write_atomic", write_atomic)
+    report = tmp_path / "report.json"
+    assert main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(weights), "--report", str(report)]) == 0
+    both = ["alpha_0000.nii.gz", "beta_0000.nii.gz"]
+    assert [[c["input"] for c in doc["cases"]] for doc in seen] == [both[:1], both, both]  # each case, then the end
+    assert [doc["complete"] for doc in seen] == [False, False, True] and json.loads(report.read_text()) == seen[-1]
+
+
+@pytest.mark.parametrize("nothing_to_do", [False, True])
+def test_a_report_that_cannot_be_written_is_one_line_and_exit_code_1(tmp_path, scans, weights, monkeypatch, capsys,
+                                                                    nothing_to_do):
+    """A full disk under the report: one line naming it (once), every case still written, the
+    summary line still said, exit code 1; no traceback."""
+    import inference.predict as predict
+
+    def full(path, text):
+        raise OSError(28, "No space left on device")
+
+    out = tmp_path / "out"
+    if nothing_to_do:
+        assert main(["-i", str(scans), "-o", str(out), "--weights", str(weights)]) == 0
+        capsys.readouterr()
+    monkeypatch.setattr(predict, "write_atomic", full)
+    report = tmp_path / "report.json"
+    argv = ["-i", str(scans), "-o", str(out), "--weights", str(weights), "--report", str(report), "--continue"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error")] == [
+        f"error: --report {report}: No space left on device"]
+    assert "Traceback" not in err and not report.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz", "beta.nii.gz"]
+    assert ("nothing to do" if nothing_to_do else "2 of 2 case(s) written") in err
+
+
+def test_without_proc_or_psutil_the_process_age_is_unknown_not_fatal(tmp_path, scans, weights, monkeypatch):
+    """The process's age feeds one report field: without /proc (not Linux) and without psutil
+    (not in the submission's requirements) it is null, and the run goes on."""
+    import inference.predict as predict
+
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil fails
+    assert predict._process_age_s(tmp_path / "no-proc" / "stat") is None
+    monkeypatch.setattr(predict, "PROC_STAT", tmp_path / "no-proc" / "stat")
+    report = tmp_path / "report.json"
+    assert main(["-i", str(scans / "alpha_0000.nii.gz"), "-o", str(tmp_path / "out"), "--weights", str(weights),
+                 "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["startup_s"]["process"] is None
+    if Path("/proc/self/stat").exists():  # Linux: to the clock tick, without psutil
+        assert 0 < predict._process_age_s(Path("/proc/self/stat")) < 24 * 3600
+
+
+def test_the_progress_names_every_step_the_pipeline_times():
+    """Every timed step of a case (inference.pipeline.STAGES) and reading and writing has its
+    words: none is dropped silently, and each of the five is said once, as its first step starts."""
+    from inference.pipeline import STAGES
+    from inference.predict import PROGRESS
+
+    assert set(PROGRESS) == {"read", *STAGES, "write"}
+    assert list(dict.fromkeys(PROGRESS.values())) == STAGE_LINES
+    stream = io.StringIO()
+    progress = Progress(1, stream)
+    progress.start("a_0000.nii.gz")
+    for step in (*STAGES, "write", "a step of the future"):
+        progress.stage(step)
+    said = [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert said == [*STAGE_LINES, "a step of the future"]
+    assert PROGRESS["logits back"] == "post-processing"
+
+
+def test_the_help_names_the_labels_of_the_label_table(monkeypatch):
+    import inference.predict as predict
+    from flare_common.labels import label_names
+
+    description = predict.build_parser().description
+    assert all(f"{label} {name}" in description for label, name in label_names("flare21").items())
+    monkeypatch.setattr(predict, "label_names", lambda year: {1: "the one organ"})
+    assert "1 the one organ" in predict.build_parser().description
+
+
+def test_the_docstring_states_every_exit_code():
+    import inference.predict as predict
+
+    text = " ".join(predict.__doc__.split())
+    for code, meaning in ((0, "every case written"), (1, "some cases failed"), (2, "usage error"),
+                          (130, "interrupted"), (143, "terminated")):
+        assert f"{code} {meaning}" in text, code
+    assert predict.Terminated.EXIT_CODE == 143

@@ -19,12 +19,11 @@ from nibabel.orientations import apply_orientation, io_orientation
 
 from evaluation.imageio import read_labels
 from flare_common.errors import InputError, describe_error
-from flare_common.nifti import NIFTI_SUFFIXES, nifti_files, volume_shape
+from flare_common.nifti import CHANNEL_SUFFIX, NIFTI_SUFFIXES, nifti_files, volume_shape
 from inference.imageio import CT, read_ct
 
 LAYOUTS = (("TrainingImg", "TrainingMask"), ("images", "labels"), ("imagesTr", "labelsTr"))
 PATHOLOGICAL_LIST = "pathological.txt"  # the cases with lesions, in a data root (training samples them more often)
-CHANNEL = "_0000"  # an image's name is its case's plus this
 AFFINE_TOLERANCE_MM = 1e-3  # image and label affines may differ by this much (rounding in headers)
 
 
@@ -52,7 +51,7 @@ def case_name(file_name: str, image: bool = False) -> str:
         if file_name.endswith(suffix):
             file_name = file_name[: -len(suffix)]
             break
-    return file_name[: -len(CHANNEL)] if image and file_name.endswith(CHANNEL) else file_name
+    return file_name[: -len(CHANNEL_SUFFIX)] if image and file_name.endswith(CHANNEL_SUFFIX) else file_name
 
 
 def find_layout(root: Path) -> tuple[Path, Path]:
