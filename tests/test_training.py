@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from flare_common.errors import InputError
 from inference.checkpoint import FLARE21_LABELS, load
 from inference.networks import CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
 from inference.preprocessing import Normalisation
@@ -77,7 +78,11 @@ def test_config_file_and_command_line_override_and_bad_values_are_named(tmp_path
                             ({"network": None}, "not a JSON object"), ({"margin_mm": [5]}, "list of 2 numbers"),
                             ({"pathological_repeats": 0}, "pathological_repeats 0"), ({"folds": 1}, "folds 1"),
                             ({"seed": -1}, "seed"), ({"lr_milestones": [0.9, 0.5]}, "increasing"),
-                            ({"lr_gamma": 0}, "lr_gamma"), ({"organ_hu_shift": -5}, "HU shifts")]:
+                            ({"lr_gamma": 0}, "lr_gamma"), ({"organ_hu_shift": -5}, "HU shifts"),
+                            ({"betas": [1.5, 0.99]}, r"betas \(1.5, 0.99\): each in \[0, 1\)"),
+                            ({"network": {"out_channels": 3}}, "out_channels cannot be set here"),
+                            ({"network": {"dropout": 0.5}}, "dropout cannot be set here"),
+                            ({"network": {"widths": [0, 8, 8, 16, 16]}}, "widths must be whole numbers")]:
         with pytest.raises(ConfigError, match=message):
             load_config("fine", config_file(tmp_path, values), {})
     (tmp_path / "broken.json").write_text("{lr: 1")
@@ -139,6 +144,24 @@ def test_the_fine_cache_continues_an_organ_cut_by_the_scan_past_its_edge(tmp_pat
     assert sample.labels[:, :, int(np.ceil(hi)):].any() == edge_padding
     assert cache_folder(tmp_path, config) != cache_folder(tmp_path, dataclasses.replace(
         config, postprocessing={**config.postprocessing, "edge_padding": not edge_padding}))
+
+
+def test_a_damaged_cache_entry_is_made_again_and_a_missing_one_is_named(data, tmp_path):
+    """A case's cache is written under temporary names and renamed (nothing half-written is left
+    beside it); a record that cannot be read is made again; cached arrays removed since are named."""
+    from training.cache import prepare
+    config = dataclasses.replace(default_config("coarse"), input_size=(16, 16, 16))
+    cases = find_cases(data)[:2]
+    assert prepare(cases, config, FLARE21_LABELS, tmp_path) == []
+    folder = cache_folder(tmp_path, config)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{c.name}{suffix}" for c in cases for suffix in (".json", ".image.npy", ".labels.npy"))
+    (folder / f"{cases[0].name}.json").write_text('{"source": [1, 2')  # cut short
+    assert prepare(cases, config, FLARE21_LABELS, tmp_path) == []
+    assert len(load_cache(cases, config, tmp_path)) == 2
+    (folder / f"{cases[1].name}.labels.npy").unlink()
+    with pytest.raises(InputError, match=f"{cases[1].name}.*cached files unreadable.*remove them and run again"):
+        load_cache(cases, config, tmp_path)
 
 
 def test_cache_folder_changes_with_the_stages_anti_aliasing(tmp_path, monkeypatch):
@@ -203,6 +226,14 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
     recorded = (out / "coarse" / "config.json").read_bytes()
     assert train(data, out / "coarse", "coarse", {**TINY, "epochs": 6, "lr": 0.02}, "--resume") == 2
     assert "the run was made with lr 0.01, not 0.02" in capsys.readouterr().err
+    assert (out / "coarse" / "config.json").read_bytes() == recorded
+    # ... and so is one that would sample other cases more often, or a new run over the old one
+    (tmp_path / "no-lesions.txt").write_text("")
+    assert train(data, out / "coarse", "coarse", {**TINY, "epochs": 6}, "--resume",
+                 "--pathological", str(tmp_path / "no-lesions.txt")) == 2
+    assert "sampled other cases with lesions more often (2 listed, now 0)" in capsys.readouterr().err
+    assert train(data, out / "coarse", "coarse", TINY) == 2
+    assert "holds a run already (resume.pt): continue it with --resume" in capsys.readouterr().err
     assert (out / "coarse" / "config.json").read_bytes() == recorded
 
     assert train(data, out / "fine", "fine", TINY_FINE, "--input-size", "48", "32", "32") == 0
@@ -299,6 +330,30 @@ def test_bad_data_refuses_before_training(data, tmp_path, capsys):
     assert train(tmp_path / "nothing", tmp_path / "run", "coarse", TINY) == 2
     with pytest.raises(DataError, match="no training layout"):
         find_cases(tmp_path)
+
+
+def test_options_that_cannot_work_refuse_before_preprocessing(data, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    for extra, message in [(("--workers", "-1"), "--workers -1: 0 or more"),
+                           (("--device", "cpu", "--precision", "fp16"), "--precision fp16 needs a CUDA device"),
+                           (("--cache", str(tmp_path / "a-file")), "exists and is not a folder")]:
+        with pytest.raises(SystemExit) as stop:
+            main(["--stage", "coarse", "--data", str(data), "--out", str(tmp_path / "run"), *extra])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--stage", "coarse", "--data", str(data), "--out", str(tmp_path / "a-file")])
+    assert "--out" in capsys.readouterr().err and not (tmp_path / "cache").exists()  # nothing preprocessed
+
+
+def test_a_fine_stage_without_any_organ_refuses_to_train(data, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    shutil.copytree(data, empty)
+    for label in (empty / "labels").iterdir():
+        image = nib.load(label)
+        nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), str(label))
+    assert train(empty, tmp_path / "run", "fine", {**TINY_FINE, "epochs": 1}, "--fold", "all") == 2
+    assert "no training case has an organ labelled: the fine stage has nothing to learn" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 @pytest.mark.parametrize("layout", [("TrainingImg", "TrainingMask"), ("imagesTr", "labelsTr")])

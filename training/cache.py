@@ -6,8 +6,11 @@ post-processing's `edge_padding` is on, as inference does. Either is
 resampled to `cache_scale` x the input size (trilinear for HU, nearest for labels) and written
 as `.npy` files (int16 HU, uint8 labels, memory-mapped when read) with a JSON of its geometry.
 Training then crops and resizes these small arrays instead of reading whole CTs. A cached case
-is rebuilt when its files change (size or modification time) or the stage's parameters do.
-Arrays are (x, y, z) in canonical RAS+ orientation.
+is rebuilt when its files change (size or modification time); parameters that change what is
+cached (the stage, the cached size, the largest margin, edge padding) name another folder, and
+the old folders stay until removed by hand. Every file is written under a temporary name and
+then renamed, so runs that share a cache (folds in parallel, the processes of a distributed
+run) never read a half-written case. Arrays are (x, y, z) in canonical RAS+ orientation.
 """
 from __future__ import annotations
 
@@ -27,13 +30,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from flare_common.errors import InputError, describe_error
+from flare_common.files import atomic_output, write_atomic
+from inference.imageio import FILL_HU, HU_MAX
 from inference.postprocessing import NO_PADDING, Padding, Postprocessing, organ_box, organ_region
 from inference.preprocessing import ANTIALIASED_STAGES, resize_for_stage
 from training.config import TrainConfig
 from training.data import Case, read_case
 
 CACHE_FORMAT = 3
-HU_RANGE = (-1024, 3071)  # stored as int16 within this range
+HU_RANGE = (FILL_HU, HU_MAX)  # stored as int16 within the range inference reads
 Bounds = tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
 
 
@@ -117,9 +122,10 @@ def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path)
         tight = organ_box(truth, truth.shape, ct.spacing, 0.0)
         if tight is not None:
             meta["organs"] = [[(t.start - a) * k, (t.stop - a) * k] for t, a, k in zip(tight, start, scale)]
-        np.save(folder / f"{case.name}.image.npy", image)
-        np.save(folder / f"{case.name}.labels.npy", cropped)
-    (folder / f"{case.name}.json").write_text(json.dumps(meta))
+        for kind, array in (("image", image), ("labels", cropped)):
+            with atomic_output(folder / f"{case.name}.{kind}.npy") as f:
+                np.save(f, array)
+    write_atomic(folder / f"{case.name}.json", json.dumps(meta))  # last: the case is cached once it is there
     return [f"{case.image}: {warning}" for warning in ct.warnings]
 
 
@@ -130,8 +136,13 @@ def _padded(volume: np.ndarray, padding: Padding) -> np.ndarray:
 
 
 def _is_current(case: Case, folder: Path) -> bool:
-    meta = folder / f"{case.name}.json"
-    return meta.is_file() and json.loads(meta.read_text()).get("source") == _source(case)
+    """Whether the case's cached files are there and were made from its files as they are now
+    (an unreadable record counts as not cached: it is made again)."""
+    try:
+        meta = json.loads((folder / f"{case.name}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("source") == _source(case)
 
 
 def _build_safely(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path) -> tuple[str | None, list[str]]:
@@ -190,15 +201,20 @@ def prepare(cases: list[Case], config: TrainConfig, labels: dict[int, str], root
 
 def load(cases: list[Case], config: TrainConfig, root: Path) -> list[Sample]:
     """The cached samples of the cases (memory-mapped); cases without organs have no region
-    in the fine stage and are left out (the caller reports them)."""
+    in the fine stage and are left out (the caller reports them). InputError naming the file
+    where a case's cache cannot be read (removed or damaged since it was prepared)."""
     folder = cache_folder(root, config)
     samples = []
     for case in cases:
-        meta = json.loads((folder / f"{case.name}.json").read_text())
-        if meta["spacing"] is None:
-            continue
-        image = np.load(folder / f"{case.name}.image.npy", mmap_mode="r")
-        labels = np.load(folder / f"{case.name}.labels.npy", mmap_mode="r")
+        try:
+            meta = json.loads((folder / f"{case.name}.json").read_text())
+            if meta["spacing"] is None:
+                continue
+            image = np.load(folder / f"{case.name}.image.npy", mmap_mode="r")
+            labels = np.load(folder / f"{case.name}.labels.npy", mmap_mode="r")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{folder / case.name}.*: cached files unreadable ({describe_error(exc)[:200]}): "
+                             "remove them and run again") from None
         organs = tuple(tuple(b) for b in meta["organs"]) if meta["organs"] else None
         samples.append(Sample(case.name, image, labels, tuple(meta["spacing"]), organs))
     return samples

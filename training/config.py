@@ -14,12 +14,14 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from inference.networks import CoarseConfig, FineConfig, input_size_problem
+import torch
+
+from inference.checkpoint import NETWORK_STAGES, NETWORKS
+from inference.networks import input_size_problem
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 
-STAGES = ("coarse", "fine")
-NETWORK_CONFIGS = {"coarse": CoarseConfig, "fine": FineConfig}
+FIXED_NETWORK_FIELDS = ("in_channels", "out_channels", "input_size", "dropout")  # set by the run, not by `network`
 
 
 class ConfigError(Exception):
@@ -32,7 +34,7 @@ class TrainConfig:
 
     stage: str = "coarse"
     input_size: tuple[int, int, int] = (160, 160, 160)  # network input (the paper: 160 coarse, 192 fine)
-    network: dict = field(default_factory=dict)  # overrides of the stage's network config (widths, ...)
+    network: dict = field(default_factory=dict)  # the stage's network widths (widths; fine: context_width)
     dropout: float = 0.2
     # schedule: an epoch is one pass over the training cases (lesion cases counted 3x)
     epochs: int = 200
@@ -66,13 +68,20 @@ class TrainConfig:
     normalisation: dict = field(default_factory=lambda: Normalisation().to_dict())
     postprocessing: dict = field(default_factory=lambda: Postprocessing().to_dict())
 
-    def network_config(self) -> CoarseConfig | FineConfig:
-        """The stage's network configuration (the paper's sizes unless overridden)."""
+    def network_config(self):
+        """The stage's network configuration (CoarseConfig or FineConfig: the paper's sizes unless
+        `network` sets other widths); ConfigError naming a field that cannot be set or is bad."""
+        config_class = NETWORKS[self.stage][1]
+        allowed = [f.name for f in fields(config_class) if f.name not in FIXED_NETWORK_FIELDS]
+        unknown = sorted(set(self.network) - set(allowed))
+        if unknown:
+            raise ConfigError(f"network: {', '.join(unknown)} cannot be set here (only {', '.join(allowed)}; "
+                              "input_size and dropout are fields of their own, the channels follow the labels)")
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.network.items()}
-        try:
-            return NETWORK_CONFIGS[self.stage](**{**overrides, "input_size": self.input_size, "dropout": self.dropout})
-        except TypeError as exc:
-            raise ConfigError(f"network: {exc}") from None
+        widths = [w for k, v in overrides.items() for w in (v if isinstance(v, tuple) else (v,))]
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+            raise ConfigError(f"network: {self.network}: widths must be whole numbers of at least 1")
+        return config_class(**{**overrides, "input_size": self.input_size, "dropout": self.dropout})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -80,9 +89,9 @@ class TrainConfig:
 
 def default_config(stage: str) -> TrainConfig:
     """The paper's recipe for a stage."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
-    return TrainConfig(stage=stage, input_size=NETWORK_CONFIGS[stage]().input_size)
+    if stage not in NETWORK_STAGES:
+        raise ConfigError(f"unknown stage {stage!r} (one of {', '.join(NETWORK_STAGES)})")
+    return TrainConfig(stage=stage, input_size=NETWORKS[stage][1]().input_size)
 
 
 def _as_field(value, default):
@@ -174,6 +183,8 @@ def check(config: TrainConfig, where: str) -> TrainConfig:
         problems.append("seed and val_cases must be 0 or more")
     if config.pathological_repeats < 1:
         problems.append(f"pathological_repeats {config.pathological_repeats}: at least 1 (1: lesions not favoured)")
+    if not all(0 <= b < 1 for b in config.betas):
+        problems.append(f"betas {config.betas}: each in [0, 1)")
     if not (config.lr > 0 and 0 < config.lr_gamma <= 1 and config.weight_decay >= 0 and 0 <= config.dropout < 1):
         problems.append("lr > 0, 0 < lr_gamma <= 1, weight_decay >= 0 and 0 <= dropout < 1")
     if list(config.lr_milestones) != sorted(config.lr_milestones) or not all(0 < m < 1 for m in config.lr_milestones):
@@ -188,5 +199,10 @@ def check(config: TrainConfig, where: str) -> TrainConfig:
         problems.append(f"normalisation / postprocessing: {exc}")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
-    config.network_config()
+    network_class, _ = NETWORKS[config.stage]
+    try:
+        with torch.device("meta"):  # shapes only: widths that cannot build a network are refused here
+            network_class(config.network_config())
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ConfigError(f"{where}: network {config.network}: {exc}") from None
     return config

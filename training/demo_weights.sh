@@ -72,11 +72,12 @@ phantom_set() {  # NAME OPTION...: WORK/NAME, phantoms of training.phantom with 
     shift
     [ -f "$work/$name/cases.csv" ] || "$py" -m training.phantom --out "$work/$name" "$@" --workers 2
 }
-train_once() {  # NAME STAGE DATA INIT OPTION...: WORK/runs/NAME, STAGE trained on WORK/DATA from WORK/INIT, unless done
+train_once() {  # NAME STAGE DATA INIT OPTION...: WORK/runs/NAME, STAGE trained on WORK/DATA from WORK/INIT
     name="$1" stage="$2" data="$3" init="$4"
     shift 4
-    [ -f "$work/runs/$name/best.pt" ] || "$py" -m training.train --stage "$stage" --data "$work/$data" \
-        --out "$work/runs/$name" --init "$work/$init" "$@"
+    # a run begun before goes on from its last finished epoch (a finished one ends at once)
+    [ -f "$work/runs/$name/resume.pt" ] && set -- "$@" --resume
+    "$py" -m training.train --stage "$stage" --data "$work/$data" --out "$work/runs/$name" --init "$work/$init" "$@"
 }
 
 step "training phantoms"

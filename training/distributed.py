@@ -91,6 +91,15 @@ def gathered(items: list[str], world: World) -> list[str]:
     return [item for part in every for item in (part or [])]
 
 
+def gathered_objects(item: object, world: World) -> list:
+    """Every process's item (any picklable object), in rank order, in every process."""
+    if world.size == 1:
+        return [item]
+    every: list = [None] * world.size
+    dist.all_gather_object(every, item)
+    return every
+
+
 def from_main(value: float, world: World) -> float:
     """The main process's value of a number, in every process (so that all decide alike)."""
     if world.size == 1:

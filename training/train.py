@@ -37,9 +37,8 @@ from tqdm import tqdm
 from evaluation.report import csv_text
 from flare_common import cli
 from flare_common.errors import describe_error
-from flare_common.files import write_atomic
-from inference.checkpoint import FLARE21_LABELS, CheckpointError, Models, load, save
-from inference.networks import CoarseUNet, EfficientSegNet
+from flare_common.files import atomic_output, write_atomic
+from inference.checkpoint import FLARE21_LABELS, NETWORK_STAGES, NETWORKS, CheckpointError, Models, load, save
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 from training import cache
@@ -55,12 +54,22 @@ from training.data import (
     read_case_list,
     split,
 )
-from training.distributed import World, any_process, barrier, from_main, gathered, mean_over_processes, start, stop
+from training.distributed import (
+    World,
+    any_process,
+    barrier,
+    choose_device,
+    from_main,
+    gathered,
+    gathered_objects,
+    mean_over_processes,
+    start,
+    stop,
+)
 from training.loss import dice_focal_loss
 from training.precision import choose_training_precision
 from training.validation import score
 
-NETWORKS = {"coarse": CoarseUNet, "fine": EfficientSegNet}
 MAX_SKIPPED_STEPS = 20  # consecutive steps with a non-finite loss or gradient before a run stops
 BUDGET_PLANNING_STEPS = 20  # steps timed before a time budget (max_minutes) fixes the run's length
 SCHEDULE_FIELDS = ("epochs", "max_steps", "max_minutes")  # the recipe's fields that set the run's length
@@ -114,7 +123,7 @@ def initial_weights(path: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
     except (OSError, CheckpointError) as exc:
         raise DataError([f"{path}: {exc}"]) from None
     with torch.device("meta"):  # shapes only
-        expected = {k: v.shape for k, v in NETWORKS[config.stage](config.network_config()).state_dict().items()}
+        expected = {k: v.shape for k, v in NETWORKS[config.stage][0](config.network_config()).state_dict().items()}
     found = {k: v.shape for k, v in net.state_dict().items()}
     if found != expected:
         raise DataError([f"{path}: its {config.stage} network has other widths than this run's"])
@@ -172,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "torchrun --nproc_per_node 4 -m training.train --stage fine --data FLARE21 --out runs/fine   # 4 GPUs",
         "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half"])
     parser.description += "\n\n" + "\n".join(__doc__.split("\n")[6:]).strip()
-    parser.add_argument("--stage", choices=("coarse", "fine"), required=True,
+    parser.add_argument("--stage", choices=NETWORK_STAGES, required=True,
                         help="which network to train (required)")
     parser.add_argument("--data", type=Path, required=True, metavar="DIR",
                         help="training data folder: FLARE21, FLARE22 or nnU-Net layout (required)")
@@ -240,17 +249,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(config.to_json())
         return 0
+    if args.workers is not None and args.workers < 0:
+        parser.error(f"--workers {args.workers}: 0 or more")
     try:
+        if args.precision == "fp16" and choose_device(args.device).type != "cuda":
+            raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
         world = start(args.device)
     except ValueError as exc:
         parser.error(str(exc))
+    if world.main:  # before any preprocessing: an output that cannot be written refuses the run at once
+        cli.refuse_unwritable(parser, "--out", args.out, folder=True)
+        cli.refuse_unwritable(parser, "--cache", cache_root(args), folder=True)
     try:
         return run(args, config, world)
     except DataError as exc:
         if world.main:
             for problem in exc.problems:
                 print(f"error: {problem}", file=sys.stderr)
-            print(f"error: {len(exc.problems)} problem(s) in {args.data}: nothing was trained", file=sys.stderr)
+            print(f"error: {len(exc.problems)} problem(s): nothing was trained", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         if world.main:
@@ -276,20 +292,32 @@ def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World) -
     train_cases, val_cases = split(cases, config.folds, config.fold, config.seed)
     if not train_cases:
         raise DataError([f"{args.data}: {len(cases)} case(s) leave none to train on with {config.folds} folds"])
-    root = args.cache or args.out.parent / "cache"
+    root = cache_root(args)
     workers = args.workers if args.workers is not None else cache.default_workers()
     problems = cache.prepare(cases, config, FLARE21_LABELS, root, workers if world.size == 1 else 1, (world.rank, world.size))
     problems = gathered(problems, world)  # each process preprocesses its share: the main one reports all
     if problems:
         raise DataError(problems)
     barrier(world)
+    if world.size > 1:  # a cache each machine keeps for itself lacks the other machines' shares: made here
+        problems = gathered(cache.prepare(train_cases, config, FLARE21_LABELS, root, 1), world)
+        if problems:
+            raise DataError(problems)
     return train_cases, val_cases[: config.val_cases], pathological, root
+
+
+def cache_root(args: argparse.Namespace) -> Path:
+    """The preprocessing cache: --cache, or a folder beside OUT (shared by the runs of one place)."""
+    return args.cache or args.out.parent / "cache"
 
 
 def run(args: argparse.Namespace, config: TrainConfig, world: World) -> int:
     """Train the stage; returns the exit code."""
     if args.resume and not (args.out / "resume.pt").is_file():
         raise DataError([f"{args.out / 'resume.pt'}: nothing to resume"])
+    if not args.resume and (args.out / "resume.pt").is_file():  # its best.pt would stand beside the new run's
+        raise DataError([f"{args.out}: holds a run already (resume.pt): continue it with --resume, "
+                         "or train into another --out"])
     start = initial_weights(args.init, config) if args.init is not None and not args.resume else None
     train_cases, val_cases, pathological, root = _prepare_data(args, config, world)
     trainer = Trainer(args, config, world, train_cases, val_cases, pathological, root, start)
@@ -325,12 +353,16 @@ class Trainer:
             self.log(f"notice: {len(names)} case(s) have no organ and give the fine stage nothing to learn: "
                      f"{', '.join(names[:10])}")
         order = [i for i, s in enumerate(samples) for _ in range(config.pathological_repeats if s.name in pathological else 1)]
+        if not order:
+            raise DataError([f"{args.data}: no training case has an organ labelled: the {config.stage} stage has "
+                             "nothing to learn"])
         self.split = {"train": [c.name for c in train_cases], "validation": [c.name for c in val_cases],
                       "pathological": sorted(pathological)}
-        torch.manual_seed(config.seed)
-        self.net = NETWORKS[config.stage](config.network_config()).to(world.device)
+        torch.manual_seed(config.seed)  # the same initial weights in every process
+        self.net = NETWORKS[config.stage][0](config.network_config()).to(world.device)
         if start is not None:  # --init: these weights instead of the random initialisation
             self.net.load_state_dict(start)
+        torch.manual_seed(config.seed + world.rank)  # dropout: each process draws its own masks
         self.precision, measured = choose_training_precision(args.precision, self.net, config, world.device)
         if args.precision == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
             self.precision = "bf16" if from_main(float(self.precision == "bf16"), world) else "fp32"
@@ -347,6 +379,9 @@ class Trainer:
                                           weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         micro, self.accumulation, self.steps_per_epoch, self.total_steps = plan(len(order), config, world)
+        if micro * self.accumulation * world.size != config.batch_size:
+            self.log(f"notice: batch size {config.batch_size} over {world.size} process(es) in micro-batches of {micro}: "
+                     f"{micro * self.accumulation * world.size} cases per optimiser step")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimiser, lambda step: lr_factor(step, self.total_steps, config.lr_milestones, config.lr_gamma))
         self.examples = Examples(samples, order, config, Normalisation.from_dict(config.normalisation))
@@ -394,6 +429,9 @@ class Trainer:
         if split is not None and list(split.get("train", ())) != self.split["train"]:
             raise DataError([f"{path}: the run trained on other cases (another --data or fold): resume with the same "
                              "data, or start a new run"])
+        if split is not None and "pathological" in split and list(split["pathological"]) != self.split["pathological"]:
+            raise DataError([f"{path}: the run sampled other cases with lesions more often ({len(split['pathological'])} "
+                             f"listed, now {len(self.split['pathological'])}): resume with the same --pathological list"])
         try:
             self.net.load_state_dict(saved["net"])
             self.optimiser.load_state_dict(saved["optimiser"])
@@ -402,9 +440,16 @@ class Trainer:
                 self.scaler.load_state_dict(saved["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise DataError([f"{path}: does not fit this run's network ({describe_error(exc)[:200]})"]) from None
-        torch.set_rng_state(saved["rng"].cpu())
-        if self.world.device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), self.world.device)
+        per_process = saved.get("rng_per_process") or []
+        if len(per_process) == self.world.size:
+            cpu_rng, cuda_rng = per_process[self.world.rank]
+        else:  # saved by another number of processes: the main one's state, the others seeded afresh
+            cpu_rng, cuda_rng = saved["rng"], saved.get("cuda_rng")
+        torch.set_rng_state(cpu_rng.cpu())
+        if self.world.device.type == "cuda" and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng.cpu(), self.world.device)
+        if len(per_process) != self.world.size and self.world.rank > 0:
+            torch.manual_seed(self.config.seed + self.world.rank + 1000 * saved.get("step", 0))
         self.state = {k: saved.get(k, default) for k, default in self.state.items()}
         if recipe is not None and "total_steps" in saved and all(recipe.get(k) == now[k] for k in SCHEDULE_FIELDS):
             self.total_steps = saved["total_steps"]  # as the run planned it (a time budget may have cut it)
@@ -412,15 +457,19 @@ class Trainer:
             self.state["budget_planned"] = False  # a changed schedule: the run's length is planned again
         self.log(f"resuming after epoch {self.state['epoch']} (step {self.state['step']} of {self.total_steps})")
 
-    def save_resume(self) -> None:
+    def random_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This process's random state (CPU, CUDA or None), which resume.pt keeps for every process."""
+        return torch.get_rng_state(), torch.cuda.get_rng_state(self.world.device) if self.world.device.type == "cuda" else None
+
+    def save_resume(self, random_states: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """resume.pt: everything --resume needs, with every process's random state (in rank order)."""
         self.state["train_seconds"] = self.seconds_before + time.perf_counter() - self.started
-        cuda_rng = torch.cuda.get_rng_state(self.world.device) if self.world.device.type == "cuda" else None
-        tmp = self.args.out / "resume.pt.partial"
-        torch.save({"net": self.net.state_dict(), "optimiser": self.optimiser.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                    "rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "config": asdict(self.config),
-                    "split": self.split, "total_steps": self.total_steps, **self.state}, tmp)
-        tmp.replace(self.args.out / "resume.pt")
+        with atomic_output(self.args.out / "resume.pt") as f:
+            torch.save({"net": self.net.state_dict(), "optimiser": self.optimiser.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                        "rng": random_states[0][0], "cuda_rng": random_states[0][1], "rng_per_process": random_states,
+                        "config": asdict(self.config), "split": self.split, "total_steps": self.total_steps,
+                        **self.state}, f)
 
     def fit_time_budget(self, at_epoch_end: bool = False) -> None:
         """With max_minutes (the whole run's training time, resumed runs included): once
@@ -509,11 +558,14 @@ class Trainer:
         self.state["epoch"] = epoch + 1
         if self.world.main:
             self.end_of_epoch(row)
+        random_states = gathered_objects(self.random_state(), self.world)
+        if self.world.main:
+            self.save_resume(random_states)
         barrier(self.world)
 
     def end_of_epoch(self, row: dict) -> None:
-        """Validate (every val_every epochs and at the end), log, write the checkpoints, the log,
-        the curve and the resume state."""
+        """Validate (every val_every epochs and at the end), log, write the checkpoints, the log
+        and the curve."""
         config, out = self.config, self.args.out
         finished = self.state["step"] >= self.total_steps
         if self.val_cases and (finished or row["epoch"] % config.val_every == 0):
@@ -537,7 +589,6 @@ class Trainer:
         columns = list(dict.fromkeys(k for r in self.state["history"] for k in r))
         write_atomic(out / "log.csv", csv_text(self.state["history"], columns))
         plot_curve(self.state["history"], out / "curve.png")
-        self.save_resume()
 
 
 if __name__ == "__main__":
