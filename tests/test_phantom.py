@@ -1,5 +1,7 @@
 """The synthetic abdomen generator: determinism, anatomy, CT values, files and the command line."""
 import csv
+import os
+import platform
 import subprocess
 import sys
 from dataclasses import replace
@@ -11,6 +13,7 @@ import pytest
 from scipy import ndimage
 
 from training import phantom as ph
+from training.phantom import anatomy as anatomy_module
 from training.phantom import atlas, body, ct, priors
 
 SMALL = 64  # max_side of the quick phantoms
@@ -116,7 +119,7 @@ def test_the_kidney_label_leaves_out_the_renal_sinus_fat_and_keeps_the_pelvis():
 
 
 def test_the_sinus_labelled_as_before_changes_only_the_kidney_label() -> None:
-    """--kidney-sinus 1 gives back the labels of sets made before the sinus fat was left out: the
+    """--kidney-sinus 1 labels the sinus fat kidney, as sets made before it was left out did: the
     same image (no tumour reaches this case's sinus), and the kidney label grown by fat voxels
     inside the kidney only."""
     seed = ph.case_seed(1000, 0)
@@ -570,6 +573,10 @@ def test_cli_writes_pairs_and_cases_csv(tmp_path, capsys):
                             "long_left_lobe", "stomach_food_hu", "large_spleen", "liver_region_hu",
                             "kidney_pelvis_labelled", "metal", "organs"}
     assert all(r["phase"] in ph.PHASES and r["seed"] == "5" for r in rows)
+    for name, row in zip(names, rows):  # shape and spacing along canonical x, y, z, whatever the stored order
+        canonical = nib.as_closest_canonical(nib.load(out / "labels" / f"{name}.nii.gz"))
+        assert row["shape"] == "x".join(str(n) for n in canonical.shape)
+        assert row["spacing"] == "x".join(f"{z:.4f}" for z in canonical.header.get_zooms())
 
     again = tmp_path / "one"  # case 2 alone is the same case 2
     assert ph.main(["--out", str(again), "--cases", "1", "--start", "2", "--seed", "5", "--max-side", "40",
@@ -758,3 +765,120 @@ def test_a_large_spleen_fills_the_back_of_the_left_upper_abdomen_above_a_lower_l
     assert abs(int(kidneys[1].sum()) - int(kidneys[0].sum())) < 0.1 * kidneys[0].sum()
     assert np.array_equal((plain.labels == ph.KIDNEY) & right, (large.labels == ph.KIDNEY) & right)
     assert_undrawn_cases_are_the_plain_sets(ph.Mix(large_spleen=0.5), lambda p: p.large_spleen, seed=6, cases=5)
+
+
+def test_renal_vessels_leave_every_organ_label(monkeypatch) -> None:
+    """The renal veins and arteries clear the labels they run through, as the other vessels outside
+    the liver do: no vein or artery voxel is kidney, spleen or pancreas (the left renal vein
+    crosses the pancreas, both end in a kidney's hilum); the tissue is the same as with them
+    labelled."""
+    around_the_kidneys = ph.Geometry((70, 56, 60), (3.0, 3.0, 3.0), (-105.0, -90.0, -120.0))
+    tissue, labels, _ = anatomy(1, around_the_kidneys)
+    vessel = np.isin(tissue, [ph.TISSUE["vein"], ph.TISSUE["artery"]])
+    assert vessel.any() and not np.isin(labels[vessel], [ph.KIDNEY, ph.SPLEEN, ph.PANCREAS]).any()
+
+    vessel_parts = anatomy_module.vessel_parts
+
+    def renal_vessels_labelled(*args, **kwargs) -> list:  # vessel_parts lists them third and fourth
+        parts = vessel_parts(*args, **kwargs)
+        return [replace(part, label=None) if k in (2, 3) else part for k, part in enumerate(parts)]
+
+    monkeypatch.setattr(anatomy_module, "vessel_parts", renal_vessels_labelled)
+    same_tissue, labelled, _ = anatomy(1, around_the_kidneys)
+    assert np.array_equal(tissue, same_tissue)
+    changed = labels != labelled
+    assert np.isin(labelled[changed], [ph.KIDNEY, ph.PANCREAS]).any() and vessel[changed].all()
+
+
+def openblas_kernels_to_compare() -> tuple[str, str]:
+    """Two OpenBLAS kernels every x86-64 CPU runs (SSE3's and SSE4.2's), or a skip saying why none."""
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    if "openblas" not in str(blas.get("name", "")).lower() or "DYNAMIC_ARCH" not in str(
+            blas.get("openblas configuration", "")):
+        pytest.skip("numpy's BLAS is not an OpenBLAS with kernels for several CPUs (DYNAMIC_ARCH)")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"the kernels compared are x86-64 ones, this is {platform.machine()}")
+    return "Prescott", "Nehalem"
+
+
+def test_a_phantom_is_the_same_bit_for_bit_whatever_blas_kernel_and_threads() -> None:
+    """BLAS kernels (chosen for the CPU) and thread counts sum in different orders; a phantom made
+    under two forced kernels and thread counts, in fresh processes, is the same bit for bit."""
+    code = ("import hashlib; from training.phantom import case_seed, generate; "
+            "p = generate(case_seed(7, 0), max_side=32); "
+            "print(hashlib.sha256(p.image.tobytes() + p.labels.tobytes()).hexdigest())")
+    hashes = set()
+    for kernel, threads in zip(openblas_kernels_to_compare(), ("1", "2")):
+        env = {**os.environ, "OPENBLAS_CORETYPE": kernel, "OPENBLAS_NUM_THREADS": threads}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+        assert run.returncode == 0, run.stderr
+        hashes.add(run.stdout.strip())
+    assert len(hashes) == 1
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "a/b", ".hidden", "-p", ""])
+def test_a_prefix_that_is_not_a_plain_name_is_refused(tmp_path, capsys, prefix) -> None:
+    """--prefix becomes part of file names: a path or a hidden name is a usage error, nothing written."""
+    out = tmp_path / "set"
+    with pytest.raises(SystemExit) as exc:
+        ph.main(["--out", str(out), "--cases", "1", "--max-side", "8", f"--prefix={prefix}"])
+    assert exc.value.code == 2 and "--prefix" in capsys.readouterr().err.splitlines()[-1]
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]
+    with pytest.raises(ValueError):
+        ph.set_case_name(prefix, 0)
+
+
+def test_the_kidney_sinus_and_parenchyma_labellings_exclude_each_other(tmp_path, capsys) -> None:
+    """A kidney labelled with its sinus fat but without its pelvis would be neither labelling: both
+    fractions above 0 are refused, by Mix and by the command line, before anything is written."""
+    with pytest.raises(ValueError, match="exclude each other"):
+        ph.Mix(kidney_sinus=0.5, kidney_parenchyma=0.5)
+    with pytest.raises(SystemExit) as exc:
+        ph.main(["--out", str(tmp_path / "set"), "--cases", "1", "--max-side", "8", "--kidney-sinus", "1",
+                 "--kidney-parenchyma", "0.2"])
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert exc.value.code == 2 and "--kidney-sinus and --kidney-parenchyma exclude each other" in error
+    assert not (tmp_path / "set").exists()
+
+
+def test_an_interrupted_run_into_an_earlier_set_leaves_no_mismatched_pair_or_stale_list(tmp_path, monkeypatch) -> None:
+    """Run again into a folder with another seed and stopped while writing case 1's labels: case 0
+    is the new one, case 1 has the new image and no labels (not the earlier labels), cases.csv and
+    pathological.txt are gone (they listed the earlier set), and no partial file is left."""
+    out = tmp_path / "set"
+    assert ph.main(["--out", str(out), "--cases", "2", "--seed", "5", "--max-side", "24"]) == 0
+    to_file_map = nib.Nifti1Image.to_file_map
+    written = []
+
+    def stopped_at_the_fourth_file(self, *args, **kwargs):
+        written.append(self)
+        if len(written) == 4:  # image 0, labels 0, image 1, labels 1
+            raise KeyboardInterrupt
+        return to_file_map(self, *args, **kwargs)
+
+    monkeypatch.setattr(nib.Nifti1Image, "to_file_map", stopped_at_the_fourth_file)
+    with pytest.raises(KeyboardInterrupt):
+        ph.main(["--out", str(out), "--cases", "2", "--seed", "6", "--max-side", "24"])
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["images", "labels"]
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["phantom_0000_0000.nii.gz", "phantom_0001_0000.nii.gz"]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["phantom_0000.nii.gz"]
+    for index in (0, 1):
+        new = ph.generate(ph.case_seed(6, index), max_side=24)
+        image = nib.as_closest_canonical(nib.load(out / "images" / f"phantom_{index:04d}_0000.nii.gz"))
+        assert np.array_equal(np.asarray(image.dataobj), np.clip(np.rint(new.image), *ph.HU_STORED))
+    labels = nib.as_closest_canonical(nib.load(out / "labels" / "phantom_0000.nii.gz"))
+    assert np.array_equal(np.asarray(labels.dataobj), ph.generate(ph.case_seed(6, 0), max_side=24).labels)
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_exit_code_1(tmp_path, capsys) -> None:
+    """A folder where case 1's label file should go: one line naming that file, exit code 1, and no
+    cases.csv (the set is not complete)."""
+    out = tmp_path / "set"
+    blocked = out / "labels" / "phantom_0001.nii.gz"
+    blocked.mkdir(parents=True)
+    assert ph.main(["--out", str(out), "--cases", "2", "--max-side", "8"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"error: {blocked}: ")
+    assert not (out / "cases.csv").exists()

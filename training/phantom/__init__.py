@@ -4,7 +4,8 @@ A phantom is a float32 CT volume in Hounsfield units and a uint8 label map on th
 labels `LABELS`: 1 liver, 2 kidneys (both), 3 spleen, 4 pancreas; lesions keep their organ's label),
 made from a seed. Arrays are indexed (x, y, z) in nibabel's closest canonical orientation (RAS+, as
 in inference/axes.py): x from the patient's left to right, y posterior to anterior, z inferior to
-superior; spacing is in mm along (x, y, z). The same seed gives the same phantom, bit for bit.
+superior; spacing is in mm along (x, y, z). The same seed gives the same phantom, bit for bit, on
+any CPU (fields.field_on).
 
 Anatomy model. The anatomy is built in millimetres in the patient frame, whose axes are those of
 the arrays (it is the NIfTI world frame of the canonical image): origin on the midline at the
@@ -72,7 +73,8 @@ Command line:
 
 writes DIR/images/<prefix>_<NNNN>_0000.nii.gz (int16 HU), DIR/labels/<prefix>_<NNNN>.nii.gz (uint8)
 and DIR/cases.csv for cases NNNN = I .. I+N-1; case NNNN depends only on (S, NNNN) (`case_seed`).
---preview renders axial and coronal slices of a few cases instead. Exit code 0, or 2 on usage errors.
+--preview renders axial and coronal slices of a few cases instead. Exit code 0, 1 when a file cannot
+be written (one line naming it), or 2 on usage errors.
 """
 from training.phantom.anatomy import draw_anatomy
 from training.phantom.command_line import main

@@ -9,9 +9,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from flare_common import cli
-from flare_common.errors import InputError
+from flare_common.errors import InputError, describe_error
 from training.phantom.atlas import ARM_SHADOW_HU, FISSURE_WIDTH_MM, LARGE_SPLEEN_KIDNEY_DROP_MM, LARGE_SPLEEN_SIZE
-from training.phantom.generator import Mix
+from training.phantom.generator import EXCLUSIVE_FRACTIONS, Mix, exclusive_pair
 from training.phantom.preview import preview
 from training.phantom.priors import (
     ATROPHIC_PANCREAS,
@@ -28,7 +28,7 @@ from training.phantom.priors import (
     SHORT_PANCREAS_HEAD,
 )
 from training.phantom.scan import EXTRA_RANGES
-from training.phantom.sets import other_cases, set_case_name, write_set
+from training.phantom.sets import PREFIX, other_cases, set_case_name, write_set
 
 PREVIEW_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what --preview writes, by the name's suffix
 
@@ -93,7 +93,15 @@ def _mix_help() -> dict[str, str]:
         "kidney_parenchyma": "fraction of the cases whose kidney label is the parenchyma alone: the renal pelvis's "
                              "urine left out as well as the sinus fat, the whole hilum open",
     }
+    for pair in EXCLUSIVE_FRACTIONS:
+        for name, other in (pair, pair[::-1]):
+            texts[name] += f"; not with {_option(other)}"
     return {f.name: texts[f.name] for f in fields(Mix)}
+
+
+def _option(name: str) -> str:
+    """The command-line option of a Mix field."""
+    return f"--{name.replace('_', '-')}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,9 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-side", type=int, metavar="N",
                         help="at most this many voxels per axis, the field of view kept (default: full size, 512 in-plane)")
     for name, text in _mix_help().items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=0.0, metavar="P",
-                            help=f"{text} (default %(default)s)")
-    parser.add_argument("--prefix", default="phantom", metavar="NAME", help="case name prefix (default %(default)s)")
+        parser.add_argument(_option(name), type=float, default=0.0, metavar="P", help=f"{text} (default %(default)s)")
+    parser.add_argument("--prefix", default="phantom", metavar="NAME",
+                        help="case name prefix: letters, digits, '_' and '-', the first a letter or digit "
+                             "(default %(default)s)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
     parser.add_argument("--real", type=Path, nargs=2, metavar=("CT", "LABELS"),
@@ -120,7 +129,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mix(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Mix:
+    """The Mix of the command line's fractions; a usage error where they do not make one."""
+    fractions = {f.name: getattr(args, f.name) for f in fields(Mix)}
+    if pair := exclusive_pair(fractions):
+        parser.error(f"{_option(pair[0])} and {_option(pair[1])} exclude each other: {EXCLUSIVE_FRACTIONS[pair]}")
+    try:
+        return Mix(**fractions)
+    except ValueError:
+        options = [_option(name) for name in fractions]
+        extras = [f"--{name.replace(' ', '-')}" for name in EXTRA_RANGES]
+        parser.error(f"{', '.join(options[:-1])} and {options[-1]} must lie in [0, 1], {' plus '.join(extras)} at most 1")
+
+
+def _write_error(exc: OSError) -> str:
+    """'PATH: reason' of a file that could not be written."""
+    reason = exc.strerror or describe_error(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command: exit code 0 when every file is written, 1 when one cannot be (one line naming
+    it), 2 on usage errors and a --real file that cannot be read."""
     parser = _parser()
     args = parser.parse_args(argv)
     if (args.out is None) == (args.preview is None):
@@ -135,12 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seed and --start must not be negative")
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
-    try:
-        mix = Mix(**{f.name: getattr(args, f.name) for f in fields(Mix)})
-    except ValueError:
-        options = [f"--{f.name.replace('_', '-')}" for f in fields(Mix)]
-        extras = [f"--{name.replace(' ', '-')}" for name in EXTRA_RANGES]
-        parser.error(f"{', '.join(options[:-1])} and {options[-1]} must lie in [0, 1], {' plus '.join(extras)} at most 1")
+    if not PREFIX.fullmatch(args.prefix):
+        parser.error(f"--prefix {args.prefix!r}: use letters, digits, '_' and '-', the first a letter or digit")
+    mix = _mix(parser, args)
     began = time.perf_counter()
     if args.preview is not None:
         if args.preview.suffix.lower() not in PREVIEW_FORMATS:
@@ -151,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:
+            print(f"error: {_write_error(exc)}", file=sys.stderr)
+            return 1
         print(f"wrote a preview of {args.cases or 3} phantom(s) to {args.preview} "
               f"in {time.perf_counter() - began:.1f} s")
         return 0
@@ -161,7 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     if others := other_cases(args.out, {set_case_name(args.prefix, i) for i in range(args.start, args.start + args.cases)}):
         parser.error(f"--out {args.out}: {others}, which this set's cases.csv and pathological.txt would not list "
                      "but training would read: choose an empty folder")
-    rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, mix, args.workers)
+    try:
+        rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, mix, args.workers)
+    except OSError as exc:
+        print(f"error: {_write_error(exc)}", file=sys.stderr)
+        return 1
     print(f"wrote {len(rows)} phantom(s) ({sum(r['randomised'] == 'true' for r in rows)} randomised) to "
           f"{args.out}/images and {args.out}/labels, listed in {args.out}/cases.csv, "
           f"in {time.perf_counter() - began:.1f} s")

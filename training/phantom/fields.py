@@ -44,20 +44,31 @@ def draw_field(rng: np.random.Generator, lo: Sequence[float], hi: Sequence[float
 
 
 def _basis(coords: np.ndarray, lo: float, step: float, n: int) -> np.ndarray:
-    """Kernel weights (len(coords), n) of the control points, rows of unit norm (unit variance)."""
+    """Kernel weights (len(coords), n) of the control points, rows of unit norm (unit variance), float64."""
     c = (np.clip(coords.astype(np.float64), lo, lo + (n - 1) * step) - lo) / step
     w = np.exp(-0.5 * (c[:, None] - np.arange(n)[None, :]) ** 2)
-    return (w / np.sqrt((w ** 2).sum(axis=1, keepdims=True))).astype(np.float32)
+    return w / np.sqrt((w ** 2).sum(axis=1, keepdims=True))
+
+
+FIELD_CHUNK = 1 << 23  # field_on's float64 values held at once (64 MB)
 
 
 def field_on(field: SmoothField, axes: Axes) -> np.ndarray:
-    """The field on a grid: shape (..., nx, ny, nz), float32."""
-    wx, wy, wz = (_basis(a, lo, field.step, n) for a, lo, n in zip(axes, field.lo, field.coef.shape[-3:]))
+    """The field on a grid: shape (..., nx, ny, nz), float32. Summed in float64, a few x planes at a
+    time, and rounded once to float32, so that a phantom is the same bit for bit on any CPU: BLAS
+    kernels sum in an order that depends on the CPU, which shows in a float32 sum's last bits but
+    practically never survives rounding a float64 one to float32."""
     if field.coef.ndim == 4:
         return np.stack([field_on(SmoothField(field.lo, field.step, c), axes) for c in field.coef])
-    out = np.tensordot(wx, field.coef, axes=([1], [0]))  # (nx, cy, cz)
-    out = np.tensordot(out, wy, axes=([1], [1]))  # (nx, cz, ny)
-    return np.tensordot(out, wz, axes=([1], [1]))  # (nx, ny, nz)
+    wx, wy, wz = (_basis(a, lo, field.step, n) for a, lo, n in zip(axes, field.lo, field.coef.shape))
+    coef = field.coef.astype(np.float64)
+    out = np.empty((len(wx), len(wy), len(wz)), np.float32)
+    rows = max(1, FIELD_CHUNK // max(1, len(wy) * len(wz)))
+    for i in range(0, len(wx), rows):
+        part = np.tensordot(wx[i:i + rows], coef, axes=([1], [0]))  # (rows, cy, cz)
+        part = np.tensordot(part, wy, axes=([1], [1]))  # (rows, cz, ny)
+        out[i:i + rows] = np.tensordot(part, wz, axes=([1], [1]))  # (rows, ny, nz), rounded to float32
+    return out
 
 
 def ellipsoid(q: Sequence[np.ndarray], centre: Sequence[float], radii: Sequence[float],

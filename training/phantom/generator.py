@@ -3,13 +3,18 @@ independent streams of the seed, `save` writes it as a FLARE-layout pair.
 """
 from __future__ import annotations
 
+import gzip
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
+from typing import IO
 
 import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
+from flare_common.files import atomic_output
 from training.phantom.anatomy import draw_anatomy
 from training.phantom.body import draw_arms
 from training.phantom.ct import (
@@ -105,6 +110,19 @@ def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, k)))
 
 
+# Mix's fractions that may not both be above 0, and why: a case drawing both would be labelled in
+# neither of the two ways.
+EXCLUSIVE_FRACTIONS = {
+    ("kidney_sinus", "kidney_parenchyma"): "a kidney label with the sinus fat but without the renal pelvis "
+                                           "is neither labelling",
+}
+
+
+def exclusive_pair(fractions: dict[str, float]) -> tuple[str, str] | None:
+    """The first pair of EXCLUSIVE_FRACTIONS both above 0 among these fractions (Mix field -> P), or None."""
+    return next((pair for pair in EXCLUSIVE_FRACTIONS if all(fractions.get(name, 0.0) > 0.0 for name in pair)), None)
+
+
 @dataclass(frozen=True)
 class Mix:
     """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
@@ -123,8 +141,8 @@ class Mix:
     stomach (FULL_STOMACH_HU); large_spleen, a large, bulky spleen with the left kidney below it
     (LARGE_SPLEEN_SIZE); liver_region, a darker region of the liver (liver_region_offset);
     kidney_parenchyma, a kidney label of the parenchyma alone, the renal pelvis's urine left out
-    with the sinus fat (kidney_parts). Each is drawn from a stream of its own: a case that does
-    not get a variation is the case of the plain set."""
+    with the sinus fat (kidney_parts; not with kidney_sinus: EXCLUSIVE_FRACTIONS). Each is drawn from
+    a stream of its own: a case that does not get a variation is the case of the plain set."""
 
     randomise: float = 0.0
     chest: float = 0.0
@@ -154,6 +172,8 @@ class Mix:
     def __post_init__(self) -> None:
         if not all(0.0 <= p <= 1.0 for p in astuple(self)) or sum(p for _, p in self._extra_fractions()) > 1.0:
             raise ValueError(f"fractions must lie in [0, 1], {' + '.join(EXTRA_RANGES)} at most 1: {self}")
+        if pair := exclusive_pair(vars(self)):
+            raise ValueError(f"{pair[0]} and {pair[1]} exclude each other ({EXCLUSIVE_FRACTIONS[pair]}): {self}")
 
     def _extra_fractions(self) -> list[tuple[str, float]]:
         """(EXTRA_RANGES name, fraction) in EXTRA_RANGES' order."""
@@ -242,18 +262,41 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
                    None if randomised else stomach_hu, large_spleen, region_hu, pelvis_labelled)
 
 
+@contextmanager
+def output_file(path: Path, mode: str = "wb") -> Iterator[IO]:
+    """atomic_output(path, mode): the file appears whole or not at all; an OSError names path itself
+    (not the temporary file beside it) in its filename."""
+    try:
+        with atomic_output(path, mode) as f:
+            yield f
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def _write_nifti(image: nib.Nifti1Image, path: Path) -> None:
+    """Write a NIfTI image to path (gzip-compressed as nibabel writes .nii.gz: level 1, no name or
+    time in the gzip header, so the same image gives the same bytes) through output_file."""
+    with output_file(path) as f, gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=f, mtime=0) as gz:
+        image.to_stream(gz)
+
+
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
     """Write images_dir/<case>_0000.nii.gz (int16 HU, clipped to HU_STORED) and labels_dir/<case>.nii.gz
-    (uint8) in the phantom's storage orientation, sharing one affine (qform and sform, code 1)."""
+    (uint8) in the phantom's storage orientation, sharing one affine (qform and sform, code 1).
+    Each file is written whole or not at all (output_file), and an earlier label file of the case is
+    removed before the image is replaced, so that an interrupted write never leaves an image and
+    labels of two different phantoms: at worst an image without labels. OSError naming the file."""
     ornt = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(phantom.orientation))
     affine = phantom.geometry.affine @ inv_ornt_aff(ornt, phantom.labels.shape)
     image = np.clip(np.rint(phantom.image), *HU_STORED).astype(np.int16)
     paths = (Path(images_dir) / f"{case}_0000.nii.gz", Path(labels_dir) / f"{case}.nii.gz")
-    for data, path in zip((image, phantom.labels), paths):
+    for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
+    paths[1].unlink(missing_ok=True)
+    for data, path in zip((image, phantom.labels), paths):
         img = nib.Nifti1Image(np.ascontiguousarray(apply_orientation(data, ornt)), affine)
         img.set_qform(affine, code=1)
         img.set_sform(affine, code=1)
         img.header.set_xyzt_units("mm", "sec")
-        nib.save(img, str(path))
+        _write_nifti(img, path)
     return paths

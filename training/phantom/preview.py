@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from flare_common.errors import InputError
-from training.phantom.generator import PLAIN, Mix, case_seed, generate
+from training.phantom.generator import PLAIN, Mix, case_seed, generate, output_file
 from training.phantom.priors import KIDNEY, LABELS, LIVER, METAL_HU, PANCREAS, SPLEEN
 
 WINDOW_HU = (-160.0, 240.0)
@@ -75,7 +75,8 @@ def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side:
             real: tuple[Path, Path] | None = None, mix: Mix = PLAIN) -> None:
     """Render a PNG of `cases` phantoms (cases start.. of seed, with mix's variations): two axial and
     one coronal plane each, soft-tissue window WINDOW_HU, organ outlines in LABEL_COLOURS; `real`
-    (a CT and its labels) adds the same views of a real scan as the first row, to set beside them."""
+    (a CT and its labels) adds the same views of a real scan as the first row, to set beside them.
+    The file is written whole or not at all (output_file), in the format its suffix names."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -104,4 +105,5 @@ def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side:
                  f"{WINDOW_HU[1]:.0f} HU; outlines: " + ", ".join(f"{LABELS[k]} {c}" for k, c in LABEL_COLOURS.items()),
                  fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with output_file(path) as f:
+        fig.savefig(f, dpi=80, format=path.suffix.lstrip(".").lower())

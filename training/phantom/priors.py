@@ -4,8 +4,11 @@ livers, fluid colons, food, organ enhancement, metal and its streaks, domain ran
 """
 from __future__ import annotations
 
-LABELS = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
-LIVER, KIDNEY, SPLEEN, PANCREAS = 1, 2, 3, 4
+from flare_common.labels import label_names
+
+LABELS = label_names("flare21")  # label value -> organ: the FLARE21 table the phantoms are labelled with
+_VALUE = {name: value for value, name in LABELS.items()}
+LIVER, KIDNEY, SPLEEN, PANCREAS = (_VALUE[name] for name in ("liver", "kidney", "spleen", "pancreas"))
 
 PHASES = ("non-contrast", "arterial", "portal-venous")
 PHASE_PROBABILITIES = (0.2, 0.2, 0.6)

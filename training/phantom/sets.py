@@ -1,21 +1,30 @@
 """Sets of phantoms on disk: FLARE-layout pairs, cases.csv and pathological.txt, written by several
 processes; and how a folder holding another set's cases is told apart.
+
+cases.csv has a row per case: its name, seed and index, what was drawn for it (phase, variations,
+lesions, metal, organs present) and its grid. `shape` (voxels) and `spacing` (mm) are given along
+the canonical x, y, z (RAS) axes the phantom is built on, whatever axis order the case's files store
+(`orientation`, their axis codes: the files' own order only for RAS); `scan` names its z range.
 """
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from functools import partial
 from pathlib import Path
 
 from flare_common.nifti import nifti_files
 from training.data import PATHOLOGICAL_LIST, case_name
-from training.phantom.generator import PLAIN, Mix, Phantom, case_seed, generate, save
+from training.phantom.generator import PLAIN, Mix, Phantom, case_seed, generate, output_file, save
 from training.phantom.priors import LABELS
+
+PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a set's case name prefix: a plain, visible file name part
+LISTINGS = (PATHOLOGICAL_LIST, "cases.csv")  # the files that list a set's cases, in the order they are written
 
 
 def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, str]:
-    """The cases.csv row of one case."""
+    """The cases.csv row of one case (shape and spacing along canonical x, y, z: the module's docstring)."""
     present = [LABELS[k] for k in sorted(LABELS) if (phantom.labels == k).any()]
     return {"case": case, "seed": str(seed), "index": str(index), "phase": phantom.phase,
             "randomised": str(phantom.randomised).lower(), "lesions": str(phantom.lesions),
@@ -42,7 +51,10 @@ def _case_row(phantom: Phantom, case: str, seed: int, index: int) -> dict[str, s
 
 
 def set_case_name(prefix: str, index: int) -> str:
-    """The name of case `index` of a set written with `prefix` (its label file's name without .nii.gz)."""
+    """The name of case `index` of a set written with `prefix` (its label file's name without .nii.gz);
+    ValueError for a prefix that PREFIX does not match (a path, a hidden name)."""
+    if not PREFIX.fullmatch(prefix):
+        raise ValueError(f"case name prefix {prefix!r}: letters, digits, '_' and '-', the first a letter or digit")
     return f"{prefix}_{index:04d}"
 
 
@@ -70,11 +82,18 @@ def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "p
               max_side: int | None = None, mix: Mix = PLAIN, workers: int = 1) -> list[dict[str, str]]:
     """Write cases start..start+cases-1 of seed (with mix's variations) as FLARE-layout pairs under
     out/images and out/labels (`workers` processes), out/cases.csv and out/pathological.txt (the
-    cases with lesions, which training samples more often); the rows of cases.csv."""
+    cases with lesions, which training samples more often); the rows of cases.csv. The two lists
+    of an earlier set in out are removed first and written when every case is, cases.csv last, so
+    that they never describe other files than those beside them and cases.csv is there only when
+    the set is complete; every file appears whole or not at all (save, output_file). OSError naming
+    the file that could not be written; ValueError for a prefix PREFIX does not match."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
+    set_case_name(prefix, start)  # a bad prefix fails before anything is removed or written
+    for name in LISTINGS:
+        (out / name).unlink(missing_ok=True)
     indices = range(start, start + cases)
     write = partial(_write_case, out, seed, prefix=prefix, max_side=max_side, mix=mix)
     bar = partial(tqdm, total=cases, desc="phantoms", unit="case", file=sys.stderr, disable=None)
@@ -83,9 +102,16 @@ def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "p
             rows = list(bar(pool.map(write, indices)))
     else:
         rows = list(bar(map(write, indices)))
-    with open(out / "cases.csv", "w", newline="") as f:
+    _write_listings(out, rows)
+    return rows
+
+
+def _write_listings(out: Path, rows: list[dict[str, str]]) -> None:
+    """Write out/pathological.txt (the cases with lesions), then out/cases.csv (the rows), each whole."""
+    pathological, cases_csv = (out / name for name in LISTINGS)
+    with output_file(pathological, "w") as f:
+        f.write("".join(f"{r['case']}\n" for r in rows if int(r["lesions"])))
+    with output_file(cases_csv, "w") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out / PATHOLOGICAL_LIST).write_text("".join(f"{r['case']}\n" for r in rows if int(r["lesions"])))
-    return rows

@@ -94,9 +94,10 @@ def _mesenteric_vessels(aorta: Tube, confluence: np.ndarray, spleen: Frame,
 
 def vessel_parts(rng: np.random.Generator, spine: Spine, liver: Frame, spleen: Frame, kidneys: list[Frame],
                   pancreas: Tube, spleen_hollow: float) -> list[Part]:
-    """Aorta and branches, IVC and tributaries, portal system, hepatic veins (labels cleared, except
-    inside the liver, whose label the intrahepatic vessels keep); the splenic vessels end in the
-    hilum of a spleen drawn with spleen_hollow (spleen_field)."""
+    """Aorta and branches, IVC and tributaries (the renal vessels too, where they cross the pancreas
+    or enter a kidney's hilum), portal system, hepatic veins (labels cleared, except inside the
+    liver, whose label the intrahepatic vessels keep); the splenic vessels end in the hilum of a
+    spleen drawn with spleen_hollow (spleen_field)."""
     aorta, iliac_arteries, spine_front = _aorta(spine, rng)
     ivc, iliac_veins = _ivc(spine_front, spine, liver, rng)
     neck = pancreas_body_and_tail(pancreas).points[0]
@@ -110,7 +111,7 @@ def vessel_parts(rng: np.random.Generator, spine: Spine, liver: Frame, spleen: F
     artery, vein, portal_vein = ((0.0, "artery"),), ((0.0, "vein"),), ((0.0, "portal vein"),)
     return [tube_part([aorta, *iliac_arteries, sma, splenic_artery], artery, label=0),
             tube_part([ivc, *iliac_veins], vein, label=0),
-            tube_part(renal_veins, vein), tube_part(renal_arteries, artery),
+            tube_part(renal_veins, vein, label=0), tube_part(renal_arteries, artery, label=0),
             tube_part([portal, smv, splenic_vein(pancreas, confluence, spleen, spleen_hollow)], portal_vein, label=0),
             tube_part(intrahepatic[:len(PORTAL_BRANCHES)], portal_vein, within=LIVER),
             tube_part(intrahepatic[len(PORTAL_BRANCHES):], vein, within=LIVER)]
