@@ -23,10 +23,17 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from bench.arguments import at_least
+from bench.record import exit_description, machine_line
+
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("stock", "in-place norm", "workspace cap", "cudnn.benchmark", "channels-last")
 
@@ -85,11 +92,14 @@ def measure(variant: str, repeats: int) -> dict:
             torch.cuda.reset_peak_memory_stats()
             times = []
             for _ in range(repeats):
+                y = None  # the previous pass's logits let go: a pass's peak holds its own output only
                 start = time.perf_counter()
                 y = net(x)
                 torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
             peaks = (torch.cuda.max_memory_allocated() - base, torch.cuda.max_memory_reserved())
+            logits = y.float().cpu()
+            del y  # nor does the hooked pass's
             found, handles = hook_leaves(net)
             net(x)
             for handle in handles:
@@ -98,17 +108,17 @@ def measure(variant: str, repeats: int) -> dict:
         at_peak = max(found.items(), key=lambda kv: kv[1][1])
         out[network.__name__] = {
             "peak_allocated_mb": peaks[0] / 2**20, "peak_reserved_mb": peaks[1] / 2**20,
-            "seconds": statistics.median(times), "logits": y.float().cpu(),
+            "seconds": statistics.median(times), "logits": logits,
             "largest_transients_mb": [(name, t) for name, (t, _) in by_transient],
             "peak_module": (at_peak[0], at_peak[1][1] - base / 2**20)}
-        del net, x, y
+        del net, x
         torch.cuda.empty_cache()
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_gpu_memory", description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=at_least(1), default=5)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -119,14 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA GPU: this benchmark needs one", file=sys.stderr)
         return 2
     results = {}
-    for variant in VARIANTS:
-        path = f"/tmp/bench_gpu_memory_{os.getpid()}_{len(results)}.pt"
-        env = {**os.environ, **({"CUDNN_CONV_WSCAP_DBG": "64"} if variant == "workspace cap" else {})}
-        subprocess.run([sys.executable, "-m", "bench.bench_gpu_memory", "--repeats", str(args.repeats),
-                        "--child", f"{variant}:{path}"], env=env, check=True)
-        results[variant] = torch.load(path)
-        os.remove(path)
-    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, FP16, batch 1\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in VARIANTS:
+            path = Path(tmp) / f"{len(results)}.pt"
+            env = {**os.environ, **({"CUDNN_CONV_WSCAP_DBG": "64"} if variant == "workspace cap" else {})}
+            done = subprocess.run([sys.executable, "-m", "bench.bench_gpu_memory", "--repeats", str(args.repeats),
+                                   "--child", f"{variant}:{path}"], env=env, cwd=ROOT)
+            if done.returncode != 0:
+                print(f"error: variant {variant}: {exit_description(done.returncode)}", file=sys.stderr)
+                return 1
+            results[variant] = torch.load(path)
+    print(f"{machine_line()}; GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, FP16, batch 1\n")
     print("| network | variant | peak allocated MB (above weights) | peak reserved MB | seconds (median) | "
           "max abs logit diff to stock | module at the peak, MB | largest transients MB |")
     print("|---|---|---|---|---|---|---|---|")

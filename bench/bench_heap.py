@@ -14,9 +14,10 @@ taking turns, --repeats times:
   pages), with PyTorch only: with OpenVINO's runtime loaded the process aborted at exit (SIGABRT,
   after writing its file).
 First each case alone (process start to written file), then all cases in one process in order
-(does a kept heap grow from case to case?). Per run, from the kernel (os.wait4): wall, user and
-system CPU seconds, minor page faults, peak RSS; from predict's report: its coarse and fine
-stages. The labels of every run must be identical to glibc's (checked): every run gets the same
+(does a kept heap grow from case to case?), from a folder holding exactly this run's cases. Per
+run, from the kernel (os.wait4): wall, user and system CPU seconds, minor page faults, peak RSS;
+from predict's report: its coarse and fine stages. The labels of every run must be identical to
+those of glibc's first run of each case (checked, run by run): every run gets the same
 --precision (auto: fp32 for PyTorch, and for OpenVINO its probe's choice made once here, as
 predict's own probe can choose differently from run to run on a loaded machine). Inputs, weights and
 backend as bench.bench_submission (the paper's sizes by default, OpenVINO where it runs).
@@ -40,13 +41,16 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.bench_submission import PAPER_SIZES, REAL_CT, ROOT, header, make_inputs, parse_shape, prepared
-from bench.record import publish
+from bench.arguments import at_least, missing_files, parse_shape, parse_sizes
+from bench.bench_submission import PAPER_SIZES, REAL_CT, ROOT, header, make_inputs, prepared
+from bench.record import exit_description, publish, require_docs_sections
 from flare_common.nifti import output_name
 from inference import openvino_runtime
 from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, PRECISIONS
 
 JEMALLOC = ctypes.util.find_library("jemalloc")
+ALL_CASES = "all cases in one process"
+REFERENCE = "glibc"  # the setting whose labels every run must give
 
 
 def settings(backend: str) -> dict[str, tuple[list[str], dict[str, str]]]:
@@ -73,7 +77,7 @@ def run(inputs: Path, outputs: Path, weights: Path, backend: str, precision: str
         wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise RuntimeError(f"predict.sh on {inputs} exited with {code}: see {log.name}")
+        raise RuntimeError(f"predict.sh on {inputs}: {exit_description(code)}: see {log.name}")
     cases = json.loads(report.read_text())["cases"]
     return {"wall_s": wall, "user_s": usage.ru_utime, "system_s": usage.ru_stime,
             "minor_faults": usage.ru_minflt, "peak_rss_mb": usage.ru_maxrss / 1024,
@@ -85,30 +89,55 @@ def same_labels(a: Path, b: Path) -> bool:
     return bool(np.array_equal(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj)))
 
 
+def case_folders(cases: list[Path], out: Path) -> dict[str, Path]:
+    """Fresh input folders under OUT, made again on every run: one per case holding it alone, and
+    one holding exactly the cases (no input of an earlier run); run name -> folder."""
+    folders = {case.name: out / "inputs-alone" / case.name.removesuffix(".nii.gz") for case in cases}
+    folders[ALL_CASES] = out / "inputs-all"
+    for folder in (out / "inputs-alone", folders[ALL_CASES]):
+        shutil.rmtree(folder, ignore_errors=True)
+    for case in cases:
+        for folder in (folders[case.name], folders[ALL_CASES]):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / case.name).symlink_to(case.resolve())
+    return folders
+
+
+def labels_as_reference(outputs: Path, cases: list[Path], reference: Path, sets: bool) -> bool:
+    """Whether a run's labels equal the reference's, case by case; where `sets` (a run of the
+    REFERENCE setting), the first run of a case becomes its reference."""
+    agree = True
+    for case in cases:
+        found, kept = outputs / output_name(case), reference / output_name(case)
+        if not kept.exists():
+            if not sets:
+                raise RuntimeError(f"{case.name}: no {REFERENCE} run made its reference labels before this one")
+            reference.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(found, kept)
+        agree = agree and same_labels(kept, found)
+    return agree
+
+
 def measure(cases: list[Path], weights: Path, backend: str, precision: str, repeats: int, out: Path) -> dict:
-    """Every setting on each case alone and on all cases in one process, taking turns."""
+    """Every setting on each case alone and on all cases in one process, taking turns; every run's
+    labels checked against the reference setting's."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "LD_PRELOAD"))}
     base["PYTHON"] = sys.executable
-    alone = out / "inputs-alone"
+    folders = case_folders(cases, out)
+    reference = out / "outputs" / "reference"
+    shutil.rmtree(reference, ignore_errors=True)
     runs: dict[str, dict[str, list[dict]]] = {name: {} for name in settings(backend)}
     for repeat in range(repeats):
         for name, (heap, change) in settings(backend).items():
             env = {**base, **change}
-            for case in [*cases, None]:
-                if case is None:
-                    key, inputs = "all cases in one process", out / "inputs"
-                else:
-                    key, inputs = case.name, alone / case.name.removesuffix(".nii.gz")
-                    inputs.mkdir(parents=True, exist_ok=True)
-                    if not (inputs / case.name).exists():
-                        (inputs / case.name).symlink_to(case.resolve())
-                row = run(inputs, out / "outputs" / name / key.replace(" ", "-"), weights, backend, precision, heap, env)
+            for key, inputs in folders.items():
+                outputs = out / "outputs" / name / key.replace(" ", "-")
+                row = run(inputs, outputs, weights, backend, precision, heap, env)
+                predicted = cases if key == ALL_CASES else [c for c in cases if c.name == key]
+                row["labels_as_reference"] = labels_as_reference(outputs, predicted, reference, name == REFERENCE)
                 runs[name].setdefault(key, []).append(row)
                 print(f"{name}, {key}, run {repeat + 1}: {row['wall_s']:.2f} s", file=sys.stderr)
-    agree = {name: all(same_labels(out / "outputs" / "glibc" / "all-cases-in-one-process" / output_name(c),
-                                   out / "outputs" / name / "all-cases-in-one-process" / output_name(c)) for c in cases)
-             for name in runs}
-    return {"runs": runs, "labels_as_glibc": agree}
+    return {"runs": runs, "reference": REFERENCE}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -129,7 +158,7 @@ def tables(result: dict) -> str:
              f"{result['repeats']} "
              "runs each, the settings taking turns.", "",
              "| heap | run | wall s | coarse s | fine s | user CPU s | system CPU s | minor page faults | peak RSS MB "
-             "| labels as glibc's |",
+             "| labels as glibc's (every run) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in result["measured"]["runs"].items():
         for key, rows in runs.items():
@@ -137,7 +166,7 @@ def tables(result: dict) -> str:
             stages = [" + ".join(f"{t:.2f}" for t in s[k]) for k in ("coarse_s", "fine_s")]
             lines.append(f"| {name} | {key} | {s['wall_s']:.2f} | {stages[0]} | {stages[1]} | {s['user_s']:.1f} | "
                          f"{s['system_s']:.1f} | {s['minor_faults'] / 1e6:.2f} M | {s['peak_rss_mb']:.0f} | "
-                         f"{'yes' if result['measured']['labels_as_glibc'][name] else 'NO'} |")
+                         f"{'yes' if all(r['labels_as_reference'] for r in rows) else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -154,25 +183,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                         help="the precision of every run (default: see above)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=at_least(1), default=2, help="runs of each setting (default 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "heap")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args(argv)
+    try:
+        sizes = parse_sizes(args.sizes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for flag, missing in (("--weights", missing_files([args.weights])), ("--real", missing_files(args.real))):
+        if missing:
+            parser.error(f"{flag} {missing[0]}: no such file")
+    if args.write_docs:
+        require_docs_sections()
     real = args.real if args.real is not None else [REAL_CT] if REAL_CT.is_file() else []
-    sizes = None if args.sizes == ["checkpoint"] else dict(zip(("coarse", "fine"), ((int(s),) * 3 for s in args.sizes)))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "inputs").mkdir(exist_ok=True)
     cases = make_inputs(args.out / "inputs", args.shapes, real)
-    for case in cases:
-        if case.parent != args.out / "inputs" and not (args.out / "inputs" / case.name).exists():
-            (args.out / "inputs" / case.name).symlink_to(case.resolve())
     device = torch.device("cpu")
     models, weights, backend = prepared(args.weights, sizes, device, "auto", args.backend, args.out)
     precision, probe_s = args.precision, {}
     if precision == "auto":
         precision, probe_s = openvino_runtime.choose_precision("auto") if backend == "openvino" else ("fp32", {})
-    result = {**header("bench.bench_heap", argv, device, weights, models, precision, backend, probe_s),
-              "repeats": args.repeats, "measured": measure(cases, weights, backend, precision, args.repeats, args.out)}
+    try:
+        measured = measure(cases, weights, backend, precision, args.repeats, args.out)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result = {**header("bench.bench_heap", argv, device, args.weights, models, precision, backend, probe_s),
+              "repeats": args.repeats, "measured": measured}
     publish(result, args.out / "bench_heap.json", tables(result),
             (f"heap-cpu-{backend}", f"The C heap's settings on the CPU ({backend})") if args.write_docs else None)
     return 0

@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from bench.record import cpu_description, write_section
+from bench.arguments import at_least
+from bench.record import cpu_description, require_docs_sections, write_section
 from inference.networks import CoarseUNet, EfficientSegNet
 from inference.preprocessing import Normalisation
 from training.phantom import case_seed, centred, generate
@@ -80,9 +81,11 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_networks", description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=2, help="timed passes per variant, after one warm-up")
+    parser.add_argument("--repeats", type=at_least(1), default=2, help="timed passes per variant, after one warm-up")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args(argv)
+    if args.write_docs:
+        require_docs_sections()
     rows = bench(args.repeats)
     text = (f"Command: `python -m bench.bench_networks --repeats {args.repeats} --write-docs`. "
             f"Machine: {cpu_description()}; torch {torch.__version__} ({torch.get_num_threads()} threads), "

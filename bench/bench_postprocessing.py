@@ -10,7 +10,7 @@ sizes over the whole volume (`np.bincount(components.ravel())`) and selected the
 by a lookup table indexed with the whole component image; both give the same labels under the same
 rules (checked). The last column times the default rules, which add `not_above` (components
 wholly above the liver's top dropped) to what the previous implementation did. Median seconds of
-`--repeats` runs.
+`--repeats` runs; the machine (CPU model and flags) and NumPy's version are printed above the table.
 """
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ import time
 
 import numpy as np
 
+from bench.arguments import at_least
+from bench.record import machine_line
 from evaluation.synthetic import case_pair
+from flare_common.labels import label_names
 from inference.postprocessing import Postprocessing, components_kept, keep_largest_components, organ_components
 
 SPACING = (0.8, 0.8, 2.5)
-NAMES = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
+NAMES = label_names("flare21")
 SAME_RULES = Postprocessing(not_above={})  # the rules the previous implementation had
 
 
@@ -54,9 +57,11 @@ def median_seconds(function, labels: np.ndarray, repeats: int, *post: Postproces
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_postprocessing", description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 200))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--shape", type=at_least(16), nargs=3, default=(512, 512, 200))
+    parser.add_argument("--repeats", type=at_least(1), default=3)
     args = parser.parse_args(argv)
+    print(f"Command: `python -m bench.bench_postprocessing {' '.join(argv if argv is not None else sys.argv[1:])}`. "
+          f"{machine_line()}, NumPy {np.__version__}.\n")
     rng = np.random.default_rng(0)
     _, clean = case_pair(tuple(args.shape), SPACING, rng, island=True)
     noisy = clean.copy()

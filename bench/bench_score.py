@@ -18,6 +18,11 @@ each, apart from the timed ones (the sampler's share of a core would slow a scor
 both cores of a 2-core machine). It checks that all three give the same numbers and prints a
 Markdown table for docs/benchmarks.md.
 
+Case i of a quality is drawn from the seed (0, i) alone. The cases are kept under WORK/QUALITY/cache
+between runs (--work) with a stamp of what made them (shape, spacing, quality, seed and the
+generator's sources), made again where it differs; each run scores exactly its --cases cases,
+case_000 to case_<n-1>, from fresh folders WORK/QUALITY/gt and pred.
+
 Two prediction qualities are measured: "good" (small errors, NSD at 1 mm around 0.85, like the
 FLARE21 winners) and "poor" (larger errors, NSD around 0.45), since the cost of the surface
 distance part grows with the fraction of the surface that is off.
@@ -29,6 +34,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,27 +45,55 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from bench.record import markdown_table
+from bench.arguments import at_least
+from bench.record import cpu_description, markdown_table
+from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
 from evaluation.sampler import ProcessTree, Sampler
 from evaluation.synthetic import degraded, phantom_labels, save_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITIES = {"good": (0.8, 0.015), "poor": (2.0, 0.05)}  # degraded(): shift (mm) and relative size change
+CASE_SOURCES = (*PHANTOM_SOURCES, ROOT / "evaluation" / "synthetic.py")  # what makes the cases
+SEED = 0
 
 
-def make_cases(folder: Path, n: int, shape, spacing, quality: str, seed: int = 0) -> None:
-    """Write n ground-truth/prediction pairs into folder/gt and folder/pred (skipped if present)."""
+def case_name(index: int) -> str:
+    return f"case_{index:03d}.nii.gz"
+
+
+def make_case(cache: Path, index: int, shape, spacing, quality: str, seed: int) -> None:
+    """Case `index` (ground truth and prediction) into cache/gt and cache/pred, drawn from the seed
+    (seed, index) alone; each file written under a hidden name and renamed when complete."""
     shift_mm, scale = QUALITIES[quality]
-    rng = np.random.default_rng(seed)
-    for sub in ("gt", "pred"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, index])
+    gt = phantom_labels(shape, spacing, rng)
+    pred = degraded(gt, spacing, rng, shift_mm, scale, island=False)
+    for sub, labels in (("gt", gt), ("pred", pred)):
+        path = cache / sub / case_name(index)
+        partial = path.with_name(f".partial-{path.name}")
+        save_labels(labels, spacing, partial)
+        partial.replace(path)
+
+
+def make_cases(folder: Path, n: int, shape, spacing, quality: str, seed: int = SEED) -> None:
+    """folder/gt and folder/pred holding exactly cases 0..n-1 (links into folder/cache, where the
+    cases are kept between runs while its stamp matches what this run would make them from)."""
+    cache = folder / "cache"
+    made_from = {"shape": list(shape), "spacing": list(spacing), "quality": quality,
+                 "degraded": list(QUALITIES[quality]), "seed": seed, "generator": sources_digest(*CASE_SOURCES)}
+    if not is_current(cache, made_from):
+        shutil.rmtree(cache, ignore_errors=True)
+        for sub in ("gt", "pred"):
+            (cache / sub).mkdir(parents=True)
+        write_stamp(cache, made_from)
     for i in range(n):
-        name = f"case_{i:03d}.nii.gz"
-        if (folder / "gt" / name).exists() and (folder / "pred" / name).exists():
-            continue
-        gt = phantom_labels(shape, spacing, rng)
-        save_labels(gt, spacing, folder / "gt" / name)
-        save_labels(degraded(gt, spacing, rng, shift_mm, scale, island=False), spacing, folder / "pred" / name)
+        if not all((cache / sub / case_name(i)).is_file() for sub in ("gt", "pred")):
+            make_case(cache, i, shape, spacing, quality, seed)
+    for sub in ("gt", "pred"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+        (folder / sub).mkdir()
+        for i in range(n):
+            (folder / sub / case_name(i)).symlink_to((cache / sub / case_name(i)).resolve())
 
 
 def _started(cmd: list[str]) -> subprocess.Popen:
@@ -159,23 +193,20 @@ def markdown(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_score", description=__doc__.split("\n")[0])
-    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--cases", type=at_least(1), default=4)
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 200))
     parser.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 2.5))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
     parser.add_argument("--quality", choices=sorted(QUALITIES), nargs="+", default=["good", "poor"])
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each command, taking turns (default 3)")
+    parser.add_argument("--repeats", type=at_least(1), default=3, help="runs of each command, taking turns (default 3)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the cases (default: a temporary one)")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         rows = [row for q in args.quality for row in bench(q, args, work)]
     table = pd.DataFrame(rows)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB; python {platform.python_version()}, "
-          f"numpy {np.__version__}")
+    print(f"{time.strftime('%Y-%m-%d')}; machine: {cpu_description()}; {psutil.virtual_memory().total / 2**30:.0f} GiB "
+          f"RAM; Python {platform.python_version()}, NumPy {np.__version__}")
     print(f"{args.cases} cases of {tuple(args.shape)} voxels at {tuple(args.spacing)} mm, FLARE21 rules; "
           f"medians of {args.repeats} runs each, taking turns\n")
     print(markdown(table))

@@ -42,8 +42,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, parse_shape, prepared
-from bench.record import publish
+from bench.arguments import parse_shape
+from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, prepared
+from bench.record import exit_description, publish, require_docs_sections
 from evaluation.metrics import dice
 from flare_common.nifti import output_name
 from flare_common.units import MB
@@ -220,7 +221,7 @@ def table(result: dict) -> str:
         r = rows[method]
         dsc = result["agreement"].get(method)
         gpu = r.get("torch_peak_allocated_mb")
-        lines.append(f"| {method} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | "
+        lines.append(f"| {method} | {r['seconds']:.2f} | {peak_rss(r)} | "
                      f"{'-' if gpu is None else f'{gpu:.0f}'} | "
                      + (" / ".join(f"{v:.3f}" for v in dsc.values()) if dsc else "-") + " |")
     between = " / ".join(f"{v:.3f}" for v in result["agreement"]["between"].values())
@@ -230,6 +231,13 @@ def table(result: dict) -> str:
                  f"memory" if "torch_peak_allocated_mb" in c2f else "")
               + f". DSC between the two: {between}."]
     return "\n".join(lines)
+
+
+def peak_rss(row: dict) -> str:
+    """A method's peak RSS (MB) for the table, marked where the process had reached it before the
+    method ran (loading the weights and the CT): then it is not the method's own."""
+    before = " (reached while loading, before the run)" if row["peak_rss_mb"] <= row["peak_rss_before_mb"] else ""
+    return f"{row['peak_rss_mb']:.0f}{before}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def child(args: argparse.Namespace, method: str, weights: Path, case: Path, precision: str, backend: str,
           target: tuple[float, float, float] | None = None) -> dict:
-    """One method in a fresh process; its row."""
+    """One method in a fresh process; its row. Exit 1 with one line where it failed."""
     command = [sys.executable, "-m", "bench.bench_sliding_window", "--method", method, "--weights", str(weights),
                "--input", str(case), "--device", args.device, "--precision", precision, "--backend", backend,
                "--overlap", str(args.overlap), "--out", str(args.out)]
@@ -262,7 +270,8 @@ def child(args: argparse.Namespace, method: str, weights: Path, case: Path, prec
         command += ["--target-spacing", *map(str, target)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{method} failed: {done.stderr.strip()[-2000:]}")
+        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise SystemExit(f"error: {method}: {exit_description(done.returncode)}: {last}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{method}: {row['seconds']:.2f} s", file=sys.stderr)
     return row
@@ -276,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.method:
         print(json.dumps(run_method(args)))
         return 0
+    if args.write_docs:
+        require_docs_sections()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     precision = choose_precision(args.precision, device)  # PyTorch's

@@ -6,7 +6,8 @@
 
 On one device:
 1. inputs: a phantom CT (training/phantom/) of each --shapes (x y z voxels) at 0.8 x 0.8 x 2.5 mm
-   centred on the abdomen, and the real CT beside the checkout (REAL_CT) when it is there;
+   centred on the abdomen, the same patient at every shape (case 0 of seed PHANTOM_SEED), and
+   the real CT beside the checkout (REAL_CT) when it is there;
 2. weights: the checkpoint with its networks' input sizes set to --sizes, by default the paper's
    (coarse 160^3, fine 192^3), so that the networks do the paper's work whatever size the weights
    were trained at (`--sizes checkpoint` keeps the checkpoint's own); on the CPU they are
@@ -14,20 +15,29 @@ On one device:
    or bf16 as predict runs them (--precision auto: OpenVINO's probe chooses, in every process);
 3. yardstick: one eager fp32 forward pass of each of the authors' networks at the paper's input
    sizes on this device (random weights: the time does not depend on them), after a warm-up,
-   the median of --repeats: what the authors' networks alone need, measured in the same run;
+   the median of --repeats: what the authors' networks alone need, measured in the same run,
+   once under glibc's own heap and once under the kept heap (inference/heap.py; mallopt is
+   process-wide, so each in a fresh process: bench/yardstick.py); the ratio of a case to it takes
+   the faster of the two;
 4. cold: each case alone through the efficiency harness (evaluation.efficiency.run_case: `sh
    predict.sh` started once for it, its process tree's RSS and on CUDA the GPU's used memory
    (NVML) sampled every 50 ms); predict's report gives the start-up (process, imports, model
    load) and each stage of the case (inference.pipeline.STAGES, plus the wait for the input and
    the write); "rest" is what is left of the wall time (the shell, interpreter shutdown, the
    harness). Reading and reorienting run in predict's reader thread beside the start-up: their
-   own seconds are shown apart, "waited" is what the case stood still for them;
-5. warm: the pipeline in this process, weights loaded once, the second run of each case timed,
-   with torch's peak GPU memory on CUDA, and there again with cuDNN's autotuner (its first,
-   tuning, run and a tuned one); where the precision is not fp32 or OpenVINO runs the networks,
+   own seconds are shown apart, "waited" is what the case stood still for them; each row keeps
+   the harness's idle check (a case started on a busy machine is marked);
+5. warm: the pipeline in this process under the heap predict's --heap auto chooses for the
+   backend (inference.heap.choose_heap), weights loaded once, the second run of each case timed,
+   with torch's peak GPU memory on CUDA, and there again with cuDNN's autotuner (its first run and
+   a tuned one; the networks' inputs have one size, so only the first case's first run tunes);
+   where the precision is not fp32 or OpenVINO runs the networks,
    the labels of fp32 eager are the reference: per-organ DSC (the issue's bar: >= 0.99).
+The phantom CTs are kept in OUT/inputs between runs, each with a stamp of what made it (its shape,
+seed and the generator's sources); one whose stamp differs is made again.
 Prints Markdown tables, writes OUT/bench_submission.json; --write-docs puts them, dated, with the
-CPU model and flags, the GPU and torch, into docs/benchmarks.md (section submission-DEVICE-BACKEND).
+CPU model and flags, the GPU, torch, OpenVINO, ISA-L and the heap, into docs/benchmarks.md
+(section submission-DEVICE-BACKEND).
 """
 from __future__ import annotations
 
@@ -39,14 +49,16 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from bench.record import cpu_description, publish
+from bench.arguments import at_least, missing_files, parse_shape, parse_sizes
+from bench.record import cpu_description, package_version, publish, require_docs_sections
+from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
+from bench.yardstick import faster_heap, shape_text, yardsticks
 from evaluation.efficiency import Submission, command_gpus, run_case
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
@@ -54,8 +66,9 @@ from evaluation.rules import get_rules
 from inference import openvino_runtime
 from inference.checkpoint import Models, load, save
 from inference.defaults import DEFAULT_WEIGHTS
+from inference.heap import choose_heap, keep_freed_memory
 from inference.imageio import read_ct
-from inference.networks import SIDE_MULTIPLE, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
+from inference.networks import CoarseConfig, FineConfig
 from inference.pipeline import STAGES, Segmenter, choose_precision
 from training import phantom
 
@@ -67,28 +80,23 @@ CASE_STAGES = ("waited", *STAGES, "write")  # with STARTUP and "rest": the parts
 READ = ("read", "reorient")  # done in predict's reader thread beside start-up: not parts of the wall time
 STARTUP = ("process", "imports", "model_load")
 TIMEOUT_S = 1800.0
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """'512x512x160' -> (512, 512, 160)."""
-    try:
-        shape = tuple(int(n) for n in text.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 16:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected XxYxZ voxels, each at least 16, e.g. 512x512x160")
-    return shape
+PHANTOM_SEED = 0  # every benchmark phantom is case 0 of this seed: one patient, whatever its shape
 
 
 def make_inputs(folder: Path, shapes: list[tuple[int, int, int]], real: list[Path]) -> list[Path]:
-    """A phantom CT per shape (kept between runs) and the real CTs, as one input file each."""
+    """A phantom CT per shape and the real CTs, as one input file each. A phantom is kept between
+    runs while its stamp (shape, spacing, seed, the generator's sources) matches; made again where not."""
+    generator = sources_digest(*PHANTOM_SOURCES)
     cases = []
-    for i, shape in enumerate(shapes):
-        name = f"phantom_{'x'.join(map(str, shape))}"
+    for shape in shapes:
+        name = f"phantom_{shape_text(shape)}"
         path = folder / f"{name}_0000.nii.gz"
-        if not path.is_file():
-            ct = phantom.generate(phantom.case_seed(0, i), geometry=phantom.centred(shape, SPACING))
+        made_from = {"shape": list(shape), "spacing": list(SPACING), "seed": PHANTOM_SEED, "case": 0,
+                     "generator": generator}
+        if not is_current(path, made_from):
+            ct = phantom.generate(phantom.case_seed(PHANTOM_SEED, 0), geometry=phantom.centred(shape, SPACING))
             phantom.save(ct, folder, folder / "labels", name)
+            write_stamp(path, made_from)
         cases.append(path)
     return cases + real
 
@@ -106,12 +114,12 @@ def at_sizes(models: Models, sizes: dict[str, tuple[int, int, int]]) -> Models:
 def prepared_weights(source: Path, models: Models, out: Path) -> Path:
     """OUT/weights.pt holding the models (at the sizes they run at), kept from an earlier run made
     from the same checkpoint at the same sizes, so that its OpenVINO export is kept too."""
-    weights, stamp = out / "weights.pt", out / "weights.source.json"
+    weights = out / "weights.pt"
     sizes = {stage: list(models.network(stage).config.input_size) for stage in models.stages()}
     made_from = {"sha256": openvino_runtime.checksum(source), "sizes": sizes}
-    if not (weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == made_from):
+    if not is_current(weights, made_from):
         save(weights, models)
-        stamp.write_text(json.dumps(made_from) + "\n")
+        write_stamp(weights, made_from)
     return weights
 
 
@@ -140,7 +148,8 @@ def prepared(source: Path, sizes: dict[str, tuple[int, int, int]] | None, device
 
 def recorded_arguments(argv: list[str]) -> list[str]:
     """The arguments as a benchmark's docs record them: without the work folder (`--out DIR`),
-    which says nothing about the numbers and would put one machine's paths into the docs."""
+    which says nothing about the numbers, and with absolute paths (weights, CTs) cut to their file
+    names: neither puts one machine's paths into the docs."""
     kept, skip = [], False
     for arg in argv:
         if skip:
@@ -148,43 +157,29 @@ def recorded_arguments(argv: list[str]) -> list[str]:
         elif arg == "--out":
             skip = True
         elif not arg.startswith("--out="):
-            kept.append(arg)
+            kept.append(Path(arg).name if os.path.isabs(arg) else arg)
     return kept
 
 
 def header(module: str, argv: list[str] | None, device: torch.device, weights: Path, models: Models,
-           precision: str, backend: str, probe_s: dict[str, float] | None = None) -> dict:
-    """What a benchmark's result says first: its command, the date, the machine and software, and
-    what ran (weights, their sizes, precision and OpenVINO's probe that chose it, backend)."""
+           precision: str, backend: str, probe_s: dict[str, float] | None = None, heap: str | None = None) -> dict:
+    """What a benchmark's result says first: its command, the date, the machine and software (torch,
+    OpenVINO and ISA-L's versions, None where not installed), and what ran (weights, their sizes,
+    precision and OpenVINO's probe that chose it, backend, the C heap where one was set)."""
     return {"command": f"python -m {module} " + " ".join(recorded_arguments(argv if argv is not None else sys.argv[1:])),
             "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "openvino": package_version("openvino"), "isal": package_version("isal"),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "weights": weights.name, "trained_on": models.trained_on, "precision": precision,
-            "precision_probe_s": probe_s or {}, "backend": backend,
-            "sizes": {stage: "x".join(map(str, models.network(stage).config.input_size)) for stage in models.stages()}}
+            "precision_probe_s": probe_s or {}, "backend": backend, "heap": heap,
+            "sizes": {stage: shape_text(models.network(stage).config.input_size) for stage in models.stages()}}
 
 
-def yardstick(device: torch.device, repeats: int) -> dict[str, float]:
-    """Seconds of one eager fp32 forward pass of each of the authors' networks at the paper's input
-    size (median of `repeats` after a warm-up), on a random z-scored input."""
-    seconds = {}
-    for stage, net in (("coarse", CoarseUNet()), ("fine", EfficientSegNet())):
-        net = net.to(device).eval()
-        x = torch.randn(1, 1, *PAPER_SIZES[stage], device=device)
-        times = []
-        with torch.inference_mode():
-            for i in range(repeats + 1):
-                start = time.perf_counter()
-                net(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if i:
-                    times.append(time.perf_counter() - start)
-        seconds[stage] = statistics.median(times)
-        del net, x
-    seconds["both"] = seconds["coarse"] + seconds["fine"]
-    return seconds
+def warm_heap(device: torch.device, backend: str) -> str:
+    """Set this process's heap as predict's --heap auto would for the backend; the heap in effect."""
+    heap = choose_heap("auto", device.type, backend)
+    return "kept" if heap == "kept" and keep_freed_memory() else "system"
 
 
 def nvml_gpu(device: torch.device) -> GpuMemory | None:
@@ -216,7 +211,7 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
         seconds = {**predicted["startup_s"], **predicted["cases"][0]["seconds"]}
         seconds["rest"] = row["Time"] - sum(seconds[k] for k in STARTUP) - seconds["total"]
         rows.append({"case": case.name, "shape": predicted["cases"][0]["shape"], "wall_s": row["Time"],
-                     "precision": predicted["precision"],
+                     "precision": predicted["precision"], "heap": predicted.get("heap"), "machine": row["Machine"],
                      "seconds": seconds, "crop": predicted["cases"][0]["crop"],
                      "peak_rss_mb": row["MaxRAM_Tree"], "gpu_peak_mb": row["PlainMaxGPU_Mem"],
                      "gpu_peak_above_idle_mb": row["PlainMaxGPU_Mem"] - row["BaselineGPU_MB"]})
@@ -263,25 +258,63 @@ def _probe(probe_s: dict[str, float]) -> str:
             "in bf16)") if probe_s else ""
 
 
+HEAP_WORDS = {"system": "glibc's own heap (`--heap system`)", "kept": "the kept heap (`--heap kept`)"}
+
+
+def lowest_dsc(dsc: dict[str, float]) -> float | None:
+    """The lowest per-organ DSC, NaN values (an organ in neither label map) left out; None if all are."""
+    values = [v for v in dsc.values() if not math.isnan(v)]
+    return min(values) if values else None
+
+
+def _software(result: dict) -> str:
+    """torch, OpenVINO, ISA-L and Python, for the header."""
+    openvino = f"OpenVINO {result['openvino']}" if result.get("openvino") else "no OpenVINO"
+    isal = f"ISA-L (isal {result['isal']})" if result.get("isal") else "no ISA-L (isal not installed: zlib's gzip)"
+    return f"torch {result['torch']} ({result['threads']} threads), {openvino}, {isal}, Python {result['python']}"
+
+
+def _heaps(result: dict) -> str:
+    """The C heap of the cold runs (predict's --heap auto, from its reports) and of the warm runs."""
+    cold = sorted({r["heap"] or "?" for r in result["cold"]})
+    return f"C heap {'/'.join(cold)} in the cold runs (predict's --heap auto), {result['heap']} in the warm runs"
+
+
+def _yardstick_lines(result: dict) -> list[str]:
+    """Each heap's yardstick and the one the ratios use."""
+    sizes, by_heap = result["yardstick_sizes"], result["yardstick_by_heap_s"]
+    measured = "; ".join(f"{HEAP_WORDS.get(heap, heap)}: coarse {sizes['coarse']} {y['coarse']:.2f} s + fine "
+                         f"{sizes['fine']} {y['fine']:.2f} s = {y['both']:.2f} s" for heap, y in by_heap.items())
+    y = result["yardstick_s"]
+    faster = HEAP_WORDS.get(result["yardstick_heap"], result["yardstick_heap"])
+    return [f"Yardstick, the authors' networks in eager fp32, forward only, each heap in a fresh process: {measured}. "
+            f"The ratios below use the faster: {y['both']:.2f} s, under {faster} (target for a whole case: at most "
+            f"half, {y['both'] / 2:.2f} s).", ""]
+
+
+def _cold_case(row: dict, precision: str) -> str:
+    """A cold row's case cell: its name, with its precision where it differs and a busy machine noted."""
+    notes = [row["precision"]] if row["precision"] != precision else []
+    notes += ["machine busy before it"] if str(row.get("machine", "")).startswith("busy") else []
+    return row["case"] + (f" ({', '.join(notes)})" if notes else "")
+
+
 def tables(result: dict) -> str:
     """The run as Markdown: the machine, the yardstick, cold and warm per case."""
     y = result["yardstick_s"]
-    lines = [f"Command: `{result['command']}`. {result['date']}; {result['machine']}; torch {result['torch']} "
-             f"({result['threads']} threads), Python {result['python']}. Weights: {result['weights']} run at "
-             f"coarse {result['sizes']['coarse']}, fine {result['sizes']['fine']}; precision {result['precision']} "
-             f"on {result['device']}{_probe(result['precision_probe_s'])}, networks run by {result['backend']}.", "",
-             f"Yardstick, the authors' networks in eager fp32, forward only: coarse 160^3 {y['coarse']:.2f} s + "
-             f"fine 192^3 {y['fine']:.2f} s = {y['both']:.2f} s (target for a whole case: at most half, "
-             f"{y['both'] / 2:.2f} s).", "",
+    lines = [f"Command: `{result['command']}`. {result['date']}; {result['machine']}; {_software(result)}. "
+             f"Weights: {result['weights']} run at coarse {result['sizes']['coarse']}, fine {result['sizes']['fine']}; "
+             f"precision {result['precision']} on {result['device']}{_probe(result['precision_probe_s'])}, networks "
+             f"run by {result['backend']}; {_heaps(result)}.", "",
+             *_yardstick_lines(result),
              "Cold, process start to written file (seconds):", "",
-             "| case | shape | wall | / yardstick | " + " | ".join(k.replace("_", " ") for k in STARTUP)
+             "| case | shape | wall | / yardstick (faster heap) | " + " | ".join(k.replace("_", " ") for k in STARTUP)
              + " | " + " | ".join(CASE_STAGES) + " | rest | " + " | ".join(f"{k} (beside start-up)" for k in READ)
              + " | peak RSS MB | GPU peak above idle MB |",
              "|---|---|---|---|" + "---|" * (len(STARTUP) + len(CASE_STAGES) + len(READ) + 3)]
     for r in result["cold"]:
         s = r["seconds"]
-        case = r["case"] if r["precision"] == result["precision"] else f"{r['case']} ({r['precision']})"
-        lines.append(f"| {case} | {'x'.join(map(str, r['shape']))} | {r['wall_s']:.2f} | "
+        lines.append(f"| {_cold_case(r, result['precision'])} | {shape_text(r['shape'])} | {r['wall_s']:.2f} | "
                      f"{r['wall_s'] / y['both']:.2f} | " + " | ".join(_f(s[k]) for k in (*STARTUP, *CASE_STAGES))
                      + f" | {_f(s['rest'])} | " + " | ".join(_f(s[k]) for k in READ)
                      + f" | {_f(r['peak_rss_mb'], 0)} | {_f(r['gpu_peak_above_idle_mb'], 0)} |")
@@ -290,11 +323,12 @@ def tables(result: dict) -> str:
               "| DSC vs fp32 (min over organs) |",
               "|---|---|" + "---|" * (len(STAGES) + 3)]
     for r in result["warm"]:
-        agreement = min(r["dsc_vs_fp32"].values()) if "dsc_vs_fp32" in r else None
+        agreement = lowest_dsc(r["dsc_vs_fp32"]) if "dsc_vs_fp32" in r else None
         lines.append(f"| {r['case']} | {r['warm_s']:.2f} | " + " | ".join(_f(r["seconds"].get(k)) for k in STAGES)
                      + f" | {_f(r.get('peak_allocated_mb', math.nan), 0)} | "
                      + f"{_f(r.get('cudnn_benchmark_first_s', math.nan))} / {_f(r.get('cudnn_benchmark_tuned_s', math.nan))} | "
-                     + (f"{agreement:.4f}" if agreement is not None else "fp32 itself") + " |")
+                     + (f"{agreement:.4f}" if agreement is not None else
+                        "no organ in either" if "dsc_vs_fp32" in r else "fp32 itself") + " |")
     return "\n".join(lines)
 
 
@@ -312,23 +346,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", help="as predict's --precision (default %(default)s)")
     parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
                         help="what runs the networks; auto: OpenVINO on the CPU in fp32 where installed (default)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed yardstick passes after a warm-up (default 2)")
+    parser.add_argument("--repeats", type=at_least(1), default=2,
+                        help="timed yardstick passes after a warm-up (default 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "submission", help="work folder")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args(argv)
-    if args.sizes == ["checkpoint"]:
-        sizes = None
-    elif len(args.sizes) == 2 and all(s.isdigit() and int(s) > 0 and int(s) % SIDE_MULTIPLE == 0 for s in args.sizes):
-        sizes = {"coarse": (int(args.sizes[0]),) * 3, "fine": (int(args.sizes[1]),) * 3}
-    else:
-        parser.error(f"--sizes {' '.join(args.sizes)}: expected two sides (coarse fine), multiples of "
-                     f"{SIDE_MULTIPLE}, or 'checkpoint'")
+    try:
+        sizes = parse_sizes(args.sizes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for flag, missing in (("--weights", missing_files([args.weights])), ("--real", missing_files(args.real))):
+        if missing:
+            parser.error(f"{flag} {missing[0]}: no such file")
     real = args.real if args.real is not None else [REAL_CT] if REAL_CT.is_file() else []
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here")
     try:
         precision = choose_precision(args.precision, device)  # PyTorch's
     except ValueError as exc:
         parser.error(f"--precision: {exc}")
+    if args.write_docs:
+        require_docs_sections()
+    try:
+        result = measure(args, argv, sizes, real, device, precision)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    section = (f"submission-{device.type}-{result['backend']}",
+               f"The whole submission on the {device.type.upper()}, networks run by {result['backend']}")
+    publish(result, args.out / "bench_submission.json", tables(result), section if args.write_docs else None)
+    return 0
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None, sizes: dict[str, tuple[int, int, int]] | None,
+            real: list[Path], device: torch.device, precision: str) -> dict:
+    """The whole run: inputs and weights prepared, the yardstick under each heap, cold, then warm
+    under predict's heap; the result. RuntimeError where a measurement failed."""
     models, weights, backend = prepared(args.weights, sizes, device, args.precision, args.backend, args.out)
     networks = openvino_runtime.compile_networks(weights, models, args.precision) if backend == "openvino" else None
     if networks is not None:
@@ -337,13 +391,14 @@ def main(argv: list[str] | None = None) -> int:
 
     result = header("bench.bench_submission", argv, device, args.weights, models, precision, backend,
                     networks.probe_s if networks else None)
-    result["yardstick_s"] = yardstick(device, args.repeats)
+    by_heap = yardsticks(device, args.repeats, PAPER_SIZES)  # fresh processes: nothing of theirs stays in this one
+    result.update(yardstick_sizes={stage: shape_text(size) for stage, size in PAPER_SIZES.items()},
+                  yardstick_by_heap_s=by_heap, yardstick_heap=faster_heap(by_heap),
+                  yardstick_s=by_heap[faster_heap(by_heap)])
     result["cold"] = cold(cases, weights, device, args.precision if networks else precision, backend, args.out)
+    result["heap"] = warm_heap(device, backend)  # process-wide from here on: the warm runs come last
     result["warm"] = warm(cases, models, device, precision, networks.stages if networks else None)
-    section = (f"submission-{device.type}-{backend}",
-               f"The whole submission on the {device.type.upper()}, networks run by {backend}")
-    publish(result, args.out / "bench_submission.json", tables(result), section if args.write_docs else None)
-    return 0
+    return result
 
 
 if __name__ == "__main__":

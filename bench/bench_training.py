@@ -22,7 +22,8 @@ from datetime import date
 
 import torch
 
-from bench.record import cpu_description, write_section
+from bench.arguments import at_least
+from bench.record import cpu_description, exit_description, require_docs_sections, write_section
 
 
 def one(stage: str, side: int, precision: str, steps: int) -> dict:
@@ -53,15 +54,18 @@ def one(stage: str, side: int, precision: str, steps: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_training", description=__doc__.split("\n")[0])
     parser.add_argument("--stages", nargs="+", default=["coarse", "fine"], choices=["coarse", "fine"])
-    parser.add_argument("--sides", type=int, nargs="+", default=[32, 64, 96])
+    parser.add_argument("--sides", type=at_least(16), nargs="+", default=[32, 64, 96])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--steps", type=int, default=4, help="steps per configuration (the first is a warm-up)")
+    parser.add_argument("--steps", type=at_least(2), default=4,
+                        help="steps per configuration, at least 2 (the first is a warm-up)")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     parser.add_argument("--one", nargs=3, metavar=("STAGE", "SIDE", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args.steps)))
         return 0
+    if args.write_docs:
+        require_docs_sections()
     rows = []
     for stage in args.stages:
         for side in args.sides:
@@ -69,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 done = subprocess.run([sys.executable, "-m", "bench.bench_training", "--one", stage, str(side), precision,
                                        "--steps", str(args.steps)], capture_output=True, text=True)
                 if done.returncode:
-                    print(f"error: {stage} {side} {precision}: {done.stderr.strip().splitlines()[-1]}", file=sys.stderr)
+                    last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+                    print(f"error: {stage} {side} {precision}: {exit_description(done.returncode)}: {last}",
+                          file=sys.stderr)
                     return 1
                 rows.append(json.loads(done.stdout))
                 print(f"{stage} {side}^3 {precision}: {rows[-1]['s_per_step']:.2f} s/step", file=sys.stderr)

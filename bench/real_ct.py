@@ -59,6 +59,7 @@ from evaluation.rules import get_rules
 from evaluation.score import score_files
 from flare_common import cli
 from flare_common.labels import label_names
+from inference.defaults import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = "flare21"
@@ -359,7 +360,7 @@ def errors_markdown(rows: list[dict], top: int = 3) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.real_ct", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "flare21_c2f.pt",
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="checkpoint to run (default: the shipped one)")
     parser.add_argument("--work", type=Path, help="folder for the download, the cases and the predictions "
                         "(default: a temporary one, removed afterwards)")

@@ -6,6 +6,7 @@ The organisers' sampler took a sample (NVML memory, psutil CPU and RAM) and then
 its real interval was 0.1 s plus the time to take a sample plus the sleep's overshoot. This runs
 that loop for --seconds and reports the real mean interval and by how much count x 0.1 s
 understates an area (the maxima are unaffected). Without NVML it measures the psutil part only.
+The result (JSON) records the machine (CPU model and flags) and the date.
 It takes only the NVML memory query: the organisers' full device query (`pynvml.smi`) asked for
 more fields, so their overhead was at least this.
 """
@@ -18,6 +19,7 @@ import time
 
 import psutil
 
+from bench.record import machine_line
 from evaluation.nvml import GpuMemory
 
 NOMINAL_S = 0.1
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--gpu", type=int, default=0)
     args = parser.parse_args(argv)
-    result = organisers_loop(args.seconds, GpuMemory.open(args.gpu))
+    result = {"machine": machine_line(), **organisers_loop(args.seconds, GpuMemory.open(args.gpu))}
     print(json.dumps(result, indent=2))
     return 0
 

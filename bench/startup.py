@@ -6,7 +6,8 @@ Steps, each a new process (medians of --repeats): the bare interpreter; `import 
 submission's imports (`import inference.predict`); those plus CUDA initialisation (the first
 tensor on the GPU); those plus the weights loaded onto the GPU in FP16. The differences between
 steps are what each adds to every case the organisers time (they start the container once per
-case). Without CUDA the CUDA steps are skipped.
+case). Without CUDA the CUDA steps are skipped. The machine (CPU model and flags), torch and
+Python are printed above the table.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from pathlib import Path
 
 import torch
 
+from bench.arguments import at_least
+from bench.record import machine_line
+from inference.defaults import DEFAULT_WEIGHTS
+
+ROOT = Path(__file__).resolve().parents[1]
 STEPS = {
     "interpreter": "pass",
     "import torch": "import torch",
@@ -32,10 +38,14 @@ STEPS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", type=Path, default=Path("weights/flare21_c2f.pt"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
+    parser.add_argument("--repeats", type=at_least(1), default=3)
     args = parser.parse_args(argv)
+    if not args.weights.is_file():
+        parser.error(f"--weights {args.weights}: no such file")
     cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name() if cuda else "no CUDA GPU"
+    print(f"{machine_line()}; torch {torch.__version__}; {device}.\n")
     print("| step | seconds (median) | added |")
     print("|---|---|---|")
     previous = 0.0
@@ -45,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         times = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code, str(args.weights)], check=True)
+            subprocess.run([sys.executable, "-c", code, str(args.weights.resolve())], cwd=ROOT, check=True)
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
         print(f"| {name} | {median:.2f} | {median - previous:+.2f} |")

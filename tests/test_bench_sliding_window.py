@@ -64,3 +64,9 @@ def test_benchmark_runs_both_methods_and_writes_its_section(tmp_path, weights, m
     assert set(result["agreement"]) == {"between", *sw.METHODS}  # a phantom has its ground truth
     assert "<!-- sliding-window-cpu-torch:start -->" in docs.read_text()
     assert "Sliding window / coarse-to-fine" in capsys.readouterr().out
+    assert all(r["peak_rss_before_mb"] > 0 for r in result["runs"])
+
+
+def test_a_peak_reached_before_the_method_ran_is_marked_as_not_its_own():
+    assert sw.peak_rss({"peak_rss_mb": 900.0, "peak_rss_before_mb": 500.0}) == "900"
+    assert sw.peak_rss({"peak_rss_mb": 900.0, "peak_rss_before_mb": 900.0}).startswith("900 (reached while loading")

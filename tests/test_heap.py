@@ -1,8 +1,12 @@
-"""glibc's heap policy for PyTorch on the CPU (inference/heap.py) and predict's --heap."""
+"""glibc's heap policy for PyTorch on the CPU (inference/heap.py), predict's --heap and the
+benchmark of the heaps (bench/bench_heap.py; never timed here)."""
+import json
 import platform
 import subprocess
 import sys
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from inference.heap import choose_heap
@@ -42,3 +46,50 @@ def test_a_kept_heap_reuses_freed_pages(heap):
         assert second < first / 10
     else:
         assert second > first / 2
+
+
+def test_the_heap_benchmark_checks_the_labels_of_every_run_on_exactly_this_runs_cases(tmp_path, weights, monkeypatch):
+    from bench import bench_heap
+
+    out = tmp_path / "heap"
+    stale = out / "inputs" / "phantom_99x99x99_0000.nii.gz"  # an input an earlier run left
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not a CT")
+    monkeypatch.setattr(bench_heap, "JEMALLOC", None)
+    assert bench_heap.main(["--weights", str(weights), "--sizes", "32", "48", "--shapes", "64x56x24", "--real",
+                            "--backend", "torch", "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "bench_heap.json").read_text())
+    assert result["weights"] == weights.name  # the checkpoint asked for, not the benchmark's copy of it
+    runs = result["measured"]["runs"]
+    assert set(runs) == {"glibc", "kept"}
+    for name in runs:
+        assert set(runs[name]) == {"phantom_64x56x24_0000.nii.gz", "all cases in one process"}
+        assert all(row["labels_as_reference"] for rows in runs[name].values() for row in rows)
+        (all_in_one,) = runs[name]["all cases in one process"]
+        assert len(all_in_one["coarse_s"]) == 1  # the stale input was not predicted
+
+
+def test_a_run_whose_labels_differ_from_the_reference_is_found(tmp_path):
+    from bench import bench_heap
+
+    case = tmp_path / "ct_0000.nii.gz"
+    labels = np.zeros((4, 4, 4), np.uint8)
+    for folder, value in (("reference", 1), ("ours", 1), ("other", 2)):
+        (tmp_path / folder).mkdir()
+        labels[1, 1, 1] = value
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / folder / "ct.nii.gz")
+    assert bench_heap.labels_as_reference(tmp_path / "ours", [case], tmp_path / "reference", sets=False)
+    assert not bench_heap.labels_as_reference(tmp_path / "other", [case], tmp_path / "reference", sets=False)
+    with pytest.raises(RuntimeError, match="no glibc run"):
+        bench_heap.labels_as_reference(tmp_path / "ours", [case], tmp_path / "missing", sets=False)
+
+
+@pytest.mark.parametrize("args", [["--sizes", "abc"], ["--sizes", "160", "200"], ["--repeats", "0"],
+                                  ["--real", "no-such-ct.nii.gz"]])
+def test_the_heap_benchmark_refuses_bad_arguments_in_one_line(args, capsys):
+    from bench import bench_heap
+
+    with pytest.raises(SystemExit) as exit_:
+        bench_heap.main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and args[-1] in err and "Traceback" not in err

@@ -1,0 +1,52 @@
+"""Command-line values the benchmarks share: counts, CT shapes and the networks' input sizes,
+each checked once here so that a wrong value is one line of usage error, never a traceback."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+MIN_CT_SIDE = 16
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (e.g. --repeats 0 is refused)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {minimum}")
+        return value
+    return parse
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'512x512x160' -> (512, 512, 160): an argparse type."""
+    try:
+        shape = tuple(int(n) for n in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < MIN_CT_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected XxYxZ voxels, each at least {MIN_CT_SIDE}, e.g. 512x512x160")
+    return shape
+
+
+def parse_sizes(values: list[str]) -> dict[str, tuple[int, int, int]] | None:
+    """--sizes: two sides (coarse fine), multiples of SIDE_MULTIPLE, as cubes per stage; None for
+    ['checkpoint'] (the checkpoint's own sizes). ValueError with the problem otherwise."""
+    from inference.networks import SIDE_MULTIPLE  # imports torch: only where sizes are asked for
+
+    if values == ["checkpoint"]:
+        return None
+    if len(values) == 2 and all(s.isdigit() and int(s) > 0 and int(s) % SIDE_MULTIPLE == 0 for s in values):
+        return {"coarse": (int(values[0]),) * 3, "fine": (int(values[1]),) * 3}
+    raise ValueError(f"--sizes {' '.join(values)}: expected two sides (coarse fine), multiples of "
+                     f"{SIDE_MULTIPLE}, or 'checkpoint'")
+
+
+def missing_files(paths: list[Path] | None) -> list[Path]:
+    """The paths that are not files (for --real and the like, checked before any work)."""
+    return [p for p in paths or [] if not p.is_file()]
