@@ -50,3 +50,18 @@ def parse_sizes(values: list[str]) -> dict[str, tuple[int, int, int]] | None:
 def missing_files(paths: list[Path] | None) -> list[Path]:
     """The paths that are not files (for --real and the like, checked before any work)."""
     return [p for p in paths or [] if not p.is_file()]
+
+
+def checked_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace, default_real: Path
+                   ) -> tuple[dict[str, tuple[int, int, int]] | None, list[Path]]:
+    """The --sizes of a whole-submission benchmark (parse_sizes) and its real CTs (--real, else
+    `default_real` where it exists), after refusing (parser.error) bad sizes and a --weights or
+    --real file that is not there."""
+    try:
+        sizes = parse_sizes(args.sizes)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for flag, missing in (("--weights", missing_files([args.weights])), ("--real", missing_files(args.real))):
+        if missing:
+            parser.error(f"{flag} {missing[0]}: no such file")
+    return sizes, args.real if args.real is not None else [default_real] if default_real.is_file() else []

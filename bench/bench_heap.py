@@ -41,7 +41,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.arguments import at_least, missing_files, parse_shape, parse_sizes
+from bench.arguments import at_least, checked_inputs, parse_shape
 from bench.bench_submission import PAPER_SIZES, REAL_CT, ROOT, header, make_inputs, prepared
 from bench.record import exit_description, publish, require_docs_sections
 from flare_common.nifti import output_name
@@ -187,16 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "heap")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args(argv)
-    try:
-        sizes = parse_sizes(args.sizes)
-    except ValueError as exc:
-        parser.error(str(exc))
-    for flag, missing in (("--weights", missing_files([args.weights])), ("--real", missing_files(args.real))):
-        if missing:
-            parser.error(f"{flag} {missing[0]}: no such file")
+    sizes, real = checked_inputs(parser, args, REAL_CT)
     if args.write_docs:
         require_docs_sections()
-    real = args.real if args.real is not None else [REAL_CT] if REAL_CT.is_file() else []
     args.out.mkdir(parents=True, exist_ok=True)
     cases = make_inputs(args.out / "inputs", args.shapes, real)
     device = torch.device("cpu")

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-from bench.arguments import at_least, missing_files, parse_shape, parse_sizes
+from bench.arguments import at_least, checked_inputs, parse_shape
 from bench.record import cpu_description, package_version, publish, require_docs_sections
 from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
 from bench.yardstick import faster_heap, shape_text, yardsticks
@@ -351,14 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "submission", help="work folder")
     parser.add_argument("--write-docs", action="store_true", help="write the tables into docs/benchmarks.md")
     args = parser.parse_args(argv)
-    try:
-        sizes = parse_sizes(args.sizes)
-    except ValueError as exc:
-        parser.error(str(exc))
-    for flag, missing in (("--weights", missing_files([args.weights])), ("--real", missing_files(args.real))):
-        if missing:
-            parser.error(f"{flag} {missing[0]}: no such file")
-    real = args.real if args.real is not None else [REAL_CT] if REAL_CT.is_file() else []
+    sizes, real = checked_inputs(parser, args, REAL_CT)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA GPU here")
