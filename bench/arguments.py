@@ -34,6 +34,11 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
+def shape_text(shape: tuple[int, ...]) -> str:
+    """(512, 512, 160) -> '512x512x160': parse_shape's inverse."""
+    return "x".join(map(str, shape))
+
+
 def parse_sizes(values: list[str]) -> dict[str, tuple[int, int, int]] | None:
     """--sizes: two sides (coarse fine), multiples of SIDE_MULTIPLE, as cubes per stage; None for
     ['checkpoint'] (the checkpoint's own sizes). ValueError with the problem otherwise."""

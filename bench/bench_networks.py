@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.arguments import at_least
+from bench.arguments import at_least, shape_text
 from bench.record import cpu_description, require_docs_sections, write_section
 from inference.networks import CoarseUNet, EfficientSegNet
 from inference.preprocessing import Normalisation
@@ -61,7 +61,7 @@ def bench(repeats: int) -> list[dict]:
             if reference is None:
                 reference = out
             rows.append({
-                "network": name, "input": "x".join(map(str, model.config.input_size)), "variant": variant,
+                "network": name, "input": shape_text(model.config.input_size), "variant": variant,
                 "seconds": statistics.median(times), "runs": len(times),
                 "max_abs_diff": float((out - reference).abs().max()),
                 "decisions_changed": float(((out > 0) != (reference > 0)).float().mean()),

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from bench.arguments import at_least
+from bench.arguments import at_least, shape_text
 from bench.record import machine_line
 from evaluation.synthetic import case_pair
 from flare_common.labels import label_names
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     noisy = clean.copy()
     flip = rng.random(clean.shape) < 0.01
     noisy[flip] = rng.integers(0, 5, int(flip.sum()), dtype=np.uint8)
-    print(f"| label map ({'x'.join(map(str, args.shape))}) | previous s | now s | speed-up | now, default rules s |")
+    print(f"| label map ({shape_text(args.shape)}) | previous s | now s | speed-up | now, default rules s |")
     print("|---|---|---|---|---|")
     for name, labels in (("clean", clean), ("noisy", noisy)):
         before, expected = median_seconds(whole_volume_lookup, labels, args.repeats)

@@ -42,7 +42,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.arguments import parse_shape
+from bench.arguments import parse_shape, shape_text
 from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, prepared
 from bench.record import exit_description, publish, require_docs_sections
 from evaluation.metrics import dice
@@ -210,10 +210,10 @@ def table(result: dict) -> str:
     lines = [f"Command: `{result['command']}`. {result['date']}; {result['machine']}; torch {result['torch']}, "
              f"Python {result['python']}. Weights: {result['weights']} at coarse {result['sizes']['coarse']}, "
              f"fine {result['sizes']['fine']}; {result['precision']} on {result['device']}, networks run by "
-             f"{result['backend']}. CT: {result['case']} ({'x'.join(map(str, result['shape']))} voxels at "
+             f"{result['backend']}. CT: {result['case']} ({shape_text(result['shape'])} voxels at "
              f"{' x '.join(f'{s:g}' for s in result['spacing'])} mm); the fine network's voxel on its crop: "
              f"{' x '.join(f'{s:.2f}' for s in result['fine_spacing_mm'])} mm, where the whole CT is "
-             f"{'x'.join(map(str, result['window_grid']))} voxels: {result['windows']} windows of "
+             f"{shape_text(result['window_grid'])} voxels: {result['windows']} windows of "
              f"{result['sizes']['fine']} at {result['overlap']:g} overlap.", "",
              "| method | seconds (weights loaded) | peak RSS MB | torch peak allocated MB | DSC vs ground truth "
              "(liver / kidney / spleen / pancreas) |", "|---|---|---|---|---|"]

@@ -55,10 +55,10 @@ from pathlib import Path
 
 import torch
 
-from bench.arguments import at_least, checked_inputs, parse_shape
+from bench.arguments import at_least, checked_inputs, parse_shape, shape_text
 from bench.record import cpu_description, package_version, publish, require_docs_sections
 from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
-from bench.yardstick import faster_heap, shape_text, yardsticks
+from bench.yardstick import faster_heap, yardsticks
 from evaluation.efficiency import Submission, command_gpus, run_case
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory

@@ -19,18 +19,13 @@ from pathlib import Path
 
 import torch
 
-from bench.arguments import at_least, parse_shape
+from bench.arguments import at_least, parse_shape, shape_text
 from bench.record import exit_description
 from inference.heap import keep_freed_memory
 from inference.networks import CoarseUNet, EfficientSegNet
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAPS = ("system", "kept")  # predict's --heap values the yardstick is measured under
-
-
-def shape_text(shape: tuple[int, ...]) -> str:
-    """(512, 512, 160) -> '512x512x160'."""
-    return "x".join(map(str, shape))
 
 
 def yardstick(device: torch.device, repeats: int, sizes: dict[str, tuple[int, int, int]]) -> dict[str, float]:

@@ -13,8 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
+from evaluation.report import stats
 from evaluation.sampler import Readings, SystemCpu, used_ram_mb
 
 BUSY_CPU_PCT = 10.0  # default: system CPU utilisation above this before a case marks it busy
@@ -49,16 +48,9 @@ def measure(gpu=None, seconds: float = 1.0, interval_s: float = 0.1, readings: R
         if left <= 0:
             break
         time.sleep(min(interval_s, left))
-    return Baseline(take("system CPU", cpu.used_pct), finite_mean(ram), finite_mean(used),
+    return Baseline(take("system CPU", cpu.used_pct), stats(ram)["mean"], stats(used)["mean"],
                     take("GPU processes (NVML)", gpu.process_count, default=None) if gpu is not None else None,
                     time.perf_counter() - start)
-
-
-def finite_mean(values: list[float]) -> float:
-    """The mean of the finite values; NaN when there is none."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if v.size else math.nan
 
 
 def busy_reasons(baseline: Baseline, cpu_threshold_pct: float = BUSY_CPU_PCT) -> list[str]:

@@ -32,11 +32,18 @@ def step_seconds(net: torch.nn.Module, size: tuple[int, int, int], dtype: torch.
     return best
 
 
+def precision_problem(requested: str, device: torch.device) -> str | None:
+    """Why the requested precision cannot train on the device (fp16 off CUDA), None where it can."""
+    if requested == "fp16" and device.type != "cuda":
+        return "--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU"
+    return None
+
+
 def choose_training_precision(requested: str, net: torch.nn.Module, config: TrainConfig,
                               device: torch.device) -> tuple[str, str]:
-    """(precision, how it was chosen); ValueError for fp16 off CUDA."""
-    if requested == "fp16" and device.type != "cuda":
-        raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    """(precision, how it was chosen); ValueError for fp16 off CUDA (precision_problem)."""
+    if problem := precision_problem(requested, device):
+        raise ValueError(problem)
     if requested != "auto":
         return requested, " (as requested)"
     if device.type == "cuda":

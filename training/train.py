@@ -67,7 +67,7 @@ from training.distributed import (
     stop,
 )
 from training.loss import dice_focal_loss
-from training.precision import choose_training_precision
+from training.precision import choose_training_precision, precision_problem
 from training.validation import score
 
 MAX_SKIPPED_STEPS = 20  # consecutive steps with a non-finite loss or gradient before a run stops
@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers < 0:
         parser.error(f"--workers {args.workers}: 0 or more")
     try:
-        if args.precision == "fp16" and choose_device(args.device).type != "cuda":
-            raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+        if problem := precision_problem(args.precision, choose_device(args.device)):
+            raise ValueError(problem)
         world = start(args.device)
     except ValueError as exc:
         parser.error(str(exc))

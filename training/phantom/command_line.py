@@ -28,7 +28,7 @@ from training.phantom.priors import (
     SHORT_PANCREAS_HEAD,
 )
 from training.phantom.scan import EXTRA_RANGES
-from training.phantom.sets import PREFIX, other_cases, set_case_name, write_set
+from training.phantom.sets import other_cases, set_case_name, write_set
 
 PREVIEW_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what --preview writes, by the name's suffix
 
@@ -165,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seed and --start must not be negative")
     if args.max_side is not None and args.max_side < 8:
         parser.error("--max-side must be at least 8")
-    if not PREFIX.fullmatch(args.prefix):
-        parser.error(f"--prefix {args.prefix!r}: use letters, digits, '_' and '-', the first a letter or digit")
+    try:
+        set_case_name(args.prefix, 0)  # the one check of a prefix (sets.PREFIX)
+    except ValueError as exc:
+        parser.error(f"--prefix: {exc}")
     mix = _mix(parser, args)
     began = time.perf_counter()
     if args.preview is not None:
