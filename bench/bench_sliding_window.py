@@ -17,7 +17,9 @@ paper's input sizes (coarse 160^3, fine 192^3), on one device, each method in a 
    sigmoid weighted by a Gaussian (sigma 1/8 of the window, nnU-Net's) and the weighted sum
    divided by the summed weights; labels where the mean probability of the likeliest organ is
    above 0.5, back on the CT's grid (inference.postprocessing.labels_at_size of the mean's
-   logit), with the checkpoint's largest-component rule.
+   logit), with the checkpoint's largest-component rule. The network runs each window on the
+   device (or through OpenVINO on the CPU); the tiling, weighting and accumulation are NumPy on
+   the host, as are the pipeline's resampling and post-processing.
 Each process loads the weights, runs its method once (on CUDA after one warm-up run) and
 reports its wall time (the network passes apart), the process's peak RSS and on CUDA torch's
 peak allocated memory. The two label maps are compared with each other and, for a phantom, with
@@ -41,20 +43,21 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from scipy.special import expit, logit
 
 from bench.arguments import parse_shape, shape_text
 from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, prepared
 from bench.record import exit_description, publish, require_docs_sections
 from evaluation.metrics import dice
 from flare_common.nifti import output_name
-from flare_common.units import MB
 from inference import openvino_runtime
 from inference.checkpoint import load
 from inference.defaults import DEFAULT_WEIGHTS
 from inference.imageio import read_ct
-from inference.pipeline import Segmenter, choose_precision
+from inference.pipeline import Segmenter
 from inference.postprocessing import keep_largest_components, labels_at_size
 from inference.preprocessing import resize_for_stage
+from inference.torch_runtime import TorchNetworks, choose_precision
 
 METHODS = ("coarse-to-fine", "sliding window")
 GAUSSIAN_SIGMA = 1 / 8  # of the window side (nnU-Net)
@@ -73,43 +76,37 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return [round(i * step) for i in range(count)]
 
 
-def gaussian_weights(window: tuple[int, int, int], device: torch.device) -> torch.Tensor:
-    """(x, y, z) weights of one window: a Gaussian centred on it with sigma GAUSSIAN_SIGMA of each
-    side, 1 at the centre (never 0 at the edges)."""
-    axes = []
-    for n in window:
-        offset = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2
-        axes.append(torch.exp(-0.5 * (offset / (n * GAUSSIAN_SIGMA)) ** 2))
+def gaussian_weights(window: tuple[int, int, int]) -> np.ndarray:
+    """float32 (x, y, z) weights of one window: a Gaussian centred on it with sigma GAUSSIAN_SIGMA
+    of each side, 1 at the centre (never 0 at the edges)."""
+    axes = [np.exp(-0.5 * ((np.arange(n) - (n - 1) / 2) / (n * GAUSSIAN_SIGMA)) ** 2) for n in window]
     weights = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
-    return weights / weights.max()
+    return (weights / weights.max()).astype(np.float32)
 
 
-def sliding_window_probabilities(volume: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor],
-                                 window: tuple[int, int, int], overlap: float, pad_value: float) -> torch.Tensor:
-    """The Gaussian-weighted mean sigmoid (organs, x, y, z) of `network` (logits of a (1, 1, window)
-    input) over windows tiling a normalised (1, 1, x, y, z) volume; a side shorter than the window
-    is padded with pad_value (and the padding cut off again)."""
-    shape = volume.shape[2:]
-    padded = [max(n, w) for n, w in zip(shape, window)]
-    if padded != list(shape):
-        pad = []
-        for n, p in zip(reversed(shape), reversed(padded)):
-            pad += [(p - n) // 2, p - n - (p - n) // 2]
-        volume = torch.nn.functional.pad(volume, pad, value=pad_value)
-    weights = gaussian_weights(window, volume.device)
-    total, weight_sum = None, torch.zeros(padded, device=volume.device)
+def sliding_window_probabilities(volume: np.ndarray, network: Callable[[np.ndarray], np.ndarray],
+                                 window: tuple[int, int, int], overlap: float, pad_value: float) -> np.ndarray:
+    """The Gaussian-weighted mean sigmoid (organs, x, y, z), float32, of `network` (logits
+    (organs, window) of a float32 window) over windows tiling a normalised (x, y, z) volume; a side
+    shorter than the window is padded with pad_value (and the padding cut off again)."""
+    shape = volume.shape
+    padded = tuple(max(n, w) for n, w in zip(shape, window))
+    origin = [(p - n) // 2 for n, p in zip(shape, padded)]
+    if padded != shape:
+        volume = np.pad(volume, [(o, p - n - o) for o, n, p in zip(origin, shape, padded)], constant_values=pad_value)
+    weights = gaussian_weights(window)
+    total, weight_sum = None, np.zeros(padded, dtype=np.float32)
     starts = [window_starts(n, w, overlap) for n, w in zip(padded, window)]
     for x in starts[0]:
         for y in starts[1]:
             for z in starts[2]:
                 at = (slice(x, x + window[0]), slice(y, y + window[1]), slice(z, z + window[2]))
-                probabilities = torch.sigmoid(network(volume[(0, 0, *at)][None, None].contiguous())[0])
+                probabilities = expit(network(volume[at]))
                 if total is None:
-                    total = torch.zeros((probabilities.shape[0], *padded), device=volume.device)
+                    total = np.zeros((probabilities.shape[0], *padded), dtype=np.float32)
                 total[(slice(None), *at)] += probabilities * weights
                 weight_sum[at] += weights
     total /= weight_sum
-    origin = [(p - n) // 2 for n, p in zip(shape, padded)]
     return total[(slice(None), *(slice(o, o + n) for o, n in zip(origin, shape)))]
 
 
@@ -124,26 +121,19 @@ def sliding_window_labels(segmenter: Segmenter, ct: np.ndarray, spacing: tuple[f
     """Labels (uint8, the CT's canonical grid) of the fine network slid over the whole CT resampled
     to target_spacing (mm), and the seconds of each part."""
     seconds, start = {}, time.perf_counter()
-    models = segmenter.models
-    window = tuple(models.fine.config.input_size)
+    spec = segmenter.spec
     size = resampled_size(ct.shape, spacing, target_spacing)
-    volume = torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)).to(segmenter.device)[None, None]
-    normalisation = models.normalisation["fine"]
-    normalised = normalisation(resize_for_stage(volume, size, "fine"))
+    normalised = spec.normalisation["fine"](resize_for_stage(ct, size, "fine"))
     pad_value = float(normalised.min())  # the lowest HU of the window, as air is
     seconds["resample and normalise"] = time.perf_counter() - start
     start = time.perf_counter()
-    probabilities = sliding_window_probabilities(normalised, lambda x: segmenter.forward("fine", x),
-                                                 window, overlap, pad_value)
+    probabilities = sliding_window_probabilities(normalised, lambda x: segmenter.networks("fine", x),
+                                                 spec.input_sizes["fine"], overlap, pad_value)
     del normalised
-    if segmenter.device.type == "cuda":
-        torch.cuda.synchronize(segmenter.device)
     seconds["windows"] = time.perf_counter() - start
     start = time.perf_counter()
-    logits = torch.logit(probabilities.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS))[None]
-    del probabilities
-    labels = labels_at_size(logits, ct.shape).cpu().numpy()
-    labels = keep_largest_components(labels, spacing, models.labels, models.post)
+    logits = logit(np.clip(probabilities, PROBABILITY_EPS, 1 - PROBABILITY_EPS, out=probabilities), out=probabilities)
+    labels = keep_largest_components(labels_at_size(logits, ct.shape), spacing, spec.labels, spec.post)
     seconds["labels back"] = time.perf_counter() - start
     return labels, seconds
 
@@ -153,31 +143,35 @@ def run_method(args: argparse.Namespace) -> dict:
     grid) to OUT/<method>.npy; the timings and memory."""
     device = torch.device(args.device)
     models = load(args.weights)
-    networks = openvino_runtime.compile_networks(args.weights, models, args.precision) if args.backend == "openvino" else None
-    segmenter = Segmenter(models, device, args.precision, compiled=networks.stages if networks else None)
+    networks = (openvino_runtime.compile_networks(args.weights, models.stages(), args.precision)
+                if args.backend == "openvino" else TorchNetworks(models, device, args.precision))
+    segmenter = Segmenter(models.spec(), networks)
     ct = read_ct(args.input)
     target = tuple(args.target_spacing) if args.target_spacing else None
 
-    def once() -> tuple[np.ndarray, dict]:
-        with torch.inference_mode():
-            if args.method == "coarse-to-fine":
-                result = segmenter(ct.data, ct.spacing)
-                return result.labels, {**result.seconds, "box": [[s.start, s.stop] for s in result.box or ()]}
-            return sliding_window_labels(segmenter, ct.data, ct.spacing, target, args.overlap)
+    def once() -> tuple[np.ndarray, dict, float | None]:
+        """The labels, the seconds of each part and, on CUDA, torch's peak allocated MB (the
+        pipeline measures each of its stages, resetting the peak: its largest stage's)."""
+        if args.method == "coarse-to-fine":
+            result = segmenter(ct.data, ct.spacing)
+            parts = {**result.seconds, "box": [[s.start, s.stop] for s in result.box or ()]}
+            return result.labels, parts, result.cuda_memory().get("peak_allocated_mb")
+        with networks.measured() as memory:
+            labels, parts = sliding_window_labels(segmenter, ct.data, ct.spacing, target, args.overlap)
+        return labels, parts, memory.get("allocated")
 
     if device.type == "cuda":
         once()  # warm-up: CUDA context, kernels
-        torch.cuda.reset_peak_memory_stats(device)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     start = time.perf_counter()
-    labels, parts = once()
+    labels, parts, gpu_peak = once()
     wall = time.perf_counter() - start
     np.save(labels_file(args.out, args.method), ct.from_canonical(labels))
     row = {"method": args.method, "seconds": wall, "parts": parts,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "peak_rss_before_mb": rss_before}
-    if device.type == "cuda":
-        row["torch_peak_allocated_mb"] = torch.cuda.max_memory_allocated(device) / MB
+    if gpu_peak is not None:
+        row["torch_peak_allocated_mb"] = gpu_peak
     return row
 
 

@@ -21,10 +21,10 @@ On one device:
    the faster of the two;
 4. cold: each case alone through the efficiency harness (evaluation.efficiency.run_case: `sh
    predict.sh` started once for it, its process tree's RSS and on CUDA the GPU's used memory
-   (NVML) sampled every 50 ms); predict's report gives the start-up (process, imports, model
-   load) and each stage of the case (inference.pipeline.STAGES, plus the wait for the input and
-   the write); "rest" is what is left of the wall time (the shell, interpreter shutdown, the
-   harness). Reading and reorienting run in predict's reader thread beside the start-up: their
+   (NVML) sampled every 50 ms); predict's report gives the start-up (process; loading: the
+   imports, the weights and the networks) and each stage of the case (inference.pipeline.STAGES,
+   plus the wait for the input and the write); "rest" is what is left of the wall time (the
+   shell, interpreter shutdown, the harness). Reading and reorienting run in predict's reader thread beside the start-up: their
    own seconds are shown apart, "waited" is what the case stood still for them; each row keeps
    the harness's idle check (a case started on a busy machine is marked);
 5. warm: the pipeline in this process under the heap predict's --heap auto chooses for the
@@ -69,7 +69,8 @@ from inference.defaults import DEFAULT_WEIGHTS
 from inference.heap import choose_heap, keep_freed_memory
 from inference.imageio import read_ct
 from inference.networks import CoarseConfig, FineConfig
-from inference.pipeline import STAGES, Segmenter, choose_precision
+from inference.pipeline import STAGES, NetworkRunner, Segmenter
+from inference.torch_runtime import TorchNetworks, choose_precision
 from training import phantom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ SPACING = (0.8, 0.8, 2.5)  # mm, x y z: a portal-venous abdominal CT's usual gri
 PAPER_SIZES = {"coarse": CoarseConfig().input_size, "fine": FineConfig().input_size}
 CASE_STAGES = ("waited", *STAGES, "write")  # with STARTUP and "rest": the parts of the wall time
 READ = ("read", "reorient")  # done in predict's reader thread beside start-up: not parts of the wall time
-STARTUP = ("process", "imports", "model_load")
+STARTUP = ("process", "loading")
 TIMEOUT_S = 1800.0
 PHANTOM_SEED = 0  # every benchmark phantom is case 0 of this seed: one patient, whatever its shape
 
@@ -140,7 +141,7 @@ def prepared(source: Path, sizes: dict[str, tuple[int, int, int]] | None, device
         models = at_sizes(models, sizes)
     weights = prepared_weights(source, models, out)
     backend = choose_backend(backend, device, precision)
-    if backend == "openvino" and openvino_runtime.available(weights, models) is not None:
+    if backend == "openvino" and openvino_runtime.read_export(weights)[0] is None:
         print("exporting the networks to OpenVINO ...", file=sys.stderr)
         openvino_runtime.export(weights, models)
     return models, weights, backend
@@ -219,12 +220,12 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
     return rows
 
 
-def warm(cases: list[Path], models: Models, device: torch.device, precision: str,
-         compiled: dict | None) -> list[dict]:
-    """The pipeline in this process (`compiled`: OpenVINO's networks, at `precision`): the second
-    run of each case, and its agreement with fp32."""
-    segmenter = Segmenter(models, device, precision, compiled=compiled)
-    reference = Segmenter(models, device, "fp32") if precision != "fp32" or compiled else None
+def warm(cases: list[Path], models: Models, networks: NetworkRunner, device: torch.device) -> list[dict]:
+    """The pipeline in this process, its networks run by `networks`: the second run of each case,
+    and its agreement with eager PyTorch in fp32."""
+    segmenter = Segmenter(models.spec(), networks)
+    eager_fp32 = isinstance(networks, TorchNetworks) and networks.precision == "fp32"
+    reference = None if eager_fp32 else Segmenter(models.spec(), TorchNetworks(models, device, "fp32"))
     rows = []
     for case in cases:
         ct = read_ct(case)
@@ -377,20 +378,21 @@ def measure(args: argparse.Namespace, argv: list[str] | None, sizes: dict[str, t
     """The whole run: inputs and weights prepared, the yardstick under each heap, cold, then warm
     under predict's heap; the result. RuntimeError where a measurement failed."""
     models, weights, backend = prepared(args.weights, sizes, device, args.precision, args.backend, args.out)
-    networks = openvino_runtime.compile_networks(weights, models, args.precision) if backend == "openvino" else None
-    if networks is not None:
-        precision = networks.precision
+    compiled = (openvino_runtime.compile_networks(weights, models.stages(), args.precision)
+                if backend == "openvino" else None)
+    networks = compiled or TorchNetworks(models, device, precision)
+    precision = networks.precision
     cases = make_inputs(args.out / "inputs", args.shapes, real)
 
     result = header("bench.bench_submission", argv, device, args.weights, models, precision, backend,
-                    networks.probe_s if networks else None)
+                    compiled.probe_s if compiled else None)
     by_heap = yardsticks(device, args.repeats, PAPER_SIZES)  # fresh processes: nothing of theirs stays in this one
     result.update(yardstick_sizes={stage: shape_text(size) for stage, size in PAPER_SIZES.items()},
                   yardstick_by_heap_s=by_heap, yardstick_heap=faster_heap(by_heap),
                   yardstick_s=by_heap[faster_heap(by_heap)])
-    result["cold"] = cold(cases, weights, device, args.precision if networks else precision, backend, args.out)
+    result["cold"] = cold(cases, weights, device, args.precision if compiled else precision, backend, args.out)
     result["heap"] = warm_heap(device, backend)  # process-wide from here on: the warm runs come last
-    result["warm"] = warm(cases, models, device, precision, networks.stages if networks else None)
+    result["warm"] = warm(cases, models, networks, device)
     return result
 
 

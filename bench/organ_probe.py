@@ -35,6 +35,7 @@ from inference.checkpoint import load
 from inference.defaults import DEFAULT_WEIGHTS
 from inference.imageio import read_ct
 from inference.pipeline import Segmenter
+from inference.torch_runtime import TorchNetworks
 
 NAMES = label_names("flare21")
 
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.labels}: no voxel of label {args.organ}", file=sys.stderr)
         return 2
     torch.set_grad_enabled(False)
-    segmenter = Segmenter(load(args.weights), torch.device("cpu"), "fp32")
+    models = load(args.weights)
+    segmenter = Segmenter(models.spec(), TorchNetworks(models, "cpu", "fp32"))
     rows = probe(segmenter, ct.data, ct.spacing, reference, args.organ, args.hu, args.grow, args.noise, args.seed,
                  args.clefts)
     print(markdown_table(list(rows[0]), [[str(value) for value in row.values()] for row in rows]))

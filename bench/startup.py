@@ -31,8 +31,8 @@ STEPS = {
     "submission imports": "import inference.predict",
     "+ CUDA initialised": "import inference.predict, torch; torch.zeros(1, device='cuda'); torch.cuda.synchronize()",
     "+ weights on the GPU (FP16)": ("import sys, torch; from inference.checkpoint import load; "
-                                    "from inference.pipeline import Segmenter; "
-                                    "Segmenter(load(sys.argv[1]), torch.device('cuda'), 'fp16'); torch.cuda.synchronize()"),
+                                    "from inference.torch_runtime import TorchNetworks; "
+                                    "TorchNetworks(load(sys.argv[1]), 'cuda', 'fp16'); torch.cuda.synchronize()"),
 }
 
 

@@ -45,6 +45,7 @@ from inference.defaults import WEIGHTS_HELP
 from inference.networks import OUTPUT_ACTIVATION, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig, input_size_problem
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
+from inference.spec import Spec
 
 FORMAT = "flare-coarse-to-fine/2"
 NETWORKS = {"coarse": (CoarseUNet, CoarseConfig), "fine": (EfficientSegNet, FineConfig)}  # per stage: network, config
@@ -78,6 +79,12 @@ class Models:
     def stages(self) -> list[str]:
         """The stages this checkpoint holds."""
         return [stage for stage in NETWORK_STAGES if self.network(stage) is not None]
+
+    def spec(self) -> Spec:
+        """What the pipeline needs besides the networks (inference.spec)."""
+        stages = self.stages()
+        return Spec(dict(self.labels), {stage: tuple(self.network(stage).config.input_size) for stage in stages},
+                    {stage: self.normalisation[stage] for stage in stages}, self.post, self.trained_on)
 
 
 def save(path: Path, models: Models, half: bool = False) -> None:

@@ -4,15 +4,17 @@ fp32 on a 2-core CPU (docs/benchmarks.md, "The whole submission on the CPU").
 A checkpoint's networks are exported once to OpenVINO's intermediate representation, traced at
 their input sizes, into a folder beside the checkpoint (weights/flare21_c2f.pt ->
 weights/flare21_c2f.openvino/: coarse.xml/.bin, fine.xml/.bin and manifest.json, which names the
-checkpoint's SHA-256, the input sizes and the OpenVINO version). The image builds it; elsewhere:
+checkpoint's SHA-256 and the OpenVINO version and holds the checkpoint's Spec: inference.spec).
+The image builds it; elsewhere:
 
     flare-checkpoint export-openvino weights/flare21_c2f.pt     (about 1-2 min on 2 cores)
 
 At run time on the CPU the pipeline uses it when it exists and was made from exactly this
-checkpoint; otherwise eager PyTorch runs the networks (`available` says why). OpenVINO compiles
+checkpoint (`read_export`), without importing torch: the export holds all the pipeline needs;
+otherwise eager PyTorch runs the networks. OpenVINO compiles
 the model for the CPU at hand when it loads (well under a second), in fp32 or bf16: asked for
 "auto", bf16 only where the CPU has bf16 instructions and a probe (two 3-D convolutions like the
-fine network's first level, about 0.2 s beside `import torch`) runs in bf16 at least
+fine network's first level, about 0.2 s beside reading the input) runs in bf16 at least
 BF16_SPEED_UP times faster than in fp32. Both were measured: bf16 ran the networks 2x faster on
 an AMD EPYC with avx512_bf16 and 1.4x slower on an Intel Xeon with avx512_bf16 but no AMX, with
 labels agreeing with eager fp32 at DSC >= 0.998 per organ (docs/benchmarks.md).
@@ -26,7 +28,9 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,10 +38,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flare_common.files import temporary_name
+from inference.spec import Spec
 
-if TYPE_CHECKING:  # torch is imported where it is used: compile_ahead runs beside `import torch`
-    import torch
-
+if TYPE_CHECKING:  # torch is imported only to export: a run with an export never imports it
     from inference.checkpoint import Models
 
 MANIFEST = "manifest.json"
@@ -62,6 +65,11 @@ def checksum(path: Path) -> str:
 
 def installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
+
+
+def version() -> str:
+    """OpenVINO's version."""
+    return _openvino().get_version()
 
 
 def runs_on(device_type: str, precision: str) -> bool:
@@ -103,19 +111,16 @@ def _write_export(weights: Path, models: Models, folder: Path) -> None:
     import torch
 
     ov = _openvino()
-    sizes = {}
     for stage in models.stages():
         net = models.network(stage)  # as loaded: float32, on the CPU, in eval mode
-        size = tuple(net.config.input_size)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed: tracing at them is exact
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's, inside OpenVINO's converter
-            shape = (1, net.config.in_channels, *size)
+            shape = (1, net.config.in_channels, *net.config.input_size)
             model = ov.convert_model(net, example_input=torch.zeros(shape), input=[shape])  # static: compiled once
         ov.save_model(model, folder / f"{stage}.xml", compress_to_fp16=False)
-        sizes[stage] = list(size)
-    manifest = {"checkpoint": Path(weights).name, "sha256": checksum(weights), "input_sizes": sizes,
-                "openvino": ov.get_version()}
+    manifest = {"checkpoint": Path(weights).name, "sha256": checksum(weights), "openvino": version(),
+                "spec": models.spec().to_dict()}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -136,29 +141,32 @@ def replace_folder(new: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def available(weights: Path, models: Models) -> str | None:
-    """None when the export beside `weights` can run these models; else why not (one line)."""
+def read_export(weights: Path) -> tuple[Spec | None, str | None]:
+    """The checkpoint's Spec from the export beside `weights` when that export can run it, and None;
+    else None and why not (one line)."""
     folder = folder_for(weights)
     if not installed():
-        return "OpenVINO is not installed"
+        return None, "OpenVINO is not installed"
     if not (folder / MANIFEST).is_file():
-        return f"no OpenVINO export of {Path(weights).name} (make it with: flare-checkpoint export-openvino {weights})"
+        return None, f"no OpenVINO export of {Path(weights).name} (make it with: flare-checkpoint export-openvino {weights})"
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        sizes = {stage: tuple(models.network(stage).config.input_size) for stage in models.stages()}
         if manifest["sha256"] != checksum(weights):
-            return f"{folder.name} was exported from another checkpoint (export again)"
-        if {k: tuple(v) for k, v in manifest["input_sizes"].items()} != sizes:
-            return f"{folder.name} holds other input sizes than the checkpoint (export again)"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"{folder / MANIFEST}: unreadable ({exc})"
-    missing = [f"{stage}.xml" for stage in sizes if not (folder / f"{stage}.xml").is_file()]
-    return f"{folder.name} lacks {', '.join(missing)} (export again)" if missing else None
+            return None, f"{folder.name} was exported from another checkpoint (export again)"
+        if "spec" not in manifest:
+            return None, f"{folder.name} was exported by an older version of this project (export again)"
+        spec = Spec.from_dict(manifest["spec"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"{folder / MANIFEST}: unreadable ({exc})"
+    missing = [f"{stage}.xml" for stage in spec.stages() if not (folder / f"{stage}.xml").is_file()]
+    if missing:
+        return None, f"{folder.name} lacks {', '.join(missing)} (export again)"
+    return spec, None
 
 
 class CompiledNetwork:
-    """One network compiled for the CPU at a precision (a key of HINTS): (1, C, x, y, z) float32
-    tensor in, float32 logits out."""
+    """One network compiled for the CPU at a precision (a key of HINTS): a normalised float32
+    array (x, y, z) in, float32 logits (organs, x, y, z) out."""
 
     def __init__(self, path: Path, precision: str, core=None):
         core = core or _openvino().Core()
@@ -166,18 +174,16 @@ class CompiledNetwork:
                                            {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         """The logits; the network's working memory is given back after each call (the fine net at
         192^3 holds about 2 GB of it: kept, it would sit beside the next stage's). The network
         reads the input where it lies and writes the logits into an array of our own, so neither
         is copied (at 192^3 the four logit maps are 113 MB, at the stage's peak of memory)."""
-        import torch
-
         logits = np.empty(tuple(self.compiled.output(0).shape), dtype=np.float32)
         self.request.set_output_tensor(0, _openvino().Tensor(logits, shared_memory=True))
-        self.request.infer({0: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}, share_inputs=True)
+        self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)[None, None]}, share_inputs=True)
         self.compiled.release_memory()
-        return torch.from_numpy(logits)
+        return logits[0]
 
 
 @dataclass
@@ -188,6 +194,15 @@ class Networks:
     precision: str
     stages: dict[str, CompiledNetwork]
     probe_s: dict[str, float] = field(default_factory=dict)
+
+    def __call__(self, stage: str, x: np.ndarray) -> np.ndarray:
+        """The stage's logits (the pipeline's NetworkRunner)."""
+        return self.stages[stage](x)
+
+    @contextmanager
+    def measured(self) -> Iterator[dict[str, float]]:
+        """No GPU memory to measure: an empty dict."""
+        yield {}
 
 
 def _probe_model(ov):
@@ -241,30 +256,30 @@ def choose_precision(requested: str, core=None) -> tuple[str, dict[str, float]]:
 
 def compile_ahead(weights: Path, precision: str) -> Future | None:
     """Start compiling the export beside `weights` at `precision` (fp32, bf16 or auto) in a
-    background thread (None when there is no export to compile): started before torch is
-    imported, OpenVINO's half-second of compiling (and the probe, for auto) runs beside that
-    second of importing. Pass the result to compile_networks, which still checks the export
-    against the checkpoint; unused, it is simply dropped."""
+    background thread (None when there is no export to compile): started first thing, OpenVINO's
+    half-second of compiling (and the probe, for auto) runs beside the imports and the reading of
+    the input. Pass the result to compile_networks once read_export has checked the export against
+    the checkpoint; unused, it is simply dropped."""
     folder = folder_for(weights)
     if not installed() or not (folder / MANIFEST).is_file():
         return None
     try:
-        stages = list(json.loads((folder / MANIFEST).read_text())["input_sizes"])
+        stages = list(json.loads((folder / MANIFEST).read_text())["spec"]["input_sizes"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # `available` will say what is wrong
+        return None  # read_export will say what is wrong
     pool = ThreadPoolExecutor(1, thread_name_prefix="openvino")
     future = pool.submit(_compile, folder, stages, precision)
     pool.shutdown(wait=False)
     return future
 
 
-def compile_networks(weights: Path, models: Models, precision: str, ahead: Future | None = None) -> Networks:
-    """Each stage's network compiled from the export beside `weights` (check `available` first) at
-    `precision` (fp32, bf16 or auto); `ahead`: the same compiled by compile_ahead, used when it
-    holds every stage."""
+def compile_networks(weights: Path, stages: list[str], precision: str, ahead: Future | None = None) -> Networks:
+    """The networks of these stages compiled from the export beside `weights` (check it with
+    read_export first) at `precision` (fp32, bf16 or auto); `ahead`: the same compiled by
+    compile_ahead, used when it holds every stage."""
     networks = ahead.result() if ahead is not None else None
-    if networks is None or set(networks.stages) != set(models.stages()):
-        networks = _compile(folder_for(weights), models.stages(), precision)
+    if networks is None or set(networks.stages) != set(stages):
+        networks = _compile(folder_for(weights), stages, precision)
     return networks
 
 

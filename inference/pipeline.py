@@ -15,31 +15,27 @@
 Each case's stages (STAGES; not the checkpoint's two networks, inference.checkpoint.NETWORK_STAGES)
 are timed one by one in Result.seconds.
 
-    >>> segmenter = Segmenter(load("weights/flare21_c2f.pt"), torch.device("cpu"), "fp32")
+    >>> models = load("weights/flare21_c2f.pt")
+    >>> segmenter = Segmenter(models.spec(), TorchNetworks(models, torch.device("cpu"), "fp32"))
     >>> labels_img, result = segmenter.segment(nib.load("case_0000.nii.gz"))   # any orientation
     >>> result = segmenter(ct_ras, spacing)        # float32 HU array (x, y, z) in RAS+, spacing in mm
 
-Every size, window, margin and component rule comes from the checkpoint (inference.checkpoint).
-Resampling and normalisation run on the models' device; cached GPU memory is released after each
-stage. Arrays and tensors are (x, y, z) as in inference/axes.py.
+Every size, window, margin and component rule comes from the checkpoint's Spec (inference.spec).
+The pipeline itself is NumPy: the networks are whatever runs them (NetworkRunner: eager PyTorch on
+the CPU or a GPU, inference.torch_runtime; OpenVINO on the CPU, inference.openvino_runtime), so a
+run through OpenVINO never imports torch. Arrays are (x, y, z) as in inference/axes.py.
 """
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import nibabel as nib
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from flare_common.units import MB
-from inference import openvino_runtime
-from inference.checkpoint import Models
-from inference.defaults import PRECISIONS
 from inference.imageio import CT, labels_image, to_canonical
 from inference.postprocessing import (
     NO_PADDING,
@@ -52,6 +48,7 @@ from inference.postprocessing import (
     organ_region,
 )
 from inference.preprocessing import resize_for_stage
+from inference.spec import Spec
 
 Spacing = tuple[float, float, float]
 STAGES = {  # the stages of a case, timed one by one (Result.seconds), and what each does
@@ -66,7 +63,7 @@ STAGES = {  # the stages of a case, timed one by one (Result.seconds), and what 
 
 @dataclass
 class Result:
-    """Canonical-orientation labels (uint8, x y z), seconds per stage, on CUDA torch's peak
+    """Canonical-orientation labels (uint8, x y z), seconds per stage, on a GPU the peak
     allocated and reserved memory per stage (MB), what was noticed, the fine stage's box on the
     CT's grid and the voxels (before, after) per axis its crop continued past the scan's edge."""
 
@@ -88,103 +85,59 @@ class Result:
                 "stage_peak_allocated_mb": self.peak_allocated_mb, "stage_peak_reserved_mb": self.peak_reserved_mb}
 
 
-def choose_precision(requested: str, device: torch.device) -> str:
-    """The precision PyTorch runs the networks at. auto: fp16 on CUDA (the paper's setting), fp32
-    on the CPU (networks compiled by OpenVINO choose their own: openvino_runtime.choose_precision);
-    fp16 needs CUDA."""
-    if requested == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if requested == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    if requested not in PRECISIONS:
-        raise ValueError(f"unknown precision {requested!r}")
-    return requested
+class NetworkRunner(Protocol):
+    """Runs a checkpoint's networks: `precision` names what they run in."""
+
+    precision: str
+
+    def __call__(self, stage: str, x: np.ndarray) -> np.ndarray:
+        """The stage's float32 logits (organs, x, y, z) of a normalised float32 input (x, y, z)
+        of the stage's input size."""
+
+    def measured(self) -> AbstractContextManager[dict[str, float]]:
+        """A context around one stage of a case that yields a dict, filled on exit with the
+        stage's peak GPU memory (MB: "allocated", "reserved") where the networks run on a GPU and
+        left empty elsewhere; cached GPU memory is released on exit."""
 
 
 class Segmenter:
-    """The checkpoint's networks on a device at a precision; call it on each CT.
+    """A checkpoint's pipeline (its Spec) with the networks that run it; call it on each CT.
 
-    The networks are copied: the Models given are never modified (a training loop may keep
-    updating its own networks and build a Segmenter for each validation). `on_stage`, when
-    given, is called with each stage's name (a key of STAGES) as the stage starts. `compiled`
-    maps stages to compiled versions of their networks (inference.openvino_runtime: fp32 or bf16,
-    `precision`, on the CPU), which then run instead of eager PyTorch. fp32 on CUDA sets PyTorch's
-    convolutions and matrix products to IEEE float32 for the whole process (cuDNN runs float32
-    convolutions in TF32 by default on Ampere and later GPUs)."""
+    `on_stage`, when given, is called with each stage's name (a key of STAGES) as the stage
+    starts."""
 
-    def __init__(self, models: Models, device: torch.device, precision: str,
-                 on_stage: Callable[[str], None] | None = None,
-                 compiled: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None):
-        self.models, self.device, self.precision, self.on_stage = models, device, precision, on_stage
-        if device.type == "cuda" and precision == "fp32":  # IEEE float32, not cuDNN's default TF32 for convolutions
-            # the flags that set cuDNN's convolutions and RNNs alike (setting only the convolutions' new
-            # fp32_precision leaves a mix that makes every later read of allow_tf32 raise)
-            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        self.compiled = compiled or {}
-        if self.compiled and (precision == "auto" or not openvino_runtime.runs_on(device.type, precision)):
-            raise ValueError("compiled networks run in fp32 or bf16 on the CPU")
-        self.nets = {stage: self._prepared(models.network(stage)) for stage in models.stages()
-                     if stage not in self.compiled}
+    def __init__(self, spec: Spec, networks: NetworkRunner, on_stage: Callable[[str], None] | None = None):
+        self.spec, self.networks, self.on_stage = spec, networks, on_stage
 
-    def _prepared(self, net: torch.nn.Module) -> torch.nn.Module:
-        net = copy.deepcopy(net).to(self.device).eval()
-        return net.half() if self.precision == "fp16" else net
-
-    def _input(self, stage: str, volume: torch.Tensor) -> torch.Tensor:
-        """The stage's network input for a (1, 1, x, y, z) HU tensor: resampled to the input size
-        (anti-aliased for ANTIALIASED_STAGES) and normalised as the checkpoint says."""
-        return self.models.normalisation[stage](
-            resize_for_stage(volume, self.models.network(stage).config.input_size, stage))
-
-    def _logits(self, stage: str, volume: torch.Tensor) -> torch.Tensor:
-        """The stage's float32 logits for a (1, 1, x, y, z) HU tensor."""
-        return self.forward(stage, self._input(stage, volume))
-
-    def forward(self, stage: str, x: torch.Tensor) -> torch.Tensor:
-        """The stage's network alone: float32 logits (1, organs, x, y, z) of a normalised input
-        (1, 1, x, y, z) of its input size on the device; fp16 runs the half-precision network,
-        bf16 autocasts, a compiled network runs where there is one."""
-        if stage in self.compiled:
-            return self.compiled[stage](x)
-        net = self.nets[stage]
-        if self.precision == "fp16":
-            return net(x.half()).float()
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return net(x).float()
+    def _logits(self, stage: str, volume: np.ndarray) -> np.ndarray:
+        """The stage's float32 logits (organs, x, y, z) for a HU array (x, y, z): resampled to the
+        input size (anti-aliased for ANTIALIASED_STAGES), normalised as the checkpoint says, run."""
+        x = self.spec.normalisation[stage](resize_for_stage(volume, self.spec.input_sizes[stage], stage))
+        return self.networks(stage, x)
 
     @contextmanager
     def _stage(self, result: Result, name: str):
-        """Time a stage (waiting for the GPU), record its peak GPU memory and release cached GPU
-        memory after it."""
+        """Time a stage and record its peak GPU memory (NetworkRunner.measured)."""
         if self.on_stage is not None:
             self.on_stage(name)
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
-        yield
-        if cuda:
-            torch.cuda.synchronize(self.device)
-            result.peak_allocated_mb[name] = torch.cuda.max_memory_allocated(self.device) / MB
-            result.peak_reserved_mb[name] = torch.cuda.max_memory_reserved(self.device) / MB
-            torch.cuda.empty_cache()
+        with self.networks.measured() as memory:
+            yield
+        if memory:
+            result.peak_allocated_mb[name], result.peak_reserved_mb[name] = memory["allocated"], memory["reserved"]
         result.seconds[name] = time.perf_counter() - start
 
     def _components(self, labels: np.ndarray, spacing: Spacing) -> np.ndarray:
-        return keep_largest_components(labels, spacing, self.models.labels, self.models.post)
-
-    def _volume(self, ct: np.ndarray) -> torch.Tensor:
-        """A (1, 1, x, y, z) float32 tensor of an array on the device."""
-        return torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)).to(self.device)[None, None]
+        return keep_largest_components(labels, spacing, self.spec.labels, self.spec.post)
 
     def _coarse_box(self, ct: np.ndarray, spacing: Spacing, result: Result) -> Box | None:
         """Coarse stage: the organs' box (plus margin) on the CT's grid, None if none found."""
         with self._stage(result, "coarse"):
-            coarse = logits_to_labels(self._logits("coarse", self._volume(ct))[0]).cpu().numpy()
+            coarse = logits_to_labels(self._logits("coarse", ct))
         with self._stage(result, "components"):
             coarse_spacing = tuple(n * s / c for n, s, c in zip(ct.shape, spacing, coarse.shape))
             coarse = self._components(coarse, coarse_spacing)
-            region = organ_region(coarse, ct.shape, spacing, self.models.post.box_margin_mm, self.models.post.edge_padding)
+            region = organ_region(coarse, ct.shape, spacing, self.spec.post.box_margin_mm, self.spec.post.edge_padding)
             if region is not None:
                 result.box, result.padding = region
         if result.box is None:
@@ -192,28 +145,24 @@ class Segmenter:
         return result.box
 
     def _fine(self, ct: np.ndarray, spacing: Spacing, result: Result) -> None:
-        """Fine stage on the crop result.box of the CT, then post-processing into result.labels.
-        Each tensor is dropped as soon as the next stage has its successor."""
+        """Fine stage on the crop result.box of the CT, then post-processing into result.labels."""
         with self._stage(result, "crop"):
-            crop = self._volume(ct[result.box])
-            if any(any(p) for p in result.padding):  # F.pad takes the last axis first
-                crop = F.pad(crop, [n for p in reversed(result.padding) for n in p], mode="replicate")
+            crop = ct[result.box]  # a view, copied only where it continues past the scan's edge
+            if any(any(p) for p in result.padding):
+                crop = np.pad(crop, result.padding, mode="edge")
         with self._stage(result, "fine"):
-            size = crop.shape[2:]
-            x = self._input("fine", crop)
-            del crop  # the crop at the CT's resolution (up to the whole CT in float32) is not kept beside the network's memory
-            logits = self.forward("fine", x)
-            del x
+            size = crop.shape
+            logits = self._logits("fine", crop)
+            del crop
         with self._stage(result, "logits back"):
             inside = tuple(slice(lo, n - hi) for (lo, hi), n in zip(result.padding, size))
-            fine = np.ascontiguousarray(labels_at_size(logits, size).cpu().numpy()[inside])
+            fine = np.ascontiguousarray(labels_at_size(logits, size)[inside])
             del logits
         with self._stage(result, "paste"):
             result.labels[result.box] = self._components(fine, spacing)
             if not result.labels.any():
                 result.warnings.append("no organ left after the fine stage: the output is empty")
 
-    @torch.inference_mode()
     def __call__(self, ct: np.ndarray, spacing: Spacing) -> Result:
         """Labels for a canonical CT (HU, x y z in RAS+) with voxel spacing in mm: both stages."""
         result = Result(np.zeros(ct.shape, dtype=np.uint8))
@@ -221,20 +170,17 @@ class Segmenter:
             self._fine(ct, spacing, result)
         return result
 
-    @torch.inference_mode()
     def coarse_only(self, ct: np.ndarray, spacing: Spacing) -> Result:
         """The coarse stage alone as a label map on the CT's grid: its logits resampled to the
         full grid, then the largest components, and their box plus the margin (how the coarse
         network is validated)."""
         result = Result(np.zeros(ct.shape, dtype=np.uint8))
         with self._stage(result, "coarse"):
-            volume = self._volume(ct)
-            labels = labels_at_size(self._logits("coarse", volume), volume.shape[2:]).cpu().numpy()
+            labels = labels_at_size(self._logits("coarse", ct), ct.shape)
             result.labels = self._components(labels, spacing)
-            result.box = organ_box(result.labels, ct.shape, spacing, self.models.post.box_margin_mm)
+            result.box = organ_box(result.labels, ct.shape, spacing, self.spec.post.box_margin_mm)
         return result
 
-    @torch.inference_mode()
     def fine_only(self, ct: np.ndarray, spacing: Spacing, box: Box, padding: Padding = NO_PADDING) -> Result:
         """The fine stage alone in a given box of the CT's grid, its crop continued past the
         scan's edge by `padding` (e.g. the ground truth's organ_region with the checkpoint's

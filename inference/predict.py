@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 
     from inference.imageio import CT
     from inference.openvino_runtime import Networks
-    from inference.pipeline import Segmenter
+    from inference.pipeline import NetworkRunner, Segmenter
+    from inference.spec import Spec
 
 PROGRESS = {  # what the progress says as each step of a case starts: reading and writing, and every
     "read": "reading",  # stage of inference.pipeline.STAGES (a test checks that none is missing)
@@ -165,52 +166,86 @@ def _device(requested: str) -> torch.device:
     return torch.device("cuda" if requested in ("auto", "cuda") else "cpu")
 
 
-def _may_run_openvino(args: argparse.Namespace) -> bool:
-    """Whether the networks may run in OpenVINO, known before torch is imported: not where torch
-    is asked for, nor where the device may be a GPU (an NVIDIA driver's control device is there) or
-    the precision is one OpenVINO does not run."""
+def _openvino_refused(args: argparse.Namespace) -> str | None:
+    """Why the networks may not run in OpenVINO, known before anything is loaded; None where they
+    may: OpenVINO runs them on the CPU in fp32 or bf16, and with --backend auto and --device auto
+    not where the device may be a GPU (an NVIDIA driver's control device is there)."""
     from inference import openvino_runtime
 
-    gpu = args.device == "cuda" or (args.device == "auto" and os.path.exists("/dev/nvidiactl"))
-    return args.backend != "torch" and not gpu and openvino_runtime.runs_on("cpu", args.precision)
+    if args.backend == "torch":
+        return "--backend torch"
+    if args.device == "cuda" or not openvino_runtime.runs_on("cpu", args.precision):
+        return f"it runs on the CPU in fp32 or bf16, not on {args.device} in {args.precision}"
+    if args.backend == "auto" and args.device == "auto" and os.path.exists("/dev/nvidiactl"):
+        return "the device may be a GPU"
+    return None
 
 
-def _backend(requested: str, weights: Path, models, device: torch.device, precision: str,
-             ahead: Future | None = None) -> tuple[str, Networks | None]:
-    """The backend that runs the networks and, for openvino, the compiled networks (those compiled
-    `ahead` when given) at `precision` as asked for (auto: chosen by OpenVINO's probe); UsageError
-    when openvino is asked for and cannot run."""
+def _networks(args: argparse.Namespace) -> tuple[Spec, NetworkRunner, dict]:
+    """The checkpoint's Spec, the networks that run it and the report's facts about them: the
+    weights' OpenVINO export where it may and can run them (torch is then never imported), else
+    PyTorch; UsageError where --backend openvino cannot run or the weights are unusable."""
+    refused = _openvino_refused(args)
+    if refused is None:
+        loaded = _openvino_networks(args)
+        if not isinstance(loaded, str):
+            return loaded
+        refused = loaded
+        if args.backend == "auto":
+            print(f"notice: networks run by PyTorch ({refused})", file=sys.stderr)
+    if args.backend == "openvino":
+        raise UsageError(f"--backend openvino: {refused}")
+    return _torch_networks(args)
+
+
+def _openvino_networks(args: argparse.Namespace) -> tuple[Spec, Networks, dict] | str:
+    """The Spec and the compiled networks of the export beside the weights with the report's facts,
+    or why they cannot run (one line). Compiling starts first, beside the checks."""
     from inference import openvino_runtime
 
-    possible = openvino_runtime.runs_on(device.type, precision)
-    if requested == "torch" or (requested == "auto" and not possible):
-        return "torch", None
-    problem = openvino_runtime.available(weights, models)
-    if requested == "openvino" and not possible:
-        problem = f"it runs on the CPU in fp32 or bf16, not on {device.type} in {precision}"
-    if not problem:
-        try:
-            networks = openvino_runtime.compile_networks(weights, models, precision, ahead)
-        except Exception as exc:  # a damaged export (e.g. a truncated .bin) or one this OpenVINO cannot compile
-            problem = f"its export beside {weights.name} does not compile ({describe_error(exc)})"
-    if problem:
-        if requested == "openvino":
-            raise UsageError(f"--backend openvino: {problem}")
-        print(f"notice: networks run by PyTorch ({problem})", file=sys.stderr)
-        return "torch", None
-    if precision not in ("auto", networks.precision):
+    ahead = openvino_runtime.compile_ahead(args.weights, args.precision)
+    spec, problem = openvino_runtime.read_export(args.weights)
+    if spec is None:
+        return problem
+    try:
+        networks = openvino_runtime.compile_networks(args.weights, spec.stages(), args.precision, ahead)
+    except Exception as exc:  # a damaged export (e.g. a truncated .bin) or one this OpenVINO cannot compile
+        return f"its export beside {args.weights.name} does not compile ({describe_error(exc)})"
+    if args.precision not in ("auto", networks.precision):
         print(f"notice: this CPU has no bf16 instructions: OpenVINO runs the networks in {networks.precision}",
               file=sys.stderr)
     if networks.probe_s:
         speed_up = networks.probe_s["fp32"] / networks.probe_s["bf16"]
         print(f"notice: networks run by OpenVINO in {networks.precision} (a probe convolution ran {speed_up:.1f}x "
               "as fast in bf16 as in fp32 on this CPU)", file=sys.stderr)
-    return "openvino", networks
+    return spec, networks, {"device": platform.processor() or "cpu", "device_type": "cpu", "backend": "openvino",
+                            "precision": networks.precision, "precision_probe_s": networks.probe_s,
+                            "openvino": openvino_runtime.version(), "torch": None}
+
+
+def _torch_networks(args: argparse.Namespace) -> tuple[Spec, NetworkRunner, dict]:
+    """The checkpoint loaded by PyTorch and its networks run eagerly, with the report's facts."""
+    import torch
+
+    from inference.checkpoint import CheckpointError, load
+    from inference.torch_runtime import TorchNetworks, choose_precision
+
+    device = _device(args.device)
+    try:
+        precision = choose_precision(args.precision, device)
+        models = load(args.weights)
+    except (ValueError, CheckpointError) as exc:
+        raise UsageError(str(exc)) from None
+    return models.spec(), TorchNetworks(models, device, precision), {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_type": device.type, "backend": "torch", "precision": precision, "precision_probe_s": {},
+        "openvino": None, "torch": torch.__version__}
 
 
 class Reader:
-    """Reads the inputs in order, one case ahead, in a background thread: the first while torch
-    is imported and the weights load, each next one while the case before it is segmented.
+    """Reads the inputs in order, one case ahead, in a background thread: the first while the
+    networks load (OpenVINO compiling its export, or torch imported and the weights loaded), each
+    next one while the case before it is segmented.
     Inflating and reorienting are zlib and numpy work that runs mostly outside the GIL, so on two
     cores they cost the run little wall time. At most one CT waits in memory besides the current one."""
 
@@ -295,7 +330,7 @@ def segment_case(path: Path, read: tuple[CT, float, float], out_dir: Path, segme
     return {
         "input": path.name, "output": output_name(path), "status": "ok",
         "shape": list(ct.image.shape), "spacing_mm": [round(s, 4) for s in ct.spacing],
-        "organs_found": [name for label, name in segmenter.models.labels.items() if (result.labels == label).any()],
+        "organs_found": [name for label, name in segmenter.spec.labels.items() if (result.labels == label).any()],
         "canonical_shape": list(ct.data.shape),  # the crop's frame: x y z in RAS+, as spacing_mm
         "crop": [[s.start, s.stop] for s in result.box] if result.box else None,
         "crop_padding": [list(p) for p in result.padding] if result.box else None,
@@ -479,44 +514,21 @@ def _run(args: argparse.Namespace, inputs: list[Path], report: Report, started_s
     """Load the weights, segment the inputs `reader` reads (those in `clashes` fail), write the
     report after each case and at the end; 1 where a case failed, else 0."""
     start = time.perf_counter()
-    from inference import openvino_runtime  # without torch: compiling starts before torch is imported
+    spec, networks, facts = _networks(args)
+    from inference.pipeline import Segmenter
 
-    ahead = openvino_runtime.compile_ahead(args.weights, args.precision) if _may_run_openvino(args) else None
-    import torch
-
-    from inference.checkpoint import CheckpointError, load
-    from inference.pipeline import Segmenter, choose_precision
-
-    startup = {"process": started_s, "imports": time.perf_counter() - start}
-    start = time.perf_counter()
-    device = _device(args.device)
-    try:
-        precision = choose_precision(args.precision, device)  # PyTorch's; OpenVINO's chooses its own for auto
-        models = load(args.weights)
-    except (ValueError, CheckpointError) as exc:
-        raise UsageError(str(exc)) from None
-    if models.trained_on.startswith("untrained"):
+    if spec.trained_on.startswith("untrained"):
         print(f"notice: {args.weights.name} holds untrained weights: the segmentations are meaningless",
               file=sys.stderr)
     else:
-        print(f"notice: weights {args.weights.name}: {models.trained_on}", file=sys.stderr)
-
-    backend, networks = _backend(args.backend, args.weights, models, device, args.precision, ahead)
-    if networks is not None:
-        precision = networks.precision
-        for stage in networks.stages:  # OpenVINO holds its own copy of these weights: PyTorch's is let go
-            models.network(stage).to("meta")
-    heap = choose_heap(args.heap, device.type, backend)
+        print(f"notice: weights {args.weights.name}: {spec.trained_on}", file=sys.stderr)
+    heap = choose_heap(args.heap, facts["device_type"], facts["backend"])
     if heap == "kept" and not keep_freed_memory():
         heap = "system"
     progress = Progress(len(inputs))
-    segmenter = Segmenter(models, device, precision, on_stage=progress.stage,
-                          compiled=networks.stages if networks else None)
-    startup["model_load"] = time.perf_counter() - start
-    report.facts = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                    "device_type": device.type, "precision": precision, "backend": backend, "heap": heap,
-                    "torch": torch.__version__, "precision_probe_s": networks.probe_s if networks else {},
-                    "weights": str(args.weights), "trained_on": models.trained_on, "startup_s": startup}
+    segmenter = Segmenter(spec, networks, on_stage=progress.stage)
+    report.facts = {**facts, "heap": heap, "weights": str(args.weights), "trained_on": spec.trained_on,
+                    "startup_s": {"process": started_s, "loading": time.perf_counter() - start}}
     report.say = progress.message
     try:
         for path in inputs:
@@ -546,10 +558,6 @@ def _case(path: Path, output: Path, segmenter: Segmenter, reader: Reader, clashe
     except Exception as exc:  # one case never stops the others
         reason = str(exc) if isinstance(exc, InputError) else describe_error(exc)
         progress.message(f"error: {path.name}: {reason}")
-        if segmenter.device.type == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
         return {"input": path.name, "output": None, "status": "failed", "error": reason}
     progress.message(_summary_line(case), sys.stdout)
     for warning in case["warnings"]:

@@ -1,13 +1,13 @@
-"""Resampling and intensity normalisation, on the tensors' own device (GPU when there is one).
+"""Resampling and intensity normalisation: NumPy arrays in, float32 arrays out.
 
-Volumes are (batch, channel, x, y, z) tensors (inference/axes.py).
+Volumes are arrays (x, y, z) (inference/axes.py); resize also takes leading axes (channels,
+say) before the three spatial ones and resamples each of them alike.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 ZSCORE_EPS = 1e-5
 
@@ -21,14 +21,18 @@ class Normalisation:
     clip_hu: tuple[float, float] = (-325.0, 325.0)
     zscore: bool = True
 
-    def __call__(self, volume: torch.Tensor) -> torch.Tensor:
-        """The normalised copy of a (batch, channel, x, y, z) HU tensor; statistics over the
-        whole tensor (one volume per call)."""
+    def __call__(self, volume: np.ndarray) -> np.ndarray:
+        """The normalised float32 copy of a HU array; statistics over the whole array (one volume
+        per call), summed in float64."""
         low, high = self.clip_hu
-        clipped = volume.clamp(low, high)
+        out = np.clip(volume, low, high, dtype=np.float32)
         if self.zscore:
-            return (clipped - clipped.mean()) / (clipped.std(correction=0) + ZSCORE_EPS)
-        return (clipped - (low + high) / 2) / ((high - low) / 2)
+            centre, scale = out.mean(dtype=np.float64), out.std(dtype=np.float64) + ZSCORE_EPS
+        else:
+            centre, scale = (low + high) / 2, (high - low) / 2
+        out -= np.float32(centre)
+        out *= np.float32(1 / scale)
+        return out
 
     def to_dict(self) -> dict:
         return {"clip_hu": [float(v) for v in self.clip_hu], "zscore": bool(self.zscore)}
@@ -53,31 +57,72 @@ class Normalisation:
 ANTIALIASED_STAGES = ("fine",)
 
 
-def resize(volume: torch.Tensor, size: tuple[int, int, int] | torch.Size, antialias: bool = False) -> torch.Tensor:
-    """A (batch, channel, x, y, z) tensor resampled trilinearly to the given spatial size (voxel
-    centres at (i + 0.5) * old / new, i.e. align_corners=False). With antialias, an axis shrunk by
-    a factor r >= 2 is first averaged over blocks of floor(r) voxels, so that a fine scan's noise
-    and texture do not alias into the coarser grid, and the blocks are then sampled trilinearly
-    at those same centres (the plain resize's geometry; a partial last block, averaged on its own,
-    moves the outermost samples by less than half an input voxel)."""
+def resize(volume: np.ndarray, size: tuple[int, int, int], antialias: bool = False) -> np.ndarray:
+    """An array (..., x, y, z) resampled trilinearly to the spatial size `size`, as float32 (voxel
+    centres at (i + 0.5) * old / new, i.e. PyTorch's align_corners=False; samples outside the
+    outermost centres take the edge value). With antialias, an axis shrunk by a factor r >= 2 is
+    first averaged over blocks of floor(r) voxels, so that a fine scan's noise and texture do not
+    alias into the coarser grid, and the blocks are then sampled linearly at those same centres
+    (a partial last block, averaged on its own, moves the outermost samples by less than half an
+    input voxel). Separable: one axis at a time, the most shrunk first (the least work after it);
+    an unresized array comes back as it is."""
     size = tuple(int(n) for n in size)
-    shape = tuple(volume.shape[2:])
+    shape = volume.shape[-3:]
     if shape == size:
         return volume
-    blocks = tuple(max(1, old // new) for old, new in zip(shape, size))
-    if not antialias or blocks == (1, 1, 1):
-        return F.interpolate(volume, size=size, mode="trilinear", align_corners=False)
-    pooled = F.avg_pool3d(volume, blocks, stride=blocks, ceil_mode=True)  # a partial last block: its own mean
-    axes = []
-    for old, new, block, n_pooled in zip(shape, size, blocks, pooled.shape[2:]):
-        centres = (torch.arange(new, dtype=torch.float32, device=volume.device) + 0.5) * (old / new)
-        axes.append(2.0 * centres / (block * n_pooled) - 1.0)  # grid_sample's [-1, 1] over the pooled extent
-    x, y, z = torch.meshgrid(*axes, indexing="ij")
-    grid = torch.stack([z, y, x], dim=-1)[None].expand(volume.shape[0], -1, -1, -1, -1).to(volume.dtype)
-    return F.grid_sample(pooled, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = volume
+    for axis in sorted(range(3), key=lambda k: size[k] / shape[k]):
+        old, new = shape[axis], size[axis]
+        if old == new:
+            continue
+        at = volume.ndim - 3 + axis
+        block = max(1, old // new) if antialias else 1
+        if block > 1:
+            out = _block_means(out, at, block)
+        out = _linear(out, at, (np.arange(new) + 0.5) * (old / new) / block - 0.5)
+    return out.astype(np.float32, copy=False)
 
 
-def resize_for_stage(volume: torch.Tensor, size: tuple[int, int, int] | torch.Size, stage: str) -> torch.Tensor:
+def resize_for_stage(volume: np.ndarray, size: tuple[int, int, int], stage: str) -> np.ndarray:
     """resize for the input of a stage ("coarse" or "fine"): anti-aliased where the stage is one of
     ANTIALIASED_STAGES, the one rule training and inference share."""
     return resize(volume, size, antialias=stage in ANTIALIASED_STAGES)
+
+
+def _along(axis: int, index) -> tuple:
+    """An index that takes `index` along `axis` and everything along the others."""
+    return (slice(None),) * axis + (index,)
+
+
+def _block_means(volume: np.ndarray, axis: int, block: int) -> np.ndarray:
+    """float32 means over consecutive blocks of `block` voxels along `axis` (a partial last block:
+    the mean of what it has)."""
+    n = volume.shape[axis]
+    full, blocks = n // block, -(-n // block)
+    out = np.empty(volume.shape[:axis] + (blocks,) + volume.shape[axis + 1:], np.float32)
+    head = out[_along(axis, slice(0, full))]
+    np.add(volume[_along(axis, slice(0, full * block, block))], volume[_along(axis, slice(1, full * block, block))],
+           out=head, dtype=np.float32)
+    for k in range(2, block):
+        head += volume[_along(axis, slice(k, full * block, block))]
+    head *= np.float32(1 / block)
+    if blocks > full:
+        out[_along(axis, slice(full, blocks))] = volume[_along(axis, slice(full * block, n))].mean(
+            axis=axis, keepdims=True, dtype=np.float32)
+    return out
+
+
+def _linear(volume: np.ndarray, axis: int, source: np.ndarray) -> np.ndarray:
+    """float32 samples along `axis` at the given fractional voxel coordinates (float64), linear
+    between the two nearest voxels, clamped to the outermost ones."""
+    n = volume.shape[axis]
+    source = np.clip(source, 0, n - 1)
+    first = source.astype(np.intp)  # floor: source >= 0
+    second = np.minimum(first + 1, n - 1)
+    weight = (source - first).astype(np.float32).reshape((-1,) + (1,) * (volume.ndim - axis - 1))
+    out = np.take(volume, first, axis=axis).astype(np.float32, copy=False)
+    step = np.take(volume, second, axis=axis).astype(np.float32, copy=False)
+    step -= out
+    step *= weight
+    out += step
+    return out

@@ -1,8 +1,9 @@
 """The sliding-window baseline of the benchmark tiles, weights and averages as nnU-Net does (never timed here)."""
 import json
 
+import numpy as np
 import pytest
-import torch
+from scipy.special import expit
 
 from bench import bench_sliding_window as sw
 from bench import record
@@ -26,9 +27,9 @@ def test_a_side_shorter_than_the_window_is_refused():
 
 
 def test_gaussian_is_one_at_the_centre_symmetric_and_positive_at_the_edges():
-    weights = sw.gaussian_weights((16, 12, 9), torch.device("cpu"))
-    assert weights.shape == (16, 12, 9) and float(weights.max()) == pytest.approx(1.0)
-    assert torch.equal(weights, weights.flip(0)) and torch.equal(weights, weights.flip(2))
+    weights = sw.gaussian_weights((16, 12, 9))
+    assert weights.shape == (16, 12, 9) and weights.dtype == np.float32 and float(weights.max()) == pytest.approx(1.0)
+    assert np.array_equal(weights, np.flip(weights, 0)) and np.array_equal(weights, np.flip(weights, 2))
     assert float(weights.min()) > 0
     assert float(weights[0, 0, 0]) < float(weights[8, 6, 4])
 
@@ -36,16 +37,15 @@ def test_gaussian_is_one_at_the_centre_symmetric_and_positive_at_the_edges():
 def test_weighted_average_of_a_translation_equivariant_network_is_the_network_on_the_whole_volume():
     """A voxel-wise network gives every window the same values where they overlap: the weighted
     mean must return exactly those values, the padding cut off again."""
-    volume = torch.randn(1, 1, 40, 23, 30)
+    volume = np.random.default_rng(0).standard_normal((40, 23, 30), dtype=np.float32)
 
-    def network(x: torch.Tensor) -> torch.Tensor:
-        assert x.shape == (1, 1, 16, 24, 16)  # always one window's size
-        return torch.cat([x, -x], dim=1) * 2
+    def network(x: np.ndarray) -> np.ndarray:
+        assert x.shape == (16, 24, 16) and x.dtype == np.float32  # always one window's size
+        return np.stack([x, -x]) * 2
 
     mean = sw.sliding_window_probabilities(volume, network, (16, 24, 16), 0.5, pad_value=-3.0)
-    expected = torch.sigmoid(torch.cat([volume, -volume], dim=1)[0] * 2)
-    assert mean.shape == (2, 40, 23, 30)
-    torch.testing.assert_close(mean, expected, rtol=1e-5, atol=1e-6)
+    assert mean.shape == (2, 40, 23, 30) and mean.dtype == np.float32
+    np.testing.assert_allclose(mean, expit(np.stack([volume, -volume]) * 2), rtol=1e-5, atol=1e-6)
 
 
 def test_benchmark_runs_both_methods_and_writes_its_section(tmp_path, weights, monkeypatch, capsys):

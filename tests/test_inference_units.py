@@ -96,29 +96,29 @@ def test_organ_box_maps_to_the_original_grid_with_margin():
 
 
 def test_logits_to_labels_resolves_overlaps_by_the_highest_logit():
-    logits = torch.tensor([[[[2.0, -1.0, 0.5, -3.0]]], [[[1.0, -2.0, 3.0, -1.0]]]])  # (organs=2, 1, 1, 4)
-    assert logits_to_labels(logits).tolist() == [[[1, 0, 2, 0]]]
+    logits = np.array([[[[2.0, -1.0, 0.5, -3.0, 1.0]]], [[[1.0, -2.0, 3.0, -1.0, 1.0]]]])  # (organs=2, 1, 1, 5)
+    labels = logits_to_labels(logits)
+    assert labels.dtype == np.uint8 and labels.tolist() == [[[1, 0, 2, 0, 1]]]  # a tie: the first organ
 
 
 def test_labels_at_size_equals_resampling_all_logits_at_once():
-    torch.manual_seed(0)
-    logits = torch.randn(1, 4, 6, 5, 4)
-    logits[0, 2, 0, 0, 0] = logits[0, 1, 0, 0, 0] = 5.0  # a tie: the first organ wins in both
+    logits = np.random.default_rng(0).standard_normal((4, 6, 5, 4), dtype=np.float32)
+    logits[2, 0, 0, 0] = logits[1, 0, 0, 0] = 5.0  # a tie: the first organ wins in both
     for size in ((12, 10, 8), (7, 11, 3), (6, 5, 4)):
-        expected = logits_to_labels(resize(logits, size)[0])
-        assert torch.equal(labels_at_size(logits, size), expected)
+        expected = logits_to_labels(resize(logits, size))
+        assert np.array_equal(labels_at_size(logits, size), expected)
 
 
 def test_labels_at_size_on_organ_like_logits_up_and_down():
     """Smooth logits (organs as regions, most output voxels far from a boundary), resampled to
     larger and smaller sizes, uneven per axis."""
-    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
     for _ in range(12):
-        logits = resize(4 * torch.randn(1, 4, 3, 4, 3), (24, 20, 16))
-        size = tuple(int(n) for n in torch.randint(5, 60, (3,)))
-        expected = logits_to_labels(resize(logits, size)[0])
-        assert expected.unique().numel() > 1
-        assert torch.equal(labels_at_size(logits, size), expected), size
+        logits = resize(4 * rng.standard_normal((4, 3, 4, 3), dtype=np.float32), (24, 20, 16))
+        size = tuple(int(n) for n in rng.integers(5, 60, 3))
+        expected = logits_to_labels(resize(logits, size))
+        assert len(np.unique(expected)) > 1
+        assert np.array_equal(labels_at_size(logits, size), expected), size
 
 
 def test_keep_largest_components():
@@ -171,27 +171,52 @@ def test_components_wholly_above_the_liver_are_dropped():
 
 
 def test_normalise_and_resize():
-    x = torch.linspace(-1000, 1000, 8 * 8 * 8).reshape(1, 1, 8, 8, 8)
+    x = np.linspace(-1000, 1000, 8 * 8 * 8, dtype=np.float32).reshape(8, 8, 8)
     y = Normalisation((-325.0, 325.0))(x)
-    assert abs(float(y.mean())) < 1e-5 and abs(float(y.std(correction=0)) - 1) < 1e-3
+    assert y.dtype == np.float32 and abs(float(y.mean())) < 1e-5 and abs(float(y.std()) - 1) < 1e-3
+    assert x.min() == -1000  # a copy: the input stays as it was
     window = Normalisation((-100.0, 300.0), zscore=False)(x)  # the window onto [-1, 1]
     assert float(window.min()) == -1.0 and float(window.max()) == 1.0
-    assert float(Normalisation((-100.0, 300.0), zscore=False)(torch.full((1, 1, 2, 2, 2), 100.0)).abs().max()) == 0.0
-    assert resize(x, (4, 16, 8)).shape == (1, 1, 4, 16, 8)
+    assert float(np.abs(Normalisation((-100.0, 300.0), zscore=False)(np.full((2, 2, 2), 100, np.int16))).max()) == 0.0
+    assert resize(x, (4, 16, 8)).shape == (4, 16, 8) and resize(x[None], (4, 16, 8)).shape == (1, 4, 16, 8)
     assert resize(x, (8, 8, 8)) is x
+    stored = np.arange(6 * 4 * 2, dtype=np.int16).reshape(6, 4, 2)  # int16 HU as read: resampled into float32
+    assert resize(stored, (3, 4, 2)).dtype == np.float32 and np.array_equal(resize(stored, (3, 4, 2)),
+                                                                           resize(stored.astype(np.float32), (3, 4, 2)))
 
 
 def test_antialiased_shrinking_averages_noise_away_and_keeps_the_voxel_centres():
-    noise = torch.randn(1, 1, 256, 256, 16, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((256, 256, 16), dtype=np.float32)
     sampled, averaged = resize(noise, (64, 64, 32)), resize(noise, (64, 64, 32), antialias=True)
-    assert averaged.shape == sampled.shape == (1, 1, 64, 64, 32)
+    assert averaged.shape == sampled.shape == (64, 64, 32)
     # 4x smaller in-plane: trilinear samples blend 2 x 2 voxels (sd 0.5), the blocks 16 (sd 0.25)
     assert float(averaged.std()) < 0.6 * float(sampled.std())
-    ramp = torch.arange(300, dtype=torch.float32).reshape(1, 1, 300, 1, 1).expand(1, 1, 300, 2, 2)
-    centres = (torch.arange(70) + 0.5) * 300 / 70 - 0.5  # align_corners=False, in input voxels (blocks of 4)
-    assert float((resize(ramp, (70, 2, 2), antialias=True)[0, 0, :, 0, 0] - centres).abs().max()) < 1e-3
-    growing = torch.randn(1, 1, 6, 6, 6)  # nothing shrinks: plain trilinear
-    assert torch.equal(resize(growing, (12, 6, 9), antialias=True), resize(growing, (12, 6, 9)))
+    ramp = np.broadcast_to(np.arange(300, dtype=np.float32)[:, None, None], (300, 2, 2))
+    centres = (np.arange(70) + 0.5) * 300 / 70 - 0.5  # align_corners=False, in input voxels (blocks of 4)
+    assert float(np.abs(resize(ramp, (70, 2, 2), antialias=True)[:, 0, 0] - centres).max()) < 1e-3
+    growing = rng.standard_normal((6, 6, 6), dtype=np.float32)  # nothing shrinks: plain trilinear
+    assert np.array_equal(resize(growing, (12, 6, 9), antialias=True), resize(growing, (12, 6, 9)))
+
+
+def test_resize_is_pytorchs_trilinear_interpolation():
+    """Plain: F.interpolate's trilinear (align_corners=False); anti-aliased: block means (a partial
+    last block its own) sampled at the same centres, as avg_pool3d (ceil_mode) and grid_sample
+    (border) give them. Equal to float32 rounding, up and down, uneven per axis."""
+    rng = np.random.default_rng(2)
+    for shape, size in (((17, 9, 5), (6, 4, 11)), ((30, 31, 7), (9, 10, 3)), ((8, 8, 8), (3, 20, 8))):
+        volume = rng.uniform(-1000, 1000, shape).astype(np.float32)
+        tensor = torch.from_numpy(volume)[None, None]
+        plain = torch.nn.functional.interpolate(tensor, size=size, mode="trilinear", align_corners=False)[0, 0]
+        np.testing.assert_allclose(resize(volume, size), plain.numpy(), atol=0.05)  # HU: float32 rounding
+        blocks = tuple(max(1, m // n) for m, n in zip(shape, size))
+        pooled = torch.nn.functional.avg_pool3d(tensor, blocks, stride=blocks, ceil_mode=True)
+        axes = [torch.from_numpy(2 * (np.arange(n) + 0.5) * (m / n) / (b * p) - 1).float()
+                for m, n, b, p in zip(shape, size, blocks, pooled.shape[2:])]
+        x, y, z = torch.meshgrid(*axes, indexing="ij")
+        sampled = torch.nn.functional.grid_sample(pooled, torch.stack([z, y, x], dim=-1)[None], mode="bilinear",
+                                                  padding_mode="border", align_corners=False)[0, 0]
+        np.testing.assert_allclose(resize(volume, size, antialias=True), sampled.numpy(), atol=0.05)
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):

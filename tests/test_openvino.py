@@ -18,6 +18,7 @@ from inference.checkpoint import load, save
 from inference.checkpoint import main as checkpoint_main
 from inference.pipeline import Segmenter
 from inference.predict import main as predict_main
+from inference.torch_runtime import TorchNetworks
 from tests.test_predict import synthetic_ct
 from tests.test_weights import UNSEEN_SEED
 from tests.test_weights import WEIGHTS as SHIPPED
@@ -45,12 +46,13 @@ def scans(tmp_path_factory):
 
 
 def test_openvino_labels_agree_with_eager_pytorch(tmp_path, exported, scans, capsys):
-    assert openvino_runtime.available(exported, load(exported)) is None
+    assert openvino_runtime.read_export(exported) == (load(exported).spec(), None)  # all the pipeline needs
     for backend in ("torch", "openvino"):
         assert predict_main(["-i", str(scans), "-o", str(tmp_path / backend), "--weights", str(exported),
                              "--backend", backend, "--precision", "fp32", "--report", str(tmp_path / f"{backend}.json")]) == 0
         report = json.loads((tmp_path / f"{backend}.json").read_text())
         assert (report["backend"], report["precision"], report["precision_probe_s"]) == (backend, "fp32", {})
+        assert (report["torch"] is None) == (backend == "openvino")
     for case in ("case0.nii.gz", "case1.nii.gz"):
         eager, compiled = (np.asarray(nib.load(tmp_path / b / case).dataobj) for b in ("torch", "openvino"))
         assert eager.any()
@@ -67,11 +69,10 @@ def test_the_shipped_weights_give_eager_fp32_labels_in_both_precisions(tmp_path)
     models = load(weights)
     openvino_runtime.export(weights, models)
     case = phantom.generate(phantom.case_seed(UNSEEN_SEED, 1), max_side=160)
-    expected = Segmenter(models, torch.device("cpu"), "fp32")(case.image, case.spacing).labels
+    expected = Segmenter(models.spec(), TorchNetworks(models, "cpu", "fp32"))(case.image, case.spacing).labels
     for precision in ("fp32", "bf16"):
-        networks = openvino_runtime.compile_networks(weights, models, precision)
-        segmenter = Segmenter(models, torch.device("cpu"), networks.precision, compiled=networks.stages)
-        labels = segmenter(case.image, case.spacing).labels
+        networks = openvino_runtime.compile_networks(weights, models.stages(), precision)
+        labels = Segmenter(models.spec(), networks)(case.image, case.spacing).labels
         for label in phantom.LABELS:
             assert (expected == label).sum() > 1000
             assert dice(labels == label, expected == label) >= 0.99, (precision, label)
@@ -165,21 +166,25 @@ def test_openvino_asked_for_without_an_export_is_a_usage_error(tmp_path, weights
     assert not list((tmp_path / "out").iterdir())
 
 
-def test_openvino_writes_nothing_outside_the_outputs(tmp_path, exported, scans):
-    """OpenVINO's usage telemetry (files under ~/intel, data sent over the network) stays off."""
+def test_openvino_writes_nothing_outside_the_outputs_and_never_imports_torch(tmp_path, exported, scans):
+    """OpenVINO's usage telemetry (files under ~/intel, data sent over the network) stays off; the
+    export holds all the pipeline needs, so the run never pays for importing torch."""
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "inference.predict", "-i", str(scans), "-o", str(tmp_path / "out"),
+    run = ("import sys; from inference.predict import main; code = main(sys.argv[1:]); "
+           "print('torch' in sys.modules); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", run, "-i", str(scans), "-o", str(tmp_path / "out"),
                            "--weights", str(exported), "--backend", "openvino"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False" and len(list((tmp_path / "out").iterdir())) == 2
     assert not list(home.iterdir())
 
 
 def test_compiling_ahead_gives_the_networks_compile_networks_uses(tmp_path, exported, weights):
     assert openvino_runtime.compile_ahead(weights, "fp32") is None  # no export beside it: nothing to start
     ahead = openvino_runtime.compile_ahead(exported, "bf16")
-    networks = openvino_runtime.compile_networks(exported, load(exported), "bf16", ahead)
+    networks = openvino_runtime.compile_networks(exported, ["coarse", "fine"], "bf16", ahead)
     assert networks is ahead.result() and set(networks.stages) == {"coarse", "fine"}
     assert (networks.precision, networks.probe_s) == (openvino_runtime.choose_precision("bf16")[0], {})
 
@@ -188,13 +193,13 @@ def test_each_call_returns_logits_of_its_own_that_match_eager_pytorch(exported):
     """The compiled network writes into an array it hands over: a later call (and the working
     memory it gives back) leaves an earlier result as it was."""
     models = load(exported)
-    networks = openvino_runtime.compile_networks(exported, models, "fp32")
-    net, compiled = models.network("coarse"), networks.stages["coarse"]
-    inputs = [torch.randn((1, 1, *net.config.input_size), generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
-    first = compiled(inputs[0])
-    kept = first.clone()
-    second = compiled(inputs[1])
-    assert torch.equal(first, kept) and not torch.equal(first, second)
+    networks = openvino_runtime.compile_networks(exported, models.stages(), "fp32")
+    net = models.network("coarse")
+    inputs = [np.random.default_rng(s).standard_normal(net.config.input_size, dtype=np.float32) for s in (0, 1)]
+    first = networks("coarse", inputs[0])
+    kept = first.copy()
+    second = networks("coarse", inputs[1])
+    assert np.array_equal(first, kept) and not np.array_equal(first, second)
     with torch.no_grad():
         for x, logits in zip(inputs, (first, second)):
-            torch.testing.assert_close(logits, net(x), rtol=1e-3, atol=1e-3)
+            np.testing.assert_allclose(logits, net(torch.from_numpy(x)[None, None])[0].numpy(), rtol=1e-3, atol=1e-3)

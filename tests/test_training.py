@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -184,12 +185,13 @@ def test_fine_crops_keep_the_organs_and_brightness_moves_each_organ():
         box = fine_window(sample, (4.0, 12.0), rng)
         for (lo, hi), s in zip(sample.organs, box):
             assert s.start <= lo - 2 and s.stop >= hi + 2 and s.start >= lo - 6 and s.stop <= hi + 6
-    image = torch.zeros(1, 1, 4, 4, 4)
-    lab = torch.zeros(1, 1, 4, 4, 4, dtype=torch.uint8)
+    image = np.zeros((4, 4, 4), np.float32)
+    lab = np.zeros((4, 4, 4), np.uint8)
     lab[..., :2] = 1
     lab[..., 2] = 3
     shifted = shift_brightness(image, lab, 50.0, 0.0, 4, np.random.default_rng(1))
-    values = [float(shifted[lab == k].unique()) for k in (0, 1, 3)]
+    assert shifted.dtype == np.float32
+    values = [float(np.unique(shifted[lab == k]).item()) for k in (0, 1, 3)]
     assert values[0] == 0 and 0 < abs(values[1]) <= 50 and 0 < abs(values[2]) <= 50 and values[1] != values[2]
 
 
@@ -363,14 +365,21 @@ def test_flare21_and_nnunet_layouts(data, tmp_path, layout):
     assert [c.name for c in find_cases(tmp_path)] == [c.name for c in find_cases(data)]
 
 
-def test_labels_are_resampled_as_nearest_exact_interpolation_picks():
+def test_labels_are_resampled_from_the_voxel_each_centre_lies_in():
+    """Output voxel i of n along an axis of m has its centre at (i + 0.5) * m / n input voxels; it
+    takes that input voxel, exactly (2 -> 41 puts centre 20 on the boundary 1.0: voxel 1), and
+    agrees with PyTorch's "nearest-exact" but for such boundaries."""
     rng = np.random.default_rng(5)
     pairs = [((2, 3, 5), (41, 3, 2)), ((1, 7, 9), (4, 1, 9))]
     pairs += [(tuple(int(x) for x in rng.integers(1, 60, 3)), tuple(int(x) for x in rng.integers(1, 60, 3))) for _ in range(40)]
     for shape, size in pairs:
-        labels = torch.from_numpy(rng.integers(0, 5, shape, dtype=np.uint8))[None, None]
-        expected = torch.nn.functional.interpolate(labels.float(), size=size, mode="nearest-exact").to(torch.uint8)
-        assert torch.equal(resize_labels(labels, size), expected), (shape, size)
+        labels = rng.integers(0, 5, shape, dtype=np.uint8)
+        source = [[math.floor(Fraction(2 * i + 1, 2 * n) * m) for i in range(n)] for m, n in zip(shape, size)]
+        expected = labels[np.ix_(*source)]
+        assert np.array_equal(resize_labels(labels, size), expected), (shape, size)
+        torch_picks = torch.nn.functional.interpolate(torch.from_numpy(labels)[None, None].float(), size=size,
+                                                      mode="nearest-exact")[0, 0].numpy()
+        assert (torch_picks == expected).mean() > 0.9
 
 
 def test_cases_named_like_images_still_pair_by_the_channel_suffix(tmp_path):

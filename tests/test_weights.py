@@ -1,6 +1,7 @@
 """The shipped weights: what they are and that they segment a phantom no training run has seen."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from inference.checkpoint import load
 from inference.pipeline import Segmenter
 from inference.postprocessing import logits_to_labels
 from inference.preprocessing import resize_for_stage
+from inference.torch_runtime import TorchNetworks
 from training import phantom
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "flare21_c2f.pt"
@@ -37,7 +39,8 @@ def unseen_run():
     """An unseen phantom, the shipped weights' result on it (fp32, CPU) and the largest magnitude
     each convolution of either network put out."""
     case = phantom.generate(phantom.case_seed(UNSEEN_SEED, 0), max_side=160)
-    segmenter = Segmenter(load(WEIGHTS), torch.device("cpu"), "fp32")
+    models = load(WEIGHTS)
+    networks = TorchNetworks(models, "cpu", "fp32")
     largest: dict[str, float] = {}
 
     def record(name):
@@ -45,11 +48,11 @@ def unseen_run():
             largest[name] = max(largest.get(name, 0.0), float(output.abs().max()))
         return hook
 
-    for stage, net in segmenter.nets.items():
+    for stage, net in networks.nets.items():
         for name, module in net.named_modules():
             if isinstance(module, torch.nn.Conv3d):
                 module.register_forward_hook(record(f"{stage}.{name}"))
-    return case, segmenter(case.image, case.spacing), largest
+    return case, Segmenter(models.spec(), networks)(case.image, case.spacing), largest
 
 
 def test_shipped_weights_segment_an_unseen_phantom(unseen_run):
@@ -77,13 +80,10 @@ def test_fp16_networks_give_the_fp32_logits_of_the_shipped_weights():
     coarse network at a small input, run on the CPU, which emulates float16 slowly."""
     case = phantom.generate(phantom.case_seed(UNSEEN_SEED, 0), max_side=96)
     models = load(WEIGHTS)
-    fp32 = Segmenter(models, torch.device("cpu"), "fp32")
-    fp16 = Segmenter(models, torch.device("cpu"), "fp16")
-    with torch.inference_mode():
-        ct = torch.from_numpy(case.image.astype("float32"))[None, None]
-        x = models.normalisation["coarse"](resize_for_stage(ct, (32, 32, 32), "coarse"))
-        a, b = fp32.forward("coarse", x), fp16.forward("coarse", x)
-    assert b.dtype == torch.float32 and a.shape == b.shape
-    assert float((a - b).abs().max()) < 0.25
-    labels_32, labels_16 = logits_to_labels(a[0]), logits_to_labels(b[0])
-    assert labels_32.any() and float((labels_32 == labels_16).float().mean()) > 0.99
+    fp32, fp16 = (TorchNetworks(models, "cpu", precision) for precision in ("fp32", "fp16"))
+    x = models.normalisation["coarse"](resize_for_stage(case.image, (32, 32, 32), "coarse"))
+    a, b = fp32("coarse", x), fp16("coarse", x)
+    assert b.dtype == np.float32 and a.shape == b.shape
+    assert float(np.abs(a - b).max()) < 0.25
+    labels_32, labels_16 = logits_to_labels(a), logits_to_labels(b)
+    assert labels_32.any() and float((labels_32 == labels_16).mean()) > 0.99

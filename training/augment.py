@@ -39,14 +39,13 @@ def fine_window(sample: Sample, margin_mm: tuple[float, float], rng: np.random.G
     return tuple(box)
 
 
-def shift_brightness(image: torch.Tensor, labels: torch.Tensor, organ_shift: float, global_shift: float,
-                     n_labels: int, rng: np.random.Generator) -> torch.Tensor:
+def shift_brightness(image: np.ndarray, labels: np.ndarray, organ_shift: float, global_shift: float,
+                     n_labels: int, rng: np.random.Generator) -> np.ndarray:
     """HU plus a uniform random shift in [-organ_shift, organ_shift] per organ label (inside
     that organ) and one in [-global_shift, global_shift] everywhere."""
     shifts = np.concatenate([[0.0], rng.uniform(-organ_shift, organ_shift, n_labels)]) if organ_shift else np.zeros(n_labels + 1)
     shifts += rng.uniform(-global_shift, global_shift) if global_shift else 0.0
-    table = torch.as_tensor(shifts, dtype=image.dtype)
-    return image + table[labels.long()]
+    return image + shifts.astype(image.dtype)[labels]
 
 
 def example(sample: Sample, config: TrainConfig, normalisation: Normalisation, n_labels: int,
@@ -57,9 +56,7 @@ def example(sample: Sample, config: TrainConfig, normalisation: Normalisation, n
         box = fine_window(sample, config.margin_mm, rng)
     else:
         box = coarse_window(sample.image.shape, config.coarse_crop, rng)
-    image = torch.from_numpy(np.asarray(sample.image[box], dtype=np.float32))[None, None]
-    labels = torch.from_numpy(np.array(sample.labels[box]))[None, None]  # a copy: the cache is read-only
-    image = resize_for_stage(image, config.input_size, config.stage)
-    labels = resize_labels(labels, config.input_size)
+    image = resize_for_stage(np.asarray(sample.image[box], dtype=np.float32), config.input_size, config.stage)
+    labels = resize_labels(np.array(sample.labels[box]), config.input_size)  # a copy: the cache is read-only
     image = shift_brightness(image, labels, config.organ_hu_shift, config.global_hu_shift, n_labels, rng)
-    return normalisation(image)[0], labels[0, 0]
+    return torch.from_numpy(normalisation(image))[None], torch.from_numpy(labels)

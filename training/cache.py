@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from flare_common.errors import InputError, describe_error
@@ -73,21 +72,21 @@ def _source(case: Case) -> list[int]:
     return [v for p in (case.image, case.label) for v in (p.stat().st_size, p.stat().st_mtime_ns)]
 
 
-def resize_labels(labels: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
-    """Nearest-neighbour resampling of a (batch, 1, x, y, z) uint8 label tensor (voxel centres
-    as in preprocessing.resize): the labels at the source voxels F.interpolate's "nearest-exact"
-    picks, gathered without a float copy of the volume."""
-    if tuple(labels.shape[2:]) == tuple(size):
+def resize_labels(labels: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+    """Nearest-neighbour resampling of an (x, y, z) label array (voxel centres as in
+    preprocessing.resize): each output voxel takes the input voxel its centre lies in (PyTorch's
+    F.interpolate "nearest-exact", but exact where a centre falls on a voxel boundary), gathered
+    without a float copy of the volume; an unresized array comes back as it is."""
+    if labels.shape == tuple(size):
         return labels
-    index = [_source_voxels(m, n, labels.device) for m, n in zip(labels.shape[2:], size)]
-    return labels[:, :, index[0][:, None, None], index[1][None, :, None], index[2][None, None, :]]
+    index = [_source_voxels(m, n) for m, n in zip(labels.shape, size)]
+    return labels[index[0][:, None, None], index[1][None, :, None], index[2][None, None, :]]
 
 
-def _source_voxels(m: int, n: int, device: torch.device) -> torch.Tensor:
-    """For each of n output voxels along an axis of m, the source voxel "nearest-exact" takes:
-    F.interpolate's own choice, read off a resampled ramp of the voxel indices."""
-    ramp = torch.arange(m, dtype=torch.float32, device=device).view(1, 1, m, 1, 1)
-    return F.interpolate(ramp, size=(n, 1, 1), mode="nearest-exact").view(n).long()
+def _source_voxels(m: int, n: int) -> np.ndarray:
+    """For each of n output voxels along an axis of m, the input voxel its centre lies in:
+    floor((i + 0.5) * m / n), in integers (a centre on a boundary takes the voxel above it)."""
+    return (2 * np.arange(n) + 1) * m // (2 * n)
 
 
 def region_of(labels: np.ndarray, spacing: tuple[float, float, float], config: TrainConfig
@@ -111,10 +110,9 @@ def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path)
     if found is not None:
         region, padding = found
         size = cache_size(config)
-        image = torch.from_numpy(_padded(ct.data[region], padding))[None, None]
-        image = resize_for_stage(image, size, config.stage)
-        image = image[0, 0].round().clamp(*HU_RANGE).to(torch.int16).numpy()
-        cropped = resize_labels(torch.from_numpy(_padded(truth[region], padding))[None, None], size)[0, 0].numpy()
+        image = resize_for_stage(_padded(ct.data[region], padding), size, config.stage)
+        image = np.clip(np.round(image), *HU_RANGE).astype(np.int16)
+        cropped = resize_labels(_padded(truth[region], padding), size)
         start = [r.start - p[0] for r, p in zip(region, padding)]
         extent = [r.stop - r.start + sum(p) for r, p in zip(region, padding)]
         scale = [c / n for c, n in zip(size, extent)]

@@ -16,6 +16,7 @@ from evaluation.metrics import score_case
 from inference.checkpoint import Models
 from inference.pipeline import Segmenter
 from inference.postprocessing import organ_region
+from inference.torch_runtime import TorchNetworks
 from training.data import Case, read_case
 
 
@@ -23,7 +24,7 @@ def score(models: Models, stage: str, cases: list[Case], device: torch.device, p
     """Mean DSC and NSD per organ over the cases ("dsc_liver", ..., "nsd_liver", ...) and their
     means over organs ("dsc_mean", "nsd_mean"), and for the coarse stage the mean fraction of the
     labelled voxels inside its box plus margin ("box_recall"); the models hold the stage's network."""
-    segmenter = Segmenter(models, device, precision)
+    segmenter = Segmenter(models.spec(), TorchNetworks(models, device, precision))
     per_organ: dict[str, list[float]] = {}
     for case in cases:
         ct, truth = read_case(case, models.labels)
