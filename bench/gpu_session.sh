@@ -77,7 +77,7 @@ real=""
 [ -n "$extra" ] && real="--real $extra/images/*"
 # $real and $shape are lists of words: left unquoted to split
 run bench_submission 230 "$py" -m bench.bench_submission --device "$device" --shapes ${BENCH_SHAPES:-512x512x160 512x512x300} \
-    --sizes ${SIZES:-160 192} $real --out "$work/bench_submission"
+    --sizes ${SIZES:-160 192} $real --cold-runs 1 --out "$work/bench_submission"
 cp "$work/bench_submission/bench_submission.json" "$out/" 2>/dev/null
 
 run evaluation_run 100 "$py" -m evaluation.run --inputs "$work/data/images" --gt "$work/data/gt" --out "$work/run" \

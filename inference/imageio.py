@@ -32,7 +32,9 @@ _RAS = axcodes2ornt(("R", "A", "S"))
 class CT:
     """A CT in canonical orientation.
 
-    data: float32 HU, axes (x, y, z) RAS+; spacing: mm along those axes; image: the file as read
+    data: float32 HU, axes (x, y, z) RAS+, in the file's own memory order (NIfTI's: the stored
+    first axis fastest, so Fortran order for a scan stored near RAS+ or LPS+: reorienting and
+    writing labels back then move no voxel across the memory); spacing: mm along those axes; image: the file as read
     (its geometry is the output's: labels_image); orientation: the nibabel orientation that
     maps the stored axes to canonical ones; warnings: what was repaired on the way in and what looks
     wrong (values that are not HU); reorient_s: the seconds spent turning the stored voxels into
@@ -47,9 +49,10 @@ class CT:
     reorient_s: float = 0.0
 
     def from_canonical(self, labels: np.ndarray) -> np.ndarray:
-        """A canonical-orientation array mapped back onto the input's voxel grid (and shape)."""
+        """A canonical-orientation array mapped back onto the input's voxel grid (and shape), in
+        Fortran order, the order NIfTI stores (written without another copy)."""
         back = apply_orientation(labels, ornt_transform(_RAS, self.orientation))
-        return np.ascontiguousarray(back).reshape(self.image.shape)
+        return np.asfortranarray(back).reshape(self.image.shape, order="F")
 
 
 def read_ct(path: Path) -> CT:
@@ -91,7 +94,8 @@ def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
     except Exception as exc:
         raise InputError(f"unreadable data ({describe_error(exc)})") from None
     start = time.perf_counter()
-    canonical = np.ascontiguousarray(apply_orientation(stored, orientation), dtype=np.float32)  # one pass
+    # one pass in memory order: the flips and axis swaps are views, the cast to float32 the one copy
+    canonical = apply_orientation(stored, orientation).astype(np.float32, order="K")
     integer = np.issubdtype(stored.dtype, np.integer)
     del stored
     warnings = []

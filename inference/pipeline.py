@@ -47,7 +47,7 @@ from inference.postprocessing import (
     organ_box,
     organ_region,
 )
-from inference.preprocessing import resize_for_stage
+from inference.preprocessing import resize_for_stage, x_fastest
 from inference.spec import Spec
 
 Spacing = tuple[float, float, float]
@@ -148,8 +148,9 @@ class Segmenter:
         """Fine stage on the crop result.box of the CT, then post-processing into result.labels."""
         with self._stage(result, "crop"):
             crop = ct[result.box]  # a view, copied only where it continues past the scan's edge
-            if any(any(p) for p in result.padding):
-                crop = np.pad(crop, result.padding, mode="edge")
+            if any(any(p) for p in result.padding):  # padded in the crop's own memory order
+                crop = np.pad(crop.T, result.padding[::-1], mode="edge").T if x_fastest(crop) else np.pad(
+                    crop, result.padding, mode="edge")
         with self._stage(result, "fine"):
             size = crop.shape
             logits = self._logits("fine", crop)
@@ -165,7 +166,7 @@ class Segmenter:
 
     def __call__(self, ct: np.ndarray, spacing: Spacing) -> Result:
         """Labels for a canonical CT (HU, x y z in RAS+) with voxel spacing in mm: both stages."""
-        result = Result(np.zeros(ct.shape, dtype=np.uint8))
+        result = Result(np.zeros(ct.shape, dtype=np.uint8, order="F" if x_fastest(ct) else "C"))  # as CT.data
         if self._coarse_box(ct, spacing, result) is not None:
             self._fine(ct, spacing, result)
         return result

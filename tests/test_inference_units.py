@@ -217,6 +217,10 @@ def test_resize_is_pytorchs_trilinear_interpolation():
         sampled = torch.nn.functional.grid_sample(pooled, torch.stack([z, y, x], dim=-1)[None], mode="bilinear",
                                                   padding_mode="border", align_corners=False)[0, 0]
         np.testing.assert_allclose(resize(volume, size, antialias=True), sampled.numpy(), atol=0.05)
+        for antialias in (False, True):  # NIfTI's memory order (CT.data): the same samples, laid out as the input
+            fortran = resize(np.asfortranarray(volume), size, antialias)
+            np.testing.assert_allclose(fortran, resize(volume, size, antialias), atol=0.05)
+            assert fortran.flags.f_contiguous
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
