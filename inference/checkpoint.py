@@ -45,11 +45,10 @@ from inference.defaults import WEIGHTS_HELP
 from inference.networks import OUTPUT_ACTIVATION, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig, input_size_problem
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
-from inference.spec import Spec
+from inference.spec import NETWORK_STAGES, Spec
 
 FORMAT = "flare-coarse-to-fine/2"
-NETWORKS = {"coarse": (CoarseUNet, CoarseConfig), "fine": (EfficientSegNet, FineConfig)}  # per stage: network, config
-NETWORK_STAGES = tuple(NETWORKS)  # the two networks a checkpoint holds, in the order they run
+NETWORKS = dict(zip(NETWORK_STAGES, ((CoarseUNet, CoarseConfig), (EfficientSegNet, FineConfig))))  # network, config
 FLARE21_LABELS = label_names("flare21")
 UNTRAINED = "untrained: randomly initialised weights (for tests and demos; segmentations are meaningless)"
 

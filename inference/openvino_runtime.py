@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from flare_common.files import temporary_name
-from inference.spec import Spec
+from inference.spec import NETWORK_STAGES, Spec
 
 if TYPE_CHECKING:  # torch is imported only to export: a run with an export never imports it
     from inference.checkpoint import Models
@@ -161,6 +161,8 @@ def read_export(weights: Path) -> tuple[Spec | None, str | None]:
         spec = Spec.from_dict(manifest["spec"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return None, f"{folder / MANIFEST}: unreadable ({exc})"
+    if absent := [stage for stage in NETWORK_STAGES if stage not in spec.stages()]:
+        return None, f"{folder.name} holds no {' and no '.join(absent)} network (exported from a stage checkpoint)"
     missing = [f"{stage}.xml" for stage in spec.stages() if not (folder / f"{stage}.xml").is_file()]
     if missing:
         return None, f"{folder.name} lacks {', '.join(missing)} (export again)"

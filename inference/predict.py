@@ -174,8 +174,10 @@ def _openvino_refused(args: argparse.Namespace) -> str | None:
 
     if args.backend == "torch":
         return "--backend torch"
-    if args.device == "cuda" or not openvino_runtime.runs_on("cpu", args.precision):
-        return f"it runs on the CPU in fp32 or bf16, not on {args.device} in {args.precision}"
+    if args.device == "cuda":
+        return "it runs on the CPU, not on --device cuda"
+    if not openvino_runtime.runs_on("cpu", args.precision):
+        return f"it runs in fp32 or bf16, not in {args.precision}"
     if args.backend == "auto" and args.device == "auto" and os.path.exists("/dev/nvidiactl"):
         return "the device may be a GPU"
     return None

@@ -11,6 +11,7 @@ from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 
 Size = tuple[int, int, int]
+NETWORK_STAGES = ("coarse", "fine")  # the two networks a checkpoint holds, in the order the pipeline runs them
 
 
 @dataclass(frozen=True)

@@ -203,3 +203,19 @@ def test_each_call_returns_logits_of_its_own_that_match_eager_pytorch(exported):
     with torch.no_grad():
         for x, logits in zip(inputs, (first, second)):
             np.testing.assert_allclose(logits, net(torch.from_numpy(x)[None, None])[0].numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_an_export_is_used_only_with_the_pipelines_whole_spec(tmp_path, exported):
+    """The manifest carries what the pipeline needs (the run never loads the checkpoint): an export
+    without it (an older version's) or without a network is not used, and says why."""
+    weights = Path(shutil.copy(exported, tmp_path / "w.pt"))
+    shutil.copytree(openvino_runtime.folder_for(exported), openvino_runtime.folder_for(weights))
+    path = openvino_runtime.folder_for(weights) / openvino_runtime.MANIFEST
+    manifest = json.loads(path.read_text())
+    del manifest["spec"]["input_sizes"]["fine"]
+    path.write_text(json.dumps(manifest))
+    assert openvino_runtime.read_export(weights) == (None, "w.openvino holds no fine network (exported from a stage checkpoint)")
+    del manifest["spec"]
+    path.write_text(json.dumps(manifest))
+    spec, problem = openvino_runtime.read_export(weights)
+    assert spec is None and "older version" in problem
