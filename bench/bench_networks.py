@@ -30,7 +30,7 @@ from training.phantom import case_seed, centred, generate
 def ct_like(size: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
     """A (1, 1, x, y, z) phantom CT of `size` voxels spanning 400 mm per axis, clipped and z-scored."""
     hu = generate(case_seed(seed, 0), geometry=centred(size, tuple(400 / n for n in size))).image
-    return Normalisation()(torch.from_numpy(hu)[None, None])
+    return torch.from_numpy(Normalisation()(hu))[None, None]
 
 
 def run(model: torch.nn.Module, x: torch.Tensor, variant: str, repeats: int) -> tuple[list[float], torch.Tensor]:
