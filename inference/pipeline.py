@@ -47,14 +47,14 @@ from inference.postprocessing import (
     organ_box,
     organ_region,
 )
-from inference.preprocessing import resize_for_stage, x_fastest
+from inference.preprocessing import edge_padded, resize_for_stage, x_fastest
 from inference.spec import Spec
 
 Spacing = tuple[float, float, float]
 STAGES = {  # the stages of a case, timed one by one (Result.seconds), and what each does
     "coarse": "the whole volume resampled to the coarse size, normalised, the coarse network, its labels",
     "components": "the coarse labels' largest components and the organs' box plus the margin",
-    "crop": "the box cut from the CT onto the device",
+    "crop": "the box cut from the CT (a view), continued past the scan's edge where padded",
     "fine": "the crop resampled to the fine size, normalised, the fine network",
     "logits back": "the fine logits turned into labels at the crop's size (labels_at_size)",
     "paste": "the fine labels' largest components pasted into the empty volume",
@@ -147,10 +147,7 @@ class Segmenter:
     def _fine(self, ct: np.ndarray, spacing: Spacing, result: Result) -> None:
         """Fine stage on the crop result.box of the CT, then post-processing into result.labels."""
         with self._stage(result, "crop"):
-            crop = ct[result.box]  # a view, copied only where it continues past the scan's edge
-            if any(any(p) for p in result.padding):  # padded in the crop's own memory order
-                crop = np.pad(crop.T, result.padding[::-1], mode="edge").T if x_fastest(crop) else np.pad(
-                    crop, result.padding, mode="edge")
+            crop = edge_padded(ct[result.box], result.padding)  # a view of the CT where nothing is padded
         with self._stage(result, "fine"):
             size = crop.shape
             logits = self._logits("fine", crop)

@@ -92,6 +92,17 @@ def x_fastest(volume: np.ndarray) -> bool:
     return volume.ndim == 3 and abs(volume.strides[0]) < abs(volume.strides[2])
 
 
+def edge_padded(volume: np.ndarray, padding: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """The volume continued by (before, after) voxels per axis, repeating its edge voxels, laid out
+    in the volume's own memory order (x fastest stays x fastest); the volume itself where nothing
+    is padded."""
+    if not any(any(p) for p in padding):
+        return volume
+    if x_fastest(volume):
+        return np.pad(volume.T, padding[::-1], mode="edge").T
+    return np.pad(volume, padding, mode="edge")
+
+
 def resize_for_stage(volume: np.ndarray, size: tuple[int, int, int], stage: str) -> np.ndarray:
     """resize for the input of a stage ("coarse" or "fine"): anti-aliased where the stage is one of
     ANTIALIASED_STAGES, the one rule training and inference share."""

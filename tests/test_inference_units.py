@@ -20,7 +20,7 @@ from inference.postprocessing import (
     organ_box,
     organ_region,
 )
-from inference.preprocessing import Normalisation, resize
+from inference.preprocessing import Normalisation, edge_padded, resize
 
 NAMES = {1: "liver", 2: "kidney", 3: "spleen", 4: "pancreas"}
 
@@ -441,3 +441,13 @@ def test_the_checkpoint_s_networks_and_the_pipeline_s_timed_stages_are_named_apa
     assert set(checkpoint.NETWORK_STAGES) < set(pipeline.STAGES)
     assert "logits back" in pipeline.STAGES and "resampled back" not in pipeline.__doc__
     assert "labels_at_size" in pipeline.__doc__
+
+
+def test_edge_padding_repeats_the_edge_voxels_in_the_volumes_own_memory_order():
+    volume = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    padding = ((1, 0), (0, 2), (0, 0))
+    for laid_out in (volume, np.asfortranarray(volume)):  # C order, and NIfTI's (CT.data)
+        padded = edge_padded(laid_out, padding)
+        assert np.array_equal(padded, np.pad(volume, padding, mode="edge"))
+        assert padded.flags.f_contiguous == laid_out.flags.f_contiguous
+    assert edge_padded(volume, ((0, 0),) * 3) is volume  # nothing to pad: the volume itself, not a copy

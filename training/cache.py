@@ -32,7 +32,7 @@ from flare_common.errors import InputError, describe_error
 from flare_common.files import atomic_output, write_atomic
 from inference.imageio import FILL_HU, HU_MAX
 from inference.postprocessing import NO_PADDING, Padding, Postprocessing, organ_box, organ_region
-from inference.preprocessing import ANTIALIASED_STAGES, resize_for_stage
+from inference.preprocessing import ANTIALIASED_STAGES, edge_padded, resize_for_stage
 from training.config import TrainConfig
 from training.data import Case, read_case
 
@@ -110,9 +110,9 @@ def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path)
     if found is not None:
         region, padding = found
         size = cache_size(config)
-        image = resize_for_stage(_padded(ct.data[region], padding), size, config.stage)
+        image = resize_for_stage(edge_padded(ct.data[region], padding), size, config.stage)
         image = np.clip(np.round(image), *HU_RANGE).astype(np.int16)
-        cropped = resize_labels(_padded(truth[region], padding), size)
+        cropped = resize_labels(edge_padded(truth[region], padding), size)
         start = [r.start - p[0] for r, p in zip(region, padding)]
         extent = [r.stop - r.start + sum(p) for r, p in zip(region, padding)]
         scale = [c / n for c, n in zip(size, extent)]
@@ -125,12 +125,6 @@ def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path)
                 np.save(f, array)
     write_atomic(folder / f"{case.name}.json", json.dumps(meta))  # last: the case is cached once it is there
     return [f"{case.image}: {warning}" for warning in ct.warnings]
-
-
-def _padded(volume: np.ndarray, padding: Padding) -> np.ndarray:
-    """The volume continued past its edges by its edge values ((before, after) voxels per axis);
-    the volume itself, not a copy, where there is nothing to add."""
-    return np.pad(volume, padding, mode="edge") if any(any(p) for p in padding) else volume
 
 
 def _is_current(case: Case, folder: Path) -> bool:
