@@ -40,6 +40,14 @@ def test_the_submission_loads_no_evaluation_or_training_module():
     assert not {m for m in loaded if m.split(".")[0] in ("evaluation", "training")}
 
 
+def test_the_pipeline_and_its_openvino_runtime_load_no_torch():
+    """A CPU run through OpenVINO never pays for importing torch: the pipeline, its pre- and
+    post-processing, the Spec, OpenVINO's runtime and predict's own module load none of it."""
+    loaded = loaded_after(["inference.predict", "inference.pipeline", "inference.openvino_runtime", "inference.spec"])
+    assert "inference.pipeline" in loaded and "inference.preprocessing" in loaded and "inference.postprocessing" in loaded
+    assert "torch" not in loaded and not {m for m in loaded if m.startswith(("inference.checkpoint", "inference.torch_runtime"))}
+
+
 def test_the_organisers_tools_load_no_torch():
     loaded = loaded_after(modules_of("evaluation"))
     assert "evaluation.run" in loaded and "evaluation.synthetic" in loaded
