@@ -12,11 +12,11 @@
    logits resampled (postprocessing.labels_at_size: no float map of the crop's size), then the
    largest components again, pasted into an empty volume.
 
-Each case's stages (STAGES; not the checkpoint's two networks, inference.checkpoint.NETWORK_STAGES)
+Each case's stages (STAGES; not the checkpoint's two networks, inference.spec.NETWORK_STAGES)
 are timed one by one in Result.seconds.
 
     >>> models = load("weights/flare21_c2f.pt")
-    >>> segmenter = Segmenter(models.spec(), TorchNetworks(models, torch.device("cpu"), "fp32"))
+    >>> segmenter = Segmenter(models.spec(), TorchNetworks(models, "cpu", "fp32"))
     >>> labels_img, result = segmenter.segment(nib.load("case_0000.nii.gz"))   # any orientation
     >>> result = segmenter(ct_ras, spacing)        # float32 HU array (x, y, z) in RAS+, spacing in mm
 
