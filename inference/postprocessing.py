@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import cc3d
 import numpy as np
 
+from inference.preprocessing import linear_neighbours, sample_positions
+
 Box = tuple[slice, slice, slice]
 
 
@@ -86,15 +88,6 @@ def logits_to_labels(logits: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _axis_corners(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Along one axis, for each output index: the two input indices that trilinear resampling
-    blends (align_corners=False: source coordinate (i + 0.5) * n_in / n_out - 0.5, clamped to the
-    volume, as preprocessing.resize) and the float32 weight of the second."""
-    source = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-    first = source.astype(np.intp)
-    return first, np.minimum(first + 1, n_in - 1), (source - first).astype(np.float32)
-
-
 def labels_at_size(logits: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
     """Labels of (organs, x, y, z) float32 logits resampled trilinearly to `size`: those of
     logits_to_labels(resize(logits, size)), without resampling every logit.
@@ -106,7 +99,7 @@ def labels_at_size(logits: np.ndarray, size: tuple[int, int, int]) -> np.ndarray
     two logits of a voxel are equal to within float32 rounding. On a 445x319x300 crop it takes
     half the time of resampling the four logit maps and none of their memory."""
     low = logits_to_labels(logits)
-    corners = [_axis_corners(n, int(m)) for n, m in zip(low.shape, size)]
+    corners = [linear_neighbours(n, sample_positions(n, int(m))) for n, m in zip(low.shape, size)]  # as resize
     labels, uniform = low, None
     for axis in (2, 1, 0):  # the last axis first, while the map is smallest (its gathers are the slowest)
         first, second, _ = corners[axis]
@@ -123,7 +116,7 @@ def labels_at_size(logits: np.ndarray, size: tuple[int, int, int]) -> np.ndarray
 
 def _blended_labels(logits: np.ndarray, corners: list, voxels: tuple[np.ndarray, ...]) -> np.ndarray:
     """Labels of the trilinear blend of (organs, x, y, z) logits at the given output voxels
-    (their x, y and z indices), from each axis's corners (_axis_corners)."""
+    (their x, y and z indices), from each axis's corners (preprocessing.linear_neighbours)."""
     sides = []
     for (first, second, weight), index in zip(corners, voxels):
         w = weight[index]

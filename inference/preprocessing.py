@@ -83,8 +83,23 @@ def resize(volume: np.ndarray, size: tuple[int, int, int], antialias: bool = Fal
         block = max(1, old // new) if antialias else 1
         if block > 1:
             out = _block_means(out, at, block)
-        out = _linear(out, at, (np.arange(new) + 0.5) * (old / new) / block - 0.5)
+        out = _linear(out, at, sample_positions(old, new, block))
     return out.astype(np.float32, copy=False)
+
+
+def sample_positions(old: int, new: int, block: int = 1) -> np.ndarray:
+    """Where the centres of `new` voxels spanning an axis of `old` fall, in voxels of that axis
+    averaged in blocks of `block` (float64): (i + 0.5) * old / new / block - 0.5, PyTorch's
+    align_corners=False."""
+    return (np.arange(new) + 0.5) * (old / new) / block - 0.5
+
+
+def linear_neighbours(n: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For fractional positions along an axis of n voxels, clamped to its outermost voxels: the
+    two voxels linear interpolation blends and the float32 weight of the second."""
+    positions = np.clip(positions, 0, n - 1)
+    first = positions.astype(np.intp)  # floor: positions >= 0
+    return first, np.minimum(first + 1, n - 1), (positions - first).astype(np.float32)
 
 
 def x_fastest(volume: np.ndarray) -> bool:
@@ -132,14 +147,11 @@ def _block_means(volume: np.ndarray, axis: int, block: int) -> np.ndarray:
     return out
 
 
-def _linear(volume: np.ndarray, axis: int, source: np.ndarray) -> np.ndarray:
-    """float32 samples along `axis` at the given fractional voxel coordinates (float64), linear
-    between the two nearest voxels, clamped to the outermost ones."""
-    n = volume.shape[axis]
-    source = np.clip(source, 0, n - 1)
-    first = source.astype(np.intp)  # floor: source >= 0
-    second = np.minimum(first + 1, n - 1)
-    weight = (source - first).astype(np.float32).reshape((-1,) + (1,) * (volume.ndim - axis - 1))
+def _linear(volume: np.ndarray, axis: int, positions: np.ndarray) -> np.ndarray:
+    """float32 samples along `axis` at the given fractional voxel positions (float64), linear
+    between the two nearest voxels, clamped to the outermost ones (linear_neighbours)."""
+    first, second, weight = linear_neighbours(volume.shape[axis], positions)
+    weight = weight.reshape((-1,) + (1,) * (volume.ndim - axis - 1))
     out = np.take(volume, first, axis=axis).astype(np.float32, copy=False)
     step = np.take(volume, second, axis=axis).astype(np.float32, copy=False)
     step -= out
