@@ -47,50 +47,35 @@ from training.phantom.scan import EXTRA_RANGES, ORIENTATION_P, ORIENTATIONS, Geo
 
 @dataclass
 class Phantom:
-    """A synthetic CT: image (float32 HU) and labels (uint8 LABELS) indexed (x, y, z) canonical
-    (RAS+) on `geometry`'s grid; the contrast phase, whether the image is domain-randomised, how
-    many lesions show, the storage orientation (axis codes) its files are written in, the name
-    of its scan range (SCAN_RANGES, EXTRA_RANGES; "given" for a grid passed in) and the fraction
-    of its pancreas replaced by fat (fatty_infiltration; 0: a lean gland), the factor on its
-    pancreas's thickness (ATROPHIC_PANCREAS; 1: a full gland), the kind of metal in it
-    (metal_implants; "": none), the thickness of the fat plane round its pancreas
-    (PANCREAS_FAT_PLANE_MM; 0: none), the HU of its colon's fluid content (FLUID_COLON_HU;
-    None: mottled faeces), whether it has pelvic organs and hips (pelvic_organ_parts), how many
-    HU its liver is lowered by fat (FATTY_LIVER_DROP_HU; 0: a lean liver), whether its kidney
-    label includes the renal sinus fat (kidney_parts) and the factor on its pancreatic head's
-    length (SHORT_PANCREAS_HEAD; 1: a full head) and the common factor on its organs' enhancement
-    (draw_organ_enhancement; None: the case's bolus, as its vessels), whether its liver has fat-filled
-    fissures (UMBILICAL_FISSURE), whether its arms lie beside the body (Arms), whether its left
-    lobe is long (LEFT_LOBE_TONGUE), the HU of its stomach's food (FULL_STOMACH_HU; None: the usual
-    content), whether its spleen is large (LARGE_SPLEEN_SIZE) and how many HU a region of its liver
-    is darker (LIVER_REGION_HU; 0: none), and whether its kidney label keeps the renal pelvis's urine
-    (kidney_parts; False: the parenchyma alone)."""
+    """A synthetic CT and what was drawn for it. image and labels are indexed (x, y, z) canonical
+    (RAS+) on `geometry`'s grid; the other fields record the case's look and variations (each
+    with the prior or function that defines it; the default is the plain case's value)."""
 
-    image: np.ndarray
-    labels: np.ndarray
+    image: np.ndarray  # float32 HU
+    labels: np.ndarray  # uint8 LABELS
     geometry: Geometry
-    phase: str
-    randomised: bool
-    lesions: int
-    orientation: tuple[str, str, str]
-    scan: str = "given"
-    fatty: float = 0.0
-    metal: str = ""
-    pancreas_thickness: float = 1.0
-    fat_plane_mm: float = 0.0
-    colon_hu: float | None = None
-    pelvis: bool = False
-    liver_drop_hu: float = 0.0
-    sinus_labelled: bool = False
-    pancreas_head: float = 1.0
-    organ_enhancement: float | None = None
-    liver_fissures: bool = False
-    arms: bool = False
-    long_left_lobe: bool = False
-    stomach_hu: float | None = None
-    large_spleen: bool = False
-    liver_region_hu: float = 0.0
-    pelvis_labelled: bool = True
+    phase: str  # contrast phase (PHASES)
+    randomised: bool  # image domain-randomised (randomised_image)
+    lesions: int  # how many lesions show
+    orientation: tuple[str, str, str]  # axis codes the files are stored in
+    scan: str = "given"  # scan range (SCAN_RANGES, EXTRA_RANGES); "given" for a grid passed in
+    fatty: float = 0.0  # fraction of the pancreas replaced by fat (fatty_infiltration; 0: lean)
+    metal: str = ""  # kind of metal (metal_implants; "": none)
+    pancreas_thickness: float = 1.0  # factor on the pancreas's thickness (ATROPHIC_PANCREAS; 1: full)
+    fat_plane_mm: float = 0.0  # fat round the pancreas (PANCREAS_FAT_PLANE_MM; 0: none)
+    colon_hu: float | None = None  # the colon's fluid (FLUID_COLON_HU; None: mottled faeces)
+    pelvis: bool = False  # pelvic organs, hip muscles and hips (pelvic_organ_parts)
+    liver_drop_hu: float = 0.0  # the liver lowered by fat (FATTY_LIVER_DROP_HU; 0: lean)
+    sinus_labelled: bool = False  # the kidney label includes the renal sinus fat (kidney_parts)
+    pancreas_head: float = 1.0  # factor on the pancreatic head's length (SHORT_PANCREAS_HEAD; 1: full)
+    organ_enhancement: float | None = None  # common factor (draw_organ_enhancement; None: the vessels' bolus)
+    liver_fissures: bool = False  # fat-filled fissures in the liver (UMBILICAL_FISSURE)
+    arms: bool = False  # arms beside the body (Arms)
+    long_left_lobe: bool = False  # LEFT_LOBE_TONGUE
+    stomach_hu: float | None = None  # the stomach's food (FULL_STOMACH_HU; None: the usual content)
+    large_spleen: bool = False  # LARGE_SPLEEN_SIZE
+    liver_region_hu: float = 0.0  # a darker region of the liver (LIVER_REGION_HU; 0: none)
+    pelvis_labelled: bool = True  # the kidney label keeps the renal pelvis's urine (kidney_parts)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -125,48 +110,36 @@ def exclusive_pair(fractions: dict[str, float]) -> tuple[str, str] | None:
 
 @dataclass(frozen=True)
 class Mix:
-    """What fraction of a set's cases vary beyond the defaults: randomise, images domain-randomised
-    (randomised_image); chest, slab, thin_slab, liver_cut and lower_abdomen, scans of EXTRA_RANGES' ranges of
-    those names; fatty, a fatty pancreas (fatty_infiltration); metal, implants and their streaks (metal_implants);
-    atrophic, a thinner pancreas (ATROPHIC_PANCREAS); fat_plane, fat round the pancreas's body and tail that the
-    gut keeps out of (PANCREAS_FAT_PLANE_MM); fluid_colon, a colon of homogeneous fluid (FLUID_COLON_HU);
-    pelvis, the pelvic organs, hip muscles and hips (pelvic_organ_parts); fatty_liver, a liver
-    darkened by fat (FATTY_LIVER_DROP_HU); kidney_sinus, the renal sinus fat labelled kidney as in
-    sets made before 2026-12-05 (kidney_parts); short_head, a short pancreatic head
-    (SHORT_PANCREAS_HEAD); non_contrast, a non-contrast scan whatever phase PHASE_PROBABILITIES
-    drew; organ_enhancement, organs enhancing apart from the vessels (draw_organ_enhancement);
-    liver_fissures, fat-filled fissures in the liver (UMBILICAL_FISSURE); arms, the arms beside the
-    body and their shadow across it (Arms, arm_shadow); long_left_lobe, a left lobe reaching down in
-    front of the stomach (LEFT_LOBE_TONGUE); full_stomach, smooth food as dense as the organs in the
-    stomach (FULL_STOMACH_HU); large_spleen, a large, bulky spleen with the left kidney below it
-    (LARGE_SPLEEN_SIZE); liver_region, a darker region of the liver (liver_region_offset);
-    kidney_parenchyma, a kidney label of the parenchyma alone, the renal pelvis's urine left out
-    with the sinus fat (kidney_parts; not with kidney_sinus: EXCLUSIVE_FRACTIONS). Each is drawn from
-    a stream of its own: a case that does not get a variation is the case of the plain set."""
+    """What fraction of a set's cases vary beyond the defaults, variation by variation (each with
+    the prior or function that defines it). Each is drawn from a stream of its own: a case that
+    does not get a variation is the case of the plain set. chest, slab, thin_slab, liver_cut and
+    lower_abdomen are scans of EXTRA_RANGES' ranges of those names (together at most 1)."""
 
-    randomise: float = 0.0
+    randomise: float = 0.0  # images domain-randomised (randomised_image)
     chest: float = 0.0
     slab: float = 0.0
-    fatty: float = 0.0
-    metal: float = 0.0
-    atrophic: float = 0.0
-    fat_plane: float = 0.0
+    fatty: float = 0.0  # a fatty pancreas (fatty_infiltration)
+    metal: float = 0.0  # implants and their streaks (metal_implants)
+    atrophic: float = 0.0  # a thinner pancreas (ATROPHIC_PANCREAS)
+    fat_plane: float = 0.0  # fat round the pancreas's body and tail that the gut keeps out of (PANCREAS_FAT_PLANE_MM)
     thin_slab: float = 0.0
-    fluid_colon: float = 0.0
+    fluid_colon: float = 0.0  # a colon of homogeneous fluid (FLUID_COLON_HU)
     liver_cut: float = 0.0
-    pelvis: float = 0.0
-    fatty_liver: float = 0.0
-    kidney_sinus: float = 0.0
-    short_head: float = 0.0
-    non_contrast: float = 0.0
-    organ_enhancement: float = 0.0
-    liver_fissures: float = 0.0
-    arms: float = 0.0
-    long_left_lobe: float = 0.0
-    full_stomach: float = 0.0
-    large_spleen: float = 0.0
-    liver_region: float = 0.0
+    pelvis: float = 0.0  # the pelvic organs, hip muscles and hips (pelvic_organ_parts)
+    fatty_liver: float = 0.0  # a liver darkened by fat (FATTY_LIVER_DROP_HU)
+    kidney_sinus: float = 0.0  # the renal sinus fat labelled kidney, as in sets made before 2026-12-05 (kidney_parts)
+    short_head: float = 0.0  # a short pancreatic head (SHORT_PANCREAS_HEAD)
+    non_contrast: float = 0.0  # a non-contrast scan whatever phase PHASE_PROBABILITIES drew
+    organ_enhancement: float = 0.0  # organs enhancing apart from the vessels (draw_organ_enhancement)
+    liver_fissures: float = 0.0  # fat-filled fissures in the liver (UMBILICAL_FISSURE)
+    arms: float = 0.0  # the arms beside the body and their shadow across it (Arms, arm_shadow)
+    long_left_lobe: float = 0.0  # a left lobe reaching down in front of the stomach (LEFT_LOBE_TONGUE)
+    full_stomach: float = 0.0  # smooth food as dense as the organs in the stomach (FULL_STOMACH_HU)
+    large_spleen: float = 0.0  # a large, bulky spleen with the left kidney below it (LARGE_SPLEEN_SIZE)
+    liver_region: float = 0.0  # a darker region of the liver (liver_region_offset)
     lower_abdomen: float = 0.0
+    # a kidney label of the parenchyma alone, the renal pelvis's urine left out with the sinus fat
+    # (kidney_parts; not with kidney_sinus: EXCLUSIVE_FRACTIONS)
     kidney_parenchyma: float = 0.0
 
     def __post_init__(self) -> None:
@@ -219,9 +192,11 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
     long_left_lobe = bool(lobed.random() < mix.long_left_lobe)
     large_spleen = bool(grown.random() < mix.large_spleen)
     pelvis_labelled = bool(parenchymal.random() >= mix.kidney_parenchyma)
-    parts = draw_anatomy(anatomy, thickness, fat_plane_mm, pelvic if pelvis else None, sinus_labelled, head_length,
-                         fissured if fissures else None, arms, lobed if long_left_lobe else None,
-                         grown if large_spleen else None, pelvis_labelled)
+    parts = draw_anatomy(anatomy, pancreas_thickness=thickness, fat_plane_mm=fat_plane_mm,
+                         pelvic_organs=pelvic if pelvis else None, sinus_labelled=sinus_labelled,
+                         pancreas_head=head_length, fissures=fissured if fissures else None, arms=arms,
+                         tongue=lobed if long_left_lobe else None, spleen_growth=grown if large_spleen else None,
+                         pelvis_labelled=pelvis_labelled)
     if geometry is not None:
         geometry, scan_name = capped(geometry, max_side), "given"
     else:
@@ -256,10 +231,13 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
         kind = METAL_KINDS[implant.integers(len(METAL_KINDS))]
         metal = kind if metal_implants(image, tissue, labels, geometry, implant, kind) else ""
     orientation = ORIENTATIONS[storage.choice(len(ORIENTATIONS), p=ORIENTATION_P)]
-    return Phantom(image, labels, geometry, phase, randomised, lesions, orientation, scan_name, fatty, metal, thickness,
-                   fat_plane_mm, None if randomised else colon_hu, pelvis, 0.0 if randomised else liver_drop_hu,
-                   sinus_labelled, head_length, organ_enhancement, fissures, arms is not None, long_left_lobe,
-                   None if randomised else stomach_hu, large_spleen, region_hu, pelvis_labelled)
+    return Phantom(
+        image, labels, geometry, phase, randomised, lesions, orientation, scan=scan_name, fatty=fatty, metal=metal,
+        pancreas_thickness=thickness, fat_plane_mm=fat_plane_mm, colon_hu=None if randomised else colon_hu,
+        pelvis=pelvis, liver_drop_hu=0.0 if randomised else liver_drop_hu, sinus_labelled=sinus_labelled,
+        pancreas_head=head_length, organ_enhancement=organ_enhancement, liver_fissures=fissures,
+        arms=arms is not None, long_left_lobe=long_left_lobe, stomach_hu=None if randomised else stomach_hu,
+        large_spleen=large_spleen, liver_region_hu=region_hu, pelvis_labelled=pelvis_labelled)
 
 
 @contextmanager
