@@ -1,4 +1,6 @@
-"""Reading label maps from NIfTI for scoring, without a float64 copy of the volume.
+"""Reading label maps from NIfTI for scoring, without a float64 copy of the volume: as an array
+(`read_labels`) or as its runs (`read_label_runs`, evaluation.runs), which for integer labels are
+found as the file is inflated, a megabyte at a time, so that the volume is never held whole.
 
 Arrays come back in nibabel's voxel order (x, y, z); the spacing is the header's
 `get_zooms()[:3]`, float32 values as the official scripts use them. Files are opened through
@@ -6,13 +8,18 @@ flare_common.nifti.nifti_image, which refuses a broken stored header (see there)
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
+from evaluation.runs import LabelRuns, label_runs, runs_of_lines
 from flare_common.errors import InputError, describe_error
 from flare_common.nifti import nifti_image, spacing_problem, volume_shape
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,17 @@ class LabelVolume:
     messages: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class LabelMap:
+    """A label map as its runs (evaluation.runs), with its spacing, affine and messages as LabelVolume's."""
+
+    runs: LabelRuns
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+    messages: tuple[str, ...] = field(default=())
+
+
+CHUNK_BYTES = 1 << 20  # label data streamed this much at a time: inflated where it stays in cache
 ROUNDING_NOISE = 1e-3  # float-stored labels this close to a whole number are that number (0.99999994 is 1)
 SLAB = 16  # slices (last axis) rounded at a time: no full-size float temporaries
 
@@ -46,7 +64,7 @@ def _rounded(values: np.ndarray) -> np.ndarray:
             raise InputError(f"label values are not whole numbers (e.g. {part.flat[int(np.argmax(off))]:g})")
         if part.size:
             low, high = min(low, float(part.min())), max(high, float(part.max()))
-    out = np.empty(values.shape, np.uint8 if low >= 0 and high <= np.iinfo(np.uint8).max + 0.5 else np.int64)
+    out = np.empty_like(values, np.uint8 if low >= 0 and high <= np.iinfo(np.uint8).max + 0.5 else np.int64)
     for slab in slabs:
         out[slab] = np.rint(values[slab])
     return out
@@ -68,16 +86,55 @@ def _as_labels(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def read_labels(path: Path) -> LabelVolume:
-    """Read a 3D label map (a 4D file with one volume is accepted); InputError when it can't be scored."""
+def _array(img, shape: tuple[int, int, int]) -> np.ndarray:
+    """The image's labels as an integer array (x, y, z)."""
+    proxy = img.dataobj
+    unscaled = _trivially_scaled(proxy) and hasattr(proxy, "get_unscaled")
+    stored = proxy.get_unscaled() if unscaled else np.asanyarray(proxy)
+    return _as_labels(np.asarray(stored).reshape(shape))
+
+
+def _trivially_scaled(proxy) -> bool:
+    return getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
+
+
+def _streamed_runs(proxy, shape: tuple[int, int, int]) -> LabelRuns:
+    """The runs of integer labels stored unscaled, read from the file CHUNK_BYTES at a time."""
+    dtype, n_fast = np.dtype(proxy.dtype), shape[0]
+    lines = int(np.prod(shape[1:]))
+    per_chunk = max(1, CHUNK_BYTES // (n_fast * dtype.itemsize))
+    buffer = np.empty(per_chunk * n_fast, dtype)
+    stream = proxy.file_like
+    stream.seek(proxy.offset)
+
+    def chunks() -> Iterator[np.ndarray]:
+        for first in range(0, lines, per_chunk):
+            chunk = buffer[: min(per_chunk, lines - first) * n_fast]
+            if stream.readinto(chunk.view(np.uint8)) < chunk.nbytes:
+                raise InputError("the voxel data ends early (truncated file)")
+            yield chunk
+
+    runs = runs_of_lines(chunks(), shape, fortran=True)
+    if runs.values.size and runs.values.min() < 0:
+        raise InputError(f"negative label values (min {runs.values.min()})")
+    return runs
+
+
+def _runs(img, shape: tuple[int, int, int]) -> LabelRuns:
+    """The image's labels as runs: streamed where they are integers stored unscaled in NIfTI's
+    order (what label maps are), else from the whole array."""
+    proxy = img.dataobj
+    streamable = (np.dtype(proxy.dtype).kind in "iu" and _trivially_scaled(proxy)
+                  and getattr(proxy, "order", "F") == "F" and hasattr(proxy, "file_like"))
+    return _streamed_runs(proxy, shape) if streamable else label_runs(_array(img, shape))
+
+
+def _read(path: Path, content: Callable[[object, tuple[int, int, int]], T]) -> tuple[T, tuple, np.ndarray, tuple]:
+    """(content(image, 3D shape), spacing, affine, messages) of a 3D label map (a 4D file with one
+    volume is accepted); InputError when it can't be scored."""
     try:
         with nifti_image(Path(path)) as (img, messages):
-            shape = volume_shape(img.shape)
-            proxy = img.dataobj
-            trivial_scaling = getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
-            unscaled = trivial_scaling and hasattr(proxy, "get_unscaled")
-            stored = proxy.get_unscaled() if unscaled else np.asanyarray(proxy)
-            data = _as_labels(np.asarray(stored).reshape(shape))
+            found = content(img, volume_shape(img.shape))
             spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
             affine = img.affine
     except InputError:
@@ -87,4 +144,15 @@ def read_labels(path: Path) -> LabelVolume:
     problem = spacing_problem("voxel spacing", spacing)  # the stored header was checked: a safeguard
     if problem:
         raise InputError(problem)
-    return LabelVolume(data, spacing, affine, tuple(messages))
+    return found, spacing, affine, tuple(messages)
+
+
+def read_labels(path: Path) -> LabelVolume:
+    """Read a 3D label map as an array; InputError when it can't be scored."""
+    return LabelVolume(*_read(path, _array))
+
+
+def read_label_runs(path: Path) -> LabelMap:
+    """Read a 3D label map as its runs, never holding its whole volume where it is stored as
+    integers; InputError when it can't be scored."""
+    return LabelMap(*_read(path, _runs))

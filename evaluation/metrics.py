@@ -7,6 +7,8 @@
 `gt` and `pred` are integer label maps of the same 3D shape, axes (i, j, k) as nibabel returns
 them (x, y, z voxel axes); `spacing` is the voxel size in mm along those axes. The axial slab of
 aorta, IVC and oesophagus is taken along the third axis, as the official scripts do.
+`score_runs` scores two label maps given as their runs (`evaluation.runs`), as the CLI reads them
+from files; `score_case` is it for arrays.
 
 Semantics are those of the official scripts (docs/scoring.md): both empty -> DSC 1, NSD 1; only
 one empty -> 0, 0; DSC below the year's floor -> NSD 0; the slab is the official
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.rules import Organ, Rules, get_rules
+from evaluation.runs import Box, LabelRuns, label_runs
 from evaluation.surface import Spacing, surface_dice
 
 
@@ -43,80 +46,6 @@ def dice(gt: np.ndarray, pred: np.ndarray) -> float:
     if total == 0:
         return float("nan")
     return 2 * int(np.count_nonzero(gt & pred)) / total
-
-
-Box = tuple[slice, slice, slice]
-
-
-def flat_nonzero(flat: np.ndarray) -> np.ndarray:
-    """Indices of the non-zero elements of a contiguous 1D integer or bool array, ascending.
-
-    Same result as np.flatnonzero, several times faster on sparse data: it first finds the
-    non-zero 8-byte words and only then looks at the elements inside them.
-    """
-    per_word = 8 // flat.itemsize
-    n_words = flat.size // per_word
-    words = flat[: n_words * per_word].view(np.uint64)
-    candidates = (np.flatnonzero(words)[:, None] * per_word + np.arange(per_word)).ravel()
-    tail = np.flatnonzero(flat[n_words * per_word :]) + n_words * per_word
-    return np.concatenate([candidates[flat[candidates] != 0], tail])
-
-
-@dataclass(frozen=True)
-class LabelRuns:
-    """The labelled voxels of a 3D label map as runs: stretches of one non-zero value along the
-    fastest-varying axis in memory (no run continues onto the next line). starts and ends are flat
-    indices in memory order (inclusive), values the label of each run, ascending by start."""
-
-    starts: np.ndarray
-    ends: np.ndarray
-    values: np.ndarray
-    shape: tuple[int, int, int]
-    fortran: bool  # memory order: x fastest (nibabel's usual) or z fastest
-
-    def present(self) -> tuple[int, ...]:
-        """The label values other than 0, ascending."""
-        return tuple(int(v) for v in np.unique(self.values))
-
-    def boxes(self, max_label: int) -> list[Box | None]:
-        """Bounding box of each label 1..max_label (None where absent)."""
-        fast_axis, mid_axis, slow_axis = (0, 1, 2) if self.fortran else (2, 1, 0)
-        n_fast, n_mid = self.shape[fast_axis], self.shape[mid_axis]
-        boxes: list[Box | None] = [None] * max_label
-        keep = self.values <= max_label
-        by_label = np.argsort(self.values[keep], kind="stable")  # each label's runs stay in memory order
-        starts, ends, values = self.starts[keep][by_label], self.ends[keep][by_label], self.values[keep][by_label]
-        if values.size == 0:
-            return boxes
-        first = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-        last = np.r_[first[1:], values.size] - 1
-        lines = starts // n_fast
-        mid = lines % n_mid
-        ranges = {
-            fast_axis: (np.minimum.reduceat(starts - lines * n_fast, first),
-                        np.maximum.reduceat(ends - lines * n_fast, first)),
-            mid_axis: (np.minimum.reduceat(mid, first), np.maximum.reduceat(mid, first)),
-            slow_axis: (lines[first] // n_mid, lines[last] // n_mid),
-        }
-        for n, label in enumerate(values[first]):
-            boxes[int(label) - 1] = tuple(slice(int(ranges[a][0][n]), int(ranges[a][1][n]) + 1) for a in range(3))
-        return boxes
-
-
-def label_runs(labels: np.ndarray) -> LabelRuns:
-    """The runs of a 3D label map. Reads the volume once in memory order (no copy for C- or
-    Fortran-ordered data) to find the labelled voxels; the rest costs in proportion to those."""
-    if not (labels.flags.c_contiguous or labels.flags.f_contiguous):
-        labels = np.ascontiguousarray(labels)
-    fortran = labels.flags.f_contiguous and not labels.flags.c_contiguous
-    n_fast = labels.shape[0 if fortran else 2]
-    flat = labels.ravel(order="K")  # memory order, no copy
-    where = flat_nonzero(flat.view(np.uint8) if flat.dtype == np.bool_ else flat)
-    values = flat[where]
-    new_run = np.r_[where.size > 0, (np.diff(where) != 1) | (values[1:] != values[:-1]) | (where[1:] % n_fast == 0)]
-    first = np.flatnonzero(new_run)
-    last = np.append(first[1:], where.size)[: first.size] - 1  # empty when nothing is labelled
-    return LabelRuns(where[first], where[last], values[first], labels.shape, fortran)
 
 
 def _union_box(
@@ -143,8 +72,8 @@ def _scored_region(organ: Organ, gt_box: Box, shape: tuple[int, ...], fix_slab: 
 
 
 def score_organ(
-    gt: np.ndarray,
-    pred: np.ndarray,
+    gt: LabelRuns,
+    pred: LabelRuns,
     organ: Organ,
     spacing: Spacing,
     gt_box: Box | None,
@@ -152,7 +81,7 @@ def score_organ(
     nsd_dsc_floor: float | None,
     fix_slab: bool = False,
 ) -> OrganScore:
-    """Score one organ given the label maps and the bounding boxes of its label in each."""
+    """Score one organ given the label maps' runs and the bounding boxes of its label in each."""
     if gt_box is None and pred_box is None:
         return OrganScore(1, 1)
     if gt_box is None or pred_box is None:
@@ -162,11 +91,34 @@ def score_organ(
     if box is None:
         return OrganScore(float("nan"), float("nan"),
                           "empty axial slab (one-slice ground truth; the official script stops here)")
-    g, p = gt[box] == organ.label, pred[box] == organ.label
+    g, p = gt.mask(organ.label, box), pred.mask(organ.label, box)
     dsc = dice(g, p)
     if nsd_dsc_floor is not None and dsc < nsd_dsc_floor:
         return OrganScore(dsc, 0)
     return OrganScore(dsc, surface_dice(g, p, spacing, organ.tolerance_mm))
+
+
+def _checked_spacing(spacing: Spacing) -> Spacing:
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three positive numbers (mm), got {tuple(spacing)}")
+    return tuple(float(s) for s in spacing)
+
+
+def score_runs(gt: LabelRuns, pred: LabelRuns, spacing: Spacing, rules: Rules | str = "flare21",
+               fix_slab: bool = False) -> dict[int, OrganScore]:
+    """score_case of two label maps given as their runs (evaluation.runs)."""
+    rules = get_rules(rules) if isinstance(rules, str) else rules
+    if gt.shape != pred.shape:
+        raise ValueError(f"need two 3D label maps of one shape, got {gt.shape} and {pred.shape}")
+    spacing = _checked_spacing(spacing)
+    gt_boxes, pred_boxes = gt.boxes(rules.max_label), pred.boxes(rules.max_label)
+    return {
+        o.label: score_organ(
+            gt, pred, o, spacing, gt_boxes[o.label - 1], pred_boxes[o.label - 1],
+            rules.nsd_dsc_floor, fix_slab,
+        )
+        for o in rules.organs
+    }
 
 
 def score_case(
@@ -175,23 +127,8 @@ def score_case(
     spacing: Spacing,
     rules: Rules | str = "flare21",
     fix_slab: bool = False,
-    gt_runs: LabelRuns | None = None,
-    pred_runs: LabelRuns | None = None,
 ) -> dict[int, OrganScore]:
-    """Per-organ scores of one case, keyed by label value, in the rules' organ order; gt_runs and
-    pred_runs (label_runs of gt and pred) save the pass over each volume when already made."""
-    rules = get_rules(rules) if isinstance(rules, str) else rules
+    """Per-organ scores of one case, keyed by label value, in the rules' organ order."""
     if gt.ndim != 3 or gt.shape != pred.shape:
         raise ValueError(f"need two 3D label maps of one shape, got {gt.shape} and {pred.shape}")
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing must be three positive numbers (mm), got {tuple(spacing)}")
-    spacing = tuple(float(s) for s in spacing)
-    gt_boxes = (gt_runs or label_runs(gt)).boxes(rules.max_label)
-    pred_boxes = (pred_runs or label_runs(pred)).boxes(rules.max_label)
-    return {
-        o.label: score_organ(
-            gt, pred, o, spacing, gt_boxes[o.label - 1], pred_boxes[o.label - 1],
-            rules.nsd_dsc_floor, fix_slab,
-        )
-        for o in rules.organs
-    }
+    return score_runs(label_runs(gt), label_runs(pred), spacing, rules, fix_slab)

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.imageio import LabelVolume, read_labels
-from evaluation.metrics import LabelRuns, label_runs, score_case
+from evaluation.imageio import LabelMap, read_label_runs
+from evaluation.metrics import score_runs
 from evaluation.report import ALL_CASES, SUMMARY_COLUMNS, cases_with_problems, csv_text, summarise, summary_json
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
+from evaluation.runs import LabelRuns
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
@@ -108,36 +109,33 @@ def _unexpected_labels(runs: LabelRuns, rules: Rules) -> list[int]:
     return [v for v in runs.present() if v > rules.max_label]
 
 
-def _read_prediction(pred_file: Path | None, gt: LabelVolume, result: CaseResult,
-                     rules: Rules) -> tuple[np.ndarray, LabelRuns]:
-    """The prediction's labels and their runs; an empty one (with the problem listed) when it is
-    missing or unusable."""
+def _read_prediction(pred_file: Path | None, gt: LabelMap, result: CaseResult, rules: Rules) -> LabelRuns:
+    """The prediction's runs; an empty prediction's (with the problem listed) when it is missing or
+    unusable."""
     problem = None
     if pred_file is None:
         problem = "prediction missing"
     else:
         try:
-            pred = read_labels(pred_file)
-            if pred.data.shape != gt.data.shape:
-                problem = (f"prediction {pred_file.name}: shape {pred.data.shape} differs from ground truth "
-                           f"{gt.data.shape}")
+            pred = read_label_runs(pred_file)
+            if pred.runs.shape != gt.runs.shape:
+                problem = (f"prediction {pred_file.name}: shape {pred.runs.shape} differs from ground truth "
+                           f"{gt.runs.shape}")
         except InputError as exc:
             problem = f"prediction {pred_file.name}: {exc}"
     if problem:
         result.problems.append(f"{problem}: scored as empty")
-        empty = np.zeros(gt.data.shape, dtype=np.uint8)
-        return empty, label_runs(empty)
+        return LabelRuns.empty(gt.runs.shape)
     result.warnings += [f"prediction {pred_file.name}: {m.source}: {m}" for m in pred.messages]
     affine_diff = float(np.abs(pred.affine - gt.affine).max())
     if not affine_diff <= AFFINE_TOLERANCE_MM:  # NaN differs too
         result.warnings.append(
             f"prediction {pred_file.name}: affine differs from ground truth by up to {affine_diff:.4g} "
             "(the ground truth's spacing is used)")
-    runs = label_runs(pred.data)
-    extra = _unexpected_labels(runs, rules)
+    extra = _unexpected_labels(pred.runs, rules)
     if extra:
         result.problems.append(f"prediction {pred_file.name}: labels outside {rules.name} {extra}: ignored")
-    return pred.data, runs
+    return pred.runs
 
 
 def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab: bool = False) -> CaseResult:
@@ -145,19 +143,18 @@ def score_files(gt_file: Path, pred_file: Path | None, rules_name: str, fix_slab
     rules = get_rules(rules_name)
     result = CaseResult(gt_file.name, dict.fromkeys(rules.metric_columns(), math.nan))
     try:
-        gt = read_labels(gt_file)
+        gt = read_label_runs(gt_file)
     except InputError as exc:
         result.problems.append(f"ground truth {gt_file.name}: {exc}: not scored")
         return result
     result.warnings += [f"ground truth {gt_file.name}: {m.source}: {m}" for m in gt.messages]
-    gt_runs = label_runs(gt.data)
-    result.labels = gt_runs.present()
-    extra = _unexpected_labels(gt_runs, rules)
+    result.labels = gt.runs.present()
+    extra = _unexpected_labels(gt.runs, rules)
     if extra:
         result.problems.append(
             f"ground truth {gt_file.name}: labels outside {rules.name} {extra}: ignored (wrong --rules?)")
-    pred, pred_runs = _read_prediction(pred_file, gt, result, rules)
-    scores_by_label = score_case(gt.data, pred, gt.spacing, rules, fix_slab, gt_runs, pred_runs)
+    pred = _read_prediction(pred_file, gt, result, rules)
+    scores_by_label = score_runs(gt.runs, pred, gt.spacing, rules, fix_slab)
     for organ in rules.organs:
         score = scores_by_label[organ.label]
         result.values[rules.dsc_column(organ)] = score.dsc

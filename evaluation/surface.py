@@ -33,6 +33,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from evaluation.runs import flat_nonzero
+
 Spacing = tuple[float, float, float]
 
 # Bit value of each 2x2x2 neighbour in the neighbour code, in the order of the offsets
@@ -86,6 +88,14 @@ def neighbour_codes(mask: np.ndarray) -> np.ndarray:
 def is_surfel(codes: np.ndarray) -> np.ndarray:
     """Which grid points carry a surface element (code neither 0 nor 255)."""
     return (codes != 0) & (codes != 255)
+
+
+def surfels(codes: np.ndarray, on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The grid points (N, 3) where `on` (is_surfel(codes)) holds, in memory order, and their codes."""
+    order = "F" if on.flags.f_contiguous and not on.flags.c_contiguous else "C"
+    where = flat_nonzero(on.ravel(order=order).view(np.uint8))
+    points = np.stack(np.unravel_index(where, on.shape, order=order), axis=1)
+    return points, codes.ravel(order=order)[where]
 
 
 def edt_distance(delta: np.ndarray, spacing: Spacing) -> np.ndarray:
@@ -171,11 +181,11 @@ def surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Spacing, tolerance_m
     table = surfel_area_table(spacing)
     codes_gt, codes_pred = neighbour_codes(gt), neighbour_codes(pred)
     on_gt, on_pred = is_surfel(codes_gt), is_surfel(codes_pred)
-    at_gt, at_pred = np.nonzero(on_gt), np.nonzero(on_pred)
-    area_gt, area_pred = table[codes_gt[at_gt]], table[codes_pred[at_pred]]
+    (at_gt, of_gt), (at_pred, of_pred) = surfels(codes_gt, on_gt), surfels(codes_pred, on_pred)
+    area_gt, area_pred = table[of_gt], table[of_pred]
     total = area_gt.sum() + area_pred.sum()
     if total == 0:
         return float("nan")
-    near_gt = within_tolerance(np.stack(at_gt, axis=1), on_pred, spacing, tolerance_mm)
-    near_pred = within_tolerance(np.stack(at_pred, axis=1), on_gt, spacing, tolerance_mm)
+    near_gt = within_tolerance(at_gt, on_pred, spacing, tolerance_mm)
+    near_pred = within_tolerance(at_pred, on_gt, spacing, tolerance_mm)
     return float((area_gt[near_gt].sum() + area_pred[near_pred].sum()) / total)

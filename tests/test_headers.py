@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evaluation.imageio import read_labels
+from evaluation.imageio import read_label_runs, read_labels
+from evaluation.runs import label_runs
 from evaluation.score import main as score_main
 from evaluation.score import score_files
 from flare_common.errors import InputError
@@ -96,6 +97,14 @@ def assert_sane(volume_spacing, affine, data):
     assert sorted(data.shape[:3]) == sorted(SHAPE)  # predict's CT comes reoriented
 
 
+def assert_same_runs(runs, data):
+    """runs (read from a file, so in NIfTI's memory order) are data's."""
+    want = label_runs(np.asfortranarray(data))
+    assert runs.shape == want.shape and runs.fortran
+    for got, expected in ((runs.starts, want.starts), (runs.ends, want.ends), (runs.values, want.values)):
+        np.testing.assert_array_equal(got, expected)
+
+
 value = st.one_of(st.sampled_from([0.0, -0.0, -1.0, -2.5, np.nan, np.inf, -np.inf, 1e30, 1e-30, 0.01, 60.0, 1e6]),
                   st.floats(0.05, 50), st.floats(-1, 1), st.floats(width=32))
 mutation = st.tuples(st.sampled_from(FIELDS), value)
@@ -108,7 +117,7 @@ def test_header_mutations_are_refused_or_read_soundly_by_both_tools(tmp_path_fac
     folder = tmp_path_factory.getbasetemp()
     path = write(folder, header_bytes(mutations, qform_code, sform_code))
     outcomes = []
-    for reader in (read_labels, read_ct):
+    for reader in (read_labels, read_ct, read_label_runs):
         try:
             result = reader(path)
         except InputError as exc:
@@ -118,6 +127,8 @@ def test_header_mutations_are_refused_or_read_soundly_by_both_tools(tmp_path_fac
         if reader is read_labels:
             assert_sane(result.spacing, result.affine, result.data)
             np.testing.assert_array_equal(result.data, DATA)
+        elif reader is read_label_runs:
+            assert_same_runs(result.runs, DATA)
         else:
             assert_sane(result.spacing, result.image.affine, result.data)
     assert spy.records == []  # nibabel's messages were captured, never printed unnamed
@@ -126,7 +137,7 @@ def test_header_mutations_are_refused_or_read_soundly_by_both_tools(tmp_path_fac
     final = dict(mutations)
     sane_pixdims_only = all(f.startswith("pixdim") and 0.05 <= np.float32(v) <= 50 for f, v in final.items())
     if sane_pixdims_only and qform_code == sform_code == 0:  # the only geometry is a sound pixdim
-        assert outcomes == [None, None]
+        assert outcomes == [None, None, None]
         expected = [0.8, 0.9, 2.5]
         for field, v in final.items():
             expected[int(field[-2]) - 1] = v
@@ -148,7 +159,7 @@ def test_a_flipped_byte_in_the_gzip_stream_is_refused_or_harmless(tmp_path_facto
         intact = gzip.decompress(bytes(broken)) == header_bytes([])
     except (OSError, EOFError, zlib.error):
         intact = False
-    for reader in (read_labels, read_ct):
+    for reader in (read_labels, read_ct, read_label_runs):
         try:
             result = reader(path)
         except InputError as exc:
@@ -158,6 +169,8 @@ def test_a_flipped_byte_in_the_gzip_stream_is_refused_or_harmless(tmp_path_facto
         if reader is read_labels:
             np.testing.assert_array_equal(result.data, DATA)
             np.testing.assert_allclose(result.affine, AFFINE, rtol=1e-6)
+        elif reader is read_label_runs:
+            assert_same_runs(result.runs, DATA)
 
 
 @settings(max_examples=60, deadline=None)
@@ -167,7 +180,7 @@ def test_a_truncated_gzip_stream_is_refused(tmp_path_factory, data):
     cut = data.draw(st.integers(0, len(original) - 1))
     path = tmp_path_factory.getbasetemp() / f"cut_{next(names)}.nii.gz"
     path.write_bytes(original[:cut])
-    for reader in (read_labels, read_ct):
+    for reader in (read_labels, read_ct, read_label_runs):
         with pytest.raises(InputError):
             reader(path)
 
@@ -386,6 +399,7 @@ def test_the_content_decides_whether_a_file_is_gzip_and_trailing_bytes_are_a_war
     gzip_warnings = [w for w in ct.warnings if w.startswith("gzip: ")]
     assert gzip_warnings == ([] if warning is None else [next(w for w in gzip_warnings if w.startswith(warning))])
     np.testing.assert_array_equal(read_labels(path).data, DATA)
+    assert_same_runs(read_label_runs(path).runs, DATA)
 
 
 def test_a_stream_cut_inside_or_a_bad_crc_is_still_refused_with_its_reason(tmp_path):
@@ -401,3 +415,33 @@ def test_a_stream_cut_inside_or_a_bad_crc_is_still_refused_with_its_reason(tmp_p
     (tmp_path / "cut_junk.nii.gz").write_bytes(stream[:-20] + b"JUNK")
     with pytest.raises(InputError):
         read_ct(tmp_path / "cut_junk.nii.gz")
+
+
+@pytest.mark.parametrize("dtype, shape, name", [
+    (np.uint8, (13, 7, 9), "a.nii.gz"), (">i2", (13, 7, 9), "b.nii.gz"), (np.uint16, (5, 11, 6), "c.nii"),
+    (np.int32, (13, 7, 9, 1), "d.nii.gz"), (np.float32, (13, 7, 9), "e.nii.gz")])
+def test_label_runs_read_a_few_lines_at_a_time_are_those_of_the_whole_array(tmp_path, monkeypatch, dtype, shape,
+                                                                               name):
+    """Integer labels are streamed (here 40 bytes at a time, so chunks of whole lines and a short
+    last one); float-stored labels go through the whole array, rounded."""
+    import evaluation.imageio as imageio
+
+    rng = np.random.default_rng(4)
+    data = (rng.integers(0, 4, shape) * (rng.random(shape) < 0.5)).astype(dtype)
+    nib.save(nib.Nifti1Image(data, AFFINE), str(tmp_path / name))
+    whole = read_labels(tmp_path / name)
+    monkeypatch.setattr(imageio, "CHUNK_BYTES", 40)
+    if np.dtype(dtype).kind != "f":  # never the whole array
+        monkeypatch.setattr(imageio, "label_runs", None)
+    streamed = read_label_runs(tmp_path / name)
+    assert_same_runs(streamed.runs, whole.data)
+    assert streamed.spacing == whole.spacing and np.array_equal(streamed.affine, whole.affine)
+
+
+def test_negative_labels_are_refused_when_streamed_too(tmp_path):
+    data = np.zeros((4, 5, 6), np.int16)
+    data[1, 2, 3] = -2
+    nib.save(nib.Nifti1Image(data, AFFINE), str(tmp_path / "neg.nii.gz"))
+    for reader in (read_labels, read_label_runs):
+        with pytest.raises(InputError, match=r"negative label values \(min -2\)"):
+            reader(tmp_path / "neg.nii.gz")

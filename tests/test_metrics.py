@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from scipy.ndimage import find_objects
 
 from bench.official_loop import official_case, official_files
-from evaluation.metrics import flat_nonzero, label_runs, score_case
+from evaluation.metrics import score_case
 from evaluation.rules import RULES, get_rules
+from evaluation.runs import LabelRuns, flat_nonzero, label_runs, runs_of_lines
 from evaluation.synthetic import case_pair, degraded
 
 
@@ -186,3 +187,41 @@ def test_the_official_loop_reads_files_with_each_years_casts(tmp_path):
     scores = {year: official_files(tmp_path / "gt.nii.gz", tmp_path / "pred.nii.gz", get_rules(year))[1]
               for year in ("flare21", "flare22", "flare23")}
     assert scores == {"flare21": (0.0, 0.0), "flare22": (1.0, 1.0), "flare23": (1.0, 1.0)}
+
+
+def random_label_map(rng: np.random.Generator) -> np.ndarray:
+    shape = tuple(int(n) for n in rng.integers(1, 11, 3))
+    labels = ((rng.random(shape) < rng.random()) * rng.integers(0, 5, shape)).astype(
+        rng.choice([np.uint8, np.uint16, np.int32]))
+    labels[tuple(slice(int(a), int(a) + 4) for a in rng.integers(0, 8, 3))] = rng.integers(1, 5)  # a block: long runs
+    return np.asfortranarray(labels) if rng.random() < 0.5 else labels
+
+
+def test_a_mask_from_runs_equals_the_label_in_any_box():
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        labels = random_label_map(rng)
+        runs = label_runs(labels)
+        lo = [int(rng.integers(0, n)) for n in labels.shape]
+        box = tuple(slice(a, int(rng.integers(a + 1, n + 1))) for a, n in zip(lo, labels.shape))
+        label = int(rng.integers(0, 5))
+        mask = runs.mask(label, box)
+        np.testing.assert_array_equal(mask, labels[box] == label if label else np.zeros(mask.shape, bool))
+        assert mask.dtype == bool and (mask.flags.f_contiguous if runs.fortran else mask.flags.c_contiguous)
+
+
+def test_runs_found_a_few_lines_at_a_time_equal_those_of_the_whole_map():
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        labels = np.asfortranarray(random_label_map(rng))
+        flat, line = labels.ravel(order="F"), labels.shape[0]
+        lines = flat.size // line
+        cuts = np.unique(np.r_[0, rng.integers(0, lines + 1, int(rng.integers(0, 4))), lines]) * line
+        chunks = [flat[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+        got, want = runs_of_lines(chunks, labels.shape), label_runs(labels)
+        for a, b in ((got.starts, want.starts), (got.ends, want.ends), (got.values, want.values)):
+            np.testing.assert_array_equal(a, b)
+        assert got.boxes(4) == want.boxes(4)
+    with pytest.raises(ValueError, match="voxels given"):
+        runs_of_lines([np.zeros(6, np.uint8)], (2, 2, 2))
+    assert LabelRuns.empty((2, 3, 4)).boxes(2) == [None, None]

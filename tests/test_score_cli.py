@@ -247,7 +247,7 @@ def test_an_internal_failure_stops_only_its_case(tmp_path, monkeypatch):
     gt, pred, out = make_set(tmp_path, n=3)
     import evaluation.score as score_module
 
-    real = score_module.score_case
+    real = score_module.score_runs
 
     def fails_on_second(gt_data, *args):
         if fails_on_second.calls == 1:
@@ -257,7 +257,7 @@ def test_an_internal_failure_stops_only_its_case(tmp_path, monkeypatch):
         return real(gt_data, *args)
 
     fails_on_second.calls = 0
-    monkeypatch.setattr(score_module, "score_case", fails_on_second)
+    monkeypatch.setattr(score_module, "score_runs", fails_on_second)
     assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1"]) == 1
     rows = read_csv(out / "metrics.csv")
     assert rows[1]["DSC_1"] == "" and float(rows[0]["DSC_1"]) > 0.8 and float(rows[2]["DSC_1"]) > 0.8
