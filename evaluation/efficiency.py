@@ -52,7 +52,7 @@ from tqdm import tqdm
 from evaluation import baseline
 from evaluation.baseline import BUSY_CPU_PCT
 from evaluation.contain import CaseProcesses, subreaper
-from evaluation.imageio import read_labels
+from evaluation.imageio import read_label_runs
 from evaluation.nvml import GpuMemory
 from evaluation.rules import DEFAULT_RULES, RULES, EfficiencyRules, get_rules
 from evaluation.sampler import COLUMNS, ProcessTree, Readings, Sampler
@@ -142,7 +142,7 @@ def _check_output(output: Path, case: Path) -> tuple[str, str]:
     except Exception as exc:  # the input itself is broken: nothing to check the output against
         return "no-output", f"input {case.name} unreadable ({describe_error(exc)})"
     try:
-        labels = read_labels(output).data
+        labels = read_label_runs(output).runs  # checked as the scorer reads it, never held whole
     except InputError as exc:
         return "no-output", f"{output.name}: {exc}"
     if labels.shape != expected:
