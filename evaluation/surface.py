@@ -128,8 +128,8 @@ def _hits_at_offsets(points: np.ndarray, grid: np.ndarray, offsets: np.ndarray) 
     """For each grid point (N, 3), whether grid (3D bool) is True at the point plus any offset."""
     reach = np.abs(offsets).max(axis=0)
     padded = np.pad(grid, [(r, r) for r in reach])
-    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
-    flat = padded.ravel()
+    strides = np.array(padded.strides) // padded.itemsize  # of either memory order
+    flat = padded.ravel(order="K")  # memory order: no copy
     base = (points + reach) @ strides
     hit = np.zeros(len(points), dtype=bool)
     todo = np.arange(len(points))
