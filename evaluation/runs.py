@@ -59,10 +59,15 @@ class LabelRuns:
         values = np.sort(self.values)  # not np.unique: its first call imports numpy.ma (20-40 ms)
         return tuple(int(v) for v in values[np.r_[True, values[1:] != values[:-1]]]) if values.size else ()
 
+    def _places(self, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Of runs starting and ending at these flat indices: their first and last index along the
+        fast axis, and their line's index along the middle and the slow axis."""
+        n_fast, n_mid = self.shape[self._axes()[0]], self.shape[self._axes()[1]]
+        lines = starts // n_fast
+        return starts - lines * n_fast, ends - lines * n_fast, lines % n_mid, lines // n_mid
+
     def boxes(self, max_label: int) -> list[Box | None]:
         """Bounding box of each label 1..max_label (None where absent)."""
-        fast_axis, mid_axis, slow_axis = self._axes()
-        n_fast, n_mid = self.shape[fast_axis], self.shape[mid_axis]
         boxes: list[Box | None] = [None] * max_label
         keep = self.values <= max_label
         by_label = np.argsort(self.values[keep], kind="stable")  # each label's runs stay in memory order
@@ -71,13 +76,12 @@ class LabelRuns:
             return boxes
         first = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
         last = np.r_[first[1:], values.size] - 1
-        lines = starts // n_fast
-        mid = lines % n_mid
+        fast_first, fast_last, mid, slow = self._places(starts, ends)
+        fast_axis, mid_axis, slow_axis = self._axes()
         ranges = {
-            fast_axis: (np.minimum.reduceat(starts - lines * n_fast, first),
-                        np.maximum.reduceat(ends - lines * n_fast, first)),
+            fast_axis: (np.minimum.reduceat(fast_first, first), np.maximum.reduceat(fast_last, first)),
             mid_axis: (np.minimum.reduceat(mid, first), np.maximum.reduceat(mid, first)),
-            slow_axis: (lines[first] // n_mid, lines[last] // n_mid),
+            slow_axis: (slow[first], slow[last]),
         }
         for n, label in enumerate(values[first]):
             boxes[int(label) - 1] = tuple(slice(int(ranges[a][0][n]), int(ranges[a][1][n]) + 1) for a in range(3))
@@ -86,16 +90,11 @@ class LabelRuns:
     def mask(self, label: int, box: Box) -> np.ndarray:
         """labels[box] == label, as a bool array of the box's shape in the map's memory order."""
         axes = self._axes()
-        n_fast, n_mid = self.shape[axes[0]], self.shape[axes[1]]
-        lo = [box[a].start for a in axes]
-        hi = [box[a].stop for a in axes]
-        size = [h - lo_ for lo_, h in zip(lo, hi)]
+        lo, hi = [box[a].start for a in axes], [box[a].stop for a in axes]
+        size = [h - low for low, h in zip(lo, hi)]
         chosen = self.values == label
-        starts, ends = self.starts[chosen], self.ends[chosen]
-        lines = starts // n_fast
-        mid, slow = lines % n_mid, lines // n_mid
-        first = np.maximum(starts - lines * n_fast, lo[0])
-        last = np.minimum(ends - lines * n_fast, hi[0] - 1)
+        fast_first, fast_last, mid, slow = self._places(self.starts[chosen], self.ends[chosen])
+        first, last = np.maximum(fast_first, lo[0]), np.minimum(fast_last, hi[0] - 1)
         inside = (first <= last) & (mid >= lo[1]) & (mid < hi[1]) & (slow >= lo[2]) & (slow < hi[2])
         line_start = ((mid[inside] - lo[1]) + size[1] * (slow[inside] - lo[2])) * size[0] - lo[0]
         toggles = np.zeros(int(np.prod(size)) + 1, bool)  # where a run starts, and just after one ends
