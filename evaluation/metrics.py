@@ -98,6 +98,11 @@ def score_organ(
     return OrganScore(dsc, surface_dice(g, p, spacing, organ.tolerance_mm))
 
 
+def _check_shapes(gt: tuple[int, ...], pred: tuple[int, ...]) -> None:
+    if len(gt) != 3 or gt != pred:
+        raise ValueError(f"need two 3D label maps of one shape, got {gt} and {pred}")
+
+
 def _checked_spacing(spacing: Spacing) -> Spacing:
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive numbers (mm), got {tuple(spacing)}")
@@ -108,8 +113,7 @@ def score_runs(gt: LabelRuns, pred: LabelRuns, spacing: Spacing, rules: Rules | 
                fix_slab: bool = False) -> dict[int, OrganScore]:
     """score_case of two label maps given as their runs (evaluation.runs)."""
     rules = get_rules(rules) if isinstance(rules, str) else rules
-    if gt.shape != pred.shape:
-        raise ValueError(f"need two 3D label maps of one shape, got {gt.shape} and {pred.shape}")
+    _check_shapes(gt.shape, pred.shape)
     spacing = _checked_spacing(spacing)
     gt_boxes, pred_boxes = gt.boxes(rules.max_label), pred.boxes(rules.max_label)
     return {
@@ -129,6 +133,5 @@ def score_case(
     fix_slab: bool = False,
 ) -> dict[int, OrganScore]:
     """Per-organ scores of one case, keyed by label value, in the rules' organ order."""
-    if gt.ndim != 3 or gt.shape != pred.shape:
-        raise ValueError(f"need two 3D label maps of one shape, got {gt.shape} and {pred.shape}")
+    _check_shapes(gt.shape, pred.shape)
     return score_runs(label_runs(gt), label_runs(pred), spacing, rules, fix_slab)

@@ -108,7 +108,7 @@ class LabelRuns:
 def _line_runs(flat: np.ndarray, n_fast: int, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(starts, ends, values) of the runs in `flat`, whole lines of n_fast voxels in memory order
     whose first voxel has the flat index `offset`."""
-    where = flat_nonzero(flat.view(np.uint8) if flat.dtype == np.bool_ else flat)
+    where = flat_nonzero(flat)
     values = flat[where].astype(np.int64)
     new_run = np.r_[where.size > 0, (np.diff(where) != 1) | (values[1:] != values[:-1]) | (where[1:] % n_fast == 0)]
     first = np.flatnonzero(new_run)

@@ -93,7 +93,7 @@ def is_surfel(codes: np.ndarray) -> np.ndarray:
 def surfels(codes: np.ndarray, on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The grid points (N, 3) where `on` (is_surfel(codes)) holds, in memory order, and their codes."""
     order = "F" if on.flags.f_contiguous and not on.flags.c_contiguous else "C"
-    where = flat_nonzero(on.ravel(order=order).view(np.uint8))
+    where = flat_nonzero(on.ravel(order=order))
     points = np.stack(np.unravel_index(where, on.shape, order=order), axis=1)
     return points, codes.ravel(order=order)[where]
 

@@ -169,7 +169,7 @@ def test_label_boxes_and_labels_present_equal_scipy_and_numpy():
         assert label_runs(labels).present() == tuple(int(v) for v in np.unique(labels) if v)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64])
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.uint16, np.int32, np.int64])
 def test_flat_nonzero_equals_numpy(dtype):
     rng = np.random.default_rng(1)
     for n in (0, 1, 7, 8, 9, 1001):
