@@ -1,25 +1,12 @@
-"""Command-line values the benchmarks share: counts, CT shapes and the networks' input sizes,
-each checked once here so that a wrong value is one line of usage error, never a traceback."""
+"""Command-line values the benchmarks share: CT shapes and the networks' input sizes (counts:
+flare_common.cli.at_least), each checked once here so that a wrong value is one line of usage
+error, never a traceback."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 MIN_CT_SIDE = 16
-
-
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `minimum` (e.g. --repeats 0 is refused)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value}: must be at least {minimum}")
-        return value
-    return parse
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

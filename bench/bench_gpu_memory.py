@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.arguments import at_least
 from bench.record import exit_description, machine_line
+from flare_common.cli import at_least
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -41,9 +41,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.arguments import at_least, checked_inputs, parse_shape
+from bench.arguments import checked_inputs, parse_shape
 from bench.bench_submission import PAPER_SIZES, REAL_CT, ROOT, header, make_inputs, prepared
 from bench.record import exit_description, publish, require_docs_sections
+from flare_common.cli import at_least
 from flare_common.nifti import output_name
 from inference import openvino_runtime
 from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, PRECISIONS

@@ -20,8 +20,9 @@ import time
 
 import torch
 
-from bench.arguments import at_least, shape_text
+from bench.arguments import shape_text
 from bench.record import cpu_description, require_docs_sections, write_section
+from flare_common.cli import at_least
 from inference.networks import CoarseUNet, EfficientSegNet
 from inference.preprocessing import Normalisation
 from training.phantom import case_seed, centred, generate

@@ -21,9 +21,10 @@ import time
 
 import numpy as np
 
-from bench.arguments import at_least, shape_text
+from bench.arguments import shape_text
 from bench.record import machine_line
 from evaluation.synthetic import case_pair
+from flare_common.cli import at_least
 from flare_common.labels import label_names
 from inference.postprocessing import Postprocessing, components_kept, keep_largest_components, organ_components
 

@@ -45,11 +45,12 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from bench.arguments import at_least
 from bench.record import cpu_description, markdown_table
 from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
 from evaluation.sampler import ProcessTree, Sampler
 from evaluation.synthetic import degraded, phantom_labels, save_labels
+from flare_common import cli
+from flare_common.cli import at_least
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITIES = {"good": (0.8, 0.015), "poor": (2.0, 0.05)}  # degraded(): shift (mm) and relative size change
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_score", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=at_least(1), default=4)
     parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 200))
-    parser.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 2.5))
+    parser.add_argument("--spacing", type=cli.finite_float, nargs=3, default=(0.8, 0.8, 2.5))
     parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
     parser.add_argument("--quality", choices=sorted(QUALITIES), nargs="+", default=["good", "poor"])
     parser.add_argument("--repeats", type=at_least(1), default=3, help="runs of each command, taking turns (default 3)")

@@ -49,6 +49,7 @@ from bench.arguments import parse_shape, shape_text
 from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, prepared
 from bench.record import exit_description, publish, require_docs_sections
 from evaluation.metrics import dice
+from flare_common import cli
 from flare_common.nifti import output_name
 from inference import openvino_runtime
 from inference.checkpoint import load
@@ -246,11 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="auto", help="as predict's --precision (default %(default)s)")
     parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
                         help="what runs the networks; auto: OpenVINO on the CPU in fp32 where installed (default)")
-    parser.add_argument("--overlap", type=float, default=0.5, help="of a window (default %(default)s)")
+    parser.add_argument("--overlap", type=cli.finite_float, default=0.5, help="of a window (default %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "sliding_window", help="work folder")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)  # a child process: one method
-    parser.add_argument("--target-spacing", type=float, nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--target-spacing", type=cli.finite_float, nargs=3, help=argparse.SUPPRESS)
     return parser
 
 

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import torch
 
-from bench.arguments import at_least, checked_inputs, parse_shape, shape_text
+from bench.arguments import checked_inputs, parse_shape, shape_text
 from bench.record import cpu_description, package_version, publish, require_docs_sections
 from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
 from bench.yardstick import faster_heap, yardsticks
@@ -64,6 +64,7 @@ from evaluation.efficiency import Submission, command_gpus, run_case
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
 from evaluation.rules import get_rules
+from flare_common.cli import at_least
 from inference import openvino_runtime
 from inference.checkpoint import Models, load, save
 from inference.defaults import DEFAULT_WEIGHTS

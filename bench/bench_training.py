@@ -22,8 +22,8 @@ from datetime import date
 
 import torch
 
-from bench.arguments import at_least
 from bench.record import cpu_description, exit_description, require_docs_sections, write_section
+from flare_common.cli import at_least
 
 
 def one(stage: str, side: int, precision: str, steps: int) -> dict:

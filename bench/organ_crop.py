@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="data root (images/ + labels/, TrainingImg/ + TrainingMask/ or imagesTr/ + labelsTr/)")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="folder for the crops")
     parser.add_argument("--organ", type=int, default=4, help="label to crop round (default %(default)s: pancreas)")
-    parser.add_argument("--margin", type=float, nargs=2, default=[20.0, 50.0], metavar=("LOW", "HIGH"),
+    parser.add_argument("--margin", type=cli.finite_float, nargs=2, default=[20.0, 50.0], metavar=("LOW", "HIGH"),
                         help="margin per side, mm, drawn uniformly (default 20 50)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the margins (default %(default)s)")
     parser.add_argument("--box-from", type=Path, metavar="DIR",

@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=Path, required=True, help="its reference labels (FLARE21 numbering)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
     parser.add_argument("--organ", type=int, default=4, help="label to paint over (default %(default)s: pancreas)")
-    parser.add_argument("--hu", type=float, nargs="*", default=[45.0, 100.0],
+    parser.add_argument("--hu", type=cli.finite_float, nargs="*", default=[45.0, 100.0],
                         help="values to paint (default: 45 lean non-contrast, 100 enhanced; none: no painted variant)")
     parser.add_argument("--grow", type=int, nargs="+", default=[0, 1], help="dilations in voxels (default 0 1)")
-    parser.add_argument("--noise", type=float, default=10.0, help="sd of the painted values, HU (default %(default)s)")
+    parser.add_argument("--noise", type=cli.finite_float, default=10.0, help="sd of the painted values, HU (default %(default)s)")
     parser.add_argument("--clefts", type=int, metavar="R",
                         help="also fill the organ's clefts: unlabelled voxels in its closing by a disk of R voxels per "
                         "axial slice, painted with its own median and sd")

@@ -21,6 +21,7 @@ import psutil
 
 from bench.record import machine_line
 from evaluation.nvml import GpuMemory
+from flare_common import cli
 
 NOMINAL_S = 0.1
 
@@ -47,7 +48,7 @@ def organisers_loop(seconds: float, gpu: GpuMemory | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sampler_overhead", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=cli.finite_float, default=20.0)
     parser.add_argument("--gpu", type=int, default=0)
     args = parser.parse_args(argv)
     result = {"machine": machine_line(), **organisers_loop(args.seconds, GpuMemory.open(args.gpu))}

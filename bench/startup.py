@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from bench.arguments import at_least
 from bench.record import machine_line
+from flare_common.cli import at_least
 from inference.defaults import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from bench.arguments import at_least, parse_shape, shape_text
+from bench.arguments import parse_shape, shape_text
 from bench.record import exit_description
+from flare_common.cli import at_least
 from inference.heap import keep_freed_memory
 from inference.networks import CoarseUNet, EfficientSegNet
 

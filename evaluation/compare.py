@@ -4,10 +4,12 @@
 
 BEFORE and AFTER are folders written by `python -m evaluation.run` (or by `evaluation.score`
 alone, then without status and efficiency). The rules are recognised from the metrics' columns.
-Printed first: the cases whose status changed (e.g. ok -> crashed). Then the per-organ means, the
-cases whose mean DSC fell and those whose mean DSC rose (a list says "none" rather than show
-cases of the other kind), and the efficiency means over the cases ok in both runs only, so that
-cases that stopped succeeding never read as a faster submission. Exit code 0; 2 usage error.
+Printed first: the cases whose status changed (e.g. ok -> crashed). Then the per-organ means over
+the cases scored in both runs (those scored in only one are named, not compared), the cases whose
+mean DSC fell and those whose mean DSC rose (a list says "none" rather than show cases of the
+other kind), and the efficiency means over the cases ok in both runs only, so that cases that
+stopped succeeding never read as a faster submission. Exit code 0; 2 usage error (two runs with no
+case in common included).
 """
 from __future__ import annotations
 
@@ -84,9 +86,12 @@ def efficiency_changes(usage_before: pd.DataFrame, usage_after: pd.DataFrame) ->
 
 def compare(before: pd.DataFrame, after: pd.DataFrame, rules: Rules, top: int,
             usage_before: pd.DataFrame | None = None, usage_after: pd.DataFrame | None = None) -> dict:
-    """Status changes (first: they matter most); per-organ mean DSC/NSD before, after and change;
-    the cases whose mean DSC fell most and those whose mean DSC rose most (each list holds only
-    such cases); mean efficiency figures over the cases ok in both runs."""
+    """Status changes (first: they matter most); per-organ mean DSC/NSD before, after and change
+    over the cases scored in both runs, and the cases scored in only one; the cases whose mean DSC
+    fell most and those whose mean DSC rose most (each list holds only such cases); mean
+    efficiency figures over the cases ok in both runs."""
+    only_before, only_after = sorted(set(before["Name"]) - set(after["Name"])), sorted(set(after["Name"]) - set(before["Name"]))
+    before, after = before[~before["Name"].isin(only_before)], after[~after["Name"].isin(only_after)]
     organs = []
     for organ in rules.organs:
         row = {"organ": organ.name}
@@ -100,7 +105,8 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, rules: Rules, top: int,
     cases["NSD_change"] = cases["NSD_mean_after"] - cases["NSD_mean_before"]
     fell = cases[cases["DSC_change"] < 0].sort_values("DSC_change", kind="stable").head(top)
     rose = cases[cases["DSC_change"] > 0].sort_values("DSC_change", ascending=False, kind="stable").head(top)
-    result = {"rules": rules.name, "cases_compared": len(cases), "status_changes": [], "organs": organs,
+    result = {"rules": rules.name, "cases_compared": len(cases), "only_before": only_before, "only_after": only_after,
+              "status_changes": [], "organs": organs,
               "dsc_fell": json.loads(fell.to_json(orient="records")),
               "dsc_rose": json.loads(rose.to_json(orient="records")),
               "dsc_unchanged": int((cases["DSC_change"] == 0).sum()), "efficiency": {}}
@@ -118,6 +124,9 @@ def _print(result: dict) -> None:
         print(f"  {c['Name']}: {c['before']} -> {c['after']} ({c['change']})")
     if not changes:
         print("  none")
+    for key, which in (("only_before", "BEFORE"), ("only_after", "AFTER")):
+        if result[key]:
+            print(f"\nnot compared: {len(result[key])} case(s) scored in {which} only: {', '.join(result[key])}")
     print(f"\n{'organ':<22}{'DSC before':>11}{'after':>8}{'change':>9}{'NSD before':>12}{'after':>8}{'change':>9}")
     fmt = lambda v, sign="": "" if v is None else f"{v:{sign}.4f}"  # noqa: E731
     for o in result["organs"]:
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "flare-compare scores/before scores/after --top 10 --out comparison.json"])
     parser.add_argument("before", type=Path, metavar="BEFORE", help="result folder of the earlier run")
     parser.add_argument("after", type=Path, metavar="AFTER", help="result folder of the later run")
-    parser.add_argument("--top", type=int, default=5,
+    parser.add_argument("--top", type=cli.at_least(0), default=5,
                         help="how many cases to list in each of the fell and rose lists (default 5)")
     parser.add_argument("--out", type=Path, metavar="FILE.json", help="write the comparison as JSON here (default: none)")
     args = parser.parse_args(argv)
@@ -158,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         if rules is not rules_after:
             raise ValueError(f"{args.before} and {args.after} were scored under different rules "
                              f"({rules.name}, {rules_after.name})")
+        if not set(before["Name"]) & set(after["Name"]):
+            raise ValueError(f"{args.before} and {args.after} have no case in common: nothing to compare")
     except ValueError as exc:
         parser.error(str(exc))
     result = compare(before, after, rules, args.top, usage_before, usage_after)

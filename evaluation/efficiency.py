@@ -24,8 +24,9 @@ fails (NVML after the GPU is lost) is recorded as not measured, with one notice;
 harness itself on one case makes it a failed case (status error) and the run goes on.
 Exit code 0: every case ok, no limit of the year failed and every reading worked; 1: some case
 timed out, crashed, gave no valid output or met an error, a limit of the year was not met, or a
-reading failed (each listed: "problem: ..." on stderr); 2: usage error; 130: interrupted (the
-running case's processes are killed first).
+reading failed (each listed: "problem: ..." on stderr); 2: usage error; 130: interrupted (Ctrl-C),
+143: terminated (SIGTERM: `docker stop`, `timeout`, a scheduler); either way the running case's
+processes are killed and its work folder removed first.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ from evaluation.usage import (
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import nifti_files, output_name, volume_shape
+from flare_common.nifti import name_clashes, nifti_files, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
 GPU_AUTO, GPU_NONE = "auto", "none"
@@ -244,9 +245,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "GPU memory is not measured); auto: the first GPU CUDA_VISIBLE_DEVICES names (a UUID, "
                              "or an index taken as nvidia-smi's), else GPU 0, when NVML sees it; else none, with a "
                              "notice, and a command's environment left as it is (default %(default)s)")
-    parser.add_argument("--interval", type=float, default=0.1, metavar="S",
+    parser.add_argument("--interval", type=cli.finite_float, default=0.1, metavar="S",
                         help="sampling interval in s (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=3600.0, metavar="S",
+    parser.add_argument("--timeout", type=cli.finite_float, default=3600.0, metavar="S",
                         help="seconds before a case is killed (default %(default)g)")
     parser.add_argument("--docker", default="docker", metavar="PATH", help="docker binary (default %(default)s)")
     parser.add_argument("--memory", metavar="SIZE",
@@ -258,9 +259,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="official (default, as the organisers' scripts did): only timeouts get the year's stuck "
                              "values where it has them and failed cases rank by their measured values; penalised: "
                              "every failed case (timeout, crash, no valid output) gets them and ranks last")
-    parser.add_argument("--baseline", type=float, default=1.0, metavar="S",
+    parser.add_argument("--baseline", type=cli.finite_float, default=1.0, metavar="S",
                         help="seconds to watch the machine before each case (idle check; default 1, 0: off)")
-    parser.add_argument("--busy-cpu", type=float, default=BUSY_CPU_PCT, metavar="PCT",
+    parser.add_argument("--busy-cpu", type=cli.finite_float, default=BUSY_CPU_PCT, metavar="PCT",
                         help=f"system CPU %% before a case above which it is marked busy (default {BUSY_CPU_PCT:g})")
 
 
@@ -280,6 +281,8 @@ def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
     cases = nifti_files(args.inputs)
     if not cases:
         parser.error(f"--inputs {args.inputs}: no .nii.gz or .nii files")
+    for clash in name_clashes(cases, output_name):  # their outputs would overwrite each other
+        parser.error(f"--inputs {args.inputs}: {clash}: keep one")
     return cases
 
 

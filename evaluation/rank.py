@@ -12,11 +12,11 @@ that ran), then failed cases and cases missing from a team's folder (under the "
 failure policy, failed cases are ranked by their values instead, except those given the year's
 stuck values, Penalised: those always rank in the failed tier, as a penalty is no measurement;
 FLARE22's stuck GPU area would otherwise be the only finite value where NVML measured nothing, and
-win). Ties share the minimum rank
-(challengeR's default; `--ties average` gives the mean). Each team's ranks are averaged over all
-cases per metric, then over the metrics with the year's weights (a metric no team has measured is
-left out, with a notice), and teams are placed by that score (ties share the better place). The
-bootstrap over cases says how often each team keeps its place. DSC and NSD are a case's means
+win). Ties share the minimum rank (challengeR's default; `--ties average` gives the mean). Each
+team's ranks are averaged over all cases per metric, then over the metrics with the year's weights
+(a metric no team has measured on a case that ran is left out, with a notice: failed cases alone
+would rank the failures twice), and teams are placed by that score (ties share the better place).
+The bootstrap over cases says how often each team keeps its place. DSC and NSD are a case's means
 over organs. Refuses folders of different rules years or failure policies, and two teams of one
 name (give `--name`). Exit code 0: ranked; 2: usage error (one line naming the folder).
 """
@@ -148,7 +148,7 @@ def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float], tie
         pairs = {team: _tiers(per_case[team], cases, column, policy) for team in teams}
         values = np.column_stack([pairs[t][0] for t in teams])
         tiers = np.column_stack([pairs[t][1] for t in teams])
-        if (tiers == NOT_MEASURED).all():  # failed cases still rank (last, or by their values)
+        if (tiers == NOT_MEASURED).any() and not (tiers == MEASURED).any():  # its failed cases would count twice
             left_out.append(metric)
             notices.append(f"{metric}: measured for no team (e.g. no NVML): left out of the ranking, "
                            "the other metrics' weights renormalised")
@@ -212,7 +212,7 @@ def load_team(folder: Path, name: str | None = None) -> Team:
         frame = pd.read_csv(results)
     except (ValueError, OSError) as exc:
         raise RankError(f"{folder}: unreadable results ({type(exc).__name__}: {exc})") from None
-    if "Name" not in frame or doc.get("rules") not in RULES:
+    if not isinstance(doc, dict) or "Name" not in frame or doc.get("rules") not in RULES:
         raise RankError(f"{folder}: results.csv has no Name column or summary.json no known rules year")
     # runs from before the failure policy existed gave stuck values to timeouts only: "official"
     return Team(name or doc.get("team") or folder.resolve().name, folder, doc["rules"],
@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", choices=sorted(RULES), help="the year to rank under (default: the folders')")
     parser.add_argument("--ties", choices=TIES, default=DEFAULT_TIES,
                         help="per-case ties share the minimum (as challengeR) or the average rank (default %(default)s)")
-    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+    parser.add_argument("--bootstrap", type=cli.at_least(0), default=1000, metavar="N",
                         help="bootstrap samples of the cases for the stability (default 1000; 0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument("--seed", type=cli.at_least(0), default=0, help="seed of the bootstrap (default 0)")
     parser.add_argument("--out", type=Path, metavar="FILE.csv", help="write the leaderboard as CSV here (default: none)")
     parser.add_argument("--html", type=Path, metavar="FILE.html",
                         help="write the leaderboard as an HTML page here (default: none)")
@@ -287,8 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--name gives {len(args.name)} name(s) for {len(args.folders)} folder(s)")
     if len(args.folders) < 2:
         parser.error("need at least two team folders")
-    if args.bootstrap < 0:
-        parser.error("--bootstrap must be 0 or more")
     cli.refuse_unwritable(parser, "--out", args.out, folder=False)
     cli.refuse_unwritable(parser, "--html", args.html, folder=False)
     try:

@@ -8,6 +8,8 @@ tree and machine, DSC per organ, NSD per organ. Links are relative to the run's 
 from __future__ import annotations
 
 import html
+from collections.abc import Collection
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -22,9 +24,11 @@ TREE_COLUMNS = ["Name", "Status", "MaxGPU_Mem_Tree", "MaxCPU_Tree", "MaxRAM_Tree
                 "Machine", "BaselineCPU_pct", "BaselineRAM_MB", "BaselineGPU_MB"]
 
 
-def log_href(name: str) -> str:
-    """The log of a case, relative to the run's folder."""
-    return f"efficiency/logs/{case_stem(name)}.log"
+def log_href(name: str, logs: Collection[str]) -> str | None:
+    """The log of a case, relative to the run's folder and percent-encoded; None for a case that
+    wrote none (`logs`: the names of the logs there are; a case with no input never ran)."""
+    log = f"{case_stem(name)}.log"
+    return f"efficiency/logs/{quote(log)}" if log in logs else None
 
 
 def organ_header(organ: Organ) -> str:
@@ -33,16 +37,16 @@ def organ_header(organ: Organ) -> str:
     return organ.key if len(organ.key) > 1 else organ.name
 
 
-def problem_items(summary: dict, results: pd.DataFrame) -> list[str]:
-    """Every problem of the run as escaped HTML list items: failed cases (with log links), busy
-    machine, then the scorer's problems and warnings."""
+def problem_items(summary: dict, results: pd.DataFrame, logs: Collection[str]) -> list[str]:
+    """Every problem of the run as escaped HTML list items: failed cases (with links to the logs
+    there are), busy machine, then the scorer's problems and warnings."""
     items = []
     for _, row in results.iterrows():
         if is_failed(row.get("Status")):
             status = row.get("Status") if isinstance(row.get("Status"), str) else "no result"
             detail = row.get("Detail") if isinstance(row.get("Detail"), str) else ""
-            link = (f' (<a href="{html.escape(log_href(row["Name"]))}">log</a>)'
-                    if status in ("crashed", "timeout", "no-output") else "")
+            href = log_href(row["Name"], logs)
+            link = f' (<a href="{html.escape(href)}">log</a>)' if href else ""
             items.append(f"{html.escape(row['Name'])}: {html.escape(status)}"
                          + (f": {html.escape(detail)}" if detail else "") + link)
     busy = summary.get("busy_cases", [])
@@ -57,15 +61,16 @@ def problem_items(summary: dict, results: pd.DataFrame) -> list[str]:
     return items
 
 
-def report_html(summary: dict, results: pd.DataFrame, organ_table: pd.DataFrame, rules: Rules) -> str:
-    """The whole page."""
+def report_html(summary: dict, results: pd.DataFrame, organ_table: pd.DataFrame, rules: Rules,
+                logs: Collection[str]) -> str:
+    """The whole page (`logs`: the names of the files in efficiency/logs, linked from their cases)."""
     team = summary["team"]
     checks = [f"{'passed' if c['passed'] else 'not measured' if c['passed'] is None else '<b>FAILED</b>'}: "
               f"{html.escape(c['limit'])}"
               + ("" if c["source"] == "both" else f" ({html.escape(c['source'])})")
               + f": {html.escape(c['value'])}" for c in summary["verdict"]["checks"]]
     bad = results["Status"].map(is_failed)
-    name_link = {"Name": lambda name: log_href(name)}
+    name_link = {"Name": lambda name: log_href(name, logs)}
     efficiency = results[[c for c in EFFICIENCY_COLUMNS if c in results]]
     tree = results[[c for c in TREE_COLUMNS if c in results]]
     organs = list(rules.organs)
@@ -84,7 +89,7 @@ Submission: <code>{html.escape(summary['submission'])}</code></p>
 on the submission's own processes: <b>{'passed' if summary['verdict'].get('passed_process_tree') else 'FAILED'}</b>.</p>
 {pages.bullet_list(checks)}
 <h2>Problems</h2>
-{pages.bullet_list(problem_items(summary, results), empty="none: every case ran and scored cleanly")}
+{pages.bullet_list(problem_items(summary, results, logs), empty="none: every case ran and scored cleanly")}
 <h2>Accuracy per organ</h2>
 {pages.table(organ_table)}
 <img src="accuracy.png" alt="DSC and NSD per organ">

@@ -16,7 +16,7 @@ printed at the end is that one, as in results.csv and summary.json, while DIR/ac
 scores of the outputs as written (the table printed says so when they differ).
 Exit code: 0 every case ran and scored cleanly and no limit of the year failed; 1 otherwise (every
 problem is listed: failed cases, limits not met, failed readings, the scorer's problems); 2 usage
-error (before anything runs); 130 interrupted.
+error (before anything runs); 130 interrupted; 143 terminated (SIGTERM).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ from evaluation.sampler import COLUMNS  # noqa: E402
 from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, is_failed  # noqa: E402
 from flare_common import cli  # noqa: E402
 from flare_common.files import write_atomic  # noqa: E402
-from flare_common.nifti import case_stem, nifti_files  # noqa: E402
+from flare_common.nifti import case_stem  # noqa: E402
 
 SLOWEST_PLOTTED = 3
 
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     efficiency.add_run_arguments(parser)
     args = parser.parse_args(argv)
     efficiency.check_run_arguments(parser, args)  # refused here, with flare-run's usage, not efficiency's
-    if not args.gt.is_dir():
-        parser.error(f"--gt {args.gt}: not a folder")
-    if not nifti_files(args.gt):
-        parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
+    gt_files = score.ground_truth_files(parser, args.gt)
     cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     team = args.name or args.out.resolve().name
     rules = get_rules(args.rules)
@@ -176,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                                        *(["--isolated"] if args.isolated else []),
                                        "--failures", args.failures, "--baseline", str(args.baseline),
                                        "--busy-cpu", str(args.busy_cpu)])
-    scored = score.score_folders(nifti_files(args.gt), args.out / "efficiency" / "predictions",
+    scored = score.score_folders(gt_files, args.out / "efficiency" / "predictions",
                                  args.out / "accuracy", rules)
 
     metrics = pd.read_csv(args.out / "accuracy" / "metrics.csv")
@@ -212,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     plot_time(usage, args.out / "time.png")
     plot_memory(usage[usage["Status"] != "no-input"], args.out / "efficiency" / "samples", args.out / "memory.png")
     organ_table = pd.DataFrame(organ_rows, columns=SUMMARY_COLUMNS)
-    write_atomic(args.out / "report.html", report_html(summary, results, organ_table, rules))
+    logs = {p.name for p in (args.out / "efficiency" / "logs").glob("*.log")}
+    write_atomic(args.out / "report.html", report_html(summary, results, organ_table, rules, logs))
     print(accuracy_title(rules, scored_0))
     score.print_summary(organ_rows, len(metrics), problems, scored.warnings, args.out)
     print(f"report: {args.out / 'report.html'}")

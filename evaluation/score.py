@@ -7,7 +7,7 @@ OUT_DIR/summary.json and OUT_DIR/summary.csv (per-case values rounded as the yea
 files are, unless --round says otherwise), and prints a summary. Warns when the ground
 truth's labels fit another year's rules better (e.g. FLARE21 labels scored with --rules flare22,
 where the organs absent from both files score 1.0). Exit code: 0 every case scored cleanly, 1
-results written but some cases had problems, 2 usage error, 130 interrupted.
+results written but some cases had problems, 2 usage error, 130 interrupted, 143 terminated (SIGTERM).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from evaluation.runs import LabelRuns
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import case_stem, nifti_files
+from flare_common.nifti import case_stem, name_clashes, nifti_files
 
 AFFINE_TOLERANCE_MM = 1e-3
 DEFAULT_WORKERS = min(os.cpu_count() or 1, 8)  # cases scored in parallel processes
@@ -81,15 +81,17 @@ def prediction_warnings(pred_dir: Path, gt_files: list[Path]) -> list[dict[str, 
 
 def rules_mismatch(present: set[int], rules: Rules) -> str | None:
     """A warning when the labels found in the ground truth fit another year's rules better than
-    the chosen ones: every value present is one of that year's organs, and fewer of its organs
-    counted in the mean are absent from every case (an organ absent from the ground truth and the
-    prediction scores 1.0, which lifts the mean). None when the chosen rules fit best."""
+    the chosen ones: fewer mismatches, counting the values present that are none of the year's
+    organs and its organs counted in the mean that are absent from every case (an organ absent
+    from the ground truth and the prediction scores 1.0, which lifts the mean). None when the
+    chosen rules fit best (a stray label alone does not make a year of nine more organs fit: each
+    case reports it as a problem)."""
     if not present:
         return None
 
-    def fit(candidate: Rules) -> tuple[bool, int]:
+    def fit(candidate: Rules) -> int:
         labels = {o.label for o in candidate.organs}
-        return not present <= labels, sum(o.in_mean and o.label not in present for o in candidate.organs)
+        return len(present - labels) + sum(o.in_mean and o.label not in present for o in candidate.organs)
 
     best = min(RULES.values(), key=fit)
     if fit(best) >= fit(rules):
@@ -217,8 +219,10 @@ def _in_pool(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool, w
 
 
 def _ignore_interrupt() -> None:
-    """In a worker process: leave Ctrl-C to the main process (no traceback from every worker)."""
+    """In a worker process: leave Ctrl-C to the main process (no traceback from every worker), and
+    let a SIGTERM sent to the worker itself end it (not the main process's handler, inherited)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def official_round(value: float | int, digits: int) -> float | int:
@@ -335,17 +339,27 @@ def score_folders(gt_files: list[Path], pred_dir: Path, out: Path, rules: Rules,
     return Scored(summary, len(results), problems, warnings)
 
 
+def ground_truth_files(parser: argparse.ArgumentParser, gt: Path) -> list[Path]:
+    """The ground-truth files of --gt, after refusing (parser.error: exit 2, one line) a folder
+    that is none, holds none, or holds two files of one case (a.nii and a.nii.gz)."""
+    if not gt.is_dir():
+        parser.error(f"--gt {gt}: not a folder")
+    gt_files = nifti_files(gt)
+    if not gt_files:
+        parser.error(f"--gt {gt}: no .nii.gz or .nii files")
+    for clash in name_clashes(gt_files, case_stem):
+        parser.error(f"--gt {gt}: {clash}: keep one")
+    return gt_files
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag, folder in (("--gt", args.gt), ("--pred", args.pred)):
-        if not folder.is_dir():
-            parser.error(f"{flag} {folder}: not a folder")
+    gt_files = ground_truth_files(parser, args.gt)
+    if not args.pred.is_dir():
+        parser.error(f"--pred {args.pred}: not a folder")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    gt_files = nifti_files(args.gt)
-    if not gt_files:
-        parser.error(f"--gt {args.gt}: no .nii.gz or .nii files")
     cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     scored = score_folders(gt_files, args.pred, args.out, get_rules(args.rules), args.workers, args.round,
                            args.fix_slab)

@@ -138,10 +138,11 @@ def set_verdict(table: pd.DataFrame, rules: EfficiencyRules) -> dict:
     n = len(table)
     if rules.set_time_s and rules.set_cases and n:
         times = table["MeasuredTime"] if "MeasuredTime" in table else table["Time"]  # the real run times
-        projected = float(times.mean()) * rules.set_cases
+        timed = times.dropna()  # a case the harness failed on has no time
+        projected = float(timed.mean()) * rules.set_cases if len(timed) else math.nan
         checks.append({"limit": f"{rules.set_cases} cases within {rules.set_time_s / 3600:g} h", "source": "both",
-                       "value": f"{projected / 3600:.2f} h projected from {n} case(s)",
-                       "passed": bool(projected <= rules.set_time_s)})
+                       "value": f"{projected / 3600:.2f} h projected from {len(timed)} case(s)" if len(timed)
+                       else "not measured", "passed": bool(projected <= rules.set_time_s) if len(timed) else None})
     for bound, official, tree, what in ((rules.set_gpu_mb, "MaxGPU_Mem", "MaxGPU_Mem_Tree", "GPU memory"),
                                         (rules.set_ram_mb, "MaxRAM", "MaxRAM_Tree", "RAM")):
         if bound:

@@ -1,21 +1,28 @@
 """What every command of the project has in common: --version, examples in --help, one line and
-exit code 130 on Ctrl-C, one line and exit code 2 when a package it needs is not installed.
+exit code 130 on Ctrl-C (143 on SIGTERM, which stops a command as Ctrl-C does), one line and exit
+code 2 when a package it needs is not installed.
 
-Exit codes of every command: 0 done, 1 done with problems (each listed), 2 usage error, 130
-interrupted (Ctrl-C).
+Exit codes of every command: 0 done, 1 done with problems (each listed) or stopped by a file that
+could not be written or read outside any one case (a full disk: one line naming the file), 2 usage
+error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM: `docker stop`, `timeout`, a job
+scheduler).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
+import signal
 import sys
 import textwrap
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 from flare_common import __version__
+from flare_common.errors import describe_error
 from flare_common.files import file_problem, folder_problem
 
 DISTRIBUTION = "flare21-c2f"  # the name pip knows the project by (pyproject.toml)
@@ -26,6 +33,32 @@ PROJECT_PACKAGES = frozenset({"flare_common", "inference", "evaluation", "traini
 SUBMISSION_MODULES = frozenset({"torch", "cc3d"})
 
 Main = Callable[[list[str] | None], int]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`docker stop`, a harness's timeout, a job scheduler): raised where the command is,
+    so that it stops as at Ctrl-C (what it cleans up on Ctrl-C it cleans up here too), with the
+    shell's exit code for SIGTERM."""
+
+    EXIT_CODE = 143
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises Terminated in the main thread (elsewhere: nothing changes,
+    as signal handlers belong to the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def prog(module_prog: str) -> str:
@@ -52,6 +85,31 @@ def refuse_unwritable(parser: argparse.ArgumentParser, flag: str, path: Path | N
         parser.error(f"{flag} {path}: {problem}")
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (e.g. --repeats 0 is refused)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {minimum}")
+        return value
+    return parse
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (nan and inf are refused: they pass every range check
+    written as `value < low` and would switch a limit off or hang a wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number")
+    return value
+
+
 def add_version(target: argparse.ArgumentParser) -> None:
     """--version: the project's version and the Python running it."""
     target.add_argument("--version", action="version",
@@ -75,10 +133,20 @@ def third_party(exc: ModuleNotFoundError) -> str | None:
 
 
 def run(main: Main, argv: list[str] | None = None) -> int:
-    """Run a command's main and return its exit code: Ctrl-C gives one line and 130, a missing
-    third-party package one line naming what to install and 2."""
+    """Run a command's main and return its exit code: Ctrl-C gives one line and 130, SIGTERM one
+    line and 143, a missing third-party package one line naming what to install and 2, a file
+    that cannot be written or read (what no case's own handling caught: a full disk while the
+    results are written) one line naming it and 1."""
     try:
-        return main(argv)
+        with sigterm_as_interrupt():
+            return main(argv)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or describe_error(exc)}", file=sys.stderr)
+        return 1
+    except Terminated:
+        print("\nterminated", file=sys.stderr)
+        return Terminated.EXIT_CODE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return INTERRUPTED

@@ -31,6 +31,9 @@ def atomic_output(path: Path, mode: str = "wb", fsync: bool = False) -> Iterator
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # named after the file meant, not the temporary one (or none: a full disk)
+        tmp.unlink(missing_ok=True)
+        raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

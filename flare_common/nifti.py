@@ -81,6 +81,15 @@ def output_name(path: Path) -> str:
     return (stem[: -len(CHANNEL_SUFFIX)] if stem.endswith(CHANNEL_SUFFIX) else stem) + ".nii.gz"
 
 
+def name_clashes(files: list[Path], name: Callable[[Path], str]) -> list[str]:
+    """Files of one folder that `name` (output_name, case_stem) makes one case, one line per such
+    group ("a_0000.nii.gz and a.nii.gz are one case, a.nii.gz"); empty where every name is its own."""
+    groups: dict[str, list[str]] = {}
+    for path in files:
+        groups.setdefault(name(path), []).append(path.name)
+    return [f"{' and '.join(members)} are one case, {key}" for key, members in groups.items() if len(members) > 1]
+
+
 def volume_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The 3D shape of an image (one with more axes of length 1 after the third, a 4D image with a
     single volume say, counts as 3D); InputError otherwise."""

@@ -24,9 +24,7 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -447,25 +445,9 @@ def _process_age_s(stat: Path | None = None) -> float | None:
         return None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`docker stop`, a harness's timeout): the run stops as at Ctrl-C, the case being
-    written leaving no file, with the shell's exit code for SIGTERM."""
-
-    EXIT_CODE = 143
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
-    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+    with cli.sigterm_as_interrupt():
         return _main(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return _main(argv)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -494,12 +476,12 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
+        terminated = isinstance(exc, cli.Terminated)
         report.write(stopped="terminated" if terminated else "interrupted")
         written = sum(c["status"] == "ok" for c in cases)
         print(f"\n{'terminated' if terminated else 'interrupted'}: {written} case(s) written to {args.output}; "
               "run again with --continue to skip them", file=sys.stderr)
-        return Terminated.EXIT_CODE if terminated else cli.INTERRUPTED
+        return cli.Terminated.EXIT_CODE if terminated else cli.INTERRUPTED
     return 1 if report.problem else code
 
 

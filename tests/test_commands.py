@@ -2,6 +2,8 @@
 with the default of every option, one line for Ctrl-C and for a missing package."""
 import argparse
 import importlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +92,24 @@ def test_ctrl_c_is_one_line_and_exit_code_130(capsys):
 
     assert cli.run(interrupted) == cli.INTERRUPTED == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_sigterm_is_one_line_and_exit_code_143(capsys):
+    def terminated(argv):
+        os.kill(os.getpid(), signal.SIGTERM)  # raised as Terminated where the command is
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.run(terminated) == cli.Terminated.EXIT_CODE == 143
+    assert capsys.readouterr().err.strip() == "terminated"
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the command's only
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_exit_code_1(capsys):
+    def disk_full(argv):
+        raise OSError(28, "No space left on device", "out/metrics.csv")
+
+    assert cli.run(disk_full) == 1
+    assert capsys.readouterr().err.strip() == "error: out/metrics.csv: No space left on device"
 
 
 def test_the_project_s_own_missing_module_is_a_bug_not_a_missing_package():

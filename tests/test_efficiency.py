@@ -122,6 +122,18 @@ def test_the_set_time_is_projected_from_measured_times_not_penalties():
     assert rows[1]["Time"] == 3600 and time_check["passed"] is True  # 50 x 5.25 s, not 50 x 1805 s
 
 
+def test_the_set_time_counts_only_the_cases_with_a_time():
+    """A case the harness failed on has no time: the projection is from the others, and with no
+    time at all the check is not measured (not failed)."""
+    rules = get_rules("flare21").efficiency
+    timed = case_figures("a.nii.gz", _samples(), 10.0, "ok", "", rules)
+    untimed = case_figures("b.nii.gz", _samples(), math.nan, "error", "", rules)
+    check = set_verdict(pd.DataFrame([timed, untimed]), rules)["checks"][0]
+    assert check["passed"] is True and check["value"].endswith("projected from 1 case(s)")
+    check = set_verdict(pd.DataFrame([untimed]), rules)["checks"][0]
+    assert check["passed"] is None and check["value"] == "not measured"
+
+
 class FakeGpu:
     """A GPU whose used memory follows a known series, one value per call."""
 
@@ -462,9 +474,32 @@ def test_usage_errors(tmp_path, capsys):
     assert "no .nii.gz" in capsys.readouterr().err
 
 
-def test_ctrl_c_stops_the_running_case_and_exits_130(tmp_path):
-    """The case runs in a session of its own, out of a terminal's reach: Ctrl-C on the harness
-    must kill it (and what it started) itself, then end with one line and exit code 130."""
+@pytest.mark.parametrize("option", ["--timeout", "--baseline", "--interval", "--busy-cpu"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_numbers_that_are_not_finite_are_refused(tmp_path, capsys, option, value):
+    """--timeout nan would switch the timeout off, --baseline inf wait for ever: usage errors."""
+    inputs = _cases(tmp_path / "inputs", ("a",))
+    with pytest.raises(SystemExit) as exc:
+        main(["--inputs", str(inputs), "--out", str(tmp_path / "o"), "--command", "x {inputs} {outputs}", option, value])
+    assert exc.value.code == 2
+    assert f"{option}: {value!r}: expected a finite number" in capsys.readouterr().err
+
+
+def test_inputs_whose_outputs_would_overwrite_each_other_are_refused(tmp_path, capsys):
+    """a_0000.nii.gz and a.nii.gz both write a.nii.gz: exit 2 before anything runs, both named."""
+    inputs = _cases(tmp_path / "inputs", ("a",))
+    (inputs / "a.nii.gz").write_bytes((inputs / "a_0000.nii.gz").read_bytes())
+    with pytest.raises(SystemExit) as exc:
+        main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", "x {inputs} {outputs}"])
+    assert exc.value.code == 2
+    assert "a.nii.gz and a_0000.nii.gz are one case, a.nii.gz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("stop", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_stops_the_running_case(tmp_path, stop, code, word):
+    """The case runs in a session of its own, out of a terminal's reach: Ctrl-C or SIGTERM (`docker
+    stop`, `timeout`, a scheduler) on the harness must kill it (and what it started) itself, then
+    end with one line and exit code 130 or 143."""
     inputs = _cases(tmp_path / "inputs", ("hang",))
     pids_file = tmp_path / "pids.txt"
     command = f"FAKE_PIDS={pids_file} /bin/sh {FAKES / 'hang.sh'} {{inputs}} {{outputs}}"
@@ -476,10 +511,10 @@ def test_ctrl_c_stops_the_running_case_and_exits_130(tmp_path):
     while not pids_file.is_file() and harness.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pids_file.is_file(), harness.communicate()[1] if harness.poll() is not None else "the case never started"
-    harness.send_signal(signal.SIGINT)
+    harness.send_signal(stop)
     _, err = harness.communicate(timeout=300)
-    assert harness.returncode == 130, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
+    assert harness.returncode == code, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == word
     pids = [int(p) for p in pids_file.read_text().split()]
     deadline = time.monotonic() + 60
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from flare_common import cli
 from flare_common.errors import InputError
 from inference.checkpoint import random_models, save
 from inference.imageio import read_ct, write_labels
@@ -317,9 +318,7 @@ def _second_case_stops(monkeypatch, stop: type[BaseException]) -> None:
                                                      ("Terminated", 143, "terminated")])
 def test_a_stopped_run_s_report_holds_every_finished_case(tmp_path, scans, weights, monkeypatch, capsys, stop, code,
                                                          word):
-    import inference.predict as predict
-
-    _second_case_stops(monkeypatch, predict.Terminated if stop == "Terminated" else stop)
+    _second_case_stops(monkeypatch, cli.Terminated if stop == "Terminated" else stop)
     report = tmp_path / "report.json"
     assert main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(weights), "--report", str(report)]) == code
     assert capsys.readouterr().err.rstrip().splitlines()[-1].startswith(f"{word}: 1 case(s) written")
@@ -423,4 +422,4 @@ def test_the_docstring_states_every_exit_code():
     for code, meaning in ((0, "every case written"), (1, "some cases failed"), (2, "usage error"),
                           (130, "interrupted"), (143, "terminated")):
         assert f"{code} {meaning}" in text, code
-    assert predict.Terminated.EXIT_CODE == 143
+    assert cli.Terminated.EXIT_CODE == 143

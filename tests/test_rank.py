@@ -91,10 +91,12 @@ def test_equal_scores_summed_in_another_order_tie():
     assert table.loc["a", "position"] == table.loc["b", "position"] == 1
 
 
-def test_teams_that_failed_every_case_tie_rather_than_stop_the_ranking():
+@pytest.mark.parametrize("policy", rank.FAILURE_POLICIES)
+def test_teams_that_failed_every_case_tie_rather_than_stop_the_ranking(policy):
     failed = pd.DataFrame({"Name": ["c0"], "Status": ["crashed"], "DSC_mean": [0.0], "NSD_mean": [0.0],
                            "Time": [math.nan]})
-    table = rank.rank_teams({"a": failed, "b": failed.assign(Status="timeout")}, {"DSC": 1, "Time": 1}).table
+    table = rank.rank_teams({"a": failed, "b": failed.assign(Status="timeout")}, {"DSC": 1, "Time": 1},
+                            policy=policy).table
     assert table["position"].tolist() == [1, 1]
 
 
@@ -110,14 +112,14 @@ def test_case_ranks_follow_challenger(ties):
 
 @pytest.mark.parametrize("policy", rank.FAILURE_POLICIES)
 def test_a_case_given_the_stuck_values_ranks_last_under_either_policy(policy):
-    """FLARE22 without NVML: every GPU area is NaN except the stuck value a timeout gets, which as
-    the only finite value would rank first under the official policy."""
+    """FLARE22 where NVML failed on a case: there the GPU area is NaN except the stuck value a
+    timeout gets, which as the only finite value would rank first under the official policy."""
     stuck = 3600 * (10240 - 2048)
     hung = pd.DataFrame({"Name": ["c1", "c2"], "Status": ["ok", "timeout"], "Penalised": [False, True],
                          "DSC_mean": [0.9, 0.0], "NSD_mean": [0.9, 0.0], "Time": [10.0, 3600.0],
-                         "AUC_GPU_Time": [math.nan, stuck], "AUC_CPU_Time": [500.0, 360000.0]})
-    worked = hung.assign(Status="ok", Penalised=False, DSC_mean=0.9, NSD_mean=0.9, Time=10.0, AUC_GPU_Time=math.nan,
-                         AUC_CPU_Time=500.0)
+                         "AUC_GPU_Time": [900.0, stuck], "AUC_CPU_Time": [500.0, 360000.0]})
+    worked = hung.assign(Status="ok", Penalised=False, DSC_mean=0.9, NSD_mean=0.9, Time=10.0,
+                         AUC_GPU_Time=[900.0, math.nan], AUC_CPU_Time=500.0)
     ranking = rank.rank_teams({"hung": hung, "worked": worked}, RULES["flare22"].efficiency.rank_weights,
                               policy=policy)
     assert ranking.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "worked": 1}
@@ -125,3 +127,18 @@ def test_a_case_given_the_stuck_values_ranks_last_under_either_policy(policy):
     as_read_back = hung.assign(Penalised=["False", "True"])  # a results.csv column read back with NaN elsewhere
     again = rank.rank_teams({"hung": as_read_back, "worked": worked}, {"AUC_GPU_Time": 1}, policy=policy)
     assert again.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "worked": 1}
+
+
+@pytest.mark.parametrize("policy", rank.FAILURE_POLICIES)
+def test_a_metric_measured_for_no_team_is_left_out_even_beside_failed_cases(policy):
+    """Without NVML no team has a GPU reading: the failed cases (or the missing ones) must not rank
+    the teams on that metric a second time; it is left out, with the notice, and the others'
+    weights renormalised."""
+    ok = pd.DataFrame({"Name": ["c1", "c2"], "Status": ["ok", "ok"], "DSC_mean": [0.9, 0.9], "NSD_mean": [0.9, 0.9],
+                       "Time": [10.0, 10.0], "MaxGPU_Mem": [math.nan, math.nan]})
+    crashed = ok.assign(Status=["ok", "crashed"], DSC_mean=[0.9, 0.0], NSD_mean=[0.9, 0.0])
+    for other in (crashed, crashed.iloc[:1]):  # a failed case, a missing one
+        ranking = rank.rank_teams({"ok": ok, "other": other}, RULES["flare21"].efficiency.rank_weights, policy=policy)
+        assert "MaxGPU_Mem" not in ranking.per_case and "rank_MaxGPU_Mem" not in ranking.table
+        assert any(n.startswith("MaxGPU_Mem: measured for no team") for n in ranking.notices)
+        assert ranking.table["team"].tolist() == ["ok", "other"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation import pages, run
+from evaluation import pages, report_page, run
 from evaluation.synthetic import main as synthetic
 
 COPY = 'for f in {inputs}/*_0000.nii.gz; do n=$(basename "$f" _0000.nii.gz); cp %s/$n.nii.gz {outputs}/; done'
@@ -24,6 +24,8 @@ def report(tmp_path_factory) -> Path:
     """A FLARE22 run (13 organs: the widest tables) of a team that crashes on one case of three."""
     root = tmp_path_factory.mktemp("report")
     synthetic(["-o", str(root / "data"), "--cases", "3", "--max-side", "32"])
+    gt = root / "data" / "gt"
+    shutil.copy(gt / "synthetic_000.nii.gz", gt / "no input #1.nii.gz")  # no image: never runs, writes no log
     command = 'case "$(ls {inputs})" in synthetic_001*) exit 3;; esac; ' + COPY % (root / "data" / "pred")
     assert run.main(["--inputs", str(root / "data" / "images"), "--gt", str(root / "data" / "gt"),
                      "--out", str(root / "out"), "--name", "Team Aurora", "--rules", "flare22", "--command", command,
@@ -41,8 +43,14 @@ def test_the_report_names_the_team_lists_every_problem_and_links_the_logs(report
     links = re.findall(r'href="(efficiency/logs/[^"]+)"', text)
     assert "efficiency/logs/synthetic_001.log" in links and len(set(links)) == 3
     assert all((report.parent / link).is_file() for link in links)
+    assert "no input #1.nii.gz: no-input" in problems
     assert "29,491,200" in text  # FLARE22's stuck GPU area for the crashed case, as a plain number
     assert not re.search(r"\d\.\d+e[+-]\d", text)  # no exponent anywhere
+
+
+def test_log_links_are_percent_encoded_and_only_to_logs_there_are():
+    assert report_page.log_href("case 1#a.nii.gz", {"case 1#a.log"}) == "efficiency/logs/case%201%23a.log"
+    assert report_page.log_href("case_2.nii.gz", {"case 1#a.log"}) is None
 
 
 def test_numbers_are_plain():

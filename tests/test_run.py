@@ -178,6 +178,25 @@ def test_compare_reports_changes_and_the_cases_that_fell(runs, tmp_path, capsys)
     assert "none" in fell and "synthetic" not in fell
 
 
+def test_compare_means_only_the_cases_scored_in_both_runs(runs, tmp_path, capsys):
+    """A case scored in one run only is named, not averaged into that run's organ means; two runs
+    with no case in common are a usage error."""
+    before, _, rules = compare.load(runs["decent"])
+    after, _, _ = compare.load(runs["perfect"])
+    result = compare.compare(before, after.iloc[1:], rules, top=5)
+    first = before["Name"].iloc[0]
+    assert result["only_before"] == [first] and result["only_after"] == []
+    assert result["cases_compared"] == len(before) - 1
+    liver = next(o for o in result["organs"] if o["organ"] == "liver")
+    assert liver["DSC_before"] == pytest.approx(before.loc[before["Name"] != first, rules.dsc_column(rules.organs[0])].mean())
+    other = tmp_path / "other"
+    other.mkdir()
+    after.assign(Name="another_" + after["Name"]).to_csv(other / "metrics.csv", index=False)
+    with pytest.raises(SystemExit) as exc:
+        compare.main([str(runs["decent"]), str(other)])
+    assert exc.value.code == 2 and "no case in common" in capsys.readouterr().err
+
+
 def test_compare_puts_status_changes_first_and_never_calls_failures_faster(runs, data, tmp_path, capsys):
     crash_two = ('case "$(ls {inputs})" in synthetic_00[12]*) exit 3;; esac; ' + COPY % (data / "pred"))
     after = tmp_path / "after"

@@ -6,6 +6,8 @@ import math
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +20,7 @@ from evaluation.score import main
 from evaluation.synthetic import case_pair, save_labels
 from flare_common import files
 
+ROOT = Path(__file__).resolve().parents[1]
 SPACING = (6.0, 5.0, 14.0)  # 48 x 48 x 20 voxels: 288 x 240 x 280 mm, the whole of the four organs
 
 
@@ -214,6 +217,18 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
+def test_two_ground_truth_files_of_one_case_are_refused(tmp_path, capsys):
+    """case_0.nii beside case_0.nii.gz would score the one prediction twice: exit 2, both named."""
+    gt, pred, out = make_set(tmp_path, n=1)
+    img = nib.load(gt / "case_0.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine), str(gt / "case_0.nii"))
+    with pytest.raises(SystemExit) as exc:
+        main(["--gt", str(gt), "--pred", str(pred), "--out", str(out)])
+    assert exc.value.code == 2
+    assert "case_0.nii and case_0.nii.gz are one case" in capsys.readouterr().err
+    assert not (out / "metrics.csv").exists()
+
+
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     target = tmp_path / "metrics.csv"
     target.write_text("old complete file\n")
@@ -222,10 +237,23 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(files.os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as exc:
         files.write_atomic(target, "new half")
+    assert exc.value.filename == str(target)  # the file meant, for the one-line error
     assert target.read_text() == "old complete file\n"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_result_file_that_cannot_be_written_is_one_line_and_exit_1(tmp_path):
+    """(a full disk likewise): the error names the file, no traceback; the files written stay."""
+    gt, pred, out = make_set(tmp_path, n=1)
+    (out / "summary.json").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-m", "evaluation.score", "--gt", str(gt), "--pred", str(pred), "--out",
+                           str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"error: {out / 'summary.json'}: Is a directory"
+    assert (out / "metrics.csv").is_file()
 
 
 def test_result_files_get_ordinary_permissions(tmp_path):
@@ -303,8 +331,10 @@ def test_rules_mismatch_only_when_another_year_fits_better():
     assert rules_mismatch(flare22_labels, RULES["flare23"]) is None  # no lesion: not counted in the mean
     assert rules_mismatch(flare22_labels - {7, 8}, RULES["flare22"]) is None  # no adrenals: nothing fits better
     assert rules_mismatch(set(), RULES["flare22"]) is None
-    unknown = rules_mismatch({1, 2, 3, 4, 14}, RULES["flare21"])  # says why, and no empty list of absent organs
-    assert "14 is not a flare21 label (ignored)" in unknown and "()" not in unknown and "flare23" in unknown
+    assert rules_mismatch({1, 2, 3, 4, 9}, RULES["flare21"]) is None  # a stray label: flare22 would miss 8 organs
+    unknown = rules_mismatch(flare22_labels, RULES["flare21"])  # says why, and no empty list of absent organs
+    assert "5, 6, 7, 8, 9, 10, 11, 12, 13 are not flare21 labels (ignored)" in unknown and "()" not in unknown
+    assert "--rules flare22" in unknown
 
 
 def test_per_case_values_are_rounded_as_numpy_rounds_like_the_official_scripts(tmp_path):

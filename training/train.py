@@ -11,7 +11,8 @@ Every case is checked and preprocessed once into a cache (--cache, default OUT/.
 the stage trains on random crops. OUT receives: best.pt and last.pt (stage checkpoints in the
 inference format), resume.pt (to continue with --resume), log.csv (one row per epoch), curve.png,
 config.json (the full recipe used) and split.json. Exit code 0: trained; 2: usage or data error
-(nothing trained); 1: training failed; 130: interrupted (continue with --resume).
+(nothing trained); 1: training failed; 130: interrupted, 143: terminated by SIGTERM (either way: continue with
+--resume).
 """
 from __future__ import annotations
 
@@ -193,11 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="network input size: N or X Y Z (default: the recipe's, 160 coarse, 192 fine)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (default: none, the epochs decide)")
-    parser.add_argument("--max-minutes", type=float,
+    parser.add_argument("--max-minutes", type=cli.finite_float,
                         help="stop after the steps that fit in this time (the LR schedule follows; default: no limit)")
     parser.add_argument("--batch-size", type=int, help="cases per optimiser step over all processes (default: the recipe's, 16)")
     parser.add_argument("--micro-batch", type=int, help="cases per forward pass (gradients accumulate; default 2)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: the recipe's, 0.01)")
+    parser.add_argument("--lr", type=cli.finite_float, help="learning rate (default: the recipe's, 0.01)")
     parser.add_argument("--fold", help="held-out fold 0..folds-1, or 'all' to train on every case (no validation; default 0)")
     parser.add_argument("--seed", type=int, help="seed of the split, sampling and initialisation (default: the recipe's)")
     parser.add_argument("--val-cases", type=int, help="validate on at most this many held-out cases (default: all of them)")
@@ -272,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         if world.main:
             print(f"error: {exc}; the last good epoch's checkpoints stay in {args.out}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with --resume (from the last finished epoch in {args.out})", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, cli.Terminated)
+        print(f"\n{'terminated' if terminated else 'interrupted'}: continue with --resume (from the last finished "
+              f"epoch in {args.out})", file=sys.stderr)
+        return cli.Terminated.EXIT_CODE if terminated else cli.INTERRUPTED
     finally:
         stop(world)
 

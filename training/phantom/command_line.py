@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-side", type=int, metavar="N",
                         help="at most this many voxels per axis, the field of view kept (default: full size, 512 in-plane)")
     for name, text in _mix_help().items():
-        parser.add_argument(_option(name), type=float, default=0.0, metavar="P", help=f"{text} (default %(default)s)")
+        parser.add_argument(_option(name), type=cli.finite_float, default=0.0, metavar="P", help=f"{text} (default %(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME",
                         help="case name prefix: letters, digits, '_' and '-', the first a letter or digit "
                              "(default %(default)s)")
