@@ -61,7 +61,7 @@ run() {
 }
 
 step "device"
-timeout 55 "$py" -c "import sys, torch, nibabel, cc3d, pynvml
+timeout 55 "$py" -c "import sys, torch, nibabel, cc3d, pynvml, pandas, scipy, matplotlib, psutil
 print('torch', torch.__version__, 'CUDA', torch.version.cuda)
 sys.exit(sys.argv[1] == 'cuda' and not torch.cuda.is_available() and 'error: DEVICE=cuda, but torch sees no CUDA GPU')" \
     "$device" || exit 2

@@ -61,8 +61,9 @@ def is_nifti(path: Path) -> bool:
 def nifti_files(folder: Path) -> list[Path]:
     """The .nii/.nii.gz files of a folder (not its subfolders), sorted by name; hidden files (a
     name starting with '.', such as the '._' files macOS writes beside each file on other disks)
-    are not images."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
+    are not images. A broken link of such a name counts (reading it fails, naming it)."""
+    return sorted(p for p in folder.iterdir()
+                  if (p.is_file() or p.is_symlink() and not p.exists()) and is_nifti(p) and not p.name.startswith("."))
 
 
 def case_stem(path: Path | str) -> str:
@@ -138,8 +139,9 @@ FORMS_APART_MM = 0.1  # an sform and a qform placing a corner voxel further apar
 def header_doubts(header, shape: tuple[int, ...]) -> list[str]:
     """What in a usable NIfTI header may place the voxels other than its maker meant, one line
     each: spatial units other than mm (the spacing is read as mm all the same, as the organisers'
-    scripts read it), and an sform and a qform in use that put the volume's corners more than
-    FORMS_APART_MM apart (the sform is used, as nibabel and the organisers' scripts use it)."""
+    scripts read it), an sform and a qform in use that put the volume's corners more than
+    FORMS_APART_MM apart (the sform is used, as nibabel and the organisers' scripts use it), and
+    neither in use (nibabel then places the voxels along -x, y, z: LAS, which may be wrong)."""
     if not hasattr(header, "get_xyzt_units") or not hasattr(header, "get_qform"):
         return []  # not a NIfTI header
     doubts = []
@@ -147,6 +149,9 @@ def header_doubts(header, shape: tuple[int, ...]) -> list[str]:
     if unit in ("meter", "micron"):
         doubts.append(f"spatial units '{unit}' in the header: the spacing is read as mm, as the organisers' scripts read it")
     (sform, s_code), (qform, q_code) = header.get_sform(coded=True), header.get_qform(coded=True)
+    if not s_code and not q_code:
+        doubts.append("neither a qform nor an sform in the header (both codes 0): the orientation is unknown and "
+                      "read as nibabel reads it, LAS (the voxel axes along -x, y, z)")
     if s_code and q_code and sform is not None and qform is not None:
         corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
         apart = float(np.linalg.norm((corners @ sform.T - corners @ qform.T)[:, :3], axis=1).max())

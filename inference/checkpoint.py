@@ -115,10 +115,19 @@ def _config(cls, raw: dict, where: str):
         raise CheckpointError(f"{where}: invalid network config ({exc})") from None
 
 
+def non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """None when every floating-point tensor of a state dict is finite, else which are not (one
+    line: how many, and the first's name): the weights of a diverged training run."""
+    bad = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return f"NaN or inf in {len(bad)} tensor(s), the first {bad[0]}" if bad else None
+
+
 def load(path: Path, device: torch.device | str = "cpu", stages: tuple[str, ...] = NETWORK_STAGES) -> Models:
     """Load and check a checkpoint that holds at least the given stages; CheckpointError with
     a one-line reason when it is unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a weights file")
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found; {WEIGHTS_HELP}")
     try:
@@ -176,6 +185,8 @@ def _models(path: Path, payload: dict, device: torch.device | str) -> Models:
         except RuntimeError as exc:
             raise CheckpointError(f"{path}: {stage} weights do not match its config "
                                   f"({str(exc).splitlines()[0]})") from None
+        if problem := non_finite(entry["state_dict"]):
+            raise CheckpointError(f"{path}: {stage} weights are not all finite ({problem}): a diverged training run?")
         setattr(models, stage, net.float().to(device).eval())
         models.normalisation[stage] = Normalisation.from_dict(entry["normalisation"])
         models.training[stage] = dict(entry.get("training", {}))
@@ -274,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "which predict then uses on the CPU")
     export.add_argument("path", type=Path, help="the checkpoint")
     args = parser.parse_args(argv)
+    if args.command in ("random", "combine"):
+        cli.refuse_unwritable(sub.choices[args.command], "-o", args.out, folder=False)
     try:
         if args.command == "export-openvino":
             from inference import openvino_runtime

@@ -9,5 +9,4 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp16", "bf16", "fp32")
 BACKENDS = ("auto", "torch", "openvino")  # what runs the networks (inference.openvino_runtime)
 WEIGHTS_HELP = ("get weights: the project's repository ships demo weights as weights/flare21_c2f.pt "
-                "(see weights/README.md; pass them with --weights when installed elsewhere), "
-                "flare-train and flare-checkpoint combine make your own")
+                "(see weights/README.md), flare-train and flare-checkpoint combine make your own")

@@ -76,7 +76,9 @@ def read_ct(path: Path) -> CT:
 def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
     """A CT image (3D, or 4D with one volume) in canonical orientation; InputError if unusable."""
     shape = volume_shape(image.shape)
-    if min(shape) < 1 or max(shape) > MAX_SIDE or np.prod(shape, dtype=np.float64) > MAX_VOXELS:
+    if min(shape) < 1:
+        raise InputError(f"an empty volume: shape {shape}")
+    if max(shape) > MAX_SIDE or np.prod(shape, dtype=np.float64) > MAX_VOXELS:
         raise InputError(f"refusing a volume of shape {shape} (at most {MAX_SIDE} per side, {MAX_VOXELS:.1e} voxels)")
     affine = image.affine
     if affine is None or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:

@@ -164,10 +164,14 @@ def _device(requested: str) -> torch.device:
     return torch.device("cuda" if requested in ("auto", "cuda") else "cpu")
 
 
+MAYBE_GPU = "the device may be a GPU"
+
+
 def _openvino_refused(args: argparse.Namespace) -> str | None:
     """Why the networks may not run in OpenVINO, known before anything is loaded; None where they
     may: OpenVINO runs them on the CPU in fp32 or bf16, and with --backend auto and --device auto
-    not where the device may be a GPU (an NVIDIA driver's control device is there)."""
+    not where the device may be a GPU (an NVIDIA driver's control device is there: MAYBE_GPU, which
+    only PyTorch can settle)."""
     from inference import openvino_runtime
 
     if args.backend == "torch":
@@ -177,7 +181,7 @@ def _openvino_refused(args: argparse.Namespace) -> str | None:
     if not openvino_runtime.runs_on("cpu", args.precision):
         return f"it runs in fp32 or bf16, not in {args.precision}"
     if args.backend == "auto" and args.device == "auto" and os.path.exists("/dev/nvidiactl"):
-        return "the device may be a GPU"
+        return MAYBE_GPU
     return None
 
 
@@ -186,6 +190,8 @@ def _networks(args: argparse.Namespace) -> tuple[Spec, NetworkRunner, dict]:
     weights' OpenVINO export where it may and can run them (torch is then never imported), else
     PyTorch; UsageError where --backend openvino cannot run or the weights are unusable."""
     refused = _openvino_refused(args)
+    if refused == MAYBE_GPU and not _cuda_available():  # a GPU machine whose GPUs this process may not use
+        refused = None
     if refused is None:
         loaded = _openvino_networks(args)
         if not isinstance(loaded, str):
@@ -196,6 +202,12 @@ def _networks(args: argparse.Namespace) -> tuple[Spec, NetworkRunner, dict]:
     if args.backend == "openvino":
         raise UsageError(f"--backend openvino: {refused}")
     return _torch_networks(args)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _openvino_networks(args: argparse.Namespace) -> tuple[Spec, Networks, dict] | str:
@@ -216,8 +228,10 @@ def _openvino_networks(args: argparse.Namespace) -> tuple[Spec, Networks, dict] 
               file=sys.stderr)
     if networks.probe_s:
         speed_up = networks.probe_s["fp32"] / networks.probe_s["bf16"]
-        print(f"notice: networks run by OpenVINO in {networks.precision} (a probe convolution ran {speed_up:.1f}x "
-              "as fast in bf16 as in fp32 on this CPU)", file=sys.stderr)
+        print(f"notice: networks run by OpenVINO on the CPU in {networks.precision} (a probe convolution ran "
+              f"{speed_up:.1f}x as fast in bf16 as in fp32 on this CPU)", file=sys.stderr)
+    else:
+        print(f"notice: networks run by OpenVINO on the CPU in {networks.precision}", file=sys.stderr)
     return spec, networks, {"device": platform.processor() or "cpu", "device_type": "cpu", "backend": "openvino",
                             "precision": networks.precision, "precision_probe_s": networks.probe_s,
                             "openvino": openvino_runtime.version(), "torch": None}
@@ -389,6 +403,9 @@ def plan(args: argparse.Namespace) -> Plan:
     problem = folder_problem(args.output)
     if problem:
         raise UsageError(f"-o {args.output}: {problem}")
+    if args.input.is_dir() and args.output.resolve() == args.input.resolve():
+        raise UsageError(f"-o {args.output}: the input folder itself (a run's outputs would be the next run's inputs): "
+                         "choose another -o")
     if args.report is not None:
         problem = file_problem(args.report)
         if problem:

@@ -324,6 +324,13 @@ def test_headers_that_may_misplace_the_voxels_are_read_with_a_warning(tmp_path):
     assert ct.warnings == ["spatial units 'micron' in the header: the spacing is read as mm, as the organisers' scripts read it",
                            "the sform and the qform place the voxels up to 100 mm apart: the sform is used"]
     assert np.allclose(ct.spacing, (0.8, 0.8, 2.5))
+    nib.save(sound, str(tmp_path / "no_forms.nii"))
+    raw = bytearray((tmp_path / "no_forms.nii").read_bytes())
+    raw[252:256] = bytes(4)  # qform_code and sform_code (int16 each) 0: no orientation at all
+    (tmp_path / "no_forms.nii").write_bytes(bytes(raw))
+    assert read_ct(tmp_path / "no_forms.nii").warnings == [
+        "neither a qform nor an sform in the header (both codes 0): the orientation is unknown and read as nibabel "
+        "reads it, LAS (the voxel axes along -x, y, z)"]
 
 
 def test_reading_in_a_thread_leaves_the_warning_filters_of_the_others_alone():

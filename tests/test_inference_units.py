@@ -11,7 +11,7 @@ import torch
 from flare_common.errors import InputError
 from flare_common.nifti import output_name
 from inference.checkpoint import UNTRAINED, CheckpointError, average, combine, load, main, random_models, save
-from inference.imageio import read_ct, unit_problem
+from inference.imageio import read_ct, to_canonical, unit_problem
 from inference.postprocessing import (
     Postprocessing,
     keep_largest_components,
@@ -257,6 +257,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
         (lambda p: p["coarse"]["config"].update(widths=[-4, 8, 8, 8, 8]), "cannot be built"),
         (lambda p: p["postprocessing"].update(box_margin_mm=float("inf")), "invalid post-processing"),
         (lambda p: p["postprocessing"].update(min_component_mm3=float("nan")), "invalid post-processing"),
+        (lambda p: next(iter(p["fine"]["state_dict"].values())).fill_(float("nan")), "fine weights are not all finite"),
     ]:
         payload = torch.load(tmp_path / "w.pt", weights_only=True)
         change(payload)
@@ -373,6 +374,15 @@ def test_a_checkpoint_that_cannot_be_written_leaves_nothing_and_one_line(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
 
 
+def test_an_output_that_cannot_be_a_checkpoint_is_a_usage_error_and_a_folder_no_weights(tmp_path, capsys):
+    for command in (["random"], ["combine", "--coarse", "a.pt", "--fine", "b.pt"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*command, "-o", str(tmp_path)])
+        assert exc.value.code == 2 and f"-o {tmp_path}: is a folder" in capsys.readouterr().err
+    assert main(["check", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path}: a folder, not a weights file"
+
+
 def test_an_export_replaces_the_older_one_whole_and_a_failed_one_leaves_it(tmp_path, tiny_networks, monkeypatch,
                                                                           capsys):
     """The older export stays whole until the new one is complete and moved in (and comes back
@@ -451,3 +461,8 @@ def test_edge_padding_repeats_the_edge_voxels_in_the_volumes_own_memory_order():
         assert np.array_equal(padded, np.pad(volume, padding, mode="edge"))
         assert padded.flags.f_contiguous == laid_out.flags.f_contiguous
     assert edge_padded(volume, ((0, 0),) * 3) is volume  # nothing to pad: the volume itself, not a copy
+
+
+def test_an_empty_volume_is_called_empty_not_too_large():
+    with pytest.raises(InputError, match=r"an empty volume: shape \(8, 8, 0\)"):
+        to_canonical(nib.Nifti1Image(np.zeros((8, 8, 0), np.int16), np.eye(4)))

@@ -115,10 +115,10 @@ def test_auto_precision_reports_what_the_networks_ran_in(tmp_path, exported, sca
                          "--report", str(report)]) == 0
     ran = json.loads(report.read_text())
     assert ran["backend"] == "openvino" and ran["precision"] in ("fp32", "bf16")
-    if ran["precision_probe_s"]:  # probed: the choice follows the rule, and the notice says why
+    assert f"networks run by OpenVINO on the CPU in {ran['precision']}" in capsys.readouterr().err  # always said
+    if ran["precision_probe_s"]:  # probed: the choice follows the rule
         fp32, bf16 = ran["precision_probe_s"]["fp32"], ran["precision_probe_s"]["bf16"]
         assert ran["precision"] == ("bf16" if fp32 >= openvino_runtime.BF16_SPEED_UP * bf16 else "fp32")
-        assert f"networks run by OpenVINO in {ran['precision']}" in capsys.readouterr().err
 
 
 def test_auto_uses_the_export_only_when_it_was_made_from_this_checkpoint(tmp_path, exported, scans, capsys):
@@ -136,6 +136,30 @@ def test_auto_uses_the_export_only_when_it_was_made_from_this_checkpoint(tmp_pat
                          "--report", str(report)]) == 0
     assert json.loads(report.read_text())["backend"] == "torch"
     assert "exported from another checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_a_gpu_machine_whose_gpus_this_process_may_not_use_still_runs_the_export(tmp_path, exported, scans, monkeypatch,
+                                                                                 cuda):
+    """An NVIDIA driver's device file (a GPU host; CUDA_VISIBLE_DEVICES="" or flare-efficiency --gpu
+    none): OpenVINO runs the networks unless PyTorch finds a CUDA GPU after all."""
+    import inference.predict as predict
+
+    real_exists = os.path.exists
+    monkeypatch.setattr(predict.os.path, "exists", lambda p: p == "/dev/nvidiactl" or real_exists(p))
+    monkeypatch.setattr(predict, "_cuda_available", lambda: cuda)
+    if cuda:  # no GPU here to run on: stop where PyTorch would take over
+        def pytorch_takes_over(args):
+            raise SystemExit("torch")
+
+        monkeypatch.setattr(predict, "_torch_networks", pytorch_takes_over)
+        with pytest.raises(SystemExit, match="torch"):
+            predict_main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(exported)])
+        return
+    report = tmp_path / "r.json"
+    assert predict_main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(exported),
+                         "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["backend"] == "openvino"
 
 
 def test_a_damaged_export_falls_back_to_pytorch_or_is_a_usage_error(tmp_path, exported, scans, capsys):

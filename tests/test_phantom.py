@@ -644,6 +644,14 @@ def test_cli_usage_errors_exit_2(argv):
     assert exc.value.code == 2
 
 
+def test_a_fraction_out_of_range_is_named(capsys):
+    for argv, message in ((["--chest", "1.5", "--fatty", "-0.1"], "--chest 1.5, --fatty -0.1: a fraction must lie in [0, 1]"),
+                          (["--chest", "0.6", "--slab", "0.6"], "--chest plus --slab plus")):
+        with pytest.raises(SystemExit) as exc:
+            ph.main(["--out", "x", "--cases", "1", *argv])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_outputs_that_cannot_be_written_are_usage_errors(tmp_path, capsys):
     """Before any phantom is made: an --out that is a file, a preview without an image suffix or
     onto a folder, and a synthetic set into a folder holding another set's cases."""

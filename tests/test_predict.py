@@ -213,6 +213,11 @@ def test_predict_sh(tmp_path, weights):
     assert json.loads((tmp_path / "r.json").read_text())["heap"] == "kept"  # PyTorch on the CPU: freed memory reused
     assert done.stdout.startswith("case_0000.nii.gz -> case.nii.gz")  # piped output flushed before the quick exit
     assert done.stderr.rstrip().endswith("1 of 1 case(s) written to out")
+    again = subprocess.run(["sh", str(ROOT / "predict.sh"), "in", "--continue", "--weights", str(weights), "-o", "out"],
+                           env=env, capture_output=True, text=True, cwd=tmp_path)  # options right after INPUTS
+    assert again.returncode == 0 and "1 case(s) already written to out" in again.stderr, again.stderr
+    version = subprocess.run(["sh", str(ROOT / "predict.sh"), "--version"], env=env, capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("python -m inference.predict "), version.stderr
 
 
 def test_predict_sh_help_shows_its_own_usage_and_the_options(tmp_path):
@@ -222,7 +227,7 @@ def test_predict_sh_help_shows_its_own_usage_and_the_options(tmp_path):
     done = subprocess.run(["sh", str(ROOT / "predict.sh"), "--help"], env=env, capture_output=True, text=True,
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: sh predict.sh [INPUTS [OUTPUTS [OPTIONS]]]")
+    assert done.stdout.startswith("usage: sh predict.sh [INPUTS [OUTPUTS]] [OPTIONS]")
     assert "--weights" in done.stdout and "--device" in done.stdout
     assert not any(tmp_path.iterdir())
 

@@ -169,15 +169,22 @@ def test_an_input_is_never_overwritten_by_its_output(tmp_path, weights, capsys):
 
 
 def test_no_input_is_overwritten_by_another_inputs_output(tmp_path, weights, capsys):
-    """scan.nii's output is scan.nii.gz: beside an input of that name, in the same folder, neither
-    is segmented and both inputs stay as they were."""
+    """scan.nii's output is scan.nii.gz: into the inputs' own folder that would overwrite the input
+    of that name (and each run's outputs would be the next run's inputs), so that -o is refused;
+    written where the inputs are linked from, neither is segmented; the inputs stay as they were."""
     synthetic_ct(tmp_path, "scan.nii.gz")
     nib.save(nib.load(tmp_path / "scan.nii.gz"), tmp_path / "scan.nii")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert main(["-i", str(tmp_path), "-o", str(tmp_path), "--weights", str(weights)]) == 1
+    assert main(["-i", str(tmp_path), "-o", str(tmp_path), "--weights", str(weights)]) == 2
+    assert "the input folder itself" in capsys.readouterr().err
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in before:
+        (links / name).symlink_to(tmp_path / name)
+    assert main(["-i", str(links), "-o", str(tmp_path), "--weights", str(weights)]) == 1
     err = capsys.readouterr().err
     assert "scan.nii: its output scan.nii.gz would overwrite the input scan.nii.gz" in err
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_a_closed_stdout_loses_the_summary_line_not_the_case(tmp_path, scans, weights, monkeypatch):
@@ -252,6 +259,17 @@ def test_ctrl_c_or_sigterm_ends_with_one_line_and_no_partial_file(tmp_path, scan
     assert sorted(p.name for p in out.iterdir()) == ["alpha.nii.gz", "beta.nii.gz"]
 
 
+def test_a_broken_link_among_the_inputs_is_a_failed_case_naming_it(tmp_path, scans, weights, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "alpha_0000.nii.gz").write_bytes((scans / "alpha_0000.nii.gz").read_bytes())
+    (inputs / "gone_0000.nii.gz").symlink_to(tmp_path / "moved_0000.nii.gz")
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--weights", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert "error: gone_0000.nii.gz: unreadable" in err and "1 of 2 case(s) written" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["alpha.nii.gz"]
+
+
 def test_hidden_files_are_not_cases(tmp_path, scans, weights, capsys):
     """macOS's ._<name> files beside each case (on a disk it copied to) are ignored with the
     notice, not segmented; a folder of hidden files only has no images."""
@@ -282,7 +300,7 @@ def test_continue_never_skips_an_output_whose_name_is_contested(tmp_path, weight
     folder.mkdir()
     synthetic_ct(folder, "scan.nii.gz")
     before = (folder / "scan.nii.gz").read_bytes()
-    assert main(["-i", str(folder), "-o", str(folder), "--weights", str(weights), "--continue"]) == 1
+    assert main(["-i", str(folder / "scan.nii.gz"), "-o", str(folder), "--weights", str(weights), "--continue"]) == 1
     err = capsys.readouterr().err
     assert "error: scan.nii.gz: its output scan.nii.gz would overwrite it" in err and "nothing to do" not in err
     assert (folder / "scan.nii.gz").read_bytes() == before

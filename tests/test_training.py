@@ -25,9 +25,18 @@ from training.augment import example, fine_window, shift_brightness
 from training.cache import Sample, build, cache_folder, resize_labels
 from training.cache import load as load_cache
 from training.config import ConfigError, default_config, load_config
-from training.data import PATHOLOGICAL_LIST, Case, DataError, dataset_json_problems, find_cases, read_case, read_case_list, split
+from training.data import (
+    PATHOLOGICAL_LIST,
+    Case,
+    DataError,
+    dataset_json_problems,
+    find_cases,
+    read_case,
+    read_case_list,
+    split,
+)
 from training.loss import dice_focal_loss, one_hot
-from training.train import lr_factor, main, unused_parameters
+from training.train import initial_weights, lr_factor, main, unused_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"network": {"widths": [4, 8, 8, 16, 16]}, "batch_size": 2, "micro_batch": 1, "epochs": 2,
@@ -280,6 +289,21 @@ def test_a_step_with_a_non_finite_loss_is_skipped_and_a_diverged_run_stops(data,
     assert train(data, tmp_path / "nan", "coarse", {**TINY, "epochs": 2, "val_cases": 0}) == 1
     assert "the loss or its gradients were not finite in 2 steps in a row" in capsys.readouterr().err
 
+    monkeypatch.setattr("training.train.dice_focal_loss", dice_focal_loss)
+    real_step = torch.optim.Adam.step
+
+    def step_into_inf(self, *args, **kwargs):  # finite gradients, weights stepped into inf (as a huge --lr can)
+        result = real_step(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(math.inf)
+        return result
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_into_inf)
+    monkeypatch.setattr("training.train.MAX_SKIPPED_STEPS", 100)  # the steps after it are skipped (NaN loss)
+    assert train(data, tmp_path / "huge", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 1
+    assert "the weights stopped being finite by step" in capsys.readouterr().err
+    assert not (tmp_path / "huge" / "last.pt").exists()
+
 
 def test_a_run_starts_from_a_checkpoints_weights_at_another_size(data, tmp_path, capsys):
     assert train(data, tmp_path / "small", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 0
@@ -320,9 +344,13 @@ def test_bad_data_refuses_before_training(data, tmp_path, capsys):
     assert f"{cases[1].label}: shape" in err and f"{cases[2].label}: affine differs" in err
     for case in cases[1:3]:
         shutil.copy(data / "labels" / case.label.name, case.label)
+    image = nib.load(cases[1].image)
+    image.header["pixdim"][1:4] = 0  # a spacing of 0: refused naming the file, no bare nibabel line beside it
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), None, image.header), str(cases[1].image))
     assert train(bad, tmp_path / "run", "coarse", TINY) == 2
     err = capsys.readouterr().err
     assert f"{cases[0].label}: unknown label value(s) [9]" in err and "nothing was trained" in err
+    assert f"{cases[1].image}:" in err
     assert not (tmp_path / "run" / "last.pt").exists()
 
     (tmp_path / "empty" / "images").mkdir(parents=True)
@@ -332,6 +360,37 @@ def test_bad_data_refuses_before_training(data, tmp_path, capsys):
     assert train(tmp_path / "nothing", tmp_path / "run", "coarse", TINY) == 2
     with pytest.raises(DataError, match="no training layout"):
         find_cases(tmp_path)
+
+
+def test_header_checks_keep_nibabels_bare_lines_off_stderr(data, tmp_path):
+    """A spacing of 0 is refused on reading, naming the file; nibabel's own "pixdim[1,2,3] should be
+    non-zero" line, which names none, never reaches the terminal."""
+    case = find_cases(data)[0]
+    nib.save(nib.load(case.image), str(tmp_path / "zero.nii"))
+    raw = bytearray((tmp_path / "zero.nii").read_bytes())
+    raw[88:92] = bytes(4)  # pixdim[3], float32 at byte 88 of the header: 0 (nibabel's own save would repair it)
+    (tmp_path / "zero.nii").write_bytes(bytes(raw))
+    code = ("import sys; from pathlib import Path; from training.data import Case, check_headers; "
+            "print(check_headers(Case('x', Path(sys.argv[1]), Path(sys.argv[2]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "zero.nii"), str(case.label)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)  # a process of its own: nibabel's stderr
+    assert done.stdout.strip() == "[]" and done.stderr == "", done.stderr
+
+
+def test_the_recipe_prints_without_data_and_training_needs_both_folders(capsys):
+    assert main(["--stage", "fine", "--print-config", "--input-size", "96"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_size"] == [96, 96, 96]
+    with pytest.raises(SystemExit) as exc:
+        main(["--stage", "fine", "--data", "somewhere"])
+    assert exc.value.code == 2 and "required: --out" in capsys.readouterr().err
+
+
+def test_a_missing_init_checkpoint_is_named_once():
+    missing = Path("runs") / "none.pt"
+    with pytest.raises(DataError) as exc:
+        initial_weights(missing, default_config("coarse"))
+    assert exc.value.problems[0].startswith(f"--init {missing}: weights file not found")
+    assert exc.value.problems[0].count(str(missing)) == 1
 
 
 def test_options_that_cannot_work_refuse_before_preprocessing(data, tmp_path, capsys):
@@ -347,14 +406,16 @@ def test_options_that_cannot_work_refuse_before_preprocessing(data, tmp_path, ca
     assert "--out" in capsys.readouterr().err and not (tmp_path / "cache").exists()  # nothing preprocessed
 
 
-def test_a_fine_stage_without_any_organ_refuses_to_train(data, tmp_path, capsys):
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
+def test_a_stage_without_any_organ_refuses_to_train(data, tmp_path, capsys, stage):
     empty = tmp_path / "empty"
     shutil.copytree(data, empty)
     for label in (empty / "labels").iterdir():
         image = nib.load(label)
         nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), str(label))
-    assert train(empty, tmp_path / "run", "fine", {**TINY_FINE, "epochs": 1}, "--fold", "all") == 2
-    assert "no training case has an organ labelled: the fine stage has nothing to learn" in capsys.readouterr().err
+    assert train(empty, tmp_path / "run", stage, {**(TINY_FINE if stage == "fine" else TINY), "epochs": 1},
+                 "--fold", "all") == 2
+    assert f"no training case has an organ labelled: the {stage} stage has nothing to learn" in capsys.readouterr().err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
@@ -440,7 +501,7 @@ def test_real_data_quirks_are_read_as_a_team_means_them(data, tmp_path, capsys):
     assert f"notice: {cases[1].image}: 1 NaN/inf voxels set to" in err and "lesion case(s) x3" in err
     (root / PATHOLOGICAL_LIST).unlink()
     assert train(root, tmp_path / "run2", "coarse", {**TINY, "epochs": 1, "val_cases": 0}) == 0
-    assert "no lesion case list (pathological.txt or --pathological): none sampled more often" in capsys.readouterr().err
+    assert "no lesion case listed (pathological.txt or --pathological): none sampled more often" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stage", ["coarse", "fine"])

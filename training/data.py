@@ -19,7 +19,7 @@ from nibabel.orientations import apply_orientation, io_orientation
 
 from evaluation.imageio import read_labels
 from flare_common.errors import InputError, describe_error
-from flare_common.nifti import CHANNEL_SUFFIX, NIFTI_SUFFIXES, nifti_files, volume_shape
+from flare_common.nifti import CHANNEL_SUFFIX, NIFTI_SUFFIXES, nibabel_messages, nifti_files, volume_shape
 from inference.imageio import CT, read_ct
 
 LAYOUTS = (("TrainingImg", "TrainingMask"), ("images", "labels"), ("imagesTr", "labelsTr"))
@@ -140,7 +140,8 @@ def check_headers(case: Case) -> list[str]:
     """Problems found from the two headers alone: unreadable files, not 3D, shapes or affines
     that differ (the label map must lie on the image's grid)."""
     try:
-        image, label = nib.load(case.image), nib.load(case.label)
+        with nibabel_messages():  # nibabel's own lines (a pixdim of 0, say): reading the pair names the file
+            image, label = nib.load(case.image), nib.load(case.label)
     except Exception as exc:
         return [f"{case.image} / {case.label}: unreadable ({describe_error(exc)})"]
     problems = []

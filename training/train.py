@@ -39,7 +39,7 @@ from evaluation.report import csv_text
 from flare_common import cli
 from flare_common.errors import describe_error
 from flare_common.files import atomic_output, write_atomic
-from inference.checkpoint import FLARE21_LABELS, NETWORK_STAGES, NETWORKS, CheckpointError, Models, load, save
+from inference.checkpoint import FLARE21_LABELS, NETWORK_STAGES, NETWORKS, CheckpointError, Models, load, non_finite, save
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 from training import cache
@@ -122,7 +122,7 @@ def initial_weights(path: Path, config: TrainConfig) -> dict[str, torch.Tensor]:
     try:
         net = load(path, stages=(config.stage,)).network(config.stage)
     except (OSError, CheckpointError) as exc:
-        raise DataError([f"{path}: {exc}"]) from None
+        raise DataError([f"--init {exc}"]) from None  # the message names the file
     with torch.device("meta"):  # shapes only
         expected = {k: v.shape for k, v in NETWORKS[config.stage][0](config.network_config()).state_dict().items()}
     found = {k: v.shape for k, v in net.state_dict().items()}
@@ -178,20 +178,21 @@ def plot_curve(history: list[dict], path: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.parser("python -m training.train", __doc__.split("\n")[0], [
         "flare-train --stage coarse --data phantoms --out runs/coarse --input-size 64 --max-steps 200",
-        "flare-train --stage fine --data FLARE22 --out runs/fine          # the paper's recipe",
+        "flare-train --stage fine --data FLARE21 --out runs/fine          # the paper's recipe",
         "torchrun --nproc_per_node 4 -m training.train --stage fine --data FLARE21 --out runs/fine   # 4 GPUs",
         "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half"])
     parser.description += "\n\n" + "\n".join(__doc__.split("\n")[6:]).strip()
     parser.add_argument("--stage", choices=NETWORK_STAGES, required=True,
                         help="which network to train (required)")
-    parser.add_argument("--data", type=Path, required=True, metavar="DIR",
-                        help="training data folder: FLARE21, FLARE22 or nnU-Net layout (required)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="folder for checkpoints, log and curve (required)")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="training data folder: FLARE21, FLARE22 or nnU-Net layout (required, but with --print-config)")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="folder for checkpoints, log and curve (required, but with --print-config)")
     parser.add_argument("--config", type=Path, help="JSON file overriding fields of the recipe (see --print-config)")
     parser.add_argument("--print-config", action="store_true", help="print the stage's full recipe as JSON and exit")
     parser.add_argument("--input-size", type=int, nargs="+", metavar="N",
-                        help="network input size: N or X Y Z (default: the recipe's, 160 coarse, 192 fine)")
+                        help="network input size: N or X Y Z, each a multiple of 16 (default: the recipe's, 160 coarse, "
+                             "192 fine)")
     parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200)")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (default: none, the epochs decide)")
     parser.add_argument("--max-minutes", type=cli.finite_float,
@@ -250,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(config.to_json())
         return 0
+    if args.data is None or args.out is None:
+        parser.error("the following arguments are required: " + ", ".join(
+            flag for flag, value in (("--data", args.data), ("--out", args.out)) if value is None))
     if args.workers is not None and args.workers < 0:
         parser.error(f"--workers {args.workers}: 0 or more")
     try:
@@ -356,7 +360,7 @@ class Trainer:
             self.log(f"notice: {len(names)} case(s) have no organ and give the fine stage nothing to learn: "
                      f"{', '.join(names[:10])}")
         order = [i for i, s in enumerate(samples) for _ in range(config.pathological_repeats if s.name in pathological else 1)]
-        if not order:
+        if not any(s.organs for s in samples):  # the coarse stage keeps such cases: all of them would be background
             raise DataError([f"{args.data}: no training case has an organ labelled: the {config.stage} stage has "
                              "nothing to learn"])
         self.split = {"train": [c.name for c in train_cases], "validation": [c.name for c in val_cases],
@@ -370,7 +374,7 @@ class Trainer:
         if args.precision == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
             self.precision = "bf16" if from_main(float(self.precision == "bf16"), world) else "fp32"
         lesions = (f"{len(pathological & {c.name for c in train_cases})} lesion case(s) x{config.pathological_repeats}"
-                   if pathological else f"no lesion case list ({PATHOLOGICAL_LIST} or --pathological): none sampled more often")
+                   if pathological else f"no lesion case listed ({PATHOLOGICAL_LIST} or --pathological): none sampled more often")
         self.log(f"{config.stage} stage: {len(train_cases)} training case(s) ({len(order)} examples per epoch, "
                  f"{lesions}), {len(val_cases)} for validation; input "
                  f"{'x'.join(map(str, config.input_size))}; {world.size} process(es) on {world.device.type}; "
@@ -570,6 +574,9 @@ class Trainer:
         """Validate (every val_every epochs and at the end), log, write the checkpoints, the log
         and the curve."""
         config, out = self.config, self.args.out
+        if problem := non_finite(self.net.state_dict()):  # finite gradients can still step into inf (a huge --lr)
+            raise TrainingDiverged(f"the weights stopped being finite by step {self.state['step']} ({problem}): try a "
+                                   "lower --lr")
         finished = self.state["step"] >= self.total_steps
         if self.val_cases and (finished or row["epoch"] % config.val_every == 0):
             inference_precision = "fp16" if self.world.device.type == "cuda" else self.precision

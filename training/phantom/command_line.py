@@ -137,9 +137,11 @@ def _mix(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Mix:
     try:
         return Mix(**fractions)
     except ValueError:
-        options = [_option(name) for name in fractions]
+        outside = [f"{_option(name)} {value:g}" for name, value in fractions.items() if not 0 <= value <= 1]
+        if outside:
+            parser.error(f"{', '.join(outside)}: a fraction must lie in [0, 1]")
         extras = [f"--{name.replace(' ', '-')}" for name in EXTRA_RANGES]
-        parser.error(f"{', '.join(options[:-1])} and {options[-1]} must lie in [0, 1], {' plus '.join(extras)} at most 1")
+        parser.error(f"{' plus '.join(extras)} must be at most 1 (one scan range each)")
 
 
 def _write_error(exc: OSError) -> str:
