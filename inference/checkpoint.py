@@ -139,7 +139,7 @@ def load(path: Path, device: torch.device | str = "cpu", stages: tuple[str, ...]
                               f"or holding Python objects, which are never unpickled here as that could run code); "
                               f"{WEIGHTS_HELP}") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a torch checkpoint ({describe_error(exc)[:160]}); {WEIGHTS_HELP}") from None
+        raise CheckpointError(f"{path}: not a torch checkpoint ({describe_error(exc, 160)}); {WEIGHTS_HELP}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else None
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint" + (f" (format {found!r})" if found else "")

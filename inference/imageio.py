@@ -75,6 +75,9 @@ def read_ct(path: Path) -> CT:
 
 def to_canonical(image: nib.spatialimages.SpatialImage) -> CT:
     """A CT image (3D, or 4D with one volume) in canonical orientation; InputError if unusable."""
+    dtype = image.get_data_dtype()
+    if dtype.names or dtype.kind == "c":
+        raise InputError(f"{'RGB' if dtype.names else 'complex'} voxels ({dtype}): not CT values")
     shape = volume_shape(image.shape)
     if min(shape) < 1:
         raise InputError(f"an empty volume: shape {shape}")

@@ -52,6 +52,13 @@ BF16_SPEED_UP = 1.25  # "auto" takes bf16 when the probe runs at least this much
 PROBE_SHAPE = (1, 16, 48, 48, 48)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line for an OpenVINO error: its type and the message's last line, which says what went
+    wrong (the first lines name the C++ source files the exception passed through)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else 'no detail'}"
+
+
 def folder_for(weights: Path) -> Path:
     """Where a checkpoint's OpenVINO export lives: beside it, named after it."""
     return Path(weights).with_suffix(".openvino")

@@ -222,7 +222,7 @@ def _openvino_networks(args: argparse.Namespace) -> tuple[Spec, Networks, dict] 
     try:
         networks = openvino_runtime.compile_networks(args.weights, spec.stages(), args.precision, ahead)
     except Exception as exc:  # a damaged export (e.g. a truncated .bin) or one this OpenVINO cannot compile
-        return f"its export beside {args.weights.name} does not compile ({describe_error(exc)})"
+        return f"its export beside {args.weights.name} does not compile ({openvino_runtime.failure_reason(exc)})"
     if args.precision not in ("auto", networks.precision):
         print(f"notice: this CPU has no bf16 instructions: OpenVINO runs the networks in {networks.precision}",
               file=sys.stderr)

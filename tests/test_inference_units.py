@@ -466,3 +466,17 @@ def test_edge_padding_repeats_the_edge_voxels_in_the_volumes_own_memory_order():
 def test_an_empty_volume_is_called_empty_not_too_large():
     with pytest.raises(InputError, match=r"an empty volume: shape \(8, 8, 0\)"):
         to_canonical(nib.Nifti1Image(np.zeros((8, 8, 0), np.int16), np.eye(4)))
+
+
+@pytest.mark.parametrize(("dtype", "kind"), [(np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")]), "RGB"),
+                                             (np.complex64, "complex")])
+def test_voxels_that_are_no_ct_values_are_refused_by_kind(dtype, kind):
+    with pytest.raises(InputError, match=f"^{kind} voxels .*: not CT values$"):
+        to_canonical(nib.Nifti1Image(np.zeros((8, 8, 4), dtype), np.eye(4)))
+
+
+def test_a_long_error_is_shortened_at_a_word_s_end():
+    from flare_common.errors import describe_error
+
+    text = describe_error(ValueError("a torch message " * 30), 60)
+    assert len(text) <= 60 and text.endswith("[...]") and text.startswith("ValueError: a torch message")

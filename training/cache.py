@@ -205,7 +205,7 @@ def load(cases: list[Case], config: TrainConfig, root: Path) -> list[Sample]:
             image = np.load(folder / f"{case.name}.image.npy", mmap_mode="r")
             labels = np.load(folder / f"{case.name}.labels.npy", mmap_mode="r")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{folder / case.name}.*: cached files unreadable ({describe_error(exc)[:200]}): "
+            raise InputError(f"{folder / case.name}.*: cached files unreadable ({describe_error(exc, 200)}): "
                              "remove them and run again") from None
         organs = tuple(tuple(b) for b in meta["organs"]) if meta["organs"] else None
         samples.append(Sample(case.name, image, labels, tuple(meta["spacing"]), organs))

@@ -424,7 +424,7 @@ class Trainer:
             # on the CPU: loading puts each tensor where its parameter is, and Adam's step counts stay on the CPU
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated, not a torch file, ...
-            raise DataError([f"{path}: unreadable ({describe_error(exc)[:200]}): start a new run"]) from None
+            raise DataError([f"{path}: unreadable ({describe_error(exc, 200)}): start a new run"]) from None
         recipe, now = saved.get("config") or _recorded(self.args.out / "config.json"), asdict(self.config)
         if recipe is not None:
             changed = [k for k in now if k not in RESUME_MAY_CHANGE and recipe.get(k) != now[k]]
@@ -446,7 +446,7 @@ class Trainer:
             if saved["scaler"]:  # empty from a run without fp16: this run's scaler starts afresh
                 self.scaler.load_state_dict(saved["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise DataError([f"{path}: does not fit this run's network ({describe_error(exc)[:200]})"]) from None
+            raise DataError([f"{path}: does not fit this run's network ({describe_error(exc, 200)})"]) from None
         per_process = saved.get("rng_per_process") or []
         if len(per_process) == self.world.size:
             cpu_rng, cuda_rng = per_process[self.world.rank]
