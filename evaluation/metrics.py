@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.rules import Organ, Rules, get_rules
-from evaluation.runs import Box, LabelRuns, label_runs
+from evaluation.runs import Box, LabelRuns, as_labels, label_runs
 from evaluation.surface import Spacing, surface_dice
 
 
@@ -132,6 +132,8 @@ def score_case(
     rules: Rules | str = "flare21",
     fix_slab: bool = False,
 ) -> dict[int, OrganScore]:
-    """Per-organ scores of one case, keyed by label value, in the rules' organ order."""
+    """Per-organ scores of one case, keyed by label value, in the rules' organ order. The label
+    maps are read as files are (evaluation.runs.as_labels): floats within 0.001 of whole numbers
+    are those numbers; other fractions and negative values raise InputError."""
     _check_shapes(gt.shape, pred.shape)
-    return score_runs(label_runs(gt), label_runs(pred), spacing, rules, fix_slab)
+    return score_runs(label_runs(as_labels(gt)), label_runs(as_labels(pred)), spacing, rules, fix_slab)

@@ -15,7 +15,52 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flare_common.errors import InputError
+
 Box = tuple[slice, slice, slice]
+
+ROUNDING_NOISE = 1e-3  # float-stored labels this close to a whole number are that number (0.99999994 is 1)
+SLAB = 16  # slices (last axis) rounded at a time: no full-size float temporaries
+
+
+def _rounded(values: np.ndarray) -> np.ndarray:
+    """Whole numbers from float-stored labels (an array of at least one axis), each within
+    ROUNDING_NOISE of one (float noise from resampling or a float32 file), as uint8 where they
+    fit; InputError for NaN, infinity or values farther off. Slab by slab: the float volume is
+    the only full-size array besides the result."""
+    slabs = [(..., slice(k, k + SLAB)) for k in range(0, values.shape[-1], SLAB)]
+    low, high = 0.0, 0.0
+    for slab in slabs:
+        part = values[slab]
+        if not np.isfinite(part).all():
+            raise InputError("label values include NaN or infinity")
+        off = np.abs(part - np.rint(part))
+        if off.size and off.max() > ROUNDING_NOISE:
+            raise InputError(f"label values are not whole numbers (e.g. {part.flat[int(np.argmax(off))]:g})")
+        if part.size:
+            low, high = min(low, float(part.min())), max(high, float(part.max()))
+    out = np.empty_like(values, np.uint8 if low >= 0 and high <= np.iinfo(np.uint8).max + 0.5 else np.int64)
+    for slab in slabs:
+        out[slab] = np.rint(values[slab])
+    return out
+
+
+def as_labels(values: np.ndarray) -> np.ndarray:
+    """Integer label data (uint8 where the values fit) from a label map's values: bool, integers,
+    or floats within ROUNDING_NOISE of whole numbers (rounded); InputError for other non-integral,
+    or negative, values. The file reader's rule, and score_case's for arrays."""
+    if values.dtype.kind == "f":
+        values = _rounded(values)
+    elif values.dtype.kind == "b":
+        values = values.view(np.uint8)
+    elif values.dtype.kind not in "iu":
+        raise InputError(f"unsupported data type {values.dtype}")
+    if values.size and values.dtype.kind == "i" and values.min() < 0:
+        raise InputError(f"negative label values (min {values.min()})")
+    if values.size and values.max() <= np.iinfo(np.uint8).max and values.dtype != np.uint8:
+        values = values.astype(np.uint8)
+    return values
+
 
 
 def flat_nonzero(flat: np.ndarray) -> np.ndarray:

@@ -192,12 +192,17 @@ def _tree_within(points: np.ndarray, targets: np.ndarray, spacing: Spacing, tole
     scale = np.asarray(spacing, dtype=np.float64)
     tree = cKDTree(targets * scale, balanced_tree=False, compact_nodes=False)
     # A slightly looser bound so that distances equal to the tolerance are never lost to rounding;
-    # the exact test is done below on the candidate's recomputed distance.
+    # the exact test is done below on the candidates' recomputed distances.
     bound = tolerance_mm * (1 + 1e-9) + 1e-9
     _, nearest = tree.query(points * scale, k=1, distance_upper_bound=bound)
     found = nearest < len(targets)
     within = np.zeros(len(points), dtype=bool)
     within[found] = edt_distance(points[found] - targets[nearest[found]], spacing) <= tolerance_mm
+    # A near tie: the tree's nearest (in its own arithmetic) is just beyond the tolerance, while
+    # another candidate inside the bound may be exactly at it. Those few points check them all.
+    for i in np.flatnonzero(found & ~within):
+        candidates = targets[tree.query_ball_point(points[i] * scale, r=bound)]
+        within[i] = bool((edt_distance(candidates - points[i], spacing) <= tolerance_mm).any())
     return within
 
 
@@ -218,6 +223,10 @@ def surface_dice(gt: np.ndarray, pred: np.ndarray, spacing: Spacing, tolerance_m
     """Normalised surface Dice of two 3D bool masks of the same shape (NaN when both are empty)."""
     if gt.shape != pred.shape:
         raise ValueError(f"mask shapes differ: {gt.shape} vs {pred.shape}")
+    if gt.dtype != bool or pred.dtype != bool:
+        raise ValueError(f"masks must be bool arrays, not {gt.dtype} and {pred.dtype}")
+    if not np.isfinite(tolerance_mm) or tolerance_mm < 0:
+        raise ValueError(f"tolerance must be a finite number of mm, 0 or more, not {tolerance_mm}")
     spacing = tuple(spacing)
     table = surfel_area_table(spacing)
     codes_gt, codes_pred = neighbour_codes(gt), neighbour_codes(pred)

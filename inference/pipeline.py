@@ -36,6 +36,7 @@ from typing import Protocol
 import nibabel as nib
 import numpy as np
 
+from flare_common.errors import InputError
 from inference.imageio import CT, labels_image, to_canonical
 from inference.postprocessing import (
     NO_PADDING,
@@ -100,6 +101,18 @@ class NetworkRunner(Protocol):
         left empty elsewhere; cached GPU memory is released on exit."""
 
 
+def _check_array_input(ct: np.ndarray, spacing: Spacing) -> None:
+    """ValueError, in one line, for what the array API cannot segment (Segmenter.__call__)."""
+    if ct.ndim != 3:
+        raise ValueError(f"the CT must be a 3D array (x, y, z), not of shape {ct.shape}")
+    sides = np.asarray(spacing, dtype=np.float64).ravel()
+    if sides.size != 3 or not (np.isfinite(sides) & (sides > 0)).all():
+        raise ValueError(f"spacing must be three positive numbers of mm (x, y, z), not {spacing}")
+    if ct.size and ct.dtype.kind == "f" and not (np.isfinite(ct.min()) and np.isfinite(ct.max())):
+        raise ValueError("the CT holds NaN or infinite voxels (a file's are set to air when it is read: "
+                         "inference.imageio.to_canonical)")
+
+
 class Segmenter:
     """A checkpoint's pipeline (its Spec) with the networks that run it; call it on each CT.
 
@@ -162,7 +175,10 @@ class Segmenter:
                 result.warnings.append("no organ left after the fine stage: the output is empty")
 
     def __call__(self, ct: np.ndarray, spacing: Spacing) -> Result:
-        """Labels for a canonical CT (HU, x y z in RAS+) with voxel spacing in mm: both stages."""
+        """Labels for a canonical CT (HU, x y z in RAS+) with voxel spacing in mm: both stages.
+        ValueError for an array that is not 3D, a spacing that is not three positive numbers, or
+        NaN or infinite voxels (inference.imageio.to_canonical sets those of a file to air)."""
+        _check_array_input(ct, spacing)
         result = Result(np.zeros(ct.shape, dtype=np.uint8, order="F" if x_fastest(ct) else "C"))  # as CT.data
         if self._coarse_box(ct, spacing, result) is not None:
             self._fine(ct, spacing, result)
@@ -194,9 +210,12 @@ class Segmenter:
         return ct.from_canonical(result.labels), result
 
     def segment(self, image: nib.spatialimages.SpatialImage) -> tuple[nib.spatialimages.SpatialImage, Result]:
-        """A nibabel CT image (any storage orientation) in, its label image out: uint8 on exactly
-        the input's grid, with its geometry (inference.imageio.labels_image; InputError for an
-        unusable image)."""
+        """A nibabel NIfTI CT image (any storage orientation) in, its label image out: uint8 on
+        exactly the input's grid, with its geometry (inference.imageio.labels_image; InputError for
+        an unusable image, or one of another format, whose header could not describe labels)."""
+        if not isinstance(image.header, nib.Nifti1Header):  # NIfTI-2's header is one too
+            raise InputError(f"a NIfTI image is needed, not a {type(image).__name__} (e.g. nibabel.Nifti1Image("
+                             "image.get_fdata(), image.affine))")
         ct = to_canonical(image)
         labels, result = self.segment_ct(ct)
         return labels_image(labels, ct), result

@@ -13,6 +13,7 @@ from evaluation.metrics import score_case
 from evaluation.rules import RULES, get_rules
 from evaluation.runs import LabelRuns, flat_nonzero, label_runs, runs_of_lines
 from evaluation.synthetic import case_pair, degraded
+from flare_common.errors import InputError
 
 
 def assert_same(ours, official):
@@ -225,3 +226,18 @@ def test_runs_found_a_few_lines_at_a_time_equal_those_of_the_whole_map():
     with pytest.raises(ValueError, match="voxels given"):
         runs_of_lines([np.zeros(6, np.uint8)], (2, 2, 2))
     assert LabelRuns.empty((2, 3, 4)).boxes(2) == [None, None]
+
+
+def test_arrays_are_read_as_files_are_float_noise_rounded_fractions_and_negatives_refused():
+    """score_case's arrays follow the file reader's rule: a liver stored as 0.99999994 is the liver;
+    a value of 0.5 or -1 is no label and is refused (it once scored another organ as present)."""
+    gt = np.zeros((20, 20, 10), np.float32)
+    gt[5:10, 5:10, 3:6] = np.float32(0.99999994)
+    pred = (gt > 0).astype(np.uint8)
+    liver = score_case(gt, pred, (1.0, 1.0, 1.0))[1]
+    assert (liver.dsc, liver.nsd) == (1.0, 1.0)
+    for value, message in ((0.5, "not whole numbers"), (-1.0, "negative")):
+        bad = gt.copy()
+        bad[0, 0, 0] = value
+        with pytest.raises(InputError, match=message):
+            score_case(bad, pred, (1.0, 1.0, 1.0))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from flare_common.errors import InputError
 from inference.checkpoint import random_models, save
 from inference.predict import main
 from training.phantom import HU_STORED, case_seed, centred, generate
@@ -300,6 +301,29 @@ def test_image_in_labels_out_api_matches_predict_and_leaves_the_models_alone(tmp
     np.testing.assert_array_equal(np.asarray(image.dataobj), np.asarray(written.dataobj))
     np.testing.assert_array_equal(image.affine, written.affine)
     assert image.get_data_dtype() == np.uint8 and result.box is not None
+
+
+def test_the_array_and_image_apis_refuse_what_they_cannot_segment_before_any_work(weights):
+    """One line each, before a network runs: not 3D, a spacing that is not three positive numbers,
+    NaN voxels (an array is the caller's: a file's are set to air on reading), and an image
+    whose header cannot describe labels (not NIfTI)."""
+    from inference.checkpoint import load
+    from inference.pipeline import Segmenter
+    from inference.torch_runtime import TorchNetworks
+
+    models = load(weights)
+    segmenter = Segmenter(models.spec(), TorchNetworks(models, torch.device("cpu"), "fp32"))
+    ct = np.full((16, 16, 8), -1000.0, np.float32)
+    for volume, spacing, message in ((ct[0], (1.0, 1.0), "3D array"), (ct, (0.0, 0.8, 2.5), "three positive"),
+                                     (ct, (0.8, 2.5), "three positive"), (ct, (-0.8, 0.8, 2.5), "three positive")):
+        with pytest.raises(ValueError, match=message):
+            segmenter(volume, spacing)
+    with_nan = ct.copy()
+    with_nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        segmenter(with_nan, (0.8, 0.8, 2.5))
+    with pytest.raises(InputError, match="a NIfTI image is needed, not a MGHImage"):
+        segmenter.segment(nib.MGHImage(ct, np.eye(4)))
 
 
 @pytest.mark.parametrize("edge_padding", [True, False])

@@ -132,3 +132,25 @@ def test_ball_offsets_are_exactly_the_offsets_within_tolerance():
     assert (0, 0, 1) in expected and (3, 0, 0) not in expected
     distances = edt_distance(ball, spacing)
     assert np.all(np.diff(distances) >= 0) and tuple(ball[0]) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(("spacing", "tolerance"), [((0.6, 0.6, 0.6), 0.6 * 3), ((1.1, 2.2, 3.3), 5.5)])
+def test_a_near_tie_in_the_k_d_tree_is_decided_as_the_reference_decides_it(spacing, tolerance):
+    """The tree's nearest surfel (in its own arithmetic) lies just beyond the tolerance while another
+    lies exactly at it: the other one counts, as in surface-distance."""
+    gt = np.zeros((12, 12, 12), bool)
+    gt[7, 4, 6] = gt[8, 6, 8] = True
+    pred = np.zeros((12, 12, 12), bool)
+    pred[4, 6, 8] = True
+    assert surface_dice(gt, pred, spacing, tolerance) == pytest.approx(official_nsd(gt, pred, spacing, tolerance),
+                                                                      abs=1e-12)
+
+
+def test_masks_that_are_not_bool_and_tolerances_that_are_not_finite_are_refused():
+    mask = np.zeros((6, 6, 6), bool)
+    mask[2:4, 2:4, 2:4] = True
+    with pytest.raises(ValueError, match="bool"):
+        surface_dice(mask * np.uint8(255), mask * np.uint8(255), (1.0, 1.0, 1.0), 1.0)
+    for tolerance in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match="tolerance"):
+            surface_dice(mask, mask, (1.0, 1.0, 1.0), tolerance)
