@@ -226,6 +226,10 @@ def average(models: list[Models], stage: str) -> Models:
 
     if any(architecture(net) != architecture(nets[0]) for net in nets[1:]):
         raise CheckpointError(f"the {stage} networks differ in more than their input size: they cannot be averaged")
+    for what, value in (("normalisation", lambda m: m.normalisation[stage]), ("post-processing", lambda m: m.post),
+                        ("labels", lambda m: m.labels)):
+        if any(value(m) != value(models[0]) for m in models[1:]):
+            raise CheckpointError(f"the {stage} networks were trained with different {what}: they cannot be averaged")
     states = [net.state_dict() for net in nets]
     mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
             for k, v in states[0].items()}

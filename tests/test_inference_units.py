@@ -303,6 +303,10 @@ def test_fine_networks_average_weight_by_weight_at_the_first_ones_input_size(tmp
                           fine=dataclasses.replace(tiny_networks["fine"], widths=(8, 8, 8, 16, 16)))
     with pytest.raises(CheckpointError, match="differ in more than their input size"):
         average([a, wider], "fine")
+    other = random_models(**tiny_networks, seed=3)  # the same network, fed inputs normalised otherwise
+    other.normalisation["fine"] = dataclasses.replace(other.normalisation["fine"], zscore=False)
+    with pytest.raises(CheckpointError, match="different normalisation"):
+        average([a, other], "fine")
     for name, models in (("a", a), ("b", b)):
         save(tmp_path / f"{name}.pt", models)
     assert main(["combine", "--coarse", str(tmp_path / "a.pt"), "--fine", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),

@@ -84,7 +84,15 @@ def test_config_file_and_command_line_override_and_bad_values_are_named(tmp_path
                             ({"fold": 7}, "fold 7"), ({"network": {"depth": 3}}, "network"),
                             ({"stage": "coarse"}, "written for stage"), ({"input_size": [16, 16, 16]}, "not all 16"),
                             ({"input_size": 64}, "input_size: 64 is not a list of 3 numbers"),
-                            ({"lr": "0.01"}, "lr: '0.01' is not a number"), ({"epochs": 2.5}, "not a whole number"),
+                            ({"lr": "0.01"}, "lr: '0.01' is not a finite number"), ({"epochs": 2.5}, "not a whole number"),
+                            ({"cache_scale": math.nan}, "cache_scale: nan is not a finite number"),
+                            ({"max_minutes": math.inf}, "max_minutes: inf is not a finite number"),
+                            ({"margin_mm": [math.nan, 20]}, "margin_mm: .* is not a list of 2 numbers"),
+                            ({"postprocessing": {"box_margin_mm": 40}}, "postprocessing: missing key 'components_kept'"),
+                            ({"normalisation": {"clip_hu": [-100, 100], "zscore": True, "clip": 1}},
+                             "normalisation: unknown key"),
+                            ({"postprocessing": {**default_config("fine").postprocessing, "components_kept": {"9": 2}}},
+                             r"postprocessing: labels \[9\] are no organ's"),
                             ({"network": None}, "not a JSON object"), ({"margin_mm": [5]}, "list of 2 numbers"),
                             ({"pathological_repeats": 0}, "pathological_repeats 0"), ({"folds": 1}, "folds 1"),
                             ({"seed": -1}, "seed"), ({"lr_milestones": [0.9, 0.5]}, "increasing"),
@@ -231,7 +239,15 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
     assert train(data, out / "coarse", "coarse", {**TINY, "epochs": 4}, "--resume") == 0
     rows = (out / "coarse" / "log.csv").read_text().splitlines()
     assert len(rows) == 5 and float(rows[1].split(",")[2]) == 0.01  # the LR the epoch's steps ran at
-    assert "resuming after epoch 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resume: epochs 2 -> 4" in err and "resuming after epoch 2" in err
+    # a resume that names no schedule keeps the run's own (4 epochs: done), and one asking for fewer
+    # steps than were trained is refused
+    unscheduled = {k: v for k, v in TINY.items() if k != "epochs"}
+    assert train(data, out / "coarse", "coarse", unscheduled, "--resume") == 0
+    assert "resume:" not in capsys.readouterr().err and len((out / "coarse" / "log.csv").read_text().splitlines()) == 5
+    assert train(data, out / "coarse", "coarse", {**unscheduled, "max_steps": 1}, "--resume") == 2
+    assert "more than the 1 this start asks for: nothing to train" in capsys.readouterr().err
     # a resume with another recipe than the run's (only the schedule may change) is refused by name,
     # and the run's records stay as they were
     recorded = (out / "coarse" / "config.json").read_bytes()
@@ -244,7 +260,7 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
                  "--pathological", str(tmp_path / "no-lesions.txt")) == 2
     assert "sampled other cases with lesions more often (2 listed, now 0)" in capsys.readouterr().err
     assert train(data, out / "coarse", "coarse", TINY) == 2
-    assert "holds a run already (resume.pt): continue it with --resume" in capsys.readouterr().err
+    assert "holds a run already (resume.pt, best.pt, last.pt, log.csv): continue it with --resume" in capsys.readouterr().err
     assert (out / "coarse" / "config.json").read_bytes() == recorded
 
     assert train(data, out / "fine", "fine", TINY_FINE, "--input-size", "48", "32", "32") == 0
@@ -574,3 +590,22 @@ def test_a_run_without_fp16_resumes_where_the_gradient_scaler_is_on(data, tmp_pa
     monkeypatch.setattr(train_module.torch.amp, "GradScaler", lambda device, enabled: scaler("cpu", enabled=True))
     assert train(data, tmp_path / "run", "coarse", {**TINY, "epochs": 2, "val_cases": 0}, "--resume") == 0
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 3
+
+
+def test_a_resume_that_lengthens_the_run_steps_at_the_new_schedule_s_lr(data, tmp_path, monkeypatch):
+    """Step decay at 66 % and 86 % of the run: a run of 2 steps resumed as one of 4 takes its 3rd
+    step at 0.001 and its 4th at 0.0001, as a 4-step run from the start would (the optimiser still
+    held the 2-step schedule's LR for the step after the resume)."""
+    import training.train as training_train
+
+    lrs, real_step = [], training_train.Trainer.optimiser_step
+
+    def recording(self, losses):
+        lrs.append(self.optimiser.param_groups[0]["lr"])
+        return real_step(self, losses)
+
+    monkeypatch.setattr(training_train.Trainer, "optimiser_step", recording)
+    run = {**TINY, "epochs": 10, "val_cases": 0}
+    assert train(data, tmp_path / "r", "coarse", {**run, "max_steps": 2}) == 0
+    assert train(data, tmp_path / "r", "coarse", {**run, "max_steps": 4}, "--resume") == 0
+    assert lrs == pytest.approx([0.01, 0.0001, 0.001, 0.0001])  # a 2-step run decays at its 2nd step

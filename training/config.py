@@ -11,12 +11,13 @@ Sizes are (x, y, z) voxels, margins and volumes in mm / mm^3, HU for intensities
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
-from inference.checkpoint import NETWORK_STAGES, NETWORKS
+from inference.checkpoint import FLARE21_LABELS, NETWORK_STAGES, NETWORKS
 from inference.networks import input_size_problem
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
@@ -113,15 +114,15 @@ def _type_problem(name: str, value, default) -> str | None:
         return None
     kind = OPTIONAL_FIELDS.get(name, type(default))
 
-    def number(v, whole: bool = False) -> bool:
-        return isinstance(v, int if whole else (int, float)) and not isinstance(v, bool)
+    def number(v, whole: bool = False) -> bool:  # JSON's NaN and Infinity are no numbers of a recipe
+        return isinstance(v, int if whole else (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
     if kind is tuple:  # of the default's length, but for the milestones
         n = None if name == "lr_milestones" else len(default)
         ok = isinstance(value, tuple) and all(number(v) for v in value) and n in (None, len(value))
         wanted = f"a list of {n or 'any number of'} numbers"
     elif kind in (int, float):
-        ok, wanted = number(value, whole=kind is int), "a whole number" if kind is int else "a number"
+        ok, wanted = number(value, whole=kind is int), "a whole number" if kind is int else "a finite number"
     else:
         ok, wanted = isinstance(value, kind), f"a {'JSON object' if kind is dict else kind.__name__}"
     return None if ok else f"{name}: {value!r} is not {wanted}"
@@ -154,6 +155,13 @@ def load_config(stage: str, path: Path | None, overrides: dict) -> TrainConfig:
             raise ConfigError(f"{path}: written for stage {raw['stage']!r}, not {stage!r}")
         config = with_overrides(config, raw, str(path))
     return with_overrides(config, overrides, "command line")
+
+
+def given_fields(path: Path | None, overrides: dict) -> set[str]:
+    """The recipe's fields a start names itself, in its JSON file (load_config has read and
+    checked it) and on its command line: what a --resume takes from this start, not the run."""
+    raw = json.loads(Path(path).read_text()) if path is not None else {}
+    return (set(raw) | set(overrides)) - {"stage"}
 
 
 def check(config: TrainConfig, where: str) -> TrainConfig:
@@ -192,11 +200,20 @@ def check(config: TrainConfig, where: str) -> TrainConfig:
     if min(config.organ_hu_shift, config.global_hu_shift, config.dice_weight, config.focal_weight,
            config.focal_alpha, config.focal_gamma) < 0:
         problems.append("the HU shifts and the loss's weights, alpha and gamma must be 0 or more")
-    try:
-        Normalisation.from_dict(config.normalisation)
-        Postprocessing.from_dict(config.postprocessing)
-    except (KeyError, TypeError, ValueError) as exc:
-        problems.append(f"normalisation / postprocessing: {exc}")
+    for name, cls in (("normalisation", Normalisation), ("postprocessing", Postprocessing)):
+        raw, known = getattr(config, name), {f.name for f in fields(cls)}
+        if unknown := sorted(set(raw) - known):
+            problems.append(f"{name}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+            continue
+        try:
+            parsed = cls.from_dict(raw)
+        except KeyError as exc:
+            problems.append(f"{name}: missing key {exc} (give the whole object: see --print-config)")
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+        else:
+            if name == "postprocessing" and (outside := sorted(parsed.labels() - set(FLARE21_LABELS))):
+                problems.append(f"postprocessing: labels {outside} are no organ's (1-{len(FLARE21_LABELS)})")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     network_class, _ = NETWORKS[config.stage]

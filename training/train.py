@@ -37,14 +37,14 @@ from tqdm import tqdm
 
 from evaluation.report import csv_text
 from flare_common import cli
-from flare_common.errors import describe_error
+from flare_common.errors import InputError, describe_error
 from flare_common.files import atomic_output, write_atomic
 from inference.checkpoint import FLARE21_LABELS, NETWORK_STAGES, NETWORKS, CheckpointError, Models, load, non_finite, save
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 from training import cache
 from training.augment import example
-from training.config import ConfigError, TrainConfig, load_config
+from training.config import ConfigError, TrainConfig, check, given_fields, load_config
 from training.data import (
     PATHOLOGICAL_LIST,
     Case,
@@ -75,6 +75,7 @@ MAX_SKIPPED_STEPS = 20  # consecutive steps with a non-finite loss or gradient b
 BUDGET_PLANNING_STEPS = 20  # steps timed before a time budget (max_minutes) fixes the run's length
 SCHEDULE_FIELDS = ("epochs", "max_steps", "max_minutes")  # the recipe's fields that set the run's length
 RESUME_MAY_CHANGE = {*SCHEDULE_FIELDS, "val_every", "val_cases"}  # the fields a --resume may change
+RUN_FILES = ("resume.pt", "best.pt", "last.pt", "log.csv")  # what a run leaves in OUT
 
 
 class TrainingDiverged(Exception):
@@ -245,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.stage, args.config, _overrides(args))
+        overrides = _overrides(args)
+        config = load_config(args.stage, args.config, overrides)
+        given = given_fields(args.config, overrides)
     except ConfigError as exc:
         parser.error(str(exc))
     if args.print_config:
@@ -266,21 +269,25 @@ def main(argv: list[str] | None = None) -> int:
         cli.refuse_unwritable(parser, "--out", args.out, folder=True)
         cli.refuse_unwritable(parser, "--cache", cache_root(args), folder=True)
     try:
-        return run(args, config, world)
-    except DataError as exc:
+        return run(args, config, world, given)
+    except (DataError, InputError) as exc:  # InputError: a cached case damaged since it was prepared
+        problems = exc.problems if isinstance(exc, DataError) else [str(exc)]
         if world.main:
-            for problem in exc.problems:
+            for problem in problems:
                 print(f"error: {problem}", file=sys.stderr)
-            print(f"error: {len(exc.problems)} problem(s): nothing was trained", file=sys.stderr)
+            print(f"error: {len(problems)} problem(s): nothing was trained", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         if world.main:
-            print(f"error: {exc}; the last good epoch's checkpoints stay in {args.out}", file=sys.stderr)
+            kept = (f"the last good epoch's checkpoints stay in {args.out}" if (args.out / "last.pt").is_file()
+                    else "no epoch had finished: no checkpoint was written")
+            print(f"error: {exc}; {kept}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, cli.Terminated)
-        print(f"\n{'terminated' if terminated else 'interrupted'}: continue with --resume (from the last finished "
-              f"epoch in {args.out})", file=sys.stderr)
+        then = (f"continue with --resume (from the last finished epoch in {args.out})"
+                if (args.out / "resume.pt").is_file() else "no epoch had finished: nothing to resume, start again")
+        print(f"\n{'terminated' if terminated else 'interrupted'}: {then}", file=sys.stderr)
         return cli.Terminated.EXIT_CODE if terminated else cli.INTERRUPTED
     finally:
         stop(world)
@@ -318,22 +325,53 @@ def cache_root(args: argparse.Namespace) -> Path:
     return args.cache or args.out.parent / "cache"
 
 
-def run(args: argparse.Namespace, config: TrainConfig, world: World) -> int:
-    """Train the stage; returns the exit code."""
-    if args.resume and not (args.out / "resume.pt").is_file():
-        raise DataError([f"{args.out / 'resume.pt'}: nothing to resume"])
-    if not args.resume and (args.out / "resume.pt").is_file():  # its best.pt would stand beside the new run's
-        raise DataError([f"{args.out}: holds a run already (resume.pt): continue it with --resume, "
-                         "or train into another --out"])
+def run(args: argparse.Namespace, config: TrainConfig, world: World, given: set[str] = frozenset()) -> int:
+    """Train the stage; returns the exit code. `given`: the recipe's fields this start names (its
+    command line and --config), which alone may change a resumed run's recipe."""
+    saved = None
+    if args.resume:
+        config, saved = resumed_run(args, config, given, world)
+    elif held := [name for name in RUN_FILES if (args.out / name).is_file()]:  # a new run would replace them
+        raise DataError([f"{args.out}: holds a run already ({', '.join(held)}): "
+                         + ("continue it with --resume, " if "resume.pt" in held else "")
+                         + "or train into another --out"])
     start = initial_weights(args.init, config) if args.init is not None and not args.resume else None
     train_cases, val_cases, pathological, root = _prepare_data(args, config, world)
-    trainer = Trainer(args, config, world, train_cases, val_cases, pathological, root, start)
+    trainer = Trainer(args, config, world, train_cases, val_cases, pathological, root, start, saved)
     while trainer.state["step"] < trainer.total_steps:
         trainer.epoch()
     trainer.bar.close()
     trainer.log(f"done: {trainer.state['step']} steps; checkpoints in {args.out} (best.pt, last.pt), log.csv, curve.png")
     barrier(world)  # no process tears the group down while another still writes or talks to it
     return 0
+
+
+def resumed_run(args: argparse.Namespace, config: TrainConfig, given: set[str], world: World) -> tuple[TrainConfig, dict]:
+    """The run in OUT to continue: its resume.pt's contents and its own recipe, in which only the
+    fields this start names (`given`) replace the run's, and only those of RESUME_MAY_CHANGE (each
+    change said); the others need not be repeated. DataError, before anything is preprocessed,
+    for a missing or unreadable resume.pt or a recipe the run was not made with."""
+    path = args.out / "resume.pt"
+    if not path.is_file():
+        raise DataError([f"{path}: nothing to resume"])
+    try:
+        # on the CPU: loading puts each tensor where its parameter is, and Adam's step counts stay on the CPU
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, ...
+        raise DataError([f"{path}: unreadable ({describe_error(exc, 200)}): start a new run"]) from None
+    recipe, now = saved.get("config") or _recorded(args.out / "config.json"), asdict(config)
+    if recipe is None:  # a run from before recipes were kept: this start's recipe stands
+        return config, saved
+    changed = [k for k in now if k in given and k in recipe and recipe[k] != now[k]]
+    if fixed := [k for k in changed if k not in RESUME_MAY_CHANGE]:
+        raise DataError([f"{path}: the run was made with {', '.join(f'{k} {recipe[k]!r}' for k in fixed)}, "
+                         f"not {', '.join(repr(now[k]) for k in fixed)}: resume with the same recipe "
+                         f"(only {', '.join(sorted(RESUME_MAY_CHANGE))} may change), or start a new run"])
+    if world.main:
+        for k in changed:
+            print(f"resume: {k} {recipe[k]!r} -> {now[k]!r}", file=sys.stderr)
+    merged = {k: now[k] if k in given or k not in recipe else recipe[k] for k in now}
+    return check(TrainConfig(**merged), str(path)), saved
 
 
 def _recorded(path: Path) -> dict | None:
@@ -351,7 +389,8 @@ class Trainer:
     that --resume restores, and what happens at the end of each epoch."""
 
     def __init__(self, args: argparse.Namespace, config: TrainConfig, world: World, train_cases: list[Case],
-                 val_cases: list[Case], pathological: set[str], root: Path, start: dict[str, torch.Tensor] | None = None):
+                 val_cases: list[Case], pathological: set[str], root: Path, start: dict[str, torch.Tensor] | None = None,
+                 saved: dict | None = None):
         self.args, self.config, self.world, self.val_cases = args, config, world, val_cases
         self.log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if world.main else (lambda *a: None)
         samples = cache.load(train_cases, config, root)
@@ -402,8 +441,8 @@ class Trainer:
         # has fixed the run's length yet
         self.state = {"step": 0, "epoch": 0, "best": -math.inf, "history": [], "train_seconds": 0.0,
                       "budget_planned": False, "initialised_from": args.init.name if args.init else None}
-        if args.resume:
-            self.restore()
+        if saved is not None:
+            self.restore(saved)
         if world.main:  # after the restore: a refused resume leaves the run's records as they were
             args.out.mkdir(parents=True, exist_ok=True)
             write_atomic(args.out / "config.json", config.to_json() + "\n")
@@ -415,23 +454,13 @@ class Trainer:
         self.skipped = 0  # consecutive steps skipped for a non-finite loss or gradient
         self.last_lr = config.lr  # the LR the last optimiser step ran at
 
-    def restore(self) -> None:
-        """Continue the run in OUT from its resume.pt: weights, optimiser, schedule, random state,
-        history and the run's length. DataError naming the file where it cannot be read, was made
-        with another recipe (only the fields of RESUME_MAY_CHANGE may differ) or on other cases."""
+    def restore(self, saved: dict) -> None:
+        """Continue the run in OUT from its resume.pt's contents (resumed_run, which checked the
+        recipe): weights, optimiser, schedule, random state, history and the run's length.
+        DataError naming the file where the run trained on other cases, or has trained more steps
+        than this start asks for."""
         path = self.args.out / "resume.pt"
-        try:
-            # on the CPU: loading puts each tensor where its parameter is, and Adam's step counts stay on the CPU
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated, not a torch file, ...
-            raise DataError([f"{path}: unreadable ({describe_error(exc, 200)}): start a new run"]) from None
         recipe, now = saved.get("config") or _recorded(self.args.out / "config.json"), asdict(self.config)
-        if recipe is not None:
-            changed = [k for k in now if k not in RESUME_MAY_CHANGE and recipe.get(k) != now[k]]
-            if changed:
-                raise DataError([f"{path}: the run was made with {', '.join(f'{k} {recipe.get(k)!r}' for k in changed)}, "
-                                 f"not {', '.join(repr(now[k]) for k in changed)}: resume with the same recipe "
-                                 f"(only {', '.join(sorted(RESUME_MAY_CHANGE))} may change), or start a new run"])
         split = saved.get("split") or _recorded(self.args.out / "split.json")
         if split is not None and list(split.get("train", ())) != self.split["train"]:
             raise DataError([f"{path}: the run trained on other cases (another --data or fold): resume with the same "
@@ -462,7 +491,19 @@ class Trainer:
             self.total_steps = saved["total_steps"]  # as the run planned it (a time budget may have cut it)
         else:
             self.state["budget_planned"] = False  # a changed schedule: the run's length is planned again
+        if self.state["step"] > self.total_steps:
+            raise DataError([f"{path}: the run has trained {self.state['step']} steps already, more than the "
+                             f"{self.total_steps} this start asks for: nothing to train"])
+        self.sync_lr()
         self.log(f"resuming after epoch {self.state['epoch']} (step {self.state['step']} of {self.total_steps})")
+
+    def sync_lr(self) -> None:
+        """The optimiser's LR for the coming step, from the step decay over the run's current length
+        (which a resume or a time budget may have changed since the scheduler last set it)."""
+        config = self.config
+        factor = lr_factor(self.state["step"], self.total_steps, config.lr_milestones, config.lr_gamma)
+        for group, base in zip(self.optimiser.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * factor
 
     def random_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This process's random state (CPU, CUDA or None), which resume.pt keeps for every process."""
@@ -497,6 +538,7 @@ class Trainer:
         self.state["budget_planned"] = True
         if total != self.total_steps:
             self.total_steps = self.bar.total = total
+            self.sync_lr()
             self.log(f"\ntime budget {self.config.max_minutes:g} min: {elapsed / done:.2f} s per step, "
                      f"{self.total_steps} steps in all")
 
