@@ -5,6 +5,9 @@ mask inside a box. All three come from its runs, which cost in proportion to the
 and runs can be found a few lines at a time, as a file is inflated, so that a label map on disk is
 scored without ever holding its whole volume (`evaluation.imageio.read_label_runs`).
 
+Label values are read by one rule, for files and arrays alike (`as_labels`): whole numbers, float
+noise within ROUNDING_NOISE rounded, nothing negative.
+
 Axes are (x, y, z) as nibabel returns them; flat indices count voxels in memory order: x fastest
 for Fortran order (NIfTI's own), z fastest for C order.
 """
@@ -60,7 +63,6 @@ def as_labels(values: np.ndarray) -> np.ndarray:
     if values.size and values.max() <= np.iinfo(np.uint8).max and values.dtype != np.uint8:
         values = values.astype(np.uint8)
     return values
-
 
 
 def flat_nonzero(flat: np.ndarray) -> np.ndarray:

@@ -331,6 +331,8 @@ def run(args: argparse.Namespace, config: TrainConfig, world: World, given: set[
     saved = None
     if args.resume:
         config, saved = resumed_run(args, config, given, world)
+        if args.init is not None and world.main:
+            print(f"notice: --init {args.init} is ignored: a resumed run goes on from its own weights", file=sys.stderr)
     elif held := [name for name in RUN_FILES if (args.out / name).is_file()]:  # a new run would replace them
         raise DataError([f"{args.out}: holds a run already ({', '.join(held)}): "
                          + ("continue it with --resume, " if "resume.pt" in held else "")
