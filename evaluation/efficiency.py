@@ -58,6 +58,7 @@ from evaluation.nvml import GpuMemory
 from evaluation.rules import DEFAULT_RULES, RULES, EfficiencyRules, get_rules
 from evaluation.sampler import COLUMNS, ProcessTree, Readings, Sampler
 from evaluation.usage import (
+    AREAS,
     DEFAULT_FAILURE_POLICY,
     EXTRA_COLUMNS,
     FAILURE_POLICIES,
@@ -153,13 +154,15 @@ def _check_output(output: Path, case: Path) -> tuple[str, str]:
 
 def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRules, gpu: GpuMemory | None,
              interval_s: float, timeout_s: float, policy: str = DEFAULT_FAILURE_POLICY, baseline_s: float = 1.0,
-             busy_cpu_pct: float = BUSY_CPU_PCT, readings: Readings | None = None) -> tuple[dict, pd.DataFrame]:
+             busy_cpu_pct: float = BUSY_CPU_PCT, readings: Readings | None = None,
+             areas: str = AREAS[0]) -> tuple[dict, pd.DataFrame]:
     """Run the submission on one case in fresh folders, sampled; returns its row and its samples.
 
     The case's output of an earlier run is removed from OUT/predictions first. The machine is
     watched for baseline_s seconds (the idle check). The case ends when the started process exits
     (or is killed at the timeout); whatever it leaves running is killed then and counted in
-    Detail. Failing readings are NaN, counted in `readings`."""
+    Detail. Failing readings are NaN, counted in `readings`. The case's time ends when the process
+    is seen to exit or the timeout fires (not after the kill). `areas`: one of AREAS."""
     name = output_name(case)
     (out / "predictions" / name).unlink(missing_ok=True)  # never scored on an earlier run's output
     readings = readings or Readings()
@@ -189,14 +192,15 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
                         attached[0] = submission.tree(proc, container, processes)
                         next_attach = time.perf_counter() + ATTACH_RETRY_S
                     if time.perf_counter() - start > timeout_s:
-                        timed_out = True
+                        timed_out, wall = True, time.perf_counter() - start
                         submission.kill(proc, container, processes)
                         break
                     time.sleep(0.02)
+                else:
+                    wall = time.perf_counter() - start
             except BaseException:  # Ctrl-C or an error: the case runs in its own session, so it is stopped here
                 submission.kill(proc, container, processes)
                 raise
-        wall = time.perf_counter() - start
     except BaseException:
         sampler.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -215,7 +219,8 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
     if status == "ok":
         shutil.copy2(outputs / name, out / "predictions" / name)
     shutil.rmtree(work, ignore_errors=True)
-    return case_figures(name, samples, wall, status, detail, rules, policy, base, busy), samples
+    step = interval_s if areas == "official" else None
+    return case_figures(name, samples, wall, status, detail, rules, policy, base, busy, step), samples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +264,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="official (default, as the organisers' scripts did): only timeouts get the year's stuck "
                              "values where it has them and failed cases rank by their measured values; penalised: "
                              "every failed case (timeout, crash, no valid output) gets them and ranks last")
+    parser.add_argument("--areas", choices=AREAS, default=AREAS[0],
+                        help="official (default, as the organisers computed them): each area is the sum of the samples "
+                             "x the sampling interval; real-time: the integral over the samples' real times, to the "
+                             "case's end (no error from a late sample or a case ending between samples)")
     parser.add_argument("--baseline", type=cli.finite_float, default=1.0, metavar="S",
                         help="seconds to watch the machine before each case (idle check; default 1, 0: off)")
     parser.add_argument("--busy-cpu", type=cli.finite_float, default=BUSY_CPU_PCT, metavar="PCT",
@@ -385,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     readings = Readings()
     head = {"rules": rules.name, "submission": args.image or args.command, "gpu_index": gpu_index,
             "gpu": gpu.name if gpu else None, "interval_s": args.interval, "timeout_s": args.timeout,
-            "failures": args.failures, "baseline_s": args.baseline, "busy_cpu_pct": args.busy_cpu,
+            "failures": args.failures, "areas": args.areas, "baseline_s": args.baseline, "busy_cpu_pct": args.busy_cpu,
             "cases_planned": len(cases), "failed_readings": readings.failed}
 
     rows: list[dict] = []
@@ -395,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             for case in tqdm(cases, desc="running", unit="case", file=sys.stderr, disable=None):
                 try:
                     row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval,
-                                            args.timeout, args.failures, args.baseline, args.busy_cpu, readings)
+                                            args.timeout, args.failures, args.baseline, args.busy_cpu, readings,
+                                            args.areas)
                 except Exception as exc:  # the harness's own failure on this case: the others still run
                     (args.out / "predictions" / output_name(case)).unlink(missing_ok=True)
                     row, samples = harness_error_row(case, exc, rules.efficiency, args.failures), pd.DataFrame(

@@ -5,17 +5,16 @@
 
 Each TEAM_DIR is a folder written by `python -m evaluation.run` (results.csv and summary.json,
 which carries the team's name, the rules year and the failure policy of the run). For every case
-and every metric of the year (FLARE21: DSC, NSD, time, max GPU memory; FLARE22: DSC, NSD, time,
-and the GPU and CPU areas at half weight; FLARE23: DSC, NSD, time, GPU area) the teams are
-ranked, 1 = best, in three tiers: measured values first, then values not measured (NaN on a case
-that ran), then failed cases and cases missing from a team's folder (under the "official"
-failure policy, failed cases are ranked by their values instead, except those given the year's
-stuck values, Penalised: those always rank in the failed tier, as a penalty is no measurement;
-FLARE22's stuck GPU area would otherwise be the only finite value where NVML measured nothing, and
-win). Ties share the minimum rank (challengeR's default; `--ties average` gives the mean). Each
-team's ranks are averaged over all cases per metric, then over the metrics with the year's weights
-(a metric no team has measured on a case that ran is left out, with a notice: failed cases alone
-would rank the failures twice), and teams are placed by that score (ties share the better place).
+and every metric of the year (FLARE21: DSC, NSD, time, max GPU memory; FLARE22: DSC, NSD, time, and
+the GPU and CPU areas at half weight; FLARE23: DSC, NSD, time, GPU area) the teams are ranked, 1 =
+best, in three tiers: measured values first, then values not measured (NaN on a case that ran),
+then failed cases and cases missing from a team's folder (under the "official" failure policy, as
+the organisers ranked them, failed cases are ranked by their values instead, a case given the
+year's stuck values, Penalised, by those). Ties share the minimum rank (challengeR's default;
+`--ties average` gives the mean). Each team's ranks are averaged over all cases per metric, then
+over the metrics with the year's weights (a metric no team has measured on a case that ran is left
+out, with a notice: failed cases alone would rank the failures twice), and teams are placed by that
+score (ties share the better place).
 The bootstrap over cases says how often each team keeps its place. DSC and NSD are a case's means
 over organs. Refuses folders of different rules years or failure policies, and two teams of one
 name (give `--name`). Exit code 0: ranked; 2: usage error (one line naming the folder).
@@ -83,8 +82,9 @@ def case_ranks(values: np.ndarray, tiers: np.ndarray, higher_is_better: bool, ti
     return rankdata(codes.ravel(), method=ties)
 
 
-def _tiers(frame: pd.DataFrame, cases: list[str], column: str, policy: str) -> tuple[np.ndarray, np.ndarray]:
-    """(values, tiers) of one team and metric over the cases (a case it lacks is FAILED)."""
+def _tiers(frame: pd.DataFrame, cases: list[str], column: str, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, tiers, stuck) of one team and metric over the cases (a case it lacks is FAILED;
+    stuck: the cases given the year's stuck values, which rank by them under the official policy)."""
     indexed = frame.drop_duplicates("Name").set_index("Name")
     values = pd.to_numeric(indexed[column], errors="coerce").reindex(cases).to_numpy(dtype=np.float64) \
         if column in indexed else np.full(len(cases), np.nan)
@@ -95,9 +95,8 @@ def _tiers(frame: pd.DataFrame, cases: list[str], column: str, policy: str) -> t
         else np.zeros(len(cases), bool)
     tiers = np.where(np.isfinite(values), MEASURED, NOT_MEASURED)
     if policy == "penalised":
-        tiers = np.where(failed, FAILED, tiers)
-    tiers = np.where(stuck | ~present, FAILED, tiers)  # a penalty is no measurement, under either policy
-    return values, tiers
+        tiers = np.where(failed | stuck, FAILED, tiers)
+    return values, np.where(present, tiers, FAILED), stuck & present
 
 
 def is_true(value) -> bool:
@@ -148,7 +147,10 @@ def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float], tie
         pairs = {team: _tiers(per_case[team], cases, column, policy) for team in teams}
         values = np.column_stack([pairs[t][0] for t in teams])
         tiers = np.column_stack([pairs[t][1] for t in teams])
-        if (tiers == NOT_MEASURED).any() and not (tiers == MEASURED).any():  # its failed cases would count twice
+        stuck = np.column_stack([pairs[t][2] for t in teams])
+        # measured on no case that ran (its stuck values are no measurement): the failures alone
+        # would rank the teams, a second time, and a stuck value would beat every unmeasured one
+        if (tiers == NOT_MEASURED).any() and not ((tiers == MEASURED) & ~stuck).any():
             left_out.append(metric)
             notices.append(f"{metric}: measured for no team (e.g. no NVML): left out of the ranking, "
                            "the other metrics' weights renormalised")

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                                        *(["--memory", args.memory] if args.memory else []),
                                        *(["--isolated"] if args.isolated else []),
                                        "--failures", args.failures, "--baseline", str(args.baseline),
-                                       "--busy-cpu", str(args.busy_cpu)])
+                                       "--busy-cpu", str(args.busy_cpu), "--areas", args.areas])
     scored = score.score_folders(gt_files, args.out / "efficiency" / "predictions",
                                  args.out / "accuracy", rules)
 

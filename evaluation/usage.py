@@ -67,14 +67,21 @@ def stable_max(values, fraction: float = 0.02) -> float:
     return float(stable.max()) if stable.size else math.nan
 
 
-def area(times, values, end_s: float, free: float = 0.0) -> float:
-    """Area under a sampled curve over [0, end_s] (unit x s; times from the sampler's start): each
-    sample counts max(0, value - free) x (its time - the time before it, 0 for the first), the last
-    also until end_s. NaN samples add nothing; NaN when all are NaN."""
+OFFICIAL_AREA_STEP_S = 0.1  # the organisers' areas: the sum of the samples x 0.1 s (their sampling interval)
+AREAS = ("official", "real-time")  # --areas: the organisers' sum x step, or the integral over real times
+
+
+def area(times, values, end_s: float, free: float = 0.0, step_s: float | None = OFFICIAL_AREA_STEP_S) -> float:
+    """Area under a sampled curve (unit x s; times from the sampler's start) of max(0, value - free):
+    with step_s, as the organisers computed it, the sum of the samples x step_s (the sampling
+    interval); with None, over [0, end_s] in real time: each sample x (its time - the time before
+    it, 0 for the first), the last also until end_s. NaN samples add nothing; NaN when all are NaN."""
     t = np.asarray(times, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     if t.size == 0 or not np.isfinite(v).any():
         return math.nan
+    if step_s is not None:
+        return float(np.nansum(np.maximum(v - free, 0.0)) * step_s)
     dt = np.diff(np.concatenate([[0.0], t, [max(end_s, t[-1])]]))
     weights = dt[:-1].copy()
     weights[-1] += dt[-1]  # the last sample also stands for the time after it
@@ -83,10 +90,11 @@ def area(times, values, end_s: float, free: float = 0.0) -> float:
 
 def case_figures(name: str, samples: pd.DataFrame, wall_s: float, status: str, detail: str,
                  rules: EfficiencyRules, policy: str = DEFAULT_FAILURE_POLICY, baseline: Baseline | None = None,
-                 busy: list[str] | tuple[str, ...] = ()) -> dict:
+                 busy: list[str] | tuple[str, ...] = (), area_step_s: float | None = OFFICIAL_AREA_STEP_S) -> dict:
     """One row of efficiency.csv: the official columns under the year's rules and the failure
     policy, plus extras (MeasuredTime keeps the wall time where a penalty replaced Time; Machine
-    is "idle", "busy: <reasons>" or "not checked" from the baseline taken before the case)."""
+    is "idle", "busy: <reasons>" or "not checked" from the baseline taken before the case).
+    area_step_s: the areas' step (area(); None: over real times)."""
     t = samples["t_s"] if len(samples) else pd.Series(dtype=float)
     gpu = samples["gpu_used_mb"] if len(samples) else t
     stable, plain = stable_max(gpu, rules.stable_fraction), plain_max(gpu)
@@ -94,11 +102,11 @@ def case_figures(name: str, samples: pd.DataFrame, wall_s: float, status: str, d
         "Name": name,
         "Time": wall_s,
         "MaxGPU_Mem": stable if rules.gpu_max == "stable" else plain,
-        "AUC_GPU_Time": area(t, gpu, wall_s, free=rules.gpu_free_mb),
+        "AUC_GPU_Time": area(t, gpu, wall_s, rules.gpu_free_mb, area_step_s),
         "MaxCPU_Utilization": plain_max(samples.get("cpu_used_pct", t)),
-        "AUC_CPU_Time": area(t, samples.get("cpu_used_pct", t), wall_s),
+        "AUC_CPU_Time": area(t, samples.get("cpu_used_pct", t), wall_s, step_s=area_step_s),
         "MaxRAM": plain_max(samples.get("ram_used_mb", t)),
-        "AUC_RAM_Time": area(t, samples.get("ram_used_mb", t), wall_s),
+        "AUC_RAM_Time": area(t, samples.get("ram_used_mb", t), wall_s, step_s=area_step_s),
         "Status": status,
         "Detail": detail,
         "Penalised": penalised(status, rules, policy),

@@ -32,15 +32,21 @@ def test_stable_max_is_the_largest_value_seen_in_more_than_2_percent():
     assert math.isnan(stable_max([])) and math.isnan(stable_max([math.nan]))
 
 
-def test_area_uses_real_sample_times_and_the_allowance():
-    t = [0.1, 0.2, 0.35, 0.5]
+def test_areas_are_the_organisers_sum_x_step_by_default_and_real_time_on_request():
+    t = [0.13, 0.26, 0.39, 0.45]  # late samples, and a case ending 0.06 s after the last full interval
     v = [1000, 3000, 3000, 500]
-    # each sample stands for the interval that ends at it (the first from 0), the last also until the end (0.6 s)
-    assert area(t, v, end_s=0.6) == pytest.approx(1000 * 0.1 + 3000 * 0.1 + 3000 * 0.15 + 500 * (0.15 + 0.1))
-    assert area(t, v, end_s=0.6, free=2048) == pytest.approx((3000 - 2048) * 0.25)
-    assert math.isnan(area(t, [math.nan] * 4, end_s=0.6))
-    # the organisers' count x 0.1 s equals this when samples really are 0.1 s apart, read at each interval's end
-    assert area([0.1, 0.2, 0.3], [10, 10, 10], end_s=0.3) == pytest.approx(3 * 10 * 0.1)
+    # official (flare-rules: "sum of samples x 0.1 s"): the count of samples, whatever their times
+    assert area(t, v, end_s=0.5) == pytest.approx((1000 + 3000 + 3000 + 500) * 0.1)
+    assert area(t, v, end_s=0.5, free=2048) == pytest.approx((3000 - 2048) * 2 * 0.1)
+    # real time: each sample stands for the interval that ends at it (the first from 0), the last
+    # also until the end
+    assert area(t, v, end_s=0.5, step_s=None) == pytest.approx(
+        1000 * 0.13 + 3000 * 0.13 + 3000 * 0.13 + 500 * (0.06 + 0.05))
+    for step in (0.1, None):
+        assert math.isnan(area(t, [math.nan] * 4, end_s=0.5, step_s=step))
+    # both agree where the samples really are 0.1 s apart, read at each interval's end, to the end
+    assert area([0.1, 0.2, 0.3], [10, 10, 10], end_s=0.3, step_s=None) == pytest.approx(area([0.1, 0.2, 0.3],
+                                                                                             [10, 10, 10], end_s=0.3))
 
 
 def _samples(n=50, gpu=True):

@@ -110,23 +110,29 @@ def test_case_ranks_follow_challenger(ties):
     assert ranks.tolist() == expected
 
 
-@pytest.mark.parametrize("policy", rank.FAILURE_POLICIES)
-def test_a_case_given_the_stuck_values_ranks_last_under_either_policy(policy):
-    """FLARE22 where NVML failed on a case: there the GPU area is NaN except the stuck value a
-    timeout gets, which as the only finite value would rank first under the official policy."""
+def test_a_case_given_the_stuck_values_ranks_by_them_officially_and_last_when_penalised():
+    """FLARE22: a timeout's stuck values are values to the organisers (a team that used more GPU
+    area in the time limit than the stuck 3600 x 8192 MB·s ranks behind it); penalised, the case
+    ranks last. Without NVML the stuck area is the only finite GPU value: the metric is left out
+    rather than won by it."""
     stuck = 3600 * (10240 - 2048)
     hung = pd.DataFrame({"Name": ["c1", "c2"], "Status": ["ok", "timeout"], "Penalised": [False, True],
                          "DSC_mean": [0.9, 0.0], "NSD_mean": [0.9, 0.0], "Time": [10.0, 3600.0],
                          "AUC_GPU_Time": [900.0, stuck], "AUC_CPU_Time": [500.0, 360000.0]})
-    worked = hung.assign(Status="ok", Penalised=False, DSC_mean=0.9, NSD_mean=0.9, Time=10.0,
-                         AUC_GPU_Time=[900.0, math.nan], AUC_CPU_Time=500.0)
-    ranking = rank.rank_teams({"hung": hung, "worked": worked}, RULES["flare22"].efficiency.rank_weights,
-                              policy=policy)
-    assert ranking.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "worked": 1}
-    assert ranking.table["team"].tolist() == ["worked", "hung"]
+    greedy = hung.assign(Status="ok", Penalised=False, DSC_mean=0.9, NSD_mean=0.9, Time=[10.0, 3500.0],
+                         AUC_GPU_Time=[900.0, 3500 * 14336.0], AUC_CPU_Time=500.0)
+    weights = RULES["flare22"].efficiency.rank_weights
+    official = rank.rank_teams({"hung": hung, "greedy": greedy}, weights, policy="official")
+    assert official.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 1, "greedy": 2}
+    penalised = rank.rank_teams({"hung": hung, "greedy": greedy}, weights, policy="penalised")
+    assert penalised.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "greedy": 1}
     as_read_back = hung.assign(Penalised=["False", "True"])  # a results.csv column read back with NaN elsewhere
-    again = rank.rank_teams({"hung": as_read_back, "worked": worked}, {"AUC_GPU_Time": 1}, policy=policy)
-    assert again.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "worked": 1}
+    again = rank.rank_teams({"hung": as_read_back, "greedy": greedy}, {"AUC_GPU_Time": 1}, policy="penalised")
+    assert again.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "greedy": 1}
+    no_nvml = {"hung": hung.assign(AUC_GPU_Time=[math.nan, stuck]), "greedy": greedy.assign(AUC_GPU_Time=math.nan)}
+    for policy in rank.FAILURE_POLICIES:
+        ranking = rank.rank_teams(no_nvml, weights, policy=policy)
+        assert "AUC_GPU_Time" not in ranking.per_case and ranking.table["team"].tolist() == ["greedy", "hung"]
 
 
 @pytest.mark.parametrize("policy", rank.FAILURE_POLICIES)
