@@ -293,8 +293,25 @@ def main(argv: list[str] | None = None) -> int:
         stop(world)
 
 
-def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World) -> tuple[list[Case], list[Case], set[str], Path]:
-    """Find and check every case, split them and cache them; DataError lists every problem."""
+def _check_resumed_split(args: argparse.Namespace, saved: dict, train_cases: list[Case], pathological: set[str]) -> None:
+    """DataError where a resumed run (resume.pt's `saved`) trained on other cases, or sampled other
+    lesion cases more often, than this start would: checked before anything is preprocessed."""
+    path = args.out / "resume.pt"
+    split = saved.get("split") or _recorded(args.out / "split.json")
+    if split is None:
+        return
+    if list(split.get("train", ())) != [c.name for c in train_cases]:
+        raise DataError([f"{path}: the run trained on other cases (another --data or fold): resume with the same "
+                         "data, or start a new run"])
+    if "pathological" in split and list(split["pathological"]) != sorted(pathological):
+        raise DataError([f"{path}: the run sampled other cases with lesions more often ({len(split['pathological'])} "
+                         f"listed, now {len(pathological)}): resume with the same --pathological list"])
+
+
+def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World,
+                  saved: dict | None = None) -> tuple[list[Case], list[Case], set[str], Path]:
+    """Find and check every case, split them (checked against a resumed run's `saved` split) and
+    cache them; DataError lists every problem."""
     cases = find_cases(args.data)
     problems = dataset_json_problems(args.data, FLARE21_LABELS) + [p for case in cases for p in check_headers(case)]
     if problems:
@@ -306,6 +323,8 @@ def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World) -
     train_cases, val_cases = split(cases, config.folds, config.fold, config.seed)
     if not train_cases:
         raise DataError([f"{args.data}: {len(cases)} case(s) leave none to train on with {config.folds} folds"])
+    if saved is not None:
+        _check_resumed_split(args, saved, train_cases, pathological)
     root = cache_root(args)
     workers = args.workers if args.workers is not None else cache.default_workers()
     problems = cache.prepare(cases, config, FLARE21_LABELS, root, workers if world.size == 1 else 1, (world.rank, world.size))
@@ -338,7 +357,7 @@ def run(args: argparse.Namespace, config: TrainConfig, world: World, given: set[
                          + ("continue it with --resume, " if "resume.pt" in held else "")
                          + "or train into another --out"])
     start = initial_weights(args.init, config) if args.init is not None and not args.resume else None
-    train_cases, val_cases, pathological, root = _prepare_data(args, config, world)
+    train_cases, val_cases, pathological, root = _prepare_data(args, config, world, saved)
     trainer = Trainer(args, config, world, train_cases, val_cases, pathological, root, start, saved)
     while trainer.state["step"] < trainer.total_steps:
         trainer.epoch()
@@ -457,19 +476,12 @@ class Trainer:
         self.last_lr = config.lr  # the LR the last optimiser step ran at
 
     def restore(self, saved: dict) -> None:
-        """Continue the run in OUT from its resume.pt's contents (resumed_run, which checked the
-        recipe): weights, optimiser, schedule, random state, history and the run's length.
-        DataError naming the file where the run trained on other cases, or has trained more steps
-        than this start asks for."""
+        """Continue the run in OUT from its resume.pt's contents (resumed_run and _prepare_data
+        checked the recipe and the cases): weights, optimiser, schedule, random state, history and
+        the run's length. DataError naming the file where the run has trained more steps than this
+        start asks for."""
         path = self.args.out / "resume.pt"
         recipe, now = saved.get("config") or _recorded(self.args.out / "config.json"), asdict(self.config)
-        split = saved.get("split") or _recorded(self.args.out / "split.json")
-        if split is not None and list(split.get("train", ())) != self.split["train"]:
-            raise DataError([f"{path}: the run trained on other cases (another --data or fold): resume with the same "
-                             "data, or start a new run"])
-        if split is not None and "pathological" in split and list(split["pathological"]) != self.split["pathological"]:
-            raise DataError([f"{path}: the run sampled other cases with lesions more often ({len(split['pathological'])} "
-                             f"listed, now {len(self.split['pathological'])}): resume with the same --pathological list"])
         try:
             self.net.load_state_dict(saved["net"])
             self.optimiser.load_state_dict(saved["optimiser"])
