@@ -56,6 +56,18 @@ def _samples(n=50, gpu=True):
                          "ram_used_mb": np.full(n, 8000.0), "ram_tree_mb": np.full(n, 1500.0)})
 
 
+def test_the_official_columns_are_rounded_as_the_organisers_csv_rounds_them():
+    """Time and the CPU figures to 2 decimals, the GPU maximum and the GPU and RAM areas to whole
+    numbers (np.round: ties to even); MeasuredTime keeps the wall time."""
+    samples = _samples(n=3).assign(gpu_used_mb=[3000.4, 3000.4, 3000.4], cpu_used_pct=[33.3333, 33.3333, 12.0],
+                                   ram_used_mb=[8000.123, 8000.123, 8000.123])
+    row = case_figures("a.nii.gz", samples, 0.30449, "ok", "", get_rules("flare23").efficiency)
+    assert (row["Time"], row["MeasuredTime"]) == (0.3, 0.30449)
+    assert (row["MaxGPU_Mem"], row["AUC_GPU_Time"]) == (3000.0, 900.0)  # 3 x 3000.4 x 0.1 = 900.12
+    assert (row["MaxCPU_Utilization"], row["AUC_CPU_Time"]) == (33.33, 7.87)
+    assert (row["MaxRAM"], row["AUC_RAM_Time"]) == (8000.12, 2400.0)
+
+
 def test_case_figures_follow_each_years_rules():
     samples = _samples()
     f21 = case_figures("a.nii.gz", samples, 5.0, "ok", "", get_rules("flare21").efficiency)
