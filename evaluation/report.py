@@ -40,6 +40,14 @@ def stats(values: list[float]) -> dict[str, float | int]:
             "min": float(v.min()), "n": int(v.size)}
 
 
+def official_round(value: float | int, digits: int) -> float | int:
+    """value rounded to `digits` decimals as the official scripts' round() of a NumPy float64
+    rounds (NumPy's: scaled, rounded half to even, scaled back), which differs from Python's
+    round of a float on some ties (0.06425 -> 0.0642, where Python gives 0.0643). An int (a value
+    set by a rule, 0 or 1) stays that int, as their round leaves it."""
+    return value if isinstance(value, int) else float(np.round(np.float64(value), digits))
+
+
 def summarise(metrics: list[dict], rules: Rules) -> list[dict]:
     """One row per organ and metric (DSC, NSD) with mean, std, median, min and n over the cases,
     then the mean over organs (those with in_mean) of the per-organ means."""
@@ -70,6 +78,21 @@ def cases_with_problems(problems: list[dict[str, str]]) -> int:
     return len({p["case"] for p in problems} - {ALL_CASES})
 
 
+def official_scores(summary: list[dict], rules: Rules) -> dict[str, float | None]:
+    """The overall figures the year's official script reports (FLARE23's scores.txt): each
+    column's mean over the cases, rounded, then Organ_DSC and Organ_NSD, the means of the organs'
+    rounded means (the lesion left out), rounded again (null where nothing was scored)."""
+    digits = rules.official_round or 0
+    out: dict[str, float | None] = {}
+    for row in summary:
+        if row["column"]:
+            out[row["column"]] = None if math.isnan(row["mean"]) else official_round(row["mean"], digits)
+    for metric, column in (("DSC", rules.dsc_column), ("NSD", rules.nsd_column)):
+        means = [out[column(o)] for o in rules.organs if o.in_mean and out[column(o)] is not None]
+        out[f"Organ_{metric}"] = official_round(float(np.mean(means)), digits) if means else None
+    return out
+
+
 def summary_json(summary: list[dict], rules: Rules, n_cases: int,
                  problems: list[dict[str, str]], warnings: list[dict[str, str]]) -> str:
     """The summary as JSON text (NaN as null)."""
@@ -84,6 +107,7 @@ def summary_json(summary: list[dict], rules: Rules, n_cases: int,
         "cases_with_problems": cases_with_problems(problems),
         "organs": organs,
         "mean_over_organs": {metric: s["mean"] for metric, s in overall.items()},
+        **({"official_scores": official_scores(summary, rules)} if rules.official_summary else {}),
         "problems": problems,
         "warnings": warnings,
     }

@@ -43,6 +43,8 @@ class Rules:
     (None: not rounded).
     column_style: "interleaved" (FLARE21: DSC_1, NSD-1mm_1, DSC_2, ...) or "blocked"
     (FLARE22/23: all <key>_DSC columns, then all <key>_NSD columns).
+    official_summary: the official script also reports each column's mean, rounded, and the
+    organs' mean of those (FLARE23's scores.txt; summary.json's official_scores).
     """
 
     name: str
@@ -51,6 +53,7 @@ class Rules:
     official_round: int | None
     column_style: str
     efficiency: EfficiencyRules
+    official_summary: bool = False
 
     @property
     def max_label(self) -> int:
@@ -104,6 +107,7 @@ RULES: dict[str, Rules] = {
         efficiency=EfficiencyRules(
             gpu_max="plain", rank_weights={"DSC": 1, "NSD": 1, "Time": 1, "AUC_GPU_Time": 1},
             docker_args=("--shm-size=28gb", "-m", "28G")),
+        official_summary=True,
     ),
 }
 

@@ -26,7 +26,15 @@ from tqdm import tqdm
 
 from evaluation.imageio import LabelMap, read_label_runs
 from evaluation.metrics import score_runs
-from evaluation.report import ALL_CASES, SUMMARY_COLUMNS, cases_with_problems, csv_text, summarise, summary_json
+from evaluation.report import (
+    ALL_CASES,
+    SUMMARY_COLUMNS,
+    cases_with_problems,
+    csv_text,
+    official_round,
+    summarise,
+    summary_json,
+)
 from evaluation.rules import DEFAULT_RULES, RULES, Rules, get_rules
 from evaluation.runs import LabelRuns
 from flare_common import cli
@@ -223,14 +231,6 @@ def _ignore_interrupt() -> None:
     let a SIGTERM sent to the worker itself end it (not the main process's handler, inherited)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def official_round(value: float | int, digits: int) -> float | int:
-    """value rounded to `digits` decimals as the official scripts' round() of a NumPy float64
-    rounds (NumPy's: scaled, rounded half to even, scaled back), which differs from Python's
-    round of a float on some ties (0.06425 -> 0.0642, where Python gives 0.0643). An int (a value
-    set by a rule, 0 or 1) stays that int, as their round leaves it."""
-    return value if isinstance(value, int) else float(np.round(np.float64(value), digits))
 
 
 def metrics_rows(results: list[CaseResult], columns: list[str], round_digits: int | None) -> list[dict]:

@@ -340,7 +340,8 @@ def test_rules_mismatch_only_when_another_year_fits_better():
 def test_per_case_values_are_rounded_as_numpy_rounds_like_the_official_scripts(tmp_path):
     """The official scripts round a NumPy float64 (NumPy's rounding): on the tie 0.06425 that gives
     0.0642, where Python's round of a float gives 0.0643."""
-    from evaluation.score import CaseResult, metrics_rows, official_round
+    from evaluation.report import official_round
+    from evaluation.score import CaseResult, metrics_rows
 
     assert round(0.06425, 4) == 0.0643 and official_round(0.06425, 4) == round(np.float64(0.06425), 4) == 0.0642
     columns = get_rules("flare22").metric_columns()
@@ -363,3 +364,18 @@ def test_hidden_files_are_no_predictions_and_two_predictions_of_a_case_are_warne
                                                              "case_1.nii.gz scored, the other ignored"}]
     assert float(read_csv(out / "metrics.csv")[1]["DSC_1"]) < 1.0  # the one of the ground truth's name
     assert "case_1.nii.gz scored, the other ignored" in capsys.readouterr().err
+
+
+def test_flare23_s_official_scores_round_each_mean_then_average_the_rounded_organ_means():
+    """FLARE23's scores.txt: each column's mean rounded to 4 decimals, Organ_DSC the rounded mean
+    of those rounded means (the lesion left out): two cases at DSC 0.0001 and 0 give 0.0, where the
+    unrounded mean over organs is 5e-05."""
+    rules = get_rules("flare23")
+    metrics = [{"Name": f"c{i}", **{column: (0.0001 if i == 0 else 0.0) if "DSC" in column else 0.5
+                                      for column in rules.metric_columns()}} for i in range(2)]
+    doc = json.loads(report.summary_json(report.summarise(metrics, rules), rules, 2, [], []))
+    official = doc["official_scores"]
+    assert official["Liver_DSC"] == 0.0 and official["Organ_DSC"] == 0.0 and official["Organ_NSD"] == 0.5
+    assert doc["mean_over_organs"]["DSC"] == pytest.approx(5e-05)
+    assert "Tumor_DSC" in official and "official_scores" not in json.loads(
+        report.summary_json(report.summarise(metrics[:0], get_rules("flare22")), get_rules("flare22"), 0, [], []))
