@@ -72,7 +72,7 @@ from evaluation.usage import (
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import name_clashes, nifti_files, output_name, volume_shape
+from flare_common.nifti import folder_cases, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
 GPU_AUTO, GPU_NONE = "auto", "none"
@@ -287,11 +287,9 @@ def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--baseline must be 0 or more")
     if args.image and shutil.which(args.docker) is None:
         parser.error(f"--docker {args.docker}: not found")
-    cases = nifti_files(args.inputs)
-    if not cases:
-        parser.error(f"--inputs {args.inputs}: no .nii.gz or .nii files")
-    for clash in name_clashes(cases, output_name):  # their outputs would overwrite each other
-        parser.error(f"--inputs {args.inputs}: {clash}: keep one")
+    cases, problem = folder_cases(args.inputs, output_name)  # two inputs of one output would overwrite it
+    if problem:
+        parser.error(f"--inputs {args.inputs}: {problem}")
     return cases
 
 

@@ -44,6 +44,8 @@ class LabelMap:
 
 
 CHUNK_BYTES = 1 << 20  # label data streamed this much at a time: inflated where it stays in cache
+
+
 def _array(img, shape: tuple[int, int, int]) -> np.ndarray:
     """The image's labels as an integer array (x, y, z)."""
     proxy = img.dataobj

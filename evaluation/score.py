@@ -40,7 +40,7 @@ from evaluation.runs import LabelRuns
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import case_stem, name_clashes, nifti_files
+from flare_common.nifti import case_stem, folder_cases, nifti_files
 
 AFFINE_TOLERANCE_MM = 1e-3
 DEFAULT_WORKERS = min(os.cpu_count() or 1, 8)  # cases scored in parallel processes
@@ -344,11 +344,9 @@ def ground_truth_files(parser: argparse.ArgumentParser, gt: Path) -> list[Path]:
     that is none, holds none, or holds two files of one case (a.nii and a.nii.gz)."""
     if not gt.is_dir():
         parser.error(f"--gt {gt}: not a folder")
-    gt_files = nifti_files(gt)
-    if not gt_files:
-        parser.error(f"--gt {gt}: no .nii.gz or .nii files")
-    for clash in name_clashes(gt_files, case_stem):
-        parser.error(f"--gt {gt}: {clash}: keep one")
+    gt_files, problem = folder_cases(gt, case_stem)
+    if problem:
+        parser.error(f"--gt {gt}: {problem}")
     return gt_files
 
 

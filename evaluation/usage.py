@@ -153,10 +153,12 @@ def set_verdict(table: pd.DataFrame, rules: EfficiencyRules) -> dict:
     if rules.set_time_s and rules.set_cases and n:
         times = table["MeasuredTime"] if "MeasuredTime" in table else table["Time"]  # the real run times
         timed = times.dropna()  # a case the harness failed on has no time
-        projected = float(timed.mean()) * rules.set_cases if len(timed) else math.nan
+        value, passed = "not measured", None
+        if len(timed):
+            projected = float(timed.mean()) * rules.set_cases
+            value, passed = f"{projected / 3600:.2f} h projected from {len(timed)} case(s)", projected <= rules.set_time_s
         checks.append({"limit": f"{rules.set_cases} cases within {rules.set_time_s / 3600:g} h", "source": "both",
-                       "value": f"{projected / 3600:.2f} h projected from {len(timed)} case(s)" if len(timed)
-                       else "not measured", "passed": bool(projected <= rules.set_time_s) if len(timed) else None})
+                       "value": value, "passed": passed})
     for bound, official, tree, what in ((rules.set_gpu_mb, "MaxGPU_Mem", "MaxGPU_Mem_Tree", "GPU memory"),
                                         (rules.set_ram_mb, "MaxRAM", "MaxRAM_Tree", "RAM")):
         if bound:

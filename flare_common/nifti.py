@@ -91,6 +91,16 @@ def name_clashes(files: list[Path], name: Callable[[Path], str]) -> list[str]:
     return [f"{' and '.join(members)} are one case, {key}" for key, members in groups.items() if len(members) > 1]
 
 
+def folder_cases(folder: Path, name: Callable[[Path], str]) -> tuple[list[Path], str | None]:
+    """The NIfTI files of a folder (nifti_files) and why they cannot be taken as its cases, one
+    line (none there, or two that `name` makes one case: name_clashes), None when they can."""
+    files = nifti_files(folder)
+    if not files:
+        return files, "no .nii.gz or .nii files"
+    clashes = name_clashes(files, name)
+    return files, f"{clashes[0]}: keep one" if clashes else None
+
+
 def volume_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The 3D shape of an image (one with more axes of length 1 after the third, a 4D image with a
     single volume say, counts as 3D); InputError otherwise."""

@@ -463,11 +463,6 @@ def _process_age_s(stat: Path | None = None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with cli.sigterm_as_interrupt():
-        return _main(argv)
-
-
-def _main(argv: list[str] | None) -> int:
     started_s = _process_age_s()
     args = build_parser().parse_args(argv)
     try:

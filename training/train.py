@@ -297,7 +297,7 @@ def _check_resumed_split(args: argparse.Namespace, saved: dict, train_cases: lis
     """DataError where a resumed run (resume.pt's `saved`) trained on other cases, or sampled other
     lesion cases more often, than this start would: checked before anything is preprocessed."""
     path = args.out / "resume.pt"
-    split = saved.get("split") or _recorded(args.out / "split.json")
+    split = _run_record(saved, args.out, "split")
     if split is None:
         return
     if list(split.get("train", ())) != [c.name for c in train_cases]:
@@ -380,7 +380,7 @@ def resumed_run(args: argparse.Namespace, config: TrainConfig, given: set[str], 
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, ...
         raise DataError([f"{path}: unreadable ({describe_error(exc, 200)}): start a new run"]) from None
-    recipe, now = saved.get("config") or _recorded(args.out / "config.json"), asdict(config)
+    recipe, now = _run_record(saved, args.out, "config"), asdict(config)
     if recipe is None:  # a run from before recipes were kept: this start's recipe stands
         return config, saved
     changed = [k for k in now if k in given and k in recipe and recipe[k] != now[k]]
@@ -393,6 +393,12 @@ def resumed_run(args: argparse.Namespace, config: TrainConfig, given: set[str], 
             print(f"resume: {k} {recipe[k]!r} -> {now[k]!r}", file=sys.stderr)
     merged = {k: now[k] if k in given or k not in recipe else recipe[k] for k in now}
     return check(TrainConfig(**merged), str(path)), saved
+
+
+def _run_record(saved: dict, out: Path, name: str) -> dict | None:
+    """A resumed run's record `name` ("config": its recipe, "split"): from its resume.pt's contents,
+    else from OUT/<name>.json (a resume.pt made before it held them); None where neither has it."""
+    return saved.get(name) or _recorded(out / f"{name}.json")
 
 
 def _recorded(path: Path) -> dict | None:
@@ -481,7 +487,7 @@ class Trainer:
         the run's length. DataError naming the file where the run has trained more steps than this
         start asks for."""
         path = self.args.out / "resume.pt"
-        recipe, now = saved.get("config") or _recorded(self.args.out / "config.json"), asdict(self.config)
+        recipe, now = _run_record(saved, self.args.out, "config"), asdict(self.config)
         try:
             self.net.load_state_dict(saved["net"])
             self.optimiser.load_state_dict(saved["optimiser"])
