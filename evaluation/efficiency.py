@@ -48,7 +48,6 @@ from pathlib import Path
 import nibabel as nib
 import pandas as pd
 import psutil
-from tqdm import tqdm
 
 from evaluation import baseline
 from evaluation.baseline import BUSY_CPU_PCT
@@ -399,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict = {}
     try:
         with subreaper():
-            for case in tqdm(cases, desc="running", unit="case", file=sys.stderr, disable=None):
+            for case in cli.progress(cases, desc="running", unit="case"):
                 try:
                     row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval,
                                             args.timeout, args.failures, args.baseline, args.busy_cpu, readings,

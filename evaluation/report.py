@@ -36,8 +36,10 @@ def stats(values: list[float]) -> dict[str, float | int]:
     v = v[np.isfinite(v)]
     if v.size == 0:
         return {**dict.fromkeys(STATS, math.nan), "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v)),
-            "min": float(v.min()), "n": int(v.size)}
+    ordered = np.sort(v)  # the median as np.median gives it, whose first call imports numpy.ma (15 ms)
+    median = (ordered[(v.size - 1) // 2] + ordered[v.size // 2]) / 2
+    return {"mean": float(v.mean()), "std": float(v.std()), "median": float(median),
+            "min": float(ordered[0]), "n": int(v.size)}
 
 
 def official_round(value: float | int, digits: int) -> float | int:

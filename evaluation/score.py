@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from evaluation.imageio import LabelMap, read_label_runs
 from evaluation.metrics import score_runs
@@ -193,9 +192,9 @@ def _score_all(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool,
     worker process that dies (e.g. killed for memory) breaks the pool and every case it had not
     returned yet: those are scored again one at a time, each in a process of its own, so that only
     a case that kills its process fails."""
-    progress = dict(total=len(jobs), desc="scoring", unit="case", file=sys.stderr, disable=None)
+    progress = dict(total=len(jobs), desc="scoring", unit="case")
     if workers <= 1:
-        return [_score_safely(g, p, rules, fix_slab) for g, p in tqdm(jobs, **progress)]
+        return [_score_safely(g, p, rules, fix_slab) for g, p in cli.progress(jobs, **progress)]
     results = _in_pool(jobs, rules, fix_slab, workers, progress)
     lost = [i for i, r in enumerate(results) if isinstance(r, BrokenProcessPool)]
     if lost:
@@ -215,7 +214,7 @@ def _in_pool(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool, w
     with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupt) as pool:
         futures = [pool.submit(_score_safely, g, p, rules, fix_slab) for g, p in jobs]
         try:
-            for future in tqdm(futures, **progress):
+            for future in cli.progress(futures, **progress):
                 try:
                     results.append(future.result())
                 except Exception as exc:  # the worker process died
@@ -366,4 +365,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    cli.exit_at_once(cli.run(main))  # every output is written and closed when main returns

@@ -60,8 +60,8 @@ def checkpoint() -> int:
     return launch("flare-checkpoint")
 
 
-def score() -> int:
-    return launch("flare-score")
+def score() -> NoReturn:
+    cli.exit_at_once(launch("flare-score"))
 
 
 def efficiency() -> int:

@@ -1,4 +1,5 @@
 """Per-case scores follow the official scripts of each year."""
+import itertools
 import math
 
 import nibabel as nib
@@ -209,6 +210,35 @@ def test_a_mask_from_runs_equals_the_label_in_any_box():
         mask = runs.mask(label, box)
         np.testing.assert_array_equal(mask, labels[box] == label if label else np.zeros(mask.shape, bool))
         assert mask.dtype == bool and (mask.flags.f_contiguous if runs.fortran else mask.flags.c_contiguous)
+
+
+def plain_runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start, end, value) of every run, line by line in memory order (Fortran): the definition."""
+    flat, line = labels.ravel(order="F"), labels.shape[0]
+    runs = []
+    for first in range(0, flat.size, line):
+        i = first
+        for value, group in itertools.groupby(flat[first:first + line].tolist()):
+            n = len(list(group))
+            if value:
+                runs.append((i, i + n - 1, value))
+            i += n
+    return runs
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, ">i2", np.uint16, np.int32, np.int64])
+def test_runs_are_the_lines_stretches_of_one_label(dtype):
+    """Runs crossing the 8-byte words the finder looks at, ending at a line's end and going on
+    with the same label on the next line, in lines of any length, in either byte order."""
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        shape = tuple(int(n) for n in rng.integers(1, 20, 3))
+        labels = np.zeros(shape, dtype, order="F")
+        for _ in range(int(rng.integers(0, 6))):
+            lo = [int(rng.integers(0, n)) for n in shape]
+            labels[tuple(slice(a, a + int(rng.integers(1, 12))) for a in lo)] = rng.integers(1, 4)
+        runs = label_runs(labels)
+        assert list(zip(runs.starts.tolist(), runs.ends.tolist(), runs.values.tolist())) == plain_runs(labels)
 
 
 def test_runs_found_a_few_lines_at_a_time_equal_those_of_the_whole_map():

@@ -271,6 +271,29 @@ def test_nan_is_an_empty_cell():
     assert text == "Name,x,y\na,,0.5\n"
 
 
+def test_summary_statistics_skip_nan_and_take_numpys_median():
+    for values in ([0.9, math.nan, 0.5, 0.7], [0.9, 0.2, math.nan, 0.5, 0.7], [0.3]):
+        finite = [v for v in values if not math.isnan(v)]
+        got = report.stats(values)
+        assert got["median"] == np.median(finite) and got["n"] == len(finite) and got["min"] == min(finite)
+    assert report.stats([math.nan])["n"] == 0 and math.isnan(report.stats([])["median"])
+
+
+def test_a_piped_run_prints_its_whole_summary_and_says_how_it_ended(tmp_path):
+    """The scorer ends without the interpreter's teardown: what it printed still all arrives, and
+    its exit code still says whether a case had a problem."""
+    gt, pred, out = make_set(tmp_path, n=2)
+    command = [sys.executable, "-m", "evaluation.score", "--gt", str(gt), "--pred", str(pred), "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("2 case(s) scored; 0 with problems")
+    assert len(read_csv(out / "metrics.csv")) == 2
+    (pred / "case_1.nii.gz").write_bytes(b"not a NIfTI file")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].startswith("problem: case_1.nii.gz:")
+
+
 def test_an_internal_failure_stops_only_its_case(tmp_path, monkeypatch):
     gt, pred, out = make_set(tmp_path, n=3)
     import evaluation.score as score_module
