@@ -580,6 +580,26 @@ def test_a_time_budget_covers_the_whole_run_across_a_resume(data, tmp_path, monk
     assert lrs[0] == 0.01 and lrs[1] < 0.01  # the step decay fitted to 6 steps, not restarted
 
 
+def test_a_time_budget_holds_when_steps_are_slow(data, tmp_path, monkeypatch, capsys):
+    """--max-minutes 1 with steps of 10 s (a clock advancing so): the run is planned as soon as
+    its steps have taken a tenth of the budget, not after BUDGET_PLANNING_STEPS (20) steps,
+    which alone would overrun it threefold."""
+    import training.train as train_module
+
+    clock = [0.0]
+    step = train_module.Trainer.optimiser_step
+
+    def timed_step(self, losses):
+        clock[0] += 10.0
+        step(self, losses)
+
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(train_module.Trainer, "optimiser_step", timed_step)
+    assert train(data, tmp_path / "run", "coarse", {**TINY, "epochs": 10, "val_cases": 0, "max_minutes": 1.0}) == 0
+    assert "time budget 1 min: 10.00 s per step, 6 steps in all" in capsys.readouterr().err
+    assert clock[0] == 60.0
+
+
 def test_a_run_without_fp16_resumes_where_the_gradient_scaler_is_on(data, tmp_path, monkeypatch):
     """A CPU or fp32 run saves an empty scaler state; resumed on a GPU in fp16 (here: a scaler
     that is on, on the CPU) its scaler starts afresh instead of refusing the resume."""

@@ -40,7 +40,7 @@ class TrainConfig:
     # schedule: an epoch is one pass over the training cases (lesion cases counted 3x)
     epochs: int = 200
     max_steps: int | None = None  # stop after this many optimiser steps (the LR schedule follows it)
-    max_minutes: float | None = None  # or after the steps that fit in this time (timed after the first 20 steps)
+    max_minutes: float | None = None  # or after the steps that fit in this time (timed over 20 steps, or a tenth of it)
     batch_size: int = 16  # cases per optimiser step, over all processes
     micro_batch: int = 2  # cases per forward pass in one process (gradients accumulate up to batch_size)
     lr: float = 0.01

@@ -72,7 +72,8 @@ from training.precision import choose_training_precision, precision_problem
 from training.validation import score
 
 MAX_SKIPPED_STEPS = 20  # consecutive steps with a non-finite loss or gradient before a run stops
-BUDGET_PLANNING_STEPS = 20  # steps timed before a time budget (max_minutes) fixes the run's length
+BUDGET_PLANNING_STEPS = 20  # steps timed before a time budget (max_minutes) fixes the run's length,
+BUDGET_PLANNING_SHARE = 0.1  # or fewer, once they have taken this share of the budget left (slow steps)
 SCHEDULE_FIELDS = ("epochs", "max_steps", "max_minutes")  # the recipe's fields that set the run's length
 RESUME_MAY_CHANGE = {*SCHEDULE_FIELDS, "val_every", "val_cases"}  # the fields a --resume may change
 RUN_FILES = ("resume.pt", "best.pt", "last.pt", "log.csv")  # what a run leaves in OUT
@@ -541,17 +542,19 @@ class Trainer:
 
     def fit_time_budget(self, at_epoch_end: bool = False) -> None:
         """With max_minutes (the whole run's training time, resumed runs included): once
-        BUDGET_PLANNING_STEPS steps are timed, cut the run to the steps that fit; at each epoch's end
-        cut it again by what the steps cost with the epochs' ends (validation, checkpoints) so far.
-        The step decay follows the new length; the run is never lengthened."""
+        BUDGET_PLANNING_STEPS steps are timed, or fewer that took BUDGET_PLANNING_SHARE of the
+        budget, cut the run to the steps that fit; at each epoch's end cut it again by what the
+        steps cost with the epochs' ends (validation, checkpoints) so far. The step decay follows
+        the new length; the run is never lengthened."""
         done = self.state["step"] - self.first_step
         if self.config.max_minutes is None or done < 1:
             return
-        if not (self.state["budget_planned"] if at_epoch_end else
-                not self.state["budget_planned"] and done == BUDGET_PLANNING_STEPS):
-            return
         elapsed = time.perf_counter() - self.started
-        remaining = self.config.max_minutes * 60 - self.seconds_before - elapsed
+        budget = self.config.max_minutes * 60 - self.seconds_before
+        timed_enough = done >= BUDGET_PLANNING_STEPS or elapsed >= BUDGET_PLANNING_SHARE * budget
+        if not (self.state["budget_planned"] if at_epoch_end else not self.state["budget_planned"] and timed_enough):
+            return
+        remaining = budget - elapsed
         fitting = self.state["step"] + max(0, int(remaining / (elapsed / done)))
         least = self.state["step"] + (0 if at_epoch_end else 1)
         total = int(from_main(float(min(self.total_steps, max(fitting, least))), self.world))
