@@ -25,8 +25,8 @@ harness itself on one case makes it a failed case (status error) and the run goe
 Exit code 0: every case ok, no limit of the year failed and every reading worked; 1: some case
 timed out, crashed, gave no valid output or met an error, a limit of the year was not met, or a
 reading failed (each listed: "problem: ..." on stderr); 2: usage error; 130: interrupted (Ctrl-C),
-143: terminated (SIGTERM: `docker stop`, `timeout`, a scheduler); either way the running case's
-processes are killed and its work folder removed first.
+143: terminated (SIGTERM: `docker stop`, `timeout`, a scheduler; or SIGHUP: the terminal closed);
+either way the running case's processes are killed and its work folder removed first.
 """
 from __future__ import annotations
 
@@ -35,10 +35,12 @@ import contextlib
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -74,8 +76,11 @@ from flare_common.files import write_atomic
 from flare_common.nifti import folder_cases, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
+DOCKER_KILL_S = 30.0  # how long `docker kill` may take before the case's processes are killed anyway
 GPU_AUTO, GPU_NONE = "auto", "none"
 ATTACH_RETRY_S = 0.25  # how often to look for the container's process (a `docker inspect` each time)
+MIN_INTERVAL_S = 0.01  # the shortest sampling interval (a sample of a process tree takes milliseconds)
+PLACEHOLDER = re.compile(r"\{(inputs|outputs)\}")  # in --command
 
 
 @dataclass
@@ -100,7 +105,8 @@ class Submission:
             return [self.docker, "container", "run", *gpus, "--name", name, "--rm", *isolation, *self.docker_args,
                     *memory, "-v", f"{inputs.resolve()}/:/workspace/inputs/" + (":ro" if self.isolated else ""),
                     "-v", f"{outputs.resolve()}/:/workspace/outputs/", self.image, "/bin/bash", "-c", "sh predict.sh"]
-        command = self.command.replace("{inputs}", shlex.quote(str(inputs))).replace("{outputs}", shlex.quote(str(outputs)))
+        folders = {"inputs": shlex.quote(str(inputs)), "outputs": shlex.quote(str(outputs))}
+        command = PLACEHOLDER.sub(lambda m: folders[m.group(1)], self.command)  # at once: a path may hold "{outputs}"
         return ["/bin/sh", "-c", command]  # any other braces are the shell's (${VAR:-x}, awk '{print}')
 
     def env(self) -> dict[str, str] | None:
@@ -128,7 +134,8 @@ class Submission:
         """Stop everything the case started: the container, then every process of the case
         (its session, its tree and double-forked orphans)."""
         if self.image:
-            subprocess.run([self.docker, "kill", name], capture_output=True, timeout=30)
+            with contextlib.suppress(subprocess.SubprocessError, OSError):  # a hung docker: its client is killed below
+                subprocess.run([self.docker, "kill", name], capture_output=True, timeout=DOCKER_KILL_S)
         processes.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=KILL_GRACE_S)
@@ -155,7 +162,8 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
              interval_s: float, timeout_s: float, policy: str = DEFAULT_FAILURE_POLICY, baseline_s: float = 1.0,
              busy_cpu_pct: float = BUSY_CPU_PCT, readings: Readings | None = None,
              areas: str = AREAS[0]) -> tuple[dict, pd.DataFrame]:
-    """Run the submission on one case in fresh folders, sampled; returns its row and its samples.
+    """Run the submission on one case in fresh folders (a hidden folder of its own in `out`,
+    removed after), sampled; returns its row and its samples.
 
     The case's output of an earlier run is removed from OUT/predictions first. The machine is
     watched for baseline_s seconds (the idle check). The case ends when the started process exits
@@ -164,13 +172,25 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
     is seen to exit or the timeout fires (not after the kill). `areas`: one of AREAS."""
     name = output_name(case)
     (out / "predictions" / name).unlink(missing_ok=True)  # never scored on an earlier run's output
-    readings = readings or Readings()
-    work = out / "work" / name.removesuffix(".nii.gz")
-    shutil.rmtree(work, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".work-{name.removesuffix('.nii.gz')}-", dir=out))  # the case's alone
+    try:
+        return _run_in(work, case, name, submission, out, rules, gpu, interval_s, timeout_s, policy, baseline_s,
+                       busy_cpu_pct, readings or Readings(), areas)
+    finally:  # a finished case, an error (a full disk), Ctrl-C: the case's folders go
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_in(work: Path, case: Path, name: str, submission: Submission, out: Path, rules: EfficiencyRules,
+            gpu: GpuMemory | None, interval_s: float, timeout_s: float, policy: str, baseline_s: float,
+            busy_cpu_pct: float, readings: Readings, areas: str) -> tuple[dict, pd.DataFrame]:
+    """run_case in the case's own folder `work`."""
     inputs, outputs = work / "inputs", work / "outputs"
-    inputs.mkdir(parents=True)
+    inputs.mkdir()
     outputs.mkdir()
-    shutil.copy2(case, inputs / case.name)
+    try:
+        shutil.copy2(case, inputs / case.name)
+    except OSError as exc:  # a broken link, an unreadable file
+        raise InputError(f"input {case.name} could not be read ({describe_error(exc)})") from None
     container = f"flare-eval-{uuid.uuid4().hex[:12]}"
     log = out / "logs" / f"{name.removesuffix('.nii.gz')}.log"
     base = baseline.measure(gpu, baseline_s, interval_s, readings)
@@ -202,7 +222,6 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
                 raise
     except BaseException:
         sampler.stop()
-        shutil.rmtree(work, ignore_errors=True)
         raise
     samples = pd.DataFrame(sampler.stop(), columns=list(COLUMNS))
     left_behind = 0 if timed_out else (processes.kill() if processes.processes(search_session=True) else 0)
@@ -217,7 +236,6 @@ def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRul
         detail = "; ".join(filter(None, [detail, f"{left_behind} process(es) still running at the exit were killed"]))
     if status == "ok":
         shutil.copy2(outputs / name, out / "predictions" / name)
-    shutil.rmtree(work, ignore_errors=True)
     step = interval_s if areas == "official" else None
     return case_figures(name, samples, wall, status, detail, rules, policy, base, busy, step), samples
 
@@ -273,17 +291,22 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"system CPU %% before a case above which it is marked busy (default {BUSY_CPU_PCT:g})")
 
 
-def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[Path]:
+def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, predictions: Path) -> list[Path]:
     """The cases of --inputs, after refusing (parser.error: exit 2, the parser's own usage line)
-    a bad --inputs and the options of add_run_arguments that argparse alone cannot check."""
+    a bad --inputs (among them the folder `predictions`, whose files the run replaces) and the
+    options of add_run_arguments that argparse alone cannot check."""
     if not args.inputs.is_dir():
         parser.error(f"--inputs {args.inputs}: not a folder")
+    if args.inputs.resolve().is_relative_to(predictions.resolve()):
+        parser.error(f"--inputs {args.inputs}: the run writes its predictions there (choose another --out)")
     if args.command and ("{inputs}" not in args.command or "{outputs}" not in args.command):
         parser.error("--command needs the {inputs} and {outputs} placeholders")
-    if args.interval <= 0 or args.timeout <= 0:
-        parser.error("--interval and --timeout must be positive")
+    if args.interval < MIN_INTERVAL_S or args.timeout <= 0:
+        parser.error(f"--interval must be at least {MIN_INTERVAL_S:g} s and --timeout positive")
     if args.baseline < 0:
         parser.error("--baseline must be 0 or more")
+    if not 0 <= args.busy_cpu <= 100:
+        parser.error("--busy-cpu is a percentage: 0 to 100")
     if args.image and shutil.which(args.docker) is None:
         parser.error(f"--docker {args.docker}: not found")
     cases, problem = folder_cases(args.inputs, output_name)  # two inputs of one output would overwrite it
@@ -337,16 +360,22 @@ def command_gpus(index: int | None, gpu: GpuMemory | None, hide: bool = False) -
 
 
 def harness_error_row(case: Path, exc: Exception, rules: EfficiencyRules, policy: str) -> dict:
-    """The row of a case the harness itself failed on: status error, nothing measured."""
+    """The row of a case the harness could not run (its input unreadable: InputError) or failed
+    on: status error, nothing measured."""
     empty = pd.DataFrame(columns=list(COLUMNS), dtype=float)
-    return case_figures(output_name(case), empty, math.nan, HARNESS_ERROR,
-                        f"the harness failed on this case ({describe_error(exc)})", rules, policy)
+    detail = str(exc) if isinstance(exc, InputError) else f"the harness failed on this case ({describe_error(exc)})"
+    return case_figures(output_name(case), empty, math.nan, HARNESS_ERROR, detail, rules, policy)
 
 
-def stale_predictions(predictions: Path, cases: list[Path]) -> list[Path]:
-    """The files in OUT/predictions that are no output of these cases (an earlier run's)."""
-    expected = {output_name(case) for case in cases}
-    return sorted(p for p in predictions.iterdir() if p.is_file() and p.name not in expected)
+RESULT_FOLDERS = {"predictions": ".nii.gz", "logs": ".log", "samples": ".csv"}  # each case's file in each, by suffix
+
+
+def stale_results(out: Path, cases: list[Path]) -> list[Path]:
+    """The files in OUT's per-case folders (RESULT_FOLDERS) that belong to no case of this run
+    (an earlier run's)."""
+    stems = {output_name(case).removesuffix(".nii.gz") for case in cases}
+    return sorted(p for folder, suffix in RESULT_FOLDERS.items() for p in (out / folder).iterdir()
+                  if p.is_file() and p.name.removesuffix(suffix) not in stems)
 
 
 def reading_problems(failed: dict[str, str]) -> list[str]:
@@ -360,7 +389,7 @@ def write_results(out: Path, rows: list[dict], head: dict, rules: EfficiencyRule
     JSON's content (`head`, the counts, the verdict, the problems of the whole run: limits not
     met and failed readings, and the rows)."""
     table = pd.DataFrame(rows, columns=OFFICIAL_COLUMNS + EXTRA_COLUMNS)
-    verdict = set_verdict(table, rules)
+    verdict = set_verdict(table, rules, head.get("cases_planned"))
     write_atomic(out / "efficiency.csv", table.to_csv(index=False))
     summary = {**head, "cases": len(rows), "not_ok": int(table["Status"].map(is_failed).sum()),
                "busy_cases": [r["Name"] for r in rows if r["Machine"].startswith("busy")], "verdict": verdict,
@@ -373,17 +402,17 @@ def write_results(out: Path, rows: list[dict], head: dict, rules: EfficiencyRule
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    cases = check_run_arguments(parser, args)
+    cases = check_run_arguments(parser, args, args.out / "predictions")
     cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     rules = get_rules(args.rules)
-    for sub in ("samples", "predictions", "logs"):
+    for sub in RESULT_FOLDERS:
         (args.out / sub).mkdir(parents=True, exist_ok=True)
-    stale = stale_predictions(args.out / "predictions", cases)
+    stale = stale_results(args.out, cases)
     for path in stale:
         path.unlink()
     if stale:
-        print(f"notice: removed {len(stale)} output(s) of an earlier run from {args.out / 'predictions'} (cases not in "
-              "--inputs)", file=sys.stderr)
+        print(f"notice: removed {len(stale)} file(s) of an earlier run from {args.out}'s {', '.join(RESULT_FOLDERS)} "
+              "(cases not in --inputs)", file=sys.stderr)
     gpu_index, gpu = choose_gpu(args.gpu)
     submission = Submission(args.image, args.command, args.docker, gpu_index,
                             command_gpus(gpu_index, gpu, hide=args.gpu == GPU_NONE), args.memory, args.isolated,
@@ -396,28 +425,25 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     summary: dict = {}
-    try:
-        with subreaper():
-            for case in cli.progress(cases, desc="running", unit="case"):
-                try:
-                    row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval,
-                                            args.timeout, args.failures, args.baseline, args.busy_cpu, readings,
-                                            args.areas)
-                except Exception as exc:  # the harness's own failure on this case: the others still run
-                    (args.out / "predictions" / output_name(case)).unlink(missing_ok=True)
-                    row, samples = harness_error_row(case, exc, rules.efficiency, args.failures), pd.DataFrame(
-                        columns=list(COLUMNS))
-                stem = row["Name"].removesuffix(".nii.gz")
-                write_atomic(args.out / "samples" / f"{stem}.csv", samples.to_csv(index=False))
-                rows.append(row)
-                summary = write_results(args.out, rows, head, rules.efficiency)
-                print(_case_line(row), flush=True)
-                if row["Machine"].startswith("busy"):
-                    print(f"warning: {row['Name']}: the machine was not idle before the start ({row['Machine'][6:]}): the "
-                          "system-wide figures include that work (see the process-tree figures)",
-                          file=sys.stderr, flush=True)
-    finally:  # a finished run, an error or Ctrl-C: the per-case folders go
-        shutil.rmtree(args.out / "work", ignore_errors=True)
+    with subreaper():
+        for case in cli.progress(cases, desc="running", unit="case"):
+            try:
+                row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval,
+                                        args.timeout, args.failures, args.baseline, args.busy_cpu, readings,
+                                        args.areas)
+            except Exception as exc:  # the harness's own failure on this case: the others still run
+                (args.out / "predictions" / output_name(case)).unlink(missing_ok=True)
+                row, samples = harness_error_row(case, exc, rules.efficiency, args.failures), pd.DataFrame(
+                    columns=list(COLUMNS))
+            stem = row["Name"].removesuffix(".nii.gz")
+            write_atomic(args.out / "samples" / f"{stem}.csv", samples.to_csv(index=False))
+            rows.append(row)
+            summary = write_results(args.out, rows, head, rules.efficiency)
+            print(_case_line(row), flush=True)
+            if row["Machine"].startswith("busy"):
+                print(f"warning: {row['Name']}: the machine was not idle before the start ({row['Machine'][6:]}): the "
+                      "system-wide figures include that work (see the process-tree figures)",
+                      file=sys.stderr, flush=True)
 
     for check in summary["verdict"]["checks"]:
         mark = {True: "ok  ", False: "FAIL", None: "n/a "}[check["passed"]]
@@ -434,7 +460,8 @@ def _case_line(row: dict) -> str:
     time_text = "time n/a" if math.isnan(row["Time"]) else f"{row['Time']:.1f} s"
     if row["Penalised"]:
         time_text += f" (penalty; measured {row['MeasuredTime']:.1f} s)"
-    return (f"{row['Name']}: {row['Status']}, {time_text}, {gpu_text}, RAM {row['MaxRAM']:.0f} MB"
+    ram_text = "RAM n/a" if math.isnan(row["MaxRAM"]) else f"RAM {row['MaxRAM']:.0f} MB"
+    return (f"{row['Name']}: {row['Status']}, {time_text}, {gpu_text}, {ram_text}"
             + (f" ({row['Detail']})" if row["Detail"] else ""))
 
 

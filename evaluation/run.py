@@ -43,7 +43,7 @@ from evaluation.report import (  # noqa: E402
 from evaluation.report_page import organ_header, report_html  # noqa: E402
 from evaluation.rules import Rules, get_rules  # noqa: E402
 from evaluation.sampler import COLUMNS  # noqa: E402
-from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, is_failed  # noqa: E402
+from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, is_failed, set_verdict  # noqa: E402
 from flare_common import cli  # noqa: E402
 from flare_common.files import write_atomic  # noqa: E402
 from flare_common.nifti import case_stem  # noqa: E402
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the team's name in the report and the ranking (default: the --out folder's name)")
     efficiency.add_run_arguments(parser)
     args = parser.parse_args(argv)
-    efficiency.check_run_arguments(parser, args)  # refused here, with flare-run's usage, not efficiency's
+    efficiency.check_run_arguments(parser, args, args.out / "efficiency" / "predictions")  # flare-run's usage line
     gt_files = score.ground_truth_files(parser, args.gt)
     cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     team = args.name or args.out.resolve().name
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_time_s": json_number(scored_usage["Time"].mean()),
         "mean_over_organs": accuracy["mean_over_organs"], "organs": accuracy["organs"],
         "efficiency_means": {c: json_number(scored_usage[c].mean()) for c in OFFICIAL_COLUMNS[1:]},
-        "verdict": effort["verdict"], "busy_cases": effort.get("busy_cases", []),
+        "verdict": set_verdict(usage, rules.efficiency), "busy_cases": effort.get("busy_cases", []),
         "cases_with_problems": cases_with_problems(problems), "problems": problems,
         "accuracy_warnings": scored.warnings, "failed_cases_scored_0": scored_0,
     }

@@ -227,9 +227,12 @@ def _in_pool(jobs: list[tuple[Path, Path | None]], rules: str, fix_slab: bool, w
 
 def _ignore_interrupt() -> None:
     """In a worker process: leave Ctrl-C to the main process (no traceback from every worker), and
-    let a SIGTERM sent to the worker itself end it (not the main process's handler, inherited)."""
+    let a SIGTERM or SIGHUP sent to the worker itself end it (not the main process's handler,
+    inherited; a SIGHUP ignored stays ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def metrics_rows(results: list[CaseResult], columns: list[str], round_digits: int | None) -> list[dict]:

@@ -34,6 +34,7 @@ FAILED = ("timeout", "crashed", "no-output", "no-input")  # no-input: a ground t
 HARNESS_ERROR = "error"  # the harness itself failed on the case (not the submission's doing): failed, never penalised
 FAILURE_POLICIES = ("penalised", "official")
 VALID_OUTPUTS = "every case produces a valid output"  # the set-level check on the failed cases
+EVERY_CASE_RUN = "every case is run"  # the check of a run that stopped early (interrupted)
 DEFAULT_FAILURE_POLICY = "official"  # the organisers' behaviour by default (their rules)
 
 
@@ -140,9 +141,10 @@ def _limit_check(limit: str, peak: float, bound: float, source: str) -> dict:
             "passed": None if math.isnan(peak) else bool(peak <= bound)}
 
 
-def set_verdict(table: pd.DataFrame, rules: EfficiencyRules) -> dict:
+def set_verdict(table: pd.DataFrame, rules: EfficiencyRules, planned: int | None = None) -> dict:
     """The whole-set limits of the year, checked on this run (the measured times, not penalties,
-    scaled to the rules' set size).
+    scaled to the rules' set size). With `planned` (the run's number of cases), a run that has not
+    run them all (interrupted, or still running) fails the check that every case ran.
 
     Memory limits are checked twice, each check named by its source: on the official system-wide
     figures ("system-wide (official)", which include whatever else the machine was doing) and on
@@ -171,6 +173,9 @@ def set_verdict(table: pd.DataFrame, rules: EfficiencyRules) -> dict:
     failed_cases = int(table["Status"].map(is_failed).sum()) if n else 0
     checks.append({"limit": VALID_OUTPUTS, "source": "both",
                    "value": f"{failed_cases} case(s) did not", "passed": failed_cases == 0})
+    if planned is not None and n < planned:
+        checks.append({"limit": EVERY_CASE_RUN, "source": "both", "value": f"{n} of {planned} case(s) run",
+                       "passed": False})
 
     def passed(source: str) -> bool:
         return all(c["passed"] is not False for c in checks if c["source"] in (source, "both"))
@@ -182,5 +187,6 @@ def set_verdict(table: pd.DataFrame, rules: EfficiencyRules) -> dict:
 def limit_problems(verdict: dict) -> list[str]:
     """One line per failed check of set_verdict's verdict, for the run's problems; the check that
     every case produces a valid output is left out (each failed case is a problem of its own)."""
-    return [f"limit not met: {c['limit']}" + ("" if c["source"] == "both" else f" ({c['source']})") + f": {c['value']}"
+    return [f"only {c['value']}" if c["limit"] == EVERY_CASE_RUN else
+            f"limit not met: {c['limit']}" + ("" if c["source"] == "both" else f" ({c['source']})") + f": {c['value']}"
             for c in verdict["checks"] if c["passed"] is False and c["limit"] != VALID_OUTPUTS]

@@ -37,9 +37,9 @@ T = TypeVar("T")
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (`docker stop`, a harness's timeout, a job scheduler): raised where the command is,
-    so that it stops as at Ctrl-C (what it cleans up on Ctrl-C it cleans up here too), with the
-    shell's exit code for SIGTERM."""
+    """SIGTERM (`docker stop`, a harness's timeout, a job scheduler) or SIGHUP (the terminal or SSH
+    session closed): raised where the command is, so that it stops as at Ctrl-C (what it cleans up
+    on Ctrl-C it cleans up here too), with the shell's exit code for SIGTERM."""
 
     EXIT_CODE = 143
 
@@ -50,16 +50,19 @@ def _terminate(signum, frame) -> None:
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises Terminated in the main thread (elsewhere: nothing changes,
-    as signal handlers belong to the main thread)."""
+    """Within the block, SIGTERM and SIGHUP raise Terminated in the main thread (elsewhere: nothing
+    changes, as signal handlers belong to the main thread). A SIGHUP ignored by the caller (nohup)
+    stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    stops = [signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else [])
+    previous = {stop: signal.signal(stop, _terminate) for stop in stops}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
 
 
 def prog(module_prog: str) -> str:

@@ -94,14 +94,15 @@ def test_ctrl_c_is_one_line_and_exit_code_130(capsys):
     assert capsys.readouterr().err.strip() == "interrupted"
 
 
-def test_sigterm_is_one_line_and_exit_code_143(capsys):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_a_closed_terminal_is_one_line_and_exit_code_143(capsys, stop):
     def terminated(argv):
-        os.kill(os.getpid(), signal.SIGTERM)  # raised as Terminated where the command is
+        os.kill(os.getpid(), stop)  # raised as Terminated where the command is
 
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(stop)
     assert cli.run(terminated) == cli.Terminated.EXIT_CODE == 143
     assert capsys.readouterr().err.strip() == "terminated"
-    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the command's only
+    assert signal.getsignal(stop) == before  # the handler is the command's only
 
 
 def test_a_file_that_cannot_be_written_is_one_line_and_exit_code_1(capsys):

@@ -503,6 +503,62 @@ def test_numbers_that_are_not_finite_are_refused(tmp_path, capsys, option, value
     assert f"{option}: {value!r}: expected a finite number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--interval", "0.001", "--interval must be at least 0.01 s"),
+    ("--busy-cpu", "-5", "--busy-cpu is a percentage"), ("--busy-cpu", "101", "--busy-cpu is a percentage")])
+def test_numbers_out_of_their_range_are_refused(tmp_path, capsys, option, value, message):
+    inputs = _cases(tmp_path / "inputs", ("a",))
+    with pytest.raises(SystemExit) as exc:
+        main(["--inputs", str(inputs), "--out", str(tmp_path / "o"), "--command", "x {inputs} {outputs}", option, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_inputs_in_the_folder_the_predictions_go_to_are_refused(tmp_path, capsys):
+    """The run replaces the files of OUT/predictions: inputs there would be removed."""
+    (tmp_path / "out").mkdir()
+    inputs = _cases(tmp_path / "out" / "predictions", ("a",))
+    with pytest.raises(SystemExit) as exc:
+        main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", "x {inputs} {outputs}"])
+    assert exc.value.code == 2 and "the run writes its predictions there" in capsys.readouterr().err
+    assert (inputs / "a_0000.nii.gz").is_file()
+
+
+def test_folders_named_like_a_placeholder_are_passed_as_they_are(tmp_path):
+    """A path holding "{outputs}" is the path, not a place for the outputs folder."""
+    inputs = _cases(tmp_path / "in{outputs}puts", ("normal",))
+    command = f"{sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "o{outputs}"), "--command", command,
+                 "--baseline", "0"]) == 0  # the case's folders are made in --out
+    assert (tmp_path / "o{outputs}" / "predictions" / "normal.nii.gz").is_file()
+
+
+def test_an_input_that_cannot_be_read_is_named_and_the_others_run(tmp_path, capsys):
+    inputs = _cases(tmp_path / "inputs", ("normal",))
+    (inputs / "broken_0000.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    command = f"{sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", command, "--baseline", "0"]) == 1
+    table = pd.read_csv(tmp_path / "out" / "efficiency.csv").set_index("Name")
+    assert table["Status"].to_dict() == {"broken.nii.gz": "error", "normal.nii.gz": "ok"}
+    assert table.loc["broken.nii.gz", "Detail"].startswith("input broken_0000.nii.gz could not be read (")
+    assert "broken.nii.gz: error, time n/a, GPU n/a, RAM n/a (input broken_0000.nii.gz" in capsys.readouterr().out
+
+
+def test_a_hung_docker_kill_still_ends_the_case_at_its_timeout(tmp_path, monkeypatch):
+    """`docker kill` that never returns: the case's own processes are killed all the same and the
+    case is a timeout, not an error of the harness."""
+    import evaluation.efficiency as efficiency
+
+    inputs = _cases(tmp_path / "inputs", ("hang",))
+    docker = tmp_path / "docker"
+    docker.write_text('#!/bin/sh\ncase "$1" in container) exec sleep 1000;; kill) exec sleep 1000;; esac\n')
+    docker.chmod(0o755)
+    monkeypatch.setattr(efficiency, "DOCKER_KILL_S", 1.0)
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--image", "team:latest", "--docker",
+                 str(docker), "--gpu", "none", "--timeout", "2", "--baseline", "0"]) == 1
+    row = pd.read_csv(tmp_path / "out" / "efficiency.csv").iloc[0]
+    assert row["Status"] == "timeout" and row["Detail"].startswith("killed after 2 s")
+
+
 def test_inputs_whose_outputs_would_overwrite_each_other_are_refused(tmp_path, capsys):
     """a_0000.nii.gz and a.nii.gz both write a.nii.gz: exit 2 before anything runs, both named."""
     inputs = _cases(tmp_path / "inputs", ("a",))
@@ -538,7 +594,7 @@ def test_ctrl_c_or_sigterm_stops_the_running_case(tmp_path, stop, code, word):
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(_gone(pid) for pid in pids)  # the script, its child and its double-forked daemon
-    assert not (tmp_path / "out" / "work").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["logs", "predictions", "samples"]  # no case folder
 
 
 def test_a_rerun_into_the_same_out_never_keeps_an_earlier_runs_output(tmp_path, capsys):
@@ -554,7 +610,16 @@ def test_a_rerun_into_the_same_out_never_keeps_an_earlier_runs_output(tmp_path, 
     assert main(["--inputs", str(inputs), "--out", str(out), "--command", "exit 3 # {inputs} {outputs}",
                  "--baseline", "0"]) == 1
     assert list((out / "predictions").iterdir()) == []
-    assert "removed 1 output(s) of an earlier run" in capsys.readouterr().err
+    assert "removed 1 file(s) of an earlier run" in capsys.readouterr().err
+    (out / "logs" / "gone.log").write_text("a log of a case not in this run")
+    (out / "samples" / "gone.csv").write_text("t_s\n")
+    (out / "work" / "mine").mkdir(parents=True)  # the user's own folder: never the harness's to remove
+    assert main(["--inputs", str(inputs), "--out", str(out), "--command", works, "--baseline", "0"]) == 0
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["normal.log"]
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["normal.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "efficiency.csv", "efficiency.json", "logs", "predictions", "samples", "work"]
+    assert (out / "work" / "mine").is_dir()
 
 
 class FlakyGpu(FakeGpu):
@@ -645,6 +710,7 @@ def test_an_interrupted_run_keeps_its_finished_cases(tmp_path, monkeypatch):
     assert pd.read_csv(tmp_path / "out" / "efficiency.csv")["Name"].tolist() == ["normal.nii.gz"]
     summary = json.loads((tmp_path / "out" / "efficiency.json").read_text())
     assert summary["cases"] == 1 and summary["cases_planned"] == 2
+    assert summary["verdict"]["passed"] is False and summary["problems"] == ["only 1 of 2 case(s) run"]
 
 
 def test_a_failed_limit_of_the_year_is_a_problem_and_exit_code_1(tmp_path, monkeypatch, capsys):

@@ -258,6 +258,9 @@ def test_every_ground_truth_without_an_input_is_a_problem(data, tmp_path):
     assert summary["not_ok"] == 2 and summary["cases_with_problems"] == 2
     no_input = [p["case"] for p in summary["problems"] if "no input image" in p["problem"]]
     assert no_input == ["synthetic_001.nii.gz", "synthetic_002.nii.gz"]
+    valid = next(c for c in summary["verdict"]["checks"] if c["limit"] == "every case produces a valid output")
+    assert valid == {**valid, "passed": False, "value": "2 case(s) did not"} and summary["verdict"]["passed"] is False
+    assert "Official verdict (system-wide figures): <b>FAILED</b>" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_an_uncompressed_ground_truth_joins_its_case(data, tmp_path):
