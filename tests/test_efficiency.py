@@ -3,6 +3,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -541,6 +542,26 @@ def test_an_input_that_cannot_be_read_is_named_and_the_others_run(tmp_path, caps
     assert table["Status"].to_dict() == {"broken.nii.gz": "error", "normal.nii.gz": "ok"}
     assert table.loc["broken.nii.gz", "Detail"].startswith("input broken_0000.nii.gz could not be read (")
     assert "broken.nii.gz: error, time n/a, GPU n/a, RAM n/a (input broken_0000.nii.gz" in capsys.readouterr().out
+
+
+def test_a_full_disk_while_an_output_is_kept_fails_that_case_and_leaves_no_folder(tmp_path, monkeypatch):
+    import evaluation.efficiency as efficiency
+
+    real = shutil.copy2
+
+    def disk_full_for_a(source, target):
+        if Path(target).parent.name == "predictions" and Path(target).name == "a.nii.gz":
+            raise OSError(28, "No space left on device")
+        return real(source, target)
+
+    monkeypatch.setattr(efficiency.shutil, "copy2", disk_full_for_a)
+    inputs = _cases(tmp_path / "inputs", ("a", "b"))
+    command = f"{sys.executable} {FAKES / 'submission.py'} {{inputs}} {{outputs}}"
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", command, "--baseline", "0"]) == 1
+    table = pd.read_csv(tmp_path / "out" / "efficiency.csv").set_index("Name")
+    assert table["Status"].to_dict() == {"a.nii.gz": "error", "b.nii.gz": "ok"}
+    assert "No space left on device" in table.loc["a.nii.gz", "Detail"]
+    assert not list((tmp_path / "out").glob(".work-*"))
 
 
 def test_a_hung_docker_kill_still_ends_the_case_at_its_timeout(tmp_path, monkeypatch):
