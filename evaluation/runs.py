@@ -23,6 +23,7 @@ from flare_common.errors import InputError
 Box = tuple[slice, slice, slice]
 
 ROUNDING_NOISE = 1e-3  # float-stored labels this close to a whole number are that number (0.99999994 is 1)
+LABEL_CEILING = 2**62  # larger label values (no year's organs, so ignored) are read as this: they fit int64
 SLAB = 16  # slices (last axis) rounded at a time: no full-size float temporaries
 
 
@@ -44,7 +45,7 @@ def _rounded(values: np.ndarray) -> np.ndarray:
             low, high = min(low, float(part.min())), max(high, float(part.max()))
     out = np.empty_like(values, np.uint8 if low >= 0 and high <= np.iinfo(np.uint8).max + 0.5 else np.int64)
     for slab in slabs:
-        out[slab] = np.rint(values[slab])
+        out[slab] = np.minimum(np.rint(values[slab]), LABEL_CEILING)
     return out
 
 
@@ -185,7 +186,10 @@ def _line_runs(flat: np.ndarray, n_fast: int, offset: int) -> tuple[np.ndarray, 
     labelled = values != 0
     starts = labelled & ((column == 0) | (flat[np.maximum(where - 1, 0)] != values))
     ends = labelled & ((column == n_fast - 1) | (flat[np.minimum(where + 1, flat.size - 1)] != values))
-    return where[starts] + offset, where[ends] + offset, values[starts].astype(np.int64)
+    values = values[starts]
+    if values.dtype == np.uint64:  # values past int64's range would wrap to negative ones
+        values = np.minimum(values, np.uint64(LABEL_CEILING))
+    return where[starts] + offset, where[ends] + offset, values.astype(np.int64)
 
 
 def runs_of_lines(chunks: Iterable[np.ndarray], shape: tuple[int, int, int], fortran: bool = True) -> LabelRuns:

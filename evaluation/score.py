@@ -90,17 +90,22 @@ def rules_mismatch(present: set[int], rules: Rules) -> str | None:
     """A warning when the labels found in the ground truth fit another year's rules better than
     the chosen ones: fewer mismatches, counting the values present that are none of the year's
     organs and its organs counted in the mean that are absent from every case (an organ absent
-    from the ground truth and the prediction scores 1.0, which lifts the mean). None when the
-    chosen rules fit best (a stray label alone does not make a year of nine more organs fit: each
-    case reports it as a problem)."""
+    from the ground truth and the prediction scores 1.0, which lifts the mean). Only years that
+    score every label the chosen rules score are suggested (a partly labelled FLARE23 set is
+    never sent to a year that would drop its left kidney). None when the chosen rules fit best (a
+    stray label alone does not make a year of nine more organs fit: each case reports it as a
+    problem)."""
     if not present:
         return None
 
-    def fit(candidate: Rules) -> int:
-        labels = {o.label for o in candidate.organs}
-        return len(present - labels) + sum(o.in_mean and o.label not in present for o in candidate.organs)
+    def labels(candidate: Rules) -> set[int]:
+        return {o.label for o in candidate.organs}
 
-    best = min(RULES.values(), key=fit)
+    def fit(candidate: Rules) -> int:
+        return len(present - labels(candidate)) + sum(o.in_mean and o.label not in present for o in candidate.organs)
+
+    scored = present & labels(rules)
+    best = min((r for r in RULES.values() if scored <= labels(r)), key=fit)
     if fit(best) >= fit(rules):
         return None
     unknown = sorted(present - {o.label for o in rules.organs})

@@ -179,6 +179,21 @@ def test_flat_nonzero_equals_numpy(dtype):
         np.testing.assert_array_equal(flat_nonzero(values), np.flatnonzero(values))
 
 
+@pytest.mark.parametrize("huge", [np.uint64(2**64 - 1), np.float32(1e20)])
+def test_label_values_beyond_int64_are_ignored_as_every_other_unknown_label(huge, tmp_path):
+    """A stray voxel of 2**64-1 (uint64) or 1e20 (float) is no organ: it must neither wrap to a
+    negative label (refused, or taken for another organ's box) nor change any organ's score."""
+    gt = np.zeros((10, 10, 10), np.uint8)
+    gt[2:6, 2:6, 2:6] = 1
+    pred = gt.astype(huge.dtype)
+    pred[8, 8, 8] = huge
+    scores = score_case(gt, pred, (1.0, 1.0, 1.0), "flare21")
+    assert {label: (s.dsc, s.nsd) for label, s in scores.items()} == {1: (1, 1), 2: (1, 1), 3: (1, 1), 4: (1, 1)}
+    nib.save(nib.Nifti1Image(pred, np.eye(4), dtype=pred.dtype), str(tmp_path / "pred.nii.gz"))
+    from evaluation.imageio import read_label_runs
+    assert read_label_runs(tmp_path / "pred.nii.gz").runs.present() == (1, 2**62)
+
+
 def test_the_official_loop_reads_files_with_each_years_casts(tmp_path):
     """FLARE21 leaves the prediction as get_fdata's floats (1.5 is no label there), FLARE22 casts
     it to uint8 (1.5 becomes liver) and FLARE23 to int8."""

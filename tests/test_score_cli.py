@@ -358,6 +358,8 @@ def test_rules_mismatch_only_when_another_year_fits_better():
     unknown = rules_mismatch(flare22_labels, RULES["flare21"])  # says why, and no empty list of absent organs
     assert "5, 6, 7, 8, 9, 10, 11, 12, 13 are not flare21 labels (ignored)" in unknown and "()" not in unknown
     assert "--rules flare22" in unknown
+    assert rules_mismatch({1, 2, 3, 13, 14}, RULES["flare23"]) is None  # partly labelled: flare21 would drop 13, 14
+    assert "fit --rules flare23" in rules_mismatch({1, 5, 6, 14}, RULES["flare22"])  # a lesion: FLARE23, not 21
 
 
 def test_per_case_values_are_rounded_as_numpy_rounds_like_the_official_scripts(tmp_path):
