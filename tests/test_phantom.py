@@ -830,11 +830,23 @@ def test_a_prefix_that_is_not_a_plain_name_is_refused(tmp_path, capsys, prefix) 
     """--prefix becomes part of file names: a path or a hidden name is a usage error, nothing written."""
     out = tmp_path / "set"
     with pytest.raises(SystemExit) as exc:
-        ph.main(["--out", str(out), "--cases", "1", "--max-side", "8", f"--prefix={prefix}"])
+        ph.main(["--out", str(out), "--cases", "1", "--max-side", "16", f"--prefix={prefix}"])
     assert exc.value.code == 2 and "--prefix" in capsys.readouterr().err.splitlines()[-1]
     assert not [path for path in tmp_path.rglob("*") if path.is_file()]
     with pytest.raises(ValueError):
         ph.set_case_name(prefix, 0)
+
+
+def test_the_smallest_phantoms_allowed_are_ones_every_reader_accepts(tmp_path, capsys) -> None:
+    """Below 16 voxels a side a large field of view makes voxels coarser than the readers' 50 mm."""
+    with pytest.raises(SystemExit) as exc:
+        ph.main(["--out", str(tmp_path / "tiny"), "--cases", "1", "--max-side", "15"])
+    assert exc.value.code == 2 and "--max-side must be at least 16" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        ph.main(["--out", str(tmp_path / "many"), "--cases", "100000000"])  # refused before any name is made
+    assert exc.value.code == 2 and "--cases must be at most 1000000" in capsys.readouterr().err
+    largest = max(max(ph.generate(ph.case_seed(seed, 0), max_side=16).spacing) for seed in range(12))
+    assert largest <= 50
 
 
 def test_the_kidney_sinus_and_parenchyma_labellings_exclude_each_other(tmp_path, capsys) -> None:
@@ -843,7 +855,7 @@ def test_the_kidney_sinus_and_parenchyma_labellings_exclude_each_other(tmp_path,
     with pytest.raises(ValueError, match="exclude each other"):
         ph.Mix(kidney_sinus=0.5, kidney_parenchyma=0.5)
     with pytest.raises(SystemExit) as exc:
-        ph.main(["--out", str(tmp_path / "set"), "--cases", "1", "--max-side", "8", "--kidney-sinus", "1",
+        ph.main(["--out", str(tmp_path / "set"), "--cases", "1", "--max-side", "16", "--kidney-sinus", "1",
                  "--kidney-parenchyma", "0.2"])
     error = capsys.readouterr().err.splitlines()[-1]
     assert exc.value.code == 2 and "--kidney-sinus and --kidney-parenchyma exclude each other" in error
@@ -886,7 +898,7 @@ def test_a_file_that_cannot_be_written_is_one_line_and_exit_code_1(tmp_path, cap
     out = tmp_path / "set"
     blocked = out / "labels" / "phantom_0001.nii.gz"
     blocked.mkdir(parents=True)
-    assert ph.main(["--out", str(out), "--cases", "2", "--max-side", "8"]) == 1
+    assert ph.main(["--out", str(out), "--cases", "2", "--max-side", "16"]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(f"error: {blocked}: ")
     assert not (out / "cases.csv").exists()

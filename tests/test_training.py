@@ -172,14 +172,58 @@ def test_a_damaged_cache_entry_is_made_again_and_a_missing_one_is_named(data, tm
     cases = find_cases(data)[:2]
     assert prepare(cases, config, FLARE21_LABELS, tmp_path) == []
     folder = cache_folder(tmp_path, config)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
+    names = sorted(p.name for p in folder.iterdir())
+    assert [n.split("-")[0] + n[n.index("."):] for n in names] == sorted(
         f"{c.name}{suffix}" for c in cases for suffix in (".json", ".image.npy", ".labels.npy"))
-    (folder / f"{cases[0].name}.json").write_text('{"source": [1, 2')  # cut short
+    next(folder.glob(f"{cases[0].name}-*.json")).write_text('{"source": [1, 2')  # cut short
     assert prepare(cases, config, FLARE21_LABELS, tmp_path) == []
     assert len(load_cache(cases, config, tmp_path)) == 2
-    (folder / f"{cases[1].name}.labels.npy").unlink()
+    next(folder.glob(f"{cases[1].name}-*.labels.npy")).unlink()
     with pytest.raises(InputError, match=f"{cases[1].name}.*cached files unreadable.*remove them and run again"):
         load_cache(cases, config, tmp_path)
+
+
+def test_ctrl_c_while_processes_preprocess_starts_no_other_case(data, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) as the first case is done: the cases being made finish, the rest never
+    start (the run stops now, not after the whole data set)."""
+    import training.cache
+    from training.cache import prepare
+
+    class StoppedBar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.cache, "tqdm", StoppedBar)
+    config = dataclasses.replace(default_config("coarse"), input_size=(16, 16, 16))
+    cases = find_cases(data) * 4  # 24 cases of 6 names: each case is made again until the first is cached
+    cases = [dataclasses.replace(c, name=f"{c.name}_{i}") for i, c in enumerate(cases)]
+    with pytest.raises(KeyboardInterrupt):
+        prepare(cases, config, FLARE21_LABELS, tmp_path, workers=2)
+    assert len(list(cache_folder(tmp_path, config).glob("*.json"))) < len(cases) // 2
+
+
+def test_data_sets_sharing_a_cache_never_read_each_others_cases(data, tmp_path):
+    """Two sets with the same case names (every phantom set has them) cached in one folder: each
+    loads its own arrays; a case whose files change after they were prepared is refused at loading."""
+    from training.cache import prepare
+    config = dataclasses.replace(default_config("coarse"), input_size=(16, 16, 16))
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    label = nib.load(other / "labels" / "phantom_0000.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(label.shape, np.uint8), label.affine, label.header),
+             other / "labels" / "phantom_0000.nii.gz")
+    ours, theirs = find_cases(data)[:1], find_cases(other)[:1]
+    assert ours[0].name == theirs[0].name
+    assert prepare(ours, config, FLARE21_LABELS, tmp_path / "cache") == []
+    assert prepare(theirs, config, FLARE21_LABELS, tmp_path / "cache") == []
+    assert load_cache(ours, config, tmp_path / "cache")[0].labels.any()
+    assert not load_cache(theirs, config, tmp_path / "cache")[0].labels.any()
+    os.utime(other / "labels" / "phantom_0000.nii.gz", ns=(1, 1))  # changed after it was prepared
+    with pytest.raises(InputError, match="changed since they were preprocessed: run again"):
+        load_cache(theirs, config, tmp_path / "cache")
 
 
 def test_cache_folder_changes_with_the_stages_anti_aliasing(tmp_path, monkeypatch):
@@ -490,6 +534,25 @@ def test_nnunet_dataset_json_must_number_the_organs_as_the_networks_do(data, tmp
     assert train(tmp_path, tmp_path / "run", "coarse", TINY) == 2  # refused before anything is read
 
 
+def test_files_whose_names_misstate_their_compression_are_trained_on(data, tmp_path):
+    """gzip data named .nii and plain data named .nii.gz: read as the submission and the scorer
+    read them (by their first bytes), in the header check as in reading."""
+    import gzip
+
+    from training.data import check_headers
+    root = tmp_path / "named"
+    shutil.copytree(data, root)
+    first, second = find_cases(root)[:2]
+    first.image.rename(first.image.with_name(first.image.name.removesuffix(".gz")))
+    second.label.write_bytes(gzip.decompress(second.label.read_bytes()))
+    cases = {c.name: c for c in find_cases(root)}
+    for case in (cases[first.name], cases[second.name]):
+        assert check_headers(case) == []
+        expected = read_case(next(c for c in find_cases(data) if c.name == case.name), FLARE21_LABELS)
+        got = read_case(case, FLARE21_LABELS)
+        assert np.array_equal(got[1], expected[1]) and np.array_equal(got[0].data, expected[0].data)
+
+
 def test_real_data_quirks_are_read_as_a_team_means_them(data, tmp_path, capsys):
     """Float label maps with float noise, a case whose own name ends in _0000, a pathological
     list with a byte-order mark and folders, macOS's '._' files, and an image with NaN voxels
@@ -578,6 +641,41 @@ def test_a_time_budget_covers_the_whole_run_across_a_resume(data, tmp_path, monk
     assert [row.split(",")[:2] for row in rows[1:]] == [["1", "3"], ["2", "6"]]
     lrs = [float(row.split(",")[2]) for row in rows[1:]]
     assert lrs[0] == 0.01 and lrs[1] < 0.01  # the step decay fitted to 6 steps, not restarted
+
+
+def test_a_file_that_breaks_after_an_epoch_keeps_the_checkpoints_and_says_so(data, tmp_path, monkeypatch, capsys):
+    """Validation at epoch 2 finds a file gone (removed while training ran): one line naming it,
+    exit 2, and epoch 1's checkpoints stay, with how to continue (not "nothing was trained")."""
+    import training.train as train_module
+
+    real = train_module.score
+
+    def gone_at_epoch_2(*args, **kwargs):
+        if gone_at_epoch_2.calls:
+            raise InputError("labels/x.nii.gz: unreadable (FileNotFoundError)")
+        gone_at_epoch_2.calls += 1
+        return real(*args, **kwargs)
+
+    gone_at_epoch_2.calls = 0
+    monkeypatch.setattr(train_module, "score", gone_at_epoch_2)
+    assert train(data, tmp_path / "run", "coarse", {**TINY, "val_every": 1}) == 2
+    err = capsys.readouterr().err
+    assert "error: labels/x.nii.gz: unreadable (FileNotFoundError)" in err
+    assert f"checkpoints stay in {tmp_path / 'run'}: fix the data and continue with --resume" in err
+    assert "nothing was trained" not in err and (tmp_path / "run" / "resume.pt").is_file()
+
+
+def test_a_fold_that_holds_no_case_is_refused(data, tmp_path, capsys):
+    """Six cases in 5 folds fill folds 0-4; with 4 cases fold 4 would be empty: a run asking to
+    hold it out would silently validate on nothing."""
+    few = tmp_path / "few"
+    shutil.copytree(data, few)
+    for case in find_cases(few)[4:]:
+        case.image.unlink()
+        case.label.unlink()
+    (few / "pathological.txt").unlink()
+    assert train(few, tmp_path / "run", "coarse", {**TINY, "fold": 4}) == 2
+    assert "fold 4 of 5 holds none of the 4 case(s): choose a fold below 4, or --fold all" in capsys.readouterr().err
 
 
 def test_a_time_budget_holds_when_steps_are_slow(data, tmp_path, monkeypatch, capsys):

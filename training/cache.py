@@ -6,7 +6,9 @@ post-processing's `edge_padding` is on, as inference does. Either is
 resampled to `cache_scale` x the input size (trilinear for HU, nearest for labels) and written
 as `.npy` files (int16 HU, uint8 labels, memory-mapped when read) with a JSON of its geometry.
 Training then crops and resizes these small arrays instead of reading whole CTs. A cached case
-is rebuilt when its files change (size or modification time); parameters that change what is
+is named by the case and the files it is made from (their real paths), so that runs on other data
+sharing a cache never read each other's cases, and is rebuilt when its files change (size or
+modification time; a change after it was prepared is an error when it is loaded); parameters that change what is
 cached (the stage, the cached size, the largest margin, edge padding) name another folder, and
 the old folders stay until removed by hand. Every file is written under a temporary name and
 then renamed, so runs that share a cache (folds in parallel, the processes of a distributed
@@ -68,8 +70,14 @@ def cache_folder(root: Path, config: TrainConfig) -> Path:
 
 
 def _source(case: Case) -> list[int]:
-    """What identifies the case's files: their sizes and modification times (ns)."""
+    """What identifies the case's files as they are now: their sizes and modification times (ns)."""
     return [v for p in (case.image, case.label) for v in (p.stat().st_size, p.stat().st_mtime_ns)]
+
+
+def _cached(folder: Path, case: Case, suffix: str) -> Path:
+    """A cached file of the case: named by the case and its files' real paths (links followed)."""
+    files = hashlib.sha1(f"{case.image.resolve()}\n{case.label.resolve()}".encode()).hexdigest()[:10]
+    return folder / f"{case.name}-{files}.{suffix}"
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
@@ -121,9 +129,9 @@ def build(case: Case, config: TrainConfig, labels: dict[int, str], folder: Path)
         if tight is not None:
             meta["organs"] = [[(t.start - a) * k, (t.stop - a) * k] for t, a, k in zip(tight, start, scale)]
         for kind, array in (("image", image), ("labels", cropped)):
-            with atomic_output(folder / f"{case.name}.{kind}.npy") as f:
+            with atomic_output(_cached(folder, case, f"{kind}.npy")) as f:
                 np.save(f, array)
-    write_atomic(folder / f"{case.name}.json", json.dumps(meta))  # last: the case is cached once it is there
+    write_atomic(_cached(folder, case, "json"), json.dumps(meta))  # last: the case is cached once it is there
     return [f"{case.image}: {warning}" for warning in ct.warnings]
 
 
@@ -131,7 +139,7 @@ def _is_current(case: Case, folder: Path) -> bool:
     """Whether the case's cached files are there and were made from its files as they are now
     (an unreadable record counts as not cached: it is made again)."""
     try:
-        meta = json.loads((folder / f"{case.name}.json").read_text())
+        meta = json.loads(_cached(folder, case, "json").read_text())
     except (OSError, ValueError):
         return False
     return isinstance(meta, dict) and meta.get("source") == _source(case)
@@ -171,13 +179,18 @@ def prepare(cases: list[Case], config: TrainConfig, labels: dict[int, str], root
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             futures = [(c, pool.submit(_build_safely, c, config, labels, folder)) for c in todo]
-            lost = []
-            for case, future in futures:
-                try:
-                    done(*future.result())
-                except BrokenProcessPool:
-                    lost.append(case.name)
-                    bar.update()
+            broken: list[Case] = []
+            try:
+                for case, future in futures:
+                    try:
+                        done(*future.result())
+                    except BrokenProcessPool:
+                        broken.append(case)
+                        bar.update()
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the cases being made finish, no other starts
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            lost = [c.name for c in broken if not _is_current(c, folder)]  # some were cached before the break
             if lost:
                 problems.append(f"{folder}: a preprocessing process died (killed, e.g. for lack of memory) with "
                                 f"{len(lost)} case(s) not cached ({', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}): "
@@ -194,18 +207,22 @@ def prepare(cases: list[Case], config: TrainConfig, labels: dict[int, str], root
 def load(cases: list[Case], config: TrainConfig, root: Path) -> list[Sample]:
     """The cached samples of the cases (memory-mapped); cases without organs have no region
     in the fine stage and are left out (the caller reports them). InputError naming the file
-    where a case's cache cannot be read (removed or damaged since it was prepared)."""
+    where a case's cache cannot be read (removed or damaged since it was prepared) or its files
+    changed since."""
     folder = cache_folder(root, config)
     samples = []
     for case in cases:
+        record = _cached(folder, case, "json")
         try:
-            meta = json.loads((folder / f"{case.name}.json").read_text())
+            meta = json.loads(record.read_text())
+            if meta["source"] != _source(case):
+                raise InputError(f"{case.image} / {case.label}: changed since they were preprocessed: run again")
             if meta["spacing"] is None:
                 continue
-            image = np.load(folder / f"{case.name}.image.npy", mmap_mode="r")
-            labels = np.load(folder / f"{case.name}.labels.npy", mmap_mode="r")
+            image = np.load(_cached(folder, case, "image.npy"), mmap_mode="r")
+            labels = np.load(_cached(folder, case, "labels.npy"), mmap_mode="r")
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{folder / case.name}.*: cached files unreadable ({describe_error(exc, 200)}): "
+            raise InputError(f"{record.with_suffix('')}.*: cached files unreadable ({describe_error(exc, 200)}): "
                              "remove them and run again") from None
         organs = tuple(tuple(b) for b in meta["organs"]) if meta["organs"] else None
         samples.append(Sample(case.name, image, labels, tuple(meta["spacing"]), organs))

@@ -19,7 +19,7 @@ from nibabel.orientations import apply_orientation, io_orientation
 
 from evaluation.imageio import read_labels
 from flare_common.errors import InputError, describe_error
-from flare_common.nifti import CHANNEL_SUFFIX, NIFTI_SUFFIXES, nibabel_messages, nifti_files, volume_shape
+from flare_common.nifti import CHANNEL_SUFFIX, NIFTI_SUFFIXES, nibabel_messages, nifti_files, nifti_image, volume_shape
 from inference.imageio import CT, read_ct
 
 LAYOUTS = (("TrainingImg", "TrainingMask"), ("images", "labels"), ("imagesTr", "labelsTr"))
@@ -136,23 +136,35 @@ def _whole(value: object) -> int | None:
     return None
 
 
+def _geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """A file's shape and affine from its header: nibabel's reading of the header alone, or where
+    that fails on a file whose name misstates its compression (gzip data named .nii, or the
+    reverse), the project's reading (flare_common.nifti.nifti_image, which inflates the file)."""
+    try:
+        with nibabel_messages():  # nibabel's own lines (a pixdim of 0, say): reading the pair names the file
+            image = nib.load(path)
+            return image.shape, image.affine
+    except (nib.filebasedimages.ImageFileError, OSError):
+        with nifti_image(path) as (image, _):
+            return image.shape, image.affine
+
+
 def check_headers(case: Case) -> list[str]:
     """Problems found from the two headers alone: unreadable files, not 3D, shapes or affines
     that differ (the label map must lie on the image's grid)."""
     try:
-        with nibabel_messages():  # nibabel's own lines (a pixdim of 0, say): reading the pair names the file
-            image, label = nib.load(case.image), nib.load(case.label)
+        image, label = _geometry(case.image), _geometry(case.label)
     except Exception as exc:
         return [f"{case.image} / {case.label}: unreadable ({describe_error(exc)})"]
     problems = []
     try:
-        shapes = volume_shape(image.shape), volume_shape(label.shape)
+        shapes = volume_shape(image[0]), volume_shape(label[0])
     except InputError as exc:
         return [f"{case.image} / {case.label}: {exc}"]
     if shapes[0] != shapes[1]:
         problems.append(f"{case.label}: shape {shapes[1]} differs from its image's {shapes[0]}")
-    elif not np.allclose(image.affine, label.affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
-        worst = float(np.abs(image.affine - label.affine).max())
+    elif not np.allclose(image[1], label[1], rtol=0, atol=AFFINE_TOLERANCE_MM):
+        worst = float(np.abs(image[1] - label[1]).max())
         problems.append(f"{case.label}: affine differs from its image's by up to {worst:.3g} mm")
     return problems
 

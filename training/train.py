@@ -11,8 +11,9 @@ Every case is checked and preprocessed once into a cache (--cache, default OUT/.
 the stage trains on random crops. OUT receives: best.pt and last.pt (stage checkpoints in the
 inference format), resume.pt (to continue with --resume), log.csv (one row per epoch), curve.png,
 config.json (the full recipe used) and split.json. Exit code 0: trained; 2: usage or data error
-(nothing trained); 1: training failed; 130: interrupted, 143: terminated by SIGTERM (either way: continue with
---resume).
+(found before training, or a file that changed while it ran: then the last finished epoch's
+checkpoints are kept, to continue with --resume); 1: training failed; 130: interrupted, 143:
+terminated by SIGTERM (either way: continue with --resume).
 """
 from __future__ import annotations
 
@@ -276,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         if world.main:
             for problem in problems:
                 print(f"error: {problem}", file=sys.stderr)
-            print(f"error: {len(problems)} problem(s): nothing was trained", file=sys.stderr)
+            then = (f"the last finished epoch's checkpoints stay in {args.out}: fix the data and continue with --resume"
+                    if (args.out / "resume.pt").is_file() else "nothing was trained")
+            print(f"error: {len(problems)} problem(s): {then}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         if world.main:
@@ -324,6 +327,9 @@ def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World,
     train_cases, val_cases = split(cases, config.folds, config.fold, config.seed)
     if not train_cases:
         raise DataError([f"{args.data}: {len(cases)} case(s) leave none to train on with {config.folds} folds"])
+    if config.fold is not None and not val_cases:
+        raise DataError([f"{args.data}: fold {config.fold} of {config.folds} holds none of the {len(cases)} case(s): "
+                         f"choose a fold below {len(cases)}, or --fold all to train on every case"])
     if saved is not None:
         _check_resumed_split(args, saved, train_cases, pathological)
     root = cache_root(args)

@@ -31,6 +31,8 @@ from training.phantom.scan import EXTRA_RANGES
 from training.phantom.sets import other_cases, set_case_name, write_set
 
 PREVIEW_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what --preview writes, by the name's suffix
+MIN_MAX_SIDE = 16  # fewer voxels a side make them coarser than the 50 mm every reader of the project accepts
+MAX_CASES = 1_000_000  # a set this large already takes days to write; its names are checked up front
 
 
 def _mix_help() -> dict[str, str]:
@@ -165,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cases must be at least 1")
     if args.seed < 0 or args.start < 0:
         parser.error("--seed and --start must not be negative")
-    if args.max_side is not None and args.max_side < 8:
-        parser.error("--max-side must be at least 8")
+    if args.max_side is not None and args.max_side < MIN_MAX_SIDE:
+        parser.error(f"--max-side must be at least {MIN_MAX_SIDE}")
+    if args.cases is not None and args.cases > MAX_CASES:
+        parser.error(f"--cases must be at most {MAX_CASES}")
     try:
         set_case_name(args.prefix, 0)  # the one check of a prefix (sets.PREFIX)
     except ValueError as exc:
