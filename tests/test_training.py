@@ -553,6 +553,16 @@ def test_files_whose_names_misstate_their_compression_are_trained_on(data, tmp_p
         assert np.array_equal(got[1], expected[1]) and np.array_equal(got[0].data, expected[0].data)
 
 
+def test_a_file_that_is_not_one_volume_is_named_alone(data, tmp_path):
+    from training.data import check_headers
+    case = find_cases(data)[0]
+    label = nib.load(case.label)
+    two = np.stack([np.asarray(label.dataobj)] * 2, axis=-1)
+    nib.save(nib.Nifti1Image(two, label.affine), str(tmp_path / "two.nii.gz"))
+    problems = check_headers(dataclasses.replace(case, label=tmp_path / "two.nii.gz"))
+    assert len(problems) == 1 and problems[0].startswith(f"{tmp_path / 'two.nii.gz'}: ") and str(case.image) not in problems[0]
+
+
 def test_real_data_quirks_are_read_as_a_team_means_them(data, tmp_path, capsys):
     """Float label maps with float noise, a case whose own name ends in _0000, a pathological
     list with a byte-order mark and folders, macOS's '._' files, and an image with NaN voxels

@@ -156,11 +156,12 @@ def check_headers(case: Case) -> list[str]:
         image, label = _geometry(case.image), _geometry(case.label)
     except Exception as exc:
         return [f"{case.image} / {case.label}: unreadable ({describe_error(exc)})"]
-    problems = []
-    try:
-        shapes = volume_shape(image[0]), volume_shape(label[0])
-    except InputError as exc:
-        return [f"{case.image} / {case.label}: {exc}"]
+    problems, shapes = [], []
+    for path, (shape, _) in ((case.image, image), (case.label, label)):
+        try:
+            shapes.append(volume_shape(shape))
+        except InputError as exc:  # named alone: the other file may be fine
+            return [f"{path}: {exc}"]
     if shapes[0] != shapes[1]:
         problems.append(f"{case.label}: shape {shapes[1]} differs from its image's {shapes[0]}")
     elif not np.allclose(image[1], label[1], rtol=0, atol=AFFINE_TOLERANCE_MM):
