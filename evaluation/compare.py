@@ -42,6 +42,8 @@ def load(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, Rules]:
             if rules is None:
                 raise ValueError(f"{metrics}: its columns match no FLARE year")
             columns = ["Name", *rules.metric_columns()]
+            if usage is not None and not {"Name", "Status", *OFFICIAL_COLUMNS} <= set(usage.columns):
+                raise ValueError(f"{results}: not evaluation.run's results (it lacks the Status or efficiency columns)")
             if usage is not None and set(columns) <= set(usage.columns):  # evaluation.run's: failed cases as scored
                 table = usage[columns]  # there (FLARE22's stuck cases 0), not as the scorer saw their outputs
             return table, usage, rules
@@ -106,7 +108,7 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, rules: Rules, top: int,
     fell = cases[cases["DSC_change"] < 0].sort_values("DSC_change", kind="stable").head(top)
     rose = cases[cases["DSC_change"] > 0].sort_values("DSC_change", ascending=False, kind="stable").head(top)
     result = {"rules": rules.name, "cases_compared": len(cases), "only_before": only_before, "only_after": only_after,
-              "status_changes": [], "organs": organs,
+              "status_changes": None, "organs": organs,  # None: a run of scores only
               "dsc_fell": json.loads(fell.to_json(orient="records")),
               "dsc_rose": json.loads(rose.to_json(orient="records")),
               "dsc_unchanged": int((cases["DSC_change"] == 0).sum()), "efficiency": {}}
@@ -118,12 +120,15 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, rules: Rules, top: int,
 
 def _print(result: dict) -> None:
     changes = result["status_changes"]
-    stopped = [c for c in changes if c["change"] == "stopped succeeding"]
-    print(f"status changes ({len(changes)}" + (f", {len(stopped)} stopped succeeding" if stopped else "") + "):")
-    for c in changes:
-        print(f"  {c['Name']}: {c['before']} -> {c['after']} ({c['change']})")
-    if not changes:
-        print("  none")
+    stopped = [c for c in changes or [] if c["change"] == "stopped succeeding"]
+    if changes is None:
+        print("status changes: not compared (a run of scores only: no efficiency results)")
+    else:
+        print(f"status changes ({len(changes)}" + (f", {len(stopped)} stopped succeeding" if stopped else "") + "):")
+        for c in changes:
+            print(f"  {c['Name']}: {c['before']} -> {c['after']} ({c['change']})")
+        if not changes:
+            print("  none")
     for key, which in (("only_before", "BEFORE"), ("only_after", "AFTER")):
         if result[key]:
             print(f"\nnot compared: {len(result[key])} case(s) scored in {which} only: {', '.join(result[key])}")
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "flare-compare scores/before scores/after --top 10 --out comparison.json"])
     parser.add_argument("before", type=Path, metavar="BEFORE", help="result folder of the earlier run")
     parser.add_argument("after", type=Path, metavar="AFTER", help="result folder of the later run")
-    parser.add_argument("--top", type=cli.at_least(0), default=5,
+    parser.add_argument("--top", type=cli.at_least(1), default=5,
                         help="how many cases to list in each of the fell and rose lists (default 5)")
     parser.add_argument("--out", type=Path, metavar="FILE.json", help="write the comparison as JSON here (default: none)")
     args = parser.parse_args(argv)

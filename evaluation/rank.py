@@ -42,7 +42,8 @@ COLUMN = {"DSC": "DSC_mean", "NSD": "NSD_mean"}  # other metrics are results.csv
 TIES = ("min", "average")
 DEFAULT_TIES = "min"
 MEASURED, NOT_MEASURED, FAILED = 0, 1, 2  # tiers, best first
-OFFICIAL_NOTE = "; official policy: failed cases by value, except those given the year's stuck values"
+FAILED_RANKED = {"penalised": "failed cases last",
+                 "official": "failed cases by their values (official policy; those given the year's stuck values by them)"}
 
 
 class RankError(Exception):
@@ -137,9 +138,7 @@ def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float], tie
                            + ", ".join(missing))
         failed = frame.loc[frame.get("Status", pd.Series("ok", index=frame.index)).map(is_failed), "Name"].tolist()
         if failed:
-            how = ("ranked last" if policy == "penalised" else
-                   "ranked by their values (official policy), those given the year's stuck values last")
-            notices.append(f"{team}: {len(failed)} failed case(s), {how}: {', '.join(sorted(failed))}")
+            notices.append(f"{team}: {len(failed)} {FAILED_RANKED[policy]}: {', '.join(sorted(failed))}")
     ranks: dict[str, pd.DataFrame] = {}
     left_out = []
     for metric in weights:
@@ -211,14 +210,38 @@ def load_team(folder: Path, name: str | None = None) -> Team:
             raise RankError(f"{folder}: no {path.name} (run python -m evaluation.run first)")
     try:
         doc = json.loads(summary.read_text())
+    except (ValueError, OSError) as exc:
+        raise RankError(f"{summary}: unreadable ({type(exc).__name__}: {exc})") from None
+    try:
         frame = pd.read_csv(results)
     except (ValueError, OSError) as exc:
-        raise RankError(f"{folder}: unreadable results ({type(exc).__name__}: {exc})") from None
-    if not isinstance(doc, dict) or "Name" not in frame or doc.get("rules") not in RULES:
-        raise RankError(f"{folder}: results.csv has no Name column or summary.json no known rules year")
+        raise RankError(f"{results}: unreadable ({type(exc).__name__}: {exc})") from None
     # runs from before the failure policy existed gave stuck values to timeouts only: "official"
+    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), str) or doc["rules"] not in RULES \
+            or doc.get("failures", "official") not in FAILURE_POLICIES or not isinstance(doc.get("team", ""), str):
+        raise RankError(f"{summary}: no known rules year and failure policy, or a team name that is no text")
+    problem = _results_problem(frame, get_rules(doc["rules"]).efficiency.rank_weights)
+    if problem:
+        raise RankError(f"{results}: {problem}")
     return Team(name or doc.get("team") or folder.resolve().name, folder, doc["rules"],
                 doc.get("failures", "official"), frame)
+
+
+def _results_problem(frame: pd.DataFrame, weights: dict[str, float]) -> str | None:
+    """Why a team's results.csv cannot be ranked under these metric weights: case names missing
+    or repeated, or a metric's column absent or not numbers; None when it can."""
+    names = frame.get("Name")
+    if names is None or names.isna().any() or not names.map(lambda n: isinstance(n, str)).all():
+        return "a Name column with every case's name is needed"
+    if names.duplicated().any():
+        return f"cases listed twice: {', '.join(sorted(set(names[names.duplicated()])))}"
+    for metric in weights:
+        column = COLUMN.get(metric, metric)
+        if column not in frame:
+            return f"no {column} column"
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            return f"{column} holds values that are not numbers"
+    return None
 
 
 def check_teams(teams: list[Team], rules: str | None) -> tuple[str, str]:
@@ -257,8 +280,8 @@ def leaderboard_html(board: pd.DataFrame, ranking: Ranking, year: str, policy: s
     """The leaderboard as a static page: the table, how it was ranked, and every notice."""
     weights = ", ".join(f"{m} x{w:g}" for m, w in ranking.weights.items())
     body = (f"<h1>Leaderboard ({html.escape(year)})</h1>"
-            f"<p>Ranked per case and metric (ties: {ranking.ties}; not measured after measured; failed and "
-            f"missing cases last{OFFICIAL_NOTE if policy == 'official' else ''}), mean rank "
+            f"<p>Ranked per case and metric (ties: {ranking.ties}; not measured after measured; missing cases last; "
+            f"{FAILED_RANKED[policy]}), mean rank "
             f"over cases per metric, weighted mean over metrics ({html.escape(weights)}); lower score is better. "
             + (f"Stability: {samples} bootstrap samples of the cases; kept_position is how often a team kept its "
                f"place; mean Kendall's tau to the ranking {pages.number(tau, 3) or 'undefined'}." if samples else "")

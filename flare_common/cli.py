@@ -89,15 +89,17 @@ def refuse_unwritable(parser: argparse.ArgumentParser, flag: str, path: Path | N
         parser.error(f"{flag} {path}: {problem}")
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `minimum` (e.g. --repeats 0 is refused)."""
+def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (e.g. --repeats 0 is refused), and at
+    most `maximum` where given (a seed a random generator can take)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value}: must be at least {minimum}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"{value}: must be {bounds}")
         return value
     return parse
 

@@ -31,6 +31,7 @@ import copy
 import json
 import pickle
 import sys
+import textwrap
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -103,8 +104,19 @@ def save(path: Path, models: Models, half: bool = False) -> None:
                           "training": models.training.get(stage, {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path, "wb") as f:
-        torch.save(payload, f)
+    save_atomic(payload, path)
+
+
+def save_atomic(payload: dict, path: Path) -> None:
+    """torch.save to `path` atomically (atomic_output); OSError where it cannot be written (torch's
+    zip writer turns a full disk's OSError into a RuntimeError: the OSError is raised instead)."""
+    try:
+        with atomic_output(path, "wb") as f:
+            torch.save(payload, f)
+    except RuntimeError as exc:
+        if isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise
 
 
 def _config(cls, raw: dict, where: str):
@@ -183,8 +195,9 @@ def _models(path: Path, payload: dict, device: torch.device | str) -> Models:
         try:
             net.load_state_dict(entry["state_dict"], strict=True)
         except RuntimeError as exc:
+            which = " ".join(line.strip() for line in str(exc).splitlines()[:2])  # torch's title, then the keys
             raise CheckpointError(f"{path}: {stage} weights do not match its config "
-                                  f"({str(exc).splitlines()[0]})") from None
+                                  f"({textwrap.shorten(which, 300)})") from None
         if problem := non_finite(entry["state_dict"]):
             raise CheckpointError(f"{path}: {stage} weights are not all finite ({problem}): a diverged training run?")
         setattr(models, stage, net.float().to(device).eval())
@@ -275,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("path", type=Path, help="the checkpoint")
     rand = command("random", "write randomly initialised (untrained) weights")
     rand.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
-    rand.add_argument("--seed", type=int, default=0, help="random seed of the weights (default %(default)s)")
+    rand.add_argument("--seed", type=cli.at_least(0, 2**63 - 1), default=0,
+                      help="random seed of the weights (default %(default)s)")
     join = command("combine", "one checkpoint from the coarse stage of one and the fine stage of another (or the "
                               "mean of several fine stages)")
     join.add_argument("--coarse", type=Path, required=True, help="checkpoint holding the coarse stage (required)")

@@ -245,6 +245,9 @@ def test_checkpoint_round_trip_and_errors(tmp_path, tiny_networks):
     for change, message in [
         (lambda p: p["labels"].update({"5": "stomach"}), "4 outputs for 5 labels"),
         (lambda p: p["fine"]["config"].update(widths=[8, 8, 8, 16, 16]), "do not match"),
+        (lambda p: p["fine"]["state_dict"].pop("head.weight"),  # which key, not torch's title alone
+         r"fine weights do not match its config \(Error\(s\) in loading state_dict for EfficientSegNet: Missing key\(s\) "
+         r'in state_dict: "head.weight"'),
         (lambda p: p["fine"]["normalisation"].update(clip_hu=[300, -300]), "increasing"),
         (lambda p: p["postprocessing"]["components_kept"].update({"7": 1}), "not in"),
         (lambda p: p["postprocessing"].update(not_above={"4": 6}), r"labels \[6\] not in"),
@@ -355,11 +358,23 @@ def test_read_ct_warns_of_a_slice_that_is_not_a_volume(tmp_path):
 
 
 def _disk_fills_after(written: int):
-    """A torch.save that writes `written` bytes of the checkpoint, then finds the disk full."""
-    def save(payload, f):
-        f.write(b"\0" * written)
-        raise OSError(28, "No space left on device")
-    return save
+    """torch.save onto a disk that is full after `written` bytes: torch's zip writer meets the
+    OSError and raises a RuntimeError of its own, as on a real full disk."""
+    real = torch.save
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data) -> int:
+            if self.f.tell() + len(data) > written:
+                raise OSError(28, "No space left on device")
+            return self.f.write(data)
+
+        def flush(self) -> None:
+            self.f.flush()
+
+    return lambda payload, f: real(payload, FullDisk(f))
 
 
 def test_a_checkpoint_that_cannot_be_written_leaves_nothing_and_one_line(tmp_path, tiny_networks, monkeypatch, capsys):
@@ -376,6 +391,10 @@ def test_a_checkpoint_that_cannot_be_written_leaves_nothing_and_one_line(tmp_pat
     err = capsys.readouterr().err
     assert err.splitlines() == [f"error: {tmp_path / 'new.pt'}: No space left on device"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt"]
+    for seed in ("-1", str(2**64)):  # seeds torch cannot take: usage errors, not tracebacks
+        with pytest.raises(SystemExit) as exc:
+            main(["random", "-o", str(tmp_path / "new.pt"), "--seed", seed])
+        assert exc.value.code == 2 and "must be from 0 to 9223372036854775807" in capsys.readouterr().err
 
 
 def test_an_output_that_cannot_be_a_checkpoint_is_a_usage_error_and_a_folder_no_weights(tmp_path, capsys):

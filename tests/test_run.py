@@ -95,6 +95,26 @@ def test_rank_refuses_mixed_years_and_duplicate_names(runs, data, tmp_path, caps
     assert exc.value.code == 2 and "run them again under flare23" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda f: pd.concat([f, f.iloc[[0]]]), "results.csv: cases listed twice: synthetic_000.nii.gz"),
+    (lambda f: f.assign(Time="slow"), "results.csv: Time holds values that are not numbers"),
+    (lambda f: f.drop(columns="NSD_mean"), "results.csv: no NSD_mean column"),
+    (lambda f: f.assign(Name=[None, *f["Name"][1:]]), "results.csv: a Name column with every case's name is needed"),
+])
+def test_rank_refuses_results_it_cannot_rank_in_one_line(runs, tmp_path, capsys, damage, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["decent"], bad)
+    damage(pd.read_csv(bad / "results.csv")).to_csv(bad / "results.csv", index=False)
+    with pytest.raises(SystemExit) as exc:
+        rank.main([str(runs["perfect"]), str(bad), "--bootstrap", "0"])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+    shutil.copy(runs["decent"] / "results.csv", bad)
+    (bad / "summary.json").write_text(json.dumps({"rules": "flare21", "team": ["x"]}))
+    with pytest.raises(SystemExit) as exc:
+        rank.main([str(runs["perfect"]), str(bad), "--bootstrap", "0"])
+    assert exc.value.code == 2 and "summary.json: no known rules year" in capsys.readouterr().err
+
+
 def test_rank_keeps_a_case_one_team_lacks(runs, tmp_path, capsys):
     partial = tmp_path / "partial"
     shutil.copytree(runs["perfect"], partial)
@@ -176,6 +196,19 @@ def test_compare_reports_changes_and_the_cases_that_fell(runs, tmp_path, capsys)
     printed = capsys.readouterr().out
     fell = printed.split("cases whose mean DSC fell")[1].split("cases whose mean DSC rose")[0]
     assert "none" in fell and "synthetic" not in fell
+    scores_only = tmp_path / "scores"
+    shutil.copytree(runs["perfect"] / "accuracy", scores_only)
+    assert compare.main([str(scores_only), str(runs["decent"])]) == 0
+    assert "status changes: not compared (a run of scores only" in capsys.readouterr().out
+    for top in ("0", "-1"):
+        with pytest.raises(SystemExit):
+            compare.main([str(runs["perfect"]), str(runs["decent"]), "--top", top])
+    broken = tmp_path / "broken"
+    shutil.copytree(runs["decent"], broken)
+    pd.read_csv(broken / "results.csv").drop(columns="Status").to_csv(broken / "results.csv", index=False)
+    with pytest.raises(SystemExit) as exc:
+        compare.main([str(runs["perfect"]), str(broken)])
+    assert exc.value.code == 2 and "results.csv: not evaluation.run's results" in capsys.readouterr().err
 
 
 def test_compare_means_only_the_cases_scored_in_both_runs(runs, tmp_path, capsys):

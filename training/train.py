@@ -39,8 +39,18 @@ from tqdm import tqdm
 from evaluation.report import csv_text
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
-from flare_common.files import atomic_output, write_atomic
-from inference.checkpoint import FLARE21_LABELS, NETWORK_STAGES, NETWORKS, CheckpointError, Models, load, non_finite, save
+from flare_common.files import write_atomic
+from inference.checkpoint import (
+    FLARE21_LABELS,
+    NETWORK_STAGES,
+    NETWORKS,
+    CheckpointError,
+    Models,
+    load,
+    non_finite,
+    save,
+    save_atomic,
+)
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 from training import cache
@@ -539,12 +549,11 @@ class Trainer:
     def save_resume(self, random_states: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
         """resume.pt: everything --resume needs, with every process's random state (in rank order)."""
         self.state["train_seconds"] = self.seconds_before + time.perf_counter() - self.started
-        with atomic_output(self.args.out / "resume.pt") as f:
-            torch.save({"net": self.net.state_dict(), "optimiser": self.optimiser.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                        "rng": random_states[0][0], "cuda_rng": random_states[0][1], "rng_per_process": random_states,
-                        "config": asdict(self.config), "split": self.split, "total_steps": self.total_steps,
-                        **self.state}, f)
+        save_atomic({"net": self.net.state_dict(), "optimiser": self.optimiser.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                     "rng": random_states[0][0], "cuda_rng": random_states[0][1], "rng_per_process": random_states,
+                     "config": asdict(self.config), "split": self.split, "total_steps": self.total_steps,
+                     **self.state}, self.args.out / "resume.pt")
 
     def fit_time_budget(self, at_epoch_end: bool = False) -> None:
         """With max_minutes (the whole run's training time, resumed runs included): once
