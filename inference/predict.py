@@ -298,7 +298,8 @@ class Reader:
 def _output_clashes(inputs: list[Path], output: Path) -> dict[Path, str]:
     """Inputs that cannot be written: another input before them writes the same output name, or
     their output would overwrite an input (themselves or another: scan.nii's output scan.nii.gz
-    beside an input scan.nii.gz)."""
+    beside an input scan.nii.gz) or a file there that is no label map (a CT beside the one file
+    `-i` names)."""
     clashes, seen = {}, set()
     resolved = {path.resolve() for path in inputs}
     for path in inputs:
@@ -308,11 +309,26 @@ def _output_clashes(inputs: list[Path], output: Path) -> dict[Path, str]:
             clashes[path] = f"its output {name} would overwrite it: choose another -o"
         elif target in resolved:
             clashes[path] = f"its output {name} would overwrite the input {name}: choose another -o"
+        elif (stored := _stored_type(target)) not in (None, "uint8"):
+            clashes[path] = f"its output {name} would overwrite {target}, no label map ({stored} data): choose another -o"
         elif name in seen:
             clashes[path] = f"another input already writes {name}"
         else:
             seen.add(name)
     return clashes
+
+
+def _stored_type(path: Path) -> str | None:
+    """The data type a NIfTI file stores ("uint8" for label maps); None where there is no such file
+    or it cannot be read (nothing worth keeping)."""
+    if not path.is_file():
+        return None
+    import nibabel as nib  # here: a first run, into an empty folder, never needs it before the networks load
+
+    try:
+        return str(nib.load(path).get_data_dtype())
+    except Exception:  # nibabel raises many kinds for broken files
+        return None
 
 
 def _timed_read(path: Path) -> tuple[CT, float]:

@@ -168,6 +168,21 @@ def test_an_input_is_never_overwritten_by_its_output(tmp_path, weights, capsys):
     assert (tmp_path / "plain.nii.gz").read_bytes() == before
 
 
+def test_a_ct_beside_the_one_input_is_never_overwritten_but_an_earlier_output_is(tmp_path, weights, capsys):
+    """-i one file, -o its folder: a CT there named as the output stays (one line, exit 1); a
+    label map there (an earlier run's output) is written again."""
+    synthetic_ct(tmp_path, "case_0000.nii.gz")
+    synthetic_ct(tmp_path, "case.nii.gz")  # another CT, named as case_0000's output
+    before = (tmp_path / "case.nii.gz").read_bytes()
+    assert main(["-i", str(tmp_path / "case_0000.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert f"its output case.nii.gz would overwrite {tmp_path / 'case.nii.gz'}, no label map (" in err
+    assert (tmp_path / "case.nii.gz").read_bytes() == before
+    (tmp_path / "case.nii.gz").unlink()
+    assert main(["-i", str(tmp_path / "case_0000.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 0
+    assert main(["-i", str(tmp_path / "case_0000.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 0
+
+
 def test_no_input_is_overwritten_by_another_inputs_output(tmp_path, weights, capsys):
     """scan.nii's output is scan.nii.gz: into the inputs' own folder that would overwrite the input
     of that name (and each run's outputs would be the next run's inputs), so that -o is refused;
