@@ -65,6 +65,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(stop, handler)
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Within the block (in the main thread), Ctrl-C, SIGTERM and SIGHUP wait for its end, so that
+    files that belong together are all written; then the stop is raised as it would have been
+    (KeyboardInterrupt, or Terminated). Signals the process ignores stay ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    stops = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {stop: signal.signal(stop, lambda signum, frame: received.append(signum)) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+    if received:
+        raise KeyboardInterrupt if received[0] == signal.SIGINT else Terminated
+
+
 def prog(module_prog: str) -> str:
     """The program name for usage lines: the console command when started as one (flare-...),
     else the given `python -m ...` form."""

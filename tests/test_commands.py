@@ -105,6 +105,19 @@ def test_sigterm_or_a_closed_terminal_is_one_line_and_exit_code_143(capsys, stop
     assert signal.getsignal(stop) == before  # the handler is the command's only
 
 
+@pytest.mark.parametrize(("stop", "raised"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, cli.Terminated)])
+def test_a_stop_inside_a_deferred_block_waits_for_its_end(stop, raised):
+    """Files written together (a training epoch's checkpoints and resume.pt) are all written
+    before Ctrl-C or SIGTERM stops the command; the handlers are the caller's again after."""
+    written = []
+    before = signal.getsignal(stop)
+    with pytest.raises(raised), cli.sigterm_as_interrupt(), cli.interrupts_deferred():
+        os.kill(os.getpid(), stop)
+        written.append("checkpoint")
+        written.append("resume.pt")
+    assert written == ["checkpoint", "resume.pt"] and signal.getsignal(stop) == before
+
+
 def test_a_file_that_cannot_be_written_is_one_line_and_exit_code_1(capsys):
     def disk_full(argv):
         raise OSError(28, "No space left on device", "out/metrics.csv")

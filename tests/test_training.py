@@ -87,6 +87,7 @@ def test_config_file_and_command_line_override_and_bad_values_are_named(tmp_path
                             ({"lr": "0.01"}, "lr: '0.01' is not a finite number"), ({"epochs": 2.5}, "not a whole number"),
                             ({"cache_scale": math.nan}, "cache_scale: nan is not a finite number"),
                             ({"max_minutes": math.inf}, "max_minutes: inf is not a finite number"),
+                            ({"lr": 1e39}, "0 < lr <= 1000"),  # float32 would overflow in the optimiser
                             ({"margin_mm": [math.nan, 20]}, "margin_mm: .* is not a list of 2 numbers"),
                             ({"postprocessing": {"box_margin_mm": 40}}, "postprocessing: missing key 'components_kept'"),
                             ({"normalisation": {"clip_hu": [-100, 100], "zscore": True, "clip": 1}},
@@ -613,6 +614,61 @@ def test_two_processes_with_torchrun(data, tmp_path, stage):
     assert load(out / "best.pt", stages=(stage,)).network(stage) is not None
 
 
+def test_a_cache_damaged_on_one_machine_alone_stops_every_process_and_says_why(data, tmp_path):
+    """Each process with its own --cache (machines without a shared disk): rank 1's copy of a case
+    damaged, the run stops with rank 0 printing rank 1's problem (rank 1 prints nothing, and rank
+    0 does not die in DistributedDataParallel waiting for it)."""
+    launcher = tmp_path / "own_cache.sh"
+    launcher.write_text(f'#!/bin/sh\nexec {sys.executable} -m training.train "$@" --cache {tmp_path}/cache$RANK\n')
+    launcher.chmod(0o755)
+    recipe = config_file(tmp_path, {**TINY, "epochs": 1, "val_cases": 0})
+
+    def two_processes(out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "--no-python", str(launcher), "--stage", "coarse", "--data", str(data), "--out", str(out),
+                               "--config", str(recipe), "--precision", "fp32", "--workers", "0"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    assert two_processes(tmp_path / "first").returncode == 0
+    damaged = sorted((tmp_path / "cache1").glob("coarse-*/*.image.npy"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    done = two_processes(tmp_path / "second")
+    assert done.returncode != 0
+    assert f"error: process 1: {damaged.parent / damaged.name.split('.')[0]}.*: cached files unreadable" in done.stderr
+    assert "Connection closed by peer" not in done.stderr
+
+
+def test_one_out_holds_one_run_at_a_time(tmp_path):
+    """A second run started into an --out while a run trains there is refused, not mixed in."""
+    from training.train import _training_into
+    main_process = SimpleNamespace(main=True)
+    with (_training_into(tmp_path, main_process), pytest.raises(DataError, match="another run is training into it"),
+          _training_into(tmp_path, main_process)):
+        pass
+    with _training_into(tmp_path, main_process):  # free again once the first has ended
+        pass
+
+
+def test_a_resumed_run_keeps_its_precision_unless_told_otherwise(data, tmp_path, monkeypatch):
+    import training.train as train_module
+
+    asked = []
+    real = train_module.choose_training_precision
+
+    def recorded(requested, *args):
+        asked.append(requested)
+        return real(requested, *args)
+
+    monkeypatch.setattr(train_module, "choose_training_precision", recorded)
+    recipe = {**TINY, "epochs": 1, "val_cases": 0}
+    assert main(["--stage", "coarse", "--data", str(data), "--out", str(tmp_path / "run"), "--config",
+                 str(config_file(tmp_path, recipe)), "--precision", "bf16"]) == 0
+    assert main(["--stage", "coarse", "--data", str(data), "--out", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 0
+    assert main(["--stage", "coarse", "--data", str(data), "--out", str(tmp_path / "run"), "--resume", "--epochs", "3",
+                 "--precision", "fp32"]) == 0
+    assert asked == ["bf16", "bf16", "fp32"]
+
+
 def test_unused_parameters_are_found_without_computing():
     fine = EfficientSegNet(FineConfig(widths=(4, 8, 8, 16, 16), context_width=8, input_size=(32, 32, 32)))
     assert unused_parameters(fine, (32, 32, 32)) == ["context.pyramid.1.0.weight", "context.pyramid.2.0.weight"]
@@ -671,7 +727,7 @@ def test_a_file_that_breaks_after_an_epoch_keeps_the_checkpoints_and_says_so(dat
     assert train(data, tmp_path / "run", "coarse", {**TINY, "val_every": 1}) == 2
     err = capsys.readouterr().err
     assert "error: labels/x.nii.gz: unreadable (FileNotFoundError)" in err
-    assert f"checkpoints stay in {tmp_path / 'run'}: fix the data and continue with --resume" in err
+    assert f"checkpoints stay in {tmp_path / 'run'} (continue with --resume once this is put right)" in err
     assert "nothing was trained" not in err and (tmp_path / "run" / "resume.pt").is_file()
 
 

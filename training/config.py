@@ -23,6 +23,7 @@ from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 
 FIXED_NETWORK_FIELDS = ("in_channels", "out_channels", "input_size", "dropout")  # set by the run, not by `network`
+MAX_LR = 1000.0  # far beyond any useful step size; far larger ones overflow float32 in the optimiser (a traceback)
 
 
 class ConfigError(Exception):
@@ -193,8 +194,8 @@ def check(config: TrainConfig, where: str) -> TrainConfig:
         problems.append(f"pathological_repeats {config.pathological_repeats}: at least 1 (1: lesions not favoured)")
     if not all(0 <= b < 1 for b in config.betas):
         problems.append(f"betas {config.betas}: each in [0, 1)")
-    if not (config.lr > 0 and 0 < config.lr_gamma <= 1 and config.weight_decay >= 0 and 0 <= config.dropout < 1):
-        problems.append("lr > 0, 0 < lr_gamma <= 1, weight_decay >= 0 and 0 <= dropout < 1")
+    if not (0 < config.lr <= MAX_LR and 0 < config.lr_gamma <= 1 and config.weight_decay >= 0 and 0 <= config.dropout < 1):
+        problems.append(f"0 < lr <= {MAX_LR:g}, 0 < lr_gamma <= 1, weight_decay >= 0 and 0 <= dropout < 1")
     if list(config.lr_milestones) != sorted(config.lr_milestones) or not all(0 < m < 1 for m in config.lr_milestones):
         problems.append(f"lr_milestones {config.lr_milestones}: increasing fractions of the run, each in (0, 1)")
     if min(config.organ_hu_shift, config.global_hu_shift, config.dice_weight, config.focal_weight,

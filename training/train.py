@@ -18,13 +18,16 @@ terminated by SIGTERM (either way: continue with --resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import fcntl
 import json
 import math
 import re
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -281,14 +284,15 @@ def main(argv: list[str] | None = None) -> int:
         cli.refuse_unwritable(parser, "--out", args.out, folder=True)
         cli.refuse_unwritable(parser, "--cache", cache_root(args), folder=True)
     try:
-        return run(args, config, world, given)
+        with _training_into(args.out, world):
+            return run(args, config, world, given)
     except (DataError, InputError) as exc:  # InputError: a cached case damaged since it was prepared
         problems = exc.problems if isinstance(exc, DataError) else [str(exc)]
         if world.main:
             for problem in problems:
                 print(f"error: {problem}", file=sys.stderr)
-            then = (f"the last finished epoch's checkpoints stay in {args.out}: fix the data and continue with --resume"
-                    if (args.out / "resume.pt").is_file() else "nothing was trained")
+            then = (f"the last finished epoch's checkpoints stay in {args.out} (continue with --resume once this is put "
+                    "right)" if (args.out / "resume.pt").is_file() else "nothing was trained")
             print(f"error: {len(problems)} problem(s): {then}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
@@ -301,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(exc, cli.Terminated)
         then = (f"continue with --resume (from the last finished epoch in {args.out})"
                 if (args.out / "resume.pt").is_file() else "no epoch had finished: nothing to resume, start again")
-        print(f"\n{'terminated' if terminated else 'interrupted'}: {then}", file=sys.stderr)
+        if world.main:
+            print(f"\n{'terminated' if terminated else 'interrupted'}: {then}", file=sys.stderr)
         return cli.Terminated.EXIT_CODE if terminated else cli.INTERRUPTED
     finally:
         stop(world)
@@ -359,6 +364,22 @@ def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World,
 def cache_root(args: argparse.Namespace) -> Path:
     """The preprocessing cache: --cache, or a folder beside OUT (shared by the runs of one place)."""
     return args.cache or args.out.parent / "cache"
+
+
+@contextlib.contextmanager
+def _training_into(out: Path, world: World) -> Iterator[None]:
+    """Hold OUT for this run (an exclusive lock on OUT/.lock, in the main process): a second run
+    started into it meanwhile is refused (DataError) instead of replacing this one's files."""
+    if not world.main:
+        yield
+        return
+    with open(out / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError([f"{out}: another run is training into it: wait for it to end, or train into another "
+                             "--out"]) from None
+        yield
 
 
 def run(args: argparse.Namespace, config: TrainConfig, world: World, given: set[str] = frozenset()) -> int:
@@ -437,7 +458,12 @@ class Trainer:
                  saved: dict | None = None):
         self.args, self.config, self.world, self.val_cases = args, config, world, val_cases
         self.log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if world.main else (lambda *a: None)
-        samples = cache.load(train_cases, config, root)
+        try:
+            samples, problems = cache.load(train_cases, config, root), []
+        except InputError as exc:  # this process's cache (a machine's own) damaged: every process stops, rank 0 says why
+            samples, problems = [], [str(exc) if world.main else f"process {world.rank}: {exc}"]
+        if problems := gathered(problems, world):
+            raise DataError(problems)
         if len(samples) < len(train_cases):
             names = sorted({c.name for c in train_cases} - {s.name for s in samples})
             self.log(f"notice: {len(names)} case(s) have no organ and give the fine stage nothing to learn: "
@@ -453,8 +479,11 @@ class Trainer:
         if start is not None:  # --init: these weights instead of the random initialisation
             self.net.load_state_dict(start)
         torch.manual_seed(config.seed + world.rank)  # dropout: each process draws its own masks
-        self.precision, measured = choose_training_precision(args.precision, self.net, config, world.device)
-        if args.precision == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
+        requested = args.precision
+        if requested == "auto" and saved and not precision_problem(saved.get("precision", "auto"), world.device):
+            requested = saved.get("precision", "auto")  # a resumed run keeps its precision unless --precision is given
+        self.precision, measured = choose_training_precision(requested, self.net, config, world.device)
+        if requested == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
             self.precision = "bf16" if from_main(float(self.precision == "bf16"), world) else "fp32"
         lesions = (f"{len(pathological & {c.name for c in train_cases})} lesion case(s) x{config.pathological_repeats}"
                    if pathological else f"no lesion case listed ({PATHOLOGICAL_LIST} or --pathological): none sampled more often")
@@ -553,7 +582,7 @@ class Trainer:
                      "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                      "rng": random_states[0][0], "cuda_rng": random_states[0][1], "rng_per_process": random_states,
                      "config": asdict(self.config), "split": self.split, "total_steps": self.total_steps,
-                     **self.state}, self.args.out / "resume.pt")
+                     "precision": self.precision, **self.state}, self.args.out / "resume.pt")
 
     def fit_time_budget(self, at_epoch_end: bool = False) -> None:
         """With max_minutes (the whole run's training time, resumed runs included): once
@@ -567,6 +596,8 @@ class Trainer:
         elapsed = time.perf_counter() - self.started
         budget = self.config.max_minutes * 60 - self.seconds_before
         timed_enough = done >= BUDGET_PLANNING_STEPS or elapsed >= BUDGET_PLANNING_SHARE * budget
+        if not at_epoch_end and not self.state["budget_planned"]:  # every process decides as the main one
+            timed_enough = bool(from_main(float(timed_enough), self.world))
         if not (self.state["budget_planned"] if at_epoch_end else not self.state["budget_planned"] and timed_enough):
             return
         remaining = budget - elapsed
@@ -643,12 +674,13 @@ class Trainer:
                "train_loss": mean_over_processes(float(np.mean(losses)) if losses else math.nan, self.world),
                "seconds": time.perf_counter() - started}
         self.state["epoch"] = epoch + 1
-        if self.world.main:
-            self.end_of_epoch(row)
-        random_states = gathered_objects(self.random_state(), self.world)
-        if self.world.main:
-            self.save_resume(random_states)
-        barrier(self.world)
+        with cli.interrupts_deferred():  # the epoch's files are written together: a stop waits for resume.pt
+            if self.world.main:
+                self.end_of_epoch(row)
+            random_states = gathered_objects(self.random_state(), self.world)
+            if self.world.main:
+                self.save_resume(random_states)
+            barrier(self.world)
 
     def end_of_epoch(self, row: dict) -> None:
         """Validate (every val_every epochs and at the end), log, write the checkpoints, the log
