@@ -674,6 +674,8 @@ class Trainer:
                "train_loss": mean_over_processes(float(np.mean(losses)) if losses else math.nan, self.world),
                "seconds": time.perf_counter() - started}
         self.state["epoch"] = epoch + 1
+        if self.world.main:
+            self.validate(row)
         with cli.interrupts_deferred():  # the epoch's files are written together: a stop waits for resume.pt
             if self.world.main:
                 self.end_of_epoch(row)
@@ -682,10 +684,9 @@ class Trainer:
                 self.save_resume(random_states)
             barrier(self.world)
 
-    def end_of_epoch(self, row: dict) -> None:
-        """Validate (every val_every epochs and at the end), log, write the checkpoints, the log
-        and the curve."""
-        config, out = self.config, self.args.out
+    def validate(self, row: dict) -> None:
+        """Check the weights and validate (every val_every epochs and at the end) into the epoch's row."""
+        config = self.config
         if problem := non_finite(self.net.state_dict()):  # finite gradients can still step into inf (a huge --lr)
             raise TrainingDiverged(f"the weights stopped being finite by step {self.state['step']} ({problem}): try a "
                                    "lower --lr")
@@ -696,6 +697,10 @@ class Trainer:
                              self.world.device, inference_precision))
             self.log(f"\nepoch {row['epoch']}: loss {row['train_loss']:.4f}, validation DSC "
                      + ", ".join(f"{k[4:]} {v:.3f}" for k, v in row.items() if k.startswith("dsc_")))
+
+    def end_of_epoch(self, row: dict) -> None:
+        """Log the epoch and write the checkpoints, the log and the curve."""
+        config, out = self.config, self.args.out
         self.state["history"].append(row)
         record = {"data": self.args.data.resolve().name, "trained_on": self.trained_on, "steps": self.state["step"],
                   "initialised_from": self.state["initialised_from"],
