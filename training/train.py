@@ -28,7 +28,6 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -651,7 +650,7 @@ class Trainer:
             if not pending:  # a step is `accumulation` micro-batches, or what is left at the end of the epoch
                 step_size = min(self.accumulation, batches - k)
             last = len(pending) + 1 == step_size
-            with self.model.no_sync() if self.world.size > 1 and not last else nullcontext():
+            with self.model.no_sync() if self.world.size > 1 and not last else contextlib.nullcontext():
                 with torch.autocast(self.world.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                     logits = self.model(images)
                 loss = dice_focal_loss(logits, labels, self.config.dice_weight, self.config.focal_weight,
