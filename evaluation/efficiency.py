@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
             "cases_planned": len(cases), "failed_readings": readings.failed}
 
     rows: list[dict] = []
-    summary: dict = {}
+    summary = write_results(args.out, rows, head, rules.efficiency)  # a run stopped in its first case says so
     with subreaper():
         for case in cli.progress(cases, desc="running", unit="case"):
             try:

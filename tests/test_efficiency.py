@@ -615,7 +615,11 @@ def test_ctrl_c_or_sigterm_stops_the_running_case(tmp_path, stop, code, word):
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(_gone(pid) for pid in pids)  # the script, its child and its double-forked daemon
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["logs", "predictions", "samples"]  # no case folder
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "efficiency.csv", "efficiency.json", "logs", "predictions", "samples"]  # no case folder
+    summary = json.loads((tmp_path / "out" / "efficiency.json").read_text())  # stopped in its first case: says so
+    assert summary["cases"] == 0 and summary["verdict"]["passed"] is False
+    assert summary["problems"] == [f"only 0 of {summary['cases_planned']} case(s) run"]
 
 
 def test_a_rerun_into_the_same_out_never_keeps_an_earlier_runs_output(tmp_path, capsys):
