@@ -66,16 +66,23 @@ def as_labels(values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _labelled_words(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(the whole 8-byte words of a contiguous 1D array, the indices of those not zero, elements
+    per word): the voxels after the last whole word are left to the caller."""
+    per_word = 8 // flat.itemsize
+    words = flat[: flat.size // per_word * per_word].view(np.uint64)
+    return words, np.flatnonzero(words != 0), per_word  # through a bool array: 2x faster than of the words
+
+
 def flat_nonzero(flat: np.ndarray) -> np.ndarray:
     """Indices of the non-zero elements of a contiguous 1D integer or bool array, ascending.
 
     Same result as np.flatnonzero, several times faster on sparse data: it first finds the
     non-zero 8-byte words and only then looks at the elements inside them.
     """
-    per_word = 8 // flat.itemsize
-    n_words = flat.size // per_word
-    words = flat[: n_words * per_word].view(np.uint64)
-    candidates = (np.flatnonzero(words != 0)[:, None] * per_word + np.arange(per_word)).ravel()  # bool: 2x faster
+    words, k, per_word = _labelled_words(flat)
+    n_words = words.size
+    candidates = (k[:, None] * per_word + np.arange(per_word)).ravel()
     tail = np.flatnonzero(flat[n_words * per_word :]) + n_words * per_word
     return np.concatenate([candidates[flat[candidates] != 0], tail])
 
@@ -168,10 +175,8 @@ def _line_runs(flat: np.ndarray, n_fast: int, offset: int) -> tuple[np.ndarray, 
     neighbouring word, or holds a line's first or last voxel: only those words' voxels are looked
     at, so that the cost follows the runs more than the labelled voxels.
     """
-    per_word = 8 // flat.itemsize
-    n_words = flat.size // per_word
-    words = flat[: n_words * per_word].view(np.uint64)
-    k = np.flatnonzero(words != 0)
+    words, k, per_word = _labelled_words(flat)
+    n_words = words.size
     w, first = words[k], k * per_word  # each labelled word and its first voxel
     edge = _mixed(w, flat.itemsize)
     edge |= w != words[np.maximum(k - 1, 0)]

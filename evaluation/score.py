@@ -108,7 +108,7 @@ def rules_mismatch(present: set[int], rules: Rules) -> str | None:
     best = min((r for r in RULES.values() if scored <= labels(r)), key=fit)
     if fit(best) >= fit(rules):
         return None
-    unknown = sorted(present - {o.label for o in rules.organs})
+    unknown = sorted(present - labels(rules))
     absent = [o.name for o in rules.organs if o.in_mean and o.label not in present]
     reasons = [f"{', '.join(map(str, unknown))} {'is not a' if len(unknown) == 1 else 'are not'} {rules.name} "
                f"label{'' if len(unknown) == 1 else 's'} (ignored)"] if unknown else []
@@ -235,9 +235,8 @@ def _ignore_interrupt() -> None:
     let a SIGTERM or SIGHUP sent to the worker itself end it (not the main process's handler,
     inherited; a SIGHUP ignored stays ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    for stop in cli.termination_signals():
+        signal.signal(stop, signal.SIG_DFL)
 
 
 def metrics_rows(results: list[CaseResult], columns: list[str], round_digits: int | None) -> list[dict]:

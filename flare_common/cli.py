@@ -48,39 +48,42 @@ def _terminate(signum, frame) -> None:
     raise Terminated
 
 
+def termination_signals() -> list[int]:
+    """The signals Terminated stands for: SIGTERM, and SIGHUP unless this process ignores it (nohup)."""
+    return [signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else [])
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise Terminated in the main thread (elsewhere: nothing
-    changes, as signal handlers belong to the main thread). A SIGHUP ignored by the caller (nohup)
-    stays ignored."""
+def _handled(stops: list[int], handler: Callable) -> Iterator[None]:
+    """Within the block, `handler` for these signals, then their previous handlers again; in the
+    main thread only (signal handlers belong to it: elsewhere nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stops = [signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else [])
-    previous = {stop: signal.signal(stop, _terminate) for stop in stops}
+    previous = {stop: signal.signal(stop, handler) for stop in stops}
     try:
         yield
     finally:
-        for stop, handler in previous.items():
-            signal.signal(stop, handler)
+        for stop, earlier in previous.items():
+            signal.signal(stop, earlier)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP (termination_signals) raise Terminated in the main thread."""
+    with _handled(termination_signals(), _terminate):
+        yield
 
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Within the block (in the main thread), Ctrl-C, SIGTERM and SIGHUP wait for its end, so that
     files that belong together are all written; then the stop is raised as it would have been
-    (KeyboardInterrupt, or Terminated). Signals the process ignores stay ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    (KeyboardInterrupt, or Terminated). A Ctrl-C the process ignores stays ignored."""
     received: list[int] = []
-    stops = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) is not signal.SIG_IGN]
-    previous = {stop: signal.signal(stop, lambda signum, frame: received.append(signum)) for stop in stops}
-    try:
+    ctrl_c = [signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else []
+    with _handled(ctrl_c + termination_signals(), lambda signum, frame: received.append(signum)):
         yield
-    finally:
-        for stop, handler in previous.items():
-            signal.signal(stop, handler)
     if received:
         raise KeyboardInterrupt if received[0] == signal.SIGINT else Terminated
 

@@ -478,9 +478,9 @@ class Trainer:
         if start is not None:  # --init: these weights instead of the random initialisation
             self.net.load_state_dict(start)
         torch.manual_seed(config.seed + world.rank)  # dropout: each process draws its own masks
-        requested = args.precision
-        if requested == "auto" and saved and not precision_problem(saved.get("precision", "auto"), world.device):
-            requested = saved.get("precision", "auto")  # a resumed run keeps its precision unless --precision is given
+        requested, recorded = args.precision, (saved or {}).get("precision", "auto")
+        if requested == "auto" and not precision_problem(recorded, world.device):
+            requested = recorded  # a resumed run keeps its precision unless --precision is given
         self.precision, measured = choose_training_precision(requested, self.net, config, world.device)
         if requested == "auto" and world.device.type == "cpu":  # every process runs what the main one measured
             self.precision = "bf16" if from_main(float(self.precision == "bf16"), world) else "fp32"
