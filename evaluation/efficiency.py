@@ -73,7 +73,7 @@ from evaluation.usage import (
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import folder_cases, output_name, volume_shape
+from flare_common.nifti import MISCASED, folder_cases, miscased_nifti, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
 DOCKER_KILL_S = 30.0  # how long `docker kill` may take before the case's processes are killed anyway
@@ -312,6 +312,9 @@ def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
     cases, problem = folder_cases(args.inputs, output_name)  # two inputs of one output would overwrite it
     if problem:
         parser.error(f"--inputs {args.inputs}: {problem}")
+    miscased = miscased_nifti(args.inputs)
+    if miscased:
+        print(f"notice: --inputs {args.inputs}: {', '.join(p.name for p in miscased)}: {MISCASED}", file=sys.stderr)
     return cases
 
 

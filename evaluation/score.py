@@ -39,7 +39,7 @@ from evaluation.runs import LabelRuns
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import case_stem, folder_cases, nifti_files
+from flare_common.nifti import MISCASED, case_stem, folder_cases, miscased_nifti, nifti_files
 
 AFFINE_TOLERANCE_MM = 1e-3
 DEFAULT_WORKERS = min(os.cpu_count() or 1, 8)  # cases scored in parallel processes
@@ -73,7 +73,8 @@ def prediction_warnings(pred_dir: Path, gt_files: list[Path]) -> list[dict[str, 
     """Warnings about the prediction folder: a case with two predictions (<case>.nii.gz and
     <case>.nii: one is scored, the other ignored) and predictions without a ground truth (NIfTI
     files as flare_common.nifti.nifti_files counts them: hidden files such as macOS's '._' ones
-    are no predictions)."""
+    are no predictions), and files of either folder named as NIfTI in upper case, which are not
+    read (flare_common.nifti.miscased_nifti)."""
     warnings = []
     for gt_file in gt_files:
         found = prediction_files(pred_dir, gt_file)
@@ -83,6 +84,8 @@ def prediction_warnings(pred_dir: Path, gt_files: list[Path]) -> list[dict[str, 
     known = {case_stem(g) for g in gt_files}
     warnings += [{"case": p.name, "warning": "prediction has no ground truth: ignored"}
                  for p in nifti_files(pred_dir) if case_stem(p) not in known]
+    folders = dict.fromkeys([*(g.parent for g in gt_files), pred_dir])  # --gt's (once), then --pred's
+    warnings += [{"case": str(p), "warning": MISCASED} for folder in folders for p in miscased_nifti(folder)]
     return warnings
 
 

@@ -66,6 +66,27 @@ def nifti_files(folder: Path) -> list[Path]:
                   if (p.is_file() or p.is_symlink() and not p.exists()) and is_nifti(p) and not p.name.startswith("."))
 
 
+def is_miscased(name: str) -> bool:
+    """Whether a file name is a NIfTI one in another case (CASE.NII.GZ; hidden names aside): not
+    read as an image anywhere in the project, as the organisers' scripts match the exact
+    lower-case suffix; a reader names such files rather than skip them silently."""
+    return not name.endswith(NIFTI_SUFFIXES) and name.lower().endswith(NIFTI_SUFFIXES) and not name.startswith(".")
+
+
+def miscased_nifti(folder: Path) -> list[Path]:
+    """The files of a folder with miscased NIfTI names (is_miscased), sorted."""
+    return sorted(p for p in folder.iterdir() if is_miscased(p.name))
+
+
+MISCASED = "not read: NIfTI names end in lower-case .nii.gz or .nii"  # what a reader says of such a file
+
+
+def miscased_hint(folder: Path) -> str:
+    """' (A.NII.GZ, ...: not read: ...)' where a folder holds miscased NIfTI names, else ''."""
+    names = [p.name for p in miscased_nifti(folder)]
+    return f" ({', '.join(names)}: {MISCASED})" if names else ""
+
+
 def case_stem(path: Path | str) -> str:
     """The file name (of a path, or a name) without its NIfTI suffix."""
     path = Path(path)
@@ -96,7 +117,7 @@ def folder_cases(folder: Path, name: Callable[[Path], str]) -> tuple[list[Path],
     line (none there, or two that `name` makes one case: name_clashes), None when they can."""
     files = nifti_files(folder)
     if not files:
-        return files, "no .nii.gz or .nii files"
+        return files, "no .nii.gz or .nii files" + miscased_hint(folder)
     clashes = name_clashes(files, name)
     return files, f"{clashes[0]}: keep one" if clashes else None
 

@@ -38,7 +38,7 @@ from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import file_problem, folder_problem, write_atomic
 from flare_common.labels import label_names
-from flare_common.nifti import is_nifti, nifti_files, output_name
+from flare_common.nifti import MISCASED, is_miscased, is_nifti, miscased_hint, nifti_files, output_name
 from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, WEIGHTS_HELP
 from inference.heap import HEAPS, choose_heap, keep_freed_memory
 
@@ -445,7 +445,7 @@ def _inputs(path: Path) -> tuple[list[Path], list[str]]:
     if not files:
         hidden = [name for name in ignored if name.startswith(".") and is_nifti(Path(name))]
         raise UsageError(f"-i {path}: no .nii.gz or .nii files in this folder"
-                         + (f" (hidden files are not images: {', '.join(hidden)})" if hidden else ""))
+                         + (f" (hidden files are not images: {', '.join(hidden)})" if hidden else "") + miscased_hint(path))
     return files, ignored
 
 
@@ -486,9 +486,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if checked.ignored:
-        print(f"notice: ignoring {len(checked.ignored)} file(s) that are hidden or not NIfTI: {', '.join(checked.ignored)}",
-              file=sys.stderr)
+    miscased = [name for name in checked.ignored if is_miscased(name)]
+    others = [name for name in checked.ignored if name not in miscased]
+    if miscased:
+        print(f"notice: {', '.join(miscased)}: {MISCASED}", file=sys.stderr)
+    if others:
+        print(f"notice: ignoring {len(others)} file(s) that are hidden or not NIfTI: {', '.join(others)}", file=sys.stderr)
     if checked.skipped:
         print(f"notice: --continue: {len(checked.skipped)} case(s) already written to {args.output}: skipped",
               file=sys.stderr)

@@ -22,6 +22,7 @@ from evaluation.efficiency import Submission, build_parser, choose_gpu, gpu_choi
 from evaluation.rules import get_rules
 from evaluation.sampler import ProcessTree, Sampler, needs_final_sample
 from evaluation.usage import OFFICIAL_COLUMNS, area, case_figures, plain_max, set_verdict, stable_max
+from flare_common.nifti import MISCASED
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 
@@ -578,6 +579,16 @@ def test_a_hung_docker_kill_still_ends_the_case_at_its_timeout(tmp_path, monkeyp
                  str(docker), "--gpu", "none", "--timeout", "2", "--baseline", "0"]) == 1
     row = pd.read_csv(tmp_path / "out" / "efficiency.csv").iloc[0]
     assert row["Status"] == "timeout" and row["Detail"].startswith("killed after 2 s")
+
+
+def test_inputs_named_in_upper_case_are_named_as_not_run(tmp_path, capsys):
+    """B_0000.NII.GZ is no case (the organisers match lower-case names): the run says so."""
+    inputs = _cases(tmp_path / "inputs", ("a",))
+    (inputs / "B_0000.NII.GZ").write_bytes((inputs / "a_0000.nii.gz").read_bytes())
+    main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command", "false {inputs} {outputs}",
+          "--baseline", "0", "--gpu", "none"])
+    assert f"notice: --inputs {inputs}: B_0000.NII.GZ: {MISCASED}" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "out" / "efficiency.csv")["Name"].tolist() == ["a.nii.gz"]
 
 
 def test_inputs_whose_outputs_would_overwrite_each_other_are_refused(tmp_path, capsys):

@@ -15,6 +15,7 @@ import torch
 
 from flare_common import cli
 from flare_common.errors import InputError
+from flare_common.nifti import MISCASED
 from inference.checkpoint import random_models, save
 from inference.imageio import read_ct, write_labels
 from inference.networks import CoarseConfig, FineConfig
@@ -306,6 +307,23 @@ def test_hidden_files_are_not_cases(tmp_path, scans, weights, capsys):
     assert main(["-i", str(hidden), "-o", str(tmp_path / "out2"), "--weights", str(weights)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "no .nii.gz or .nii files" in err[0] and "._case_0000.nii.gz" in err[0]
+
+
+def test_upper_case_nifti_names_are_named_apart_from_other_files(tmp_path, scans, weights, capsys):
+    """A CT named CASE_0000.NII.GZ is not read (the organisers' scripts match lower-case names):
+    its own notice says why, not "not NIfTI"; a folder of such files only is an error naming them."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "alpha_0000.nii.gz").write_bytes((scans / "alpha_0000.nii.gz").read_bytes())
+    (inputs / "BETA_0000.NII.GZ").write_bytes((scans / "beta_0000.nii.gz").read_bytes())
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--weights", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert f"notice: BETA_0000.NII.GZ: {MISCASED}" in err and "notice: ignoring" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["alpha.nii.gz"]
+
+    (inputs / "alpha_0000.nii.gz").unlink()
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "out2"), "--weights", str(weights)]) == 2
+    assert f"no .nii.gz or .nii files in this folder (BETA_0000.NII.GZ: {MISCASED})" in capsys.readouterr().err
 
 
 def test_continue_never_skips_an_output_whose_name_is_contested(tmp_path, weights, capsys):

@@ -19,6 +19,7 @@ from evaluation.rules import get_rules
 from evaluation.score import main
 from evaluation.synthetic import case_pair, save_labels
 from flare_common import files
+from flare_common.nifti import MISCASED
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACING = (6.0, 5.0, 14.0)  # 48 x 48 x 20 voxels: 288 x 240 x 280 mm, the whole of the four organs
@@ -227,6 +228,27 @@ def test_two_ground_truth_files_of_one_case_are_refused(tmp_path, capsys):
     assert exc.value.code == 2
     assert "case_0.nii and case_0.nii.gz are one case" in capsys.readouterr().err
     assert not (out / "metrics.csv").exists()
+
+
+def test_upper_case_nifti_names_are_named_not_skipped_silently(tmp_path, capsys):
+    """The organisers' scripts read only lower-case .nii.gz names, and so does the scorer; a ground
+    truth or prediction named CASE.NII.GZ is warned about, never left out without a word."""
+    gt, pred, out = make_set(tmp_path, n=2)
+    (gt / "case_1.nii.gz").rename(gt / "CASE_1.NII.GZ")
+    (pred / "case_0.nii.gz").rename(pred / "case_0.NII")
+    assert main(["--gt", str(gt), "--pred", str(pred), "--out", str(out), "--workers", "1"]) == 1  # case_0 missing
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["Name"] for row in read_csv(out / "metrics.csv")] == ["case_0.nii.gz"]
+    assert "missing" in summary["problems"][0]["problem"]
+    miscased = {w["case"] for w in summary["warnings"] if w["warning"] == MISCASED}
+    assert miscased == {str(gt / "CASE_1.NII.GZ"), str(pred / "case_0.NII")}
+    assert "CASE_1.NII.GZ: not read: NIfTI names end in lower-case" in capsys.readouterr().err
+
+    (gt / "case_0.nii.gz").rename(gt / "CASE_0.NII.GZ")  # none left to score: exit 2, the files named
+    with pytest.raises(SystemExit) as exc:
+        main(["--gt", str(gt), "--pred", str(pred), "--out", str(out)])
+    assert exc.value.code == 2
+    assert f"no .nii.gz or .nii files (CASE_0.NII.GZ, CASE_1.NII.GZ: {MISCASED})" in capsys.readouterr().err
 
 
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):

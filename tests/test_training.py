@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from flare_common.errors import InputError
+from flare_common.nifti import MISCASED
 from inference.checkpoint import FLARE21_LABELS, load
 from inference.networks import CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig
 from inference.preprocessing import Normalisation
@@ -511,6 +512,19 @@ def test_cases_named_like_images_still_pair_by_the_channel_suffix(tmp_path):
         for name in names:
             (tmp_path / folder / f"{name}.nii.gz").write_bytes(b"")
     assert [(c.name, c.image.name) for c in find_cases(tmp_path)] == [("p", "p_0000.nii.gz"), ("p_0000", "p_0000_0000.nii.gz")]
+
+
+def test_upper_case_nifti_names_are_refused_by_name_not_skipped(tmp_path):
+    """A pair named P.NII.GZ would otherwise leave training without a word: each such file is a
+    problem of its own, named (the other readers of the project skip them likewise)."""
+    for folder, names in (("imagesTr", ("a_0000.nii.gz", "B_0000.NII.GZ")), ("labelsTr", ("a.nii.gz", "B.Nii.Gz"))):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / name).write_bytes(b"")
+    with pytest.raises(DataError) as exc:
+        find_cases(tmp_path)
+    assert exc.value.problems == [f"{tmp_path / 'imagesTr' / 'B_0000.NII.GZ'}: {MISCASED}",
+                                  f"{tmp_path / 'labelsTr' / 'B.Nii.Gz'}: {MISCASED}"]
 
 
 def test_nnunet_dataset_json_must_number_the_organs_as_the_networks_do(data, tmp_path):

@@ -19,7 +19,16 @@ from nibabel.orientations import apply_orientation, io_orientation
 
 from evaluation.imageio import read_labels
 from flare_common.errors import InputError, describe_error
-from flare_common.nifti import CHANNEL_SUFFIX, NIFTI_SUFFIXES, nibabel_messages, nifti_files, nifti_image, volume_shape
+from flare_common.nifti import (
+    CHANNEL_SUFFIX,
+    MISCASED,
+    NIFTI_SUFFIXES,
+    miscased_nifti,
+    nibabel_messages,
+    nifti_files,
+    nifti_image,
+    volume_shape,
+)
 from inference.imageio import CT, read_ct
 
 LAYOUTS = (("TrainingImg", "TrainingMask"), ("images", "labels"), ("imagesTr", "labelsTr"))
@@ -80,6 +89,7 @@ def find_cases(root: Path) -> list[Case]:
         if name in images:
             problems.append(f"{path}: same case as {images[name].name}")
         images[name] = path
+    problems += [f"{path}: {MISCASED}" for folder in (images_dir, labels_dir) for path in miscased_nifti(folder)]
     problems += [f"{images[n]}: no label map {labels_dir / (n + '.nii.gz')}" for n in sorted(set(images) - set(labels))]
     problems += [f"{labels[n]}: no image {images_dir / (n + '_0000.nii.gz')}" for n in sorted(set(labels) - set(images))]
     if not images and not labels:
