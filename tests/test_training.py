@@ -1,12 +1,15 @@
 """Training: the recipe, the data checks, the loss, the schedule, crops, and whole runs (one
 process and two with torchrun) that end in checkpoints the submission runs."""
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -437,6 +440,44 @@ def test_header_checks_keep_nibabels_bare_lines_off_stderr(data, tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "zero.nii"), str(case.label)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)  # a process of its own: nibabel's stderr
     assert done.stdout.strip() == "[]" and done.stderr == "", done.stderr
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_stop_sent_to_the_whole_process_group_ends_training_with_one_line(data, tmp_path):
+    """SIGTERM to the group (a scheduler's stop, a closed terminal's SIGHUP) reaches the data
+    loader's processes too: training still ends as it does for its own stop (exit 143, how to
+    continue), no DataLoader traceback, no process left behind."""
+    # the paper's network (not TINY): its steps are long enough for the stop to land in one
+    config = config_file(tmp_path, {key: value for key, value in TINY.items() if key != "network"} | {"epochs": 1000})
+    err_file = tmp_path / "err.txt"
+    with err_file.open("w") as err:
+        process = subprocess.Popen([sys.executable, "-m", "training.train", "--stage", "coarse", "--data", str(data),
+                                    "--out", str(tmp_path / "run"), "--config", str(config), "--precision", "fp32",
+                                    "--workers", "2", "--cache", str(tmp_path / "cache")],
+                                   stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 600
+            while "epoch 1:" not in err_file.read_text() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2)  # into the next epoch's steps, its loader processes working
+            os.killpg(process.pid, signal.SIGTERM)
+            assert process.wait(timeout=300) == 143
+            deadline = time.monotonic() + 60
+            while _group_alive(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not _group_alive(process.pid), "a data loader process outlived training"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    text = err_file.read_text()
+    assert "terminated: continue with --resume" in text and "Traceback" not in text, text
 
 
 def test_the_recipe_prints_without_data_and_training_needs_both_folders(capsys):

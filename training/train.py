@@ -23,7 +23,9 @@ import copy
 import fcntl
 import json
 import math
+import os
 import re
+import signal
 import sys
 import time
 import warnings
@@ -113,7 +115,13 @@ class Examples(Dataset):
 
 
 def _worker_init(_: int) -> None:
+    """In a data-loading process: one thread; a SIGTERM or SIGHUP sent to the whole process group
+    (a scheduler's stop, a closed terminal) ends it quietly, leaving the training process to stop
+    and say so (a loader process killed by the signal makes the DataLoader raise its own error
+    over the training's, with a traceback)."""
     torch.set_num_threads(1)
+    for signum in cli.termination_signals():
+        signal.signal(signum, lambda *_: os._exit(0))
 
 
 def lr_factor(step: int, total: int, milestones: tuple[float, ...], gamma: float) -> float:
