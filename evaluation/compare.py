@@ -21,8 +21,7 @@ import pandas as pd
 
 from evaluation.report import json_number
 from evaluation.rules import RULES, Rules
-from evaluation.run import case_means
-from evaluation.usage import OFFICIAL_COLUMNS
+from evaluation.usage import OFFICIAL_COLUMNS, measurement_differences, recorded_measurement
 from flare_common import cli
 from flare_common.errors import describe_error
 from flare_common.files import write_atomic
@@ -102,7 +101,7 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, rules: Rules, top: int,
             row.update({f"{metric}_before": json_number(b), f"{metric}_after": json_number(a),
                         f"{metric}_change": json_number(a - b)})
         organs.append(row)
-    cases = case_means(before, rules).merge(case_means(after, rules), on="Name", suffixes=("_before", "_after"))
+    cases = rules.case_means(before).merge(rules.case_means(after), on="Name", suffixes=("_before", "_after"))
     cases["DSC_change"] = cases["DSC_mean_after"] - cases["DSC_mean_before"]
     cases["NSD_change"] = cases["NSD_mean_after"] - cases["NSD_mean_before"]
     fell = cases[cases["DSC_change"] < 0].sort_values("DSC_change", kind="stable").head(top)
@@ -147,6 +146,9 @@ def _print(result: dict) -> None:
             print("  none")
     if result["efficiency"]:
         eff = result["efficiency"]
+        if eff.get("measured_differently"):
+            print(f"\nwarning: the runs' efficiency was measured differently ({'; '.join(eff['measured_differently'])}): "
+                  "the changes below are partly the settings'")
         print(f"\nefficiency, means over the {eff['cases_ok_in_both']} case(s) ok in both runs"
               + (f" ({len(stopped)} case(s) that stopped succeeding are not compared: that is no progress)"
                  if stopped else "") + ":")
@@ -154,6 +156,15 @@ def _print(result: dict) -> None:
             if v["change"] is not None:
                 print(f"  {column:<20} {v['before']:>12.2f} -> {v['after']:>12.2f} "
                       f"({v['change']:+.2f}, {v['verdict']})")
+
+
+def _measurement(folder: Path) -> dict | None:
+    """How a run folder's efficiency was measured (usage.recorded_measurement), None if unknown."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    return recorded_measurement(folder, summary if isinstance(summary, dict) else {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.before} and {args.after} have no case in common: nothing to compare")
     except ValueError as exc:
         parser.error(str(exc))
-    result = compare(before, after, rules, args.top, usage_before, usage_after)
+    result = {"before": str(args.before), "after": str(args.after),
+              **compare(before, after, rules, args.top, usage_before, usage_after)}
+    if result["efficiency"]:
+        result["efficiency"]["measured_differently"] = measurement_differences(
+            {"BEFORE": _measurement(args.before), "AFTER": _measurement(args.after)})
     if args.out:
         write_atomic(args.out, json.dumps(result, indent=2) + "\n")
     _print(result)

@@ -73,7 +73,7 @@ from evaluation.usage import (
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import MISCASED, folder_cases, miscased_nifti, output_name, volume_shape
+from flare_common.nifti import MISCASED, folder_cases, is_nifti, miscased_nifti, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
 DOCKER_KILL_S = 30.0  # how long `docker kill` may take before the case's processes are killed anyway
@@ -144,7 +144,10 @@ class Submission:
 def _check_output(output: Path, case: Path) -> tuple[str, str]:
     """(status, detail) of a finished case from its output file."""
     if not output.is_file():
-        return "no-output", f"{output.name} was not written"
+        others = sorted(p.name for p in output.parent.iterdir() if p.name != output.name and is_nifti(p)
+                        and output_name(p) == output.name) if output.parent.is_dir() else []
+        return "no-output", f"{output.name} was not written" + (f" ({', '.join(others)} was, under another name: "
+                                                               "outputs are named <case>.nii.gz)" if others else "")
     try:
         expected = volume_shape(nib.load(case).shape)
     except Exception as exc:  # the input itself is broken: nothing to check the output against

@@ -13,12 +13,13 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from evaluation.usage import OFFICIAL_DECIMALS
+
 # (pattern on the column name, decimals), first match wins
 DECIMALS: list[tuple[str, int]] = [
     (r"^rank_|^score$|kendall|kept", 3),
     (r"(^|_)(DSC|NSD)($|_|-)|^DSC|^NSD", 4),
     (r"MeanInterval_s", 4),
-    (r"^AUC_", 0),
     (r"Time|_s$", 2),
     (r"Mem|RAM|MB|AUC|CPU|pct|Samples|cases|position|missing|^n$", 0),
 ]
@@ -35,7 +36,10 @@ li{margin:0.15em 0}"""
 
 
 def decimals_for(column: str) -> int | None:
-    """How many decimals a column's numbers get (None: not a numeric column we know)."""
+    """How many decimals a column's numbers get: the official efficiency figures as the organisers'
+    CSV rounds them (usage.OFFICIAL_DECIMALS), others by DECIMALS; None: not a numeric column we know."""
+    if column in OFFICIAL_DECIMALS:
+        return OFFICIAL_DECIMALS[column]
     for pattern, decimals in DECIMALS:
         if re.search(pattern, column):
             return decimals

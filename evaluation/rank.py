@@ -2,9 +2,13 @@
 
     flare-rank TEAM_DIR... [--name NAME ...] [--rules flare21|flare22|flare23]
         [--ties min|average] [--bootstrap 1000] [--seed 0] [--out leaderboard.csv] [--html leaderboard.html]
+        [--json leaderboard.json]
 
 Each TEAM_DIR is a folder written by `python -m evaluation.run` (results.csv and summary.json,
-which carries the team's name, the rules year and the failure policy of the run). For every case
+which carries the team's name, the rules year, the failure policy of the run and how its
+efficiency was measured), or, to rank on accuracy alone (DSC and NSD: a validation phase with
+predictions handed in as files), a folder of `flare-score` (metrics.csv and summary.json; a
+run's accuracy/ is one), every folder of one kind. For every case
 and every metric of the year (FLARE21: DSC, NSD, time, max GPU memory; FLARE22: DSC, NSD, time, and
 the GPU and CPU areas at half weight; FLARE23: DSC, NSD, time, GPU area) the teams are ranked, 1 =
 best, in three tiers: measured values first, then values not measured (NaN on a case that ran),
@@ -16,11 +20,14 @@ over the metrics with the year's weights (a metric no team has measured on a cas
 out, with a notice: failed cases alone would rank the failures twice), and teams are placed by that
 score (ties share the better place).
 The bootstrap over cases says how often each team keeps its place. DSC and NSD are a case's means
-over organs. Refuses folders of different rules years or failure policies, and two teams of one
-name (give `--name`). Exit code 0: ranked; 2: usage error (one line naming the folder).
+over organs. Refuses folders of different rules years or failure policies, runs whose efficiency
+was measured differently (usage.MEASUREMENT_SETTINGS: areas, sampling interval, GPU, timeout), and
+two teams of one name (give `--name`). `--json` writes the leaderboard with all that decided it.
+Exit code 0: ranked; 2: usage error (one line naming the folder).
 """
 from __future__ import annotations
 
+import argparse
 import html
 import json
 import sys
@@ -32,8 +39,15 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
 from evaluation import pages
+from evaluation.report import json_number
 from evaluation.rules import RULES, get_rules
-from evaluation.usage import DEFAULT_FAILURE_POLICY, FAILURE_POLICIES, is_failed
+from evaluation.usage import (
+    DEFAULT_FAILURE_POLICY,
+    FAILURE_POLICIES,
+    is_failed,
+    measurement_differences,
+    recorded_measurement,
+)
 from flare_common import cli
 from flare_common.files import write_atomic
 
@@ -42,8 +56,7 @@ COLUMN = {"DSC": "DSC_mean", "NSD": "NSD_mean"}  # other metrics are results.csv
 TIES = ("min", "average")
 DEFAULT_TIES = "min"
 MEASURED, NOT_MEASURED, FAILED = 0, 1, 2  # tiers, best first
-FAILED_RANKED = {"penalised": "failed cases last",
-                 "official": "failed cases by their values (official policy; those given the year's stuck values by them)"}
+FAILED_RANKED = {"penalised": "last", "official": "by their values (official policy)"}  # how failed cases rank
 
 
 class RankError(Exception):
@@ -59,6 +72,8 @@ class Team:
     rules: str
     failures: str
     results: pd.DataFrame
+    measurement: dict | None = None  # how its efficiency was measured (usage.recorded_measurement)
+    accuracy_only: bool = False  # a flare-score folder: DSC and NSD, no efficiency
 
 
 @dataclass
@@ -136,9 +151,12 @@ def rank_teams(per_case: dict[str, pd.DataFrame], weights: dict[str, float], tie
         if missing:
             notices.append(f"{team}: {len(missing)} case(s) missing from its results, ranked last: "
                            + ", ".join(missing))
-        failed = frame.loc[frame.get("Status", pd.Series("ok", index=frame.index)).map(is_failed), "Name"].tolist()
-        if failed:
-            notices.append(f"{team}: {len(failed)} {FAILED_RANKED[policy]}: {', '.join(sorted(failed))}")
+        failed = frame.get("Status", pd.Series("ok", index=frame.index)).map(is_failed)
+        if failed.any():
+            stuck = int(frame.get("Penalised", pd.Series(False, index=frame.index))[failed].map(is_true).sum())
+            how = FAILED_RANKED[policy] + (f", {stuck} by the year's stuck values" if stuck and policy == "official" else "")
+            notices.append(f"{team}: {int(failed.sum())} failed case(s) ranked {how}: "
+                           + ", ".join(sorted(frame.loc[failed, "Name"])))
     ranks: dict[str, pd.DataFrame] = {}
     left_out = []
     for metric in weights:
@@ -203,11 +221,17 @@ def bootstrap(ranking: Ranking, samples: int = 1000, seed: int = 0) -> tuple[pd.
 
 
 def load_team(folder: Path, name: str | None = None) -> Team:
-    """A team's run from its folder; RankError when results.csv or summary.json is missing or bad."""
-    results, summary = folder / "results.csv", folder / "summary.json"
+    """A team's run from its folder (evaluation.run's, or flare-score's for accuracy alone);
+    RankError when it is no such folder or its files are bad."""
+    if not folder.is_dir():
+        raise RankError(f"{folder}: not a folder")
+    summary = folder / "summary.json"
+    accuracy_only = not (folder / "results.csv").is_file() and (folder / "metrics.csv").is_file()
+    results = folder / ("metrics.csv" if accuracy_only else "results.csv")
     for path in (results, summary):
         if not path.is_file():
-            raise RankError(f"{folder}: no {path.name} (run python -m evaluation.run first)")
+            raise RankError(f"{folder}: no {path.name} (a folder of flare-run, or of flare-score to rank on accuracy "
+                            "alone)")
     try:
         doc = json.loads(summary.read_text())
     except (ValueError, OSError) as exc:
@@ -220,23 +244,25 @@ def load_team(folder: Path, name: str | None = None) -> Team:
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), str) or doc["rules"] not in RULES \
             or doc.get("failures", "official") not in FAILURE_POLICIES or not isinstance(doc.get("team", ""), str):
         raise RankError(f"{summary}: no known rules year and failure policy, or a team name that is no text")
-    problem = _results_problem(frame, get_rules(doc["rules"]).efficiency.rank_weights)
+    rules = get_rules(doc["rules"])
+    columns = rules.metric_columns() if accuracy_only else [COLUMN.get(m, m) for m in rules.efficiency.rank_weights]
+    problem = _results_problem(frame, columns)
     if problem:
         raise RankError(f"{results}: {problem}")
     return Team(name or doc.get("team") or folder.resolve().name, folder, doc["rules"],
-                doc.get("failures", "official"), frame)
+                doc.get("failures", "official"), rules.case_means(frame) if accuracy_only else frame,
+                None if accuracy_only else recorded_measurement(folder, doc), accuracy_only)
 
 
-def _results_problem(frame: pd.DataFrame, weights: dict[str, float]) -> str | None:
-    """Why a team's results.csv cannot be ranked under these metric weights: case names missing
-    or repeated, or a metric's column absent or not numbers; None when it can."""
+def _results_problem(frame: pd.DataFrame, columns: list[str]) -> str | None:
+    """Why a team's results.csv (or metrics.csv) cannot be ranked on these columns: case names
+    missing or repeated, or a column absent or not numbers; None when it can."""
     names = frame.get("Name")
     if names is None or names.isna().any() or not names.map(lambda n: isinstance(n, str)).all():
         return "a Name column with every case's name is needed"
     if names.duplicated().any():
         return f"cases listed twice: {', '.join(sorted(set(names[names.duplicated()])))}"
-    for metric in weights:
-        column = COLUMN.get(metric, metric)
+    for column in columns:
         if column not in frame:
             return f"no {column} column"
         if not pd.api.types.is_numeric_dtype(frame[column]):
@@ -246,7 +272,8 @@ def _results_problem(frame: pd.DataFrame, weights: dict[str, float]) -> str | No
 
 def check_teams(teams: list[Team], rules: str | None) -> tuple[str, str]:
     """The common (rules year, failure policy) of the teams; RankError when they differ, when
-    `rules` is given and differs, or when two teams share a name."""
+    `rules` is given and differs, when folders of flare-run and of flare-score are mixed, when
+    the runs' efficiency was measured differently, or when two teams share a name."""
     years = {t.rules for t in teams}
     if len(years) > 1:
         raise RankError("folders were run under different rules years: "
@@ -258,6 +285,14 @@ def check_teams(teams: list[Team], rules: str | None) -> tuple[str, str]:
     if len(policies) > 1:
         raise RankError("folders were run under different failure policies: "
                         + ", ".join(f"{t.folder} ({t.failures})" for t in teams))
+    if len({t.accuracy_only for t in teams}) > 1:
+        raise RankError("folders of flare-run and of flare-score (accuracy alone: "
+                        + ", ".join(str(t.folder) for t in teams if t.accuracy_only)
+                        + "): give each run's accuracy/ folder to rank all on accuracy alone")
+    differences = measurement_differences({str(t.folder): t.measurement for t in teams})
+    if differences:
+        raise RankError("the runs' efficiency was measured differently, so their figures do not compare ("
+                        + "; ".join(differences) + "): run them again alike")
     seen: dict[str, Path] = {}
     for team in teams:
         if team.name in seen:
@@ -281,7 +316,7 @@ def leaderboard_html(board: pd.DataFrame, ranking: Ranking, year: str, policy: s
     weights = ", ".join(f"{m} x{w:g}" for m, w in ranking.weights.items())
     body = (f"<h1>Leaderboard ({html.escape(year)})</h1>"
             f"<p>Ranked per case and metric (ties: {ranking.ties}; not measured after measured; missing cases last; "
-            f"{FAILED_RANKED[policy]}), mean rank "
+            f"failed cases {FAILED_RANKED[policy]}), mean rank "
             f"over cases per metric, weighted mean over metrics ({html.escape(weights)}); lower score is better. "
             + (f"Stability: {samples} bootstrap samples of the cases; kept_position is how often a team kept its "
                f"place; mean Kendall's tau to the ranking {pages.number(tau, 3) or 'undefined'}." if samples else "")
@@ -289,6 +324,25 @@ def leaderboard_html(board: pd.DataFrame, ranking: Ranking, year: str, policy: s
             + pages.table(board)
             + "<h2>Notices</h2>" + pages.bullet_list([html.escape(n) for n in ranking.notices]))
     return pages.page(f"FLARE leaderboard ({year})", body)
+
+
+def leaderboard_json(board: pd.DataFrame, ranking: Ranking, teams: list[Team], year: str, policy: str,
+                     args: argparse.Namespace, tau: float) -> str:
+    """The leaderboard as JSON text (NaN as null) with what decided it: the year, the failure
+    policy, ties, the metrics' weights and those left out, the bootstrap, each team's folder and
+    how its efficiency was measured, and every notice."""
+    doc = {
+        "rules": year, "failure_policy": policy, "ties": ranking.ties, "weights": ranking.weights,
+        "left_out": ranking.left_out, "failed_cases_ranked": FAILED_RANKED[policy],
+        "bootstrap": {"samples": args.bootstrap, "seed": args.seed,
+                      "mean_kendall_tau": json_number(tau) if args.bootstrap else None},
+        "teams": [{"team": t.name, "folder": str(t.folder), "accuracy_only": t.accuracy_only,
+                   "measurement": t.measurement} for t in teams],
+        "notices": ranking.notices,
+        "leaderboard": [{key: json_number(value) if isinstance(value, float) else value
+                         for key, value in row.items()} for row in board.to_dict("records")],
+    }
+    return json.dumps(doc, indent=2, default=int) + "\n"  # default: NumPy's integers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, metavar="FILE.csv", help="write the leaderboard as CSV here (default: none)")
     parser.add_argument("--html", type=Path, metavar="FILE.html",
                         help="write the leaderboard as an HTML page here (default: none)")
+    parser.add_argument("--json", type=Path, metavar="FILE.json",
+                        help="write the leaderboard as JSON here, with the year, the policies, the metrics' weights, "
+                             "what was left out and every notice (default: none)")
     args = parser.parse_args(argv)
     if args.name and len(args.name) != len(args.folders):
         parser.error(f"--name gives {len(args.name)} name(s) for {len(args.folders)} folder(s)")
@@ -314,22 +371,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need at least two team folders")
     cli.refuse_unwritable(parser, "--out", args.out, folder=False)
     cli.refuse_unwritable(parser, "--html", args.html, folder=False)
+    cli.refuse_unwritable(parser, "--json", args.json, folder=False)
     try:
         teams = [load_team(f, args.name[i] if args.name else None) for i, f in enumerate(args.folders)]
         year, policy = check_teams(teams, args.rules)
-        ranking = rank_teams({t.name: t.results for t in teams}, get_rules(year).efficiency.rank_weights,
-                             args.ties, policy)
+        weights = get_rules(year).efficiency.rank_weights
+        if teams[0].accuracy_only:
+            weights = {metric: weight for metric, weight in weights.items() if metric in HIGHER_IS_BETTER}
+        ranking = rank_teams({t.name: t.results for t in teams}, weights, args.ties, policy)
     except (RankError, ValueError) as exc:
         parser.error(str(exc))
+    if teams[0].accuracy_only:
+        ranking.notices.insert(0, "ranked on accuracy alone (DSC, NSD): the folders are flare-score's, without "
+                                  "efficiency results")
     stability, tau = bootstrap(ranking, args.bootstrap, args.seed) if args.bootstrap else (None, float("nan"))
     board = leaderboard(ranking, stability)
     if args.out:
         write_atomic(args.out, board.to_csv(index=False))
     if args.html:
         write_atomic(args.html, leaderboard_html(board, ranking, year, policy, args.bootstrap, tau))
+    if args.json:
+        write_atomic(args.json, leaderboard_json(board, ranking, teams, year, policy, args, tau))
     print(board.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.bootstrap:
-        print(f"stability: {args.bootstrap} bootstrap samples of the cases, mean Kendall's tau {tau:.3f}")
+        print(f"stability: {args.bootstrap} bootstrap samples of the cases, mean Kendall's tau "
+              + (f"{tau:.3f}" if np.isfinite(tau) else "undefined (every sample ties the teams alike)"))
     for notice in ranking.notices:
         print(f"notice: {notice}", file=sys.stderr)
     return 0

@@ -49,6 +49,11 @@ def problem_items(summary: dict, results: pd.DataFrame, logs: Collection[str]) -
             link = f' (<a href="{html.escape(href)}">log</a>)' if href else ""
             items.append(f"{html.escape(row['Name'])}: {html.escape(status)}"
                          + (f": {html.escape(detail)}" if detail else "") + link)
+    scored_0 = summary.get("failed_cases_scored_0", [])
+    if scored_0:
+        items.append(f"{len(scored_0)} stuck case(s) scored 0 on every organ by the {html.escape(summary['rules'])} "
+                     "rule for stuck cases, as in results.csv and the tables below (accuracy/ holds the scores of "
+                     f"their outputs as written): {html.escape(', '.join(scored_0))}")
     busy = summary.get("busy_cases", [])
     if busy:
         items.append(f"machine not idle before {len(busy)} of {summary['cases']} case(s) (the system-wide figures "
@@ -79,9 +84,12 @@ def report_html(summary: dict, results: pd.DataFrame, organ_table: pd.DataFrame,
     dsc_names = {rules.dsc_column(o): f"{organ_header(o)} DSC" for o in organs}
     nsd_names = {rules.nsd_column(o): f"{organ_header(o)} NSD" for o in organs}
     mean_dsc, mean_nsd = pages.number(summary["mean_dsc"]), pages.number(summary["mean_nsd"])
+    measured = summary.get("mean_measured_time_s")
+    measured_time = "" if measured is None or measured == summary["mean_time_s"] else \
+        f" with the year's stuck values (as measured: {pages.number(measured, 1)} s)"
     body = f"""<h1>{html.escape(team)}: FLARE evaluation ({html.escape(summary['rules'])})</h1>
 <p>{summary['cases']} case(s), {summary['not_ok']} failed; mean DSC {mean_dsc or 'n/a'}, mean NSD {mean_nsd or 'n/a'};
-mean time {pages.number(summary['mean_time_s'], 1) or 'n/a'} s per case.
+mean time {pages.number(summary['mean_time_s'], 1) or 'n/a'} s per case{measured_time}.
 Failure policy: {html.escape(summary['failures'])}.
 Submission: <code>{html.escape(summary['submission'])}</code></p>
 <h2>Limits of the rules</h2>
@@ -97,7 +105,8 @@ on the submission's own processes: <b>{'passed' if summary['verdict'].get('passe
 <img src="time.png" alt="time per case"><img src="memory.png" alt="memory over time">
 <h2>Per case: efficiency (official figures)</h2>
 <p>Case names link to the run's log. Time in s (MeasuredTime: the wall time where a penalty replaced
-Time), memory in MB, areas in MB·s and %·s.</p>
+Time), memory in MB, areas in MB·s and %·s; an empty cell was not measured (the GPU's figures
+without NVML).</p>
 {pages.table(efficiency, links=name_link, bad_rows=bad)}
 <h2>Per case: the submission's processes and the machine</h2>
 <p>Process-tree maxima (the submission's own processes), the samples, and the machine before the start

@@ -75,6 +75,14 @@ class Rules:
             return [c for o in self.organs for c in (self.dsc_column(o), self.nsd_column(o))]
         return [self.dsc_column(o) for o in self.organs] + [self.nsd_column(o) for o in self.organs]
 
+    def case_means(self, metrics):
+        """Name, DSC_mean and NSD_mean per case of a metrics table (a pandas DataFrame with Name
+        and the metric columns): the means over the organs counted in the organ mean, NaN
+        (not scored) left out."""
+        organs = [o for o in self.organs if o.in_mean]
+        return metrics[["Name"]].assign(DSC_mean=metrics[[self.dsc_column(o) for o in organs]].mean(axis=1),
+                                        NSD_mean=metrics[[self.nsd_column(o) for o in organs]].mean(axis=1))
+
 
 RULES: dict[str, Rules] = {
     "flare21": Rules(

@@ -43,22 +43,19 @@ from evaluation.report import (  # noqa: E402
 from evaluation.report_page import organ_header, report_html  # noqa: E402
 from evaluation.rules import Rules, get_rules  # noqa: E402
 from evaluation.sampler import COLUMNS  # noqa: E402
-from evaluation.usage import EXTRA_COLUMNS, OFFICIAL_COLUMNS, case_figures, is_failed, set_verdict  # noqa: E402
+from evaluation.usage import (  # noqa: E402
+    EXTRA_COLUMNS,
+    MEASUREMENT_SETTINGS,
+    OFFICIAL_COLUMNS,
+    case_figures,
+    is_failed,
+    set_verdict,
+)
 from flare_common import cli  # noqa: E402
 from flare_common.files import write_atomic  # noqa: E402
 from flare_common.nifti import case_stem  # noqa: E402
 
 SLOWEST_PLOTTED = 3
-
-
-def case_means(metrics: pd.DataFrame, rules: Rules) -> pd.DataFrame:
-    """Per case, the mean DSC and NSD over the organs counted in the organ mean."""
-    organs = [o for o in rules.organs if o.in_mean]
-    return pd.DataFrame({
-        "Name": metrics["Name"],
-        "DSC_mean": metrics[[rules.dsc_column(o) for o in organs]].mean(axis=1, skipna=True),
-        "NSD_mean": metrics[[rules.nsd_column(o) for o in organs]].mean(axis=1, skipna=True),
-    })
 
 
 def named_as_ground_truth(usage: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -70,7 +67,7 @@ def named_as_ground_truth(usage: pd.DataFrame, metrics: pd.DataFrame) -> pd.Data
 
 def join_results(metrics: pd.DataFrame, usage: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     """One row per ground-truth case: Name, mean DSC/NSD, efficiency columns, accuracy columns."""
-    joined = case_means(metrics, rules).merge(usage, on="Name", how="left")
+    joined = rules.case_means(metrics).merge(usage, on="Name", how="left")
     return joined.merge(metrics, on="Name", how="left")
 
 
@@ -196,12 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         "team": team, "rules": rules.name, "failures": args.failures, "submission": args.image or args.command,
         "cases": len(results), "not_ok": int(scored_usage["Status"].map(is_failed).sum()),
         "mean_dsc": json_number(results["DSC_mean"].mean()), "mean_nsd": json_number(results["NSD_mean"].mean()),
-        "mean_time_s": json_number(scored_usage["Time"].mean()),
+        "mean_time_s": json_number(scored_usage["Time"].mean()),  # the official Time: stuck cases at the year's value
+        "mean_measured_time_s": json_number(scored_usage["MeasuredTime"].mean()),
         "mean_over_organs": accuracy["mean_over_organs"], "organs": accuracy["organs"],
         "efficiency_means": {c: json_number(scored_usage[c].mean()) for c in OFFICIAL_COLUMNS[1:]},
         "verdict": set_verdict(usage, rules.efficiency), "busy_cases": effort.get("busy_cases", []),
         "cases_with_problems": cases_with_problems(problems), "problems": problems,
         "accuracy_warnings": scored.warnings, "failed_cases_scored_0": scored_0,
+        "measurement": {key: effort.get(key) for key in MEASUREMENT_SETTINGS},
     }
     write_atomic(args.out / "results.csv", results.to_csv(index=False))
     write_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")

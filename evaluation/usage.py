@@ -13,7 +13,9 @@ worked. A case the harness itself failed on (status "error") is failed, never gi
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,32 @@ FAILURE_POLICIES = ("penalised", "official")
 VALID_OUTPUTS = "every case produces a valid output"  # the set-level check on the failed cases
 EVERY_CASE_RUN = "every case is run"  # the check of a run that stopped early (interrupted)
 DEFAULT_FAILURE_POLICY = "official"  # the organisers' behaviour by default (their rules)
+# What efficiency.json records of how its figures were measured, on which they depend (areas:
+# official or real-time; the sampling interval, s; the GPU's name; the timeout, s, which decides
+# what is stuck): runs ranked or compared together must share them
+MEASUREMENT_SETTINGS = ("areas", "interval_s", "gpu", "timeout_s")
+
+
+def recorded_measurement(folder: Path, summary: dict) -> dict | None:
+    """How the efficiency of a run folder (evaluation.run's) was measured: its summary.json's
+    "measurement" (`summary`), else its efficiency/efficiency.json's fields (runs from before
+    the summary kept them); None where neither records it."""
+    if isinstance(summary.get("measurement"), dict):
+        return summary["measurement"]
+    try:
+        effort = json.loads((folder / "efficiency" / "efficiency.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {key: effort.get(key) for key in MEASUREMENT_SETTINGS} if isinstance(effort, dict) else None
+
+
+def measurement_differences(runs: dict[str, dict | None]) -> list[str]:
+    """The settings (MEASUREMENT_SETTINGS) on which the runs' recorded measurements differ, one
+    line each with every run's value ("interval_s: alpha 0.1, beta 0.5"); runs recording none
+    are left out."""
+    known = {run: settings for run, settings in runs.items() if settings is not None}
+    return [f"{key}: " + ", ".join(f"{run} {settings.get(key)}" for run, settings in known.items())
+            for key in MEASUREMENT_SETTINGS if len({repr(s.get(key)) for s in known.values()}) > 1]
 
 
 def is_failed(status) -> bool:

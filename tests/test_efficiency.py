@@ -591,6 +591,19 @@ def test_inputs_named_in_upper_case_are_named_as_not_run(tmp_path, capsys):
     assert pd.read_csv(tmp_path / "out" / "efficiency.csv")["Name"].tolist() == ["a.nii.gz"]
 
 
+def test_an_output_under_another_name_is_named_in_the_detail(tmp_path):
+    """A submission writing <case>.nii (not .nii.gz) has no output, and the row says what it wrote."""
+    inputs = _cases(tmp_path / "inputs", ("a",))
+    script = tmp_path / "write_nii.py"
+    script.write_text("import pathlib, shutil, sys\n"
+                      "shutil.copy(sys.argv[1] + '/a_0000.nii.gz', pathlib.Path(sys.argv[2]) / 'a.nii')\n")
+    assert main(["--inputs", str(inputs), "--out", str(tmp_path / "out"), "--command",
+                 f"{sys.executable} {script} {{inputs}} {{outputs}}", "--baseline", "0", "--gpu", "none"]) == 1
+    row = pd.read_csv(tmp_path / "out" / "efficiency.csv").iloc[0]
+    assert row["Status"] == "no-output"
+    assert row["Detail"] == "a.nii.gz was not written (a.nii was, under another name: outputs are named <case>.nii.gz)"
+
+
 def test_inputs_whose_outputs_would_overwrite_each_other_are_refused(tmp_path, capsys):
     """a_0000.nii.gz and a.nii.gz both write a.nii.gz: exit 2 before anything runs, both named."""
     inputs = _cases(tmp_path / "inputs", ("a",))

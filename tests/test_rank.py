@@ -124,9 +124,13 @@ def test_a_case_given_the_stuck_values_ranks_by_them_officially_and_last_when_pe
     weights = RULES["flare22"].efficiency.rank_weights
     official = rank.rank_teams({"hung": hung, "greedy": greedy}, weights, policy="official")
     assert official.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 1, "greedy": 2}
-    assert "hung: 1 failed cases by their values (official policy; those given the year's stuck values by them): c2" \
-        in official.notices  # what the notice says is what was done
+    assert official.notices == ["hung: 1 failed case(s) ranked by their values (official policy), 1 by the year's "
+                                "stuck values: c2"]  # what the notice says is what was done
+    crashed = hung.assign(Status=["ok", "crashed"], Penalised=False)  # a failure without stuck values (FLARE21, 23)
+    assert rank.rank_teams({"hung": crashed, "greedy": greedy}, weights, policy="official").notices == [
+        "hung: 1 failed case(s) ranked by their values (official policy): c2"]
     penalised = rank.rank_teams({"hung": hung, "greedy": greedy}, weights, policy="penalised")
+    assert penalised.notices == ["hung: 1 failed case(s) ranked last: c2"]
     assert penalised.per_case["AUC_GPU_Time"].loc["c2"].to_dict() == {"hung": 2, "greedy": 1}
     as_read_back = hung.assign(Penalised=["False", "True"])  # a results.csv column read back with NaN elsewhere
     again = rank.rank_teams({"hung": as_read_back, "greedy": greedy}, {"AUC_GPU_Time": 1}, policy="penalised")

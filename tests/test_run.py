@@ -115,6 +115,52 @@ def test_rank_refuses_results_it_cannot_rank_in_one_line(runs, tmp_path, capsys,
     assert exc.value.code == 2 and "summary.json: no known rules year" in capsys.readouterr().err
 
 
+def test_rank_writes_a_self_describing_json_leaderboard(runs, tmp_path, capsys):
+    board = tmp_path / "leaderboard.json"
+    assert rank.main([str(runs["decent"]), str(runs["perfect"]), "--json", str(board), "--bootstrap", "50"]) == 0
+    doc = json.loads(board.read_text())
+    assert doc["rules"] == "flare21" and doc["failure_policy"] == "official" and doc["ties"] == "min"
+    assert doc["left_out"] == ["MaxGPU_Mem"] and "MaxGPU_Mem" not in doc["weights"] and doc["weights"]["DSC"] == 1
+    assert [row["team"] for row in doc["leaderboard"]] == ["perfect", "decent"]
+    assert doc["leaderboard"][0]["position"] == 1 and doc["bootstrap"]["samples"] == 50
+    assert {t["team"]: t["measurement"]["interval_s"] for t in doc["teams"]} == {"decent": 0.02, "perfect": 0.02}
+    assert any("MaxGPU_Mem: measured for no team" in n for n in doc["notices"])
+
+
+def test_rank_refuses_runs_whose_efficiency_was_measured_differently(runs, tmp_path, capsys):
+    """Areas summed over 0.5 s samples do not compare with 0.02 s ones (nor real-time areas with
+    official ones, nor two GPUs, nor two timeouts): ranking them would place teams by the settings."""
+    coarse = tmp_path / "coarse"
+    shutil.copytree(runs["perfect"], coarse)
+    summary = json.loads((coarse / "summary.json").read_text())
+    summary["measurement"]["interval_s"] = 0.5
+    (coarse / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SystemExit) as exc:
+        rank.main([str(runs["decent"]), str(coarse), "--bootstrap", "0"])
+    assert exc.value.code == 2
+    assert f"interval_s: {runs['decent']} 0.02, {coarse} 0.5" in capsys.readouterr().err
+    del summary["measurement"]  # a run from before summary.json recorded it: read from its efficiency.json
+    (coarse / "summary.json").write_text(json.dumps(summary))
+    assert rank.main([str(runs["decent"]), str(coarse), "--bootstrap", "0"]) == 0
+
+
+def test_rank_on_accuracy_alone_takes_the_scorers_folders_never_mixed_with_runs(runs, tmp_path, capsys):
+    """flare-score folders (a run's accuracy/ is one) rank on DSC and NSD alone, with a notice; a
+    missing folder is named as such."""
+    assert rank.main([str(runs["decent"] / "accuracy"), str(runs["perfect"] / "accuracy"), "--name", "decent",
+                      "perfect", "--out", str(tmp_path / "r.csv"), "--bootstrap", "0"]) == 0
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert table["team"].tolist() == ["perfect", "decent"]
+    assert [c for c in table if c.startswith("rank_")] == ["rank_DSC", "rank_NSD"]
+    assert "ranked on accuracy alone (DSC, NSD)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        rank.main([str(runs["decent"]), str(runs["perfect"] / "accuracy"), "--bootstrap", "0"])
+    assert exc.value.code == 2 and "give each run's accuracy/ folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        rank.main([str(runs["decent"]), str(tmp_path / "nothere"), "--bootstrap", "0"])
+    assert exc.value.code == 2 and f"{tmp_path / 'nothere'}: not a folder" in capsys.readouterr().err
+
+
 def test_rank_keeps_a_case_one_team_lacks(runs, tmp_path, capsys):
     partial = tmp_path / "partial"
     shutil.copytree(runs["perfect"], partial)
@@ -187,9 +233,19 @@ def test_compare_reports_changes_and_the_cases_that_fell(runs, tmp_path, capsys)
     assert liver["DSC_before"] == 1.0 and liver["DSC_change"] < 0
     assert len(result["dsc_fell"]) == 3 and result["dsc_rose"] == [] and result["status_changes"] == []
     assert result["dsc_fell"][0]["DSC_change"] <= result["dsc_fell"][-1]["DSC_change"]
-    assert "Time" in result["efficiency"]["figures"]
+    assert "Time" in result["efficiency"]["figures"] and result["efficiency"]["measured_differently"] == []
+    assert (result["before"], result["after"]) == (str(runs["perfect"]), str(runs["decent"]))
     printed = capsys.readouterr().out
-    assert "liver" in printed and "cases whose mean DSC fell" in printed
+    assert "liver" in printed and "cases whose mean DSC fell" in printed and "measured differently" not in printed
+    slower = tmp_path / "slower"  # sampled every 0.5 s: its areas are not the same measurement
+    shutil.copytree(runs["decent"], slower)
+    summary = json.loads((slower / "summary.json").read_text())
+    (slower / "summary.json").write_text(json.dumps({**summary, "measurement": {**summary["measurement"],
+                                                                                 "interval_s": 0.5}}))
+    assert compare.main([str(runs["perfect"]), str(slower), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["efficiency"]["measured_differently"] == ["interval_s: BEFORE 0.02, AFTER 0.5"]
+    assert "warning: the runs' efficiency was measured differently (interval_s: BEFORE 0.02, AFTER 0.5)" \
+        in capsys.readouterr().out
     assert compare.main([str(runs["decent"]), str(runs["perfect"]), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["dsc_fell"] == [] and len(result["dsc_rose"]) == 3  # improvements are never called worse
@@ -273,6 +329,10 @@ def test_a_failed_case_scores_zero_under_flare22(data, tmp_path, capsys):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["failed_cases_scored_0"] == ["synthetic_001.nii.gz", "synthetic_002.nii.gz"]
     assert summary["organs"]["liver"]["DSC"]["min"] == 0 and summary["failures"] == "penalised"
+    assert summary["mean_time_s"] > 2400 > summary["mean_measured_time_s"]  # two cases at 3600 s, none ran that long
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "2 stuck case(s) scored 0 on every organ by the flare22 rule for stuck cases" in page
+    assert "with the year's stuck values (as measured:" in page
     metrics, _, _ = compare.load(tmp_path / "out")  # compare reads the cases as the run scored them
     assert metrics.set_index("Name").loc["synthetic_001.nii.gz", "Esophagus_DSC"] == 0  # 1 as the scorer saw it
 
