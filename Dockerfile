@@ -1,5 +1,5 @@
 # FLARE submission image: `docker run --gpus all -v in:/workspace/inputs -v out:/workspace/outputs flare:latest`
-# runs predict.sh on every CT in /workspace/inputs. Needs weights/flare21_c2f.pt in the build context.
+# runs predict.sh on every CT in /workspace/inputs. Needs the weights (WEIGHTS) in the build context.
 #
 # `docker build -t flare .` builds the GPU submission. torch comes from PyTorch's CUDA 12.6 index,
 # not PyPI: PyPI's Linux torch 2.13 is built for CUDA 13.0, which needs an NVIDIA driver >= 580,
@@ -18,6 +18,8 @@
 #                 torch's own dependencies still come from PyPI)
 #   TORCH_CUDA    the CUDA major version the installed torch must be built for, or "none" (CPU)
 #   CA_CERTS      a CA bundle of the build context for pip to trust (behind a TLS-intercepting proxy)
+#   WEIGHTS       the checkpoint of the build context the image runs (default the shipped one): the
+#                 image's only one, as weights/flare21_c2f.pt, whatever its name in the context
 # e.g. docker build -t flare:cpu --build-arg BASE_IMAGE=debian:bookworm-slim \
 #        --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cpu --build-arg TORCH_CUDA=none .
 ARG BASE_IMAGE=nvidia/cuda:12.6.3-base-ubuntu24.04
@@ -29,9 +31,12 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1
 
 # apt-get clean: a base image without Docker's apt settings (a plain Debian) keeps the packages and
-# apt's caches (about 90 MB) otherwise.
+# apt's caches (about 90 MB) otherwise. tini is the container's first process (the ENTRYPOINT
+# below): a process 1 ignores every signal it has no handler for, so without it a `docker stop`
+# in the submission's first tenth of a second, before Python's handler is set, waited 10 s for
+# the kill; tini passes the stop on and reaps what the submission leaves.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends python3 python3-venv tini \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/*
 
@@ -44,7 +49,9 @@ ARG TORCH_WHEELS=
 ARG TORCH_CUDA=12
 ARG CA_CERTS=
 
-COPY requirements.txt ${TORCH_WHEELS} ${CA_CERTS} /tmp/build/
+# constraints.txt: the exact versions of the other packages, those the project was tested with,
+# so that a rebuild next month installs the same OpenVINO, NumPy and nibabel as today's.
+COPY requirements.txt constraints.txt ${TORCH_WHEELS} ${CA_CERTS} /tmp/build/
 RUN if [ -n "$CA_CERTS" ]; then export PIP_CERT="/tmp/build/${CA_CERTS##*/}"; fi \
     && python3 -m venv /opt/venv \
     && torch="$(grep '^torch==' /tmp/build/requirements.txt)" \
@@ -53,13 +60,15 @@ RUN if [ -n "$CA_CERTS" ]; then export PIP_CERT="/tmp/build/${CA_CERTS##*/}"; fi
     else \
         /opt/venv/bin/pip install --no-cache-dir --index-url "$TORCH_INDEX" "$torch"; \
     fi \
-    && /opt/venv/bin/pip install --no-cache-dir -r /tmp/build/requirements.txt \
+    && /opt/venv/bin/pip install --no-cache-dir -r /tmp/build/requirements.txt -c /tmp/build/constraints.txt \
     && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -c "import sys, torch; want, got = sys.argv[1], torch.version.cuda; \
 ok = got is None if want == 'none' else (got or '').split('.')[0] == want; \
 sys.exit(0 if ok else f'torch {torch.__version__} has CUDA {got or \"none\"}, TORCH_CUDA={want} expected')" "$TORCH_CUDA"
 
 FROM python
+
+ARG WEIGHTS=weights/flare21_c2f.pt
 
 ENV NVIDIA_DISABLE_REQUIRE=1 \
     VIRTUAL_ENV=/opt/venv \
@@ -71,12 +80,16 @@ COPY --from=venv /opt/venv /opt/venv
 WORKDIR /workspace
 COPY flare_common/ flare_common/
 COPY inference/ inference/
-COPY weights/ weights/
+COPY ${WEIGHTS} weights/flare21_c2f.pt
 COPY predict.sh ./
 
 # Refuse to build a submission without usable weights; export them to OpenVINO, which runs the
 # networks 2-3x faster than PyTorch when the container gets no GPU (inference/openvino_runtime.py).
+# The project's own code compiled now: a read-only container cannot write its bytecode, and
+# compiling it at every start cost 20-30 ms.
 RUN python -m inference.checkpoint check weights/flare21_c2f.pt \
-    && python -m inference.checkpoint export-openvino weights/flare21_c2f.pt
+    && python -m inference.checkpoint export-openvino weights/flare21_c2f.pt \
+    && python -m compileall -q inference flare_common
 
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["sh", "predict.sh"]

@@ -7,6 +7,9 @@ import argparse
 from pathlib import Path
 
 MIN_CT_SIDE = 16
+BACKEND_CHOICES = ("auto", "torch", "openvino")
+BACKEND_HELP = ("what runs the networks; auto: OpenVINO on the CPU where installed (in fp32 or bf16, as --precision "
+                "decides), else torch (default)")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

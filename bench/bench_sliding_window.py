@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from scipy.special import expit, logit
 
-from bench.arguments import parse_shape, shape_text
+from bench.arguments import BACKEND_CHOICES, BACKEND_HELP, parse_shape, shape_text
 from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, prepared
 from bench.record import exit_description, publish, require_docs_sections
 from evaluation.metrics import dice
@@ -245,8 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", type=Path, help="a CT file instead of the phantom")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", help="as predict's --precision (default %(default)s)")
-    parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
-                        help="what runs the networks; auto: OpenVINO on the CPU in fp32 where installed (default)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     parser.add_argument("--overlap", type=cli.finite_float, default=0.5, help="of a window (default %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "sliding_window", help="work folder")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")

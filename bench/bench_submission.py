@@ -56,7 +56,7 @@ from pathlib import Path
 
 import torch
 
-from bench.arguments import checked_inputs, parse_shape, shape_text
+from bench.arguments import BACKEND_CHOICES, BACKEND_HELP, checked_inputs, parse_shape, shape_text
 from bench.record import cpu_description, package_version, publish, require_docs_sections
 from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
 from bench.yardstick import faster_heap, yardsticks
@@ -362,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"real CTs to add (default: {REAL_CT.relative_to(ROOT.parent)} when present)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="auto", help="as predict's --precision (default %(default)s)")
-    parser.add_argument("--backend", choices=("auto", "torch", "openvino"), default="auto",
-                        help="what runs the networks; auto: OpenVINO on the CPU in fp32 where installed (default)")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     parser.add_argument("--repeats", type=at_least(1), default=2,
                         help="timed yardstick passes after a warm-up (default 2)")
     parser.add_argument("--cold-runs", type=at_least(1), default=3,

@@ -13,7 +13,7 @@ from flare_common.labels import FLARE21_ORGANS, FLARE22_ORGANS, FLARE23_ORGANS, 
 
 @dataclass(frozen=True)
 class EfficiencyRules:
-    """How a year measured and limited efficiency (docs/flare-rules, docs/efficiency.md).
+    """How a year measured and limited efficiency (docs/efficiency.md).
 
     gpu_max: "stable" (the largest NVML sample seen in more than stable_fraction of the samples)
     or "plain" (the maximum); gpu_free_mb: memory not counted in the GPU area (FLARE22's 2 GB);

@@ -7,7 +7,7 @@ overlaps by the highest probability). Input sides must be divisible by 16 (and n
 
     python -m inference.networks     # parameters and multiply-adds at the paper's sizes, as JSON
 
-Layer by layer as in docs/networks.md (from the paper and docs/method-reference.md). With the
+Layer by layer as in docs/networks.md (from the paper and the authors' model sizes). With the
 default widths both have exactly the authors' parameter counts.
 """
 from __future__ import annotations

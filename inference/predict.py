@@ -38,7 +38,7 @@ from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import file_problem, folder_problem, write_atomic
 from flare_common.labels import label_names
-from flare_common.nifti import MISCASED, is_miscased, is_nifti, miscased_hint, nifti_files, output_name
+from flare_common.nifti import MISCASED, is_miscased, is_nifti, miscased_hint, miscased_nifti, nifti_files, output_name
 from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, WEIGHTS_HELP
 from inference.heap import HEAPS, choose_heap, keep_freed_memory
 
@@ -309,8 +309,8 @@ def _output_clashes(inputs: list[Path], output: Path) -> dict[Path, str]:
             clashes[path] = f"its output {name} would overwrite it: choose another -o"
         elif target in resolved:
             clashes[path] = f"its output {name} would overwrite the input {name}: choose another -o"
-        elif (stored := _stored_type(target)) not in (None, "uint8"):
-            clashes[path] = f"its output {name} would overwrite {target}, no label map ({stored} data): choose another -o"
+        elif (held := _not_labels(target)) is not None:
+            clashes[path] = f"its output {name} would overwrite {target}, no label map ({held}): choose another -o"
         elif name in seen:
             clashes[path] = f"another input already writes {name}"
         else:
@@ -318,17 +318,27 @@ def _output_clashes(inputs: list[Path], output: Path) -> dict[Path, str]:
     return clashes
 
 
-def _stored_type(path: Path) -> str | None:
-    """The data type a NIfTI file stores ("uint8" for label maps); None where there is no such file
-    or it cannot be read (nothing worth keeping)."""
+def _not_labels(path: Path) -> str | None:
+    """What a NIfTI file holds where it is no label map ("int16 data from -1024 to 3071"), None
+    where there is no such file, it cannot be read (nothing worth keeping) or it holds labels:
+    uint8, or whole numbers from 0 to 255 stored as another type (another tool's label map, or an
+    earlier image's). Only files that are not uint8 are read whole."""
     if not path.is_file():
         return None
     import nibabel as nib  # here: a first run, into an empty folder, never needs it before the networks load
+    import numpy as np
 
     try:
-        return str(nib.load(path).get_data_dtype())
+        image = nib.load(path)
+        if image.get_data_dtype() == np.uint8:
+            return None
+        data = np.asanyarray(image.dataobj)
     except Exception:  # nibabel raises many kinds for broken files
         return None
+    low, high = (data.min(), data.max()) if data.size else (0, 0)
+    if low >= 0 and high <= 255 and np.array_equal(data, np.round(data)):
+        return None
+    return f"{image.get_data_dtype()} data from {low:g} to {high:g}"
 
 
 def _timed_read(path: Path) -> tuple[CT, float]:
@@ -419,34 +429,48 @@ def plan(args: argparse.Namespace) -> Plan:
     problem = folder_problem(args.output)
     if problem:
         raise UsageError(f"-o {args.output}: {problem}")
-    if args.input.is_dir() and args.output.resolve() == args.input.resolve():
+    if args.input.is_dir() and _same_folder(args.output, args.input):
         raise UsageError(f"-o {args.output}: the input folder itself (a run's outputs would be the next run's inputs): "
                          "choose another -o")
     if args.report is not None:
         problem = file_problem(args.report)
         if problem:
             raise UsageError(f"--report {args.report}: {problem}")
-    clashes = _output_clashes(files, args.output)
+    clashes = _output_clashes(files, args.output) | {path: MISCASED for path in files if is_miscased(path.name)}
     skipped = [p for p in files if args.resume and _already_written(p, args.output, clashes)]
     return Plan([p for p in files if p not in skipped], skipped, ignored, clashes)
 
 
 def _inputs(path: Path) -> tuple[list[Path], list[str]]:
-    """The CTs `-i` names (a file, or a folder's NIfTI files: flare_common.nifti.nifti_files) and
-    the names of the folder's other files (hidden ones, such as macOS's ._ files, or not NIfTI)."""
+    """The CTs `-i` names (a file, or a folder's NIfTI files: flare_common.nifti.nifti_files, with
+    those named in upper case, which plan() fails) and the names of the folder's other files
+    (hidden ones, such as macOS's ._ files, or not NIfTI) and subfolders (named with a /)."""
     if path.is_file():
         if not is_nifti(path):
             raise UsageError(f"-i {path}: not a .nii.gz or .nii file")
         return [path], []
     if not path.is_dir():
         raise UsageError(f"-i {path}: no such file or folder")
-    files = nifti_files(path)
-    ignored = sorted(p.name for p in path.iterdir() if p.is_file() and p not in files)
+    try:
+        files = nifti_files(path)
+        ignored = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if p not in files)
+    except OSError as exc:
+        raise UsageError(f"-i {path}: {exc.strerror or exc}") from None
     if not files:
         hidden = [name for name in ignored if name.startswith(".") and is_nifti(Path(name))]
         raise UsageError(f"-i {path}: no .nii.gz or .nii files in this folder"
                          + (f" (hidden files are not images: {', '.join(hidden)})" if hidden else "") + miscased_hint(path))
-    return files, ignored
+    miscased = miscased_nifti(path)  # cases of the folder that fail, each saying why
+    return sorted(files + miscased), [name for name in ignored if path / name not in miscased]
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths are one folder, also where they resolve apart (one host folder mounted
+    at two places in a container)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def _already_written(path: Path, output: Path, clashes: dict[Path, str]) -> bool:
@@ -486,12 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    miscased = [name for name in checked.ignored if is_miscased(name)]
-    others = [name for name in checked.ignored if name not in miscased]
-    if miscased:
-        print(f"notice: {', '.join(miscased)}: {MISCASED}", file=sys.stderr)
-    if others:
-        print(f"notice: ignoring {len(others)} file(s) that are hidden or not NIfTI: {', '.join(others)}", file=sys.stderr)
+    if checked.ignored:
+        print(f"notice: ignoring {len(checked.ignored)} item(s) that are hidden, not NIfTI or subfolders: "
+              f"{', '.join(checked.ignored)}", file=sys.stderr)
     if checked.skipped:
         print(f"notice: --continue: {len(checked.skipped)} case(s) already written to {args.output}: skipped",
               file=sys.stderr)

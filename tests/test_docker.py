@@ -60,11 +60,13 @@ def test_the_image_holds_the_submission_only():
     final = text[text.rindex("\nFROM "):]
     sources = [s for line in re.findall(r"^COPY (.+)$", final, re.M) for s in line.split()[:-1]]
     assert sources[:2] == ["--from=venv", "/opt/venv"]
-    context = sources[2:]
+    context = [s.replace("${WEIGHTS}", dockerfile_args()["WEIGHTS"]) for s in sources[2:]]
     assert all((ROOT / s).exists() for s in context), context
-    assert {"inference/", "flare_common/", "weights/", "predict.sh"} <= set(context)
+    assert {"inference/", "flare_common/", "weights/flare21_c2f.pt", "predict.sh"} <= set(context)
+    assert "COPY ${WEIGHTS} weights/flare21_c2f.pt" in final  # one checkpoint, never all of weights/
     assert not [s for s in context if s.rstrip("/") in ("evaluation", "training", "requirements-evaluation.txt")]
-    assert re.findall(r"^COPY (.+)$", text, re.M)[0] == "requirements.txt ${TORCH_WHEELS} ${CA_CERTS} /tmp/build/"
+    assert re.findall(r"^COPY (.+)$", text, re.M)[0] == "requirements.txt constraints.txt ${TORCH_WHEELS} ${CA_CERTS} /tmp/build/"
+    assert re.findall(r"^ENTRYPOINT (.+)$", text, re.M)[-1] == '["/usr/bin/tini", "--"]'
     assert re.findall(r"^CMD (.+)$", text, re.M)[-1] == '["sh", "predict.sh"]'
     assert re.search(r"^WORKDIR /workspace$", final, re.M)
     ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
@@ -160,6 +162,20 @@ def test_the_real_ct_as_the_organisers_run_it(image, tmp_path):
     labels = check_segmentation(REAL_CT, outputs / "ts_abdomen.nii.gz")
     assert labels.any(), "no organ found in the real CT"
     assert "ts_abdomen_0000.nii.gz -> ts_abdomen.nii.gz" in done.stdout
+
+
+def test_a_stop_at_once_ends_the_container_as_terminated(image, phantoms, tmp_path):
+    """`docker stop` right after the start (before Python has its handler) ends the run with 143,
+    not after Docker's 10 s grace with a kill (137): tini, process 1, passes the stop on."""
+    inputs, outputs = folders(tmp_path, *phantoms)
+    name = f"flare-stop-test-{os.getpid()}"
+    docker("run", "-d", "--name", name, "-v", f"{inputs}:/workspace/inputs:ro", "-v", f"{outputs}:/workspace/outputs",
+           "--network", "none", image)
+    try:
+        docker("stop", name, timeout=120)
+        assert docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "143"
+    finally:
+        docker("rm", "-f", name, check=False)
 
 
 def test_one_bad_file_fails_the_run_and_the_good_case_is_still_written(image, phantoms, tmp_path):

@@ -76,6 +76,21 @@ def test_the_versions_live_in_the_requirements_files():
         assert not [line for line in requirement_lines(name) if line.startswith("-")], name
 
 
+def test_the_image_pins_every_other_submission_package_within_its_range():
+    """constraints.txt (the image's exact versions) pins each package of requirements.txt but torch
+    (pinned there) to one version its range allows: a pin outside the range would fail the build,
+    a package left unpinned would make rebuilds drift."""
+    pins = {Requirement(line).name.lower(): Requirement(line) for line in requirement_lines("constraints.txt")}
+    assert all(str(pin.specifier).startswith("==") for pin in pins.values())
+    for line in requirement_lines("requirements.txt"):
+        wanted = Requirement(line)
+        if wanted.name == "torch":
+            assert wanted.name not in pins
+            continue
+        version = str(pins[wanted.name.lower()].specifier).removeprefix("==")
+        assert wanted.specifier.contains(version), (wanted, version)
+
+
 def test_dev_requirements_install_the_project_and_pin_the_linter():
     lines = requirement_lines("requirements-dev.txt")
     assert lines[0] == "-e .[submission]"

@@ -16,6 +16,7 @@ import torch
 from flare_common import cli
 from flare_common.errors import InputError
 from flare_common.nifti import MISCASED
+from inference import predict
 from inference.checkpoint import random_models, save
 from inference.imageio import read_ct, write_labels
 from inference.networks import CoarseConfig, FineConfig
@@ -182,6 +183,21 @@ def test_a_ct_beside_the_one_input_is_never_overwritten_but_an_earlier_output_is
     (tmp_path / "case.nii.gz").unlink()
     assert main(["-i", str(tmp_path / "case_0000.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 0
     assert main(["-i", str(tmp_path / "case_0000.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 0
+    written = nib.load(tmp_path / "case.nii.gz")  # an earlier label map stored as int16 or float: written again
+    for dtype in (np.int16, np.float32):
+        nib.save(nib.Nifti1Image(np.asarray(written.dataobj).astype(dtype), written.affine), tmp_path / "case.nii.gz")
+        assert main(["-i", str(tmp_path / "case_0000.nii.gz"), "-o", str(tmp_path), "--weights", str(weights)]) == 0
+        assert nib.load(tmp_path / "case.nii.gz").get_data_dtype() == np.uint8
+
+
+def test_an_unreadable_input_folder_is_a_usage_error(tmp_path, weights, capsys, monkeypatch):
+    """A folder that cannot be listed (no permission) is the user's to fix: exit 2, one line."""
+    def refused(folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(predict, "nifti_files", refused)
+    assert main(["-i", str(tmp_path), "-o", str(tmp_path / "out"), "--weights", str(weights)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: -i {tmp_path}: Permission denied"
 
 
 def test_no_input_is_overwritten_by_another_inputs_output(tmp_path, weights, capsys):
@@ -310,15 +326,18 @@ def test_hidden_files_are_not_cases(tmp_path, scans, weights, capsys):
 
 
 def test_upper_case_nifti_names_are_named_apart_from_other_files(tmp_path, scans, weights, capsys):
-    """A CT named CASE_0000.NII.GZ is not read (the organisers' scripts match lower-case names):
-    its own notice says why, not "not NIfTI"; a folder of such files only is an error naming them."""
+    """A CT named CASE_0000.NII.GZ is not read (the organisers' scripts match lower-case names): a
+    case that fails, saying why; a folder of such files only is an error naming them."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "alpha_0000.nii.gz").write_bytes((scans / "alpha_0000.nii.gz").read_bytes())
     (inputs / "BETA_0000.NII.GZ").write_bytes((scans / "beta_0000.nii.gz").read_bytes())
-    assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--weights", str(weights)]) == 0
+    (inputs / "deeper").mkdir()  # a subfolder is named too: its CTs are not read
+    (inputs / "deeper" / "gamma_0000.nii.gz").write_bytes((scans / "beta_0000.nii.gz").read_bytes())
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--weights", str(weights)]) == 1
     err = capsys.readouterr().err
-    assert f"notice: BETA_0000.NII.GZ: {MISCASED}" in err and "notice: ignoring" not in err
+    assert f"error: BETA_0000.NII.GZ: {MISCASED}" in err and "1 of 2 case(s) written" in err
+    assert "notice: ignoring 1 item(s) that are hidden, not NIfTI or subfolders: deeper/" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["alpha.nii.gz"]
 
     (inputs / "alpha_0000.nii.gz").unlink()

@@ -237,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="auto: fp16 mixed precision on CUDA; on the CPU bf16 or fp32, whichever a measured step "
                              "is faster in (default %(default)s)")
-    parser.add_argument("--workers", type=int, help="data loading processes per training process "
-                                                    "(default: 0 on the CPU, 4 on CUDA) and preprocessing processes")
+    parser.add_argument("--workers", type=int, help="data loading processes per training process (default: 0 on the "
+                                                    "CPU, 4 on CUDA) and preprocessing processes (default: the CPUs "
+                                                    "this process may use, at most 8)")
     parser.add_argument("--trained-on", help="what the data is, recorded in the checkpoint (default: the folder and case count)")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its resume.pt")
     parser.add_argument("--init", type=Path, metavar="CHECKPOINT",
