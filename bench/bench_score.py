@@ -10,8 +10,9 @@ scores the same files
      surface-distance per organ),
   2. with `python -m evaluation.score --workers 1`, and
   3. with `python -m evaluation.score --workers <cores>`,
-(the scorer by --scorer-python where given: an environment with only requirements-evaluation.txt
-installed, as organisers install it, starts faster than the development one),
+(both by --python where given: an environment with only requirements-evaluation.txt and the
+loop's surface-distance installed, as organisers install them, starts faster than the development
+one, where nibabel also imports pydicom; the two always run under the same Python),
 each in its own process, end to end (process start, reading, scoring, writing), the three taking
 turns --repeats times (default 3): a run's seconds are the median of its repeats, with their
 range beside it, so that one slow moment of a shared machine moves no ratio. Peak memory is the
@@ -162,7 +163,7 @@ def bench(quality: str, args, work: Path) -> list[dict]:
     """Time the official loop and the scorer on one set of cases; one row per run."""
     folder = work / quality
     make_cases(folder, args.cases, tuple(args.shape), tuple(args.spacing), quality)
-    py, scorer = sys.executable, str(args.scorer_python or sys.executable)
+    py = scorer = str(args.python or sys.executable)  # the same environment for both: neither starts faster
     official_out = folder / "official.json"
     runs = [("official loop (surface-distance)", None,
              [py, "-c", OFFICIAL_SNIPPET, str(folder / "gt"), str(folder / "pred"), str(official_out)])]
@@ -202,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
     parser.add_argument("--quality", choices=sorted(QUALITIES), nargs="+", default=["good", "poor"])
     parser.add_argument("--repeats", type=at_least(1), default=3, help="runs of each command, taking turns (default 3)")
-    parser.add_argument("--scorer-python", type=Path, default=None,
-                        help="the Python that runs evaluation.score (default: this one), e.g. an environment "
-                             "with only requirements-evaluation.txt installed")
+    parser.add_argument("--python", type=Path, default=None,
+                        help="the Python that runs both the official loop and evaluation.score (default: this one), "
+                             "e.g. an environment with only requirements-evaluation.txt and surface-distance installed")
     parser.add_argument("--work", type=Path, default=None, help="folder for the cases (default: a temporary one)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{time.strftime('%Y-%m-%d')}; machine: {cpu_description()}; {psutil.virtual_memory().total / 2**30:.0f} GiB "
           f"RAM; Python {platform.python_version()}, NumPy {np.__version__}")
     print(f"{args.cases} cases of {tuple(args.shape)} voxels at {tuple(args.spacing)} mm, FLARE21 rules; "
-          f"medians of {args.repeats} runs each, taking turns; scorer run by "
-          f"{'--scorer-python' if args.scorer_python else 'this Python'}\n")
+          f"medians of {args.repeats} runs each, taking turns; both run by "
+          f"{'--python' if args.python else 'this Python'}\n")
     print(markdown(table))
     return 0
 

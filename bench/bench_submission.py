@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -192,19 +191,18 @@ def nvml_gpu(device: torch.device) -> GpuMemory | None:
     return GpuMemory.open(uuid=uuid, quiet=True) or GpuMemory.open(device.index or 0)
 
 
-def cold(cases: list[Path], weights: Path, device: torch.device, precision: str, backend: str, out: Path,
-         runs: int = 1) -> list[dict]:
-    """Each case through the efficiency harness `runs` times (the cases in turn, round after round):
-    per case the run of median wall time (its wall time, peak RSS, NVML peak, stage times) with
-    every run's wall time in "wall_runs_s"."""
+def cold_round(cases: list[Path], weights: Path, device: torch.device, precision: str, backend: str,
+               out: Path) -> list[dict]:
+    """Each case once through the efficiency harness, in a fresh process: per case its wall time,
+    peak RSS, NVML peak and stage times."""
     gpu = nvml_gpu(device) if device.type == "cuda" else None
     index = (gpu.index if gpu else device.index or 0) if device.type == "cuda" else None
     visible = command_gpus(index, gpu)
     for folder in ("predictions", "logs", "reports"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     os.environ["PYTHON"] = sys.executable  # predict.sh runs this interpreter
-    runs_of: dict[str, list[dict]] = {case.name: [] for case in cases}
-    for _, case in itertools.product(range(runs), cases):
+    done = []
+    for case in cases:
         report = out / "reports" / f"{case.name.removesuffix('.nii.gz')}.json"
         command = (f"sh {shlex.quote(str(ROOT / 'predict.sh'))} {{inputs}} {{outputs}} "
                    f"--weights {shlex.quote(str(weights))} --device {device.type} --precision {precision} --backend {backend} "
@@ -216,16 +214,37 @@ def cold(cases: list[Path], weights: Path, device: torch.device, precision: str,
         predicted = json.loads(report.read_text())
         seconds = {**predicted["startup_s"], **predicted["cases"][0]["seconds"]}
         seconds["rest"] = row["Time"] - sum(seconds[k] for k in STARTUP) - seconds["total"]
-        runs_of[case.name].append({"case": case.name, "shape": predicted["cases"][0]["shape"], "wall_s": row["Time"],
+        done.append({"case": case.name, "shape": predicted["cases"][0]["shape"], "wall_s": row["Time"],
                      "precision": predicted["precision"], "heap": predicted.get("heap"), "machine": row["Machine"],
                      "seconds": seconds, "crop": predicted["cases"][0]["crop"],
                      "peak_rss_mb": row["MaxRAM_Tree"], "gpu_peak_mb": row["PlainMaxGPU_Mem"],
                      "gpu_peak_above_idle_mb": row["PlainMaxGPU_Mem"] - row["BaselineGPU_MB"]})
         print(f"cold {case.name}: {row['Time']:.2f} s", file=sys.stderr)
+    return done
+
+
+def lower_median(values: list[float]) -> float:
+    """The median of an odd count; of an even one the lower middle value (a measured one, never a mean)."""
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def median_yardstick(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per heap measured in every round, each stage's (and both's) median over the rounds."""
+    heaps = [heap for heap in rounds[0] if all(heap in r for r in rounds)]
+    return {heap: {stage: lower_median([r[heap][stage] for r in rounds]) for stage in rounds[0][heap]} for heap in heaps}
+
+
+def cold_rows(rounds: list[list[dict]], yardstick_rounds: list[float]) -> list[dict]:
+    """Per case the run of median wall time, with every run's wall time ("wall_runs_s") and its
+    ratio to the yardstick measured just before it, in its round ("ratio_runs"), and their median
+    ("ratio"): a slow spell of the machine falls on both sides of a ratio."""
     rows = []
-    for done in runs_of.values():
-        median = sorted(done, key=lambda r: r["wall_s"])[(len(done) - 1) // 2]
-        rows.append({**median, "wall_runs_s": [r["wall_s"] for r in done]})
+    for i in range(len(rounds[0])):
+        runs = [r[i] for r in rounds]
+        ratios = [run["wall_s"] / y for run, y in zip(runs, yardstick_rounds)]
+        median = sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+        rows.append({**median, "wall_runs_s": [r["wall_s"] for r in runs], "ratio_runs": ratios,
+                     "ratio": lower_median(ratios)})
     return rows
 
 
@@ -296,10 +315,13 @@ def _yardstick_lines(result: dict) -> list[str]:
     measured = "; ".join(f"{HEAP_WORDS.get(heap, heap)}: coarse {sizes['coarse']} {y['coarse']:.2f} s + fine "
                          f"{sizes['fine']} {y['fine']:.2f} s = {y['both']:.2f} s" for heap, y in by_heap.items())
     y = result["yardstick_s"]
-    faster = HEAP_WORDS.get(result["yardstick_heap"], result["yardstick_heap"])
-    return [f"Yardstick, the authors' networks in eager fp32, forward only, each heap in a fresh process: {measured}. "
-            f"The ratios below use the faster: {y['both']:.2f} s, under {faster} (target for a whole case: at most "
-            f"half, {y['both'] / 2:.2f} s).", ""]
+    heap = result["yardstick_heap"]
+    faster = HEAP_WORDS.get(heap, heap)
+    rounds = ", ".join(_f(r[heap]) for r in result["yardstick_rounds_s"])
+    return [f"Yardstick, the authors' networks in eager fp32, forward only, each heap in a fresh process before each "
+            f"round of cold runs, medians over the rounds: {measured}. The ratios below use the faster: {y['both']:.2f} "
+            f"s, under {faster} (target for a whole case: at most half, {y['both'] / 2:.2f} s); its rounds took "
+            f"{rounds} s, and each case's ratio is the median of its runs' ratios to the yardstick of their round.", ""]
 
 
 def _cold_case(row: dict, precision: str) -> str:
@@ -312,12 +334,11 @@ def _cold_case(row: dict, precision: str) -> str:
 def _runs(result: dict) -> str:
     """How many cold runs each case had, in words."""
     n = len(result["cold"][0]["wall_runs_s"]) if result["cold"] else 0
-    return "run once" if n == 1 else f"run {n} times, in turn with the others"
+    return "run once" if n == 1 else f"run {n} times, in turn with the others and the yardstick"
 
 
 def tables(result: dict) -> str:
     """The run as Markdown: the machine, the yardstick, cold and warm per case."""
-    y = result["yardstick_s"]
     lines = [f"Command: `{result['command']}`. {result['date']}; {result['machine']}; {_software(result)}. "
              f"Weights: {result['weights']} run at coarse {result['sizes']['coarse']}, fine {result['sizes']['fine']}; "
              f"precision {result['precision']} on {result['device']}{_probe(result['precision_probe_s'])}, networks "
@@ -325,14 +346,16 @@ def tables(result: dict) -> str:
              *_yardstick_lines(result),
              f"Cold, process start to written file (seconds; each case {_runs(result)}, the run of median wall time "
              "shown):", "",
-             "| case | shape | wall | / yardstick (faster heap) | all runs | " + " | ".join(k.replace("_", " ") for k in STARTUP)
+             "| case | shape | wall | / yardstick (faster heap) | all runs (their ratios) | "
+             + " | ".join(k.replace("_", " ") for k in STARTUP)
              + " | " + " | ".join(CASE_STAGES) + " | rest | " + " | ".join(f"{k} (beside start-up)" for k in READ)
              + " | peak RSS MB | GPU peak above idle MB |",
              "|---|---|---|---|---|" + "---|" * (len(STARTUP) + len(CASE_STAGES) + len(READ) + 3)]
     for r in result["cold"]:
         s = r["seconds"]
         lines.append(f"| {_cold_case(r, result['precision'])} | {shape_text(r['shape'])} | {r['wall_s']:.2f} | "
-                     f"{r['wall_s'] / y['both']:.2f} | {', '.join(_f(w) for w in r['wall_runs_s'])} | "
+                     f"{r['ratio']:.2f} | "
+                     + ", ".join(f"{w:.2f} ({q:.2f})" for w, q in zip(r["wall_runs_s"], r["ratio_runs"])) + " | "
                      + " | ".join(_f(s[k]) for k in (*STARTUP, *CASE_STAGES))
                      + f" | {_f(s['rest'])} | " + " | ".join(_f(s[k]) for k in READ)
                      + f" | {_f(r['peak_rss_mb'], 0)} | {_f(r['gpu_peak_above_idle_mb'], 0)} |")
@@ -404,12 +427,17 @@ def measure(args: argparse.Namespace, argv: list[str] | None, sizes: dict[str, t
 
     result = header("bench.bench_submission", argv, device, args.weights, models, precision, backend,
                     compiled.probe_s if compiled else None)
-    by_heap = yardsticks(device, args.repeats, PAPER_SIZES)  # fresh processes: nothing of theirs stays in this one
+    yardstick_rounds, cold_runs = [], []
+    for _ in range(args.cold_runs):  # in turns, the yardstick (fresh processes) before each round of cold runs
+        yardstick_rounds.append(yardsticks(device, args.repeats, PAPER_SIZES))
+        cold_runs.append(cold_round(cases, weights, device, args.precision if compiled else precision, backend,
+                                    args.out))
+    by_heap = median_yardstick(yardstick_rounds)
+    heap = faster_heap(by_heap)
     result.update(yardstick_sizes={stage: shape_text(size) for stage, size in PAPER_SIZES.items()},
-                  yardstick_by_heap_s=by_heap, yardstick_heap=faster_heap(by_heap),
-                  yardstick_s=by_heap[faster_heap(by_heap)])
-    result["cold"] = cold(cases, weights, device, args.precision if compiled else precision, backend, args.out,
-                          args.cold_runs)
+                  yardstick_by_heap_s=by_heap, yardstick_heap=heap, yardstick_s=by_heap[heap],
+                  yardstick_rounds_s=[{h: y["both"] for h, y in r.items()} for r in yardstick_rounds])
+    result["cold"] = cold_rows(cold_runs, [r[heap]["both"] for r in yardstick_rounds])
     result["heap"] = warm_heap(device, backend)  # process-wide from here on: the warm runs come last
     result["warm"] = warm(cases, models, networks, device)
     return result
