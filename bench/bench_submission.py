@@ -51,7 +51,9 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -223,9 +225,13 @@ def cold_round(cases: list[Path], weights: Path, device: torch.device, precision
     return done
 
 
-def lower_median(values: list[float]) -> float:
-    """The median of an odd count; of an even one the lower middle value (a measured one, never a mean)."""
-    return sorted(values)[(len(values) - 1) // 2]
+T = TypeVar("T")
+
+
+def lower_median(values: list[T], key: Callable[[T], float] | None = None) -> T:
+    """The median of an odd count (by `key` where given); of an even one the lower middle value (a
+    measured one, never a mean)."""
+    return sorted(values, key=key)[(len(values) - 1) // 2]
 
 
 def median_yardstick(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -242,7 +248,7 @@ def cold_rows(rounds: list[list[dict]], yardstick_rounds: list[float]) -> list[d
     for i in range(len(rounds[0])):
         runs = [r[i] for r in rounds]
         ratios = [run["wall_s"] / y for run, y in zip(runs, yardstick_rounds)]
-        median = sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+        median = lower_median(runs, key=lambda r: r["wall_s"])
         rows.append({**median, "wall_runs_s": [r["wall_s"] for r in runs], "ratio_runs": ratios,
                      "ratio": lower_median(ratios)})
     return rows

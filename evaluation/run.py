@@ -45,10 +45,10 @@ from evaluation.rules import Rules, get_rules  # noqa: E402
 from evaluation.sampler import COLUMNS  # noqa: E402
 from evaluation.usage import (  # noqa: E402
     EXTRA_COLUMNS,
-    MEASUREMENT_SETTINGS,
     OFFICIAL_COLUMNS,
     case_figures,
     is_failed,
+    measurement_of,
     set_verdict,
 )
 from flare_common import cli  # noqa: E402
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdict": set_verdict(usage, rules.efficiency), "busy_cases": effort.get("busy_cases", []),
         "cases_with_problems": cases_with_problems(problems), "problems": problems,
         "accuracy_warnings": scored.warnings, "failed_cases_scored_0": scored_0,
-        "measurement": {key: effort.get(key) for key in MEASUREMENT_SETTINGS},
+        "measurement": measurement_of(effort),
     }
     write_atomic(args.out / "results.csv", results.to_csv(index=False))
     write_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")

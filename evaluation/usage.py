@@ -44,6 +44,11 @@ DEFAULT_FAILURE_POLICY = "official"  # the organisers' behaviour by default (the
 MEASUREMENT_SETTINGS = ("areas", "interval_s", "gpu", "timeout_s")
 
 
+def measurement_of(effort: dict) -> dict:
+    """The MEASUREMENT_SETTINGS of an efficiency.json's content."""
+    return {key: effort.get(key) for key in MEASUREMENT_SETTINGS}
+
+
 def recorded_measurement(folder: Path, summary: dict) -> dict | None:
     """How the efficiency of a run folder (evaluation.run's) was measured: its summary.json's
     "measurement" (`summary`), else its efficiency/efficiency.json's fields (runs from before
@@ -54,7 +59,7 @@ def recorded_measurement(folder: Path, summary: dict) -> dict | None:
         effort = json.loads((folder / "efficiency" / "efficiency.json").read_text())
     except (OSError, ValueError):
         return None
-    return {key: effort.get(key) for key in MEASUREMENT_SETTINGS} if isinstance(effort, dict) else None
+    return measurement_of(effort) if isinstance(effort, dict) else None
 
 
 def measurement_differences(runs: dict[str, dict | None]) -> list[str]:

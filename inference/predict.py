@@ -38,7 +38,7 @@ from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import file_problem, folder_problem, write_atomic
 from flare_common.labels import label_names
-from flare_common.nifti import MISCASED, is_miscased, is_nifti, miscased_hint, miscased_nifti, nifti_files, output_name
+from flare_common.nifti import MISCASED, is_miscased, is_nifti, miscased_hint, nifti_files, output_name
 from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, WEIGHTS_HELP
 from inference.heap import HEAPS, choose_heap, keep_freed_memory
 
@@ -460,8 +460,8 @@ def _inputs(path: Path) -> tuple[list[Path], list[str]]:
         hidden = [name for name in ignored if name.startswith(".") and is_nifti(Path(name))]
         raise UsageError(f"-i {path}: no .nii.gz or .nii files in this folder"
                          + (f" (hidden files are not images: {', '.join(hidden)})" if hidden else "") + miscased_hint(path))
-    miscased = miscased_nifti(path)  # cases of the folder that fail, each saying why
-    return sorted(files + miscased), [name for name in ignored if path / name not in miscased]
+    miscased = [name for name in ignored if is_miscased(name)]  # cases of the folder that fail, each saying why
+    return sorted(files + [path / name for name in miscased]), [name for name in ignored if name not in miscased]
 
 
 def _same_folder(a: Path, b: Path) -> bool:
