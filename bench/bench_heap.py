@@ -15,7 +15,8 @@ taking turns, --repeats times:
   after writing its file).
 First each case alone (process start to written file), then all cases in one process in order
 (does a kept heap grow from case to case?), from a folder holding exactly this run's cases. Per
-run, from the kernel (os.wait4): wall, user and system CPU seconds, minor page faults, peak RSS;
+run, from the kernel (os.wait4, in bench/child_usage.py: its peak RSS the command's own, not this
+process's): wall, user and system CPU seconds, minor page faults, peak RSS;
 from predict's report: its coarse and fine stages. The labels of every run must be identical to
 those of glibc's first run of each case (checked, run by run): every run gets the same
 --precision (auto: fp32 for PyTorch, and for OpenVINO its probe's choice made once here, as
@@ -34,7 +35,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -71,17 +71,15 @@ def run(inputs: Path, outputs: Path, weights: Path, backend: str, precision: str
     report = outputs.parent / f"{outputs.name}.json"
     argv = ["sh", str(ROOT / "predict.sh"), str(inputs), str(outputs), "--weights", str(weights),
             "--device", "cpu", "--backend", backend, "--precision", precision, *heap, "--report", str(report)]
-    with open(outputs.parent / f"{outputs.name}.log", "w") as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"predict.sh on {inputs}: {exit_description(code)}: see {log.name}")
+    accounting = outputs.parent / f"{outputs.name}.usage.json"
+    with open(outputs.parent / f"{outputs.name}.log", "w") as log:  # started from a small process: its own peak RSS
+        subprocess.run([sys.executable, str(ROOT / "bench" / "child_usage.py"), str(accounting), "--", *argv],
+                       env=env, stdout=log, stderr=subprocess.STDOUT)
+    usage = json.loads(accounting.read_text())
+    if usage["exit_code"] != 0:
+        raise RuntimeError(f"predict.sh on {inputs}: {exit_description(usage['exit_code'])}: see {log.name}")
     cases = json.loads(report.read_text())["cases"]
-    return {"wall_s": wall, "user_s": usage.ru_utime, "system_s": usage.ru_stime,
-            "minor_faults": usage.ru_minflt, "peak_rss_mb": usage.ru_maxrss / 1024,
+    return {**{key: usage[key] for key in ("wall_s", "user_s", "system_s", "minor_faults", "peak_rss_mb")},
             "coarse_s": [c["seconds"]["coarse"] for c in cases], "fine_s": [c["seconds"]["fine"] for c in cases]}
 
 
