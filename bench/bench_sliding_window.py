@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -47,6 +46,7 @@ from scipy.special import expit, logit
 
 from bench.arguments import BACKEND_CHOICES, BACKEND_HELP, parse_shape, shape_text
 from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, prepared
+from bench.peak_memory import own_peak_rss_mb
 from bench.record import exit_description, publish, require_docs_sections
 from evaluation.metrics import dice
 from flare_common import cli
@@ -163,13 +163,13 @@ def run_method(args: argparse.Namespace) -> dict:
 
     if device.type == "cuda":
         once()  # warm-up: CUDA context, kernels
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    rss_before = own_peak_rss_mb()
     start = time.perf_counter()
     labels, parts, gpu_peak = once()
     wall = time.perf_counter() - start
     np.save(labels_file(args.out, args.method), ct.from_canonical(labels))
     row = {"method": args.method, "seconds": wall, "parts": parts,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "peak_rss_mb": own_peak_rss_mb(),
            "peak_rss_before_mb": rss_before}
     if gpu_peak is not None:
         row["torch_peak_allocated_mb"] = gpu_peak

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from datetime import date
 
 import torch
 
+from bench.peak_memory import own_peak_rss_mb
 from bench.record import cpu_description, exit_description, require_docs_sections, write_section
 from flare_common.cli import at_least
 
@@ -46,7 +46,7 @@ def one(stage: str, side: int, precision: str, steps: int) -> dict:
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - start)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = own_peak_rss_mb()
     return {"stage": stage, "side": side, "precision": precision, "s_per_step": statistics.median(times[1:]),
             "peak_rss_mb": peak_mb}
 

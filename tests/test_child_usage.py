@@ -1,5 +1,5 @@
-"""bench/child_usage.py: a command's accounting, its peak memory its own however large the
-process that starts it."""
+"""bench/child_usage.py and bench/peak_memory.py: a command's or a process's peak memory its own,
+however large the process that started it."""
 import json
 import subprocess
 import sys
@@ -34,3 +34,24 @@ def test_a_signal_that_ends_the_command_is_its_exit_code(tmp_path):
 def test_a_call_without_a_command_is_a_usage_error(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "u.json")], capture_output=True, text=True)
     assert done.returncode == 2 and "usage:" in done.stderr and not (tmp_path / "u.json").exists()
+
+
+def test_a_process_reads_its_own_peak_memory_not_its_parents():
+    """bench.peak_memory in a child of this process, which holds 512 MiB: the child's peak is its own."""
+    held = np.ones(2**26)
+    code = ("import resource, numpy as np; from bench.peak_memory import own_peak_rss_mb; "
+            "before = own_peak_rss_mb(); a = np.ones(2**25); "  # 256 MiB
+            "print(before, own_peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=SCRIPT.parents[1])
+    before, after, inherited = map(float, done.stdout.split())
+    assert before < 200 and 256 <= after < 450
+    assert inherited >= held.nbytes / 2**20  # what ru_maxrss would have said: this process's peak
+
+
+def test_without_proc_the_peak_is_the_kernels_other_count(tmp_path):
+    from bench.peak_memory import own_peak_rss_mb
+
+    assert own_peak_rss_mb(tmp_path / "absent") > 0
+    (tmp_path / "status").write_text("Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t 1024 kB\n")
+    assert own_peak_rss_mb(tmp_path / "status") == 200
