@@ -503,3 +503,25 @@ def test_a_long_error_is_shortened_at_a_word_s_end():
 
     text = describe_error(ValueError("a torch message " * 30), 60)
     assert len(text) <= 60 and text.endswith("[...]") and text.startswith("ValueError: a torch message")
+
+
+def test_a_checkpoint_that_cannot_be_written_is_named(tmp_path, monkeypatch):
+    """torch.save's zip writer turns a full disk's OSError into a RuntimeError: it comes out as the
+    OSError, naming the checkpoint meant (the command's one line names the file), and no part of it
+    is left behind."""
+    import errno
+
+    from inference import checkpoint
+
+    def full_disk(payload, f):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing file "
+                               "data/0: file write failed") from None  # as torch raises it: the OSError its context
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(OSError) as raised:
+        checkpoint.save_atomic({"weights": torch.zeros(10)}, tmp_path / "resume.pt")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "resume.pt")
+    assert not list(tmp_path.iterdir())

@@ -28,11 +28,12 @@ from training import phantom
 from training.augment import example, fine_window, shift_brightness
 from training.cache import Sample, build, cache_folder, resize_labels
 from training.cache import load as load_cache
-from training.config import ConfigError, default_config, load_config
+from training.config import ConfigError, default_config, given_fields, load_config
 from training.data import (
     PATHOLOGICAL_LIST,
     Case,
     DataError,
+    check_headers,
     dataset_json_problems,
     find_cases,
     read_case,
@@ -105,9 +106,14 @@ def test_config_file_and_command_line_override_and_bad_values_are_named(tmp_path
                             ({"betas": [1.5, 0.99]}, r"betas \(1.5, 0.99\): each in \[0, 1\)"),
                             ({"network": {"out_channels": 3}}, "out_channels cannot be set here"),
                             ({"network": {"dropout": 0.5}}, "dropout cannot be set here"),
-                            ({"network": {"widths": [0, 8, 8, 16, 16]}}, "widths must be whole numbers")]:
+                            ({"network": {"widths": [0, 8, 8, 16, 16]}}, "config.json: network: .* widths must be"),
+                            ({"seed": 2**64}, r"seed must be in 0\.\.9223372036854775807")]:  # torch.manual_seed's range
         with pytest.raises(ConfigError, match=message):
             load_config("fine", config_file(tmp_path, values), {})
+    with pytest.raises(ConfigError, match=r"command line: seed must be"):
+        load_config("fine", None, {"seed": 2**63})
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"lr": 0.002}).encode())  # saved by a Windows editor
+    assert load_config("fine", tmp_path / "bom.json", {}).lr == 0.002 and given_fields(tmp_path / "bom.json", {}) == {"lr"}
     (tmp_path / "broken.json").write_text("{lr: 1")
     with pytest.raises(ConfigError, match="broken.json"):
         load_config("fine", tmp_path / "broken.json", {})
@@ -186,6 +192,24 @@ def test_a_damaged_cache_entry_is_made_again_and_a_missing_one_is_named(data, tm
     next(folder.glob(f"{cases[1].name}-*.labels.npy")).unlink()
     with pytest.raises(InputError, match=f"{cases[1].name}.*cached files unreadable.*remove them and run again"):
         load_cache(cases, config, tmp_path)
+
+
+def test_a_cache_that_cannot_be_written_is_the_runs_problem_not_a_cases(data, tmp_path, monkeypatch):
+    """A full disk under the cache stops the run naming the cache's file (exit 1 by the command's
+    handler), instead of a line blaming each input image."""
+    import errno
+
+    import training.cache
+    config = dataclasses.replace(default_config("coarse"), input_size=(16, 16, 16))
+    folder = cache_folder(tmp_path, config)
+
+    def full_disk(case, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / f"{case.name}.image.npy"))
+
+    monkeypatch.setattr(training.cache, "build", full_disk)
+    with pytest.raises(OSError) as raised:
+        training.cache.prepare(find_cases(data)[:2], config, FLARE21_LABELS, tmp_path)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename.startswith(str(folder))
 
 
 def test_ctrl_c_while_processes_preprocess_starts_no_other_case(data, tmp_path, monkeypatch):
@@ -307,7 +331,20 @@ def test_train_both_stages_resume_combine_and_predict(data, tmp_path, capsys):
     (tmp_path / "no-lesions.txt").write_text("")
     assert train(data, out / "coarse", "coarse", {**TINY, "epochs": 6}, "--resume",
                  "--pathological", str(tmp_path / "no-lesions.txt")) == 2
-    assert "sampled other cases with lesions more often (2 listed, now 0)" in capsys.readouterr().err
+    lesions = sorted(json.loads((out / "coarse" / "split.json").read_text())["pathological"])
+    assert f"sampled other cases with lesions more often (no longer listed: {', '.join(lesions)})" in capsys.readouterr().err
+    # ... or that names the other stage, or another data set whose cases have the same names
+    assert train(data, out / "coarse", "fine", TINY_FINE, "--resume") == 2
+    assert "a run of the coarse stage, not the fine stage: resume with --stage coarse" in capsys.readouterr().err
+    other = tmp_path / "other-data"
+    shutil.copytree(data, other)
+    first = json.loads((out / "coarse" / "split.json").read_text())["train"][0]
+    image = next((other / "images").glob(f"{first}_0000.nii*"))
+    ct = nib.load(image)
+    nib.save(nib.Nifti1Image(np.asarray(ct.dataobj) + 1, ct.affine, ct.header), image)  # 1 HU more: another file
+    assert image.stat().st_size != next((data / "images").glob(f"{first}_0000.nii*")).stat().st_size
+    assert train(other, out / "coarse", "coarse", {**TINY, "epochs": 6}, "--resume") == 2
+    assert f"the run trained on other files of the same names ({first}: another --data" in capsys.readouterr().err
     assert train(data, out / "coarse", "coarse", TINY) == 2
     assert "holds a run already (resume.pt, best.pt, last.pt, log.csv): continue it with --resume" in capsys.readouterr().err
     assert (out / "coarse" / "config.json").read_bytes() == recorded
@@ -377,7 +414,7 @@ def test_a_run_starts_from_a_checkpoints_weights_at_another_size(data, tmp_path,
     assert train(data, tmp_path / "large", "coarse", larger, "--init", str(tmp_path / "small" / "best.pt")) == 0
     tuned = load(tmp_path / "large" / "best.pt", stages=("coarse",))
     assert tuned.coarse.config.input_size == (48, 48, 48)
-    assert tuned.training["coarse"]["initialised_from"] == "best.pt"
+    assert tuned.training["coarse"]["initialised_from"] == "small/best.pt"  # its run's folder: every run has a best.pt
     for before, after in zip(start.parameters(), tuned.coarse.parameters()):
         torch.testing.assert_close(before, after, atol=1e-5, rtol=0)  # LR ~0: the weights it started from
 
@@ -425,6 +462,23 @@ def test_bad_data_refuses_before_training(data, tmp_path, capsys):
     assert train(tmp_path / "nothing", tmp_path / "run", "coarse", TINY) == 2
     with pytest.raises(DataError, match="no training layout"):
         find_cases(tmp_path)
+
+
+def test_a_case_with_two_label_maps_and_a_broken_file_of_a_pair_are_named(data, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(data, bad)
+    cases = find_cases(bad)
+    shutil.copy(cases[0].label, bad / "labels" / f"{cases[0].name}.nii")  # two label maps: which one to train on?
+    with pytest.raises(DataError) as found:
+        find_cases(bad)
+    (problem,) = found.value.problems
+    assert problem.startswith(str(bad / "labels" / cases[0].name)) and problem.endswith(
+        f": same case as {cases[0].name}.nii" + ("" if problem.split(":")[0].endswith(".gz") else ".gz"))
+    (bad / "labels" / f"{cases[0].name}.nii").unlink()
+    cases[1].image.write_bytes(b"not a CT")
+    cases[2].label.write_bytes(b"")
+    assert check_headers(cases[1])[0].startswith(f"{cases[1].image}: unreadable (")  # the broken one, alone
+    assert check_headers(cases[2]) == [f"{cases[2].label}: an empty file"]
 
 
 def test_header_checks_keep_nibabels_bare_lines_off_stderr(data, tmp_path):
@@ -848,3 +902,26 @@ def test_a_resume_that_lengthens_the_run_steps_at_the_new_schedule_s_lr(data, tm
     assert train(data, tmp_path / "r", "coarse", {**run, "max_steps": 2}) == 0
     assert train(data, tmp_path / "r", "coarse", {**run, "max_steps": 4}, "--resume") == 0
     assert lrs == pytest.approx([0.01, 0.0001, 0.001, 0.0001])  # a 2-step run decays at its 2nd step
+
+
+def test_fine_validation_leaves_out_a_case_without_organs(data, tmp_path, weights):
+    """Without organs there is no box for the fine stage: such a held-out case says nothing of it
+    (scored, empty against empty, it would add DSC 1 to every organ)."""
+    from training.validation import score
+
+    cases = find_cases(data)[:2]
+    empty = tmp_path / "labels" / cases[1].label.name
+    empty.parent.mkdir()
+    label = nib.load(cases[1].label)
+    nib.save(nib.Nifti1Image(np.zeros(label.shape, np.uint8), label.affine, label.header), empty)
+    without = dataclasses.replace(cases[1], label=empty)
+    models = load(weights)
+    assert score(models, "fine", [cases[0], without], torch.device("cpu"), "fp32") == score(
+        models, "fine", [cases[0]], torch.device("cpu"), "fp32")
+
+
+def test_a_resumed_run_keeps_what_it_was_trained_on(data, tmp_path):
+    out = tmp_path / "run"
+    assert train(data, out, "coarse", {**TINY, "epochs": 1}, "--trained-on", "a set of my own") == 0
+    assert train(data, out, "coarse", {**TINY, "epochs": 2}, "--resume") == 0  # not repeated
+    assert load(out / "last.pt", stages=("coarse",)).trained_on == "a set of my own"

@@ -23,6 +23,7 @@ from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 
 FIXED_NETWORK_FIELDS = ("in_channels", "out_channels", "input_size", "dropout")  # set by the run, not by `network`
+MAX_SEED = 2**63 - 1  # the largest seed torch.manual_seed takes
 MAX_LR = 1000.0  # far beyond any useful step size; far larger ones overflow float32 in the optimiser (a traceback)
 
 
@@ -147,8 +148,8 @@ def load_config(stage: str, path: Path | None, overrides: dict) -> TrainConfig:
     config = default_config(stage)
     if path is not None:
         try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            raw = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # a byte-order mark allowed
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read a JSON config ({exc})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a JSON object")
@@ -161,7 +162,7 @@ def load_config(stage: str, path: Path | None, overrides: dict) -> TrainConfig:
 def given_fields(path: Path | None, overrides: dict) -> set[str]:
     """The recipe's fields a start names itself, in its JSON file (load_config has read and
     checked it) and on its command line: what a --resume takes from this start, not the run."""
-    raw = json.loads(Path(path).read_text()) if path is not None else {}
+    raw = json.loads(Path(path).read_text(encoding="utf-8-sig")) if path is not None else {}
     return (set(raw) | set(overrides)) - {"stage"}
 
 
@@ -188,8 +189,8 @@ def check(config: TrainConfig, where: str) -> TrainConfig:
         problems.append(f"cache_scale {config.cache_scale}: at least 1")
     if config.folds < 2:
         problems.append(f"folds {config.folds}: at least 2 (fold null trains on every case)")
-    if config.seed < 0 or (config.val_cases is not None and config.val_cases < 0):
-        problems.append("seed and val_cases must be 0 or more")
+    if not 0 <= config.seed <= MAX_SEED or (config.val_cases is not None and config.val_cases < 0):
+        problems.append(f"seed must be in 0..{MAX_SEED} and val_cases 0 or more")
     if config.pathological_repeats < 1:
         problems.append(f"pathological_repeats {config.pathological_repeats}: at least 1 (1: lesions not favoured)")
     if not all(0 <= b < 1 for b in config.betas):
@@ -219,8 +220,12 @@ def check(config: TrainConfig, where: str) -> TrainConfig:
         raise ConfigError(f"{where}: " + "; ".join(problems))
     network_class, _ = NETWORKS[config.stage]
     try:
+        network = config.network_config()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    try:
         with torch.device("meta"):  # shapes only: widths that cannot build a network are refused here
-            network_class(config.network_config())
+            network_class(network)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise ConfigError(f"{where}: network {config.network}: {exc}") from None
     return config

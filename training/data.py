@@ -80,9 +80,13 @@ def find_cases(root: Path) -> list[Case]:
     """The image/label pairs of a data root, sorted by name; DataError listing every missing
     pair and name clash, or an empty folder."""
     images_dir, labels_dir = find_layout(root)
-    labels = {case_name(p.name): p for p in nifti_files(labels_dir)}
-    images: dict[str, Path] = {}
+    labels: dict[str, Path] = {}
     problems = []
+    for path in nifti_files(labels_dir):
+        if case_name(path.name) in labels:
+            problems.append(f"{path}: same case as {labels[case_name(path.name)].name}")
+        labels[case_name(path.name)] = path
+    images: dict[str, Path] = {}
     for path in nifti_files(images_dir):
         stripped, own = case_name(path.name, image=True), case_name(path.name)  # without _0000, else its own name
         name = own if stripped not in labels and own in labels else stripped
@@ -97,6 +101,12 @@ def find_cases(root: Path) -> list[Case]:
     if problems:
         raise DataError(problems)
     return [Case(name, images[name], labels[name]) for name in sorted(images)]
+
+
+def file_sizes(cases: list[Case]) -> dict[str, list[int]]:
+    """Each case's image and label file sizes (bytes): what tells two data sets whose cases share
+    their names apart (every phantom set names its cases alike), and survives moving the folder."""
+    return {case.name: [case.image.stat().st_size, case.label.stat().st_size] for case in cases}
 
 
 def dataset_json_problems(root: Path, labels: dict[int, str]) -> list[str]:
@@ -162,10 +172,13 @@ def _geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
 def check_headers(case: Case) -> list[str]:
     """Problems found from the two headers alone: unreadable files, not 3D, shapes or affines
     that differ (the label map must lie on the image's grid)."""
-    try:
-        image, label = _geometry(case.image), _geometry(case.label)
-    except Exception as exc:
-        return [f"{case.image} / {case.label}: unreadable ({describe_error(exc)})"]
+    geometry = {}
+    for path in (case.image, case.label):
+        try:
+            geometry[path] = _geometry(path)
+        except Exception as exc:  # named alone: the other file may be fine
+            return [f"{path}: {'an empty file' if _empty(path) else f'unreadable ({describe_error(exc)})'}"]
+    image, label = geometry[case.image], geometry[case.label]
     problems, shapes = [], []
     for path, (shape, _) in ((case.image, image), (case.label, label)):
         try:
@@ -178,6 +191,13 @@ def check_headers(case: Case) -> list[str]:
         worst = float(np.abs(image[1] - label[1]).max())
         problems.append(f"{case.label}: affine differs from its image's by up to {worst:.3g} mm")
     return problems
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def read_case(case: Case, labels: dict[int, str]) -> tuple[CT, np.ndarray]:

@@ -66,6 +66,7 @@ from training.data import (
     DataError,
     check_headers,
     dataset_json_problems,
+    file_sizes,
     find_cases,
     read_case_list,
     split,
@@ -330,9 +331,17 @@ def _check_resumed_split(args: argparse.Namespace, saved: dict, train_cases: lis
     if list(split.get("train", ())) != [c.name for c in train_cases]:
         raise DataError([f"{path}: the run trained on other cases (another --data or fold): resume with the same "
                          "data, or start a new run"])
+    sizes = file_sizes(train_cases)
+    if changed := [name for name, pair in split.get("bytes", sizes).items() if list(pair) != sizes.get(name)]:
+        raise DataError([f"{path}: the run trained on other files of the same names ({', '.join(changed[:3])}"
+                         f"{' ...' if len(changed) > 3 else ''}: another --data, or files changed since): resume "
+                         "with the same data, or start a new run"])
     if "pathological" in split and list(split["pathological"]) != sorted(pathological):
-        raise DataError([f"{path}: the run sampled other cases with lesions more often ({len(split['pathological'])} "
-                         f"listed, now {len(pathological)}): resume with the same --pathological list"])
+        then, now = set(split["pathological"]), pathological
+        differ = "; ".join(f"{what} {', '.join(sorted(names)[:3])}{' ...' if len(names) > 3 else ''}"
+                           for what, names in (("no longer listed:", then - now), ("newly listed:", now - then)) if names)
+        raise DataError([f"{path}: the run sampled other cases with lesions more often ({differ}): resume with the "
+                         "same --pathological list"])
 
 
 def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World,
@@ -400,8 +409,8 @@ def run(args: argparse.Namespace, config: TrainConfig, world: World, given: set[
             print(f"notice: --init {args.init} is ignored: a resumed run goes on from its own weights", file=sys.stderr)
     elif held := [name for name in RUN_FILES if (args.out / name).is_file()]:  # a new run would replace them
         raise DataError([f"{args.out}: holds a run already ({', '.join(held)}): "
-                         + ("continue it with --resume, " if "resume.pt" in held else "")
-                         + "or train into another --out"])
+                         + ("continue it with --resume, or train into another --out" if "resume.pt" in held else
+                            "without resume.pt it cannot be continued: train into another --out, or remove them")])
     start = initial_weights(args.init, config) if args.init is not None and not args.resume else None
     train_cases, val_cases, pathological, root = _prepare_data(args, config, world, saved)
     trainer = Trainer(args, config, world, train_cases, val_cases, pathological, root, start, saved)
@@ -425,10 +434,13 @@ def resumed_run(args: argparse.Namespace, config: TrainConfig, given: set[str], 
         # on the CPU: loading puts each tensor where its parameter is, and Adam's step counts stay on the CPU
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, ...
-        raise DataError([f"{path}: unreadable ({describe_error(exc, 200)}): start a new run"]) from None
+        raise DataError([f"{path}: unreadable ({describe_error(exc, 200)}): start a new run into another --out"]) from None
     recipe, now = _run_record(saved, args.out, "config"), asdict(config)
     if recipe is None:  # a run from before recipes were kept: this start's recipe stands
         return config, saved
+    if recipe.get("stage", now["stage"]) != now["stage"]:
+        raise DataError([f"{path}: a run of the {recipe['stage']} stage, not the {now['stage']} stage: resume with "
+                         f"--stage {recipe['stage']}, or start a new run"])
     changed = [k for k in now if k in given and k in recipe and recipe[k] != now[k]]
     if fixed := [k for k in changed if k not in RESUME_MAY_CHANGE]:
         raise DataError([f"{path}: the run was made with {', '.join(f'{k} {recipe[k]!r}' for k in fixed)}, "
@@ -481,7 +493,7 @@ class Trainer:
             raise DataError([f"{args.data}: no training case has an organ labelled: the {config.stage} stage has "
                              "nothing to learn"])
         self.split = {"train": [c.name for c in train_cases], "validation": [c.name for c in val_cases],
-                      "pathological": sorted(pathological)}
+                      "pathological": sorted(pathological), "bytes": file_sizes(train_cases)}
         torch.manual_seed(config.seed)  # the same initial weights in every process
         self.net = NETWORKS[config.stage][0](config.network_config()).to(world.device)
         if start is not None:  # --init: these weights instead of the random initialisation
@@ -521,14 +533,17 @@ class Trainer:
         # has trained so far (a time budget covers the whole run); budget_planned, whether that budget
         # has fixed the run's length yet
         self.state = {"step": 0, "epoch": 0, "best": -math.inf, "history": [], "train_seconds": 0.0,
-                      "budget_planned": False, "initialised_from": args.init.name if args.init else None}
+                      "budget_planned": False,
+                      "initialised_from": "/".join(args.init.parts[-2:]) if args.init else None,  # its run's folder and name
+                      "trained_on": args.trained_on}
         if saved is not None:
             self.restore(saved)
         if world.main:  # after the restore: a refused resume leaves the run's records as they were
             args.out.mkdir(parents=True, exist_ok=True)
             write_atomic(args.out / "config.json", config.to_json() + "\n")
             write_atomic(args.out / "split.json", json.dumps(self.split, indent=1) + "\n")
-        self.trained_on = args.trained_on or f"{len(train_cases)} training case(s) of {args.data.resolve().name}"
+        self.state["trained_on"] = args.trained_on or self.state["trained_on"]  # a resumed run keeps its own
+        self.trained_on = self.state["trained_on"] or f"{len(train_cases)} training case(s) of {args.data.resolve().name}"
         self.bar = tqdm(total=self.total_steps, initial=self.state["step"], desc=f"training ({config.stage})",
                         unit="step", disable=None if world.main else True)
         self.first_step, self.started, self.seconds_before = self.state["step"], time.perf_counter(), self.state["train_seconds"]
@@ -673,7 +688,7 @@ class Trainer:
             pending = []
             self.bar.update()
             self.bar.set_postfix(loss=f"{np.mean(losses[-self.accumulation:]) if losses else math.nan:.3f}",
-                                 lr=f"{self.scheduler.get_last_lr()[0]:.2g}")
+                                 lr=f"{self.last_lr:.2g}")  # the step just taken, as log.csv has it
             self.fit_time_budget()
             if self.state["step"] >= self.total_steps:
                 break

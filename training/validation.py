@@ -34,7 +34,9 @@ def score(models: Models, stage: str, cases: list[Case], device: torch.device, p
             per_organ.setdefault("box_recall", []).append(box_recall(truth, result.box))
         else:
             region = organ_region(truth, truth.shape, ct.spacing, models.post.box_margin_mm, models.post.edge_padding)
-            predicted = segmenter.fine_only(ct.data, ct.spacing, *region).labels if region else np.zeros_like(truth)
+            if region is None:  # no organ, so no box for the fine stage to see: the case says nothing of it
+                continue
+            predicted = segmenter.fine_only(ct.data, ct.spacing, *region).labels
         for label, organ in score_case(truth, predicted, ct.spacing, "flare21").items():
             name = models.labels[label]
             per_organ.setdefault(f"dsc_{name}", []).append(float(organ.dsc))
