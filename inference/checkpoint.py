@@ -21,6 +21,7 @@ Weights may be stored as float16 (`--half`, half the size); they are loaded as f
     flare-checkpoint check PATH                        # validate and describe
     flare-checkpoint random -o PATH                    # untrained weights
     flare-checkpoint combine --coarse A --fine B [B2 ...] -o C [--half] [--trained-on TEXT]  # B2...: averaged
+                             [--post-from coarse|fine]
     flare-checkpoint export-openvino PATH              # the CPU's fast path (inference.openvino_runtime)
 (or python -m inference.checkpoint ...)
 """
@@ -209,19 +210,24 @@ def _models(path: Path, payload: dict, device: torch.device | str) -> Models:
     return models
 
 
-def combine(coarse: Models, fine: Models, trained_on: str | None = None) -> Models:
+def combine(coarse: Models, fine: Models, trained_on: str | None = None, post_from: str | None = None) -> Models:
     """One checkpoint's models from the coarse stage of one and the fine stage of another
-    (copies; labels and post-processing must agree)."""
+    (copies; the labels must agree, and the post-processing too unless `post_from`, "coarse" or
+    "fine", says whose to keep: e.g. a fine stage trained for another box margin)."""
     if coarse.coarse is None or fine.fine is None:
         raise CheckpointError("combine needs a coarse stage from the first and a fine stage from the second")
     if coarse.labels != fine.labels:
         raise CheckpointError(f"the two checkpoints have different labels: {coarse.labels} and {fine.labels}")
-    if coarse.post != fine.post:
-        raise CheckpointError(f"the two checkpoints have different post-processing: {coarse.post} and {fine.post}")
+    if post_from is None and coarse.post != fine.post:
+        differ = [f"{k} {a!r} and {b!r}" for (k, a), b in zip(asdict(coarse.post).items(), asdict(fine.post).values())
+                  if a != b]
+        raise CheckpointError(f"the two checkpoints have different post-processing ({'; '.join(differ)}): say whose "
+                              "to keep with --post-from coarse or --post-from fine")
+    post = fine.post if post_from == "fine" else coarse.post
     text = trained_on or (coarse.trained_on if coarse.trained_on == fine.trained_on
                           else f"coarse: {coarse.trained_on}; fine: {fine.trained_on}")
     return Models(copy.deepcopy(coarse.coarse), copy.deepcopy(fine.fine), dict(coarse.labels),
-                  {"coarse": coarse.normalisation["coarse"], "fine": fine.normalisation["fine"]}, coarse.post,
+                  {"coarse": coarse.normalisation["coarse"], "fine": fine.normalisation["fine"]}, post,
                   text, {"coarse": coarse.training.get("coarse", {}), "fine": fine.training.get("fine", {})})
 
 
@@ -300,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     join.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
     join.add_argument("--half", action="store_true", help="store the weights as float16 (half the size; default float32)")
     join.add_argument("--trained-on", help="what the weights were trained on (default: from the two checkpoints)")
+    join.add_argument("--post-from", choices=NETWORK_STAGES,
+                      help="whose post-processing (component rules, the fine stage's box margin) to keep where the two "
+                           "differ (default: they must agree)")
     export = command("export-openvino", "export both networks to OpenVINO beside the checkpoint (<name>.openvino/), "
                                         "which predict then uses on the CPU")
     export.add_argument("path", type=Path, help="the checkpoint")
@@ -324,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote untrained weights to {args.out}")
         elif args.command == "combine":
             fine = average([load(path, stages=("fine",)) for path in args.fine], "fine")
-            models = combine(load(args.coarse, stages=("coarse",)), fine, args.trained_on)
+            models = combine(load(args.coarse, stages=("coarse",)), fine, args.trained_on, args.post_from)
             save(args.out, models, half=args.half)
             print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): coarse from {args.coarse}, fine from "
                   + " averaged with ".join(map(str, args.fine)))

@@ -287,8 +287,15 @@ def test_stage_checkpoints_combine_into_one_half_size(tmp_path, tiny_networks):
             assert a.dtype == b.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4)
     different = random_models(**tiny_networks)
     different.post = Postprocessing(box_margin_mm=5.0)
-    with pytest.raises(CheckpointError, match="different post-processing"):
+    with pytest.raises(CheckpointError, match=r"different post-processing \(box_margin_mm 20.0 and 5.0\): say whose "
+                                              "to keep with --post-from coarse or --post-from fine"):
         combine(coarse_only, different)
+    assert combine(coarse_only, different, post_from="fine").post.box_margin_mm == 5.0  # a fine stage trained for it
+    assert combine(coarse_only, different, post_from="coarse").post.box_margin_mm == 20.0
+    save(tmp_path / "margin.pt", different)
+    assert main(["combine", "--coarse", str(tmp_path / "coarse.pt"), "--fine", str(tmp_path / "margin.pt"),
+                 "-o", str(tmp_path / "margin5.pt"), "--post-from", "fine"]) == 0
+    assert load(tmp_path / "margin5.pt").post.box_margin_mm == 5.0
 
 
 def test_fine_networks_average_weight_by_weight_at_the_first_ones_input_size(tmp_path, tiny_networks):
