@@ -758,6 +758,19 @@ def test_one_out_holds_one_run_at_a_time(tmp_path):
         pass
 
 
+def test_a_run_removes_the_half_written_files_of_one_killed_outright(tmp_path):
+    """kill -9 (or the kernel's out-of-memory killer) while a checkpoint is written leaves its
+    hidden temporary file; the next run into the --out removes it, and nothing else."""
+    from training.train import _training_into
+    stale = tmp_path / ".resume.pt.4242.0a1b2c3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    kept = [tmp_path / "resume.pt", tmp_path / ".notes.txt"]
+    for path in kept:
+        path.write_text("kept")
+    with _training_into(tmp_path, SimpleNamespace(main=True)):
+        assert not stale.exists() and all(path.exists() for path in kept)
+
+
 def test_a_resumed_run_keeps_its_precision_unless_told_otherwise(data, tmp_path, monkeypatch):
     import training.train as train_module
 

@@ -396,6 +396,8 @@ def _training_into(out: Path, world: World) -> Iterator[None]:
         except BlockingIOError:
             raise DataError([f"{out}: another run is training into it: wait for it to end, or train into another "
                              "--out"]) from None
+        for stale in out.glob(".*.tmp"):  # a file half-written by a run killed outright (kill -9, out of memory):
+            stale.unlink(missing_ok=True)  # OUT is this run's alone now, so no other run is writing it
         yield
 
 
