@@ -189,19 +189,17 @@ def _networks(args: argparse.Namespace) -> tuple[Spec, NetworkRunner, dict]:
     """The checkpoint's Spec, the networks that run it and the report's facts about them: the
     weights' OpenVINO export where it may and can run them (torch is then never imported), else
     PyTorch; UsageError where --backend openvino cannot run or the weights are unusable."""
-    refused = _openvino_refused(args)
+    refused, fallback = _openvino_refused(args), None
     if refused == MAYBE_GPU and not _cuda_available():  # a GPU machine whose GPUs this process may not use
         refused = None
     if refused is None:
         loaded = _openvino_networks(args)
         if not isinstance(loaded, str):
             return loaded
-        refused = loaded
-        if args.backend == "auto":
-            print(f"notice: networks run by PyTorch ({refused})", file=sys.stderr)
+        refused = fallback = loaded  # why the export could not run them
     if args.backend == "openvino":
         raise UsageError(f"--backend openvino: {refused}")
-    return _torch_networks(args)
+    return _torch_networks(args, fallback)
 
 
 def _cuda_available() -> bool:
@@ -237,8 +235,9 @@ def _openvino_networks(args: argparse.Namespace) -> tuple[Spec, Networks, dict] 
                             "openvino": openvino_runtime.version(), "torch": None}
 
 
-def _torch_networks(args: argparse.Namespace) -> tuple[Spec, NetworkRunner, dict]:
-    """The checkpoint loaded by PyTorch and its networks run eagerly, with the report's facts."""
+def _torch_networks(args: argparse.Namespace, fallback: str | None = None) -> tuple[Spec, NetworkRunner, dict]:
+    """The checkpoint loaded by PyTorch and its networks run eagerly, with the report's facts; a
+    notice says so (`fallback`: why the OpenVINO export could not run them, where it was tried)."""
     import torch
 
     from inference.checkpoint import CheckpointError, load
@@ -250,8 +249,11 @@ def _torch_networks(args: argparse.Namespace) -> tuple[Spec, NetworkRunner, dict
         models = load(args.weights)
     except (ValueError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    print(f"notice: networks run by PyTorch on {name or 'the CPU'} in {precision}"
+          + (f" ({fallback})" if fallback else ""), file=sys.stderr)
     return models.spec(), TorchNetworks(models, device, precision), {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": name or platform.processor() or "cpu",
         "device_type": device.type, "backend": "torch", "precision": precision, "precision_probe_s": {},
         "openvino": None, "torch": torch.__version__}
 

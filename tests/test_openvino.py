@@ -135,7 +135,12 @@ def test_auto_uses_the_export_only_when_it_was_made_from_this_checkpoint(tmp_pat
     assert predict_main(["-i", str(scans), "-o", str(tmp_path / "b"), "--weights", str(changed),
                          "--report", str(report)]) == 0
     assert json.loads(report.read_text())["backend"] == "torch"
-    assert "exported from another checkpoint" in capsys.readouterr().err
+    notices = [line for line in capsys.readouterr().err.splitlines() if "networks run by" in line]
+    assert len(notices) == 1 and notices[0].startswith("notice: networks run by PyTorch on the CPU in fp32 (")
+    assert "exported from another checkpoint" in notices[0]  # one line: what runs them, and why not the export
+    assert predict_main(["-i", str(scans), "-o", str(tmp_path / "c"), "--weights", str(exported),
+                         "--backend", "torch"]) == 0
+    assert "notice: networks run by PyTorch on the CPU in fp32\n" in capsys.readouterr().err  # asked for: no reason
 
 
 @pytest.mark.parametrize("cuda", [False, True])
@@ -149,11 +154,11 @@ def test_a_gpu_machine_whose_gpus_this_process_may_not_use_still_runs_the_export
     monkeypatch.setattr(predict.os.path, "exists", lambda p: p == "/dev/nvidiactl" or real_exists(p))
     monkeypatch.setattr(predict, "_cuda_available", lambda: cuda)
     if cuda:  # no GPU here to run on: stop where PyTorch would take over
-        def pytorch_takes_over(args):
-            raise SystemExit("torch")
+        def pytorch_takes_over(args, fallback):
+            raise SystemExit(f"torch {fallback}")  # no export tried: no reason to give
 
         monkeypatch.setattr(predict, "_torch_networks", pytorch_takes_over)
-        with pytest.raises(SystemExit, match="torch"):
+        with pytest.raises(SystemExit, match="torch None"):
             predict_main(["-i", str(scans), "-o", str(tmp_path / "out"), "--weights", str(exported)])
         return
     report = tmp_path / "r.json"
