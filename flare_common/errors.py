@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterable
 
 
 class InputError(Exception):
     """A file that cannot be used (read, segmented or scored); the message is one line and says why."""
+
+
+def first_few(names: Iterable[str], most: int) -> str:
+    """The first `most` names joined by commas, " ..." after them where there are more (a message's
+    list of cases)."""
+    names = list(names)
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
 def describe_error(exc: BaseException, max_chars: int | None = None) -> str:

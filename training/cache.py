@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from flare_common.errors import InputError, describe_error
+from flare_common.errors import InputError, describe_error, first_few
 from flare_common.files import atomic_output, write_atomic
 from inference.imageio import FILL_HU, HU_MAX
 from inference.postprocessing import NO_PADDING, Padding, Postprocessing, organ_box, organ_region
@@ -197,7 +197,7 @@ def prepare(cases: list[Case], config: TrainConfig, labels: dict[int, str], root
             lost = [c.name for c in broken if not _is_current(c, folder)]  # some were cached before the break
             if lost:
                 problems.append(f"{folder}: a preprocessing process died (killed, e.g. for lack of memory) with "
-                                f"{len(lost)} case(s) not cached ({', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}): "
+                                f"{len(lost)} case(s) not cached ({first_few(lost, 5)}): "
                                 f"run again with fewer --workers (cached cases are kept)")
     else:
         threads = torch.get_num_threads()

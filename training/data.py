@@ -18,7 +18,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
 
 from evaluation.imageio import read_labels
-from flare_common.errors import InputError, describe_error
+from flare_common.errors import InputError, describe_error, first_few
 from flare_common.nifti import (
     CHANNEL_SUFFIX,
     MISCASED,
@@ -238,8 +238,7 @@ def read_case_list(path: Path, cases: list[Case]) -> set[str]:
             names.add(name if name in known else case_name(name, image=True))
     unknown = sorted(names - known)
     if unknown:  # ascii(): a name's invisible characters shown
-        raise DataError([f"{path}: not training cases: {', '.join(map(ascii, unknown[:10]))}"
-                         + (" ..." if len(unknown) > 10 else "")])
+        raise DataError([f"{path}: not training cases: {first_few(map(ascii, unknown), 10)}"])
     return names
 
 

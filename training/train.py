@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from evaluation.report import csv_text
 from flare_common import cli
-from flare_common.errors import InputError, describe_error
+from flare_common.errors import InputError, describe_error, first_few
 from flare_common.files import write_atomic
 from inference.checkpoint import (
     FLARE21_LABELS,
@@ -333,12 +333,11 @@ def _check_resumed_split(args: argparse.Namespace, saved: dict, train_cases: lis
                          "data, or start a new run"])
     sizes = file_sizes(train_cases)
     if changed := [name for name, pair in split.get("bytes", sizes).items() if list(pair) != sizes.get(name)]:
-        raise DataError([f"{path}: the run trained on other files of the same names ({', '.join(changed[:3])}"
-                         f"{' ...' if len(changed) > 3 else ''}: another --data, or files changed since): resume "
-                         "with the same data, or start a new run"])
+        raise DataError([f"{path}: the run trained on other files of the same names ({first_few(changed, 3)}: "
+                         "another --data, or files changed since): resume with the same data, or start a new run"])
     if "pathological" in split and list(split["pathological"]) != sorted(pathological):
         then, now = set(split["pathological"]), pathological
-        differ = "; ".join(f"{what} {', '.join(sorted(names)[:3])}{' ...' if len(names) > 3 else ''}"
+        differ = "; ".join(f"{what} {first_few(sorted(names), 3)}"
                            for what, names in (("no longer listed:", then - now), ("newly listed:", now - then)) if names)
         raise DataError([f"{path}: the run sampled other cases with lesions more often ({differ}): resume with the "
                          "same --pathological list"])
@@ -489,7 +488,7 @@ class Trainer:
         if len(samples) < len(train_cases):
             names = sorted({c.name for c in train_cases} - {s.name for s in samples})
             self.log(f"notice: {len(names)} case(s) have no organ and give the fine stage nothing to learn: "
-                     f"{', '.join(names[:10])}")
+                     f"{first_few(names, 10)}")
         order = [i for i, s in enumerate(samples) for _ in range(config.pathological_repeats if s.name in pathological else 1)]
         if not any(s.organs for s in samples):  # the coarse stage keeps such cases: all of them would be background
             raise DataError([f"{args.data}: no training case has an organ labelled: the {config.stage} stage has "

@@ -14,6 +14,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from flare_common.errors import first_few
 from flare_common.nifti import nifti_files
 from training.data import PATHOLOGICAL_LIST, case_name
 from training.phantom.generator import PLAIN, Mix, Phantom, case_seed, generate, output_file, save
@@ -75,7 +76,7 @@ def other_cases(out: Path, names: set[str], label_folders: tuple[str, ...] = ("l
     others = sorted(found - names)
     if not others:
         return ""
-    return f"holds {len(others)} case(s) of another set ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+    return f"holds {len(others)} case(s) of another set ({first_few(others, 3)})"
 
 
 def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "phantom",
