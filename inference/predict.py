@@ -251,7 +251,7 @@ def _torch_networks(args: argparse.Namespace, fallback: str | None = None) -> tu
         raise UsageError(str(exc)) from None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(f"notice: networks run by PyTorch on {name or 'the CPU'} in {precision}"
-          + (f" ({fallback})" if fallback else ""), file=sys.stderr)
+          + (f": {fallback}" if fallback else ""), file=sys.stderr)
     return models.spec(), TorchNetworks(models, device, precision), {
         "device": name or platform.processor() or "cpu",
         "device_type": device.type, "backend": "torch", "precision": precision, "precision_probe_s": {},

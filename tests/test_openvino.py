@@ -136,7 +136,7 @@ def test_auto_uses_the_export_only_when_it_was_made_from_this_checkpoint(tmp_pat
                          "--report", str(report)]) == 0
     assert json.loads(report.read_text())["backend"] == "torch"
     notices = [line for line in capsys.readouterr().err.splitlines() if "networks run by" in line]
-    assert len(notices) == 1 and notices[0].startswith("notice: networks run by PyTorch on the CPU in fp32 (")
+    assert len(notices) == 1 and notices[0].startswith("notice: networks run by PyTorch on the CPU in fp32: ")
     assert "exported from another checkpoint" in notices[0]  # one line: what runs them, and why not the export
     assert predict_main(["-i", str(scans), "-o", str(tmp_path / "c"), "--weights", str(exported),
                          "--backend", "torch"]) == 0
