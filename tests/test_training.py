@@ -459,7 +459,11 @@ def test_bad_data_refuses_before_training(data, tmp_path, capsys):
     (tmp_path / "empty" / "labels").mkdir()
     assert train(tmp_path / "empty", tmp_path / "run", "coarse", TINY) == 2
     assert "no .nii.gz or .nii files" in capsys.readouterr().err
-    assert train(tmp_path / "nothing", tmp_path / "run", "coarse", TINY) == 2
+    for argument, extra in (("--data", ()), ("--resume", ("--resume",))):  # refused before any folder is made
+        with pytest.raises(SystemExit) as exit_:
+            train(tmp_path / ("nothing" if not extra else "empty"), tmp_path / "fresh" / "new", "coarse", TINY, *extra)
+        assert exit_.value.code == 2 and f"error: {argument}" in capsys.readouterr().err
+        assert not (tmp_path / "fresh" / "new").exists() and not (tmp_path / "fresh" / "cache").exists()
     with pytest.raises(DataError, match="no training layout"):
         find_cases(tmp_path)
 

@@ -283,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
             flag for flag, value in (("--data", args.data), ("--out", args.out)) if value is None))
     if args.workers is not None and args.workers < 0:
         parser.error(f"--workers {args.workers}: 0 or more")
+    # before any folder is made for the run: a mistyped --data or --out leaves nothing behind
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data}: not a folder")
+    if args.resume and not (args.out / "resume.pt").is_file():
+        parser.error(f"--resume: {args.out / 'resume.pt'}: nothing to resume")
     try:
         if problem := precision_problem(args.precision, choose_device(args.device)):
             raise ValueError(problem)
@@ -427,10 +432,8 @@ def resumed_run(args: argparse.Namespace, config: TrainConfig, given: set[str], 
     """The run in OUT to continue: its resume.pt's contents and its own recipe, in which only the
     fields this start names (`given`) replace the run's, and only those of RESUME_MAY_CHANGE (each
     change said); the others need not be repeated. DataError, before anything is preprocessed,
-    for a missing or unreadable resume.pt or a recipe the run was not made with."""
+    for an unreadable resume.pt or a recipe the run was not made with (main refuses a missing one)."""
     path = args.out / "resume.pt"
-    if not path.is_file():
-        raise DataError([f"{path}: nothing to resume"])
     try:
         # on the CPU: loading puts each tensor where its parameter is, and Adam's step counts stay on the CPU
         saved = torch.load(path, map_location="cpu", weights_only=True)
