@@ -111,14 +111,14 @@ def save(path: Path, models: Models, half: bool = False) -> None:
 def save_atomic(payload: dict, path: Path) -> None:
     """torch.save to `path` atomically (atomic_output); OSError naming `path` where it cannot be
     written (torch's zip writer turns a full disk's OSError into a RuntimeError: the OSError is
-    raised instead)."""
-    try:
-        with atomic_output(path, "wb") as f:
+    raised instead, inside atomic_output, which names the file)."""
+    with atomic_output(path, "wb") as f:
+        try:
             torch.save(payload, f)
-    except RuntimeError as exc:
-        if isinstance(cause := exc.__context__, OSError):
-            raise type(cause)(cause.errno, cause.strerror or str(cause), str(path)) from None
-        raise
+        except RuntimeError as exc:
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
 
 
 def _config(cls, raw: dict, where: str):

@@ -152,11 +152,9 @@ def _build_safely(case: Case, config: TrainConfig, labels: dict[int, str], folde
         return None, build(case, config, labels, folder)
     except InputError as exc:
         return str(exc), []
-    except OSError as exc:
-        if exc.filename and Path(exc.filename).is_relative_to(folder):  # the cache cannot be written (a full disk):
-            raise  # the run's problem, named by the file, not this case's
-        return f"{case.image}: {describe_error(exc)}", []
     except Exception as exc:  # a broken file must not hide the problems of the others
+        if isinstance(exc, OSError) and exc.filename and Path(exc.filename).is_relative_to(folder):
+            raise  # the cache cannot be written (a full disk): the run's problem, named by the file, not this case's
         return f"{case.image}: {describe_error(exc)}", []
 
 

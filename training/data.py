@@ -83,9 +83,10 @@ def find_cases(root: Path) -> list[Case]:
     labels: dict[str, Path] = {}
     problems = []
     for path in nifti_files(labels_dir):
-        if case_name(path.name) in labels:
-            problems.append(f"{path}: same case as {labels[case_name(path.name)].name}")
-        labels[case_name(path.name)] = path
+        name = case_name(path.name)
+        if name in labels:
+            problems.append(f"{path}: same case as {labels[name].name}")
+        labels[name] = path
     images: dict[str, Path] = {}
     for path in nifti_files(images_dir):
         stripped, own = case_name(path.name, image=True), case_name(path.name)  # without _0000, else its own name
