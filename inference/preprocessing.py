@@ -5,6 +5,7 @@ say) before the three spatial ones and resamples each of them alike.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +40,12 @@ class Normalisation:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Normalisation:
-        low, high = (float(v) for v in raw["clip_hu"])
-        if not low < high:
-            raise ValueError(f"clip_hu must be an increasing pair, got {raw['clip_hu']}")
+        window = raw["clip_hu"]
+        if not (isinstance(window, (list, tuple)) and len(window) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in window)
+                and window[0] < window[1]):
+            raise ValueError(f"clip_hu must be an increasing pair of HU, e.g. [-325, 325], got {window!r}")
+        low, high = float(window[0]), float(window[1])
         zscore = raw["zscore"]
         if not isinstance(zscore, bool):
             raise ValueError(f"zscore must be true or false, got {zscore!r}")

@@ -97,6 +97,9 @@ def test_config_file_and_command_line_override_and_bad_values_are_named(tmp_path
                             ({"postprocessing": {"box_margin_mm": 40}}, "postprocessing: missing key 'components_kept'"),
                             ({"normalisation": {"clip_hu": [-100, 100], "zscore": True, "clip": 1}},
                              "normalisation: unknown key"),
+                            ({"normalisation": {"clip_hu": [-325], "zscore": True}},
+                             r"normalisation: clip_hu must be an increasing pair of HU, e\.g\. \[-325, 325\], got \[-325\]"),
+                            ({"normalisation": {"clip_hu": ["-325", 325], "zscore": True}}, "increasing pair of HU"),
                             ({"postprocessing": {**default_config("fine").postprocessing, "components_kept": {"9": 2}}},
                              r"postprocessing: labels \[9\] are no organ's"),
                             ({"network": None}, "not a JSON object"), ({"margin_mm": [5]}, "list of 2 numbers"),
@@ -942,3 +945,17 @@ def test_a_resumed_run_keeps_what_it_was_trained_on(data, tmp_path):
     assert train(data, out, "coarse", {**TINY, "epochs": 1}, "--trained-on", "a set of my own") == 0
     assert train(data, out, "coarse", {**TINY, "epochs": 2}, "--resume") == 0  # not repeated
     assert load(out / "last.pt", stages=("coarse",)).trained_on == "a set of my own"
+
+
+def test_a_damaged_resume_pt_says_to_start_anew_and_not_to_resume(data, tmp_path, capsys):
+    """A resume.pt cut short (a disk that filled, a copy stopped half-way): one line naming it,
+    exit 2, and no advice to continue with --resume beside the advice to start a new run."""
+    out = tmp_path / "run"
+    assert train(data, out, "coarse", {**TINY, "epochs": 1}) == 0
+    whole = (out / "resume.pt").read_bytes()
+    (out / "resume.pt").write_bytes(whole[: len(whole) // 2])
+    capsys.readouterr()
+    assert train(data, out, "coarse", {**TINY, "epochs": 2}, "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"error: {out / 'resume.pt'}: unreadable (" in err and "start a new run into another --out" in err
+    assert "continue with --resume" not in err and f"error: 1 problem(s): nothing was trained; {out} stays as it was" in err

@@ -39,9 +39,10 @@ AFFINE_TOLERANCE_MM = 1e-3  # image and label affines may differ by this much (r
 class DataError(Exception):
     """Training data that cannot be used: one line per problem, each naming its file."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], resumable: bool = True):
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.resumable = resumable  # False: the run's resume.pt itself cannot be used
 
 
 @dataclass(frozen=True)

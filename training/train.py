@@ -305,8 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         if world.main:
             for problem in problems:
                 print(f"error: {problem}", file=sys.stderr)
-            then = (f"the last finished epoch's checkpoints stay in {args.out} (continue with --resume once this is put "
-                    "right)" if (args.out / "resume.pt").is_file() else "nothing was trained")
+            if not (args.out / "resume.pt").is_file():
+                then = "nothing was trained"
+            elif getattr(exc, "resumable", True):
+                then = (f"the last finished epoch's checkpoints stay in {args.out} (continue with --resume once this "
+                        "is put right)")
+            else:
+                then = f"nothing was trained; {args.out} stays as it was"
             print(f"error: {len(problems)} problem(s): {then}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
@@ -438,7 +443,8 @@ def resumed_run(args: argparse.Namespace, config: TrainConfig, given: set[str], 
         # on the CPU: loading puts each tensor where its parameter is, and Adam's step counts stay on the CPU
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, ...
-        raise DataError([f"{path}: unreadable ({describe_error(exc, 200)}): start a new run into another --out"]) from None
+        raise DataError([f"{path}: unreadable ({describe_error(exc, 200)}): start a new run into another --out"],
+                        resumable=False) from None
     recipe, now = _run_record(saved, args.out, "config"), asdict(config)
     if recipe is None:  # a run from before recipes were kept: this start's recipe stands
         return config, saved
