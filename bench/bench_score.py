@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import shutil
 import subprocess
@@ -198,9 +197,9 @@ def markdown(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_score", description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=at_least(1), default=4)
-    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 200))
+    parser.add_argument("--shape", type=at_least(1), nargs=3, default=(512, 512, 200))
     parser.add_argument("--spacing", type=cli.finite_float, nargs=3, default=(0.8, 0.8, 2.5))
-    parser.add_argument("--workers", type=at_least(1), default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=at_least(1), default=cli.default_workers())
     parser.add_argument("--quality", choices=sorted(QUALITIES), nargs="+", default=["good", "poor"])
     parser.add_argument("--repeats", type=at_least(1), default=3, help="runs of each command, taking turns (default 3)")
     parser.add_argument("--python", type=Path, default=None,

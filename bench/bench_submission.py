@@ -59,6 +59,7 @@ import torch
 
 from bench.arguments import BACKEND_CHOICES, BACKEND_HELP, checked_inputs, parse_shape, shape_text
 from bench.record import cpu_description, package_version, publish, require_docs_sections
+from bench.shared_data import REAL_CT
 from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
 from bench.yardstick import faster_heap, yardsticks
 from evaluation.efficiency import Submission, command_gpus, run_case
@@ -77,7 +78,6 @@ from inference.torch_runtime import TorchNetworks, choose_precision
 from training import phantom
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_CT = ROOT.parent / "shared" / "data" / "real-ct" / "ts_abdomen_0000.nii.gz"
 SPACING = (0.8, 0.8, 2.5)  # mm, x y z: a portal-venous abdominal CT's usual grid
 PAPER_SIZES = {"coarse": CoarseConfig().input_size, "fine": FineConfig().input_size}
 CASE_STAGES = ("waited", *STAGES, "write")  # with STARTUP and "rest": the parts of the wall time

@@ -24,9 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from flare_common import cli
-from flare_common.nifti import CHANNEL_SUFFIX, nifti_files
+from flare_common.nifti import AFFINE_TOLERANCE_MM, CHANNEL_SUFFIX, nifti_files
 from training.data import (
-    AFFINE_TOLERANCE_MM,
     PATHOLOGICAL_LIST,
     Case,
     DataError,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -39,10 +38,7 @@ from evaluation.runs import LabelRuns
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import MISCASED, case_stem, folder_cases, miscased_nifti, nifti_files
-
-AFFINE_TOLERANCE_MM = 1e-3
-DEFAULT_WORKERS = min(os.cpu_count() or 1, 8)  # cases scored in parallel processes
+from flare_common.nifti import AFFINE_TOLERANCE_MM, MISCASED, case_stem, folder_cases, miscased_nifti, nifti_files
 
 
 @dataclass
@@ -290,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for metrics.csv and the summaries (required)")
     parser.add_argument("--rules", choices=sorted(RULES), default=DEFAULT_RULES,
                         help="which year's organs, tolerances and columns (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help="cases scored in parallel (default: CPU cores, at most 8)")
+    parser.add_argument("--workers", type=int, default=cli.default_workers(),
+                        help=f"cases scored in parallel (default: the CPU cores, at most {cli.MAX_WORKERS})")
     parser.add_argument("--round", type=_rounding, default="official", metavar="DIGITS",
                         help="decimals per-case values are rounded to: 'official' rounds as that year's official "
                              "files do (FLARE22 and 23: 4; FLARE21: not rounded), 'none' never, or a number "
@@ -326,14 +322,15 @@ class Scored:
     warnings: list[dict[str, str]]
 
 
-def score_folders(gt_files: list[Path], pred_dir: Path, out: Path, rules: Rules, workers: int = DEFAULT_WORKERS,
+def score_folders(gt_files: list[Path], pred_dir: Path, out: Path, rules: Rules, workers: int | None = None,
                   round_to: str | int | None = "official", fix_slab: bool = False) -> Scored:
     """Score every ground-truth file against its prediction in pred_dir and write
     OUT/metrics.csv, summary.csv and summary.json (OUT is created); prints nothing. round_to:
-    "official" (the year's rounding), None (none) or a number of decimals."""
+    "official" (the year's rounding), None (none) or a number of decimals; workers: processes
+    (None: flare_common.cli.default_workers)."""
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(g, find_prediction(pred_dir, g)) for g in gt_files]
-    results = _score_all(jobs, rules.name, fix_slab, min(workers, len(jobs)))
+    results = _score_all(jobs, rules.name, fix_slab, min(workers or cli.default_workers(), len(jobs)))
     problems = [{"case": r.name, "problem": p} for r in results for p in r.problems]
     warnings = [{"case": r.name, "warning": w} for r in results for w in r.warnings]
     warnings += prediction_warnings(pred_dir, gt_files)

@@ -8,7 +8,6 @@ what to install instead of a traceback.
 from __future__ import annotations
 
 import importlib
-import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -38,18 +37,9 @@ COMMANDS: dict[str, Command] = {
 
 
 def launch(name: str, argv: list[str] | None = None) -> int:
-    """Import a command's module and run its main (see flare_common.cli.run); exit code."""
-    try:
-        module = importlib.import_module(COMMANDS[name].module)
-    except KeyboardInterrupt:
-        return cli.INTERRUPTED
-    except ModuleNotFoundError as exc:
-        missing = cli.third_party(exc)
-        if missing is None:
-            raise
-        print(f"error: {cli.missing_package(missing)}", file=sys.stderr)
-        return 2
-    return cli.run(module.main, argv)
+    """Import a command's module and run its main, both under flare_common.cli.run (a missing
+    package named, Ctrl-C and SIGTERM as one line each); exit code."""
+    return cli.run(lambda args: importlib.import_module(COMMANDS[name].module).main(args), argv)
 
 
 def predict() -> NoReturn:

@@ -42,6 +42,7 @@ except ImportError:
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SPACING_RANGE_MM = (0.05, 50.0)  # a voxel side outside this is a broken header, not a scan
+AFFINE_TOLERANCE_MM = 1e-3  # two files' affines may differ by this much and still share one grid (rounding in headers)
 _HEADER_SIZES = {348: nib.Nifti1Image, 540: nib.Nifti2Image}
 GZIP_MAGIC = b"\x1f\x8b"
 CHANNEL_SUFFIX = "_0000"  # a case's CT is <case>_0000.nii.gz: the suffix of its one channel (FLARE, nnU-Net)

@@ -43,7 +43,7 @@ from flare_common import cli
 from flare_common.errors import describe_error
 from flare_common.files import atomic_output
 from flare_common.labels import label_names
-from inference.defaults import WEIGHTS_HELP
+from inference.defaults import MAX_SEED, WEIGHTS_HELP
 from inference.networks import OUTPUT_ACTIVATION, CoarseConfig, CoarseUNet, EfficientSegNet, FineConfig, input_size_problem
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("path", type=Path, help="the checkpoint")
     rand = command("random", "write randomly initialised (untrained) weights")
     rand.add_argument("-o", "--out", type=Path, required=True, help="the checkpoint to write (required)")
-    rand.add_argument("--seed", type=cli.at_least(0, 2**63 - 1), default=0,
+    rand.add_argument("--seed", type=cli.at_least(0, MAX_SEED), default=0,
                       help="random seed of the weights (default %(default)s)")
     join = command("combine", "one checkpoint from the coarse stage of one and the fine stage of another (or the "
                               "mean of several fine stages)")

@@ -43,7 +43,6 @@ from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, W
 from inference.heap import HEAPS, choose_heap, keep_freed_memory
 
 if TYPE_CHECKING:
-    import torch
 
     from inference.imageio import CT
     from inference.openvino_runtime import Networks
@@ -153,17 +152,6 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def _device(requested: str) -> torch.device:
-    import torch
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available")
-    if requested == "auto" and not torch.cuda.is_available():
-        print("notice: no CUDA GPU found, running on the CPU (slow)", file=sys.stderr)
-        return torch.device("cpu")
-    return torch.device("cuda" if requested in ("auto", "cuda") else "cpu")
-
-
 MAYBE_GPU = "the device may be a GPU"
 
 
@@ -241,14 +229,16 @@ def _torch_networks(args: argparse.Namespace, fallback: str | None = None) -> tu
     import torch
 
     from inference.checkpoint import CheckpointError, load
-    from inference.torch_runtime import TorchNetworks, choose_precision
+    from inference.torch_runtime import TorchNetworks, choose_device, choose_precision
 
-    device = _device(args.device)
     try:
+        device = choose_device(args.device)
         precision = choose_precision(args.precision, device)
         models = load(args.weights)
     except (ValueError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
+    if args.device == "auto" and device.type == "cpu":
+        print("notice: no CUDA GPU found, running on the CPU (slow)", file=sys.stderr)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(f"notice: networks run by PyTorch on {name or 'the CPU'} in {precision}"
           + (f": {fallback}" if fallback else ""), file=sys.stderr)

@@ -15,6 +15,17 @@ from inference.checkpoint import Models
 from inference.defaults import PRECISIONS
 
 
+def choose_device(requested: str, local_rank: int = 0) -> torch.device:
+    """The device PyTorch runs on for --device `requested` (auto, cuda, cpu): auto takes CUDA where
+    a GPU is available, else the CPU; a process of several on one machine (`local_rank`) takes
+    its own GPU. ValueError for cuda without a GPU."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available")
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
 def choose_precision(requested: str, device: torch.device) -> str:
     """The precision PyTorch runs the networks at. auto: fp16 on CUDA (the paper's setting), fp32
     on the CPU (networks compiled by OpenVINO choose their own: openvino_runtime.choose_precision);

@@ -3,10 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.shared_data import REAL_CT_FOLDER
 from inference.checkpoint import random_models, save
 from inference.networks import CoarseConfig, FineConfig
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-ct"
 
 # A suite started in the background (`cmd &` in a shell without job control) inherits SIGINT
 # ignored, and so would every process the tests start, which the Ctrl-C tests rely on receiving
@@ -18,9 +17,9 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 @pytest.fixture
 def real_ct() -> Path:
     """The real CT folder of ../shared/data; skips where this checkout has no ../shared."""
-    if not (SHARED_DATA / "ts_abdomen_ref_flare21.nii.gz").is_file():
-        pytest.skip(f"real-CT test data not present at {SHARED_DATA} (it lives beside the project in ../shared)")
-    return SHARED_DATA
+    if not (REAL_CT_FOLDER / "ts_abdomen_ref_flare21.nii.gz").is_file():
+        pytest.skip(f"real-CT test data not present at {REAL_CT_FOLDER} (it lives beside the project in ../shared)")
+    return REAL_CT_FOLDER
 
 
 @pytest.fixture(scope="session")

@@ -23,12 +23,12 @@ import pandas as pd
 import psutil
 import pytest
 
+from bench.shared_data import REAL_CT
 from evaluation.efficiency import main as efficiency_main
 from evaluation.nvml import GpuMemory
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("FLARE_DOCKER_IMAGE", "")
-REAL_CT = ROOT.parent / "shared" / "data" / "real-ct" / "ts_abdomen_0000.nii.gz"
 USER = "4242:4242"  # a caller who is not root
 LABELS = {0, 1, 2, 3, 4}
 

@@ -1,4 +1,4 @@
-"""bench/gpu_train.sh runs on a machine lent for minutes: its default mix of phantom variations must
+"""bench/gpu_train.sh runs on a GPU machine rented for minutes: its default mix of phantom variations must
 parse as training.phantom options, and hold every variation the shipped weights' fine stage last
 met (training/demo_weights.sh), so that a GPU run starts from no less than the CPU one did."""
 import re
@@ -48,7 +48,7 @@ def test_the_default_mix_holds_every_variation_of_the_shipped_fine_stage():
 
 
 def test_every_shell_script_of_bench_parses():
-    """`sh -n` on each: a syntax error found on the GPU machine costs the time it is lent for."""
+    """`sh -n` on each: a syntax error found on the GPU machine costs the time it is rented for."""
     scripts = sorted((ROOT / "bench").glob("*.sh"))
     assert {"gpu_train.sh", "gpu_session.sh", "phantom_tests.sh"} <= {s.name for s in scripts}
     for script in scripts:

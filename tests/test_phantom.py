@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from flare_common import cli
 from training import phantom as ph
 from training.phantom import anatomy as anatomy_module
 from training.phantom import atlas, body, ct, priors
@@ -898,7 +899,7 @@ def test_a_file_that_cannot_be_written_is_one_line_and_exit_code_1(tmp_path, cap
     out = tmp_path / "set"
     blocked = out / "labels" / "phantom_0001.nii.gz"
     blocked.mkdir(parents=True)
-    assert ph.main(["--out", str(out), "--cases", "2", "--max-side", "16"]) == 1
+    assert cli.run(ph.main, ["--out", str(out), "--cases", "2", "--max-side", "16"]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(f"error: {blocked}: ")
     assert not (out / "cases.csv").exists()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -231,6 +230,3 @@ def load(cases: list[Case], config: TrainConfig, root: Path) -> list[Sample]:
     return samples
 
 
-def default_workers() -> int:
-    """Processes for preprocessing: the CPUs this process may use, at most 8."""
-    return max(1, min(8, len(os.sched_getaffinity(0))))

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 from inference.checkpoint import FLARE21_LABELS, NETWORK_STAGES, NETWORKS
+from inference.defaults import MAX_SEED
 from inference.networks import input_size_problem
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
 
 FIXED_NETWORK_FIELDS = ("in_channels", "out_channels", "input_size", "dropout")  # set by the run, not by `network`
-MAX_SEED = 2**63 - 1  # the largest seed torch.manual_seed takes
 MAX_LR = 1000.0  # far beyond any useful step size; far larger ones overflow float32 in the optimiser (a traceback)
 
 

@@ -20,6 +20,7 @@ from nibabel.orientations import apply_orientation, io_orientation
 from evaluation.imageio import read_labels
 from flare_common.errors import InputError, describe_error, first_few
 from flare_common.nifti import (
+    AFFINE_TOLERANCE_MM,
     CHANNEL_SUFFIX,
     MISCASED,
     NIFTI_SUFFIXES,
@@ -33,7 +34,6 @@ from inference.imageio import CT, read_ct
 
 LAYOUTS = (("TrainingImg", "TrainingMask"), ("images", "labels"), ("imagesTr", "labelsTr"))
 PATHOLOGICAL_LIST = "pathological.txt"  # the cases with lesions, in a data root (training samples them more often)
-AFFINE_TOLERANCE_MM = 1e-3  # image and label affines may differ by this much (rounding in headers)
 
 
 class DataError(Exception):

@@ -17,6 +17,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from inference.torch_runtime import choose_device
+
 TIMEOUT = timedelta(hours=2)  # preprocessing or validation on one rank may keep the others waiting
 
 
@@ -33,15 +35,6 @@ class World:
     def main(self) -> bool:
         """Whether this process logs, validates and writes checkpoints."""
         return self.rank == 0
-
-
-def choose_device(requested: str, local_rank: int = 0) -> torch.device:
-    """auto: CUDA when available, else the CPU; ValueError for cuda without a GPU."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available")
-    if requested in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def start(requested_device: str) -> World:

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from inference.torch_runtime import choose_precision
 from training.config import TrainConfig
 from training.loss import dice_focal_loss
 
@@ -34,8 +35,10 @@ def step_seconds(net: torch.nn.Module, size: tuple[int, int, int], dtype: torch.
 
 def precision_problem(requested: str, device: torch.device) -> str | None:
     """Why the requested precision cannot train on the device (fp16 off CUDA), None where it can."""
-    if requested == "fp16" and device.type != "cuda":
-        return "--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU"
+    try:
+        choose_precision(requested, device)
+    except ValueError as exc:
+        return f"--precision {exc}"
     return None
 
 

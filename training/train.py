@@ -55,11 +55,14 @@ from inference.checkpoint import (
     save,
     save_atomic,
 )
+from inference.defaults import DEVICES, PRECISIONS
+from inference.networks import SIDE_MULTIPLE
 from inference.postprocessing import Postprocessing
 from inference.preprocessing import Normalisation
+from inference.torch_runtime import choose_device
 from training import cache
 from training.augment import example
-from training.config import ConfigError, TrainConfig, check, given_fields, load_config
+from training.config import ConfigError, TrainConfig, check, default_config, given_fields, load_config
 from training.data import (
     PATHOLOGICAL_LIST,
     Case,
@@ -75,7 +78,6 @@ from training.distributed import (
     World,
     any_process,
     barrier,
-    choose_device,
     from_main,
     gathered,
     gathered_objects,
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "torchrun --nproc_per_node 4 -m training.train --stage fine --data FLARE21 --out runs/fine   # 4 GPUs",
         "flare-checkpoint combine --coarse runs/coarse/best.pt --fine runs/fine/best.pt -o weights/mine.pt --half"])
     parser.description += "\n\n" + "\n".join(__doc__.split("\n")[6:]).strip()
+    coarse, fine = default_config("coarse"), default_config("fine")
     parser.add_argument("--stage", choices=NETWORK_STAGES, required=True,
                         help="which network to train (required)")
     parser.add_argument("--data", type=Path, metavar="DIR",
@@ -215,32 +218,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="JSON file overriding fields of the recipe (see --print-config)")
     parser.add_argument("--print-config", action="store_true", help="print the stage's full recipe as JSON and exit")
     parser.add_argument("--input-size", type=int, nargs="+", metavar="N",
-                        help="network input size: N or X Y Z, each a multiple of 16 (default: the recipe's, 160 coarse, "
-                             "192 fine)")
-    parser.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200)")
+                        help=f"network input size: N or X Y Z, each a multiple of {SIDE_MULTIPLE} (default: the recipe's, "
+                             f"{coarse.input_size[0]} coarse, {fine.input_size[0]} fine)")
+    parser.add_argument("--epochs", type=int, help=f"epochs (default: the recipe's, {fine.epochs})")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (default: none, the epochs decide)")
     parser.add_argument("--max-minutes", type=cli.finite_float,
                         help="stop after the steps that fit in this time (the LR schedule follows; default: no limit)")
-    parser.add_argument("--batch-size", type=int, help="cases per optimiser step over all processes (default: the recipe's, 16)")
-    parser.add_argument("--micro-batch", type=int, help="cases per forward pass (gradients accumulate; default 2)")
-    parser.add_argument("--lr", type=cli.finite_float, help="learning rate (default: the recipe's, 0.01)")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"cases per optimiser step over all processes (default: the recipe's, {fine.batch_size})")
+    parser.add_argument("--micro-batch", type=int,
+                        help=f"cases per forward pass (gradients accumulate; default {fine.micro_batch})")
+    parser.add_argument("--lr", type=cli.finite_float, help=f"learning rate (default: the recipe's, {fine.lr:g})")
     parser.add_argument("--fold", help="held-out fold 0..folds-1, or 'all' to train on every case (no validation; default 0)")
     parser.add_argument("--seed", type=int, help="seed of the split, sampling and initialisation (default: the recipe's)")
     parser.add_argument("--val-cases", type=int, help="validate on at most this many held-out cases (default: all of them)")
     parser.add_argument("--val-every", type=int, metavar="N",
-                        help="validate every N epochs and at the end (default: the recipe's, 1)")
+                        help=f"validate every N epochs and at the end (default: the recipe's, {fine.val_every})")
     parser.add_argument("--pathological", type=Path,
                         help=f"text file of cases with lesions, sampled more often "
                              f"(default: DATA/{PATHOLOGICAL_LIST} if present)")
     parser.add_argument("--cache", type=Path, help="preprocessing cache folder (default: OUT/../cache)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: the GPU when there is one (default %(default)s)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                         help="auto: fp16 mixed precision on CUDA; on the CPU bf16 or fp32, whichever a measured step "
                              "is faster in (default %(default)s)")
     parser.add_argument("--workers", type=int, help="data loading processes per training process (default: 0 on the "
                                                     "CPU, 4 on CUDA) and preprocessing processes (default: the CPUs "
-                                                    "this process may use, at most 8)")
+                                                    f"this process may use, at most {cli.MAX_WORKERS})")
     parser.add_argument("--trained-on", help="what the data is, recorded in the checkpoint (default: the folder and case count)")
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its resume.pt")
     parser.add_argument("--init", type=Path, metavar="CHECKPOINT",
@@ -374,7 +379,7 @@ def _prepare_data(args: argparse.Namespace, config: TrainConfig, world: World,
     if saved is not None:
         _check_resumed_split(args, saved, train_cases, pathological)
     root = cache_root(args)
-    workers = args.workers if args.workers is not None else cache.default_workers()
+    workers = args.workers if args.workers is not None else cli.default_workers()
     problems = cache.prepare(cases, config, FLARE21_LABELS, root, workers if world.size == 1 else 1, (world.rank, world.size))
     problems = gathered(problems, world)  # each process preprocesses its share: the main one reports all
     if problems:

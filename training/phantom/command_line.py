@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from flare_common import cli
-from flare_common.errors import InputError, describe_error
+from flare_common.errors import InputError
 from training.phantom.atlas import ARM_SHADOW_HU, FISSURE_WIDTH_MM, LARGE_SPLEEN_KIDNEY_DROP_MM, LARGE_SPLEEN_SIZE
 from training.phantom.generator import EXCLUSIVE_FRACTIONS, Mix, exclusive_pair
 from training.phantom.preview import preview
@@ -146,15 +146,10 @@ def _mix(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Mix:
         parser.error(f"{' plus '.join(extras)} must be at most 1 (one scan range each)")
 
 
-def _write_error(exc: OSError) -> str:
-    """'PATH: reason' of a file that could not be written."""
-    reason = exc.strerror or describe_error(exc)
-    return f"{exc.filename}: {reason}" if exc.filename else reason
-
-
 def main(argv: list[str] | None = None) -> int:
-    """The command: exit code 0 when every file is written, 1 when one cannot be (one line naming
-    it), 2 on usage errors and a --real file that cannot be read."""
+    """The command: exit code 0 when every file is written, 2 on usage errors and a --real file
+    that cannot be read; an OSError for a file that cannot be written (cli.run: one line naming
+    it, exit code 1)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if (args.out is None) == (args.preview is None):
@@ -186,9 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        except OSError as exc:
-            print(f"error: {_write_error(exc)}", file=sys.stderr)
-            return 1
         print(f"wrote a preview of {args.cases or 3} phantom(s) to {args.preview} "
               f"in {time.perf_counter() - began:.1f} s")
         return 0
@@ -199,11 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if others := other_cases(args.out, {set_case_name(args.prefix, i) for i in range(args.start, args.start + args.cases)}):
         parser.error(f"--out {args.out}: {others}, which this set's cases.csv and pathological.txt would not list "
                      "but training would read: choose an empty folder")
-    try:
-        rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, mix, args.workers)
-    except OSError as exc:
-        print(f"error: {_write_error(exc)}", file=sys.stderr)
-        return 1
+    rows = write_set(args.out, args.cases, args.seed, args.start, args.prefix, args.max_side, mix, args.workers)
     print(f"wrote {len(rows)} phantom(s) ({sum(r['randomised'] == 'true' for r in rows)} randomised) to "
           f"{args.out}/images and {args.out}/labels, listed in {args.out}/cases.csv, "
           f"in {time.perf_counter() - began:.1f} s")

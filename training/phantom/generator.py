@@ -4,11 +4,8 @@ independent streams of the seed, `save` writes it as a FLARE-layout pair.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import IO
 
 import nibabel as nib
 import numpy as np
@@ -240,28 +237,17 @@ def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = 
         large_spleen=large_spleen, liver_region_hu=region_hu, pelvis_labelled=pelvis_labelled)
 
 
-@contextmanager
-def output_file(path: Path, mode: str = "wb") -> Iterator[IO]:
-    """atomic_output(path, mode): the file appears whole or not at all; an OSError names path itself
-    (not the temporary file beside it) in its filename."""
-    try:
-        with atomic_output(path, mode) as f:
-            yield f
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-
-
 def _write_nifti(image: nib.Nifti1Image, path: Path) -> None:
     """Write a NIfTI image to path (gzip-compressed as nibabel writes .nii.gz: level 1, no name or
-    time in the gzip header, so the same image gives the same bytes) through output_file."""
-    with output_file(path) as f, gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=f, mtime=0) as gz:
+    time in the gzip header, so the same image gives the same bytes), whole or not at all."""
+    with atomic_output(path) as f, gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=f, mtime=0) as gz:
         image.to_stream(gz)
 
 
 def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tuple[Path, Path]:
     """Write images_dir/<case>_0000.nii.gz (int16 HU, clipped to HU_STORED) and labels_dir/<case>.nii.gz
     (uint8) in the phantom's storage orientation, sharing one affine (qform and sform, code 1).
-    Each file is written whole or not at all (output_file), and an earlier label file of the case is
+    Each file is written whole or not at all (atomic_output), and an earlier label file of the case is
     removed before the image is replaced, so that an interrupted write never leaves an image and
     labels of two different phantoms: at worst an image without labels. OSError naming the file."""
     ornt = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(phantom.orientation))

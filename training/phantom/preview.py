@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from flare_common.errors import InputError
-from training.phantom.generator import PLAIN, Mix, case_seed, generate, output_file
+from flare_common.files import atomic_output
+from training.phantom.generator import PLAIN, Mix, case_seed, generate
 from training.phantom.priors import KIDNEY, LABELS, LIVER, METAL_HU, PANCREAS, SPLEEN
 
 WINDOW_HU = (-160.0, 240.0)
@@ -76,7 +77,7 @@ def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side:
     """Render a PNG of `cases` phantoms (cases start.. of seed, with mix's variations): two axial and
     one coronal plane each, soft-tissue window WINDOW_HU, organ outlines in LABEL_COLOURS; `real`
     (a CT and its labels) adds the same views of a real scan as the first row, to set beside them.
-    The file is written whole or not at all (output_file), in the format its suffix names."""
+    The file is written whole or not at all (atomic_output), in the format its suffix names."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -105,5 +106,5 @@ def preview(path: Path, seed: int = 0, cases: int = 3, start: int = 0, max_side:
                  f"{WINDOW_HU[1]:.0f} HU; outlines: " + ", ".join(f"{LABELS[k]} {c}" for k, c in LABEL_COLOURS.items()),
                  fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with output_file(path) as f:
+    with atomic_output(path) as f:
         fig.savefig(f, dpi=80, format=path.suffix.lstrip(".").lower())

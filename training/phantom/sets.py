@@ -15,9 +15,10 @@ from functools import partial
 from pathlib import Path
 
 from flare_common.errors import first_few
+from flare_common.files import atomic_output
 from flare_common.nifti import nifti_files
 from training.data import PATHOLOGICAL_LIST, case_name
-from training.phantom.generator import PLAIN, Mix, Phantom, case_seed, generate, output_file, save
+from training.phantom.generator import PLAIN, Mix, Phantom, case_seed, generate, save
 from training.phantom.priors import LABELS
 
 PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a set's case name prefix: a plain, visible file name part
@@ -86,7 +87,7 @@ def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "p
     cases with lesions, which training samples more often); the rows of cases.csv. The two lists
     of an earlier set in out are removed first and written when every case is, cases.csv last, so
     that they never describe other files than those beside them and cases.csv is there only when
-    the set is complete; every file appears whole or not at all (save, output_file). OSError naming
+    the set is complete; every file appears whole or not at all (save). OSError naming
     the file that could not be written; ValueError for a prefix PREFIX does not match."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -110,9 +111,9 @@ def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "p
 def _write_listings(out: Path, rows: list[dict[str, str]]) -> None:
     """Write out/pathological.txt (the cases with lesions), then out/cases.csv (the rows), each whole."""
     pathological, cases_csv = (out / name for name in LISTINGS)
-    with output_file(pathological, "w") as f:
+    with atomic_output(pathological, "w") as f:
         f.write("".join(f"{r['case']}\n" for r in rows if int(r["lesions"])))
-    with output_file(cases_csv, "w") as f:
+    with atomic_output(cases_csv, "w") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
