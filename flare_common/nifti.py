@@ -2,9 +2,11 @@
 
 Every NIfTI file the project reads (the scorer's label maps, the submission's CTs, training data)
 is opened through `nifti_image`, which checks the header as stored, before nibabel repairs it
-(nibabel silently turns a pixdim of 0 into 1 mm and passes NaN geometry on): a voxel spacing that
-is zero, negative, not finite or outside SPACING_RANGE_MM, and non-finite quaternion, offset or
-sform values in use, make the file unusable (InputError). nibabel's own messages and the warnings
+(nibabel silently turns a pixdim of 0 into 1 mm and passes NaN geometry on): a voxel spacing in
+use (pixdim where the reader takes the spacing from it or no sform is in use, and the affine's)
+that is zero, negative, not finite or outside SPACING_RANGE_MM, and a quaternion, offset or sform
+in use that is not finite or no rotation, make the file unusable (InputError); parts not in use
+that are broken are doubts (header_doubts), which the submission reports as warnings. nibabel's own messages and the warnings
 of reading are captured, to be reported with the case's name and their source. Whether a file is
 gzip-compressed is read from its first bytes, not its name, and a gzip stream is read to its end so
 that its CRC and length are checked (nibabel stops at the data's last byte); bytes after the
@@ -125,10 +127,12 @@ def folder_cases(folder: Path, name: Callable[[Path], str]) -> tuple[list[Path],
 
 def volume_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The 3D shape of an image (one with more axes of length 1 after the third, a 4D image with a
-    single volume say, counts as 3D); InputError otherwise."""
+    single volume say, counts as 3D, and a 2D image as one slice); InputError otherwise."""
     shape = tuple(int(s) for s in image_shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
+    if len(shape) == 2:
+        shape += (1,)
     if len(shape) != 3:
         raise InputError(f"expected a 3D volume, got shape {tuple(image_shape)}")
     return shape
@@ -144,21 +148,36 @@ def spacing_problem(what: str, values) -> str | None:
     return None
 
 
-def header_problems(header) -> list[str]:
+def qform_problem(header) -> str | None:
+    """Why a NIfTI header's qform (its quaternion and offsets, whatever its code) is no rotation
+    and shift, None where it is one: b^2 + c^2 + d^2 may exceed 1 by nibabel's rounding slack
+    (3 float32 epsilons), no more, as nibabel reads no qform beyond it."""
+    quaternion = np.asarray([header[k] for k in ("quatern_b", "quatern_c", "quatern_d")], dtype=np.float64)
+    offsets = np.asarray([header[k] for k in ("qoffset_x", "qoffset_y", "qoffset_z")], dtype=np.float64)
+    if not (np.isfinite(quaternion).all() and np.isfinite(offsets).all()):
+        return "qform quaternion or offset not finite"
+    if (norm := float(quaternion @ quaternion)) > 1 + abs(float(header.quaternion_threshold)):
+        return f"qform quaternion (b, c, d) of squared length {norm:.7g}, more than 1: not a rotation"
+    return None
+
+
+def header_problems(header, pixdim_spacing: bool = True) -> list[str]:
     """What makes a NIfTI header's geometry unusable, as stored (before nibabel's repairs): the
-    spatial pixdim values, and the quaternion, offsets and sform rows where their codes say they
-    are in use. Empty when the geometry is sound."""
+    spatial pixdim values where they give the voxel spacing (pixdim_spacing: the reader takes it
+    from them, as the organisers' scripts do) or the affine (no sform in use); the quaternion and
+    offsets where the qform is the affine (qform_code > 0, sform_code 0); the sform rows where
+    sform_code > 0. Empty when the geometry in use is sound; header_doubts names unused parts
+    that are not."""
     problems = []
     ndim = int(header["dim"][0])
-    if 1 <= ndim <= 7:
+    sform_used = int(header["sform_code"]) > 0
+    if 1 <= ndim <= 7 and (pixdim_spacing or not sform_used):
         problem = spacing_problem("voxel spacing (pixdim)", header["pixdim"][1:1 + min(ndim, 3)])
         if problem:
             problems.append(problem)
-    if int(header["qform_code"]) > 0:
-        quaternion = [header[k] for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")]
-        if not np.isfinite(np.asarray(quaternion, dtype=np.float64)).all():
-            problems.append("qform quaternion or offset not finite")
-    if int(header["sform_code"]) > 0:
+    if int(header["qform_code"]) > 0 and not sform_used and (problem := qform_problem(header)):
+        problems.append(problem)
+    if sform_used:
         rows = np.concatenate([header[k] for k in ("srow_x", "srow_y", "srow_z")]).astype(np.float64)
         if not np.isfinite(rows).all():
             problems.append("sform not finite")
@@ -171,24 +190,39 @@ FORMS_APART_MM = 0.1  # an sform and a qform placing a corner voxel further apar
 def header_doubts(header, shape: tuple[int, ...]) -> list[str]:
     """What in a usable NIfTI header may place the voxels other than its maker meant, one line
     each: spatial units other than mm (the spacing is read as mm all the same, as the organisers'
-    scripts read it), an sform and a qform in use that put the volume's corners more than
-    FORMS_APART_MM apart (the sform is used, as nibabel and the organisers' scripts use it), and
-    neither in use (nibabel then places the voxels along -x, y, z: LAS, which may be wrong)."""
+    scripts read it); beside an sform in use (which nibabel and the organisers' scripts use), a
+    qform in use that is no rotation or that puts the volume's corners more than FORMS_APART_MM
+    away, and spatial pixdim values other than the sform's voxel sizes (the organisers' scripts
+    take the spacing for NSD from pixdim); neither form in use (nibabel then places the voxels
+    along -x, y, z: LAS, which may mirror left and right)."""
     if not hasattr(header, "get_xyzt_units") or not hasattr(header, "get_qform"):
         return []  # not a NIfTI header
     doubts = []
     unit = header.get_xyzt_units()[0]
     if unit in ("meter", "micron"):
         doubts.append(f"spatial units '{unit}' in the header: the spacing is read as mm, as the organisers' scripts read it")
-    (sform, s_code), (qform, q_code) = header.get_sform(coded=True), header.get_qform(coded=True)
+    s_code, q_code = int(header["sform_code"]), int(header["qform_code"])
     if not s_code and not q_code:
         doubts.append("neither a qform nor an sform in the header (both codes 0): the orientation is unknown and "
-                      "read as nibabel reads it, LAS (the voxel axes along -x, y, z)")
-    if s_code and q_code and sform is not None and qform is not None:
-        corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
-        apart = float(np.linalg.norm((corners @ sform.T - corners @ qform.T)[:, :3], axis=1).max())
-        if apart > FORMS_APART_MM:
-            doubts.append(f"the sform and the qform place the voxels up to {apart:.3g} mm apart: the sform is used")
+                      "read as nibabel reads it, LAS (the voxel axes along -x, y, z): left and right may be mirrored")
+    if not s_code:
+        return doubts
+    sform = header.get_sform()
+    spatial = min(max(int(header["dim"][0]), 1), 3)  # a 2D image's third pixdim is no voxel size
+    sizes = np.sqrt((sform[:3, :spatial] ** 2).sum(axis=0))
+    pixdim = np.asarray(header["pixdim"][1:1 + spatial], dtype=np.float64)
+    if not np.allclose(pixdim, sizes, rtol=1e-4, atol=AFFINE_TOLERANCE_MM):
+        doubts.append(f"pixdim {' x '.join(f'{v:g}' for v in pixdim)} mm differs from the sform's voxel sizes "
+                      f"{' x '.join(f'{v:.4g}' for v in sizes)} mm: the sform is used (the organisers' scripts take "
+                      "the spacing for NSD from pixdim)")
+    if not q_code:
+        return doubts
+    if problem := qform_problem(header):
+        return [*doubts, f"{problem}: the sform is used"]
+    corners = np.array([[i, j, k, 1] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    apart = float(np.linalg.norm((corners @ sform.T - corners @ header.get_qform().T)[:, :3], axis=1).max())
+    if apart > FORMS_APART_MM:
+        doubts.append(f"the sform and the qform place the voxels up to {apart:.3g} mm apart: the sform is used")
     return doubts
 
 
@@ -199,6 +233,16 @@ def affine_problems(affine: np.ndarray | None) -> list[str]:
         return ["affine not finite"]
     problem = spacing_problem("affine voxel sizes", np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
     return [problem] if problem else []
+
+
+def _affine_refusal(header, problems: list[str]) -> str:
+    """The line refusing a header whose affine is unusable: which form gave it, and where the sform
+    gave it beside a sound qform, how to use the qform instead."""
+    s_code, q_code = int(header["sform_code"]), int(header["qform_code"])
+    line = f"{'sform' if s_code else 'qform' if q_code else 'pixdim'}: {'; '.join(problems)}"
+    if s_code and q_code and qform_problem(header) is None and not affine_problems(header.get_qform()):
+        line += " (the qform is sound: set sform_code to 0 to use it)"
+    return line
 
 
 class Message(str):
@@ -410,9 +454,10 @@ def _open(path: Path, messages: list[Message]) -> IO[bytes]:
 
 
 @contextmanager
-def nifti_image(path: Path) -> Iterator[tuple[nib.spatialimages.SpatialImage, list[Message]]]:
+def nifti_image(path: Path, pixdim_spacing: bool = True) -> Iterator[tuple[nib.spatialimages.SpatialImage, list[Message]]]:
     """Open a NIfTI-1/2 file (.nii or .nii.gz; gzip-compressed or not whatever its name says) whose
-    stored header has sound geometry; yields (image, the messages of reading it: nibabel's, and
+    stored header has sound geometry (header_problems; pixdim_spacing: the reader takes the voxel
+    spacing from pixdim, not only from the affine); yields (image, the messages of reading it: nibabel's, and
     gzip's about the file). Read the data inside the block: the file is closed after it, a gzip
     stream having been read to its end first, so a bad CRC or length raises there, and bytes after
     the stream are noted (not refused: nibabel reads such files). InputError for a refused header;
@@ -425,15 +470,14 @@ def nifti_image(path: Path) -> Iterator[tuple[nib.spatialimages.SpatialImage, li
             naming = [str(m) for m in messages if m.source == "gzip"]
             raise InputError("not a NIfTI-1 or NIfTI-2 file" + (f" ({naming[0]})" if naming else ""))
         stream.seek(0)
-        problems = header_problems(klass.header_class.from_fileobj(stream, check=False))
+        problems = header_problems(klass.header_class.from_fileobj(stream, check=False), pixdim_spacing)
         if problems:
             raise InputError("; ".join(problems))
         stream.seek(0)
         holder = FileHolder(filename=str(path), fileobj=stream)
         image = klass.from_file_map({"image": holder, "header": holder})
-        problems = affine_problems(image.affine)
-        if problems:
-            raise InputError("; ".join(problems))
+        if problems := affine_problems(image.affine):
+            raise InputError(_affine_refusal(image.header, problems))
         yield image, messages
         raw = getattr(stream, "raw", None)
         if isinstance(raw, GzipMembers):

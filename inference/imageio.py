@@ -63,7 +63,7 @@ def read_ct(path: Path) -> CT:
     warnings, each after its source ("nibabel: ...", "numpy: ...", "gzip: ..."). The file is closed
     on return: `CT.image` serves its header, affine and shape, the voxels are in `CT.data`."""
     try:
-        with nifti_image(Path(path)) as (image, messages):
+        with nifti_image(Path(path), pixdim_spacing=False) as (image, messages):  # the spacing is the affine's
             ct = to_canonical(image)
     except InputError:
         raise

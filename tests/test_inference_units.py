@@ -60,7 +60,7 @@ def test_read_ct_repairs_non_finite_voxels_and_refuses_bad_files(tmp_path):
     ct = read_ct(tmp_path / "nan.nii.gz")
     assert np.isfinite(ct.data).all() and "3 NaN/inf voxels" in ct.warnings[0]
 
-    nib.save(nib.Nifti1Image(np.zeros((4, 4), np.int16), np.eye(4)), str(tmp_path / "flat.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros(4, np.int16), np.eye(4)), str(tmp_path / "flat.nii.gz"))  # a line (2D: a slice)
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)), str(tmp_path / "series.nii.gz"))
     (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08garbage")
     header = nib.Nifti1Header()

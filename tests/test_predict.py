@@ -144,7 +144,9 @@ def test_bad_inputs_fail_alone(tmp_path, weights, capsys):
     inputs.mkdir()
     good = synthetic_ct(inputs, "good_0000.nii.gz")
     (inputs / "corrupt_0000.nii.gz").write_bytes(b"\x1f\x8b\x08 broken")
-    nib.save(nib.Nifti1Image(np.zeros((32, 32), np.int16), np.eye(4)), str(inputs / "flat_0000.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros(32, np.int16), np.eye(4)), str(inputs / "flat_0000.nii.gz"))  # a line
+    nib.save(nib.Nifti1Image(np.asarray(nib.load(good).dataobj)[:, :, 8], nib.load(good).affine),
+             str(inputs / "slice_0000.nii.gz"))  # 2D: one slice
     nib.save(nib.Nifti1Image(np.zeros((32, 32, 16, 2), np.int16), np.eye(4)), str(inputs / "series_0000.nii.gz"))
     img = nib.load(good)
     data = np.asarray(img.dataobj).astype(np.float32)
@@ -154,13 +156,14 @@ def test_bad_inputs_fail_alone(tmp_path, weights, capsys):
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., None, None], img.affine), str(inputs / "five_0000.nii.gz"))
     assert run(inputs, outputs, weights) == 1
     written = sorted(p.name for p in outputs.iterdir())
-    assert written == ["five.nii.gz", "good.nii.gz", "nan.nii.gz", "single.nii.gz"]  # nothing partial, nothing else
+    assert written == ["five.nii.gz", "good.nii.gz", "nan.nii.gz", "single.nii.gz", "slice.nii.gz"]  # nothing partial
     assert nib.load(outputs / "single.nii.gz").shape == img.shape + (1,)
+    assert nib.load(outputs / "slice.nii.gz").shape == img.shape[:2]
     assert nib.load(outputs / "five.nii.gz").shape == img.shape + (1, 1)  # one volume, more axes of length 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 3 and all(re.match(r"error: (corrupt|flat|series)_0000\.nii\.gz: ", e) for e in errors)
-    assert "warning: nan_0000.nii.gz:" in err and "4 of 7 case(s) written" in err
+    assert "warning: nan_0000.nii.gz:" in err and "5 of 8 case(s) written" in err
 
 
 def test_coarse_stage_finding_nothing_gives_an_empty_mask(tmp_path, blind_weights, capsys):

@@ -162,7 +162,7 @@ def test_bad_cases_are_reported_and_the_rest_scored(tmp_path, capsys):
     assert "missing" in problems["case_0.nii.gz"]
     assert "unreadable" in problems["case_1.nii.gz"]
     assert "shape" in problems["case_2.nii.gz"]
-    assert "3D" in problems["case_3.nii.gz"]
+    assert "shape (48, 48, 1) differs" in problems["case_3.nii.gz"]  # a 2D file is one slice
     assert "[9]" in problems["case_4.nii.gz"]
     assert "ground truth" in problems["case_6.nii.gz"]
     warnings = {w["case"]: w["warning"] for w in summary["warnings"]}
