@@ -62,7 +62,7 @@ from bench.record import cpu_description, package_version, publish, require_docs
 from bench.shared_data import REAL_CT
 from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
 from bench.yardstick import faster_heap, yardsticks
-from evaluation.efficiency import Submission, command_gpus, run_case
+from evaluation.efficiency import Measurement, Submission, command_gpus, run_case
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
 from evaluation.rules import get_rules
@@ -210,7 +210,7 @@ def cold_round(cases: list[Path], weights: Path, device: torch.device, precision
                    f"--weights {shlex.quote(str(weights))} --device {device.type} --precision {precision} --backend {backend} "
                    f"--report {shlex.quote(str(report))}")
         row, _ = run_case(case, Submission(command=command, gpu=index, cuda_visible=visible), out,
-                          get_rules("flare22").efficiency, gpu, interval_s=0.05, timeout_s=TIMEOUT_S)
+                          Measurement(get_rules("flare22").efficiency, gpu, interval_s=0.05, timeout_s=TIMEOUT_S))
         if row["Status"] != "ok":
             raise RuntimeError(f"{case.name}: {row['Status']}: {row['Detail']}")
         predicted = json.loads(report.read_text())

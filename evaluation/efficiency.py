@@ -44,7 +44,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -73,7 +73,7 @@ from evaluation.usage import (
 from flare_common import cli
 from flare_common.errors import InputError, describe_error
 from flare_common.files import write_atomic
-from flare_common.nifti import MISCASED, folder_cases, is_nifti, miscased_nifti, output_name, volume_shape
+from flare_common.nifti import MISCASED, case_stem, folder_cases, is_nifti, miscased_nifti, output_name, volume_shape
 
 KILL_GRACE_S = 5.0
 DOCKER_KILL_S = 30.0  # how long `docker kill` may take before the case's processes are killed anyway
@@ -161,31 +161,45 @@ def _check_output(output: Path, case: Path) -> tuple[str, str]:
     return "ok", ""
 
 
-def run_case(case: Path, submission: Submission, out: Path, rules: EfficiencyRules, gpu: GpuMemory | None,
-             interval_s: float, timeout_s: float, policy: str = DEFAULT_FAILURE_POLICY, baseline_s: float = 1.0,
-             busy_cpu_pct: float = BUSY_CPU_PCT, readings: Readings | None = None,
-             areas: str = AREAS[0]) -> tuple[dict, pd.DataFrame]:
+@dataclass(frozen=True)
+class Measurement:
+    """How each case is measured: the year's efficiency rules; the GPU NVML reads (None: no GPU
+    measured); the sampling interval and the timeout (s); the failure policy (FAILURE_POLICIES);
+    how long the machine is watched before each case (s, the idle check; 0: off) and the system
+    CPU (%) above which it counts as busy; how areas are computed (AREAS); the count of failed
+    readings every case's sampler adds to."""
+
+    rules: EfficiencyRules
+    gpu: GpuMemory | None
+    interval_s: float
+    timeout_s: float
+    policy: str = DEFAULT_FAILURE_POLICY
+    baseline_s: float = 1.0
+    busy_cpu_pct: float = BUSY_CPU_PCT
+    areas: str = AREAS[0]
+    readings: Readings = field(default_factory=Readings)
+
+
+def run_case(case: Path, submission: Submission, out: Path, measurement: Measurement) -> tuple[dict, pd.DataFrame]:
     """Run the submission on one case in fresh folders (a hidden folder of its own in `out`,
-    removed after), sampled; returns its row and its samples.
+    removed after), sampled as `measurement` says; returns its row and its samples.
 
     The case's output of an earlier run is removed from OUT/predictions first. The machine is
     watched for baseline_s seconds (the idle check). The case ends when the started process exits
     (or is killed at the timeout); whatever it leaves running is killed then and counted in
-    Detail. Failing readings are NaN, counted in `readings`. The case's time ends when the process
-    is seen to exit or the timeout fires (not after the kill). `areas`: one of AREAS."""
+    Detail. Failing readings are NaN, counted in the measurement's readings. The case's time ends
+    when the process is seen to exit or the timeout fires (not after the kill)."""
     name = output_name(case)
     (out / "predictions" / name).unlink(missing_ok=True)  # never scored on an earlier run's output
-    work = Path(tempfile.mkdtemp(prefix=f".work-{name.removesuffix('.nii.gz')}-", dir=out))  # the case's alone
+    work = Path(tempfile.mkdtemp(prefix=f".work-{case_stem(name)}-", dir=out))  # the case's alone
     try:
-        return _run_in(work, case, name, submission, out, rules, gpu, interval_s, timeout_s, policy, baseline_s,
-                       busy_cpu_pct, readings or Readings(), areas)
+        return _run_in(work, case, name, submission, out, measurement)
     finally:  # a finished case, an error (a full disk), Ctrl-C: the case's folders go
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run_in(work: Path, case: Path, name: str, submission: Submission, out: Path, rules: EfficiencyRules,
-            gpu: GpuMemory | None, interval_s: float, timeout_s: float, policy: str, baseline_s: float,
-            busy_cpu_pct: float, readings: Readings, areas: str) -> tuple[dict, pd.DataFrame]:
+def _run_in(work: Path, case: Path, name: str, submission: Submission, out: Path,
+            m: Measurement) -> tuple[dict, pd.DataFrame]:
     """run_case in the case's own folder `work`."""
     inputs, outputs = work / "inputs", work / "outputs"
     inputs.mkdir()
@@ -195,12 +209,12 @@ def _run_in(work: Path, case: Path, name: str, submission: Submission, out: Path
     except OSError as exc:  # a broken link, an unreadable file
         raise InputError(f"input {case.name} could not be read ({describe_error(exc)})") from None
     container = f"flare-eval-{uuid.uuid4().hex[:12]}"
-    log = out / "logs" / f"{name.removesuffix('.nii.gz')}.log"
-    base = baseline.measure(gpu, baseline_s, interval_s, readings)
-    busy = baseline.busy_reasons(base, busy_cpu_pct)
+    log = out / "logs" / f"{case_stem(name)}.log"
+    base = baseline.measure(m.gpu, m.baseline_s, m.interval_s, m.readings)
+    busy = baseline.busy_reasons(base, m.busy_cpu_pct)
     attached: list[ProcessTree | None] = [None]
     processes = CaseProcesses()
-    sampler = Sampler(gpu, tree=lambda: attached[0], interval_s=interval_s, readings=readings).start()
+    sampler = Sampler(m.gpu, tree=lambda: attached[0], interval_s=m.interval_s, readings=m.readings).start()
     start = time.perf_counter()
     try:
         with open(log, "w") as log_file:
@@ -213,7 +227,7 @@ def _run_in(work: Path, case: Path, name: str, submission: Submission, out: Path
                     if attached[0] is None and time.perf_counter() >= next_attach:
                         attached[0] = submission.tree(proc, container, processes)
                         next_attach = time.perf_counter() + ATTACH_RETRY_S
-                    if time.perf_counter() - start > timeout_s:
+                    if time.perf_counter() - start > m.timeout_s:
                         timed_out, wall = True, time.perf_counter() - start
                         submission.kill(proc, container, processes)
                         break
@@ -230,7 +244,7 @@ def _run_in(work: Path, case: Path, name: str, submission: Submission, out: Path
     left_behind = 0 if timed_out else (processes.kill() if processes.processes(search_session=True) else 0)
     processes.reap()  # orphans that ended by themselves
     if timed_out:
-        status, detail = "timeout", f"killed after {timeout_s:g} s"
+        status, detail = "timeout", f"killed after {m.timeout_s:g} s"
     elif proc.returncode != 0:
         status, detail = "crashed", f"exit code {proc.returncode} (see logs/{log.name})"
     else:
@@ -239,8 +253,8 @@ def _run_in(work: Path, case: Path, name: str, submission: Submission, out: Path
         detail = "; ".join(filter(None, [detail, f"{left_behind} process(es) still running at the exit were killed"]))
     if status == "ok":
         shutil.copy2(outputs / name, out / "predictions" / name)
-    step = interval_s if areas == "official" else None
-    return case_figures(name, samples, wall, status, detail, rules, policy, base, busy, step), samples
+    step = m.interval_s if m.areas == "official" else None
+    return case_figures(name, samples, wall, status, detail, m.rules, m.policy, base, busy, step), samples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,7 +393,7 @@ RESULT_FOLDERS = {"predictions": ".nii.gz", "logs": ".log", "samples": ".csv"}  
 def stale_results(out: Path, cases: list[Path]) -> list[Path]:
     """The files in OUT's per-case folders (RESULT_FOLDERS) that belong to no case of this run
     (an earlier run's)."""
-    stems = {output_name(case).removesuffix(".nii.gz") for case in cases}
+    stems = {case_stem(output_name(case)) for case in cases}
     return sorted(p for folder, suffix in RESULT_FOLDERS.items() for p in (out / folder).iterdir()
                   if p.is_file() and p.name.removesuffix(suffix) not in stems)
 
@@ -410,41 +424,46 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = check_run_arguments(parser, args, args.out / "predictions")
     cli.refuse_unwritable(parser, "--out", args.out, folder=True)
+    return run(args, cases, args.out)
+
+
+def run(args: argparse.Namespace, cases: list[Path], out: Path) -> int:
+    """Run and measure the submission on each case into OUT, as the options of add_run_arguments
+    in `args` say (checked by check_run_arguments, which gave `cases`); prints a line per case and
+    the verdict; exit code 0 when every case ran and no limit or reading failed, else 1."""
     rules = get_rules(args.rules)
     for sub in RESULT_FOLDERS:
-        (args.out / sub).mkdir(parents=True, exist_ok=True)
-    stale = stale_results(args.out, cases)
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    stale = stale_results(out, cases)
     for path in stale:
         path.unlink()
     if stale:
-        print(f"notice: removed {len(stale)} file(s) of an earlier run from {args.out}'s {', '.join(RESULT_FOLDERS)} "
+        print(f"notice: removed {len(stale)} file(s) of an earlier run from {out}'s {', '.join(RESULT_FOLDERS)} "
               "(cases not in --inputs)", file=sys.stderr)
     gpu_index, gpu = choose_gpu(args.gpu)
     submission = Submission(args.image, args.command, args.docker, gpu_index,
                             command_gpus(gpu_index, gpu, hide=args.gpu == GPU_NONE), args.memory, args.isolated,
                             rules.efficiency.docker_args)
-    readings = Readings()
+    measurement = Measurement(rules.efficiency, gpu, args.interval, args.timeout, args.failures, args.baseline,
+                              args.busy_cpu, args.areas)
     head = {"rules": rules.name, "submission": args.image or args.command, "gpu_index": gpu_index,
             "gpu": gpu.name if gpu else None, "interval_s": args.interval, "timeout_s": args.timeout,
             "failures": args.failures, "areas": args.areas, "baseline_s": args.baseline, "busy_cpu_pct": args.busy_cpu,
-            "cases_planned": len(cases), "failed_readings": readings.failed}
+            "cases_planned": len(cases), "failed_readings": measurement.readings.failed}
 
     rows: list[dict] = []
-    summary = write_results(args.out, rows, head, rules.efficiency)  # a run stopped in its first case says so
+    summary = write_results(out, rows, head, rules.efficiency)  # a run stopped in its first case says so
     with subreaper():
         for case in cli.progress(cases, desc="running", unit="case"):
             try:
-                row, samples = run_case(case, submission, args.out, rules.efficiency, gpu, args.interval,
-                                        args.timeout, args.failures, args.baseline, args.busy_cpu, readings,
-                                        args.areas)
+                row, samples = run_case(case, submission, out, measurement)
             except Exception as exc:  # the harness's own failure on this case: the others still run
-                (args.out / "predictions" / output_name(case)).unlink(missing_ok=True)
+                (out / "predictions" / output_name(case)).unlink(missing_ok=True)
                 row, samples = harness_error_row(case, exc, rules.efficiency, args.failures), pd.DataFrame(
                     columns=list(COLUMNS))
-            stem = row["Name"].removesuffix(".nii.gz")
-            write_atomic(args.out / "samples" / f"{stem}.csv", samples.to_csv(index=False))
+            write_atomic(out / "samples" / f"{case_stem(row['Name'])}.csv", samples.to_csv(index=False))
             rows.append(row)
-            summary = write_results(args.out, rows, head, rules.efficiency)
+            summary = write_results(out, rows, head, rules.efficiency)
             print(_case_line(row), flush=True)
             if row["Machine"].startswith("busy"):
                 print(f"warning: {row['Name']}: the machine was not idle before the start ({row['Machine'][6:]}): the "

@@ -157,19 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the team's name in the report and the ranking (default: the --out folder's name)")
     efficiency.add_run_arguments(parser)
     args = parser.parse_args(argv)
-    efficiency.check_run_arguments(parser, args, args.out / "efficiency" / "predictions")  # flare-run's usage line
+    cases = efficiency.check_run_arguments(parser, args, args.out / "efficiency" / "predictions")  # flare-run's usage
     gt_files = score.ground_truth_files(parser, args.gt)
     cli.refuse_unwritable(parser, "--out", args.out, folder=True)
     team = args.name or args.out.resolve().name
     rules = get_rules(args.rules)
-    how_args = ["--image", args.image] if args.image else ["--command", args.command]
-    efficiency_code = efficiency.main(["--inputs", str(args.inputs), "--out", str(args.out / "efficiency"), *how_args,
-                                       "--rules", args.rules, "--gpu", str(args.gpu), "--interval", str(args.interval),
-                                       "--timeout", str(args.timeout), "--docker", args.docker,
-                                       *(["--memory", args.memory] if args.memory else []),
-                                       *(["--isolated"] if args.isolated else []),
-                                       "--failures", args.failures, "--baseline", str(args.baseline),
-                                       "--busy-cpu", str(args.busy_cpu), "--areas", args.areas])
+    efficiency_code = efficiency.run(args, cases, args.out / "efficiency")
     scored = score.score_folders(gt_files, args.out / "efficiency" / "predictions",
                                  args.out / "accuracy", rules)
 

@@ -407,10 +407,10 @@ def test_run_passes_every_efficiency_option_on(tmp_path, monkeypatch):
     class Handed(Exception):
         pass
 
-    def efficiency_main(argv):
-        raise Handed(argv)
+    def efficiency_run(args, cases, out):
+        raise Handed(args, cases, out)
 
-    monkeypatch.setattr(run.efficiency, "main", efficiency_main)
+    monkeypatch.setattr(run.efficiency, "run", efficiency_run)
     (tmp_path / "gt").mkdir()
     (tmp_path / "gt" / "case.nii.gz").write_bytes(b"")  # a ground truth is looked for before the run starts
     (tmp_path / "case_0000.nii.gz").write_bytes(b"")  # and an input image
@@ -418,12 +418,12 @@ def test_run_passes_every_efficiency_option_on(tmp_path, monkeypatch):
         run.main(["--inputs", str(tmp_path), "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "out"),
                   "--command", "sh predict.sh {inputs} {outputs}", "--memory", "12g", "--gpu", "1", "--timeout", "60",
                   "--failures", "official", "--baseline", "0", "--busy-cpu", "50", "--rules", "flare22"])
-    argv = handed.value.args[0]
-    given = dict(zip(argv[::2], argv[1::2]))
-    assert {k: given[k] for k in ("--memory", "--gpu", "--failures", "--baseline", "--busy-cpu", "--rules")} == {
-        "--memory": "12g", "--gpu": "1", "--failures": "official", "--baseline": "0.0", "--busy-cpu": "50.0",
-        "--rules": "flare22"}
-    assert float(given["--timeout"]) == 60 and given["--command"] == "sh predict.sh {inputs} {outputs}"
+    args, cases, out = handed.value.args
+    assert {k: getattr(args, k) for k in ("memory", "gpu", "timeout", "failures", "baseline", "busy_cpu", "rules")} == {
+        "memory": "12g", "gpu": 1, "timeout": 60.0, "failures": "official", "baseline": 0.0, "busy_cpu": 50.0,
+        "rules": "flare22"}
+    assert cases == [tmp_path / "case_0000.nii.gz"] and out == tmp_path / "out" / "efficiency"
+    assert args.command == "sh predict.sh {inputs} {outputs}"
 
 
 def test_usage_errors_name_flare_runs_own_usage(data, tmp_path, capsys):
