@@ -6,10 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from inference.defaults import DEFAULT_WEIGHTS
+
 MIN_CT_SIDE = 16
-BACKEND_CHOICES = ("auto", "torch", "openvino")
 BACKEND_HELP = ("what runs the networks; auto: OpenVINO on the CPU where installed (in fp32 or bf16, as --precision "
                 "decides), else torch (default)")
+
+
+def add_weights(parser: argparse.ArgumentParser) -> None:
+    """--weights: the checkpoint a benchmark runs (default: the shipped one)."""
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from bench.record import exit_description, machine_line
+from flare_common import cli
 from flare_common.cli import at_least
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

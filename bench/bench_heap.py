@@ -41,13 +41,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bench.arguments import checked_inputs, parse_shape
+from bench.arguments import add_weights, checked_inputs, parse_shape
 from bench.bench_submission import PAPER_SIZES, REAL_CT, ROOT, header, make_inputs, prepared
 from bench.record import exit_description, publish, require_docs_sections
+from flare_common import cli
 from flare_common.cli import at_least
 from flare_common.nifti import output_name
 from inference import openvino_runtime
-from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, PRECISIONS
+from inference.defaults import BACKENDS, PRECISIONS
 
 JEMALLOC = ctypes.util.find_library("jemalloc")
 ALL_CASES = "all cases in one process"
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="phantom CTs to make, XxYxZ voxels (default 512x512x160 512x512x300)")
     parser.add_argument("--real", nargs="*", type=Path, metavar="FILE",
                         help="real CTs to add (default: the one beside the checkout, when it is there)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
+    add_weights(parser)
     parser.add_argument("--sizes", nargs="+", default=[str(PAPER_SIZES["coarse"][0]), str(PAPER_SIZES["fine"][0])],
                         help="the networks' input sizes, coarse then fine, or 'checkpoint' (default: the paper's)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
@@ -209,4 +210,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -22,6 +22,7 @@ import torch
 
 from bench.arguments import shape_text
 from bench.record import cpu_description, require_docs_sections, write_section
+from flare_common import cli
 from flare_common.cli import at_least
 from inference.networks import CoarseUNet, EfficientSegNet
 from inference.preprocessing import Normalisation
@@ -98,4 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -24,6 +24,7 @@ import numpy as np
 from bench.arguments import shape_text
 from bench.record import machine_line
 from evaluation.synthetic import case_pair
+from flare_common import cli
 from flare_common.cli import at_least
 from flare_common.labels import label_names
 from inference.postprocessing import Postprocessing, components_kept, keep_largest_components, organ_components
@@ -82,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from scipy.special import expit, logit
 
-from bench.arguments import BACKEND_CHOICES, BACKEND_HELP, parse_shape, shape_text
+from bench.arguments import BACKEND_HELP, add_weights, parse_shape, shape_text
 from bench.bench_submission import PAPER_SIZES, ROOT, header, make_inputs, prepared
 from bench.peak_memory import own_peak_rss_mb
 from bench.record import exit_description, publish, require_docs_sections
@@ -53,7 +53,7 @@ from flare_common import cli
 from flare_common.nifti import output_name
 from inference import openvino_runtime
 from inference.checkpoint import load
-from inference.defaults import DEFAULT_WEIGHTS
+from inference.defaults import BACKENDS, PRECISIONS
 from inference.imageio import read_ct
 from inference.pipeline import Segmenter
 from inference.postprocessing import keep_largest_components, labels_at_size
@@ -237,15 +237,16 @@ def peak_rss(row: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_sliding_window", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
+    add_weights(parser)
     parser.add_argument("--sizes", type=int, nargs=2, default=[PAPER_SIZES["coarse"][0], PAPER_SIZES["fine"][0]],
                         metavar="SIDE", help="coarse and fine input sides (default: the paper's, %(default)s)")
     parser.add_argument("--shape", type=parse_shape, default=(512, 512, 160), metavar="XxYxZ",
                         help="the phantom CT's shape (default 512x512x160)")
     parser.add_argument("--input", type=Path, help="a CT file instead of the phantom")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="auto", help="as predict's --precision (default %(default)s)")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="as predict's --precision (default %(default)s)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--overlap", type=cli.finite_float, default=0.5, help="of a window (default %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "sliding_window", help="work folder")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
@@ -310,4 +311,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

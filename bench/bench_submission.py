@@ -57,7 +57,7 @@ from typing import TypeVar
 
 import torch
 
-from bench.arguments import BACKEND_CHOICES, BACKEND_HELP, checked_inputs, parse_shape, shape_text
+from bench.arguments import BACKEND_HELP, add_weights, checked_inputs, parse_shape, shape_text
 from bench.record import cpu_description, package_version, publish, require_docs_sections
 from bench.shared_data import REAL_CT
 from bench.stamp import PHANTOM_SOURCES, is_current, sources_digest, write_stamp
@@ -66,10 +66,12 @@ from evaluation.efficiency import Measurement, Submission, command_gpus, run_cas
 from evaluation.metrics import dice
 from evaluation.nvml import GpuMemory
 from evaluation.rules import get_rules
+from flare_common import cli
 from flare_common.cli import at_least
+from flare_common.nifti import image_name
 from inference import openvino_runtime
 from inference.checkpoint import Models, load, save
-from inference.defaults import DEFAULT_WEIGHTS
+from inference.defaults import BACKENDS, PRECISIONS
 from inference.heap import choose_heap, keep_freed_memory
 from inference.imageio import read_ct
 from inference.networks import CoarseConfig, FineConfig
@@ -94,7 +96,7 @@ def make_inputs(folder: Path, shapes: list[tuple[int, int, int]], real: list[Pat
     cases = []
     for shape in shapes:
         name = f"phantom_{shape_text(shape)}"
-        path = folder / f"{name}_0000.nii.gz"
+        path = folder / image_name(name)
         made_from = {"shape": list(shape), "spacing": list(SPACING), "seed": PHANTOM_SEED, "case": 0,
                      "generator": generator}
         if not is_current(path, made_from):
@@ -166,17 +168,17 @@ def recorded_arguments(argv: list[str]) -> list[str]:
 
 
 def header(module: str, argv: list[str] | None, device: torch.device, weights: Path, models: Models,
-           precision: str, backend: str, probe_s: dict[str, float] | None = None, heap: str | None = None) -> dict:
+           precision: str, backend: str, probe_s: dict[str, float] | None = None) -> dict:
     """What a benchmark's result says first: its command, the date, the machine and software (torch,
     OpenVINO and ISA-L's versions, None where not installed), and what ran (weights, their sizes,
-    precision and OpenVINO's probe that chose it, backend, the C heap where one was set)."""
+    precision and OpenVINO's probe that chose it, backend; the C heap, None until a benchmark sets one)."""
     return {"command": f"python -m {module} " + " ".join(recorded_arguments(argv if argv is not None else sys.argv[1:])),
             "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "openvino": package_version("openvino"), "isal": package_version("isal"),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "weights": weights.name, "trained_on": models.trained_on, "precision": precision,
-            "precision_probe_s": probe_s or {}, "backend": backend, "heap": heap,
+            "precision_probe_s": probe_s or {}, "backend": backend, "heap": None,
             "sizes": {stage: shape_text(models.network(stage).config.input_size) for stage in models.stages()}}
 
 
@@ -381,7 +383,7 @@ def tables(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_submission", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
+    add_weights(parser)
     parser.add_argument("--sizes", nargs="+", default=[str(PAPER_SIZES["coarse"][0]), str(PAPER_SIZES["fine"][0])],
                         metavar="SIDE", help="coarse and fine input sides to run the networks at, or 'checkpoint' "
                                              "(default: the paper's, %(default)s)")
@@ -390,8 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", nargs="*", type=Path, metavar="FILE",
                         help=f"real CTs to add (default: {REAL_CT.relative_to(ROOT.parent)} when present)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="auto", help="as predict's --precision (default %(default)s)")
-    parser.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="as predict's --precision (default %(default)s)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--repeats", type=at_least(1), default=2,
                         help="timed yardstick passes after a warm-up (default 2)")
     parser.add_argument("--cold-runs", type=at_least(1), default=3,
@@ -450,4 +453,4 @@ def measure(args: argparse.Namespace, argv: list[str] | None, sizes: dict[str, t
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

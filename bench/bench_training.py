@@ -23,6 +23,7 @@ import torch
 
 from bench.peak_memory import own_peak_rss_mb
 from bench.record import cpu_description, exit_description, require_docs_sections, write_section
+from flare_common import cli
 from flare_common.cli import at_least
 
 
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

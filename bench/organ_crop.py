@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from flare_common import cli
-from flare_common.nifti import AFFINE_TOLERANCE_MM, CHANNEL_SUFFIX, nifti_files
+from flare_common.nifti import AFFINE_TOLERANCE_MM, image_name, nifti_files
 from training.data import (
     PATHOLOGICAL_LIST,
     Case,
@@ -63,7 +63,7 @@ def labelled_cases(root: Path) -> tuple[list[Case], list[str]]:
     cases = []
     for label in nifti_files(labels_dir):
         name = case_name(label.name)
-        cases.append(Case(name, images.get(name, images_dir / f"{name}{CHANNEL_SUFFIX}.nii.gz"), label))
+        cases.append(Case(name, images.get(name, images_dir / image_name(name)), label))
     return cases, sorted(set(images) - {c.name for c in cases})
 
 
@@ -82,7 +82,7 @@ def crop_case(case: Case, box_labels: Path, organ: int, margin_mm: tuple[float, 
     box = crop_box(np.asarray(source.dataobj) == organ, spacing, margin_mm, rng)
     if box is None:
         return False
-    nib.save(image.slicer[box], out / "images" / f"{case.name}{CHANNEL_SUFFIX}.nii.gz")
+    nib.save(image.slicer[box], out / "images" / image_name(case.name))
     nib.save(labels.slicer[box], out / "labels" / f"{case.name}.nii.gz")
     return True
 

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from bench.arguments import add_weights
 from bench.record import markdown_table
 from evaluation.metrics import dice
 from flare_common import cli
 from flare_common.errors import InputError
 from flare_common.labels import label_names
 from inference.checkpoint import load
-from inference.defaults import DEFAULT_WEIGHTS
 from inference.imageio import read_ct
 from inference.pipeline import Segmenter
 from inference.torch_runtime import TorchNetworks
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.organ_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ct", type=Path, required=True, help="the CT (NIfTI, HU)")
     parser.add_argument("--labels", type=Path, required=True, help="its reference labels (FLARE21 numbering)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
+    add_weights(parser)
     parser.add_argument("--organ", type=int, default=4, help="label to paint over (default %(default)s: pancreas)")
     parser.add_argument("--hu", type=cli.finite_float, nargs="*", default=[45.0, 100.0],
                         help="values to paint (default: 45 lean non-contrast, 100 enhanced; none: no painted variant)")

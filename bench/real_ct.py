@@ -54,12 +54,13 @@ import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 from scipy import ndimage
 
+from bench.arguments import add_weights
 from bench.record import markdown_table
 from evaluation.rules import get_rules
 from evaluation.score import score_files
 from flare_common import cli
 from flare_common.labels import label_names
-from inference.defaults import DEFAULT_WEIGHTS
+from flare_common.nifti import image_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = "flare21"
@@ -254,7 +255,7 @@ def prepare(folders: dict[Source, Path], work: Path) -> tuple[list[str], list[st
             image = nib.Nifti1Image(np.rint(image.get_fdata()).astype(np.int16), image.affine)
         else:
             image = nib.load(source)
-        nib.save(image, images / f"{case.name}_0000.nii.gz")
+        nib.save(image, images / image_name(case.name))
         if case.labels is not None:
             reference = on_grid(nib.load(fixtures / case.labels), image)
             if reference is None:
@@ -360,8 +361,7 @@ def errors_markdown(rows: list[dict], top: int = 3) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.real_ct", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
-                        help="checkpoint to run (default: the shipped one)")
+    add_weights(parser)
     parser.add_argument("--work", type=Path, help="folder for the download, the cases and the predictions "
                         "(default: a temporary one, removed afterwards)")
     parser.add_argument("--sdist", type=Path, help=f"the {TOTALSEGMENTATOR.archive} already downloaded")

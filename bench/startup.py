@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 
+from bench.arguments import add_weights
 from bench.record import machine_line
+from flare_common import cli
 from flare_common.cli import at_least
-from inference.defaults import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = {
@@ -38,7 +39,7 @@ STEPS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.startup", description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="checkpoint (default: the shipped one)")
+    add_weights(parser)
     parser.add_argument("--repeats", type=at_least(1), default=3)
     args = parser.parse_args(argv)
     if not args.weights.is_file():
@@ -64,4 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

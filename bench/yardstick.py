@@ -21,6 +21,7 @@ import torch
 
 from bench.arguments import parse_shape, shape_text
 from bench.record import exit_description
+from flare_common import cli
 from flare_common.cli import at_least
 from inference.heap import keep_freed_memory
 from inference.networks import CoarseUNet, EfficientSegNet
@@ -88,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -52,9 +52,9 @@ _COMPRESSED_CHUNK = 1 << 16  # gzip data inflated per call: small pieces inflate
 _INFLATED_CHUNK = 1 << 22
 
 
-def gzip_compress(data: bytes, level: int = 1) -> bytes:
-    """A gzip stream of the data (ISA-L's where installed; level 1: fast, what label maps need)."""
-    return gzip.compress(data, compresslevel=level)
+def gzip_compress(data: bytes) -> bytes:
+    """A gzip stream of the data at level 1 (fast, what label maps need; ISA-L's where installed)."""
+    return gzip.compress(data, compresslevel=1)
 
 
 def is_nifti(path: Path) -> bool:
@@ -97,6 +97,11 @@ def case_stem(path: Path | str) -> str:
         if path.name.endswith(suffix):
             return path.name[: -len(suffix)]
     return path.stem
+
+
+def image_name(case: str) -> str:
+    """FLARE naming of a case's CT: <case> -> <case>_0000.nii.gz (output_name's inverse)."""
+    return f"{case}{CHANNEL_SUFFIX}.nii.gz"
 
 
 def output_name(path: Path) -> str:

@@ -24,6 +24,7 @@ from flare_common.nifti import (
     CHANNEL_SUFFIX,
     MISCASED,
     NIFTI_SUFFIXES,
+    image_name,
     miscased_nifti,
     nibabel_messages,
     nifti_files,
@@ -97,7 +98,7 @@ def find_cases(root: Path) -> list[Case]:
         images[name] = path
     problems += [f"{path}: {MISCASED}" for folder in (images_dir, labels_dir) for path in miscased_nifti(folder)]
     problems += [f"{images[n]}: no label map {labels_dir / (n + '.nii.gz')}" for n in sorted(set(images) - set(labels))]
-    problems += [f"{labels[n]}: no image {images_dir / (n + '_0000.nii.gz')}" for n in sorted(set(labels) - set(images))]
+    problems += [f"{labels[n]}: no image {images_dir / image_name(n)}" for n in sorted(set(labels) - set(images))]
     if not images and not labels:
         problems.append(f"{root}: no .nii.gz or .nii files in {images_dir.name}/ and {labels_dir.name}/")
     if problems:

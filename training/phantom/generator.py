@@ -12,6 +12,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
 
 from flare_common.files import atomic_output
+from flare_common.nifti import image_name
 from training.phantom.anatomy import draw_anatomy
 from training.phantom.body import draw_arms
 from training.phantom.ct import (
@@ -253,7 +254,7 @@ def save(phantom: Phantom, images_dir: Path, labels_dir: Path, case: str) -> tup
     ornt = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(phantom.orientation))
     affine = phantom.geometry.affine @ inv_ornt_aff(ornt, phantom.labels.shape)
     image = np.clip(np.rint(phantom.image), *HU_STORED).astype(np.int16)
-    paths = (Path(images_dir) / f"{case}_0000.nii.gz", Path(labels_dir) / f"{case}.nii.gz")
+    paths = (Path(images_dir) / image_name(case), Path(labels_dir) / f"{case}.nii.gz")
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
     paths[1].unlink(missing_ok=True)
