@@ -32,6 +32,7 @@ from scipy import ndimage
 from flare_common import cli
 from flare_common.nifti import SPACING_RANGE_MM
 from training.phantom import Geometry, case_seed, centred, draw_anatomy, generate, other_cases, render, save
+from training.phantom.generator import MIN_MAX_SIDE
 
 ISLAND_RADIUS_MM = 10.0  # the false-positive ball
 ISLAND_GRID = 64  # cells per axis (at most) of the coarse grid the island's place is chosen on
@@ -155,25 +156,21 @@ def main(argv: list[str] | None = None) -> int:
                             "flare-synthetic -o small --shape 96 96 40 --spacing 4 4 8"])
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="DIR",
                         help="folder to write images/, gt/ and pred/ into (required)")
-    parser.add_argument("--cases", type=int, default=3, help="number of cases (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the set (default %(default)s)")
+    parser.add_argument("--cases", type=cli.at_least(1), default=3, help="number of cases (default %(default)s)")
+    parser.add_argument("--seed", type=cli.at_least(0), default=0, help="seed of the set (default %(default)s)")
     grid = parser.add_mutually_exclusive_group()
-    grid.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="N",
+    grid.add_argument("--max-side", type=cli.at_least(MIN_MAX_SIDE), default=DEFAULT_MAX_SIDE, metavar="N",
                       help="at most this many voxels per axis of a drawn scan geometry (default %(default)s)")
-    grid.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
+    grid.add_argument("--shape", type=cli.at_least(1), nargs=3, metavar=("X", "Y", "Z"),
                       help="a fixed grid of this many voxels centred on the abdomen instead (with --spacing)")
     parser.add_argument("--spacing", type=cli.finite_float, nargs=3, metavar=("SX", "SY", "SZ"),
                         help="voxel size in mm of the --shape grid")
     args = parser.parse_args(argv)
-    if args.cases < 1 or args.seed < 0:
-        parser.error("--cases must be at least 1 and --seed not negative")
     if (args.shape is None) != (args.spacing is None):
         parser.error("--shape and --spacing go together")
     low, high = SPACING_RANGE_MM
-    if args.shape is not None and (min(args.shape) < 1 or not all(low <= s <= high for s in args.spacing)):
-        parser.error(f"--shape must be positive and --spacing within {low:g}-{high:g} mm (what the scorer reads)")
-    if args.max_side < 8:
-        parser.error("--max-side must be at least 8")
+    if args.shape is not None and not all(low <= s <= high for s in args.spacing):
+        parser.error(f"--spacing must lie within {low:g}-{high:g} mm (what the scorer reads)")
     for folder in (args.out, *(args.out / sub for sub in FOLDERS)):
         cli.refuse_unwritable(parser, "-o", folder, folder=True)
     if others := other_cases(args.out, {case_name(i) for i in range(args.cases)}, FOLDERS[1:]):

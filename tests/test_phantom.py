@@ -842,10 +842,10 @@ def test_the_smallest_phantoms_allowed_are_ones_every_reader_accepts(tmp_path, c
     """Below 16 voxels a side a large field of view makes voxels coarser than the readers' 50 mm."""
     with pytest.raises(SystemExit) as exc:
         ph.main(["--out", str(tmp_path / "tiny"), "--cases", "1", "--max-side", "15"])
-    assert exc.value.code == 2 and "--max-side must be at least 16" in capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --max-side: 15: must be at least 16" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         ph.main(["--out", str(tmp_path / "many"), "--cases", "100000000"])  # refused before any name is made
-    assert exc.value.code == 2 and "--cases must be at most 1000000" in capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --cases: 100000000: must be from 1 to 1000000" in capsys.readouterr().err
     largest = max(max(ph.generate(ph.case_seed(seed, 0), max_side=16).spacing) for seed in range(12))
     assert largest <= 50
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from flare_common import cli
 from flare_common.errors import InputError
 from training.phantom.atlas import ARM_SHADOW_HU, FISSURE_WIDTH_MM, LARGE_SPLEEN_KIDNEY_DROP_MM, LARGE_SPLEEN_SIZE
-from training.phantom.generator import EXCLUSIVE_FRACTIONS, Mix, exclusive_pair
+from training.phantom.generator import EXCLUSIVE_FRACTIONS, MIN_MAX_SIDE, Mix, exclusive_pair
 from training.phantom.preview import preview
 from training.phantom.priors import (
     ATROPHIC_PANCREAS,
@@ -31,7 +31,6 @@ from training.phantom.scan import EXTRA_RANGES
 from training.phantom.sets import other_cases, set_case_name, write_set
 
 PREVIEW_FORMATS = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what --preview writes, by the name's suffix
-MIN_MAX_SIDE = 16  # fewer voxels a side make them coarser than the 50 mm every reader of the project accepts
 MAX_CASES = 1_000_000  # a set this large already takes days to write; its names are checked up front
 
 
@@ -113,17 +112,20 @@ def _parser() -> argparse.ArgumentParser:
         "flare-phantom --preview phantoms.png --seed 23"])
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="folder to write images/, labels/ and cases.csv into (this or --preview)")
-    parser.add_argument("--cases", type=int, metavar="N", help="number of cases (required with --out; default 3 with --preview)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the set (default %(default)s)")
-    parser.add_argument("--start", type=int, default=0, metavar="I", help="index of the first case (default %(default)s)")
-    parser.add_argument("--max-side", type=int, metavar="N",
+    parser.add_argument("--cases", type=cli.at_least(1, MAX_CASES), metavar="N",
+                        help="number of cases (required with --out; default 3 with --preview)")
+    parser.add_argument("--seed", type=cli.at_least(0), default=0, metavar="S", help="seed of the set (default %(default)s)")
+    parser.add_argument("--start", type=cli.at_least(0), default=0, metavar="I",
+                        help="index of the first case (default %(default)s)")
+    parser.add_argument("--max-side", type=cli.at_least(MIN_MAX_SIDE), metavar="N",
                         help="at most this many voxels per axis, the field of view kept (default: full size, 512 in-plane)")
     for name, text in _mix_help().items():
         parser.add_argument(_option(name), type=cli.finite_float, default=0.0, metavar="P", help=f"{text} (default %(default)s)")
     parser.add_argument("--prefix", default="phantom", metavar="NAME",
                         help="case name prefix: letters, digits, '_' and '-', the first a letter or digit "
                              "(default %(default)s)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes writing cases (default %(default)s)")
+    parser.add_argument("--workers", type=cli.at_least(1), default=1, metavar="N",
+                        help="processes writing cases (default %(default)s)")
     parser.add_argument("--preview", type=Path, metavar="PNG", help="render slices of the cases to PNG instead of --out")
     parser.add_argument("--real", type=Path, nargs=2, metavar=("CT", "LABELS"),
                         help="with --preview: a real CT and labels of it (FLARE21 numbering: a reference or a "
@@ -158,14 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cases is required with --out")
     if args.real is not None and args.preview is None:
         parser.error("--real goes with --preview")
-    if args.cases is not None and args.cases < 1:
-        parser.error("--cases must be at least 1")
-    if args.seed < 0 or args.start < 0:
-        parser.error("--seed and --start must not be negative")
-    if args.max_side is not None and args.max_side < MIN_MAX_SIDE:
-        parser.error(f"--max-side must be at least {MIN_MAX_SIDE}")
-    if args.cases is not None and args.cases > MAX_CASES:
-        parser.error(f"--cases must be at most {MAX_CASES}")
     try:
         set_case_name(args.prefix, 0)  # the one check of a prefix (sets.PREFIX)
     except ValueError as exc:
@@ -184,8 +178,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote a preview of {args.cases or 3} phantom(s) to {args.preview} "
               f"in {time.perf_counter() - began:.1f} s")
         return 0
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
     for folder in (args.out, args.out / "images", args.out / "labels"):
         cli.refuse_unwritable(parser, "--out", folder, folder=True)
     if others := other_cases(args.out, {set_case_name(args.prefix, i) for i in range(args.start, args.start + args.cases)}):

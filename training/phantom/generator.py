@@ -161,6 +161,7 @@ class Mix:
 
 
 PLAIN = Mix()  # no variations: every case as drawn from SCAN_RANGES, in CT values
+MIN_MAX_SIDE = 16  # generate's smallest max_side: fewer voxels a side are coarser than the 50 mm every reader accepts
 
 
 def generate(seed: int | np.random.SeedSequence, *, geometry: Geometry | None = None, max_side: int | None = None,
