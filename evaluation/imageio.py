@@ -17,7 +17,7 @@ import numpy as np
 
 from evaluation.runs import LabelRuns, as_labels, label_runs, runs_of_lines
 from flare_common.errors import InputError, describe_error
-from flare_common.nifti import nifti_image, spacing_problem, volume_shape
+from flare_common.nifti import is_unscaled, nifti_image, spacing_problem, volume_shape
 
 T = TypeVar("T")
 
@@ -49,13 +49,9 @@ CHUNK_BYTES = 1 << 20  # label data streamed this much at a time: inflated where
 def _array(img, shape: tuple[int, int, int]) -> np.ndarray:
     """The image's labels as an integer array (x, y, z)."""
     proxy = img.dataobj
-    unscaled = _trivially_scaled(proxy) and hasattr(proxy, "get_unscaled")
+    unscaled = is_unscaled(proxy) and hasattr(proxy, "get_unscaled")
     stored = proxy.get_unscaled() if unscaled else np.asanyarray(proxy)
     return as_labels(np.asarray(stored).reshape(shape))
-
-
-def _trivially_scaled(proxy) -> bool:
-    return getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
 
 
 def _streamed_runs(proxy, shape: tuple[int, int, int]) -> LabelRuns:
@@ -84,7 +80,7 @@ def _runs(img, shape: tuple[int, int, int]) -> LabelRuns:
     """The image's labels as runs: streamed where they are integers stored unscaled in NIfTI's
     order (what label maps are), else from the whole array."""
     proxy = img.dataobj
-    streamable = (np.dtype(proxy.dtype).kind in "iu" and _trivially_scaled(proxy)
+    streamable = (np.dtype(proxy.dtype).kind in "iu" and is_unscaled(proxy)
                   and getattr(proxy, "order", "F") == "F" and hasattr(proxy, "file_like"))
     return _streamed_runs(proxy, shape) if streamable else label_runs(_array(img, shape))
 

@@ -130,6 +130,12 @@ def folder_cases(folder: Path, name: Callable[[Path], str]) -> tuple[list[Path],
     return files, f"{clashes[0]}: keep one" if clashes else None
 
 
+def is_unscaled(proxy) -> bool:
+    """Whether an image's data (its `dataobj`) is read as stored: no scale factor (slope 1) and no
+    intercept (0) in the header."""
+    return getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
+
+
 def volume_shape(image_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The 3D shape of an image (one with more axes of length 1 after the third, a 4D image with a
     single volume say, counts as 3D, and a 2D image as one slice); InputError otherwise."""

@@ -17,7 +17,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 
 from flare_common.errors import InputError, describe_error
 from flare_common.files import atomic_output
-from flare_common.nifti import affine_problems, gzip_compress, header_doubts, nifti_image, volume_shape
+from flare_common.nifti import affine_problems, gzip_compress, header_doubts, is_unscaled, nifti_image, volume_shape
 
 MAX_VOXELS = 1_200_000_000  # refuse larger volumes before reading them (4.8 GB as float32)
 MAX_SIDE = 8192
@@ -144,8 +144,7 @@ def _stored_voxels(image: nib.spatialimages.SpatialImage) -> np.ndarray:
     """The voxels as stored where the header does not scale them (int16 HU, say: half the bytes
     of float32 to reorient), else scaled to float32."""
     proxy = image.dataobj
-    unscaled = (getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)) == (1.0, 0.0)
-    if unscaled and np.issubdtype(image.get_data_dtype(), np.integer):
+    if is_unscaled(proxy) and np.issubdtype(image.get_data_dtype(), np.integer):
         return np.asarray(proxy)
     return np.asarray(proxy, dtype=np.float32)
 
