@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 from functools import partial
 from pathlib import Path
 
+from flare_common import cli
 from flare_common.errors import first_few
 from flare_common.files import atomic_output
 from flare_common.nifti import nifti_files
@@ -91,14 +91,12 @@ def write_set(out: Path, cases: int, seed: int, start: int = 0, prefix: str = "p
     the file that could not be written; ValueError for a prefix PREFIX does not match."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from tqdm import tqdm
-
     set_case_name(prefix, start)  # a bad prefix fails before anything is removed or written
     for name in LISTINGS:
         (out / name).unlink(missing_ok=True)
     indices = range(start, start + cases)
     write = partial(_write_case, out, seed, prefix=prefix, max_side=max_side, mix=mix)
-    bar = partial(tqdm, total=cases, desc="phantoms", unit="case", file=sys.stderr, disable=None)
+    bar = partial(cli.progress, total=cases, desc="phantoms", unit="case")
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             rows = list(bar(pool.map(write, indices)))
