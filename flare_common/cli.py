@@ -45,12 +45,12 @@ class Terminated(KeyboardInterrupt):
     EXIT_CODE = 143
 
 
-
 def default_workers() -> int:
     """Worker processes a command starts by default: the CPUs this process may run on (its
     affinity, where the system has one), at most MAX_WORKERS."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(MAX_WORKERS, usable))
+
 
 def _terminate(signum, frame) -> None:
     raise Terminated

@@ -6,11 +6,12 @@ is opened through `nifti_image`, which checks the header as stored, before nibab
 use (pixdim where the reader takes the spacing from it or no sform is in use, and the affine's)
 that is zero, negative, not finite or outside SPACING_RANGE_MM, and a quaternion, offset or sform
 in use that is not finite or no rotation, make the file unusable (InputError); parts not in use
-that are broken are doubts (header_doubts), which the submission reports as warnings. nibabel's own messages and the warnings
-of reading are captured, to be reported with the case's name and their source. Whether a file is
-gzip-compressed is read from its first bytes, not its name, and a gzip stream is read to its end so
-that its CRC and length are checked (nibabel stops at the data's last byte); bytes after the
-stream that are not gzip data are noted, not refused (nibabel reads such files).
+that are broken are doubts (header_doubts), which the submission reports as warnings. nibabel's
+own messages and the warnings of reading are captured, to be reported with the case's name and
+their source. Whether a file is gzip-compressed is read from its first bytes, not its name, and a
+gzip stream is read to its end so that its CRC and length are checked (nibabel stops at the data's
+last byte); bytes after the stream that are not gzip data are noted, not refused (nibabel reads
+such files).
 
 Names: a case's image is <case>_0000.nii.gz (or any .nii/.nii.gz; CHANNEL_SUFFIX), its label map
 <case>.nii.gz.
@@ -468,8 +469,8 @@ def _open(path: Path, messages: list[Message]) -> IO[bytes]:
 def nifti_image(path: Path, pixdim_spacing: bool = True) -> Iterator[tuple[nib.spatialimages.SpatialImage, list[Message]]]:
     """Open a NIfTI-1/2 file (.nii or .nii.gz; gzip-compressed or not whatever its name says) whose
     stored header has sound geometry (header_problems; pixdim_spacing: the reader takes the voxel
-    spacing from pixdim, not only from the affine); yields (image, the messages of reading it: nibabel's, and
-    gzip's about the file). Read the data inside the block: the file is closed after it, a gzip
+    spacing from pixdim, not only from the affine); yields (image, the messages of reading it:
+    nibabel's, and gzip's about the file). Read the data inside the block: the file is closed after it, a gzip
     stream having been read to its end first, so a bad CRC or length raises there, and bytes after
     the stream are noted (not refused: nibabel reads such files). InputError for a refused header;
     nibabel, gzip and zlib errors pass through for the caller to report."""

@@ -43,7 +43,6 @@ from inference.defaults import BACKENDS, DEFAULT_WEIGHTS, DEVICES, PRECISIONS, W
 from inference.heap import HEAPS, choose_heap, keep_freed_memory
 
 if TYPE_CHECKING:
-
     from inference.imageio import CT
     from inference.openvino_runtime import Networks
     from inference.pipeline import NetworkRunner, Segmenter
